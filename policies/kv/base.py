@@ -1,0 +1,60 @@
+"""The KV allocator contract shared by the simulator and the real backend.
+
+An allocator owns a pool of `num_blocks` blocks of `block_size` token slots. Schedulers ask it
+for room with `allocate_slots(seq, num_tokens)`: "make sure `seq` can hold `num_tokens` tokens
+of KV in total". The call is all-or-nothing and returns False without side effects when the
+pool cannot serve it, which is what preemption is built on (as in vLLM v1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from policies.types import Request, Sequence
+
+
+@dataclass(frozen=True, slots=True)
+class KVUsage:
+    """Pool occupancy in token slots.
+
+    `reserved_slots` are held by sequences (whole blocks for paged, whole reservations for
+    contiguous); `filled_slots` of them hold KV that a sequence asked for. The difference is
+    internal fragmentation.
+    """
+
+    total_slots: int
+    reserved_slots: int
+    filled_slots: int
+
+    @property
+    def utilization(self) -> float:
+        return self.reserved_slots / self.total_slots if self.total_slots else 0.0
+
+    @property
+    def fragmentation(self) -> float:
+        """Share of reserved slots that hold no KV."""
+        if not self.reserved_slots:
+            return 0.0
+        return (self.reserved_slots - self.filled_slots) / self.reserved_slots
+
+
+class KVAllocator(Protocol):
+    block_size: int
+    num_blocks: int
+
+    def never_fits_reason(self, request: Request) -> str | None:
+        """Why `request` could not run even on an empty pool, or None if it can."""
+
+    def allocate_slots(self, seq: Sequence, num_tokens: int) -> bool:
+        """Ensure room for `num_tokens` tokens of `seq` in total; all-or-nothing."""
+
+    def free(self, seq: Sequence) -> None:
+        """Return everything `seq` holds to the pool (no-op if it holds nothing)."""
+
+    def usage(self) -> KVUsage: ...
+
+
+def kv_tokens_needed(request: Request) -> int:
+    """KV slots a request needs at its longest: every token but the last sampled one."""
+    return request.prompt_tokens + request.output_tokens - 1

@@ -1,0 +1,46 @@
+"""The scheduler contract: plain objects that decide, per iteration, who computes how much.
+
+A scheduler owns its waiting and running queues and the KV allocator's use; the engine owns
+the sequences' progress and tells the scheduler when one finishes. Schedulers never read a
+clock: `schedule(now_s)` gets the engine's time only so that time-based rules (a static
+batch's max wait) can be stated, and answers with a `Plan`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Protocol
+
+from policies.kv.base import KVAllocator
+from policies.types import Plan, Sequence, SeqStatus
+
+
+class Scheduler(Protocol):
+    allocator: KVAllocator
+
+    def add(self, seq: Sequence) -> None:
+        """Queue a newly arrived sequence."""
+
+    def schedule(self, now_s: float) -> Plan: ...
+
+    def on_finished(self, seq: Sequence) -> None:
+        """`seq` sampled its last token this step."""
+
+    @property
+    def num_waiting(self) -> int: ...
+
+    @property
+    def num_running(self) -> int: ...
+
+
+def preempt_by_recompute(
+    seq: Sequence, allocator: KVAllocator, waiting: deque[Sequence], plan: Plan
+) -> None:
+    """Drop `seq`'s KV and put it at the head of the queue; its outputs so far are kept, and
+    its next prefill recomputes prompt + outputs (vLLM's recompute preemption)."""
+    allocator.free(seq)
+    seq.num_computed_tokens = 0
+    seq.num_preemptions += 1
+    seq.status = SeqStatus.WAITING
+    waiting.appendleft(seq)
+    plan.preempted.append(seq)

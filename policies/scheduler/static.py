@@ -1,0 +1,104 @@
+"""Static batching, the FasterTransformer baseline.
+
+When the replica is idle it forms a batch of up to `max_num_seqs` waiting requests (FCFS, as
+many as the KV pool admits), waiting at most `max_wait_s` after the oldest one arrived for the
+batch to fill. The batch prefills together, then decodes until its longest member finishes:
+members that finish early stay in the batch as padding (computed, their output discarded) and
+their KV is released only when the whole batch ends. Nothing joins a running batch.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from policies.kv.base import KVAllocator
+from policies.scheduler.base import preempt_by_recompute
+from policies.types import Plan, ScheduledChunk, Sequence, SeqStatus
+
+
+@dataclass(frozen=True, slots=True)
+class StaticParams:
+    max_num_seqs: int = 256
+    max_wait_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.max_num_seqs < 1:
+            raise ValueError("max_num_seqs must be >= 1")
+        if self.max_wait_s < 0:
+            raise ValueError("static max wait must be >= 0 s")
+
+
+class StaticScheduler:
+    def __init__(self, params: StaticParams, allocator: KVAllocator) -> None:
+        self.params = params
+        self.allocator = allocator
+        self.waiting: deque[Sequence] = deque()
+        self.batch: list[Sequence] = []
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.batch)
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    def on_finished(self, seq: Sequence) -> None:
+        self._release_if_done()
+
+    def _release_if_done(self) -> None:
+        """End the batch once no member is still generating (finished or preempted)."""
+        if all(member.status is SeqStatus.FINISHED for member in self.batch):
+            for member in self.batch:
+                self.allocator.free(member)
+            self.batch.clear()
+
+    def schedule(self, now_s: float) -> Plan:
+        plan = Plan()
+        while True:
+            if not self.batch:
+                if not self.waiting:
+                    return plan
+                deadline = self.waiting[0].request.arrival_time_s + self.params.max_wait_s
+                if len(self.waiting) < self.params.max_num_seqs and now_s < deadline:
+                    plan.wake_at_s = deadline
+                    return plan
+                self._form_batch()
+            for seq in list(self.batch):
+                if seq.status is SeqStatus.FINISHED:
+                    plan.padding.append(ScheduledChunk(seq, 1, seq.num_computed_tokens))
+                elif seq.status is SeqStatus.RUNNING:
+                    self._schedule_member(seq, plan)
+            if plan.chunks:
+                return plan
+            # Every unfinished member was preempted: end this batch and form the next one
+            # (its head fits, since the pool is then empty).
+            plan.padding.clear()
+            self._release_if_done()
+
+    def _form_batch(self) -> None:
+        while self.waiting and len(self.batch) < self.params.max_num_seqs:
+            seq = self.waiting[0]
+            if not self.allocator.allocate_slots(seq, seq.num_known_tokens):
+                break
+            self.waiting.popleft()
+            seq.status = SeqStatus.RUNNING
+            self.batch.append(seq)
+
+    def _schedule_member(self, seq: Sequence, plan: Plan) -> None:
+        while not self.allocator.allocate_slots(seq, seq.num_known_tokens):
+            # Out of KV mid-batch: the newest member not yet scheduled this step goes back to
+            # the queue (members are visited oldest first, so that is `seq` or a later one).
+            later = self.batch[self.batch.index(seq) + 1 :]
+            victim = next(
+                (m for m in reversed(later) if m.status is SeqStatus.RUNNING), seq
+            )
+            self.batch.remove(victim)
+            preempt_by_recompute(victim, self.allocator, self.waiting, plan)
+            if victim is seq:
+                return
+        plan.chunks.append(ScheduledChunk(seq, seq.num_uncomputed_tokens, seq.num_computed_tokens))

@@ -1,0 +1,124 @@
+"""Data shared by every policy, the simulator and (later) the real backend.
+
+Nothing here knows about time sources, SimPy or tensors: a `Plan` is what a scheduler decides
+for one engine iteration, a `StepResult` is what an executor reports back.
+
+Token accounting follows vLLM v1: a sequence's known tokens are its prompt plus the outputs
+sampled so far; `num_computed_tokens` of them have KV in the cache. A step computes
+`num_new_tokens` more; when the computed count reaches the known count, one output token is
+sampled. So a request with P prompt and O output tokens computes P + O - 1 tokens in total, and
+a sequence preempted by recompute simply restarts from `num_computed_tokens = 0` with its
+outputs kept.
+"""
+
+from __future__ import annotations
+
+import enum
+from array import array
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One trace row.
+
+    `request_id` is the row's order in the trace (from 0), so results can be joined back to the
+    input. `prefix_block_hashes` are chained hashes of `prefix_block_tokens`-token prompt blocks
+    (Mooncake's `hash_ids`), used by prefix-caching allocators; None when the trace has none.
+    """
+
+    request_id: int
+    arrival_time_s: float
+    prompt_tokens: int
+    output_tokens: int
+    prefix_block_hashes: tuple[int, ...] | None = None
+    prefix_block_tokens: int | None = None
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.output_tokens
+
+
+class SeqStatus(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+    REJECTED = "rejected"
+
+
+@dataclass(slots=True, eq=False)
+class Sequence:
+    """The engine's live state of one request.
+
+    Timestamps are filled in by the engine (in whatever clock drives it); `token_times_s` holds
+    one entry per sampled output token, in a compact array so long traces stay cheap.
+    """
+
+    request: Request
+    status: SeqStatus = SeqStatus.WAITING
+    num_computed_tokens: int = 0
+    num_output_tokens: int = 0
+    num_preemptions: int = 0
+    first_scheduled_s: float | None = None
+    finish_s: float | None = None
+    reason: str = ""
+    token_times_s: array = field(default_factory=lambda: array("d"))
+
+    @property
+    def seq_id(self) -> int:
+        return self.request.request_id
+
+    @property
+    def num_known_tokens(self) -> int:
+        """Prompt plus outputs sampled so far: the tokens whose KV can be computed now."""
+        return self.request.prompt_tokens + self.num_output_tokens
+
+    @property
+    def num_uncomputed_tokens(self) -> int:
+        return self.num_known_tokens - self.num_computed_tokens
+
+    @property
+    def is_done_generating(self) -> bool:
+        return self.num_output_tokens >= self.request.output_tokens
+
+
+@dataclass(slots=True)
+class ScheduledChunk:
+    """`num_new_tokens` of `seq` computed this step on top of `num_context_tokens` cached ones."""
+
+    seq: Sequence
+    num_new_tokens: int
+    num_context_tokens: int
+
+
+@dataclass(slots=True)
+class Plan:
+    """One iteration's decisions.
+
+    `chunks` are computed and committed. `padding` chunks are computed but produce nothing
+    (static batching keeps finished members in the batch until its longest one ends), so the
+    cost model charges them. `wake_at_s` tells an idle engine when the scheduler wants to be
+    asked again even if nothing arrives (static batching's max wait).
+    """
+
+    chunks: list[ScheduledChunk] = field(default_factory=list)
+    padding: list[ScheduledChunk] = field(default_factory=list)
+    preempted: list[Sequence] = field(default_factory=list)
+    wake_at_s: float | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.chunks and not self.padding
+
+    @property
+    def num_new_tokens(self) -> int:
+        return sum(c.num_new_tokens for c in self.chunks) + sum(
+            c.num_new_tokens for c in self.padding
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What an executor reports for one plan: how long it took, in the executor's clock."""
+
+    duration_s: float

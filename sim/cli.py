@@ -1,0 +1,177 @@
+"""`servesim`: the trace-replay command line.
+
+    servesim replay --trace PATH|synthetic:... --model M --hardware H ... [--config F.toml] --out DIR
+    servesim list models|hardware|schedulers|allocators
+
+Replay flags are generated from `ReplayOptions`, so the CLI, TOML config files and sweep grids
+share one set of names. Flags override the config file. Bad input ends with a one-line
+`error:` message and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from typing import Any, Callable, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from sim.config import ReplayOptions, options_from_toml, resolve
+
+_CONVERTERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
+
+_HELP = {
+    "trace": "trace file (format detected), or synthetic:n=N,arrivals=poisson:R,prompt=...,output=...;"
+             " default: the bundled Azure conv slice",
+    "trace_format": "force the trace format",
+    "arrivals": "arrival process for length-only traces: poisson:RATE or gamma:RATE:CV",
+    "max_requests": "keep only the first N trace rows",
+    "rate_scale": "replay at X times the trace's request rate",
+    "model": "model name (servesim list models)",
+    "hardware": "hardware name (servesim list hardware)",
+    "tp": "tensor parallel degree",
+    "scheduler": "scheduler (servesim list schedulers)",
+    "allocator": "KV allocator (servesim list allocators)",
+    "max_num_seqs": "max sequences per iteration (static: batch size)",
+    "max_num_batched_tokens": "token budget per iteration (default max(max_model_len, 2048))",
+    "block_size": "KV block size in tokens",
+    "gpu_memory_utilization": "share of device memory the engine may use",
+    "num_gpu_blocks": "KV pool size in blocks per replica, overriding the memory model",
+    "reserve": "contiguous allocator reservation: max|pow2|oracle",
+    "static_max_wait_s": "static batching: max wait for a batch to fill",
+    "max_model_len": "context limit (default: the model's)",
+    "weight_dtype": "weight dtype: bf16|fp16|fp8|int8|int4",
+    "kv_dtype": "KV cache dtype",
+    "calibration": "coefficients JSON from servesim calibrate",
+    "seed": "seed for synthetic arrivals and lengths",
+    "horizon_s": "stop the simulation at this simulated time",
+    "slo_ttft_s": "TTFT SLO for goodput",
+    "slo_tpot_s": "TPOT SLO for goodput",
+}
+
+
+def _add_replay_flags(parser: argparse.ArgumentParser) -> None:
+    for f in fields(ReplayOptions):
+        base = str(f.type).split("|")[0].strip()
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"), dest=f.name, type=_CONVERTERS[base],
+            default=argparse.SUPPRESS, help=f"{_HELP[f.name]} (default: {f.default!r})",
+        )
+    parser.add_argument("--config", help="TOML file whose keys are these option names")
+    parser.add_argument("--out", help="write summary.json and requests.csv here")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="servesim", description="LLM-serving simulator")
+    sub = parser.add_subparsers(dest="command", required=True)
+    replay = sub.add_parser("replay", help="replay a trace through the simulator")
+    _add_replay_flags(replay)
+    listing = sub.add_parser("list", help="list known names")
+    listing.add_argument("what", choices=["models", "hardware", "schedulers", "allocators"])
+    return parser
+
+
+def replay_options(args: argparse.Namespace) -> ReplayOptions:
+    values: dict[str, Any] = {}
+    if args.config:
+        values.update(options_from_toml(args.config))
+    values.update({n: getattr(args, n) for n in ReplayOptions.names() if hasattr(args, n)})
+    return ReplayOptions().updated(values)
+
+
+def run_replay(args: argparse.Namespace, console: Console) -> int:
+    from sim.api import simulate
+    from sim.results import write_results
+
+    options = replay_options(args)
+    config = resolve(options)
+    progress_console = Console(stderr=True)
+    if not args.quiet and progress_console.is_terminal:
+        from rich.progress import Progress
+
+        with Progress(console=progress_console, transient=True) as bar:
+            task = bar.add_task("simulating", total=config.trace.num_rows)
+            results = simulate(config, lambda done, total: bar.update(task, completed=done))
+    else:
+        results = simulate(config)
+    console.print(results_table(results))
+    for note in config.trace.notes:
+        console.print(f"[dim]trace: {note}[/dim]")
+    if args.out:
+        out = write_results(results, args.out)
+        console.print(f"wrote {out / 'summary.json'} and {out / 'requests.csv'}")
+    return 0
+
+
+def results_table(results) -> Table:
+    s = results.summary
+    o = results.config.options
+    title = (f"{results.config.trace.name}: {o.model} on {o.tp}x {o.hardware}, "
+             f"{o.scheduler} + {o.allocator}, {s['kv_blocks_total']} KV blocks of {o.block_size}")
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    for stat in ("mean", "p50", "p90", "p99"):
+        table.add_column(stat, justify="right")
+    for name in ("ttft", "tpot", "itl", "e2e", "queue"):
+        table.add_row(f"{name} (s)", *(_fmt(s[f"{name}_{st}_s"]) for st in ("mean", "p50", "p90", "p99")))
+    table.add_section()
+    for key in ("requests_total", "requests_finished", "requests_rejected", "requests_unfinished",
+                "output_throughput_tok_s", "total_throughput_tok_s", "request_throughput_req_s",
+                "goodput_req_s", "preemptions", "batch_size_mean", "kv_util_mean", "kv_frag_mean"):
+        table.add_row(key, _fmt(s[key]), "", "", "")
+    return table
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def run_list(what: str, console: Console) -> int:
+    from policies.registry import TABLES
+    from sim.cost.catalog import HARDWARE, MODELS
+
+    table = Table(title=what, title_justify="left")
+    if what == "models":
+        for col in ("name", "hf id", "params (B)", "active (B)", "KV bytes/token (bf16)", "max len"):
+            table.add_column(col)
+        for m in MODELS.values():
+            table.add_row(m.name, m.hf_id, f"{m.param_count / 1e9:.2f}",
+                          f"{m.active_param_count / 1e9:.2f}", f"{m.kv_bytes_per_token():,.0f}",
+                          str(m.max_model_len))
+    elif what == "hardware":
+        for col in ("name", "device", "bf16 TFLOP/s", "mem GB/s", "mem GB", "link GB/s"):
+            table.add_column(col)
+        for h in HARDWARE.values():
+            table.add_row(h.name, h.description, f"{h.peak_flops['bf16'] / 1e12:g}",
+                          f"{h.mem_bandwidth_bytes_s / 1e9:g}", f"{h.mem_capacity_bytes / 1e9:g}",
+                          f"{h.interconnect_bandwidth_bytes_s / 1e9:g}")
+    else:
+        table.add_column("name")
+        table.add_column("what it does")
+        for entry in TABLES[what].values():
+            table.add_row(entry.name, entry.summary)
+    console.print(table)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(width=max(120, Console().width))
+    try:
+        if args.command == "replay":
+            return run_replay(args, console)
+        return run_list(args.what, console)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Run configuration: `ReplayOptions` are what a user types, `SimConfig` is what runs.
+
+`ReplayOptions` holds plain values whose names are the CLI's option names (dashes become
+underscores), so a TOML file, the CLI and a sweep grid all speak the same keys. `resolve`
+does the I/O (reading the trace and calibration files) and the lookups, and returns a
+`SimConfig` of ready objects; `sim.api.simulate(SimConfig)` is then pure.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import traces as trace_io
+from policies.registry import ALLOCATORS, SCHEDULERS, lookup
+from sim.cost.catalog import get_hardware, get_model
+from sim.cost.coefficients import Coefficients, default_coefficients, load_coefficients
+from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayOptions:
+    trace: str = ""
+    """Trace file path, or a `synthetic:...` spec; empty means the bundled default trace."""
+    trace_format: str | None = None
+    arrivals: str | None = None
+    max_requests: int | None = None
+    rate_scale: float = 1.0
+    model: str = "llama-3-8b"
+    hardware: str = "h100"
+    tp: int = 1
+    scheduler: str = "continuous"
+    allocator: str = "paged"
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int | None = None
+    block_size: int = 16
+    gpu_memory_utilization: float = 0.9
+    num_gpu_blocks: int | None = None
+    reserve: str = "max"
+    static_max_wait_s: float = 0.0
+    max_model_len: int | None = None
+    weight_dtype: str = "bf16"
+    kv_dtype: str = "bf16"
+    calibration: str | None = None
+    seed: int = 0
+    horizon_s: float | None = None
+    slo_ttft_s: float | None = None
+    slo_tpot_s: float | None = None
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def updated(self, values: dict[str, Any]) -> ReplayOptions:
+        unknown = set(values) - set(self.names())
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(self.names())}"
+            )
+        return replace(self, **values)
+
+
+def options_from_toml(path: str | Path) -> dict[str, Any]:
+    """Read a config file whose keys are option names (dashes or underscores)."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"cannot read config {path}: {exc}") from exc
+    return {key.replace("-", "_"): value for key, value in data.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    trace: trace_io.Trace
+    model: ModelSpec
+    hardware: HardwareSpec
+    coefficients: Coefficients
+    options: ReplayOptions
+    max_model_len: int
+    max_num_batched_tokens: int
+    policy_options: dict[str, Any] = field(default_factory=dict)
+
+
+def load_workload(options: ReplayOptions) -> trace_io.Trace:
+    spec = options.trace or str(trace_io.DEFAULT_TRACE_PATH)
+    if spec.startswith("synthetic:"):
+        n, arrivals, prompt, output = trace_io.parse_synthetic(spec)
+        trace = trace_io.synthetic_trace(n, arrivals, prompt, output, seed=options.seed)
+    else:
+        arrivals = trace_io.parse_arrivals(options.arrivals) if options.arrivals else None
+        trace = trace_io.load_trace(
+            spec, options.trace_format, arrivals=arrivals, seed=options.seed,
+            max_requests=options.max_requests,
+        )
+    if options.rate_scale != 1.0:
+        trace = trace_io.scale_rate(trace, options.rate_scale)
+    return trace
+
+
+def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimConfig:
+    """Look up names, load files, fill defaults; raise ValueError with a clear message."""
+    model = get_model(options.model)
+    hardware = get_hardware(options.hardware)
+    lookup(SCHEDULERS, "scheduler", options.scheduler)
+    lookup(ALLOCATORS, "allocator", options.allocator)
+    dtype_bytes(options.weight_dtype)
+    dtype_bytes(options.kv_dtype)
+    if options.calibration:
+        coefficients = load_coefficients(options.calibration, hardware.name)
+    else:
+        coefficients = default_coefficients(hardware.name)
+    max_model_len = options.max_model_len or model.max_model_len
+    if max_model_len < 1:
+        raise ValueError(f"max_model_len must be >= 1, got {max_model_len}")
+    max_tokens = options.max_num_batched_tokens or max(max_model_len, 2048)
+    if options.num_gpu_blocks is not None and options.num_gpu_blocks < 1:
+        raise ValueError(f"--num-gpu-blocks must be >= 1, got {options.num_gpu_blocks}")
+    if trace is None:
+        trace = load_workload(options)
+    policy_options = {
+        "max_num_seqs": options.max_num_seqs,
+        "max_num_batched_tokens": max_tokens,
+        "max_wait_s": options.static_max_wait_s,
+        "block_size": options.block_size,
+        "max_model_len": max_model_len,
+        "reserve": options.reserve,
+    }
+    return SimConfig(trace, model, hardware, coefficients, options, max_model_len, max_tokens,
+                     policy_options)

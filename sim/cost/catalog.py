@@ -1,0 +1,144 @@
+"""Fact tables: the models and accelerators servesim knows, with their sources.
+
+Model rows copy the architecture fields of each model's public Hugging Face `config.json`
+(source named per row). `max_model_len` is the context length the model card states; where the
+config's `max_position_embeddings` differs, the row says so. Hardware rows copy the vendor
+datasheets (dense tensor-core peaks, i.e. without 2:4 sparsity).
+"""
+
+from __future__ import annotations
+
+from policies.registry import UnknownNameError
+from sim.cost.specs import HardwareSpec, MLASpec, ModelSpec, MoESpec
+
+GB = 1e9
+GiB = 1024**3
+TFLOPS = 1e12
+
+_MODELS: list[ModelSpec] = [
+    # huggingface.co/meta-llama/Llama-2-7b-hf/blob/main/config.json
+    ModelSpec("llama-2-7b", "meta-llama/Llama-2-7b-hf", num_layers=32, hidden_size=4096,
+              intermediate_size=11008, num_heads=32, num_kv_heads=32, vocab_size=32000,
+              max_model_len=4096),
+    # huggingface.co/meta-llama/Llama-2-70b-hf/blob/main/config.json
+    ModelSpec("llama-2-70b", "meta-llama/Llama-2-70b-hf", num_layers=80, hidden_size=8192,
+              intermediate_size=28672, num_heads=64, num_kv_heads=8, vocab_size=32000,
+              max_model_len=4096),
+    # huggingface.co/meta-llama/Meta-Llama-3-8B/blob/main/config.json
+    ModelSpec("llama-3-8b", "meta-llama/Meta-Llama-3-8B", num_layers=32, hidden_size=4096,
+              intermediate_size=14336, num_heads=32, num_kv_heads=8, vocab_size=128256,
+              max_model_len=8192),
+    # huggingface.co/meta-llama/Llama-3.1-8B/blob/main/config.json (max_position_embeddings
+    # 131072 with llama3 RoPE scaling)
+    ModelSpec("llama-3.1-8b", "meta-llama/Llama-3.1-8B", num_layers=32, hidden_size=4096,
+              intermediate_size=14336, num_heads=32, num_kv_heads=8, vocab_size=128256,
+              max_model_len=131072),
+    # huggingface.co/meta-llama/Llama-3.2-1B/blob/main/config.json (head_dim 64, tied)
+    ModelSpec("llama-3.2-1b", "meta-llama/Llama-3.2-1B", num_layers=16, hidden_size=2048,
+              intermediate_size=8192, num_heads=32, num_kv_heads=8, vocab_size=128256,
+              max_model_len=131072, head_dim=64, tied_embeddings=True),
+    # huggingface.co/meta-llama/Meta-Llama-3-70B/blob/main/config.json
+    ModelSpec("llama-3-70b", "meta-llama/Meta-Llama-3-70B", num_layers=80, hidden_size=8192,
+              intermediate_size=28672, num_heads=64, num_kv_heads=8, vocab_size=128256,
+              max_model_len=8192),
+    # huggingface.co/mistralai/Mistral-7B-v0.1/blob/main/config.json (sliding_window 4096,
+    # max_position_embeddings 32768)
+    ModelSpec("mistral-7b", "mistralai/Mistral-7B-v0.1", num_layers=32, hidden_size=4096,
+              intermediate_size=14336, num_heads=32, num_kv_heads=8, vocab_size=32000,
+              max_model_len=32768, sliding_window=4096),
+    # huggingface.co/Qwen/Qwen2-0.5B/blob/main/config.json (QKV bias, tied; the config says
+    # max_position_embeddings 131072, the model card states 32K context)
+    ModelSpec("qwen2-0.5b", "Qwen/Qwen2-0.5B", num_layers=24, hidden_size=896,
+              intermediate_size=4864, num_heads=14, num_kv_heads=2, vocab_size=151936,
+              max_model_len=32768, tied_embeddings=True, qkv_bias=True),
+    # huggingface.co/Qwen/Qwen2-7B/blob/main/config.json (QKV bias)
+    ModelSpec("qwen2-7b", "Qwen/Qwen2-7B", num_layers=28, hidden_size=3584,
+              intermediate_size=18944, num_heads=28, num_kv_heads=4, vocab_size=152064,
+              max_model_len=32768, qkv_bias=True),
+    # huggingface.co/mistralai/Mixtral-8x7B-v0.1/blob/main/config.json (8 experts, top-2)
+    ModelSpec("mixtral-8x7b", "mistralai/Mixtral-8x7B-v0.1", num_layers=32, hidden_size=4096,
+              intermediate_size=14336, num_heads=32, num_kv_heads=8, vocab_size=32000,
+              max_model_len=32768,
+              moe=MoESpec(num_experts=8, experts_per_token=2, expert_intermediate_size=14336)),
+    # huggingface.co/deepseek-ai/DeepSeek-V2-Lite/blob/main/config.json: MLA (kv_lora_rank 512,
+    # qk_rope_head_dim 64, qk_nope_head_dim 128, v_head_dim 128, no q LoRA); 64 routed experts
+    # top-6 plus 2 shared of width 1408; layer 0 dense (first_k_dense_replace 1, width 10944).
+    # max_position_embeddings 163840; the model card states 32K context.
+    ModelSpec("deepseek-v2-lite", "deepseek-ai/DeepSeek-V2-Lite", num_layers=27,
+              hidden_size=2048, intermediate_size=10944, num_heads=16, num_kv_heads=16,
+              vocab_size=102400, max_model_len=32768,
+              mla=MLASpec(kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=128,
+                          v_head_dim=128),
+              moe=MoESpec(num_experts=64, experts_per_token=6, expert_intermediate_size=1408,
+                          num_shared_experts=2, first_moe_layer=1)),
+    # huggingface.co/01-ai/Yi-34B-200K/blob/main/config.json (the Sarathi-Serve profile model)
+    ModelSpec("yi-34b-200k", "01-ai/Yi-34B-200K", num_layers=60, hidden_size=7168,
+              intermediate_size=20480, num_heads=56, num_kv_heads=8, vocab_size=64000,
+              max_model_len=200000),
+]
+
+_HARDWARE: list[HardwareSpec] = [
+    # NVIDIA A100 datasheet (80GB SXM): BF16 312 TFLOPS dense, HBM2e 2,039 GB/s, NVLink 600 GB/s
+    # bidirectional (300 per direction), PCIe Gen4 x16 (32 GB/s per direction). No FP8.
+    HardwareSpec("a100", "NVIDIA A100-SXM4-80GB", peak_flops={"bf16": 312 * TFLOPS,
+                 "fp16": 312 * TFLOPS, "int8": 624 * TFLOPS},
+                 mem_bandwidth_bytes_s=2039 * GB, mem_capacity_bytes=80 * GB,
+                 interconnect_bandwidth_bytes_s=300 * GB, host_link_bandwidth_bytes_s=32 * GB),
+    # NVIDIA H100 datasheet (SXM5): BF16 989 TFLOPS dense, FP8 1,979 dense, HBM3 3.35 TB/s,
+    # NVLink 900 GB/s bidirectional (450 per direction), PCIe Gen5 x16 (64 GB/s per direction).
+    HardwareSpec("h100", "NVIDIA H100-SXM5-80GB", peak_flops={"bf16": 989 * TFLOPS,
+                 "fp16": 989 * TFLOPS, "fp8": 1979 * TFLOPS, "int8": 1979 * TFLOPS},
+                 mem_bandwidth_bytes_s=3350 * GB, mem_capacity_bytes=80 * GB,
+                 interconnect_bandwidth_bytes_s=450 * GB, host_link_bandwidth_bytes_s=64 * GB),
+    # NVIDIA H200 datasheet (SXM): same compute as H100, HBM3e 4.8 TB/s, 141 GB.
+    HardwareSpec("h200", "NVIDIA H200-SXM-141GB", peak_flops={"bf16": 989 * TFLOPS,
+                 "fp16": 989 * TFLOPS, "fp8": 1979 * TFLOPS, "int8": 1979 * TFLOPS},
+                 mem_bandwidth_bytes_s=4800 * GB, mem_capacity_bytes=141 * GB,
+                 interconnect_bandwidth_bytes_s=450 * GB, host_link_bandwidth_bytes_s=64 * GB),
+    # NVIDIA L40S datasheet: BF16 362 TFLOPS dense, FP8 733 dense, GDDR6 864 GB/s, 48 GB,
+    # no NVLink: peers talk over PCIe Gen4 x16 (32 GB/s per direction).
+    HardwareSpec("l40s", "NVIDIA L40S-48GB", peak_flops={"bf16": 362 * TFLOPS,
+                 "fp16": 362 * TFLOPS, "fp8": 733 * TFLOPS, "int8": 733 * TFLOPS},
+                 mem_bandwidth_bytes_s=864 * GB, mem_capacity_bytes=48 * GB,
+                 interconnect_bandwidth_bytes_s=32 * GB, host_link_bandwidth_bytes_s=32 * GB),
+    # A nominal 2-core x86-64 server slice (the CI/dev machine class): 2 cores x 3 GHz x 32
+    # fp32 FLOP/cycle (two AVX2 FMA units), ~20 GB/s DRAM, 24 GiB. Peaks are nominal: the real
+    # backend's profiles replace them through calibration. "Interconnect" is shared memory.
+    HardwareSpec("cpu", "2-core x86-64 CPU (nominal)", peak_flops={"bf16": 192e9,
+                 "fp32": 192e9}, mem_bandwidth_bytes_s=20 * GB, mem_capacity_bytes=24 * GiB,
+                 interconnect_bandwidth_bytes_s=20 * GB, host_link_bandwidth_bytes_s=20 * GB,
+                 interconnect_latency_s=1e-6),
+]
+
+MODELS: dict[str, ModelSpec] = {m.name: m for m in _MODELS}
+HARDWARE: dict[str, HardwareSpec] = {h.name: h for h in _HARDWARE}
+
+MODEL_ALIASES: dict[str, str] = {
+    "llama2-7b": "llama-2-7b",
+    "llama2-70b": "llama-2-70b",
+    "llama3-8b": "llama-3-8b",
+    "llama3-70b": "llama-3-70b",
+    "mixtral": "mixtral-8x7b",
+}
+HARDWARE_ALIASES: dict[str, str] = {
+    "a100-80gb": "a100",
+    "h100-sxm": "h100",
+    "h100-80gb": "h100",
+    "h200-sxm": "h200",
+}
+
+
+def _lookup(kind: str, name: str, table: dict, aliases: dict[str, str]):
+    key = name.strip().lower()
+    key = aliases.get(key, key)
+    if key not in table:
+        raise UnknownNameError(f"unknown {kind} {name!r}; choose one of: {', '.join(table)}")
+    return table[key]
+
+
+def get_model(name: str) -> ModelSpec:
+    return _lookup("model", name, MODELS, MODEL_ALIASES)
+
+
+def get_hardware(name: str) -> HardwareSpec:
+    return _lookup("hardware", name, HARDWARE, HARDWARE_ALIASES)

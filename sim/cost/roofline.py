@@ -1,0 +1,269 @@
+"""The simulated executor: iteration time from batch shape by a calibrated roofline.
+
+For one engine iteration on one tensor-parallel rank (all ranks run in lockstep):
+
+    time = sum over op groups g of max(flops_g / (peak * compute_eff_g),
+                                       bytes_g / (bandwidth * memory_eff_g))
+           + all-reduce time + overheads (per iteration, per sequence, under TP)
+
+Op groups:
+- linear: every projection/MLP GEMM. FLOPs from active parameters per token; bytes are the
+  weights read once per iteration (MoE: only the experts some token in the batch is routed to)
+  plus activations in and out; plus a fixed `layer_overhead_s` per layer (kernel launch and
+  tail latency, which dominate GEMMs that move only a few MB).
+- attention: QK^T and PV over each sequence's attended context (causal within a new chunk,
+  capped by a sliding window); bytes are the KV read plus the new KV written.
+- lm_head: logits for the sequences that sample a token this step (last position only).
+- all-reduce: two per layer under tensor parallelism, ring algorithm over the interconnect
+  for the bandwidth term, plus ceil(log2 tp) latency steps per call (fitted
+  `allreduce_latency_s`, else the hardware table's latency).
+
+The efficiencies are `Coefficients` (data, fitted by `sim.cost.calibrate`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from policies.types import Plan, StepResult
+from sim.cost.coefficients import Coefficients
+from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes, expected_distinct_experts
+
+ACTIVATION_DTYPE = "bf16"
+
+
+@dataclass(frozen=True, slots=True)
+class OpGroupCost:
+    name: str
+    flops: float
+    bytes: float
+    compute_s: float
+    memory_s: float
+    fixed_s: float = 0.0
+    """Time the group takes regardless of its work (launch and tail latency)."""
+
+    @property
+    def time_s(self) -> float:
+        return max(self.compute_s, self.memory_s) + self.fixed_s
+
+    @property
+    def arithmetic_intensity(self) -> float:
+        return self.flops / self.bytes if self.bytes else float("inf")
+
+
+@dataclass(frozen=True, slots=True)
+class IterationCost:
+    groups: tuple[OpGroupCost, ...]
+    comm_s: float
+    overhead_s: float
+
+    @property
+    def time_s(self) -> float:
+        return sum(g.time_s for g in self.groups) + self.comm_s + self.overhead_s
+
+    @property
+    def flops(self) -> float:
+        return sum(g.flops for g in self.groups)
+
+    @property
+    def bytes(self) -> float:
+        return sum(g.bytes for g in self.groups)
+
+    @property
+    def arithmetic_intensity(self) -> float:
+        return self.flops / self.bytes if self.bytes else float("inf")
+
+
+class CostModel:
+    """Roofline executor for one replica: `model` on `tp` devices of `hardware`."""
+
+    def __init__(
+        self,
+        model: ModelSpec,
+        hardware: HardwareSpec,
+        coefficients: Coefficients,
+        *,
+        tp: int = 1,
+        weight_dtype: str = "bf16",
+        kv_dtype: str = "bf16",
+    ) -> None:
+        if tp < 1:
+            raise ValueError(f"tensor parallel degree must be >= 1, got {tp}")
+        if model.num_heads % tp:
+            raise ValueError(f"{model.name} has {model.num_heads} attention heads, not divisible by tp={tp}")
+        self.model = model
+        self.hardware = hardware
+        self.coefficients = coefficients
+        self.tp = tp
+        self.weight_dtype = weight_dtype
+        self.kv_dtype = kv_dtype
+        self._precompute()
+
+    # ---- per-rank constants -------------------------------------------------------------
+    def _precompute(self) -> None:
+        m, tp = self.model, self.tp
+        w = dtype_bytes(self.weight_dtype)
+        a = dtype_bytes(ACTIVATION_DTYPE)
+        compute_dtype = self.weight_dtype if self.weight_dtype in ("fp8", "int8") else "bf16"
+        self._peak_flops = self.hardware.compute_peak(compute_dtype)
+        self._bandwidth = self.hardware.mem_bandwidth_bytes_s
+
+        attn = m.attention_params_per_layer()
+        dense_mlp = m.dense_mlp_params_per_layer()
+        # Linear FLOPs per token (per rank): attention projections + MLP (active experts).
+        linear_params_active = m.num_layers * attn + m.num_dense_mlp_layers * dense_mlp
+        self._always_read_weight_bytes = (
+            (m.num_layers * attn + m.num_dense_mlp_layers * dense_mlp) * w / tp
+        )
+        if m.moe is not None:
+            moe = m.moe
+            active_experts = moe.experts_per_token + moe.num_shared_experts
+            linear_params_active += m.num_moe_layers * (
+                active_experts * m.expert_params() + m.hidden_size * moe.num_experts
+            )
+            self._expert_bytes = m.num_moe_layers * m.expert_params() * w / tp
+            self._always_read_weight_bytes += m.num_moe_layers * (
+                moe.num_shared_experts * m.expert_params() + m.hidden_size * moe.num_experts
+            ) * w / tp
+        self._linear_flops_per_token = 2.0 * linear_params_active / tp
+
+        # Activations in/out of each GEMM per token and layer (per rank).
+        d = m.attn_head_dim
+        qkv_out = (m.num_heads + 2 * m.num_kv_heads) * d
+        inter = m.intermediate_size if m.moe is None else m.moe.expert_intermediate_size
+        mlp_io = (m.hidden_size + (2 if m.gated_mlp else 1) * inter) + (inter + m.hidden_size)
+        io = (m.hidden_size + qkv_out) + (m.num_heads * d + m.hidden_size) + mlp_io
+        self._activation_bytes_per_token = m.num_layers * io * a / tp
+
+        # Attention per rank: heads split; KV heads split unless fewer than tp (replicated);
+        # MLA's latent is shared by all heads, so every rank holds all of it.
+        qk, pv = m.attention_score_dim()
+        self._attn_flops_per_token_ctx = 2.0 * m.num_layers * (m.num_heads / tp) * (qk + pv)
+        kv_elems = m.kv_elements_per_token_per_layer()
+        if m.mla is None:
+            kv_elems = kv_elems * max(1, m.num_kv_heads // tp) / m.num_kv_heads
+        self._kv_bytes_per_token_rank = m.num_layers * kv_elems * dtype_bytes(self.kv_dtype)
+
+        self._lm_head_flops_per_seq = 2.0 * m.hidden_size * m.vocab_size / tp
+        self._lm_head_bytes = m.hidden_size * m.vocab_size * w / tp
+
+        self._allreduce_bytes_per_token = m.hidden_size * a
+        self._num_allreduces = 2 * m.num_layers
+
+    @property
+    def kv_bytes_per_token_replica(self) -> float:
+        """KV bytes one token takes across the whole TP group (replicated heads count twice)."""
+        return self._kv_bytes_per_token_rank * self.tp
+
+    # ---- iteration cost -----------------------------------------------------------------
+    def breakdown(
+        self,
+        new_tokens: list[int],
+        context_tokens: list[int],
+        num_sampling: int | None = None,
+    ) -> IterationCost:
+        """Cost of one iteration computing `new_tokens[i]` on top of `context_tokens[i]`.
+
+        `num_sampling` sequences compute logits (default: all of them).
+        """
+        c = self.coefficients
+        m = self.model
+        num_seqs = len(new_tokens)
+        total_new = sum(new_tokens)
+        if num_sampling is None:
+            num_sampling = num_seqs
+
+        weight_bytes = self._always_read_weight_bytes
+        if m.moe is not None:
+            touched = expected_distinct_experts(
+                m.moe.num_experts, m.moe.experts_per_token, total_new
+            )
+            weight_bytes += self._expert_bytes * touched
+        linear_flops = self._linear_flops_per_token * total_new
+        linear_bytes = weight_bytes + self._activation_bytes_per_token * total_new
+        linear = self._group("linear", linear_flops, linear_bytes,
+                             c.linear_compute_eff, c.linear_memory_eff,
+                             fixed_s=c.layer_overhead_s * m.num_layers)
+
+        attended_pairs = 0.0
+        kv_tokens = 0
+        window = m.sliding_window
+        for n, ctx in zip(new_tokens, context_tokens):
+            attended_pairs += _attended_pairs(ctx, n, window)
+            kv_tokens += (ctx + n) if window is None else min(ctx + n, window + n)
+        attention = self._group(
+            "attention",
+            self._attn_flops_per_token_ctx * attended_pairs,
+            self._kv_bytes_per_token_rank * kv_tokens,
+            c.attention_compute_eff,
+            c.attention_memory_eff,
+        )
+
+        lm_head = self._group(
+            "lm_head",
+            self._lm_head_flops_per_seq * num_sampling,
+            self._lm_head_bytes if num_sampling else 0.0,
+            c.linear_compute_eff,
+            c.linear_memory_eff,
+        )
+
+        comm_s = 0.0
+        if self.tp > 1 and total_new:
+            ring_factor = 2.0 * (self.tp - 1) / self.tp
+            per_call = ring_factor * self._allreduce_bytes_per_token * total_new / (
+                self.hardware.interconnect_bandwidth_bytes_s * c.comm_bandwidth_eff
+            )
+            step_latency_s = c.allreduce_latency_s
+            if step_latency_s is None:
+                step_latency_s = self.hardware.interconnect_latency_s
+            # Small messages go by tree / recursive doubling: log2(tp) latency steps a call.
+            latency_steps = math.ceil(math.log2(self.tp))
+            comm_s = self._num_allreduces * (per_call + step_latency_s * latency_steps)
+
+        overhead_s = c.iteration_overhead_s + c.per_sequence_overhead_s * num_seqs
+        if self.tp > 1:
+            overhead_s += c.tp_overhead_s
+        return IterationCost((linear, attention, lm_head), comm_s, overhead_s)
+
+    def _group(self, name: str, flops: float, nbytes: float, ceff: float, meff: float,
+               fixed_s: float = 0.0) -> OpGroupCost:
+        return OpGroupCost(
+            name,
+            flops,
+            nbytes,
+            flops / (self._peak_flops * ceff),
+            nbytes / (self._bandwidth * meff),
+            fixed_s,
+        )
+
+    def iteration_time(
+        self, new_tokens: list[int], context_tokens: list[int], num_sampling: int | None = None
+    ) -> float:
+        return self.breakdown(new_tokens, context_tokens, num_sampling).time_s
+
+    def prefill_time(self, prompt_tokens: int) -> float:
+        return self.iteration_time([prompt_tokens], [0])
+
+    def decode_time(self, context_tokens: list[int]) -> float:
+        return self.iteration_time([1] * len(context_tokens), context_tokens)
+
+    # ---- Executor protocol --------------------------------------------------------------
+    def execute(self, plan: Plan) -> StepResult:
+        chunks = plan.chunks + plan.padding
+        new = [ch.num_new_tokens for ch in chunks]
+        ctx = [ch.num_context_tokens for ch in chunks]
+        sampling = sum(
+            1 for ch in chunks if ch.num_context_tokens + ch.num_new_tokens >= ch.seq.num_known_tokens
+        )
+        return StepResult(self.iteration_time(new, ctx, sampling))
+
+
+def _attended_pairs(context: int, new: int, window: int | None) -> float:
+    """Sum over the `new` queries of the keys each attends to (itself included, causal)."""
+    if window is None:
+        return new * context + new * (new + 1) / 2
+    # Query j (1-based) sees min(context + j, window) keys.
+    full = max(0, min(new, window - context))  # queries not yet capped by the window
+    capped = new - full
+    return full * context + full * (full + 1) / 2 + capped * window

@@ -1,0 +1,41 @@
+"""The SimPy process around one replica's clockless engine.
+
+One SimPy event per engine iteration (a timeout of the iteration's duration), never one per
+token. An idle replica waits on an Event that the next arrival triggers, or on a timeout when
+the scheduler asked to be woken at a given time (a static batch's max wait).
+"""
+
+from __future__ import annotations
+
+from typing import Generator
+
+import simpy
+
+from policies.engine import Engine
+from policies.types import Request
+
+
+class SimReplica:
+    def __init__(self, env: simpy.Environment, engine: Engine) -> None:
+        self.env = env
+        self.engine = engine
+        self._wakeup = env.event()
+        self.process = env.process(self._run())
+
+    def submit(self, request: Request) -> None:
+        self.engine.submit(request, self.env.now)
+        if not self._wakeup.triggered:
+            self._wakeup.succeed()
+
+    def _run(self) -> Generator[simpy.Event, None, None]:
+        env = self.env
+        while True:
+            outcome = self.engine.step(env.now)
+            if outcome.duration_s is not None:
+                yield env.timeout(outcome.duration_s)
+                continue
+            self._wakeup = env.event()
+            if outcome.wake_at_s is not None:
+                yield self._wakeup | env.timeout(max(0.0, outcome.wake_at_s - env.now))
+            else:
+                yield self._wakeup

@@ -1,0 +1,105 @@
+"""What a simulation returns, and how it is written out.
+
+Every trace row gets exactly one row in `request_rows()`: finished, rejected (invalid trace row
+or never fits) or unfinished (still queued or running at the horizon, or arriving after it).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from policies.engine import Engine
+from policies.types import SeqStatus
+from sim.config import SimConfig
+from sim.cost.memory import MemoryBudget
+
+REQUEST_COLUMNS = (
+    "request_id", "status", "reason", "arrival_s", "prompt_tokens", "output_tokens",
+    "generated_tokens", "first_scheduled_s", "first_token_s", "finish_s", "ttft_s", "tpot_s",
+    "e2e_s", "queue_s", "preemptions",
+)
+
+
+@dataclass(slots=True)
+class Results:
+    config: SimConfig
+    engine: Engine
+    memory: MemoryBudget | None
+    summary: dict[str, Any]
+    end_s: float
+
+    def request_rows(self) -> list[dict[str, Any]]:
+        rows: dict[int, dict[str, Any]] = {}
+        for bad in self.config.trace.invalid_rows:
+            rows[bad.request_id] = _blank(bad.request_id) | {
+                "status": "rejected",
+                "reason": f"invalid trace row (line {bad.line_number}): {bad.reason}",
+            }
+        sequences = self.engine.sequences
+        for request in self.config.trace.requests:
+            row = _blank(request.request_id) | {
+                "arrival_s": request.arrival_time_s,
+                "prompt_tokens": request.prompt_tokens,
+                "output_tokens": request.output_tokens,
+            }
+            seq = sequences.get(request.request_id)
+            if seq is None:
+                row.update(status="unfinished", reason="arrives after the horizon",
+                           generated_tokens=0, preemptions=0)
+            else:
+                row.update(_sequence_fields(seq))
+            rows[request.request_id] = row
+        return [rows[i] for i in sorted(rows)]
+
+
+def _blank(request_id: int) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(REQUEST_COLUMNS)
+    row["request_id"] = request_id
+    return row
+
+
+def _sequence_fields(seq) -> dict[str, Any]:
+    arrival = seq.request.arrival_time_s
+    status = seq.status
+    if status is SeqStatus.FINISHED:
+        label, reason = "finished", ""
+    elif status is SeqStatus.REJECTED:
+        label, reason = "rejected", seq.reason
+    else:
+        label, reason = "unfinished", f"{status.value} at the horizon"
+    fields: dict[str, Any] = {
+        "status": label,
+        "reason": reason,
+        "generated_tokens": seq.num_output_tokens,
+        "first_scheduled_s": seq.first_scheduled_s,
+        "preemptions": seq.num_preemptions,
+    }
+    if seq.token_times_s:
+        first = seq.token_times_s[0]
+        fields["first_token_s"] = first
+        fields["ttft_s"] = first - arrival
+    if seq.first_scheduled_s is not None:
+        fields["queue_s"] = seq.first_scheduled_s - arrival
+    if status is SeqStatus.FINISHED:
+        fields["finish_s"] = seq.finish_s
+        fields["e2e_s"] = seq.finish_s - arrival
+        if seq.num_output_tokens > 1:
+            fields["tpot_s"] = (seq.finish_s - seq.token_times_s[0]) / (seq.num_output_tokens - 1)
+    return fields
+
+
+def write_results(results: Results, out_dir: str | Path) -> Path:
+    """Write `summary.json` (byte-identical for identical inputs) and `requests.csv`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(results.summary, indent=2) + "\n")
+    with (out / "requests.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=REQUEST_COLUMNS)
+        writer.writeheader()
+        for row in results.request_rows():
+            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return out

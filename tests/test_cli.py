@@ -1,0 +1,71 @@
+"""The `servesim` command line as users and scripts call it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sim.cli import main
+
+REQUIRED_KEYS = [
+    "requests_total", "requests_finished", "requests_rejected", "requests_unfinished",
+    *[f"{m}_{s}_s" for m in ("ttft", "tpot", "itl", "e2e", "queue") for s in ("mean", "p50", "p90", "p99")],
+    "output_throughput_tok_s", "total_throughput_tok_s", "request_throughput_req_s",
+    "preemptions", "kv_util_mean", "batch_size_mean",
+]
+
+
+def test_replay_writes_summary_and_requests(tmp_path, capsys):
+    code = main(["replay", "--quiet", "--max-requests", "200", "--model", "llama-3-8b",
+                 "--hardware", "h100", "--scheduler", "continuous", "--allocator", "paged",
+                 "--out", str(tmp_path)])
+    assert code == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert all(key in summary for key in REQUIRED_KEYS)
+    assert summary["requests_total"] == 200
+    lines = (tmp_path / "requests.csv").read_text().splitlines()
+    assert len(lines) == 201 and lines[0].startswith("request_id,status,reason")
+    out = capsys.readouterr().out
+    assert "ttft (s)" in out and "output_throughput_tok_s" in out
+
+
+def test_config_file_with_flag_overrides(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('model = "qwen2-7b"\nhardware = "a100"\nmax-requests = 50\n'
+                      'scheduler = "static"\nmax_num_seqs = 8\n')
+    assert main(["replay", "--quiet", "--config", str(config), "--hardware", "l40s",
+                 "--out", str(tmp_path / "o")]) == 0
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["requests_total"] == 50
+    assert summary["batch_size_mean"] <= 8
+
+
+def test_tpot_is_null_when_every_output_is_one_token(tmp_path):
+    trace = "synthetic:n=30,arrivals=poisson:2,prompt=fixed:100,output=fixed:1"
+    assert main(["replay", "--quiet", "--trace", trace, "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["tpot_p50_s"] is None and summary["itl_mean_s"] is None
+    assert summary["ttft_p50_s"] > 0
+
+
+@pytest.mark.parametrize("what,expected", [("models", "deepseek-v2-lite"), ("hardware", "l40s"),
+                                           ("schedulers", "continuous"), ("allocators", "paged")])
+def test_list(what, expected, capsys):
+    assert main(["list", what]) == 0
+    assert expected in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--model", "gpt-5"], "unknown model 'gpt-5'; choose one of: llama-2-7b"),
+    (["--scheduler", "magic"], "unknown scheduler 'magic'"),
+    (["--trace", "/nonexistent/trace.csv"], "/nonexistent/trace.csv"),
+    (["--model", "llama-2-70b", "--hardware", "a100"], "raise --tp"),
+    (["--gpu-memory-utilization", "1.5"], "gpu_memory_utilization"),
+    (["--rate-scale", "0"], "factor"),
+])
+def test_bad_input_is_a_clear_error_not_a_traceback(argv, message, capsys):
+    assert main(["replay", "--quiet", "--max-requests", "5", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    assert "Traceback" not in err

@@ -1,0 +1,41 @@
+"""Request traces for servesim: loaders for public trace formats, transforms, synthetic loads.
+
+`load_trace` accounts for every row (a `Request` or an `InvalidRow`); `DEFAULT_TRACE_PATH` is a
+2000-row slice of the Azure 2023 conversation trace bundled with the package (see data/README.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from traces.formats import TRACE_FORMATS
+from traces.loader import load_trace
+from traces.reading import detect_format
+from traces.synthetic import (
+    ArrivalProcess,
+    LengthDistribution,
+    parse_arrivals,
+    parse_synthetic,
+    synthetic_trace,
+)
+from traces.trace import InvalidRow, Trace, TraceFormatError
+from traces.transforms import scale_rate, window
+
+DEFAULT_TRACE_PATH: Path = Path(__file__).resolve().parent / "data" / "azure_conv_2023_head2000.csv"
+
+__all__ = [
+    "DEFAULT_TRACE_PATH",
+    "TRACE_FORMATS",
+    "ArrivalProcess",
+    "InvalidRow",
+    "LengthDistribution",
+    "Trace",
+    "TraceFormatError",
+    "detect_format",
+    "load_trace",
+    "parse_arrivals",
+    "parse_synthetic",
+    "scale_rate",
+    "synthetic_trace",
+    "window",
+]

@@ -1,0 +1,19 @@
+"""One seed, split into independent random streams.
+
+Each stream gets its own `SeedSequence` child, so changing how one stream is drawn (say, the
+prompt-length distribution) never changes what another stream (the arrival times) produces.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ARRIVALS_STREAM = 0
+PROMPT_TOKENS_STREAM = 1
+OUTPUT_TOKENS_STREAM = 2
+NUM_STREAMS = 3
+
+
+def stream_rng(seed: int, stream: int) -> np.random.Generator:
+    """The generator for `stream` (one of the *_STREAM constants) under `seed`."""
+    return np.random.default_rng(np.random.SeedSequence(seed).spawn(NUM_STREAMS)[stream])

@@ -1,0 +1,51 @@
+"""Pure transforms of a `Trace`: each returns a new trace and keeps every request's id."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from traces.trace import Trace
+
+
+def scale_rate(trace: Trace, factor: float) -> Trace:
+    """Replays `trace` at `factor` times its rate: every arrival time is divided by `factor`."""
+    if not (math.isfinite(factor) and factor > 0):
+        raise ValueError(f"rate factor must be positive and finite, got {factor}")
+    requests = [
+        dataclasses.replace(request, arrival_time_s=request.arrival_time_s / factor)
+        for request in trace.requests
+    ]
+    note = f"replayed at {factor:g}x the original rate (arrival times divided by {factor:g})"
+    return Trace(trace.name, requests, list(trace.invalid_rows), [*trace.notes, note])
+
+
+def window(trace: Trace, start_s: float = 0.0, end_s: float | None = None) -> Trace:
+    """The requests arriving in [start_s, end_s), re-offset so that `start_s` becomes 0.0.
+
+    Requests outside the window are not invalid rows: they are simply not part of the windowed
+    trace, so its `num_rows` counts only what the window holds. Invalid rows are kept when their
+    row number lies between the first and last kept request's, the slice of the file the window
+    covers.
+    """
+    if not (math.isfinite(start_s) and start_s >= 0):
+        raise ValueError(f"window start must be finite and >= 0, got {start_s}")
+    if end_s is not None and not end_s > start_s:
+        raise ValueError(f"window end must be after its start {start_s}, got {end_s}")
+    stop_s = math.inf if end_s is None else end_s
+    requests = [
+        dataclasses.replace(request, arrival_time_s=request.arrival_time_s - start_s)
+        for request in trace.requests
+        if start_s <= request.arrival_time_s < stop_s
+    ]
+    invalid_rows = []
+    if requests:
+        first_id = min(request.request_id for request in requests)
+        last_id = max(request.request_id for request in requests)
+        invalid_rows = [row for row in trace.invalid_rows if first_id <= row.request_id <= last_id]
+    end_text = "end" if end_s is None else f"{end_s:g} s"
+    note = (
+        f"window [{start_s:g} s, {end_text}): kept {len(requests)} of {len(trace.requests)} "
+        f"requests, arrival times shifted by -{start_s:g} s"
+    )
+    return Trace(trace.name, requests, invalid_rows, [*trace.notes, note])
