@@ -25,6 +25,8 @@ class Request:
     `request_id` is the row's order in the trace (from 0), so results can be joined back to the
     input. `prefix_block_hashes` are chained hashes of `prefix_block_tokens`-token prompt blocks
     (Mooncake's `hash_ids`), used by prefix-caching allocators; None when the trace has none.
+    `prompt_token_ids`, when known, are the prompt itself (the real backend feeds them to the
+    model; prefix caching hashes them); their count equals `prompt_tokens`.
     """
 
     request_id: int
@@ -33,6 +35,7 @@ class Request:
     output_tokens: int
     prefix_block_hashes: tuple[int, ...] | None = None
     prefix_block_tokens: int | None = None
+    prompt_token_ids: tuple[int, ...] | None = None
 
     @property
     def total_tokens(self) -> int:
