@@ -62,6 +62,7 @@ class Sequence:
     num_computed_tokens: int = 0
     num_output_tokens: int = 0
     num_preemptions: int = 0
+    num_recomputed_tokens: int = 0
     first_scheduled_s: float | None = None
     finish_s: float | None = None
     reason: str = ""

@@ -28,7 +28,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 @dataclass(frozen=True, slots=True)
 class ReplayOptions:
     trace: str = ""
-    """Trace file path, or a `synthetic:...` spec; empty means the bundled default trace."""
+    """Trace file path, a `synthetic:...` or `sessions:...` spec; empty: the bundled trace."""
     trace_format: str | None = None
     arrivals: str | None = None
     max_requests: int | None = None
@@ -90,7 +90,9 @@ class SimConfig:
 
 def load_workload(options: ReplayOptions) -> trace_io.Trace:
     spec = options.trace or str(trace_io.DEFAULT_TRACE_PATH)
-    if spec.startswith("synthetic:"):
+    if spec.startswith("sessions:"):
+        trace = trace_io.session_trace(trace_io.parse_sessions(spec), seed=options.seed)
+    elif spec.startswith("synthetic:"):
         n, arrivals, prompt, output = trace_io.parse_synthetic(spec)
         trace = trace_io.synthetic_trace(n, arrivals, prompt, output, seed=options.seed)
     else:

@@ -74,7 +74,10 @@ class ContiguousAllocator:
             )
         return None
 
-    def allocate_slots(self, seq: Sequence, num_tokens: int) -> bool:
+    def match_prefix(self, seq: Sequence) -> int:
+        return 0  # a private span per request shares nothing
+
+    def allocate_slots(self, seq: Sequence, num_tokens: int, num_cached_tokens: int = 0) -> bool:
         span = self.spans.get(seq.seq_id)
         if span is None:
             length = self.reservation_slots(seq.request)
@@ -132,3 +135,6 @@ class ContiguousAllocator:
 
     def usage(self) -> KVUsage:
         return KVUsage(self.total_slots, self._reserved_slots, self._filled_slots)
+
+    def stats(self) -> dict[str, int]:
+        return {"evictions": 0}

@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from policies.kv.base import KVAllocator
-from policies.scheduler.base import preempt_by_recompute
+from policies.scheduler.base import admit, preempt_by_recompute
 from policies.types import Plan, ScheduledChunk, Sequence, SeqStatus
 
 
@@ -61,16 +61,17 @@ class ContinuousScheduler:
         budget = self.params.max_num_batched_tokens
         while self.waiting and len(self.running) < self.params.max_num_seqs:
             seq = self.waiting[0]
-            num_new = seq.num_uncomputed_tokens
+            num_cached = self.allocator.match_prefix(seq)
+            num_new = seq.num_known_tokens - num_cached
             oversized_alone = not plan.chunks and num_new > self.params.max_num_batched_tokens
             if num_new > budget and not oversized_alone:
                 break
-            if not self.allocator.allocate_slots(seq, seq.num_known_tokens):
+            if not self.allocator.allocate_slots(seq, seq.num_known_tokens, num_cached):
                 break
             self.waiting.popleft()
-            seq.status = SeqStatus.RUNNING
+            admit(seq, num_cached)
             self.running.append(seq)
-            plan.chunks.append(ScheduledChunk(seq, num_new, seq.num_computed_tokens))
+            plan.chunks.append(ScheduledChunk(seq, num_new, num_cached))
             budget -= num_new
             if oversized_alone:
                 break
