@@ -1,6 +1,7 @@
 """`servesim`: the trace-replay command line.
 
     servesim replay --trace PATH|synthetic:... --model M --hardware H ... [--config F.toml] --out DIR
+    servesim calibrate [PROFILE.json] [--shared DIR] [--hardware H] --out C.json
     servesim list models|hardware|schedulers|allocators
 
 Replay flags are generated from `ReplayOptions`, so the CLI, TOML config files and sweep grids
@@ -18,6 +19,7 @@ from typing import Any, Callable, Sequence
 from rich.console import Console
 from rich.table import Table
 
+from sim.calibrate_cli import add_calibrate_parser, run_calibrate
 from sim.config import ReplayOptions, options_from_toml, resolve
 
 _CONVERTERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
@@ -44,7 +46,8 @@ _HELP = {
     "max_model_len": "context limit (default: the model's)",
     "weight_dtype": "weight dtype: bf16|fp16|fp8|int8|int4",
     "kv_dtype": "KV cache dtype",
-    "calibration": "coefficients JSON from servesim calibrate",
+    "calibration": "coefficients JSON from servesim calibrate, or shared-fit (fits to the"
+                   " shared A100/H100 profiles)",
     "seed": "seed for synthetic arrivals and lengths",
     "horizon_s": "stop the simulation at this simulated time",
     "slo_ttft_s": "TTFT SLO for goodput",
@@ -69,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     replay = sub.add_parser("replay", help="replay a trace through the simulator")
     _add_replay_flags(replay)
+    add_calibrate_parser(sub)
     listing = sub.add_parser("list", help="list known names")
     listing.add_argument("what", choices=["models", "hardware", "schedulers", "allocators"])
     return parser
@@ -167,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "replay":
             return run_replay(args, console)
+        if args.command == "calibrate":
+            return run_calibrate(args, console)
         return run_list(args.what, console)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

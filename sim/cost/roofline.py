@@ -3,7 +3,7 @@
 For one engine iteration on one tensor-parallel rank (all ranks run in lockstep):
 
     time = sum over op groups g of max(flops_g / (peak * compute_eff_g),
-                                       bytes_g / (bandwidth * memory_eff_g))
+                                       bytes_g / (bandwidth * memory_eff_g)) + fixed_g
            + all-reduce time + overheads (per iteration, per sequence, under TP)
 
 Op groups:
