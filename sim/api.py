@@ -42,7 +42,9 @@ def build_engine(
                            max_num_batched_tokens=config.max_num_batched_tokens,
                            max_num_seqs=o.max_num_seqs)
         num_blocks = budget.num_blocks
-    options = dict(config.policy_options, num_blocks=num_blocks)
+    swap_bytes = o.swap_space_gb * 1024**3 * o.tp
+    num_cpu_blocks = int(swap_bytes // (cost.kv_bytes_per_token_replica * o.block_size))
+    options = dict(config.policy_options, num_blocks=num_blocks, num_cpu_blocks=num_cpu_blocks)
     alloc_entry = lookup(ALLOCATORS, "allocator", o.allocator)
     allocator = alloc_entry.policy(alloc_entry.make_params(options))
     sched_entry = lookup(SCHEDULERS, "scheduler", o.scheduler)

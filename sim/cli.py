@@ -42,6 +42,8 @@ _HELP = {
     "gpu_memory_utilization": "share of device memory the engine may use",
     "num_gpu_blocks": "KV pool size in blocks per replica, overriding the memory model",
     "reserve": "contiguous allocator reservation: max|pow2|oracle",
+    "preemption": "what a preempted sequence loses: recompute (its KV) or swap (KV to host memory)",
+    "swap_space_gb": "host memory per device for swapped KV, GiB",
     "static_max_wait_s": "static batching: max wait for a batch to fill",
     "max_model_len": "context limit (default: the model's)",
     "weight_dtype": "weight dtype: bf16|fp16|fp8|int8|int4",
@@ -124,7 +126,8 @@ def results_table(results) -> Table:
     table.add_section()
     for key in ("requests_total", "requests_finished", "requests_rejected", "requests_unfinished",
                 "output_throughput_tok_s", "total_throughput_tok_s", "request_throughput_req_s",
-                "goodput_req_s", "preemptions", "batch_size_mean", "kv_util_mean", "kv_frag_mean"):
+                "goodput_req_s", "preemptions", "swaps", "recomputed_tokens", "evictions",
+                "prefix_hit_rate", "batch_size_mean", "kv_util_mean", "kv_frag_mean"):
         table.add_row(key, _fmt(s[key]), "", "", "")
     return table
 

@@ -44,6 +44,9 @@ class ReplayOptions:
     gpu_memory_utilization: float = 0.9
     num_gpu_blocks: int | None = None
     reserve: str = "max"
+    preemption: str = "recompute"
+    swap_space_gb: float = 4.0
+    """Host memory for swapped KV per device, GiB (vLLM's default 4)."""
     static_max_wait_s: float = 0.0
     max_model_len: int | None = None
     weight_dtype: str = "bf16"
@@ -122,6 +125,8 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
     if max_model_len < 1:
         raise ValueError(f"max_model_len must be >= 1, got {max_model_len}")
     max_tokens = options.max_num_batched_tokens or max(max_model_len, 2048)
+    if options.swap_space_gb < 0:
+        raise ValueError(f"--swap-space-gb must be >= 0, got {options.swap_space_gb}")
     if options.num_gpu_blocks is not None and options.num_gpu_blocks < 1:
         raise ValueError(f"--num-gpu-blocks must be >= 1, got {options.num_gpu_blocks}")
     if trace is None:
@@ -133,6 +138,7 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
         "block_size": options.block_size,
         "max_model_len": max_model_len,
         "reserve": options.reserve,
+        "preemption": options.preemption,
     }
     return SimConfig(trace, model, hardware, coefficients, options, max_model_len, max_tokens,
                      policy_options)

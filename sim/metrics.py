@@ -89,6 +89,7 @@ def summarize(config: SimConfig, engine: Engine, end_s: float) -> dict[str, Any]
     filled = np.asarray(log.kv_filled_slots, dtype=np.float64)
     frag = np.divide(reserved - filled, reserved, out=np.zeros_like(reserved), where=reserved > 0)
     summary["preemptions"] = sum(s.num_preemptions for s in engine.sequences.values())
+    summary["swaps"] = sum(s.num_swaps for s in engine.sequences.values())
     summary["recomputed_tokens"] = sum(s.num_recomputed_tokens for s in engine.sequences.values())
     summary.update(_prefix_stats(engine.scheduler.allocator.stats()))
     summary["kv_util_mean"] = _weighted_mean(reserved / engine.kv_total_slots, durations)

@@ -9,7 +9,7 @@ from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from policies.engine import Engine
-from policies.kv.block_hashes import prompt_block_hashes
+from policies.kv.block_hashes import block_hashes
 from policies.kv.paged import PagedAllocator, PagedPrefixParams
 from policies.scheduler.continuous import ContinuousParams, ContinuousScheduler
 from policies.types import Request, Sequence
@@ -86,7 +86,7 @@ def test_mooncake_hash_ids_map_onto_any_block_size_exactly(block_size):
     shared = (7, 8, 9)
     a = Request(0, 0.0, 1500, 1, prefix_block_hashes=shared + (10,), prefix_block_tokens=512)
     b = Request(1, 0.0, 1700, 1, prefix_block_hashes=shared + (11,), prefix_block_tokens=512)
-    ha, hb = prompt_block_hashes(a, block_size), prompt_block_hashes(b, block_size)
+    ha, hb = block_hashes(a, block_size, 1500), block_hashes(b, block_size, 1700)
     common = 0
     while common < min(len(ha), len(hb)) and ha[common] == hb[common]:
         common += 1
@@ -114,7 +114,7 @@ class PrefixAllocatorMachine(RuleBasedStateMachine):
         if self.alloc.allocate_slots(seq, length, cached):
             self.live[seq.seq_id] = seq
             table = self.alloc.block_tables[seq.seq_id]
-            hashes = prompt_block_hashes(seq.request, 2)
+            hashes = block_hashes(seq.request, 2, length)
             for i in range(cached // 2):  # a hit returns exactly the content asked for
                 assert self.alloc._block_hash[table[i]] == hashes[i]
         else:

@@ -8,7 +8,7 @@ marks the first never-used id), so a pool of millions of blocks costs no memory 
     [ b0: 16 slots full ][ b1: 16 slots full ][ b2: 5 used, 11 empty ]
                                                  ^ internal fragmentation
 
-With prefix caching, each full prompt block carries a chained content hash
+With prefix caching, each full block of committed tokens carries a chained content hash
 (`block_hashes.py`); blocks are reference counted, so requests with a common prefix share
 them. A block whose last owner leaves keeps its hash and joins the free queue's tail: it is
 "cached-free", reusable by a later hit until allocation pops it from the queue's head and
@@ -25,7 +25,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from policies.kv.base import KVUsage, kv_tokens_needed
-from policies.kv.block_hashes import prompt_block_hashes
+from policies.kv.block_hashes import extend_block_hashes
 from policies.types import Request, Sequence
 
 
@@ -67,6 +67,7 @@ class PagedAllocator:
         self.block_tables: dict[int, list[int]] = {}
         self._num_tokens: dict[int, int] = {}
         self._hashes: dict[int, list[int]] = {}
+        self._num_registered: dict[int, int] = {}
         self._filled_slots = 0
         self._shared_slots = 0  # slots counted once per extra owner of a shared (full) block
         self.hit_tokens = 0
@@ -103,18 +104,17 @@ class PagedAllocator:
         if not self.caching:
             return 0
         hits = 0
-        for block_hash in self._prompt_hashes(seq):
+        for block_hash in self._block_hashes(seq, seq.num_known_tokens):
             if block_hash not in self._hash_to_block:
                 break
             hits += 1
         max_blocks = (seq.num_known_tokens - 1) // self.block_size
         return min(hits, max_blocks) * self.block_size
 
-    def _prompt_hashes(self, seq: Sequence) -> list[int]:
-        hashes = self._hashes.get(seq.seq_id)
-        if hashes is None:
-            hashes = prompt_block_hashes(seq.request, self.block_size)
-            self._hashes[seq.seq_id] = hashes
+    def _block_hashes(self, seq: Sequence, num_tokens: int) -> list[int]:
+        """Hashes of `seq`'s full blocks among its first `num_tokens` committed tokens."""
+        hashes = self._hashes.setdefault(seq.seq_id, [])
+        extend_block_hashes(hashes, seq.request, self.block_size, num_tokens)
         return hashes
 
     # ---- allocation ---------------------------------------------------------------------
@@ -133,13 +133,13 @@ class PagedAllocator:
             if missing > self.num_free_blocks:
                 return False
             table.extend(self._pop_free() for _ in range(missing))
-            self._register_hashes(seq, table, num_tokens)
+        self._register_hashes(seq, table, num_tokens)
         self._set_filled(seq_id, num_tokens)
         return True
 
     def _admit(self, seq: Sequence, num_tokens: int, num_cached_tokens: int) -> bool:
         hit_blocks = num_cached_tokens // self.block_size
-        hashes = self._prompt_hashes(seq) if self.caching else []
+        hashes = self._block_hashes(seq, num_cached_tokens) if self.caching else []
         cached = [self._hash_to_block[h] for h in hashes[:hit_blocks]]
         reclaimed = sum(1 for b in cached if self._ref.get(b, 0) == 0)
         new_blocks = self.blocks_for(num_tokens) - hit_blocks
@@ -160,21 +160,28 @@ class PagedAllocator:
             self.query_tokens += seq.num_known_tokens
             self.hit_blocks += hit_blocks
             self.query_blocks += seq.num_known_tokens // self.block_size
+            self._num_registered[seq.seq_id] = hit_blocks
             self._register_hashes(seq, table, num_tokens)
         self._set_filled(seq.seq_id, num_tokens)
         return True
 
     def _register_hashes(self, seq: Sequence, table: list[int], num_tokens: int) -> None:
-        """Cache the prompt blocks this allocation fills (their KV is computed this step)."""
+        """Cache the blocks this allocation fills with committed tokens (their KV is computed
+        this step); slots beyond the known tokens (speculative ones) are never cached."""
         if not self.caching:
             return
-        hashes = self._prompt_hashes(seq)
-        for i in range(min(len(hashes), num_tokens // self.block_size)):
+        num_full = min(num_tokens, seq.num_known_tokens) // self.block_size
+        done = self._num_registered.get(seq.seq_id, 0)
+        if num_full <= done:
+            return
+        hashes = self._block_hashes(seq, num_full * self.block_size)
+        for i in range(done, num_full):
             block = table[i]
             if block in self._block_hash or hashes[i] in self._hash_to_block:
                 continue  # already cached, or the same content lives in another block
             self._block_hash[block] = hashes[i]
             self._hash_to_block[hashes[i]] = block
+        self._num_registered[seq.seq_id] = num_full
 
     def _pop_free(self) -> int:
         if self._next_fresh < self.num_blocks:
@@ -211,6 +218,7 @@ class PagedAllocator:
                     self._num_cached_free += 1
         self._filled_slots -= self._num_tokens.pop(seq.seq_id, 0)
         self._hashes.pop(seq.seq_id, None)
+        self._num_registered.pop(seq.seq_id, None)
 
     # ---- accounting ---------------------------------------------------------------------
     def usage(self) -> KVUsage:

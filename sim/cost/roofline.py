@@ -256,7 +256,13 @@ class CostModel:
         sampling = sum(
             1 for ch in chunks if ch.num_context_tokens + ch.num_new_tokens >= ch.seq.num_known_tokens
         )
-        return StepResult(self.iteration_time(new, ctx, sampling))
+        swap_s = self.swap_time(plan.swap_out_slots + plan.swap_in_slots)
+        return StepResult(self.iteration_time(new, ctx, sampling) + swap_s)
+
+    def swap_time(self, num_tokens: int) -> float:
+        """Copying `num_tokens` tokens of KV between device and host: each device moves its
+        share over its own host link, in parallel; charged to the iteration, not overlapped."""
+        return num_tokens * self._kv_bytes_per_token_rank / self.hardware.host_link_bandwidth_bytes_s
 
 
 def _attended_pairs(context: int, new: int, window: int | None) -> float:
