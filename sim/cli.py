@@ -30,6 +30,8 @@ _HELP = {
     "trace_format": "force the trace format",
     "arrivals": "arrival process for length-only traces: poisson:RATE or gamma:RATE:CV",
     "max_requests": "keep only the first N trace rows",
+    "window_start_s": "replay only requests arriving at or after this trace time (re-offset to 0)",
+    "window_end_s": "replay only requests arriving before this trace time",
     "rate_scale": "replay at X times the trace's request rate",
     "model": "model name (servesim list models)",
     "hardware": "hardware name (servesim list hardware)",
@@ -108,7 +110,7 @@ def run_replay(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[dim]trace: {note}[/dim]")
     if args.out:
         out = write_results(results, args.out)
-        console.print(f"wrote {out / 'summary.json'} and {out / 'requests.csv'}")
+        console.print(f"wrote summary.json, requests.csv and iterations.csv to {out}")
     return 0
 
 

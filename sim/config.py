@@ -32,6 +32,8 @@ class ReplayOptions:
     trace_format: str | None = None
     arrivals: str | None = None
     max_requests: int | None = None
+    window_start_s: float = 0.0
+    window_end_s: float | None = None
     rate_scale: float = 1.0
     model: str = "llama-3-8b"
     hardware: str = "h100"
@@ -104,6 +106,8 @@ def load_workload(options: ReplayOptions) -> trace_io.Trace:
             spec, options.trace_format, arrivals=arrivals, seed=options.seed,
             max_requests=options.max_requests,
         )
+    if options.window_start_s or options.window_end_s is not None:
+        trace = trace_io.window(trace, options.window_start_s, options.window_end_s)
     if options.rate_scale != 1.0:
         trace = trace_io.scale_rate(trace, options.rate_scale)
     return trace
