@@ -48,6 +48,9 @@ class KVAllocator(Protocol):
     def never_fits_reason(self, request: Request) -> str | None:
         """Why `request` could not run even on an empty pool, or None if it can."""
 
+    def blocks_for(self, num_tokens: int) -> int:
+        """Pool blocks that `num_tokens` tokens of one sequence occupy."""
+
     def match_prefix(self, seq: Sequence) -> int:
         """Leading tokens of `seq` whose KV is already cached (0 without prefix caching)."""
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from policies.kv.base import KVUsage, kv_tokens_needed
 from policies.kv.block_hashes import extend_block_hashes
+from policies.kv.layout import KVLayout
 from policies.types import Request, Sequence
 
 
@@ -37,8 +38,14 @@ class PagedParams:
     """Share of the pool a new sequence must leave free when admitted (vLLM v0's default), so
     running sequences can still grow a little before anything must be preempted."""
     enable_prefix_caching: bool = False
+    layout: KVLayout = KVLayout()
 
     def __post_init__(self) -> None:
+        if self.enable_prefix_caching and not self.layout.is_plain:
+            raise ValueError(
+                "paged-prefix caches full-attention blocks only; this model's layers keep "
+                "sliding-window or recurrent state (use --allocator paged)"
+            )
         if self.block_size < 1:
             raise ValueError(f"block size must be >= 1, got {self.block_size}")
         if self.num_blocks < 1:
@@ -57,6 +64,7 @@ class PagedAllocator:
         self.block_size = params.block_size
         self.num_blocks = params.num_blocks
         self.caching = params.enable_prefix_caching
+        self.layout = params.layout
         self._watermark_blocks = int(params.watermark * params.num_blocks)
         self._next_fresh = 0
         self._free: OrderedDict[int, None] = OrderedDict()
@@ -83,7 +91,7 @@ class PagedAllocator:
         return self.num_blocks - self._next_fresh + len(self._free)
 
     def blocks_for(self, num_tokens: int) -> int:
-        return -(-num_tokens // self.block_size)
+        return self.layout.blocks_for(num_tokens, self.block_size)
 
     def never_fits_reason(self, request: Request) -> str | None:
         need = self.blocks_for(kv_tokens_needed(request))
@@ -201,7 +209,8 @@ class PagedAllocator:
         previous = self._num_tokens.get(seq_id, 0)
         if num_tokens > previous:
             self._num_tokens[seq_id] = num_tokens
-            self._filled_slots += num_tokens - previous
+            self._filled_slots += (self.layout.slots_for(num_tokens, self.block_size)
+                                   - self.layout.slots_for(previous, self.block_size))
 
     def free(self, seq: Sequence) -> None:
         table = self.block_tables.pop(seq.seq_id, None)
@@ -216,7 +225,8 @@ class PagedAllocator:
                 self._free[block] = None
                 if block in self._block_hash:
                     self._num_cached_free += 1
-        self._filled_slots -= self._num_tokens.pop(seq.seq_id, 0)
+        held = self._num_tokens.pop(seq.seq_id, 0)
+        self._filled_slots -= self.layout.slots_for(held, self.block_size)
         self._hashes.pop(seq.seq_id, None)
         self._num_registered.pop(seq.seq_id, None)
 

@@ -8,29 +8,29 @@ iteration that performs them (vLLM v0 swaps synchronously before the forward pas
 
 from __future__ import annotations
 
+from typing import Callable
+
 from policies.types import Sequence
 
 PREEMPTION_MODES = ("recompute", "swap")
 
 
 class SwapSpace:
-    def __init__(self, num_blocks: int, block_size: int) -> None:
+    def __init__(self, num_blocks: int, blocks_for: Callable[[int], int]) -> None:
+        """`blocks_for(tokens)` is the device pool's block count for that many tokens."""
         if num_blocks < 0:
             raise ValueError(f"swap space must be >= 0 blocks, got {num_blocks}")
         self.num_blocks = num_blocks
-        self.block_size = block_size
+        self._blocks_for = blocks_for
         self._held: dict[int, int] = {}
 
     @property
     def num_free_blocks(self) -> int:
         return self.num_blocks - sum(self._held.values())
 
-    def blocks_for(self, seq: Sequence) -> int:
-        return -(-seq.num_computed_tokens // self.block_size)
-
     def try_hold(self, seq: Sequence) -> bool:
         """Take room for `seq`'s computed KV; False (and nothing taken) if it does not fit."""
-        need = self.blocks_for(seq)
+        need = self._blocks_for(seq.num_computed_tokens)
         if need > self.num_free_blocks:
             return False
         self._held[seq.seq_id] = need

@@ -42,7 +42,7 @@ class ContinuousScheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.swapped: deque[Sequence] = deque()
-        self.swap_space = SwapSpace(params.num_cpu_blocks, allocator.block_size)
+        self.swap_space = SwapSpace(params.num_cpu_blocks, allocator.blocks_for)
 
     @property
     def num_waiting(self) -> int:
