@@ -12,7 +12,9 @@ from typing import Any, Callable, Mapping
 
 from policies.kv.contiguous import ContiguousAllocator, ContiguousParams
 from policies.kv.paged import PagedAllocator, PagedParams, PagedPrefixParams
+from policies.scheduler.chunked import ChunkedParams, ChunkedScheduler
 from policies.scheduler.continuous import ContinuousParams, ContinuousScheduler
+from policies.scheduler.orca import OrcaParams, OrcaScheduler
 from policies.scheduler.static import StaticParams, StaticScheduler
 
 
@@ -39,6 +41,12 @@ SCHEDULERS: dict[str, PolicyEntry] = {
                     "FasterTransformer-style static batches run to their longest member"),
         PolicyEntry("continuous", ContinuousScheduler, ContinuousParams,
                     "Orca/vLLM iteration-level batching, whole-prompt prefills first"),
+        PolicyEntry("orca", OrcaScheduler, OrcaParams,
+                    "Orca: decodes and whole new prompts in one batch, no token budget "
+                    "(pair with --allocator contiguous for the Orca baseline)"),
+        PolicyEntry("chunked", ChunkedScheduler, ChunkedParams,
+                    "Sarathi-Serve chunked prefill: one token budget per iteration, decodes "
+                    "first, prefill chunks after (--token-budget, --chunked-order)"),
     ]
 }
 

@@ -40,6 +40,10 @@ _HELP = {
     "allocator": "KV allocator (servesim list allocators)",
     "max_num_seqs": "max sequences per iteration (static: batch size)",
     "max_num_batched_tokens": "token budget per iteration (default max(max_model_len, 2048))",
+    "token_budget": "chunked scheduler: tokens per iteration, decodes and prefill chunks"
+                    " together (default --max-num-batched-tokens or 2048)",
+    "long_prefill_token_threshold": "chunked: cap on one prompt's chunk per iteration (0: none)",
+    "chunked_order": "chunked: decode-first (Sarathi) or prefill-first",
     "block_size": "KV block size in tokens",
     "gpu_memory_utilization": "share of device memory the engine may use",
     "num_gpu_blocks": "KV pool size in blocks per replica, overriding the memory model",

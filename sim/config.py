@@ -42,6 +42,9 @@ class ReplayOptions:
     allocator: str = "paged"
     max_num_seqs: int = 256
     max_num_batched_tokens: int | None = None
+    token_budget: int | None = None
+    long_prefill_token_threshold: int = 0
+    chunked_order: str = "decode-first"
     block_size: int = 16
     gpu_memory_utilization: float = 0.9
     num_gpu_blocks: int | None = None
@@ -138,6 +141,9 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
     policy_options = {
         "max_num_seqs": options.max_num_seqs,
         "max_num_batched_tokens": max_tokens,
+        "token_budget": options.token_budget or options.max_num_batched_tokens or 2048,
+        "long_prefill_token_threshold": options.long_prefill_token_threshold,
+        "chunked_order": options.chunked_order,
         "max_wait_s": options.static_max_wait_s,
         "block_size": options.block_size,
         "max_model_len": max_model_len,
