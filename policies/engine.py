@@ -64,6 +64,7 @@ class Engine:
         self.sequences: dict[int, Sequence] = {}
         self.log = IterationLog()
         self.kv_total_slots = scheduler.allocator.usage().total_slots
+        self.outstanding_tokens = 0
         self._on_done = on_done
 
     def submit(self, request: Request, now_s: float) -> Sequence:
@@ -79,6 +80,7 @@ class Engine:
                 self._on_done(seq)
         else:
             self.scheduler.add(seq)
+            self.outstanding_tokens += request.total_tokens
         return seq
 
     def _never_fits_reason(self, request: Request) -> str | None:
@@ -90,8 +92,11 @@ class Engine:
         return self.scheduler.allocator.never_fits_reason(request)
 
     @property
-    def has_pending(self) -> bool:
-        return bool(self.scheduler.num_waiting or self.scheduler.num_running)
+    def outstanding_requests(self) -> int:
+        return self.scheduler.num_waiting + self.scheduler.num_running
+
+    def cached_prefix_tokens(self, request: Request) -> int:
+        return self.scheduler.allocator.cached_prefix_tokens(request)
 
     def step(self, now_s: float) -> StepOutcome:
         plan = self.scheduler.schedule(now_s)
@@ -115,6 +120,7 @@ class Engine:
             if seq.is_done_generating:
                 seq.status = SeqStatus.FINISHED
                 seq.finish_s = end_s
+                self.outstanding_tokens -= seq.request.total_tokens
                 self.scheduler.on_finished(seq)
                 if self._on_done:
                     self._on_done(seq)

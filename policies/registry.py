@@ -12,6 +12,10 @@ from typing import Any, Callable, Mapping
 
 from policies.kv.contiguous import ContiguousAllocator, ContiguousParams
 from policies.kv.paged import PagedAllocator, PagedParams, PagedPrefixParams
+from policies.router.prefix_affinity import PrefixAffinityParams, PrefixAffinityRouter
+from policies.router.simple import (
+    LeastOutstandingParams, LeastOutstandingRouter, RoundRobinParams, RoundRobinRouter,
+)
 from policies.scheduler.chunked import ChunkedParams, ChunkedScheduler
 from policies.scheduler.continuous import ContinuousParams, ContinuousScheduler
 from policies.scheduler.orca import OrcaParams, OrcaScheduler
@@ -63,7 +67,21 @@ ALLOCATORS: dict[str, PolicyEntry] = {
     ]
 }
 
-TABLES: dict[str, dict[str, PolicyEntry]] = {"schedulers": SCHEDULERS, "allocators": ALLOCATORS}
+ROUTERS: dict[str, PolicyEntry] = {
+    e.name: e
+    for e in [
+        PolicyEntry("round-robin", RoundRobinRouter, RoundRobinParams,
+                    "replicas in turn"),
+        PolicyEntry("least-outstanding", LeastOutstandingRouter, LeastOutstandingParams,
+                    "least outstanding work: prompt + output tokens (--router-load requests: requests)"),
+        PolicyEntry("prefix-affinity", PrefixAffinityRouter, PrefixAffinityParams,
+                    "SGLang-style cache-aware: longest cached prefix, unless load is unbalanced"),
+    ]
+}
+
+TABLES: dict[str, dict[str, PolicyEntry]] = {
+    "schedulers": SCHEDULERS, "allocators": ALLOCATORS, "routers": ROUTERS,
+}
 
 
 def lookup(table: Mapping[str, Any], kind: str, name: str) -> Any:

@@ -11,7 +11,8 @@ from typing import Callable, Generator
 import simpy
 
 from policies.engine import Engine
-from policies.registry import ALLOCATORS, SCHEDULERS, lookup
+from policies.registry import ALLOCATORS, ROUTERS, SCHEDULERS, lookup
+from policies.router.base import Router
 from policies.types import Request, Sequence
 from sim.config import SimConfig
 from sim.cost.memory import MemoryBudget, kv_budget, kv_layout
@@ -55,17 +56,20 @@ def build_engine(
 
 
 def _arrivals(
-    env: simpy.Environment, requests: list[Request], replica: SimReplica
+    env: simpy.Environment, requests: list[Request], replicas: list[SimReplica], router: Router
 ) -> Generator[simpy.Event, None, None]:
+    engines = [r.engine for r in replicas]
     for request in requests:
         delay = request.arrival_time_s - env.now
         if delay > 0:
             yield env.timeout(delay)
-        replica.submit(request)
+        index = router.route(request, engines) if len(replicas) > 1 else 0
+        replicas[index].submit(request)
 
 
 def simulate(config: SimConfig, progress: ProgressFn | None = None) -> Results:
-    """Replay `config.trace`; `progress(done, total)` is called as requests complete."""
+    """Replay `config.trace` on `replicas` identical replicas behind the router;
+    `progress(done, total)` is called as requests complete."""
     requests = config.trace.requests
     total = config.trace.num_rows
     done = len(config.trace.invalid_rows)
@@ -77,12 +81,17 @@ def simulate(config: SimConfig, progress: ProgressFn | None = None) -> Results:
         if progress is not None and (done % step == 0 or done == total):
             progress(done, total)
 
+    o = config.options
     cost = build_cost_model(config)
-    engine, budget = build_engine(config, cost, on_done)
     env = simpy.Environment()
-    replica = SimReplica(env, engine)
-    env.process(_arrivals(env, requests, replica))
-    env.run(until=config.options.horizon_s)
-    end_s = env.now
-    summary = summarize(config, engine, end_s)
-    return Results(config=config, engine=engine, memory=budget, summary=summary, end_s=end_s)
+    replicas = []
+    for _ in range(o.replicas):
+        engine, budget = build_engine(config, cost, on_done)
+        replicas.append(SimReplica(env, engine))
+    router_entry = lookup(ROUTERS, "router", o.router)
+    router = router_entry.policy(router_entry.make_params(config.policy_options))
+    env.process(_arrivals(env, requests, replicas, router))
+    env.run(until=o.horizon_s)
+    engines = [r.engine for r in replicas]
+    summary = summarize(config, engines, env.now)
+    return Results(config=config, engines=engines, memory=budget, summary=summary, end_s=env.now)

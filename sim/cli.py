@@ -2,7 +2,7 @@
 
     servesim replay --trace PATH|synthetic:... --model M --hardware H ... [--config F.toml] --out DIR
     servesim calibrate [PROFILE.json] [--shared DIR] [--hardware H] --out C.json
-    servesim list models|hardware|schedulers|allocators
+    servesim list models|hardware|schedulers|allocators|routers
 
 Replay flags are generated from `ReplayOptions`, so the CLI, TOML config files and sweep grids
 share one set of names. Flags override the config file. Bad input ends with a one-line
@@ -36,6 +36,9 @@ _HELP = {
     "model": "model name (servesim list models)",
     "hardware": "hardware name (servesim list hardware)",
     "tp": "tensor parallel degree",
+    "replicas": "identical replicas behind the router",
+    "router": "router across replicas (servesim list routers)",
+    "router_load": "least-outstanding: count requests or tokens",
     "scheduler": "scheduler (servesim list schedulers)",
     "allocator": "KV allocator (servesim list allocators)",
     "max_num_seqs": "max sequences per iteration (static: batch size)",
@@ -82,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_replay_flags(replay)
     add_calibrate_parser(sub)
     listing = sub.add_parser("list", help="list known names")
-    listing.add_argument("what", choices=["models", "hardware", "schedulers", "allocators"])
+    listing.add_argument("what", choices=["models", "hardware", "schedulers", "allocators",
+                                          "routers"])
     return parser
 
 
@@ -115,13 +119,16 @@ def run_replay(args: argparse.Namespace, console: Console) -> int:
     if args.out:
         out = write_results(results, args.out)
         console.print(f"wrote summary.json, requests.csv and iterations.csv to {out}")
+        if len(results.engines) > 1:
+            console.print(f"wrote per-replica figures to {out / 'replicas.csv'}")
     return 0
 
 
 def results_table(results) -> Table:
     s = results.summary
     o = results.config.options
-    title = (f"{results.config.trace.name}: {o.model} on {o.tp}x {o.hardware}, "
+    cluster = f"{o.replicas} replicas ({o.router}) of " if o.replicas > 1 else ""
+    title = (f"{results.config.trace.name}: {o.model} on {cluster}{o.tp}x {o.hardware}, "
              f"{o.scheduler} + {o.allocator}, {s['kv_blocks_total']} KV blocks of {o.block_size}")
     table = Table(title=title, title_justify="left")
     table.add_column("metric")

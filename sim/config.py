@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import traces as trace_io
-from policies.registry import ALLOCATORS, SCHEDULERS, lookup
+from policies.registry import ALLOCATORS, ROUTERS, SCHEDULERS, lookup
 from sim.cost.catalog import get_hardware, get_model
 from sim.cost.coefficients import Coefficients, default_coefficients, load_coefficients
 from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes
@@ -38,6 +38,9 @@ class ReplayOptions:
     model: str = "llama-3-8b"
     hardware: str = "h100"
     tp: int = 1
+    replicas: int = 1
+    router: str = "round-robin"
+    router_load: str = "tokens"
     scheduler: str = "continuous"
     allocator: str = "paged"
     max_num_seqs: int = 256
@@ -122,6 +125,9 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
     hardware = get_hardware(options.hardware)
     lookup(SCHEDULERS, "scheduler", options.scheduler)
     lookup(ALLOCATORS, "allocator", options.allocator)
+    lookup(ROUTERS, "router", options.router)
+    if options.replicas < 1:
+        raise ValueError(f"--replicas must be >= 1, got {options.replicas}")
     dtype_bytes(options.weight_dtype)
     dtype_bytes(options.kv_dtype)
     if options.calibration:
@@ -144,6 +150,7 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
         "token_budget": options.token_budget or options.max_num_batched_tokens or 2048,
         "long_prefill_token_threshold": options.long_prefill_token_threshold,
         "chunked_order": options.chunked_order,
+        "router_load": options.router_load,
         "max_wait_s": options.static_max_wait_s,
         "block_size": options.block_size,
         "max_model_len": max_model_len,

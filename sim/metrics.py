@@ -44,11 +44,13 @@ def _weighted_mean(values: np.ndarray, weights: np.ndarray) -> float | None:
     return float((values * weights).sum() / total) if total > 0 else None
 
 
-def summarize(config: SimConfig, engine: Engine, end_s: float) -> dict[str, Any]:
+def summarize(config: SimConfig, engines: list[Engine], end_s: float) -> dict[str, Any]:
+    """Cluster-wide metrics over every replica's requests and iterations."""
     trace = config.trace
-    finished = [s for s in engine.sequences.values() if s.status is SeqStatus.FINISHED]
+    sequences = [s for engine in engines for s in engine.sequences.values()]
+    finished = [s for s in sequences if s.status is SeqStatus.FINISHED]
     finished.sort(key=lambda s: s.seq_id)
-    rejected = sum(1 for s in engine.sequences.values() if s.status is SeqStatus.REJECTED)
+    rejected = sum(1 for s in sequences if s.status is SeqStatus.REJECTED)
     rejected += len(trace.invalid_rows)
     total = trace.num_rows
 
@@ -83,20 +85,23 @@ def summarize(config: SimConfig, engine: Engine, end_s: float) -> dict[str, Any]
     summary["request_throughput_req_s"] = per_s(len(finished))
     summary["goodput_req_s"] = _goodput(config, ttft, finish, first_token, outputs, per_s)
 
-    log = engine.log
-    durations = np.frombuffer(log.duration_s, dtype=np.float64)
-    reserved = np.asarray(log.kv_reserved_slots, dtype=np.float64)
-    filled = np.asarray(log.kv_filled_slots, dtype=np.float64)
+    logs = [engine.log for engine in engines]
+    durations = np.concatenate([np.frombuffer(log.duration_s, dtype=np.float64) for log in logs])
+    reserved = np.concatenate([np.asarray(log.kv_reserved_slots, dtype=np.float64) for log in logs])
+    filled = np.concatenate([np.asarray(log.kv_filled_slots, dtype=np.float64) for log in logs])
+    batch = np.concatenate([np.asarray(log.batch_size, dtype=np.float64) for log in logs])
     frag = np.divide(reserved - filled, reserved, out=np.zeros_like(reserved), where=reserved > 0)
-    summary["preemptions"] = sum(s.num_preemptions for s in engine.sequences.values())
-    summary["swaps"] = sum(s.num_swaps for s in engine.sequences.values())
-    summary["recomputed_tokens"] = sum(s.num_recomputed_tokens for s in engine.sequences.values())
-    summary.update(_prefix_stats(engine.scheduler.allocator.stats()))
-    summary["kv_util_mean"] = _weighted_mean(reserved / engine.kv_total_slots, durations)
+    summary["preemptions"] = sum(s.num_preemptions for s in sequences)
+    summary["swaps"] = sum(s.num_swaps for s in sequences)
+    summary["recomputed_tokens"] = sum(s.num_recomputed_tokens for s in sequences)
+    stats = [engine.scheduler.allocator.stats() for engine in engines]
+    summary.update(_prefix_stats({k: sum(st.get(k, 0) for st in stats) for k in stats[0]}))
+    summary["kv_util_mean"] = _weighted_mean(reserved / engines[0].kv_total_slots, durations)
     summary["kv_frag_mean"] = _weighted_mean(frag, durations)
-    summary["batch_size_mean"] = float(np.mean(log.batch_size)) if len(log) else None
-    summary["iterations"] = len(log)
-    summary["kv_blocks_total"] = engine.scheduler.allocator.num_blocks
+    summary["batch_size_mean"] = float(batch.mean()) if batch.size else None
+    summary["iterations"] = int(batch.size)
+    summary["kv_blocks_total"] = engines[0].scheduler.allocator.num_blocks
+    summary["replicas"] = len(engines)
     summary["simulated_span_s"] = span
     return summary
 
