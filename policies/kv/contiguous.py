@@ -95,6 +95,14 @@ class ContiguousAllocator:
             self._filled_slots += num_tokens - previous
         return True
 
+    def shrink_slots(self, seq: Sequence, num_tokens: int) -> None:
+        """The reservation stays whole (it is held until the request ends); only the filled
+        count drops, so rejected drafts show up as internal waste, not as free gaps."""
+        previous = self._num_tokens.get(seq.seq_id, 0)
+        if num_tokens < previous:
+            self._num_tokens[seq.seq_id] = num_tokens
+            self._filled_slots -= previous - num_tokens
+
     def _first_fit(self, length: int) -> int | None:
         for start, end in zip(self._gap_starts, self._gap_ends):
             if end - start >= length:

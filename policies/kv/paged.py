@@ -81,6 +81,18 @@ class PagedAllocator:
             return self._next_fresh - 1
         return self._freed.popleft()
 
+    def shrink_slots(self, seq: Sequence, num_tokens: int) -> None:
+        table = self.block_tables.get(seq.seq_id)
+        previous = self._num_tokens.get(seq.seq_id, 0)
+        if table is None or num_tokens >= previous:
+            return
+        self._num_tokens[seq.seq_id] = num_tokens
+        self._filled_slots -= previous - num_tokens
+        keep = self.blocks_for(num_tokens)
+        # Tail first, as in `free`: the released blocks held only rejected drafts.
+        self._freed.extend(reversed(table[keep:]))
+        del table[keep:]
+
     def free(self, seq: Sequence) -> None:
         table = self.block_tables.pop(seq.seq_id, None)
         if table is None:
