@@ -48,15 +48,16 @@ class IterationLog:
 class SpeculationLog:
     """Counters over every verify of every sequence; all zero when nothing speculates.
 
-    `emitted_histogram[n]` counts verifies that emitted n tokens (accepted drafts + 1);
-    `proposed_by_position[i]` counts drafts at position i + 1 that were verified, and
-    `accepted_by_position[i]` those accepted, so their ratio is the conditional acceptance
-    rate at that position (the draft before it was accepted, by construction of a prefix).
+    `emitted_histogram[n]` counts verifies that emitted n tokens (accepted drafts + 1).
+    `reached_by_position[i]` counts verifies whose draft at position i + 1 was looked at (it
+    was proposed and every draft before it was accepted), `accepted_by_position[i]` those that
+    accepted it: their ratio is the conditional acceptance rate engines log per position.
     """
 
     num_verifies: int = 0
+    num_proposed: int = 0
     emitted_histogram: list[int] = field(default_factory=list)
-    proposed_by_position: list[int] = field(default_factory=list)
+    reached_by_position: list[int] = field(default_factory=list)
     accepted_by_position: list[int] = field(default_factory=list)
     draft_s: float = 0.0
     """Drafting time over every step (a draft model also ingests prefills in plain steps)."""
@@ -65,9 +66,10 @@ class SpeculationLog:
 
     def record(self, num_spec_tokens: int, num_accepted: int) -> None:
         self.num_verifies += 1
+        self.num_proposed += num_spec_tokens
         _bump(self.emitted_histogram, num_accepted + 1)
-        for position in range(num_spec_tokens):
-            _bump(self.proposed_by_position, position)
+        for position in range(min(num_accepted + 1, num_spec_tokens)):
+            _bump(self.reached_by_position, position)
             if position < num_accepted:
                 _bump(self.accepted_by_position, position)
 

@@ -1,7 +1,7 @@
 """`servesim`: the trace-replay command line.
 
     servesim replay --trace PATH|synthetic:... --model M --hardware H ... [--config F.toml] --out DIR
-    servesim list models|hardware|schedulers|allocators
+    servesim list models|hardware|schedulers|allocators|speculators
 
 Replay flags are generated from `ReplayOptions`, so the CLI, TOML config files and sweep grids
 share one set of names. Flags override the config file. Bad input ends with a one-line
@@ -49,12 +49,29 @@ _HELP = {
     "horizon_s": "stop the simulation at this simulated time",
     "slo_ttft_s": "TTFT SLO for goodput",
     "slo_tpot_s": "TPOT SLO for goodput",
+    "speculator": "speculative decoding: none|draft|tree|ngram|cascade (servesim list speculators)",
+    "spec_k": "draft tokens per step (a tree's depth); the most, with --spec-dynamic",
+    "spec_acceptance": "acceptance model: an i.i.d. rate (0.7), per-position conditional rates"
+                       " (0.54,0.36,0.26), beta:MEAN:CONC per request, or a file of accepted"
+                       " counts; default 0.7",
+    "spec_dynamic": "shrink k as the batch grows past the roofline knee or acceptance falls",
+    "draft_model": "draft model for draft/cascade (e.g. llama-3.2-1b, qwen2-0.5b)",
+    "tiny_draft_model": "cascade: the tiny drafter feeding the draft model (default: n-gram, free)",
+    "spec_tree_width": "tree: candidates per level",
+    "spec_inner_k": "cascade: tokens the tiny drafter proposes per small-drafter pass",
+    "spec_inner_acceptance": "cascade: i.i.d. acceptance of the tiny drafter by the small one",
+    "spec_draft_pass_overhead_s": "extra CPU overhead per non-fused draft pass",
 }
 
 
 def _add_replay_flags(parser: argparse.ArgumentParser) -> None:
     for f in fields(ReplayOptions):
         base = str(f.type).split("|")[0].strip()
+        if base == "bool":
+            parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name,
+                                action="store_true", default=argparse.SUPPRESS,
+                                help=f"{_HELP[f.name]} (default: off)")
+            continue
         parser.add_argument(
             "--" + f.name.replace("_", "-"), dest=f.name, type=_CONVERTERS[base],
             default=argparse.SUPPRESS, help=f"{_HELP[f.name]} (default: {f.default!r})",
@@ -70,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", help="replay a trace through the simulator")
     _add_replay_flags(replay)
     listing = sub.add_parser("list", help="list known names")
-    listing.add_argument("what", choices=["models", "hardware", "schedulers", "allocators"])
+    listing.add_argument("what", choices=["models", "hardware", "schedulers", "allocators",
+                                                 "speculators"])
     return parser
 
 
@@ -111,6 +129,8 @@ def results_table(results) -> Table:
     o = results.config.options
     title = (f"{results.config.trace.name}: {o.model} on {o.tp}x {o.hardware}, "
              f"{o.scheduler} + {o.allocator}, {s['kv_blocks_total']} KV blocks of {o.block_size}")
+    if o.speculator != "none":
+        title += f", speculator {o.speculator} k={o.spec_k}"
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
     for stat in ("mean", "p50", "p90", "p99"):
@@ -122,6 +142,11 @@ def results_table(results) -> Table:
                 "output_throughput_tok_s", "total_throughput_tok_s", "request_throughput_req_s",
                 "goodput_req_s", "preemptions", "batch_size_mean", "kv_util_mean", "kv_frag_mean"):
         table.add_row(key, _fmt(s[key]), "", "", "")
+    if o.speculator != "none":
+        table.add_section()
+        for key in ("spec_tokens_per_step_mean", "spec_acceptance_rate", "spec_k_mean",
+                    "spec_draft_time_share", "spec_verify_time_share"):
+            table.add_row(key, _fmt(s[key]), "", "", "")
     return table
 
 
