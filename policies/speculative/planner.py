@@ -3,8 +3,10 @@ scheduled is widened to verify the speculator's drafts.
 
 Drafts never displace work: their KV slots come only from what the pool has free after the
 inner scheduler allocated (a draft that does not fit is not proposed, nothing is preempted for
-it), and they fit in what the token budget leaves. k is capped so a request never drafts past
-its output length: k <= remaining outputs - 1. Keeping this a wrapper, not a branch in each
+it), and they fit in what the token budget leaves. The verified nodes are capped at the
+remaining outputs - 1, so a request never drafts past its output length (k <= remaining - 1)
+and a verify never holds more KV than the request needs at its longest (prompt + output - 1),
+which every allocator's reservation already covers. Keeping this a wrapper, not a branch in each
 scheduler, gives every present and future scheduler speculation for free.
 """
 
@@ -47,8 +49,9 @@ class SpeculativeScheduler:
         spec = self.speculator
         for chunk in decodes:
             seq = chunk.seq
-            k = min(spec.num_draft_tokens(seq, len(decodes)), seq.num_remaining_outputs - 1)
-            while k > 0 and spec.num_verify_nodes(k) > budget:
+            k = spec.num_draft_tokens(seq, len(decodes))
+            limit = min(budget, seq.num_remaining_outputs - 1)
+            while k > 0 and spec.num_verify_nodes(k) > limit:
                 k -= 1
             if k <= 0:
                 continue

@@ -11,12 +11,12 @@ Models (the `--spec-acceptance` value):
     "0.8"             i.i.d.: r_i = alpha for every i, so E = (1 - alpha^(k+1)) / (1 - alpha)
     "0.54,0.36,0.26"  per-position conditional rates, as engines log them; positions past the
                       list keep the last rate. E = 1 + .54 + .54*.36 + .54*.36*.26 = 1.78 for
-                      k = 3, NOT the i.i.d. alpha of their mean 0.387 (E = 1.60): engines log
+                      k = 3, NOT the i.i.d. alpha of their mean 0.387 (E = 1.59): engines log
                       rates conditional on reaching the position, which fall with depth
     "beta:0.7:10"     per-request alpha ~ Beta(mean 0.7, concentration 10), then i.i.d. within
-                      the request: E = sum_{i=0..k} E[alpha^i] (Beta moments), below the
-                      i.i.d. value at the mean (Jensen: a few hard requests cost more than easy
-                      ones give back)
+                      the request: E = sum_{i=0..k} E[alpha^i] (Beta moments), above the
+                      i.i.d. value at the mean (Jensen: alpha^i is convex, so easy requests
+                      gain more long runs than hard ones lose)
     PATH              a recorded acceptance trace: one accepted-draft count per verify step per
                       line (`#` comments allowed). Each request replays it from its own random
                       offset (cyclically), capped at k: E = 1 + mean(min(a, k))
