@@ -54,7 +54,8 @@ _HELP = {
     "spec_acceptance": "acceptance model: an i.i.d. rate (0.7), per-position conditional rates"
                        " (0.54,0.36,0.26), beta:MEAN:CONC per request, or a file of accepted"
                        " counts; default 0.7",
-    "spec_dynamic": "shrink k as the batch grows past the roofline knee or acceptance falls",
+    "spec_dynamic": "pick k per batch size from the cost model and shrink it as measured"
+                    " acceptance falls (default: k fixed)",
     "draft_model": "draft model for draft/cascade (e.g. llama-3.2-1b, qwen2-0.5b)",
     "tiny_draft_model": "cascade: the tiny drafter feeding the draft model (default: n-gram, free)",
     "spec_tree_width": "tree: candidates per level",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import hypothesis.strategies as st
 import pytest
@@ -16,12 +17,11 @@ from policies.scheduler.continuous import ContinuousParams, ContinuousScheduler
 from policies.speculative.base import SpecParams, choose_k
 from policies.speculative.planner import SpeculativeScheduler
 from policies.types import Request, SeqStatus, StepResult
-from sim.api import build_cost_model, simulate
+from sim.api import build_cost_model, build_engine, simulate
 from sim.cli import main
 from sim.config import ReplayOptions, resolve
 from sim.results import write_results
 from sim.spec.acceptance import PositionalAcceptance, iid_expected_tokens
-from sim.spec.build import verify_knee_tokens
 from sim.spec.drafting import draft_cost_model
 from tests.helpers import drive, make_seq
 from traces import Trace
@@ -173,7 +173,8 @@ def test_speculation_never_leaks_kv_never_overshoots_and_keeps_output_lengths(
     options = {"block_size": 4, "num_blocks": num_blocks, "max_model_len": 100,
                "max_num_seqs": max_seqs, "max_num_batched_tokens": max_tokens,
                "reserve": "oracle", "spec_k": spec_k, "spec_dynamic": dynamic,
-               "spec_tree_width": width, "draft_model": "d", "spec_knee_tokens": 16}
+               "spec_tree_width": width, "draft_model": "d",
+               "spec_k_by_batch": ((1, 6), (2, 3), (4, 1))}
     alloc = ALLOCATORS[allocator].policy(ALLOCATORS[allocator].make_params(options))
     inner = SCHEDULERS[scheduler].policy(SCHEDULERS[scheduler].make_params(options), alloc)
     entry = SPECULATORS[speculator]
@@ -232,27 +233,40 @@ def test_an_executor_reporting_more_accepted_than_proposed_is_refused():
 # ---- the policy's k ---------------------------------------------------------------------
 
 def test_dynamic_k_shrinks_with_batch_size_and_with_measured_acceptance():
-    params = SpecParams(spec_k=5, spec_dynamic=True, spec_knee_tokens=64,
+    params = SpecParams(spec_k=5, spec_dynamic=True, spec_k_by_batch=((4, 5), (16, 3), (64, 0)),
                         spec_min_accept_prob=0.2)
     seq = make_seq(0, 10, 100)
     # No history yet: alpha = 1/2 by the Laplace prior, log(0.2)/log(0.5) = 2.32 -> 2.
     assert choose_k(params, seq, 1) == 2
     seq.num_draft_tokens_proposed, seq.num_draft_tokens_accepted = 98, 88  # alpha = 0.89
-    assert choose_k(params, seq, 1) == 5
-    assert choose_k(params, seq, 16) == 3   # 64 // 16 - 1
-    assert choose_k(params, seq, 32) == 1
-    assert choose_k(params, seq, 64) == 0
+    assert [choose_k(params, seq, b) for b in (1, 4, 5, 16, 17, 64, 500)] == [5, 5, 3, 3, 0, 0, 0]
     seq.num_draft_tokens_accepted = 18  # alpha = 0.19: even one draft is unlikely to survive
     assert choose_k(params, seq, 1) == 0
     assert choose_k(SpecParams(spec_k=5), seq, 64) == 5  # fixed unless --spec-dynamic
 
 
-def test_knee_is_the_roofline_ridge_of_the_target():
-    cost = build_cost_model(resolve(ReplayOptions(), _trace((0.0, 8, 8))))
-    knee = verify_knee_tokens(cost)
-    below = cost.breakdown([knee - 20], [0]).groups[0]
-    above = cost.breakdown([knee + 20], [0]).groups[0]
-    assert below.memory_s > below.compute_s and above.compute_s > above.memory_s
+def test_bad_k_tables_are_refused():
+    with pytest.raises(ValueError, match="increasing batch sizes"):
+        SpecParams(spec_k_by_batch=((8, 2), (4, 1)))
+
+
+def _dynamic_table(**options):
+    trace = _trace((0.0, 128, 128))
+    config = resolve(ReplayOptions(speculator="draft", draft_model="llama-3.2-1b",
+                                   spec_acceptance="0.8", spec_dynamic=True, **options), trace)
+    engine, _ = build_engine(config, build_cost_model(config))
+    return dict(engine.scheduler.speculator.params.spec_k_by_batch)
+
+
+def test_the_simulator_fills_the_k_table_from_its_cost_model():
+    gpu_bound = str(Path(__file__).resolve().parents[1] / "bench" / "h100_gpu_bound.json")
+    table = _dynamic_table(calibration=gpu_bound, max_num_seqs=512)
+    assert sorted(table) == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+    ks = [table[b] for b in sorted(table)]
+    assert ks == sorted(ks, reverse=True)  # k only shrinks as the batch grows
+    assert table[1] >= 3 and table[512] <= 1
+    # With the fitted per-step CPU overheads, amortizing them keeps k = 4 worth it throughout.
+    assert set(_dynamic_table(max_num_seqs=512).values()) == {4}
 
 
 # ---- the simulator around it ------------------------------------------------------------
@@ -368,7 +382,6 @@ def test_cli_bad_speculation_input_is_one_line_error(argv, message, capsys):
 @pytest.mark.slow
 def test_crossover_speedup_above_1_5_at_low_batch_and_below_1_when_verify_dominates():
     import importlib.util
-    from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "bench" / "spec_crossover.py"
     spec = importlib.util.spec_from_file_location("spec_crossover", path)

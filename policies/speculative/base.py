@@ -7,18 +7,17 @@ how many drafts survive is the executor's business: the simulator draws acceptan
 acceptance model (`sim/spec/`), a real backend runs the drafter and rejection sampling; both
 report accepted counts through `StepResult.accepted_tokens`.
 
-Dynamic k, per request and step:
+Dynamic k (`spec_dynamic`), per request and step, is the smaller of two limits:
 
-    k = min(spec_k,
-            spec_knee_tokens // num_decoding - 1,         # batch: keep the verify pass under
-                                                          #   the roofline knee (memory-bound)
-            floor(log(spec_min_accept_prob) / log(alpha)))  # acceptance: stop drafting where
-                                                          #   all-drafts-so-far survive with
-                                                          #   probability < spec_min_accept_prob
-    alpha = (accepted + 1) / (proposed + 2), the request's measured acceptance (Laplace prior)
-
-Above the knee a verify pass over (1 + k) tokens per request is compute-bound, so each draft
-costs as much target time as a plain decode token and speculation stops paying.
+    batch:      spec_k_by_batch, a table of (max batch size, k) rows: the k to use while at
+                most that many requests decode in the step. At high batch the target's verify
+                pass of (1 + k) tokens per request turns compute-bound, each draft then costs
+                as much target time as a plain decode token, and speculation stops paying; the
+                simulator fills the table from its cost and acceptance models (the k that
+                maximizes expected tokens per second of a step), a real backend from a profile.
+    acceptance: floor(log(spec_min_accept_prob) / log(alpha)), where alpha = (accepted + 1) /
+                (proposed + 2) is the request's measured acceptance (Laplace prior): stop
+                drafting where all drafts so far survive with probability < spec_min_accept_prob.
 """
 
 from __future__ import annotations
@@ -36,16 +35,17 @@ class SpecParams:
 
     spec_k: int = 4
     spec_dynamic: bool = False
-    spec_knee_tokens: int = 256
-    """Verify-pass size (tokens over the whole batch) where the target turns compute-bound;
-    the simulator fills it from the roofline of the target on its hardware."""
+    spec_k_by_batch: tuple[tuple[int, int], ...] = ()
+    """(max batch size, k) rows in increasing batch order; empty: no batch limit."""
     spec_min_accept_prob: float = 0.2
 
     def __post_init__(self) -> None:
         if self.spec_k < 0:
             raise ValueError(f"--spec-k must be >= 0, got {self.spec_k}")
-        if self.spec_knee_tokens < 1:
-            raise ValueError(f"spec knee must be >= 1 token, got {self.spec_knee_tokens}")
+        batches = [batch for batch, _ in self.spec_k_by_batch]
+        if batches != sorted(set(batches)) or any(k < 0 for _, k in self.spec_k_by_batch):
+            raise ValueError(f"spec_k_by_batch needs increasing batch sizes and k >= 0, got "
+                             f"{self.spec_k_by_batch}")
         if not 0.0 < self.spec_min_accept_prob < 1.0:
             raise ValueError(
                 f"spec min accept probability must lie in (0, 1), got {self.spec_min_accept_prob}"
@@ -69,7 +69,11 @@ def choose_k(params: SpecParams, seq: Sequence, num_decoding: int) -> int:
     """Fixed `spec_k`, or the dynamic rule of the module docstring."""
     if not params.spec_dynamic:
         return params.spec_k
-    k = min(params.spec_k, params.spec_knee_tokens // max(1, num_decoding) - 1)
+    k = params.spec_k
+    for max_batch, batch_k in params.spec_k_by_batch:
+        k = min(params.spec_k, batch_k)
+        if num_decoding <= max_batch:
+            break
     alpha = (seq.num_draft_tokens_accepted + 1) / (seq.num_draft_tokens_proposed + 2)
     k = min(k, math.floor(math.log(params.spec_min_accept_prob) / math.log(alpha)))
     return max(0, k)

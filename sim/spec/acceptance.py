@@ -123,9 +123,12 @@ class BetaAcceptance:
         return _accepted_prefix(stream.rng.random(k), rates)
 
     def expected_tokens_per_step(self, k: int, width: int = 1) -> float:
-        if width != 1:
-            raise ValueError("the closed form covers chains only (width 1)")
         a = self.mean * self.concentration
+        if width != 1:
+            from scipy.stats import beta
+
+            dist = beta(a, (1.0 - self.mean) * self.concentration)
+            return float(dist.expect(lambda x: sum(widen(x, width) ** i for i in range(k + 1))))
         b = (1.0 - self.mean) * self.concentration
         total, moment = 1.0, 1.0
         for i in range(k):

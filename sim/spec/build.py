@@ -14,6 +14,7 @@ from dataclasses import replace
 from policies.registry import SPECULATORS, lookup
 from policies.scheduler.base import Scheduler
 from policies.speculative.planner import SpeculativeScheduler
+from policies.types import Request, ScheduledChunk, Sequence
 from sim.config import SimConfig
 from sim.cost.memory import ImpossibleConfigError, MemoryBudget
 from sim.cost.roofline import CostModel
@@ -22,18 +23,30 @@ from sim.spec.drafting import (CascadeDraftCost, DraftCost, ModelDraftCost, NoDr
 from sim.spec.executor import SpeculativeExecutor
 
 
-def verify_knee_tokens(cost: CostModel) -> int:
-    """Tokens per pass where the target's GEMMs turn from memory- to compute-bound (the
-    roofline ridge): below it a verify pass of 1 + k tokens per request costs about as much
-    as a plain decode; above it every extra token costs its FLOPs."""
-    one = cost.breakdown([1], [0]).groups[0]
-    two = cost.breakdown([2], [0]).groups[0]
-    compute_per_token = two.compute_s - one.compute_s
-    memory_per_token = two.memory_s - one.memory_s
-    memory_fixed = one.memory_s - memory_per_token
-    if compute_per_token <= memory_per_token:
-        return 1
-    return max(1, round(memory_fixed / (compute_per_token - memory_per_token)))
+def k_by_batch(config: SimConfig, speculator, target: CostModel, drafting: DraftCost,
+               width: int) -> tuple[tuple[int, int], ...]:
+    """For batch sizes 1, 2, 4, ... up to `max_num_seqs`: the k in 0..spec_k whose step gives
+    the most expected tokens per second, at the trace's mean context (prompt + half the
+    output), by the same cost and acceptance models the run uses. Ties keep the smaller k."""
+    o = config.options
+    requests = config.trace.requests or [Request(0, 0.0, 1, 1)]
+    context = round(sum(r.prompt_tokens + r.output_tokens / 2 for r in requests) / len(requests))
+    probe = Sequence(Request(-1, 0.0, context, o.spec_k + 2))
+
+    def tokens_per_s(batch: int, k: int) -> float:
+        nodes = speculator.num_verify_nodes(k)
+        chunk = ScheduledChunk(probe, 1 + nodes, context, k)
+        spec, plain = ([chunk] * batch, []) if k else ([], [chunk] * batch)
+        step_s = target.iteration_time([1 + nodes] * batch, [context] * batch,
+                                       batch * (1 + nodes)) + drafting.time_s(plain, spec)
+        return batch * config.acceptance.expected_tokens_per_step(k, width) / step_s
+
+    rows, batch = [], 1
+    while True:
+        rows.append((batch, max(range(o.spec_k + 1), key=lambda k: tokens_per_s(batch, k))))
+        if batch >= o.max_num_seqs:
+            return tuple(rows)
+        batch = min(2 * batch, o.max_num_seqs)
 
 
 def draft_models(config: SimConfig) -> list:
@@ -59,13 +72,17 @@ def drafting_cost(config: SimConfig, target: CostModel) -> DraftCost:
 
 def speculate(config: SimConfig, scheduler: Scheduler, target: CostModel,
               options: dict) -> tuple[SpeculativeScheduler, SpeculativeExecutor]:
-    entry = lookup(SPECULATORS, "speculator", config.options.speculator)
-    params = entry.make_params(dict(options, spec_knee_tokens=verify_knee_tokens(target)))
-    speculator = entry.policy(params)
+    o = config.options
+    entry = lookup(SPECULATORS, "speculator", o.speculator)
+    width = o.spec_tree_width if o.speculator == "tree" else 1
+    drafting = drafting_cost(config, target)
+    speculator = entry.policy(entry.make_params(options))
+    if o.spec_dynamic:
+        table = k_by_batch(config, speculator, target, drafting, width)
+        speculator = entry.policy(entry.make_params(dict(options, spec_k_by_batch=table)))
     wrapped = SpeculativeScheduler(scheduler, speculator, config.max_num_batched_tokens)
-    width = config.options.spec_tree_width if config.options.speculator == "tree" else 1
-    executor = SpeculativeExecutor(target, drafting_cost(config, target), config.acceptance,
-                                   seed=config.options.seed, tree_width=width)
+    executor = SpeculativeExecutor(target, drafting, config.acceptance, seed=o.seed,
+                                   tree_width=width)
     return wrapped, executor
 
 
