@@ -181,7 +181,8 @@ class Engine:
                 f"which verified {k} with {seq.num_remaining_outputs} outputs left"
             )
         seq.num_computed_tokens += 1 + accepted
-        seq.num_draft_tokens_proposed += k
+        # Drafts after the first rejected one were never judged: they say nothing of alpha.
+        seq.num_draft_tokens_reached += min(accepted + 1, k)
         seq.num_draft_tokens_accepted += accepted
         self.spec_log.record(k, accepted)
         self.scheduler.allocator.shrink_slots(seq, seq.num_computed_tokens)

@@ -62,6 +62,9 @@ class Sequence:
 
     Timestamps are filled in by the engine (in whatever clock drives it); `token_times_s` holds
     one entry per sampled output token, in a compact array so long traces stay cheap.
+    `num_draft_tokens_reached` counts drafts the target judged (each draft up to and including
+    the first rejected one), `num_draft_tokens_accepted` those it accepted: their ratio is the
+    request's measured per-draft acceptance, which dynamic speculators read.
     """
 
     request: Request
@@ -73,7 +76,7 @@ class Sequence:
     finish_s: float | None = None
     reason: str = ""
     token_times_s: array = field(default_factory=lambda: array("d"))
-    num_draft_tokens_proposed: int = 0
+    num_draft_tokens_reached: int = 0
     num_draft_tokens_accepted: int = 0
 
     @property

@@ -238,7 +238,7 @@ def test_dynamic_k_shrinks_with_batch_size_and_with_measured_acceptance():
     seq = make_seq(0, 10, 100)
     # No history yet: alpha = 1/2 by the Laplace prior, log(0.2)/log(0.5) = 2.32 -> 2.
     assert choose_k(params, seq, 1) == 2
-    seq.num_draft_tokens_proposed, seq.num_draft_tokens_accepted = 98, 88  # alpha = 0.89
+    seq.num_draft_tokens_reached, seq.num_draft_tokens_accepted = 98, 88  # alpha = 0.89
     assert [choose_k(params, seq, b) for b in (1, 4, 5, 16, 17, 64, 500)] == [5, 5, 3, 3, 0, 0, 0]
     seq.num_draft_tokens_accepted = 18  # alpha = 0.19: even one draft is unlikely to survive
     assert choose_k(params, seq, 1) == 0

@@ -16,7 +16,8 @@ Dynamic k (`spec_dynamic`), per request and step, is the smaller of two limits:
                 simulator fills the table from its cost and acceptance models (the k that
                 maximizes expected tokens per second of a step), a real backend from a profile.
     acceptance: floor(log(spec_min_accept_prob) / log(alpha)), where alpha = (accepted + 1) /
-                (proposed + 2) is the request's measured acceptance (Laplace prior): stop
+                (reached + 2) is the request's measured acceptance (Laplace prior; drafts after
+                a rejection were never judged and are not counted): stop
                 drafting where all drafts so far survive with probability < spec_min_accept_prob.
 """
 
@@ -74,7 +75,7 @@ def choose_k(params: SpecParams, seq: Sequence, num_decoding: int) -> int:
         k = min(params.spec_k, batch_k)
         if num_decoding <= max_batch:
             break
-    alpha = (seq.num_draft_tokens_accepted + 1) / (seq.num_draft_tokens_proposed + 2)
+    alpha = (seq.num_draft_tokens_accepted + 1) / (seq.num_draft_tokens_reached + 2)
     k = min(k, math.floor(math.log(params.spec_min_accept_prob) / math.log(alpha)))
     return max(0, k)
 
