@@ -152,6 +152,8 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
     acceptance, draft, tiny = None, None, None
     if options.speculator != "none":
         acceptance, draft, tiny = _resolve_speculation(options, policy_options)
+    elif options.spec_acceptance is not None:
+        parse_acceptance(options.spec_acceptance)  # unused, but a bad value is still an error
     return SimConfig(trace, model, hardware, coefficients, options, max_model_len, max_tokens,
                      policy_options, acceptance, draft, tiny)
 

@@ -359,6 +359,19 @@ def test_cli_speculation_flags_and_summary_keys(tmp_path, capsys):
     assert "speculator draft k=3" in capsys.readouterr().out
 
 
+def test_config_file_takes_the_speculation_keys(tmp_path):
+    config = tmp_path / "spec.toml"
+    config.write_text('speculator = "tree"\nspec-k = 3\nspec_acceptance = 0.75\n'
+                      'spec-dynamic = true\nspec-tree-width = 3\n')
+    out = tmp_path / "out"
+    assert main(["replay", "--quiet", "--config", str(config), "--trace",
+                 "synthetic:n=10,arrivals=poisson:5,prompt=fixed:100,output=fixed:40",
+                 "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert "spec_acceptance_rate_pos3" in s and "spec_acceptance_rate_pos4" not in s
+    assert s["spec_tokens_per_step_mean"] > 2
+
+
 def test_cli_lists_speculators(capsys):
     assert main(["list", "speculators"]) == 0
     out = capsys.readouterr().out
@@ -372,6 +385,7 @@ def test_cli_lists_speculators(capsys):
     (["--speculator", "ngram", "--spec-k", "-1"], "--spec-k must be >= 0"),
     (["--speculator", "tree", "--spec-tree-width", "0"], "--spec-tree-width must be >= 1"),
     (["--speculator", "ngram", "--spec-acceptance", "1.2"], "must lie in [0, 1]"),
+    (["--spec-acceptance", "0.5,x"], "bad number 'x'"),
 ])
 def test_cli_bad_speculation_input_is_one_line_error(argv, message, capsys):
     assert main(["replay", "--quiet", "--max-requests", "5", *argv]) == 2
