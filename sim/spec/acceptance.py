@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
@@ -41,15 +42,30 @@ import numpy as np
 DEFAULT_ACCEPTANCE = "0.7"
 
 
-class RequestStream:
-    """One request's random state: its generator plus what the model drew for it once."""
+_UNIFORM_BLOCK = 256
 
-    __slots__ = ("rng", "alpha", "offset")
+
+class RequestStream:
+    """One request's random state: its generator plus what the model drew for it once.
+
+    Uniforms are drawn from the generator in blocks (one numpy call per 256 judged drafts,
+    not one per draft), which keeps draws cheap and still a pure function of the seed."""
+
+    __slots__ = ("rng", "alpha", "offset", "_uniforms", "_next")
 
     def __init__(self, rng: np.random.Generator, alpha: float | None, offset: int) -> None:
         self.rng = rng
         self.alpha = alpha
         self.offset = offset
+        self._uniforms: list[float] = []
+        self._next = 0
+
+    def uniform(self) -> float:
+        if self._next == len(self._uniforms):
+            self._uniforms = self.rng.random(_UNIFORM_BLOCK).tolist()
+            self._next = 0
+        self._next += 1
+        return self._uniforms[self._next - 1]
 
 
 class AcceptanceModel(Protocol):
@@ -70,9 +86,17 @@ def widen(rate: float, width: int) -> float:
     return 1.0 - (1.0 - rate) ** width
 
 
-def _accepted_prefix(uniforms: np.ndarray, rates: np.ndarray) -> int:
-    rejected = np.flatnonzero(uniforms >= rates)
-    return int(rejected[0]) if rejected.size else len(rates)
+def _accepted_prefix(stream: RequestStream, rates: tuple[float, ...]) -> int:
+    """Judge drafts in order until one is rejected; uniforms are drawn only for judged ones."""
+    for position, rate in enumerate(rates):
+        if stream.uniform() >= rate:
+            return position
+    return len(rates)
+
+
+@lru_cache(maxsize=1024)
+def _position_rates(rates: tuple[float, ...], k: int, width: int) -> tuple[float, ...]:
+    return tuple(widen(rates[min(i, len(rates) - 1)], width) for i in range(k))
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,18 +109,14 @@ class PositionalAcceptance:
         if not self.rates or any(not 0.0 <= r <= 1.0 for r in self.rates):
             raise ValueError(f"acceptance rates must lie in [0, 1], got {list(self.rates)}")
 
-    def rates_for(self, k: int, width: int) -> np.ndarray:
-        rates = [self.rates[min(i, len(self.rates) - 1)] for i in range(k)]
-        return np.array([widen(r, width) for r in rates])
-
     def stream(self, seed: int, request_id: int) -> RequestStream:
         return RequestStream(_rng(seed, request_id), None, 0)
 
     def draw(self, stream: RequestStream, k: int, width: int) -> int:
-        return _accepted_prefix(stream.rng.random(k), self.rates_for(k, width))
+        return _accepted_prefix(stream, _position_rates(self.rates, k, width))
 
     def expected_tokens_per_step(self, k: int, width: int = 1) -> float:
-        return 1.0 + float(np.cumprod(self.rates_for(k, width)).sum())
+        return 1.0 + float(np.cumprod(_position_rates(self.rates, k, width)).sum())
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +139,7 @@ class BetaAcceptance:
         return RequestStream(rng, float(rng.beta(self.mean * c, (1.0 - self.mean) * c)), 0)
 
     def draw(self, stream: RequestStream, k: int, width: int) -> int:
-        rates = np.full(k, widen(stream.alpha, width))
-        return _accepted_prefix(stream.rng.random(k), rates)
+        return _accepted_prefix(stream, _position_rates((stream.alpha,), k, width))
 
     def expected_tokens_per_step(self, k: int, width: int = 1) -> float:
         a = self.mean * self.concentration

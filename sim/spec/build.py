@@ -53,20 +53,24 @@ def draft_models(config: SimConfig) -> list:
     return [m for m in (config.draft_model, config.tiny_draft_model) if m is not None]
 
 
-def drafting_cost(config: SimConfig, target: CostModel) -> DraftCost:
+def drafting_cost(config: SimConfig, target: CostModel, fused: bool) -> DraftCost:
+    """The speculator's drafting cost; `fused` (the speculator's own statement) decides
+    whether its passes pay the per-pass fixed cost."""
     o = config.options
-    overhead_s = o.spec_draft_pass_overhead_s
+    overhead_s = 0.0 if fused else o.spec_draft_pass_overhead_s
+
+    def model(spec):
+        return draft_cost_model(target, spec, overhead_s, fused)
+
     if o.speculator == "draft":
-        return ModelDraftCost(draft_cost_model(target, config.draft_model, overhead_s))
+        return ModelDraftCost(model(config.draft_model))
     if o.speculator == "cascade":
         tiny = config.tiny_draft_model
-        return CascadeDraftCost(
-            draft_cost_model(target, config.draft_model, overhead_s),
-            draft_cost_model(target, tiny, overhead_s) if tiny is not None else None,
-            o.spec_inner_k, o.spec_inner_acceptance,
-        )
+        return CascadeDraftCost(model(config.draft_model),
+                                model(tiny) if tiny is not None else None,
+                                o.spec_inner_k, o.spec_inner_acceptance)
     if o.speculator == "tree":
-        return TreeDraftCost(target, o.spec_tree_width)
+        return TreeDraftCost(target, o.spec_tree_width, fused)
     return NoDraftCost()
 
 
@@ -75,8 +79,8 @@ def speculate(config: SimConfig, scheduler: Scheduler, target: CostModel,
     o = config.options
     entry = lookup(SPECULATORS, "speculator", o.speculator)
     width = o.spec_tree_width if o.speculator == "tree" else 1
-    drafting = drafting_cost(config, target)
     speculator = entry.policy(entry.make_params(options))
+    drafting = drafting_cost(config, target, speculator.fused)
     if o.spec_dynamic:
         table = k_by_batch(config, speculator, target, drafting, width)
         speculator = entry.policy(entry.make_params(dict(options, spec_k_by_batch=table)))

@@ -92,9 +92,9 @@ class TreeDraftCost:
     reads the root, level j > 1 the width candidates of level j - 1; every candidate gets
     logits from the shared lm_head."""
 
-    def __init__(self, target: CostModel, width: int) -> None:
+    def __init__(self, target: CostModel, width: int, fused: bool) -> None:
         one_layer = replace(target.model, name=f"{target.model.name}-drafter", num_layers=1)
-        self.drafter = draft_cost_model(target, one_layer, 0.0, fused=True)
+        self.drafter = draft_cost_model(target, one_layer, 0.0, fused)
         self.width = width
 
     def time_s(self, plain: list[ScheduledChunk], spec: list[ScheduledChunk]) -> float:
