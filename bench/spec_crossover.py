@@ -3,8 +3,8 @@
 Llama-3-8B on one H100 with a Llama-3.2-1B draft model (`--speculator draft`), k = 4, i.i.d.
 acceptance 0.8, requests of 128 prompt and 128 output tokens, continuous batching, two engine
 cost models: `bench/h100_gpu_bound.json` (the fitted H100 roofline with the engine's CPU
-overheads overlapped, i.e. zero) and the default fitted H100 coefficients (5.4 ms of CPU
-overhead per step plus 0.23 ms per sequence, from vLLM v0-era profiles).
+overheads overlapped, i.e. zero) and `--calibration shared-fit` (the same fit with its CPU
+overhead: 5.4 ms per step plus 0.23 ms per sequence, from vLLM v0-era profiles).
 
 Load is closed-loop concurrency: B requests arrive together and run as one batch of B, so the
 batch size is the load and TPOT compares the two at the same batch (an open-loop Poisson load
@@ -114,7 +114,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.parse_args()
     for title, calibration in (("GPU-bound engine (bench/h100_gpu_bound.json)", GPU_BOUND),
-                               ("default fitted H100 coefficients", None)):
+                               ("fitted H100 coefficients with CPU overhead (--calibration "
+                                "shared-fit)", "shared-fit")):
         print(f"### {title}\n")
         rows = crossover(calibration=calibration)
         print_table(rows, crossover(calibration=calibration, spec_dynamic=True))

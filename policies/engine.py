@@ -39,6 +39,7 @@ class IterationLog:
     num_waiting: array = field(default_factory=lambda: array("l"))
     kv_reserved_slots: array = field(default_factory=lambda: array("l"))
     kv_filled_slots: array = field(default_factory=lambda: array("l"))
+    kv_cached_free_slots: array = field(default_factory=lambda: array("l"))
 
     def __len__(self) -> int:
         return len(self.start_s)
@@ -202,3 +203,4 @@ class Engine:
         log.num_waiting.append(self.scheduler.num_waiting)
         log.kv_reserved_slots.append(usage.reserved_slots)
         log.kv_filled_slots.append(usage.filled_slots)
+        log.kv_cached_free_slots.append(usage.cached_free_slots)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping
 
 from policies.kv.contiguous import ContiguousAllocator, ContiguousParams
-from policies.kv.paged import PagedAllocator, PagedParams
+from policies.kv.paged import PagedAllocator, PagedParams, PagedPrefixParams
 from policies.scheduler.continuous import ContinuousParams, ContinuousScheduler
 from policies.scheduler.static import StaticParams, StaticScheduler
 from policies.speculative.cascade import CascadeParams, CascadeSpeculator
@@ -52,6 +52,9 @@ ALLOCATORS: dict[str, PolicyEntry] = {
     for e in [
         PolicyEntry("paged", PagedAllocator, PagedParams,
                     "PagedAttention blocks, block tables, free list, all-or-nothing allocation"),
+        PolicyEntry("paged-prefix", PagedAllocator, PagedPrefixParams,
+                    "paged + automatic prefix caching: hash-chained full blocks, shared by "
+                    "reference count, LRU cached-free pool evicted lazily, tail blocks first"),
         PolicyEntry("contiguous", ContiguousAllocator, ContiguousParams,
                     "one contiguous span per request reserved up front (--reserve max|pow2|oracle)"),
     ]

@@ -52,6 +52,7 @@ class Request:
 class SeqStatus(enum.Enum):
     WAITING = "waiting"
     RUNNING = "running"
+    SWAPPED = "swapped"
     FINISHED = "finished"
     REJECTED = "rejected"
 
@@ -72,6 +73,8 @@ class Sequence:
     num_computed_tokens: int = 0
     num_output_tokens: int = 0
     num_preemptions: int = 0
+    num_recomputed_tokens: int = 0
+    num_swaps: int = 0
     first_scheduled_s: float | None = None
     finish_s: float | None = None
     reason: str = ""
@@ -128,13 +131,17 @@ class Plan:
 
     `chunks` are computed and committed. `padding` chunks are computed but produce nothing
     (static batching keeps finished members in the batch until its longest one ends), so the
-    cost model charges them. `wake_at_s` tells an idle engine when the scheduler wants to be
-    asked again even if nothing arrives (static batching's max wait).
+    cost model charges them. `swap_out_slots` / `swap_in_slots` are tokens of KV copied to /
+    from host memory by swap preemption before this iteration runs. `wake_at_s` tells an idle
+    engine when the scheduler wants to be asked again even if nothing arrives (static
+    batching's max wait).
     """
 
     chunks: list[ScheduledChunk] = field(default_factory=list)
     padding: list[ScheduledChunk] = field(default_factory=list)
     preempted: list[Sequence] = field(default_factory=list)
+    swap_out_slots: int = 0
+    swap_in_slots: int = 0
     wake_at_s: float | None = None
 
     @property

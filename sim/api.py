@@ -14,7 +14,7 @@ from policies.engine import Engine
 from policies.registry import ALLOCATORS, SCHEDULERS, lookup
 from policies.types import Request, Sequence
 from sim.config import SimConfig
-from sim.cost.memory import MemoryBudget, kv_budget
+from sim.cost.memory import MemoryBudget, kv_budget, kv_layout
 from sim.cost.roofline import CostModel
 from sim.metrics import summarize
 from sim.replica import SimReplica
@@ -49,7 +49,10 @@ def build_engine(
         if config.acceptance is not None:
             budget = with_draft_memory(budget, config, cost)
         num_blocks = budget.num_blocks
-    options = dict(config.policy_options, num_blocks=num_blocks)
+    layout, block_bytes = kv_layout(cost, o.block_size)
+    num_cpu_blocks = int(o.swap_space_gb * 1024**3 * o.tp // block_bytes)
+    options = dict(config.policy_options, num_blocks=num_blocks, num_cpu_blocks=num_cpu_blocks,
+                   layout=layout)
     alloc_entry = lookup(ALLOCATORS, "allocator", o.allocator)
     allocator = alloc_entry.policy(alloc_entry.make_params(options))
     sched_entry = lookup(SCHEDULERS, "scheduler", o.scheduler)

@@ -29,10 +29,12 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 @dataclass(frozen=True, slots=True)
 class ReplayOptions:
     trace: str = ""
-    """Trace file path, or a `synthetic:...` spec; empty means the bundled default trace."""
+    """Trace file path, a `synthetic:...` or `sessions:...` spec; empty: the bundled trace."""
     trace_format: str | None = None
     arrivals: str | None = None
     max_requests: int | None = None
+    window_start_s: float = 0.0
+    window_end_s: float | None = None
     rate_scale: float = 1.0
     model: str = "llama-3-8b"
     hardware: str = "h100"
@@ -45,6 +47,9 @@ class ReplayOptions:
     gpu_memory_utilization: float = 0.9
     num_gpu_blocks: int | None = None
     reserve: str = "max"
+    preemption: str = "recompute"
+    swap_space_gb: float = 4.0
+    """Host memory for swapped KV per device, GiB (vLLM's default 4)."""
     static_max_wait_s: float = 0.0
     max_model_len: int | None = None
     weight_dtype: str = "bf16"
@@ -106,7 +111,9 @@ class SimConfig:
 
 def load_workload(options: ReplayOptions) -> trace_io.Trace:
     spec = options.trace or str(trace_io.DEFAULT_TRACE_PATH)
-    if spec.startswith("synthetic:"):
+    if spec.startswith("sessions:"):
+        trace = trace_io.session_trace(trace_io.parse_sessions(spec), seed=options.seed)
+    elif spec.startswith("synthetic:"):
         n, arrivals, prompt, output = trace_io.parse_synthetic(spec)
         trace = trace_io.synthetic_trace(n, arrivals, prompt, output, seed=options.seed)
     else:
@@ -115,6 +122,8 @@ def load_workload(options: ReplayOptions) -> trace_io.Trace:
             spec, options.trace_format, arrivals=arrivals, seed=options.seed,
             max_requests=options.max_requests,
         )
+    if options.window_start_s or options.window_end_s is not None:
+        trace = trace_io.window(trace, options.window_start_s, options.window_end_s)
     if options.rate_scale != 1.0:
         trace = trace_io.scale_rate(trace, options.rate_scale)
     return trace
@@ -137,6 +146,8 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
     if max_model_len < 1:
         raise ValueError(f"max_model_len must be >= 1, got {max_model_len}")
     max_tokens = options.max_num_batched_tokens or max(max_model_len, 2048)
+    if options.swap_space_gb < 0:
+        raise ValueError(f"--swap-space-gb must be >= 0, got {options.swap_space_gb}")
     if options.num_gpu_blocks is not None and options.num_gpu_blocks < 1:
         raise ValueError(f"--num-gpu-blocks must be >= 1, got {options.num_gpu_blocks}")
     if trace is None:
@@ -148,6 +159,7 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
         "block_size": options.block_size,
         "max_model_len": max_model_len,
         "reserve": options.reserve,
+        "preemption": options.preemption,
     }
     acceptance, draft, tiny = None, None, None
     if options.speculator != "none":

@@ -100,6 +100,9 @@ def summarize(config: SimConfig, engine: Engine, end_s: float) -> dict[str, Any]
     filled = np.asarray(log.kv_filled_slots, dtype=np.float64)
     frag = np.divide(reserved - filled, reserved, out=np.zeros_like(reserved), where=reserved > 0)
     summary["preemptions"] = sum(s.num_preemptions for s in engine.sequences.values())
+    summary["swaps"] = sum(s.num_swaps for s in engine.sequences.values())
+    summary["recomputed_tokens"] = sum(s.num_recomputed_tokens for s in engine.sequences.values())
+    summary.update(_prefix_stats(engine.scheduler.allocator.stats()))
     summary["kv_util_mean"] = _weighted_mean(reserved / engine.kv_total_slots, durations)
     summary["kv_frag_mean"] = _weighted_mean(frag, durations)
     summary["batch_size_mean"] = float(np.mean(log.batch_size)) if len(log) else None
@@ -131,6 +134,19 @@ def _speculation(engine: Engine, spec_k: int, busy_s: float) -> dict[str, Any]:
     for tokens in range(1, spec_k + 2):
         out[f"spec_tokens_per_step_share_{tokens}"] = ratio(histogram[tokens], n)
     return out
+
+
+def _prefix_stats(stats: dict[str, int]) -> dict[str, Any]:
+    """Hit rates over every admission (re-admissions after preemption included); null when the
+    allocator does no prefix caching."""
+    queried = stats.get("prefix_query_tokens")
+    blocks = stats.get("prefix_query_blocks")
+    return {
+        "prefix_hit_rate": stats["prefix_hit_tokens"] / queried if queried else None,
+        "prefix_hit_rate_blocks": stats["prefix_hit_blocks"] / blocks if blocks else None,
+        "prefix_hit_tokens": stats.get("prefix_hit_tokens", 0),
+        "evictions": stats.get("evictions", 0),
+    }
 
 
 def _goodput(config, ttft, finish, first_token, outputs, per_s) -> float | None:

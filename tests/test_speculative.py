@@ -103,7 +103,7 @@ def test_paged_shrink_returns_the_rejected_tail_blocks_tail_first():
     assert alloc.block_tables[0] == [0, 1, 2, 3]
     alloc.shrink_slots(seq, 8)  # 1 of 6 drafts accepted: 8 tokens of KV stay
     assert alloc.block_tables[0] == [0, 1]
-    assert list(alloc._freed) == [3, 2]
+    assert list(alloc._free) == [3, 2]  # the free queue's tail, newest last
     usage = alloc.usage()
     assert (usage.reserved_slots, usage.filled_slots) == (8, 8)
     alloc.shrink_slots(seq, 9)  # never grows
@@ -266,7 +266,7 @@ def test_the_simulator_fills_the_k_table_from_its_cost_model():
     assert ks == sorted(ks, reverse=True)  # k only shrinks as the batch grows
     assert table[1] >= 3 and table[512] <= 1
     # With the fitted per-step CPU overheads, amortizing them keeps k = 4 worth it throughout.
-    assert set(_dynamic_table(max_num_seqs=512).values()) == {4}
+    assert set(_dynamic_table(calibration="shared-fit", max_num_seqs=512).values()) == {4}
 
 
 # ---- the simulator around it ------------------------------------------------------------

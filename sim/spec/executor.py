@@ -2,7 +2,8 @@
 speculator's drafting cost, plus acceptance drawn from the acceptance model.
 
 The verify pass of a chunk with k drafts over n verified nodes computes 1 + n tokens and
-logits at every one of them (the target must score each draft). Tree attention is charged as
+logits at every one of them (the target must score each draft); the target's `execute` prices
+the whole plan (swaps included), this class adds drafting and draws acceptance. Tree attention is charged as
 causal attention over the 1 + n tokens, which slightly overstates it (a node attends only to
 its ancestors); for contexts of hundreds of tokens the difference is under 1%.
 """
@@ -26,15 +27,7 @@ class SpeculativeExecutor:
         self._streams: dict[int, RequestStream] = {}
 
     def execute(self, plan: Plan) -> StepResult:
-        chunks = plan.chunks + plan.padding
-        new = [c.num_new_tokens for c in chunks]
-        ctx = [c.num_context_tokens for c in chunks]
-        sampling = sum(
-            c.num_new_tokens if c.num_spec_tokens else 1
-            for c in chunks
-            if c.num_context_tokens + c.num_new_tokens >= c.seq.num_known_tokens
-        )
-        verify_s = self.target.iteration_time(new, ctx, sampling)
+        verify_s = self.target.execute(plan).duration_s
         spec = [c for c in plan.chunks if c.num_spec_tokens]
         plain = [c for c in plan.chunks if not c.num_spec_tokens]
         draft_s = self.drafting.time_s(plain, spec)
