@@ -182,7 +182,10 @@ def test_speculation_never_leaks_kv_never_overshoots_and_keeps_output_lengths(
     sched = SpeculativeScheduler(inner, spec, max_tokens)
     executor = DrawingExecutor(tuple(rates), width if speculator == "tree" else 1, seed)
     engine = Engine(sched, executor, max_model_len=100)
-    requests = [Request(i, t, p, o) for i, (t, p, o) in enumerate(reqs)]
+    # Every other request carries token ids from one shared sequence, so prefix caching hits.
+    requests = [Request(i, t, p, o, prompt_token_ids=tuple(j % 5 for j in range(p)) if i % 2
+                        else None)
+                for i, (t, p, o) in enumerate(reqs)]
 
     original_step = engine.step
 
@@ -196,9 +199,12 @@ def test_speculation_never_leaks_kv_never_overshoots_and_keeps_output_lengths(
             if seq.status in (SeqStatus.RUNNING, SeqStatus.FINISHED) and seq_id in alloc._num_tokens:
                 # No slot of a rejected draft survives its step.
                 assert _held_tokens(alloc, seq_id) == seq.num_computed_tokens
-        if allocator == "paged":
+        if allocator.startswith("paged"):
             for seq_id, table in alloc.block_tables.items():
                 assert len(table) == alloc.blocks_for(alloc._num_tokens.get(seq_id, 0))
+                # Rejected drafts are never cached: hashed blocks hold committed tokens only.
+                registered = alloc._num_registered.get(seq_id, 0)
+                assert registered * alloc.block_size <= engine.sequences[seq_id].num_computed_tokens
         return outcome
 
     engine.step = checked_step
