@@ -10,7 +10,8 @@ Load is closed-loop concurrency: B requests arrive together and run as one batch
 batch size is the load and TPOT compares the two at the same batch (an open-loop Poisson load
 would mix in queueing: plain decoding saturates first, which flatters speculation). Each row
 runs the same requests without and with speculation, repeated over max(1, 64 / B) seeds
-(acceptance streams) so that every row averages at least 64 requests. Regenerate docs/speculative.md's table:
+(acceptance streams) so that every row averages at least 64 requests. Regenerate the tables
+in docs/speculative.md with
 
     .venv/bin/python bench/spec_crossover.py
 """

@@ -196,7 +196,8 @@ def test_speculation_never_leaks_kv_never_overshoots_and_keeps_output_lengths(
             emitted = seq.num_output_tokens - before.get(seq_id, 0)
             assert emitted <= max(spec_k, 0) + 1  # at most k + 1 tokens per verify
             assert seq.num_output_tokens <= seq.request.output_tokens
-            if seq.status in (SeqStatus.RUNNING, SeqStatus.FINISHED) and seq_id in alloc._num_tokens:
+            holds_kv = seq_id in alloc._num_tokens
+            if seq.status in (SeqStatus.RUNNING, SeqStatus.FINISHED) and holds_kv:
                 # No slot of a rejected draft survives its step.
                 assert _held_tokens(alloc, seq_id) == seq.num_computed_tokens
         if allocator.startswith("paged"):

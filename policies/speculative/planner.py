@@ -19,7 +19,8 @@ from policies.types import Plan, Sequence
 
 
 class SpeculativeScheduler:
-    def __init__(self, inner: Scheduler, speculator: Speculator, max_num_batched_tokens: int) -> None:
+    def __init__(self, inner: Scheduler, speculator: Speculator,
+                 max_num_batched_tokens: int) -> None:
         self.inner = inner
         self.speculator = speculator
         self.max_num_batched_tokens = max_num_batched_tokens

@@ -3,9 +3,10 @@ speculator's drafting cost, plus acceptance drawn from the acceptance model.
 
 The verify pass of a chunk with k drafts over n verified nodes computes 1 + n tokens and
 logits at every one of them (the target must score each draft); the target's `execute` prices
-the whole plan (swaps included), this class adds drafting and draws acceptance. Tree attention is charged as
-causal attention over the 1 + n tokens, which slightly overstates it (a node attends only to
-its ancestors); for contexts of hundreds of tokens the difference is under 1%.
+the whole plan (swaps included), this class adds drafting and draws acceptance. Tree
+attention is charged as causal attention over the 1 + n tokens, which slightly overstates it
+(a node attends only to its ancestors); for contexts of hundreds of tokens the difference is
+under 1%.
 """
 
 from __future__ import annotations
