@@ -20,6 +20,11 @@ from policies.scheduler.chunked import ChunkedParams, ChunkedScheduler
 from policies.scheduler.continuous import ContinuousParams, ContinuousScheduler
 from policies.scheduler.orca import OrcaParams, OrcaScheduler
 from policies.scheduler.static import StaticParams, StaticScheduler
+from policies.speculative.cascade import CascadeParams, CascadeSpeculator
+from policies.speculative.draft import DraftParams, DraftSpeculator
+from policies.speculative.ngram import NgramParams, NgramSpeculator
+from policies.speculative.none import NoSpecParams, NoSpeculator
+from policies.speculative.tree import TreeParams, TreeSpeculator
 
 
 class UnknownNameError(ValueError):
@@ -67,6 +72,21 @@ ALLOCATORS: dict[str, PolicyEntry] = {
     ]
 }
 
+SPECULATORS: dict[str, PolicyEntry] = {
+    e.name: e
+    for e in [
+        PolicyEntry("none", NoSpeculator, NoSpecParams, "no speculation: one token per step"),
+        PolicyEntry("draft", DraftSpeculator, DraftParams,
+                    "separate draft model (--draft-model), k sequential passes, not fused"),
+        PolicyEntry("tree", TreeSpeculator, TreeParams,
+                    "Medusa/EAGLE token tree (--spec-tree-width x depth k), fused drafter"),
+        PolicyEntry("ngram", NgramSpeculator, NgramParams,
+                    "prompt lookup: no draft model, no draft cost"),
+        PolicyEntry("cascade", CascadeSpeculator, CascadeParams,
+                    "tiny drafter -> small drafter (--draft-model) -> target, not fused"),
+    ]
+}
+
 ROUTERS: dict[str, PolicyEntry] = {
     e.name: e
     for e in [
@@ -80,7 +100,8 @@ ROUTERS: dict[str, PolicyEntry] = {
 }
 
 TABLES: dict[str, dict[str, PolicyEntry]] = {
-    "schedulers": SCHEDULERS, "allocators": ALLOCATORS, "routers": ROUTERS,
+    "schedulers": SCHEDULERS, "allocators": ALLOCATORS, "speculators": SPECULATORS,
+    "routers": ROUTERS,
 }
 
 

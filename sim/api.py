@@ -20,6 +20,7 @@ from sim.cost.roofline import CostModel
 from sim.metrics import summarize
 from sim.replica import SimReplica
 from sim.results import Results
+from sim.spec.build import speculate, with_draft_memory
 
 ProgressFn = Callable[[int, int], None]
 
@@ -33,7 +34,11 @@ def build_cost_model(config: SimConfig) -> CostModel:
 def build_engine(
     config: SimConfig, cost: CostModel, on_done: Callable[[Sequence], None] | None = None
 ) -> tuple[Engine, MemoryBudget | None]:
-    """The replica's engine; the memory budget is None when `num_gpu_blocks` was given."""
+    """The replica's engine; the memory budget is None when `num_gpu_blocks` was given.
+
+    With a speculator other than `none` the scheduler is wrapped to verify drafts and the
+    executor is the speculative one around `cost`; with `none` both are exactly as without.
+    """
     o = config.options
     budget = None
     num_blocks = o.num_gpu_blocks
@@ -42,6 +47,8 @@ def build_engine(
                            gpu_memory_utilization=o.gpu_memory_utilization,
                            max_num_batched_tokens=config.max_num_batched_tokens,
                            max_num_seqs=o.max_num_seqs)
+        if config.acceptance is not None:
+            budget = with_draft_memory(budget, config, cost)
         num_blocks = budget.num_blocks
     layout, block_bytes = kv_layout(cost, o.block_size)
     num_cpu_blocks = int(o.swap_space_gb * 1024**3 * o.tp // block_bytes)
@@ -51,7 +58,10 @@ def build_engine(
     allocator = alloc_entry.policy(alloc_entry.make_params(options))
     sched_entry = lookup(SCHEDULERS, "scheduler", o.scheduler)
     scheduler = sched_entry.policy(sched_entry.make_params(options), allocator)
-    engine = Engine(scheduler, cost, max_model_len=config.max_model_len, on_done=on_done)
+    executor = cost
+    if config.acceptance is not None:
+        scheduler, executor = speculate(config, scheduler, cost, options)
+    engine = Engine(scheduler, executor, max_model_len=config.max_model_len, on_done=on_done)
     return engine, budget
 
 

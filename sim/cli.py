@@ -2,7 +2,7 @@
 
     servesim replay --trace PATH|synthetic:... --model M --hardware H ... [--config F.toml] --out DIR
     servesim calibrate [PROFILE.json] [--shared DIR] [--hardware H] --out C.json
-    servesim list models|hardware|schedulers|allocators|routers
+    servesim list models|hardware|schedulers|allocators|speculators|routers
 
 Replay flags are generated from `ReplayOptions`, so the CLI, TOML config files and sweep grids
 share one set of names. Flags override the config file. Bad input ends with a one-line
@@ -63,12 +63,30 @@ _HELP = {
     "horizon_s": "stop the simulation at this simulated time",
     "slo_ttft_s": "TTFT SLO for goodput",
     "slo_tpot_s": "TPOT SLO for goodput",
+    "speculator": "speculative decoding: none|draft|tree|ngram|cascade (servesim list speculators)",
+    "spec_k": "draft tokens per step (a tree's depth); the most, with --spec-dynamic",
+    "spec_acceptance": "acceptance model: an i.i.d. rate (0.7), per-position conditional rates"
+                       " (0.54,0.36,0.26), beta:MEAN:CONC per request, or a file of accepted"
+                       " counts; default 0.7",
+    "spec_dynamic": "pick k per batch size from the cost model and shrink it as measured"
+                    " acceptance falls (default: k fixed)",
+    "draft_model": "draft model for draft/cascade (e.g. llama-3.2-1b, qwen2-0.5b)",
+    "tiny_draft_model": "cascade: the tiny drafter feeding the draft model (default: n-gram, free)",
+    "spec_tree_width": "tree: candidates per level",
+    "spec_inner_k": "cascade: tokens the tiny drafter proposes per small-drafter pass",
+    "spec_inner_acceptance": "cascade: i.i.d. acceptance of the tiny drafter by the small one",
+    "spec_draft_pass_overhead_s": "extra CPU overhead per non-fused draft pass",
 }
 
 
 def _add_replay_flags(parser: argparse.ArgumentParser) -> None:
     for f in fields(ReplayOptions):
         base = str(f.type).split("|")[0].strip()
+        if base == "bool":
+            parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name,
+                                action="store_true", default=argparse.SUPPRESS,
+                                help=f"{_HELP[f.name]} (default: off)")
+            continue
         parser.add_argument(
             "--" + f.name.replace("_", "-"), dest=f.name, type=_CONVERTERS[base],
             default=argparse.SUPPRESS, help=f"{_HELP[f.name]} (default: {f.default!r})",
@@ -86,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_calibrate_parser(sub)
     listing = sub.add_parser("list", help="list known names")
     listing.add_argument("what", choices=["models", "hardware", "schedulers", "allocators",
-                                          "routers"])
+                                                 "speculators", "routers"])
     return parser
 
 
@@ -130,6 +148,8 @@ def results_table(results) -> Table:
     cluster = f"{o.replicas} replicas ({o.router}) of " if o.replicas > 1 else ""
     title = (f"{results.config.trace.name}: {o.model} on {cluster}{o.tp}x {o.hardware}, "
              f"{o.scheduler} + {o.allocator}, {s['kv_blocks_total']} KV blocks of {o.block_size}")
+    if o.speculator != "none":
+        title += f", speculator {o.speculator} k={o.spec_k}"
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
     for stat in ("mean", "p50", "p90", "p99"):
@@ -142,6 +162,11 @@ def results_table(results) -> Table:
                 "goodput_req_s", "preemptions", "swaps", "recomputed_tokens", "evictions",
                 "prefix_hit_rate", "batch_size_mean", "kv_util_mean", "kv_frag_mean"):
         table.add_row(key, _fmt(s[key]), "", "", "")
+    if o.speculator != "none":
+        table.add_section()
+        for key in ("spec_tokens_per_step_mean", "spec_acceptance_rate", "spec_k_mean",
+                    "spec_draft_time_share", "spec_verify_time_share"):
+            table.add_row(key, _fmt(s[key]), "", "", "")
     return table
 
 

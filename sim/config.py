@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import traces as trace_io
-from policies.registry import ALLOCATORS, ROUTERS, SCHEDULERS, lookup
+from policies.registry import ALLOCATORS, ROUTERS, SCHEDULERS, SPECULATORS, lookup
 from sim.cost.catalog import get_hardware, get_model
 from sim.cost.coefficients import Coefficients, default_coefficients, load_coefficients
 from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes
+from sim.spec.acceptance import DEFAULT_ACCEPTANCE, AcceptanceModel, parse_acceptance
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -64,6 +65,17 @@ class ReplayOptions:
     horizon_s: float | None = None
     slo_ttft_s: float | None = None
     slo_tpot_s: float | None = None
+    speculator: str = "none"
+    spec_k: int = 4
+    spec_acceptance: str | None = None
+    """A rate, a per-position rate list, beta:MEAN:CONC, or an acceptance trace file."""
+    spec_dynamic: bool = False
+    draft_model: str | None = None
+    tiny_draft_model: str | None = None
+    spec_tree_width: int = 2
+    spec_inner_k: int = 3
+    spec_inner_acceptance: float = 0.6
+    spec_draft_pass_overhead_s: float = 0.0
 
     @classmethod
     def names(cls) -> list[str]:
@@ -97,6 +109,10 @@ class SimConfig:
     max_model_len: int
     max_num_batched_tokens: int
     policy_options: dict[str, Any] = field(default_factory=dict)
+    acceptance: AcceptanceModel | None = None
+    """None when `speculator` is `none`."""
+    draft_model: ModelSpec | None = None
+    tiny_draft_model: ModelSpec | None = None
 
 
 def load_workload(options: ReplayOptions) -> trace_io.Trace:
@@ -125,6 +141,7 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
     hardware = get_hardware(options.hardware)
     lookup(SCHEDULERS, "scheduler", options.scheduler)
     lookup(ALLOCATORS, "allocator", options.allocator)
+    lookup(SPECULATORS, "speculator", options.speculator)
     lookup(ROUTERS, "router", options.router)
     if options.replicas < 1:
         raise ValueError(f"--replicas must be >= 1, got {options.replicas}")
@@ -157,5 +174,35 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
         "reserve": options.reserve,
         "preemption": options.preemption,
     }
+    acceptance, draft, tiny = None, None, None
+    if options.speculator != "none":
+        acceptance, draft, tiny = _resolve_speculation(options, policy_options)
+    elif options.spec_acceptance is not None:
+        parse_acceptance(options.spec_acceptance)  # unused, but a bad value is still an error
     return SimConfig(trace, model, hardware, coefficients, options, max_model_len, max_tokens,
-                     policy_options)
+                     policy_options, acceptance, draft, tiny)
+
+
+def _resolve_speculation(
+    options: ReplayOptions, policy_options: dict[str, Any]
+) -> tuple[AcceptanceModel, ModelSpec | None, ModelSpec | None]:
+    """Validate the speculator's knobs now (a clear error before any simulation)."""
+    entry = lookup(SPECULATORS, "speculator", options.speculator)
+    policy_options.update(
+        spec_k=options.spec_k, spec_dynamic=options.spec_dynamic,
+        draft_model=options.draft_model, tiny_draft_model=options.tiny_draft_model,
+        spec_tree_width=options.spec_tree_width, spec_inner_k=options.spec_inner_k,
+        spec_inner_acceptance=options.spec_inner_acceptance,
+    )
+    entry.make_params(policy_options)
+    if options.spec_draft_pass_overhead_s < 0:
+        raise ValueError("--spec-draft-pass-overhead-s must be >= 0")
+    acceptance = parse_acceptance(
+        DEFAULT_ACCEPTANCE if options.spec_acceptance is None else options.spec_acceptance
+    )
+    uses_models = options.speculator in ("draft", "cascade")
+    draft = get_model(options.draft_model) if uses_models and options.draft_model else None
+    tiny = None
+    if options.speculator == "cascade" and options.tiny_draft_model:
+        tiny = get_model(options.tiny_draft_model)
+    return acceptance, draft, tiny

@@ -111,6 +111,15 @@ class ContiguousAllocator:
                                    - self.layout.slots_for(previous, self.block_size))
         return True
 
+    def shrink_slots(self, seq: Sequence, num_tokens: int) -> None:
+        """The reservation stays whole (it is held until the request ends); only the filled
+        count drops, so rejected drafts show up as internal waste, not as free gaps."""
+        previous = self._num_tokens.get(seq.seq_id, 0)
+        if num_tokens < previous:
+            self._num_tokens[seq.seq_id] = num_tokens
+            self._filled_slots -= (self.layout.slots_for(previous, self.block_size)
+                                   - self.layout.slots_for(num_tokens, self.block_size))
+
     def _first_fit(self, length: int) -> int | None:
         for start, end in zip(self._gap_starts, self._gap_ends):
             if end - start >= length:

@@ -224,23 +224,43 @@ class PagedAllocator:
             self._filled_slots += (self.layout.slots_for(num_tokens, self.block_size)
                                    - self.layout.slots_for(previous, self.block_size))
 
+    def shrink_slots(self, seq: Sequence, num_tokens: int) -> None:
+        """Give back the blocks past `num_tokens` (they held only rejected drafts, which were
+        never hashed: `_register_hashes` stops at the known tokens), tail first as in `free`."""
+        table = self.block_tables.get(seq.seq_id)
+        previous = self._num_tokens.get(seq.seq_id, 0)
+        if table is None or num_tokens >= previous:
+            return
+        self._num_tokens[seq.seq_id] = num_tokens
+        self._filled_slots -= (self.layout.slots_for(previous, self.block_size)
+                               - self.layout.slots_for(num_tokens, self.block_size))
+        keep = self.blocks_for(num_tokens)
+        for block in reversed(table[keep:]):
+            self._release(block)
+        del table[keep:]
+
     def free(self, seq: Sequence) -> None:
         table = self.block_tables.pop(seq.seq_id, None)
         if table is None:
             return
         for block in reversed(table):  # tail first: evicted before the shared head
-            self._ref[block] -= 1
-            if self._ref[block] > 0:
-                self._shared_slots -= self.block_size
-            else:
-                del self._ref[block]
-                self._free[block] = None
-                if block in self._block_hash:
-                    self._num_cached_free += 1
+            self._release(block)
         held = self._num_tokens.pop(seq.seq_id, 0)
         self._filled_slots -= self.layout.slots_for(held, self.block_size)
         self._hashes.pop(seq.seq_id, None)
         self._num_registered.pop(seq.seq_id, None)
+
+    def _release(self, block: int) -> None:
+        """Drop one owner of `block`; with none left it joins the free queue's tail (still
+        cached if it carries a hash)."""
+        self._ref[block] -= 1
+        if self._ref[block] > 0:
+            self._shared_slots -= self.block_size
+        else:
+            del self._ref[block]
+            self._free[block] = None
+            if block in self._block_hash:
+                self._num_cached_free += 1
 
     # ---- accounting ---------------------------------------------------------------------
     def usage(self) -> KVUsage:

@@ -262,8 +262,10 @@ class CostModel:
         chunks = plan.chunks + plan.padding
         new = [ch.num_new_tokens for ch in chunks]
         ctx = [ch.num_context_tokens for ch in chunks]
+        # A speculative verify needs logits at every token it computes; others at the last.
         sampling = sum(
-            1 for ch in chunks if ch.num_context_tokens + ch.num_new_tokens >= ch.seq.num_known_tokens
+            ch.num_new_tokens if ch.num_spec_tokens else 1
+            for ch in chunks if ch.num_context_tokens + ch.num_new_tokens >= ch.seq.num_known_tokens
         )
         swap_s = self.swap_time(plan.swap_out_slots + plan.swap_in_slots)
         return StepResult(self.iteration_time(new, ctx, sampling) + swap_s)
