@@ -36,6 +36,7 @@ _HELP = {
     "model": "model name (servesim list models)",
     "hardware": "hardware name (servesim list hardware)",
     "tp": "tensor parallel degree",
+    "pp": "pipeline parallel degree (stages; the batch runs as pp micro-batches)",
     "replicas": "identical replicas behind the router",
     "router": "router across replicas (servesim list routers)",
     "router_load": "least-outstanding: count requests or tokens",
@@ -151,7 +152,8 @@ def results_table(results) -> Table:
     cluster = f"{o.replicas} replicas ({o.router}) of " if o.replicas > 1 else ""
     if o.disaggregate:
         cluster = f"{o.disaggregate} prefill:decode replicas ({o.router}) of "
-    title = (f"{results.config.trace.name}: {o.model} on {cluster}{o.tp}x {o.hardware}, "
+    devices = f"{o.tp}x{o.pp}" if o.pp > 1 else f"{o.tp}x"
+    title = (f"{results.config.trace.name}: {o.model} on {cluster}{devices} {o.hardware}, "
              f"{o.scheduler} + {o.allocator}, {s['kv_blocks_total']} KV blocks of {o.block_size}")
     if o.speculator != "none":
         title += f", speculator {o.speculator} k={o.spec_k}"

@@ -39,6 +39,7 @@ class ReplayOptions:
     model: str = "llama-3-8b"
     hardware: str = "h100"
     tp: int = 1
+    pp: int = 1
     replicas: int = 1
     router: str = "round-robin"
     router_load: str = "tokens"
