@@ -51,6 +51,8 @@ _HELP = {
                     " together (default --max-num-batched-tokens or 2048)",
     "long_prefill_token_threshold": "chunked: cap on one prompt's chunk per iteration (0: none)",
     "chunked_order": "chunked: decode-first (Sarathi) or prefill-first",
+    "queue_policy": "waiting order and preemption victims: fcfs|priority|spf|srpt|edf",
+    "priority_mix": "shares of priority classes 0, 1, ... drawn per request, e.g. 0.2,0.8",
     "block_size": "KV block size in tokens",
     "gpu_memory_utilization": "share of device memory the engine may use",
     "num_gpu_blocks": "KV pool size in blocks per replica, overriding the memory model",
