@@ -106,6 +106,7 @@ class Engine:
         self.spec_log = SpeculationLog()
         self.kv_total_slots = scheduler.allocator.usage().total_slots
         self.outstanding_tokens = 0
+        self._open_samples: dict[int, int] = {}
         self._on_done = on_done
 
     def submit(self, request: Request, now_s: float) -> Sequence:
@@ -158,6 +159,7 @@ class Engine:
         plan = self.scheduler.schedule(now_s)
         if plan.is_empty:
             return StepOutcome(None, plan.wake_at_s)
+        plan.block_copies.extend(self.scheduler.allocator.take_copies())
         result = self.executor.execute(plan)
         self._record(plan, now_s, result.duration_s)
         self._commit(plan, result, now_s, now_s + result.duration_s)
@@ -180,17 +182,45 @@ class Engine:
             seq.num_output_tokens += num_emitted
             for _ in range(num_emitted):
                 seq.token_times_s.append(end_s)
+            if seq.sample_index == 0 and seq.request.n > 1 and seq.num_output_tokens == num_emitted:
+                self._fork_samples(seq, end_s)
             if seq.is_done_generating:
-                seq.status = SeqStatus.FINISHED
-                seq.finish_s = end_s
-                self.outstanding_tokens -= seq.request.total_tokens
-                self.scheduler.on_finished(seq)
-                if self._on_done:
-                    self._on_done(seq)
+                self._finish(seq, end_s)
 
         self.spec_log.draft_s += result.draft_s
         if speculated:
             self.spec_log.verify_s += end_s - start_s - result.draft_s
+
+    def _fork_samples(self, parent: Sequence, end_s: float) -> None:
+        """The prefill sampled n first tokens: samples 1..n-1 start from `parent`'s KV."""
+        self._open_samples[parent.seq_id] = parent.request.n
+        for index in range(1, parent.request.n):
+            child = Sequence(parent.request, num_computed_tokens=parent.num_computed_tokens,
+                             num_output_tokens=1, first_scheduled_s=parent.first_scheduled_s,
+                             sample_index=index)
+            child.token_times_s.append(end_s)
+            self.sequences[child.seq_id] = child
+            self.outstanding_tokens += parent.request.output_tokens
+            if child.is_done_generating:
+                self._finish(child, end_s, scheduled=False)
+            else:
+                self.scheduler.fork(parent, child)
+
+    def _finish(self, seq: Sequence, end_s: float, scheduled: bool = True) -> None:
+        seq.status = SeqStatus.FINISHED
+        seq.finish_s = end_s
+        request = seq.request
+        self.outstanding_tokens -= request.total_tokens if seq.sample_index == 0 else request.output_tokens
+        if scheduled:
+            self.scheduler.on_finished(seq)
+        # The request is done when its last sample is.
+        remaining = self._open_samples.get(request.request_id, 1) - 1
+        if remaining:
+            self._open_samples[request.request_id] = remaining
+            return
+        self._open_samples.pop(request.request_id, None)
+        if self._on_done:
+            self._on_done(self.sequences[request.request_id])
 
     def _commit_verify(self, chunk: ScheduledChunk, result: StepResult) -> int:
         """Advance `chunk.seq` past its accepted drafts, give back the rejected drafts' slots,

@@ -45,10 +45,16 @@ class Request:
     prompt_token_ids: tuple[int, ...] | None = None
     priority: int = 0
     """Priority class, 0 the most urgent (used by `--queue-policy priority|edf`)."""
+    n: int = 1
+    """Parallel samples: n sequences share the prompt and each generates `output_tokens`."""
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.output_tokens
+
+
+MAX_SAMPLES = 1 << 16
+"""Samples per request a sequence id can tell apart."""
 
 
 class SeqStatus(enum.Enum):
@@ -62,7 +68,8 @@ class SeqStatus(enum.Enum):
 
 @dataclass(slots=True, eq=False)
 class Sequence:
-    """The engine's live state of one request.
+    """The engine's live state of one sample of a request (requests with `n > 1` or beam
+    search have several, `sample_index` 0 being the one the prompt was prefilled for).
 
     Timestamps are filled in by the engine (in whatever clock drives it); `token_times_s` holds
     one entry per sampled output token, in a compact array so long traces stay cheap.
@@ -84,10 +91,14 @@ class Sequence:
     token_times_s: array = field(default_factory=lambda: array("d"))
     num_draft_tokens_reached: int = 0
     num_draft_tokens_accepted: int = 0
+    sample_index: int = 0
 
     @property
     def seq_id(self) -> int:
-        return self.request.request_id
+        """The request id for a request's first sample; negative ids for the others."""
+        if self.sample_index == 0:
+            return self.request.request_id
+        return -(self.request.request_id * MAX_SAMPLES + self.sample_index)
 
     @property
     def num_known_tokens(self) -> int:
@@ -145,6 +156,9 @@ class Plan:
     preempted: list[Sequence] = field(default_factory=list)
     swap_out_slots: int = 0
     swap_in_slots: int = 0
+    block_copies: list[tuple[int, int, int]] = field(default_factory=list)
+    """Device KV copies to make before this iteration: (source, destination, tokens), from
+    copy-on-write of a shared partial block or a fork without paging."""
     wake_at_s: float | None = None
 
     @property

@@ -8,6 +8,7 @@ does the I/O (reading the trace and calibration files) and the lookups, and retu
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -56,6 +57,8 @@ class ReplayOptions:
     long_prefill_token_threshold: int = 0
     chunked_order: str = "decode-first"
     queue_policy: str = "fcfs"
+    n: int = 1
+    """Parallel samples per request (each generates the trace's output length)."""
     priority_mix: str | None = None
     """Share of requests in each priority class, e.g. `0.2,0.8` (class 0 first); drawn per
     request from the seed."""
@@ -157,6 +160,9 @@ def load_workload(options: ReplayOptions) -> trace_io.Trace:
         trace = trace_io.window(trace, options.window_start_s, options.window_end_s)
     if options.rate_scale != 1.0:
         trace = trace_io.scale_rate(trace, options.rate_scale)
+    if options.n != 1:
+        trace = trace_io.Trace(trace.name, [dataclasses.replace(r, n=options.n) for r in trace.requests],
+                               list(trace.invalid_rows), [*trace.notes, f"{options.n} samples per request"])
     if options.priority_mix:
         trace = trace_io.assign_priorities(trace, parse_priority_mix(options.priority_mix),
                                            seed=options.seed)
@@ -201,6 +207,10 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
     if max_model_len < 1:
         raise ValueError(f"max_model_len must be >= 1, got {max_model_len}")
     max_tokens = options.max_num_batched_tokens or max(max_model_len, 2048)
+    if not 1 <= options.n <= 1024:
+        raise ValueError(f"--n must lie in [1, 1024], got {options.n}")
+    if options.n > 1 and options.disaggregate:
+        raise ValueError("parallel sampling (--n) is not modelled with --disaggregate yet")
     if options.swap_space_gb < 0:
         raise ValueError(f"--swap-space-gb must be >= 0, got {options.swap_space_gb}")
     if options.num_gpu_blocks is not None and options.num_gpu_blocks < 1:

@@ -62,25 +62,45 @@ def merged_sequences(engines: list[Engine]) -> dict[int, Sequence]:
     return {seq_id: seq for engine in engines for seq_id, seq in engine.sequences.items()}
 
 
+def sample_groups(engines: list[Engine]) -> dict[int, list[Sequence]]:
+    """Each request's samples (its first sample first), by request id."""
+    groups: dict[int, list[Sequence]] = {}
+    for seq in merged_sequences(engines).values():
+        groups.setdefault(seq.request.request_id, []).append(seq)
+    for group in groups.values():
+        group.sort(key=lambda s: s.sample_index)
+    return groups
+
+
+def group_finished(group: list[Sequence]) -> bool:
+    """A request is finished when all of its n samples are."""
+    return len(group) == group[0].request.n and all(s.status is SeqStatus.FINISHED for s in group)
+
+
 def summarize(config: SimConfig, engines: list[Engine], end_s: float) -> dict[str, Any]:
-    """Cluster-wide metrics over every replica's requests and iterations."""
+    """Cluster-wide metrics over every replica's requests and iterations. Per-request metrics
+    (TTFT, E2E, queueing) take a request's first token and its last sample's finish; TPOT and
+    ITL are per sample; output throughput counts every sample's tokens."""
     trace = config.trace
-    sequences = list(merged_sequences(engines).values())
-    finished = [s for s in sequences if s.status is SeqStatus.FINISHED]
-    finished.sort(key=lambda s: s.seq_id)
-    rejected = sum(1 for s in sequences if s.status is SeqStatus.REJECTED)
+    groups = sample_groups(engines)
+    sequences = [s for group in groups.values() for s in group]
+    finished_groups = [groups[rid] for rid in sorted(groups) if group_finished(groups[rid])]
+    finished = [group[0] for group in finished_groups]
+    samples = [s for group in finished_groups for s in group]
+    rejected = sum(1 for group in groups.values() if group[0].status is SeqStatus.REJECTED)
     rejected += len(trace.invalid_rows)
     total = trace.num_rows
 
     arrival = np.array([s.request.arrival_time_s for s in finished])
     first_token = np.array([s.token_times_s[0] for s in finished])
-    finish = np.array([s.finish_s for s in finished])
-    outputs = np.array([s.request.output_tokens for s in finished])
+    finish = np.array([max(s.finish_s for s in group) for group in finished_groups])
+    outputs = np.array([sum(s.num_output_tokens for s in group) for group in finished_groups])
+    request_outputs = np.array([s.request.output_tokens for s in finished])
     prompts = np.array([s.request.prompt_tokens for s in finished])
     scheduled = np.array([s.first_scheduled_s for s in finished])
-    multi = outputs > 1
-    tpot = (finish[multi] - first_token[multi]) / (outputs[multi] - 1)
-    itl = [np.diff(np.frombuffer(s.token_times_s, dtype=np.float64)) for s in finished]
+    tpot = np.array([(s.finish_s - s.token_times_s[0]) / (s.request.output_tokens - 1)
+                     for s in samples if s.request.output_tokens > 1])
+    itl = [np.diff(np.frombuffer(s.token_times_s, dtype=np.float64)) for s in samples]
     itl_all = np.concatenate(itl) if itl else np.empty(0)
 
     ttft = first_token - arrival
@@ -101,7 +121,7 @@ def summarize(config: SimConfig, engines: list[Engine], end_s: float) -> dict[st
     summary["output_throughput_tok_s"] = per_s(outputs.sum())
     summary["total_throughput_tok_s"] = per_s(outputs.sum() + prompts.sum())
     summary["request_throughput_req_s"] = per_s(len(finished))
-    summary["goodput_req_s"] = _goodput(config, ttft, finish, first_token, outputs, per_s)
+    summary["goodput_req_s"] = _goodput(config, ttft, finish, first_token, request_outputs, per_s)
 
     logs = [engine.log for engine in engines]
     durations = np.concatenate([np.frombuffer(log.duration_s, dtype=np.float64) for log in logs])

@@ -16,7 +16,7 @@ from policies.engine import Engine
 from policies.types import Sequence, SeqStatus
 from sim.config import SimConfig
 from sim.cost.memory import MemoryBudget
-from sim.metrics import merged_sequences
+from sim.metrics import group_finished, merged_sequences, sample_groups
 
 REQUEST_COLUMNS = (
     "request_id", "status", "reason", "arrival_s", "prompt_tokens", "output_tokens",
@@ -74,19 +74,19 @@ class Results:
                 "status": "rejected",
                 "reason": f"invalid trace row (line {bad.line_number}): {bad.reason}",
             }
-        sequences = self.sequences
+        groups = sample_groups(self.engines)
         for request in self.config.trace.requests:
             row = _blank(request.request_id) | {
                 "arrival_s": request.arrival_time_s,
                 "prompt_tokens": request.prompt_tokens,
                 "output_tokens": request.output_tokens,
             }
-            seq = sequences.get(request.request_id)
-            if seq is None:
+            group = groups.get(request.request_id)
+            if group is None:
                 row.update(status="unfinished", reason="arrives after the horizon",
                            generated_tokens=0, preemptions=0)
             else:
-                row.update(_sequence_fields(seq))
+                row.update(_group_fields(group))
             rows[request.request_id] = row
         return [rows[i] for i in sorted(rows)]
 
@@ -97,21 +97,27 @@ def _blank(request_id: int) -> dict[str, Any]:
     return row
 
 
-def _sequence_fields(seq) -> dict[str, Any]:
+def _group_fields(group: list[Sequence]) -> dict[str, Any]:
+    """A request's row from its samples (one unless n > 1): latencies from its first token
+    and its last sample's finish; TPOT of the first sample."""
+    seq = group[0]
     arrival = seq.request.arrival_time_s
     status = seq.status
-    if status is SeqStatus.FINISHED:
+    if group_finished(group):
         label, reason = "finished", ""
     elif status is SeqStatus.REJECTED:
         label, reason = "rejected", seq.reason
+    elif status is SeqStatus.FINISHED:
+        done = sum(1 for s in group if s.status is SeqStatus.FINISHED)
+        label, reason = "unfinished", f"{done} of {seq.request.n} samples finished at the horizon"
     else:
         label, reason = "unfinished", f"{status.value} at the horizon"
     fields: dict[str, Any] = {
         "status": label,
         "reason": reason,
-        "generated_tokens": seq.num_output_tokens,
+        "generated_tokens": sum(s.num_output_tokens for s in group),
         "first_scheduled_s": seq.first_scheduled_s,
-        "preemptions": seq.num_preemptions,
+        "preemptions": sum(s.num_preemptions for s in group),
     }
     if seq.token_times_s:
         first = seq.token_times_s[0]
@@ -119,9 +125,10 @@ def _sequence_fields(seq) -> dict[str, Any]:
         fields["ttft_s"] = first - arrival
     if seq.first_scheduled_s is not None:
         fields["queue_s"] = seq.first_scheduled_s - arrival
-    if status is SeqStatus.FINISHED:
-        fields["finish_s"] = seq.finish_s
-        fields["e2e_s"] = seq.finish_s - arrival
+    if label == "finished":
+        finish = max(s.finish_s for s in group)
+        fields["finish_s"] = finish
+        fields["e2e_s"] = finish - arrival
         if seq.num_output_tokens > 1:
             fields["tpot_s"] = (seq.finish_s - seq.token_times_s[0]) / (seq.num_output_tokens - 1)
     return fields

@@ -72,6 +72,14 @@ class KVAllocator(Protocol):
         """`seq` now needs only `num_tokens` slots in total (its rejected drafts are gone):
         release what is held beyond that. A no-op when it holds no more than that."""
 
+    def fork(self, parent: Sequence, child: Sequence) -> bool:
+        """Give `child` `parent`'s KV (shared by reference where the allocator can, copied
+        where it cannot); False, with nothing taken, when there is no room."""
+
+    def take_copies(self) -> list[tuple[int, int, int]]:
+        """KV copies the allocator made since the last call: (source, destination, tokens).
+        The executor performs and charges them."""
+
     def free(self, seq: Sequence) -> None:
         """Return everything `seq` holds to the pool (no-op if it holds nothing)."""
 

@@ -59,6 +59,7 @@ class ContiguousAllocator:
         self._num_tokens: dict[int, int] = {}
         self._reserved_slots = 0
         self._filled_slots = 0
+        self._copies: list[tuple[int, int, int]] = []
 
     def reservation_slots(self, request: Request) -> int:
         return self.layout.slots_for(self._reserved_tokens(request), self.block_size)
@@ -82,6 +83,21 @@ class ContiguousAllocator:
 
     def blocks_for(self, num_tokens: int) -> int:
         return -(-self.layout.slots_for(num_tokens, self.block_size) // self.block_size)
+
+    def fork(self, parent: Sequence, child: Sequence) -> bool:
+        """A span of its own for `child`, holding a copy of `parent`'s KV (nothing is shared
+        without paging); False when no gap is long enough."""
+        held = self._num_tokens.get(parent.seq_id, 0)
+        if not self.allocate_slots(child, held):
+            return False
+        self._copies.append((self.spans[parent.seq_id][0], self.spans[child.seq_id][0],
+                             self.layout.slots_for(held, self.block_size)))
+        return True
+
+    def take_copies(self) -> list[tuple[int, int, int]]:
+        """Copies made since the last call, as (source slot, destination slot, slots)."""
+        copies, self._copies = self._copies, []
+        return copies
 
     def cached_prefix_tokens(self, request: Request) -> int:
         return 0

@@ -101,6 +101,16 @@ class ContinuousScheduler:
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
 
+    def fork(self, parent: Sequence, child: Sequence) -> None:
+        """A new sample of `parent` joins the running batch sharing its KV, or, when the
+        allocator has no room for it, waits to recompute its prompt and first token."""
+        if self.allocator.fork(parent, child):
+            child.status = SeqStatus.RUNNING
+            self.running.append(child)
+        else:
+            child.num_computed_tokens = 0
+            self.waiting.append(child)
+
     def on_finished(self, seq: Sequence) -> None:
         self.running.remove(seq)
         self.allocator.free(seq)

@@ -40,6 +40,9 @@ class SpeculativeScheduler:
     def add(self, seq: Sequence) -> None:
         self.inner.add(seq)
 
+    def fork(self, parent: Sequence, child: Sequence) -> None:
+        self.inner.fork(parent, child)
+
     def add_transfer(self, seq: Sequence, transfer_s: float) -> None:
         self.inner.add_transfer(seq, transfer_s)
 

@@ -297,7 +297,12 @@ class CostModel:
             for ch in chunks if ch.num_context_tokens + ch.num_new_tokens >= ch.seq.num_known_tokens
         )
         swap_s = self.swap_time(plan.swap_out_slots + plan.swap_in_slots)
-        return StepResult(self.iteration_time(new, ctx, sampling) + swap_s)
+        copy_s = self.copy_time(sum(tokens for _, _, tokens in plan.block_copies))
+        return StepResult(self.iteration_time(new, ctx, sampling) + swap_s + copy_s)
+
+    def copy_time(self, num_tokens: int) -> float:
+        """Copying `num_tokens` tokens of KV within device memory (read + write)."""
+        return 2.0 * num_tokens * self._kv_bytes_per_token_rank / self._bandwidth
 
     def swap_time(self, num_tokens: int) -> float:
         """Copying `num_tokens` tokens of KV between device and host: each device moves its
