@@ -19,8 +19,9 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
+from policies.beam import BeamReparenter
 from policies.scheduler.base import Scheduler
-from policies.types import Plan, Request, ScheduledChunk, Sequence, SeqStatus, StepResult
+from policies.types import MAX_SAMPLES, Plan, Request, ScheduledChunk, Sequence, SeqStatus, StepResult
 
 
 class Executor(Protocol):
@@ -97,6 +98,7 @@ class Engine:
         *,
         max_model_len: int,
         on_done: Callable[[Sequence], None] | None = None,
+        beams: BeamReparenter | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.executor = executor
@@ -107,6 +109,7 @@ class Engine:
         self.kv_total_slots = scheduler.allocator.usage().total_slots
         self.outstanding_tokens = 0
         self._open_samples: dict[int, int] = {}
+        self._beams = beams
         self._on_done = on_done
 
     def submit(self, request: Request, now_s: float) -> Sequence:
@@ -186,6 +189,8 @@ class Engine:
                 self._fork_samples(seq, end_s)
             if seq.is_done_generating:
                 self._finish(seq, end_s)
+        if self._beams is not None:
+            self._reparent_beams(plan)
 
         self.spec_log.draft_s += result.draft_s
         if speculated:
@@ -205,6 +210,23 @@ class Engine:
                 self._finish(child, end_s, scheduled=False)
             else:
                 self.scheduler.fork(parent, child)
+
+    def _reparent_beams(self, plan: Plan) -> None:
+        """After a step, let the beam policy replace losing beams by copies of others; only
+        beams that are in lockstep (running, at the same length) are compared."""
+        for request_id in {c.seq.request.request_id for c in plan.chunks if c.seq.request.beam}:
+            beams = [self.sequences.get(request_id)] + [
+                self.sequences.get(-(request_id * MAX_SAMPLES + k))
+                for k in range(1, self.sequences[request_id].request.n)
+            ]
+            if any(b is None or b.status is not SeqStatus.RUNNING for b in beams):
+                continue
+            if len({b.num_computed_tokens for b in beams}) != 1:
+                continue
+            allocator = self.scheduler.allocator
+            for loser, donor in self._beams.reparent(beams):
+                allocator.free(loser)
+                allocator.fork(donor, loser)
 
     def _finish(self, seq: Sequence, end_s: float, scheduled: bool = True) -> None:
         seq.status = SeqStatus.FINISHED

@@ -47,6 +47,8 @@ class Request:
     """Priority class, 0 the most urgent (used by `--queue-policy priority|edf`)."""
     n: int = 1
     """Parallel samples: n sequences share the prompt and each generates `output_tokens`."""
+    beam: bool = False
+    """The n sequences are the beams of a beam search: one answer of `output_tokens` returns."""
 
     @property
     def total_tokens(self) -> int:

@@ -10,6 +10,7 @@ from typing import Callable
 
 import simpy
 
+from policies.beam import BeamParams, RandomBeamReparenter
 from policies.engine import Engine
 from policies.registry import ALLOCATORS, SCHEDULERS, lookup
 from policies.types import Sequence
@@ -60,7 +61,11 @@ def build_engine(
     executor = cost
     if config.acceptance is not None:
         scheduler, executor = speculate(config, scheduler, cost, options)
-    engine = Engine(scheduler, executor, max_model_len=config.max_model_len, on_done=on_done)
+    beams = None
+    if o.beam_width > 1:
+        beams = RandomBeamReparenter(BeamParams(beam_churn=o.beam_churn, seed=o.seed))
+    engine = Engine(scheduler, executor, max_model_len=config.max_model_len, on_done=on_done,
+                    beams=beams)
     return engine, budget
 
 

@@ -52,6 +52,8 @@ _HELP = {
     "long_prefill_token_threshold": "chunked: cap on one prompt's chunk per iteration (0: none)",
     "chunked_order": "chunked: decode-first (Sarathi) or prefill-first",
     "n": "parallel samples per request, sharing the prompt's KV (copy-on-write)",
+    "beam_width": "beam search width: beams share KV, losers become copies of leaders",
+    "beam_churn": "beam search: chance per step that a beam is replaced by another's copy",
     "queue_policy": "waiting order and preemption victims: fcfs|priority|spf|srpt|edf",
     "priority_mix": "shares of priority classes 0, 1, ... drawn per request, e.g. 0.2,0.8",
     "block_size": "KV block size in tokens",

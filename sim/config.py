@@ -59,6 +59,9 @@ class ReplayOptions:
     queue_policy: str = "fcfs"
     n: int = 1
     """Parallel samples per request (each generates the trace's output length)."""
+    beam_width: int = 1
+    beam_churn: float = 0.3
+    """Beam search: chance per step that a beam is replaced by a copy of another."""
     priority_mix: str | None = None
     """Share of requests in each priority class, e.g. `0.2,0.8` (class 0 first); drawn per
     request from the seed."""
@@ -160,9 +163,12 @@ def load_workload(options: ReplayOptions) -> trace_io.Trace:
         trace = trace_io.window(trace, options.window_start_s, options.window_end_s)
     if options.rate_scale != 1.0:
         trace = trace_io.scale_rate(trace, options.rate_scale)
-    if options.n != 1:
-        trace = trace_io.Trace(trace.name, [dataclasses.replace(r, n=options.n) for r in trace.requests],
-                               list(trace.invalid_rows), [*trace.notes, f"{options.n} samples per request"])
+    if options.n != 1 or options.beam_width != 1:
+        beam = options.beam_width > 1
+        width = options.beam_width if beam else options.n
+        requests = [dataclasses.replace(r, n=width, beam=beam) for r in trace.requests]
+        note = f"beam search, width {width}" if beam else f"{width} samples per request"
+        trace = trace_io.Trace(trace.name, requests, list(trace.invalid_rows), [*trace.notes, note])
     if options.priority_mix:
         trace = trace_io.assign_priorities(trace, parse_priority_mix(options.priority_mix),
                                            seed=options.seed)
@@ -207,10 +213,14 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
     if max_model_len < 1:
         raise ValueError(f"max_model_len must be >= 1, got {max_model_len}")
     max_tokens = options.max_num_batched_tokens or max(max_model_len, 2048)
-    if not 1 <= options.n <= 1024:
-        raise ValueError(f"--n must lie in [1, 1024], got {options.n}")
-    if options.n > 1 and options.disaggregate:
-        raise ValueError("parallel sampling (--n) is not modelled with --disaggregate yet")
+    if not (1 <= options.n <= 1024 and 1 <= options.beam_width <= 1024):
+        raise ValueError(f"--n and --beam-width must lie in [1, 1024], got {options.n}, {options.beam_width}")
+    if options.n > 1 and options.beam_width > 1:
+        raise ValueError("give either --n (parallel sampling) or --beam-width, not both")
+    if (options.n > 1 or options.beam_width > 1) and options.disaggregate:
+        raise ValueError("--n and --beam-width are not modelled with --disaggregate yet")
+    if not 0.0 <= options.beam_churn <= 1.0:
+        raise ValueError(f"--beam-churn must lie in [0, 1], got {options.beam_churn}")
     if options.swap_space_gb < 0:
         raise ValueError(f"--swap-space-gb must be >= 0, got {options.swap_space_gb}")
     if options.num_gpu_blocks is not None and options.num_gpu_blocks < 1:

@@ -3,6 +3,8 @@ first write, and a request is finished when all of its samples are."""
 
 from __future__ import annotations
 
+import pytest
+
 from policies.engine import Engine
 from policies.kv.contiguous import ContiguousAllocator, ContiguousParams
 from policies.kv.paged import PagedAllocator, PagedParams
@@ -70,3 +72,40 @@ def test_paging_shares_the_prompt_across_samples(capsys):
                   f" {s['kv_util_mean']:>9.0%}")
     assert rows["paged"]["kv_util_mean"] < 0.7 * rows["contiguous"]["kv_util_mean"]
     assert rows["paged"]["ttft_p50_s"] < rows["contiguous"]["ttft_p50_s"]
+
+
+def test_beam_losers_become_copies_of_leaders_and_share_their_blocks():
+    from policies.beam import BeamParams, RandomBeamReparenter
+
+    alloc = PagedAllocator(PagedParams(block_size=4, num_blocks=20, watermark=0.0))
+    engine = Engine(ContinuousScheduler(ContinuousParams(8, 64), alloc), FixedCostExecutor(),
+                    max_model_len=100, beams=RandomBeamReparenter(BeamParams(beam_churn=1.0)))
+    request = Request(0, 0.0, 6, 9, n=2, beam=True)
+    engine.submit(request, 0.0)
+    for t in range(4):
+        engine.step(float(t))
+    beam0, beam1 = engine.sequences[0], engine.sequences[-1]
+    # Beam 1 was replaced by a copy of beam 0 after every step: it shares all of beam 0's
+    # full blocks and at most its own copy of the partial tail.
+    assert alloc.block_tables[-1][:-1] == alloc.block_tables[0][:-1]
+    assert beam0.num_computed_tokens == beam1.num_computed_tokens
+    drive(engine, [])
+    assert alloc.num_free_blocks == 20
+
+
+def test_beam_search_returns_one_answer_and_saves_memory_when_beams_converge():
+    def run(churn: float, allocator: str) -> dict:
+        options = ReplayOptions(max_requests=200, beam_width=4, beam_churn=churn,
+                                allocator=allocator, reserve="oracle", num_gpu_blocks=6000)
+        results = simulate(resolve(options))
+        assert all(r["status"] == "finished" for r in results.request_rows())
+        return results.summary
+
+    steady, churning = run(0.0, "paged"), run(0.5, "paged")
+    single = simulate(resolve(ReplayOptions(max_requests=200, num_gpu_blocks=6000))).summary
+    # One answer per request: the same output tokens as without beams, in more time.
+    total = lambda s: s["output_throughput_tok_s"] * s["simulated_span_s"]
+    assert total(steady) == pytest.approx(total(single))
+    assert churning["kv_util_mean"] < 0.8 * steady["kv_util_mean"]
+    contiguous = run(0.5, "contiguous")
+    assert contiguous["kv_util_mean"] > 2 * churning["kv_util_mean"]
