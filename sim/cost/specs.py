@@ -74,6 +74,9 @@ class ModelSpec:
     sliding_window: int | None = None
     mla: MLASpec | None = None
     moe: MoESpec | None = None
+    rope_theta: float = 10000.0
+    """RoPE base frequency; the cost model ignores it, the real backend's model needs it."""
+    rms_norm_eps: float = 1e-5
 
     # ---- shapes -------------------------------------------------------------------------
     @property
