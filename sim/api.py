@@ -10,7 +10,8 @@ from typing import Callable, Generator
 
 import simpy
 
-from policies.engine import Engine
+from policies.engine import Engine, Executor
+from policies.kv.base import KVAllocator
 from policies.registry import ALLOCATORS, SCHEDULERS, lookup
 from policies.types import Request, Sequence
 from sim.config import SimConfig
@@ -30,9 +31,16 @@ def build_cost_model(config: SimConfig) -> CostModel:
 
 
 def build_engine(
-    config: SimConfig, cost: CostModel, on_done: Callable[[Sequence], None] | None = None
+    config: SimConfig,
+    cost: CostModel,
+    on_done: Callable[[Sequence], None] | None = None,
+    executor_for: Callable[[KVAllocator], Executor] | None = None,
 ) -> tuple[Engine, MemoryBudget | None]:
-    """The replica's engine; the memory budget is None when `num_gpu_blocks` was given."""
+    """The replica's engine; the memory budget is None when `num_gpu_blocks` was given.
+
+    The executor is the cost model unless `executor_for(allocator)` builds another one (the
+    real backend, whose KV pool is addressed by that allocator's block ids).
+    """
     o = config.options
     budget = None
     num_blocks = o.num_gpu_blocks
@@ -47,7 +55,8 @@ def build_engine(
     allocator = alloc_entry.policy(alloc_entry.make_params(options))
     sched_entry = lookup(SCHEDULERS, "scheduler", o.scheduler)
     scheduler = sched_entry.policy(sched_entry.make_params(options), allocator)
-    engine = Engine(scheduler, cost, max_model_len=config.max_model_len, on_done=on_done)
+    executor = cost if executor_for is None else executor_for(allocator)
+    engine = Engine(scheduler, executor, max_model_len=config.max_model_len, on_done=on_done)
     return engine, budget
 
 
