@@ -71,8 +71,10 @@ class RealExecutor:
 
     def execute(self, plan: Plan) -> StepResult:
         start_s = time.perf_counter()
-        chunks = plan.chunks + plan.padding
-        token_ids, layout = self._pack(chunks)
+        # Padding (a finished member of a static batch) costs a decode but owns no slot past
+        # its KV: it recomputes its last cached token, rewriting the same K/V in place.
+        padding = [ScheduledChunk(c.seq, 1, c.num_context_tokens - 1) for c in plan.padding]
+        token_ids, layout = self._pack(plan.chunks + padding)
         hidden = self.model(token_ids, layout, self.kv)  # [T, hidden]
         sampling_rows, sampled_chunks = [], []
         for index, chunk in enumerate(plan.chunks):
