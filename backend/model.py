@@ -223,7 +223,10 @@ def load_hf_directory(model: LlamaModel, directory: str | Path) -> LlamaModel:
     if model.spec.tied_embeddings:
         state.pop("lm_head.weight", None)
         state["lm_head.weight"] = state["embed_tokens.weight"]
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise ValueError(f"weights in {directory} do not fit {model.spec.name}: {exc}") from None
     if missing or unexpected:
         raise ValueError(f"weights in {directory} do not match {model.spec.name}: "
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")
