@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 # A finite "minus infinity" keeps fully masked rows NaN-free: exp(-inf - (-1e30)) is 0.
-_NEG_BIG = -1.0e30
+_NEG_BIG = tl.constexpr(-1.0e30)
 
 
 @triton.jit
