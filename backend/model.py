@@ -168,18 +168,11 @@ class LlamaModel(nn.Module):
         return self._rotary
 
     @torch.inference_mode()
-    def forward(self, token_ids: torch.Tensor, layout: BatchLayout, kv: KVCache,
-                skip_layers: frozenset[int] = frozenset()) -> torch.Tensor:
-        """token_ids [T] -> final hidden states [T, hidden]; K/V of every token written.
-
-        `skip_layers` runs a self-speculative draft: those layers are left out (and their
-        cache is neither read nor written).
-        """
+    def forward(self, token_ids: torch.Tensor, layout: BatchLayout, kv: KVCache) -> torch.Tensor:
+        """token_ids [T] -> final hidden states [T, hidden]; K/V of every token written."""
         rotary = self.rotary()
         h = self.embed_tokens(token_ids)  # [T, hidden]
         for index, layer in enumerate(self.layers):
-            if index in skip_layers:
-                continue
             h = h + layer.self_attn(layer.input_layernorm(h), index, layout, kv, rotary)
             h = h + layer.mlp(layer.post_attention_layernorm(h))
         return self.norm(h)

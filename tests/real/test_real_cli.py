@@ -51,6 +51,8 @@ def test_real_replay_is_deterministic_for_a_seed(tmp_path):
     (["--executor", "real", "--model", "mixtral-8x7b", "--hardware", "h100"], "dense gated-MLP"),
     (["--executor", "real", "--model", "tiny-llama", "--weights", "/nonexistent"],
      "no *.safetensors"),
+    (["--executor", "real", "--model", "tiny-llama", "--max-model-len", "5000"],
+     "exceeds tiny-llama's context of 4096"),
 ])
 def test_bad_real_options_are_clear_errors(argv, message, capsys):
     trace = "synthetic:n=2,arrivals=poisson:10,prompt=fixed:8,output=fixed:2"
