@@ -119,10 +119,11 @@ def replay_real(config: SimConfig) -> tuple[Results, dict[int, list[int]]]:
         return executors[0]
 
     engine, _ = build_engine(config, build_cost_model(config), executor_for=executor_for)
-    end_s = run_wall_clock(engine, config.trace.requests, horizon_s=o.horizon_s)
+    executor = executors[0]
+    end_s = run_wall_clock(engine, config.trace.requests, horizon_s=o.horizon_s,
+                           reject_reason=executor.prompt_problem)
     results = Results(config=config, engine=engine, memory=None,
                       summary=summarize(config, engine, end_s), end_s=end_s)
-    executor = executors[0]
     outputs = {row.request_id: [] for row in config.trace.invalid_rows}
     for request in config.trace.requests:
         outputs[request.request_id] = executor.output_ids(request)

@@ -52,6 +52,20 @@ class RealExecutor:
         self.device = model.norm.weight.device
         self.token_ids: dict[int, list[int]] = {}
 
+    def prompt_problem(self, request: Request) -> str | None:
+        """Why this model cannot read `request`'s prompt ids (None if it can): the loop
+        rejects such a request at submission instead of failing mid-batch."""
+        ids = request.prompt_token_ids
+        if ids is None:
+            return None
+        vocab_size = self.model.spec.vocab_size
+        bad = [t for t in ids if not 0 <= t < vocab_size]
+        if bad:
+            return f"prompt token ids {bad[:3]} lie outside the vocabulary of {vocab_size}"
+        if len(ids) != request.prompt_tokens:
+            return f"{len(ids)} prompt token ids for a {request.prompt_tokens}-token prompt"
+        return None
+
     def tokens_of(self, request: Request) -> list[int]:
         ids = self.token_ids.get(request.request_id)
         if ids is None:
@@ -59,10 +73,6 @@ class RealExecutor:
                 ids = list(request.prompt_token_ids)
             else:
                 ids = seeded_prompt(request, self.model.spec.vocab_size, self.seed)
-            bad = [t for t in ids if not 0 <= t < self.model.spec.vocab_size]
-            if bad:
-                raise ValueError(f"request {request.request_id} has token ids outside the "
-                                 f"vocabulary of {self.model.spec.vocab_size}: {bad[:3]}")
             self.token_ids[request.request_id] = ids
         return ids
 
@@ -137,13 +147,15 @@ def run_wall_clock(
     requests: Iterable[Request],
     *,
     horizon_s: float | None = None,
+    reject_reason: Callable[[Request], str | None] = lambda request: None,
     clock: Callable[[], float] = time.perf_counter,
     sleep: Callable[[float], None] = time.sleep,
 ) -> float:
     """Drive `engine` in real time: each request is submitted once the wall clock (from the
-    start of the run) passes its arrival time; an idle engine sleeps until the next arrival or
-    the scheduler's wake-up. Requests that all arrive at 0 run as fast as possible. Returns the
-    run's end time in seconds from its start."""
+    start of the run) passes its arrival time, or rejected there if `reject_reason` names a
+    reason; an idle engine sleeps until the next arrival or the scheduler's wake-up. Requests
+    that all arrive at 0 run as fast as possible. Returns the run's end time in seconds from
+    its start."""
     pending = sorted(requests, key=lambda r: r.arrival_time_s)
     origin = clock()
     index = 0
@@ -152,7 +164,12 @@ def run_wall_clock(
         if horizon_s is not None and now_s >= horizon_s:
             return now_s
         while index < len(pending) and pending[index].arrival_time_s <= now_s:
-            engine.submit(pending[index], now_s)
+            request = pending[index]
+            reason = reject_reason(request)
+            if reason is None:
+                engine.submit(request, now_s)
+            else:
+                engine.reject(request, reason, now_s)
             index += 1
         outcome = engine.step(now_s)
         if outcome.duration_s is not None:

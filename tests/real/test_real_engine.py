@@ -97,3 +97,23 @@ def test_trace_pacing_submits_requests_at_their_arrival_times():
     for seq in results.engine.sequences.values():
         assert seq.first_scheduled_s >= seq.request.arrival_time_s
     assert max(s.request.arrival_time_s for s in results.engine.sequences.values()) > 0
+
+
+def test_prompt_ids_the_model_cannot_read_are_named():
+    from backend.kv_cache import KVCache
+    from backend.runner import RealExecutor
+    from policies.kv.paged import PagedAllocator, PagedParams
+    from policies.types import Request
+
+    spec = resolve(_options()).model
+    kv = KVCache(num_layers=spec.num_layers, num_blocks=2, block_size=4,
+                 num_kv_heads=spec.num_kv_heads, head_dim=spec.attn_head_dim,
+                 dtype=torch.float32, device="cpu")
+    executor = RealExecutor(LlamaModel(spec), kv,
+                            PagedAllocator(PagedParams(block_size=4, num_blocks=2)))
+    assert executor.prompt_problem(Request(0, 0.0, 2, 1, prompt_token_ids=(5, 9))) is None
+    assert executor.prompt_problem(Request(0, 0.0, 2, 1)) is None
+    assert "outside the vocabulary of 512" in executor.prompt_problem(
+        Request(0, 0.0, 2, 1, prompt_token_ids=(5, 512)))
+    assert "3 prompt token ids for a 2-token prompt" in executor.prompt_problem(
+        Request(0, 0.0, 2, 1, prompt_token_ids=(5, 6, 7)))

@@ -58,3 +58,19 @@ def test_horizon_leaves_later_work_undone():
     assert end_s == 3.0
     assert engine.sequences[0].num_output_tokens == 3
     assert 1 not in engine.sequences
+
+
+def test_a_request_the_executor_cannot_read_is_rejected_at_submission():
+    fake = FakeTime()
+    engine = _engine(fake)
+    requests = [Request(0, 0.0, 4, 1), Request(1, 2.0, 3, 1, prompt_token_ids=(1, 2, 99))]
+
+    def reject_reason(request):
+        return "bad ids" if request.prompt_token_ids else None
+
+    run_wall_clock(engine, requests, reject_reason=reject_reason, clock=fake.clock,
+                   sleep=fake.sleep)
+    rejected = engine.sequences[1]
+    assert (rejected.status.value, rejected.reason, rejected.finish_s) == ("rejected", "bad ids",
+                                                                           2.0)
+    assert engine.sequences[0].status.value == "finished"
