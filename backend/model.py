@@ -64,7 +64,8 @@ class RMSNorm(nn.Module):
 class Rotary:
     """cos/sin tables for every position up to the context length, built once."""
 
-    def __init__(self, head_dim: int, max_positions: int, theta: float, device) -> None:
+    def __init__(self, head_dim: int, max_positions: int, theta: float,
+                 device: torch.device) -> None:
         inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
         freqs = torch.outer(torch.arange(max_positions, dtype=torch.float64), inv_freq)
         angles = torch.cat([freqs, freqs], dim=-1)  # [max_positions, head_dim]
@@ -104,7 +105,8 @@ class Attention(nn.Module):
         out = self._attend(q, k_pages, v_pages, layout)  # [T, H, D]
         return self.o_proj(out.reshape(num_tokens, self.num_heads * self.head_dim))
 
-    def _attend(self, q, k_pages, v_pages, layout: BatchLayout) -> torch.Tensor:
+    def _attend(self, q: torch.Tensor, k_pages: torch.Tensor, v_pages: torch.Tensor,
+                layout: BatchLayout) -> torch.Tensor:
         scale = self.head_dim ** -0.5
         if not layout.use_triton:
             return paged_attention_ref(q, k_pages, v_pages, layout.page_tables,

@@ -20,10 +20,12 @@ from pathlib import Path
 
 import torch
 
+from backend.gguf_weights import ChatTokenizer
 from backend.kv_cache import KVCache
 from backend.model import LlamaModel, check_supported, init_random, load_hf_directory
 from backend.runner import RealExecutor, run_wall_clock
 from backend.sampler import SamplingParams
+from policies.kv.base import KVAllocator
 from sim.api import build_cost_model, build_engine
 from sim.config import SimConfig
 from sim.cost.memory import kv_budget
@@ -51,7 +53,9 @@ def detect_hardware() -> str:
     raise ValueError(f"no catalog hardware for {name!r}; pass --hardware")
 
 
-def build_model(config: SimConfig, device: torch.device):
+def build_model(
+    config: SimConfig, device: torch.device
+) -> tuple[LlamaModel, ChatTokenizer | None]:
     """(model, tokenizer or None) on `device`, weights chosen as the module docstring says."""
     spec = config.model
     check_supported(spec)
@@ -110,7 +114,7 @@ def replay_real(config: SimConfig) -> tuple[Results, dict[int, list[int]]]:
     config = dataclasses.replace(config, options=dataclasses.replace(o, num_gpu_blocks=num_blocks))
     executors: list[RealExecutor] = []
 
-    def executor_for(allocator) -> RealExecutor:
+    def executor_for(allocator: KVAllocator) -> RealExecutor:
         kv = KVCache(num_layers=spec.num_layers, num_blocks=allocator.num_blocks,
                      block_size=allocator.block_size, num_kv_heads=spec.num_kv_heads,
                      head_dim=spec.attn_head_dim, dtype=dtype, device=device)

@@ -55,7 +55,8 @@ def _dense_logits(model: LlamaModel, tokens: list[int]) -> torch.Tensor:
             h = h + out.reshape(n, heads * d) @ at.o_proj.weight.T
             x = rms(h, layer.post_attention_layernorm.weight)
             mlp = layer.mlp
-            gated = torch.nn.functional.silu(x @ mlp.gate_proj.weight.T) * (x @ mlp.up_proj.weight.T)
+            gate = torch.nn.functional.silu(x @ mlp.gate_proj.weight.T)
+            gated = gate * (x @ mlp.up_proj.weight.T)
             h = h + gated @ mlp.down_proj.weight.T
         return rms(h, model.norm.weight) @ model.lm_head.weight.T
 
