@@ -15,11 +15,12 @@ from policies.kv.base import KVAllocator
 from policies.registry import ALLOCATORS, SCHEDULERS, lookup
 from policies.types import Request, Sequence
 from sim.config import SimConfig
-from sim.cost.memory import MemoryBudget, kv_budget
+from sim.cost.memory import MemoryBudget, kv_budget, kv_layout
 from sim.cost.roofline import CostModel
 from sim.metrics import summarize
 from sim.replica import SimReplica
 from sim.results import Results
+from sim.spec.build import speculate, with_draft_memory
 
 ProgressFn = Callable[[int, int], None]
 
@@ -39,7 +40,9 @@ def build_engine(
     """The replica's engine; the memory budget is None when `num_gpu_blocks` was given.
 
     The executor is the cost model unless `executor_for(allocator)` builds another one (the
-    real backend, whose KV pool is addressed by that allocator's block ids).
+    real backend, whose KV pool is addressed by that allocator's block ids). With a speculator
+    other than `none` the scheduler is wrapped to verify drafts and the executor is the
+    speculative one around `cost`; with `none` both are exactly as without.
     """
     o = config.options
     budget = None
@@ -49,13 +52,20 @@ def build_engine(
                            gpu_memory_utilization=o.gpu_memory_utilization,
                            max_num_batched_tokens=config.max_num_batched_tokens,
                            max_num_seqs=o.max_num_seqs)
+        if config.acceptance is not None:
+            budget = with_draft_memory(budget, config, cost)
         num_blocks = budget.num_blocks
-    options = dict(config.policy_options, num_blocks=num_blocks)
+    layout, block_bytes = kv_layout(cost, o.block_size)
+    num_cpu_blocks = int(o.swap_space_gb * 1024**3 * o.tp // block_bytes)
+    options = dict(config.policy_options, num_blocks=num_blocks, num_cpu_blocks=num_cpu_blocks,
+                   layout=layout)
     alloc_entry = lookup(ALLOCATORS, "allocator", o.allocator)
     allocator = alloc_entry.policy(alloc_entry.make_params(options))
     sched_entry = lookup(SCHEDULERS, "scheduler", o.scheduler)
     scheduler = sched_entry.policy(sched_entry.make_params(options), allocator)
     executor = cost if executor_for is None else executor_for(allocator)
+    if config.acceptance is not None:
+        scheduler, executor = speculate(config, scheduler, cost, options)
     engine = Engine(scheduler, executor, max_model_len=config.max_model_len, on_done=on_done)
     return engine, budget
 

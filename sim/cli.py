@@ -1,7 +1,8 @@
 """`servesim`: the trace-replay command line.
 
     servesim replay --trace PATH|synthetic:... --model M --hardware H ... [--config F.toml] --out DIR
-    servesim list models|hardware|schedulers|allocators
+    servesim calibrate [PROFILE.json] [--shared DIR] [--hardware H] --out C.json
+    servesim list models|hardware|schedulers|allocators|speculators
 
 Replay flags are generated from `ReplayOptions`, so the CLI, TOML config files and sweep grids
 share one set of names. Flags override the config file. Bad input ends with a one-line
@@ -18,6 +19,7 @@ from typing import Any, Callable, Sequence
 from rich.console import Console
 from rich.table import Table
 
+from sim.calibrate_cli import add_calibrate_parser, run_calibrate
 from sim.config import ReplayOptions, options_from_toml, resolve
 
 _CONVERTERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
@@ -28,6 +30,8 @@ _HELP = {
     "trace_format": "force the trace format",
     "arrivals": "arrival process for length-only traces: poisson:RATE or gamma:RATE:CV",
     "max_requests": "keep only the first N trace rows",
+    "window_start_s": "replay only requests arriving at or after this trace time (re-offset to 0)",
+    "window_end_s": "replay only requests arriving before this trace time",
     "rate_scale": "replay at X times the trace's request rate",
     "model": "model name (servesim list models)",
     "hardware": "hardware name (servesim list hardware)",
@@ -40,15 +44,31 @@ _HELP = {
     "gpu_memory_utilization": "share of device memory the engine may use",
     "num_gpu_blocks": "KV pool size in blocks per replica, overriding the memory model",
     "reserve": "contiguous allocator reservation: max|pow2|oracle",
+    "preemption": "what a preempted sequence loses: recompute (its KV) or swap (KV to host memory)",
+    "swap_space_gb": "host memory per device for swapped KV, GiB",
     "static_max_wait_s": "static batching: max wait for a batch to fill",
     "max_model_len": "context limit (default: the model's)",
     "weight_dtype": "weight dtype: bf16|fp16|fp8|int8|int4",
     "kv_dtype": "KV cache dtype",
-    "calibration": "coefficients JSON from servesim calibrate",
+    "calibration": "coefficients JSON from servesim calibrate, or shared-fit (fits to the"
+                   " shared A100/H100 profiles)",
     "seed": "seed for synthetic arrivals and lengths",
     "horizon_s": "stop the simulation at this simulated time",
     "slo_ttft_s": "TTFT SLO for goodput",
     "slo_tpot_s": "TPOT SLO for goodput",
+    "speculator": "speculative decoding: none|draft|tree|ngram|cascade (servesim list speculators)",
+    "spec_k": "draft tokens per step (a tree's depth); the most, with --spec-dynamic",
+    "spec_acceptance": "acceptance model: an i.i.d. rate (0.7), per-position conditional rates"
+                       " (0.54,0.36,0.26), beta:MEAN:CONC per request, or a file of accepted"
+                       " counts; default 0.7",
+    "spec_dynamic": "pick k per batch size from the cost model and shrink it as measured"
+                    " acceptance falls (default: k fixed)",
+    "draft_model": "draft model for draft/cascade (e.g. llama-3.2-1b, qwen2-0.5b)",
+    "tiny_draft_model": "cascade: the tiny drafter feeding the draft model (default: n-gram, free)",
+    "spec_tree_width": "tree: candidates per level",
+    "spec_inner_k": "cascade: tokens the tiny drafter proposes per small-drafter pass",
+    "spec_inner_acceptance": "cascade: i.i.d. acceptance of the tiny drafter by the small one",
+    "spec_draft_pass_overhead_s": "extra CPU overhead per non-fused draft pass",
     "pace": "trace: arrivals at trace times; asap: all at 0 s in trace order",
     "executor": "sim: the cost model; real: run the model on tensors (torch) in wall-clock time",
     "weights": "real executor: local Hugging Face safetensors directory for --model",
@@ -61,6 +81,11 @@ _HELP = {
 def _add_replay_flags(parser: argparse.ArgumentParser) -> None:
     for f in fields(ReplayOptions):
         base = str(f.type).split("|")[0].strip()
+        if base == "bool":
+            parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name,
+                                action="store_true", default=argparse.SUPPRESS,
+                                help=f"{_HELP[f.name]} (default: off)")
+            continue
         parser.add_argument(
             "--" + f.name.replace("_", "-"), dest=f.name, type=_CONVERTERS[base],
             default=argparse.SUPPRESS, help=f"{_HELP[f.name]} (default: {f.default!r})",
@@ -75,8 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     replay = sub.add_parser("replay", help="replay a trace through the simulator")
     _add_replay_flags(replay)
+    add_calibrate_parser(sub)
     listing = sub.add_parser("list", help="list known names")
-    listing.add_argument("what", choices=["models", "hardware", "schedulers", "allocators"])
+    listing.add_argument("what", choices=["models", "hardware", "schedulers", "allocators",
+                                                 "speculators"])
     return parser
 
 
@@ -114,7 +141,7 @@ def run_replay(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[dim]trace: {note}[/dim]")
     if args.out:
         out = write_results(results, args.out)
-        console.print(f"wrote {out / 'summary.json'} and {out / 'requests.csv'}")
+        console.print(f"wrote summary.json, requests.csv and iterations.csv to {out}")
     return 0
 
 
@@ -138,6 +165,8 @@ def results_table(results) -> Table:
     o = results.config.options
     title = (f"{results.config.trace.name}: {o.model} on {o.tp}x {o.hardware}, "
              f"{o.scheduler} + {o.allocator}, {s['kv_blocks_total']} KV blocks of {o.block_size}")
+    if o.speculator != "none":
+        title += f", speculator {o.speculator} k={o.spec_k}"
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
     for stat in ("mean", "p50", "p90", "p99"):
@@ -147,8 +176,14 @@ def results_table(results) -> Table:
     table.add_section()
     for key in ("requests_total", "requests_finished", "requests_rejected", "requests_unfinished",
                 "output_throughput_tok_s", "total_throughput_tok_s", "request_throughput_req_s",
-                "goodput_req_s", "preemptions", "batch_size_mean", "kv_util_mean", "kv_frag_mean"):
+                "goodput_req_s", "preemptions", "swaps", "recomputed_tokens", "evictions",
+                "prefix_hit_rate", "batch_size_mean", "kv_util_mean", "kv_frag_mean"):
         table.add_row(key, _fmt(s[key]), "", "", "")
+    if o.speculator != "none":
+        table.add_section()
+        for key in ("spec_tokens_per_step_mean", "spec_acceptance_rate", "spec_k_mean",
+                    "spec_draft_time_share", "spec_verify_time_share"):
+            table.add_row(key, _fmt(s[key]), "", "", "")
     return table
 
 
@@ -194,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "replay":
             return run_replay(args, console)
+        if args.command == "calibrate":
+            return run_calibrate(args, console)
         return run_list(args.what, console)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

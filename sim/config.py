@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import traces as trace_io
-from policies.registry import ALLOCATORS, SCHEDULERS, lookup
+from policies.registry import ALLOCATORS, SCHEDULERS, SPECULATORS, lookup
 from sim.cost.catalog import get_hardware, get_model
 from sim.cost.coefficients import Coefficients, default_coefficients, load_coefficients
 from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes
+from sim.spec.acceptance import DEFAULT_ACCEPTANCE, AcceptanceModel, parse_acceptance
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,10 +29,12 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 @dataclass(frozen=True, slots=True)
 class ReplayOptions:
     trace: str = ""
-    """Trace file path, or a `synthetic:...` spec; empty means the bundled default trace."""
+    """Trace file path, a `synthetic:...` or `sessions:...` spec; empty: the bundled trace."""
     trace_format: str | None = None
     arrivals: str | None = None
     max_requests: int | None = None
+    window_start_s: float = 0.0
+    window_end_s: float | None = None
     rate_scale: float = 1.0
     model: str = "llama-3-8b"
     hardware: str = "h100"
@@ -44,6 +47,9 @@ class ReplayOptions:
     gpu_memory_utilization: float = 0.9
     num_gpu_blocks: int | None = None
     reserve: str = "max"
+    preemption: str = "recompute"
+    swap_space_gb: float = 4.0
+    """Host memory for swapped KV per device, GiB (vLLM's default 4)."""
     static_max_wait_s: float = 0.0
     max_model_len: int | None = None
     weight_dtype: str = "bf16"
@@ -53,6 +59,17 @@ class ReplayOptions:
     horizon_s: float | None = None
     slo_ttft_s: float | None = None
     slo_tpot_s: float | None = None
+    speculator: str = "none"
+    spec_k: int = 4
+    spec_acceptance: str | None = None
+    """A rate, a per-position rate list, beta:MEAN:CONC, or an acceptance trace file."""
+    spec_dynamic: bool = False
+    draft_model: str | None = None
+    tiny_draft_model: str | None = None
+    spec_tree_width: int = 2
+    spec_inner_k: int = 3
+    spec_inner_acceptance: float = 0.6
+    spec_draft_pass_overhead_s: float = 0.0
     pace: str = "trace"
     """`trace`: requests arrive at their trace times; `asap`: all at 0 s, in trace order."""
     executor: str = "sim"
@@ -95,11 +112,17 @@ class SimConfig:
     max_model_len: int
     max_num_batched_tokens: int
     policy_options: dict[str, Any] = field(default_factory=dict)
+    acceptance: AcceptanceModel | None = None
+    """None when `speculator` is `none`."""
+    draft_model: ModelSpec | None = None
+    tiny_draft_model: ModelSpec | None = None
 
 
 def load_workload(options: ReplayOptions) -> trace_io.Trace:
     spec = options.trace or str(trace_io.DEFAULT_TRACE_PATH)
-    if spec.startswith("synthetic:"):
+    if spec.startswith("sessions:"):
+        trace = trace_io.session_trace(trace_io.parse_sessions(spec), seed=options.seed)
+    elif spec.startswith("synthetic:"):
         n, arrivals, prompt, output = trace_io.parse_synthetic(spec)
         trace = trace_io.synthetic_trace(n, arrivals, prompt, output, seed=options.seed)
     else:
@@ -108,6 +131,8 @@ def load_workload(options: ReplayOptions) -> trace_io.Trace:
             spec, options.trace_format, arrivals=arrivals, seed=options.seed,
             max_requests=options.max_requests,
         )
+    if options.window_start_s or options.window_end_s is not None:
+        trace = trace_io.window(trace, options.window_start_s, options.window_end_s)
     if options.rate_scale != 1.0:
         trace = trace_io.scale_rate(trace, options.rate_scale)
     if options.pace == "asap":
@@ -141,6 +166,7 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
     hardware = get_hardware(options.hardware)
     lookup(SCHEDULERS, "scheduler", options.scheduler)
     lookup(ALLOCATORS, "allocator", options.allocator)
+    lookup(SPECULATORS, "speculator", options.speculator)
     dtype_bytes(options.weight_dtype)
     dtype_bytes(options.kv_dtype)
     if options.calibration:
@@ -151,6 +177,8 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
     if max_model_len < 1:
         raise ValueError(f"max_model_len must be >= 1, got {max_model_len}")
     max_tokens = options.max_num_batched_tokens or max(max_model_len, 2048)
+    if options.swap_space_gb < 0:
+        raise ValueError(f"--swap-space-gb must be >= 0, got {options.swap_space_gb}")
     if options.num_gpu_blocks is not None and options.num_gpu_blocks < 1:
         raise ValueError(f"--num-gpu-blocks must be >= 1, got {options.num_gpu_blocks}")
     if trace is None:
@@ -162,6 +190,37 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
         "block_size": options.block_size,
         "max_model_len": max_model_len,
         "reserve": options.reserve,
+        "preemption": options.preemption,
     }
+    acceptance, draft, tiny = None, None, None
+    if options.speculator != "none":
+        acceptance, draft, tiny = _resolve_speculation(options, policy_options)
+    elif options.spec_acceptance is not None:
+        parse_acceptance(options.spec_acceptance)  # unused, but a bad value is still an error
     return SimConfig(trace, model, hardware, coefficients, options, max_model_len, max_tokens,
-                     policy_options)
+                     policy_options, acceptance, draft, tiny)
+
+
+def _resolve_speculation(
+    options: ReplayOptions, policy_options: dict[str, Any]
+) -> tuple[AcceptanceModel, ModelSpec | None, ModelSpec | None]:
+    """Validate the speculator's knobs now (a clear error before any simulation)."""
+    entry = lookup(SPECULATORS, "speculator", options.speculator)
+    policy_options.update(
+        spec_k=options.spec_k, spec_dynamic=options.spec_dynamic,
+        draft_model=options.draft_model, tiny_draft_model=options.tiny_draft_model,
+        spec_tree_width=options.spec_tree_width, spec_inner_k=options.spec_inner_k,
+        spec_inner_acceptance=options.spec_inner_acceptance,
+    )
+    entry.make_params(policy_options)
+    if options.spec_draft_pass_overhead_s < 0:
+        raise ValueError("--spec-draft-pass-overhead-s must be >= 0")
+    acceptance = parse_acceptance(
+        DEFAULT_ACCEPTANCE if options.spec_acceptance is None else options.spec_acceptance
+    )
+    uses_models = options.speculator in ("draft", "cascade")
+    draft = get_model(options.draft_model) if uses_models and options.draft_model else None
+    tiny = None
+    if options.speculator == "cascade" and options.tiny_draft_model:
+        tiny = get_model(options.tiny_draft_model)
+    return acceptance, draft, tiny

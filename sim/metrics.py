@@ -15,6 +15,17 @@ last completion, or the horizon). KV utilization is the share of the pool's slot
 sequences, and fragmentation the share of held slots holding no KV, both weighted by iteration
 duration (so over the time the replica computes). Batch size is the mean number of sequences
 per iteration.
+
+With a speculator other than `none` (the keys are absent with `none`, so plain runs keep their
+summary byte for byte), over every verify of every request:
+- `spec_tokens_per_step_mean`: tokens emitted per target verify pass (accepted drafts + the
+  corrected or bonus token; at most k + 1); `spec_tokens_per_step_share_<n>` its distribution
+- `spec_acceptance_rate`: accepted / proposed drafts; `spec_acceptance_rate_pos<i>` the rate at
+  draft position i conditional on reaching it (the rates engines log); null if never reached
+- `spec_k_mean`: drafts verified per verify (k after the dynamic rule and the caps)
+- `spec_draft_time_share`, `spec_verify_time_share`: drafting, and the target passes of steps
+  that verified drafts, as shares of the replica's busy time (the rest is plain steps)
+TPOT and ITL are then the effective ones: tokens of one verify share one timestamp.
 """
 
 from __future__ import annotations
@@ -89,13 +100,53 @@ def summarize(config: SimConfig, engine: Engine, end_s: float) -> dict[str, Any]
     filled = np.asarray(log.kv_filled_slots, dtype=np.float64)
     frag = np.divide(reserved - filled, reserved, out=np.zeros_like(reserved), where=reserved > 0)
     summary["preemptions"] = sum(s.num_preemptions for s in engine.sequences.values())
+    summary["swaps"] = sum(s.num_swaps for s in engine.sequences.values())
+    summary["recomputed_tokens"] = sum(s.num_recomputed_tokens for s in engine.sequences.values())
+    summary.update(_prefix_stats(engine.scheduler.allocator.stats()))
     summary["kv_util_mean"] = _weighted_mean(reserved / engine.kv_total_slots, durations)
     summary["kv_frag_mean"] = _weighted_mean(frag, durations)
     summary["batch_size_mean"] = float(np.mean(log.batch_size)) if len(log) else None
     summary["iterations"] = len(log)
     summary["kv_blocks_total"] = engine.scheduler.allocator.num_blocks
     summary["simulated_span_s"] = span
+    if config.options.speculator != "none":
+        summary.update(_speculation(engine, config.options.spec_k, float(durations.sum())))
     return summary
+
+
+def _speculation(engine: Engine, spec_k: int, busy_s: float) -> dict[str, Any]:
+    log = engine.spec_log
+    n = log.num_verifies
+    ratio = (lambda x, y: float(x) / y if y else None)
+    histogram = log.emitted_histogram + [0] * (spec_k + 2 - len(log.emitted_histogram))
+    reached = log.reached_by_position + [0] * (spec_k - len(log.reached_by_position))
+    accepted = log.accepted_by_position + [0] * (spec_k - len(log.accepted_by_position))
+    out: dict[str, Any] = {
+        "spec_verifies": n,
+        "spec_tokens_per_step_mean": ratio(sum(i * c for i, c in enumerate(histogram)), n),
+        "spec_acceptance_rate": ratio(sum(accepted), log.num_proposed),
+        "spec_k_mean": ratio(log.num_proposed, n),
+        "spec_draft_time_share": ratio(log.draft_s, busy_s),
+        "spec_verify_time_share": ratio(log.verify_s, busy_s),
+    }
+    for i in range(spec_k):
+        out[f"spec_acceptance_rate_pos{i + 1}"] = ratio(accepted[i], reached[i])
+    for tokens in range(1, spec_k + 2):
+        out[f"spec_tokens_per_step_share_{tokens}"] = ratio(histogram[tokens], n)
+    return out
+
+
+def _prefix_stats(stats: dict[str, int]) -> dict[str, Any]:
+    """Hit rates over every admission (re-admissions after preemption included); null when the
+    allocator does no prefix caching."""
+    queried = stats.get("prefix_query_tokens")
+    blocks = stats.get("prefix_query_blocks")
+    return {
+        "prefix_hit_rate": stats["prefix_hit_tokens"] / queried if queried else None,
+        "prefix_hit_rate_blocks": stats["prefix_hit_blocks"] / blocks if blocks else None,
+        "prefix_hit_tokens": stats.get("prefix_hit_tokens", 0),
+        "evictions": stats.get("evictions", 0),
+    }
 
 
 def _goodput(config, ttft, finish, first_token, outputs, per_s) -> float | None:

@@ -92,8 +92,16 @@ def _sequence_fields(seq) -> dict[str, Any]:
     return fields
 
 
+ITERATION_COLUMNS = (
+    "start_s", "duration_s", "batch_size", "new_tokens", "prefill_tokens", "num_waiting",
+    "kv_reserved_slots", "kv_filled_slots", "kv_cached_free_slots",
+)
+
+
 def write_results(results: Results, out_dir: str | Path) -> Path:
-    """Write `summary.json` (byte-identical for identical inputs) and `requests.csv`."""
+    """Write `summary.json` (byte-identical for identical inputs), `requests.csv` (one row per
+    trace row) and `iterations.csv` (one row per engine iteration: the time series of batch
+    size, queue length and KV memory held / filled / cached-free, in token slots)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(results.summary, indent=2) + "\n")
@@ -102,4 +110,9 @@ def write_results(results: Results, out_dir: str | Path) -> Path:
         writer.writeheader()
         for row in results.request_rows():
             writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    log = results.engine.log
+    with (out / "iterations.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(ITERATION_COLUMNS)
+        writer.writerows(zip(*(getattr(log, name) for name in ITERATION_COLUMNS)))
     return out
