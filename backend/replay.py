@@ -98,6 +98,9 @@ def replay_real(config: SimConfig) -> tuple[Results, dict[int, list[int]]]:
     """Run the trace on the real backend; returns the results and every row's output ids."""
     o = config.options
     sampling = SamplingParams(o.temperature, o.top_k, o.top_p)
+    if o.speculator != "none":
+        raise ValueError("speculative decoding does not run on the real backend yet "
+                         "(use --speculator none with --executor real)")
     if config.max_model_len > config.model.max_model_len:
         raise ValueError(f"--max-model-len {config.max_model_len} exceeds {config.model.name}'s "
                          f"context of {config.model.max_model_len} (its RoPE table)")

@@ -27,9 +27,24 @@ from policies.types import Plan, Request, ScheduledChunk, StepResult
 
 
 def seeded_prompt(request: Request, vocab_size: int, seed: int) -> list[int]:
-    """Prompt ids for a request that has none: uniform over the vocabulary, seeded per request."""
+    """Prompt ids for a request that has none, uniform over the vocabulary.
+
+    Tokens covered by the trace's prefix block hashes (Mooncake's hash_ids) are seeded by
+    those ids, so requests that share trace blocks share tokens too, and prefix caching
+    (which keys blocks by the same ids) reuses KV that really is theirs. The rest is seeded
+    per request.
+    """
+    ids: list[int] = []
+    hashes, block_tokens = request.prefix_block_hashes or (), request.prefix_block_tokens or 0
+    for block_hash in hashes:
+        if len(ids) >= request.prompt_tokens:
+            break
+        gen = torch.Generator().manual_seed(hash((seed, 0x7B10C4, block_hash)) % 2**63)
+        ids.extend(torch.randint(0, vocab_size, (block_tokens,), generator=gen).tolist())
+    del ids[request.prompt_tokens:]
     gen = generator_for(seed, request.request_id, -1)
-    return torch.randint(0, vocab_size, (request.prompt_tokens,), generator=gen).tolist()
+    rest = request.prompt_tokens - len(ids)
+    return ids + torch.randint(0, vocab_size, (rest,), generator=gen).tolist()
 
 
 class RealExecutor:

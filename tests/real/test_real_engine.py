@@ -176,3 +176,31 @@ def test_chunked_prefill_outputs_equal_the_recompute_loop(reference_outputs, chu
     requests = config.trace.requests
     assert engine.log.new_tokens[0] == sum(min(chunk, r.prompt_tokens) for r in requests)
     assert {r.request_id: executor.output_ids(r) for r in requests} == reference_outputs
+
+
+def _shared_prefix_trace():
+    """Mooncake-style rows: requests 0-3 share their first two 16-token trace blocks."""
+    from policies.types import Request
+    from traces.trace import Trace
+
+    rows = [(40, 6, (1, 2, 3)), (35, 8, (1, 2, 4)), (48, 5, (1, 2, 5)), (33, 7, (1, 2, 6)),
+            (20, 4, (9, 10))]
+    return Trace("shared", [Request(i, 0.0, p, o, prefix_block_hashes=h, prefix_block_tokens=16)
+                            for i, (p, o, h) in enumerate(rows)])
+
+
+def test_prefix_caching_computes_fewer_tokens_with_identical_outputs():
+    trace = _shared_prefix_trace()
+    runs = {}
+    for allocator in ("paged", "paged-prefix"):
+        config = resolve(_options(allocator=allocator, block_size=16, max_num_seqs=1), trace)
+        runs[allocator] = replay_real(config)
+    (plain, plain_out), (cached, cached_out) = runs["paged"], runs["paged-prefix"]
+    assert cached_out == plain_out
+    # Requests 1-3 each find the two shared 16-token blocks cached.
+    assert sum(plain.engine.log.new_tokens) - sum(cached.engine.log.new_tokens) == 3 * 32
+    model = init_random(LlamaModel(resolve(_options()).model), seed=3).eval()
+    for request in trace.requests:
+        prompt = seeded_prompt(request, 512, 3)
+        assert cached_out[request.request_id] == generate_recompute(model, prompt,
+                                                                    request.output_tokens)
