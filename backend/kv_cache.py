@@ -7,7 +7,7 @@ A paged sequence's position p lives in block `table[p // block_size]`, slot `p %
 A contiguous allocator hands out slot spans instead; the same memory viewed as single-slot
 pages (`pages(layer, 1)`) addresses span `(start, length)` as the page list start..start+length-1,
 so one attention path serves both. Block copies (copy-on-write) and swap to a CPU pool are
-primitives executed when a plan says so.
+primitives the executor runs when a plan preempts by swap.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ class KVCache:
         head_dim: int,
         dtype: torch.dtype,
         device: torch.device | str,
-        num_cpu_blocks: int = 0,
     ) -> None:
         shape = (num_layers, num_blocks, block_size, num_kv_heads, head_dim)
         self.block_size = block_size
@@ -36,10 +35,6 @@ class KVCache:
         # Zeros, not empty: a read of a never-written slot is then a visible bug, not noise.
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
-        cpu_shape = (num_layers, num_cpu_blocks, block_size, num_kv_heads, head_dim)
-        pin = torch.device(device).type == "cuda"
-        self.cpu_k = torch.zeros(cpu_shape, dtype=dtype, pin_memory=pin)
-        self.cpu_v = torch.zeros(cpu_shape, dtype=dtype, pin_memory=pin)
 
     @property
     def num_bytes(self) -> int:
@@ -68,23 +63,28 @@ class KVCache:
         self.k[:, dst] = self.k[:, src]
         self.v[:, dst] = self.v[:, src]
 
-    def swap_out(self, pairs: Seq[tuple[int, int]]) -> None:
-        """Copy device blocks to CPU blocks, `(device_block, cpu_block)` per pair."""
-        if not pairs:
-            return
-        dev = torch.tensor([d for d, _ in pairs], device=self.k.device)
-        cpu = torch.tensor([c for _, c in pairs])
-        self.cpu_k[:, cpu] = self.k[:, dev].cpu()
-        self.cpu_v[:, cpu] = self.v[:, dev].cpu()
+    def swap_out(self, blocks: Seq[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copy `blocks` of every layer to host memory, returned as (k, v), each
+        [num_layers, len(blocks), block_size, kv_heads, head_dim]. Host memory is taken per
+        swapped sequence, so only what is swapped out is held (the scheduler's swap space
+        bounds it)."""
+        index = torch.tensor(list(blocks), dtype=torch.long, device=self.k.device)
+        pin = self.k.device.type == "cuda"
+        k = torch.empty((self.k.shape[0], len(blocks), *self.k.shape[2:]), dtype=self.k.dtype,
+                        pin_memory=pin)
+        v = torch.empty_like(k, pin_memory=pin)
+        k.copy_(self.k[:, index])
+        v.copy_(self.v[:, index])
+        return k, v
 
-    def swap_in(self, pairs: Seq[tuple[int, int]]) -> None:
-        """Copy CPU blocks back to device blocks, `(cpu_block, device_block)` per pair."""
-        if not pairs:
-            return
-        cpu = torch.tensor([c for c, _ in pairs])
-        dev = torch.tensor([d for _, d in pairs], device=self.k.device)
-        self.k[:, dev] = self.cpu_k[:, cpu].to(self.k.device, non_blocking=True)
-        self.v[:, dev] = self.cpu_v[:, cpu].to(self.v.device, non_blocking=True)
+    def swap_in(self, saved: tuple[torch.Tensor, torch.Tensor], blocks: Seq[int]) -> None:
+        """Copy swapped-out KV back into (usually different) device `blocks`."""
+        k, v = saved
+        if k.shape[1] != len(blocks):
+            raise ValueError(f"{k.shape[1]} swapped blocks cannot fill {len(blocks)} blocks")
+        index = torch.tensor(list(blocks), dtype=torch.long, device=self.k.device)
+        self.k[:, index] = k.to(self.k.device, non_blocking=True)
+        self.v[:, index] = v.to(self.v.device, non_blocking=True)
 
 
 def page_table(allocator: object, seq_id: int) -> tuple[int, list[int]]:

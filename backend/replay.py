@@ -101,6 +101,9 @@ def replay_real(config: SimConfig) -> tuple[Results, dict[int, list[int]]]:
     if o.speculator != "none":
         raise ValueError("speculative decoding does not run on the real backend yet "
                          "(use --speculator none with --executor real)")
+    if o.preemption == "swap" and o.allocator == "contiguous":
+        raise ValueError("swap preemption on the real backend swaps whole blocks: use a paged "
+                         "allocator with --preemption swap")
     if config.max_model_len > config.model.max_model_len:
         raise ValueError(f"--max-model-len {config.max_model_len} exceeds {config.model.name}'s "
                          f"context of {config.model.max_model_len} (its RoPE table)")

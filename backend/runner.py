@@ -23,7 +23,7 @@ from backend.model import BatchLayout, LlamaModel
 from backend.sampler import SamplingParams, generator_for, sample
 from policies.engine import Engine
 from policies.kv.base import KVAllocator
-from policies.types import Plan, Request, ScheduledChunk, StepResult
+from policies.types import Plan, Request, ScheduledChunk, SeqStatus, StepResult
 
 
 def seeded_prompt(request: Request, vocab_size: int, seed: int) -> list[int]:
@@ -66,6 +66,10 @@ class RealExecutor:
         self.use_triton = use_triton
         self.device = model.norm.weight.device
         self.token_ids: dict[int, list[int]] = {}
+        # Each running sequence's pages as of its last step: a sequence preempted by swap has
+        # already left the allocator when the plan arrives, but its KV is still in them.
+        self._pages: dict[int, list[int]] = {}
+        self._swapped: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def prompt_problem(self, request: Request) -> str | None:
         """Why this model cannot read `request`'s prompt ids (None if it can): the loop
@@ -96,6 +100,7 @@ class RealExecutor:
 
     def execute(self, plan: Plan) -> StepResult:
         start_s = time.perf_counter()
+        self._swap(plan)
         # Padding (a finished member of a static batch) costs a decode but owns no slot past
         # its KV: it recomputes its last cached token, rewriting the same K/V in place.
         padding = [ScheduledChunk(c.seq, 1, c.num_context_tokens - 1) for c in plan.padding]
@@ -112,9 +117,26 @@ class RealExecutor:
                 seq = chunk.seq
                 gen = generator_for(self.seed, seq.seq_id, seq.num_output_tokens)
                 self.token_ids[seq.seq_id].append(sample(row, self.sampling, gen))
+                if seq.num_output_tokens + 1 >= seq.request.output_tokens:
+                    self._pages.pop(seq.seq_id, None)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return StepResult(time.perf_counter() - start_s)
+
+    def _swap(self, plan: Plan) -> None:
+        """Run the plan's swaps before its forward pass (vLLM v0 swaps synchronously): copy
+        the KV of sequences just preempted by swap to host memory, and copy a swapped-in
+        sequence's KV into the blocks it was given now."""
+        for seq in plan.preempted:
+            if seq.status is SeqStatus.SWAPPED:
+                pages = self._pages.pop(seq.seq_id)
+                num_blocks = -(-seq.num_computed_tokens // self.kv.block_size)
+                self._swapped[seq.seq_id] = self.kv.swap_out(pages[:num_blocks])
+        for chunk in plan.chunks:
+            saved = self._swapped.pop(chunk.seq.seq_id, None)
+            if saved is not None:
+                _, pages = page_table(self.allocator, chunk.seq.seq_id)
+                self.kv.swap_in(saved, pages[: saved[0].shape[1]])
 
     def _pack(self, chunks: list[ScheduledChunk]) -> tuple[torch.Tensor, BatchLayout]:
         """Concatenate every chunk's new tokens and say where their K/V live."""
@@ -134,6 +156,7 @@ class RealExecutor:
             tokens.extend(ids[first:end])
             positions.extend(range(first, end))
             page_size, pages = page_table(self.allocator, seq.seq_id)
+            self._pages[seq.seq_id] = list(pages)
             page_ids = torch.tensor(pages, dtype=torch.long)
             new_pos = torch.arange(first, end)
             slots.append(page_ids[new_pos // page_size] * page_size + new_pos % page_size)

@@ -12,9 +12,9 @@ from policies.kv.paged import PagedAllocator, PagedParams
 from tests.helpers import make_seq
 
 
-def _cache(num_blocks=6, block_size=4, num_cpu_blocks=3) -> KVCache:
+def _cache(num_blocks=6, block_size=4) -> KVCache:
     return KVCache(num_layers=2, num_blocks=num_blocks, block_size=block_size, num_kv_heads=2,
-                   head_dim=8, dtype=torch.float32, device="cpu", num_cpu_blocks=num_cpu_blocks)
+                   head_dim=8, dtype=torch.float32, device="cpu")
 
 
 def _fill(cache: KVCache, layer: int, block: int, value: float) -> None:
@@ -78,14 +78,17 @@ def test_swap_out_and_back_in_round_trips():
     _fill(cache, 0, 2, 3.0)
     _fill(cache, 1, 2, 4.0)
     _fill(cache, 1, 5, 5.0)
-    cache.swap_out([(2, 0), (5, 2)])
-    assert cache.cpu_k[1, 0].eq(4.0).all() and cache.cpu_v[1, 2].eq(-5.0).all()
+    saved = cache.swap_out([2, 5])
+    assert saved[0].device.type == "cpu" and saved[0].shape == (2, 2, 4, 2, 8)
+    assert saved[0][1, 0].eq(4.0).all() and saved[1][1, 1].eq(-5.0).all()
     cache.k.zero_()
     cache.v.zero_()
-    cache.swap_in([(0, 1), (2, 3)])  # back into different device blocks
+    cache.swap_in(saved, [1, 3])  # back into different device blocks
     assert cache.k[0, 1].eq(3.0).all() and cache.k[1, 1].eq(4.0).all()
     assert cache.v[1, 3].eq(-5.0).all()
     assert cache.k[:, 2].abs().sum() == 0
+    with pytest.raises(ValueError, match="2 swapped blocks cannot fill 3"):
+        cache.swap_in(saved, [0, 1, 4])
 
 
 def test_pool_size_in_bytes():

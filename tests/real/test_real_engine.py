@@ -204,3 +204,14 @@ def test_prefix_caching_computes_fewer_tokens_with_identical_outputs():
         prompt = seeded_prompt(request, 512, 3)
         assert cached_out[request.request_id] == generate_recompute(model, prompt,
                                                                     request.output_tokens)
+
+
+def test_swap_preemption_keeps_outputs_and_matches_the_simulator(reference_outputs):
+    options = {"preemption": "swap", "num_gpu_blocks": 22}
+    results, outputs = _run(**options)
+    assert sum(s.num_swaps for s in results.engine.sequences.values()) >= 1
+    assert outputs == reference_outputs
+    sim = simulate(resolve(_options(executor="sim", **options)))
+    assert list(results.engine.log.new_tokens) == list(sim.engine.log.new_tokens)
+    assert ({i: s.num_swaps for i, s in results.engine.sequences.items()}
+            == {i: s.num_swaps for i, s in sim.engine.sequences.items()})
