@@ -119,6 +119,8 @@ class RealExecutor:
                 self.token_ids[seq.seq_id].append(sample(row, self.sampling, gen))
                 if seq.num_output_tokens + 1 >= seq.request.output_tokens:
                     self._pages.pop(seq.seq_id, None)
+        for chunk in plan.padding:  # finished: its pages will never be swapped
+            self._pages.pop(chunk.seq.seq_id, None)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return StepResult(time.perf_counter() - start_s)
@@ -129,8 +131,12 @@ class RealExecutor:
         sequence's KV into the blocks it was given now."""
         for seq in plan.preempted:
             if seq.status is SeqStatus.SWAPPED:
-                pages = self._pages.pop(seq.seq_id)
+                pages = self._pages.pop(seq.seq_id, [])
                 num_blocks = -(-seq.num_computed_tokens // self.kv.block_size)
+                if num_blocks > len(pages):
+                    raise RuntimeError(f"request {seq.seq_id} is swapped out with "
+                                       f"{seq.num_computed_tokens} tokens of KV this executor "
+                                       f"never placed")
                 self._swapped[seq.seq_id] = self.kv.swap_out(pages[:num_blocks])
         for chunk in plan.chunks:
             saved = self._swapped.pop(chunk.seq.seq_id, None)
