@@ -98,6 +98,9 @@ def replay_real(config: SimConfig) -> tuple[Results, dict[int, list[int]]]:
     """Run the trace on the real backend; returns the results and every row's output ids."""
     o = config.options
     sampling = SamplingParams(o.temperature, o.top_k, o.top_p)
+    if o.replicas != 1 or o.disaggregate is not None:
+        raise ValueError("the real backend runs one replica: drop --replicas/--disaggregate "
+                         "with --executor real")
     if o.speculator != "none":
         raise ValueError("speculative decoding does not run on the real backend yet "
                          "(use --speculator none with --executor real)")
@@ -132,8 +135,8 @@ def replay_real(config: SimConfig) -> tuple[Results, dict[int, list[int]]]:
     executor = executors[0]
     end_s = run_wall_clock(engine, config.trace.requests, horizon_s=o.horizon_s,
                            reject_reason=executor.prompt_problem)
-    results = Results(config=config, engine=engine, memory=None,
-                      summary=summarize(config, engine, end_s), end_s=end_s)
+    results = Results(config=config, engines=[engine], memory=None,
+                      summary=summarize(config, [engine], end_s), end_s=end_s)
     outputs = {row.request_id: [] for row in config.trace.invalid_rows}
     for request in config.trace.requests:
         outputs[request.request_id] = executor.output_ids(request)

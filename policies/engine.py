@@ -105,6 +105,7 @@ class Engine:
         self.log = IterationLog()
         self.spec_log = SpeculationLog()
         self.kv_total_slots = scheduler.allocator.usage().total_slots
+        self.outstanding_tokens = 0
         self._on_done = on_done
 
     def submit(self, request: Request, now_s: float) -> Sequence:
@@ -115,6 +116,7 @@ class Engine:
         seq = Sequence(request)
         self.sequences[request.request_id] = seq
         self.scheduler.add(seq)
+        self.outstanding_tokens += request.total_tokens
         return seq
 
     def reject(self, request: Request, reason: str, now_s: float) -> Sequence:
@@ -126,6 +128,21 @@ class Engine:
             self._on_done(seq)
         return seq
 
+    def submit_transferred(self, seq: Sequence, transfer_s: float, now_s: float) -> None:
+        """Take over `seq`, prefilled on another replica (prefill/decode disaggregation); its KV
+        arrives `transfer_s` after this replica gives it memory."""
+        self.sequences[seq.seq_id] = seq
+        reason = self.scheduler.allocator.never_fits_reason(seq.request)
+        if reason is not None:
+            seq.status = SeqStatus.REJECTED
+            seq.reason = f"decode pool: {reason}"
+            seq.finish_s = now_s
+            if self._on_done:
+                self._on_done(seq)
+            return
+        self.scheduler.add_transfer(seq, transfer_s)
+        self.outstanding_tokens += seq.request.total_tokens
+
     def _never_fits_reason(self, request: Request) -> str | None:
         if request.total_tokens > self.max_model_len:
             return (
@@ -135,8 +152,11 @@ class Engine:
         return self.scheduler.allocator.never_fits_reason(request)
 
     @property
-    def has_pending(self) -> bool:
-        return bool(self.scheduler.num_waiting or self.scheduler.num_running)
+    def outstanding_requests(self) -> int:
+        return self.scheduler.num_waiting + self.scheduler.num_running
+
+    def cached_prefix_tokens(self, request: Request) -> int:
+        return self.scheduler.allocator.cached_prefix_tokens(request)
 
     def step(self, now_s: float) -> StepOutcome:
         plan = self.scheduler.schedule(now_s)
@@ -167,6 +187,7 @@ class Engine:
             if seq.is_done_generating:
                 seq.status = SeqStatus.FINISHED
                 seq.finish_s = end_s
+                self.outstanding_tokens -= seq.request.total_tokens
                 self.scheduler.on_finished(seq)
                 if self._on_done:
                     self._on_done(seq)

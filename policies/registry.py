@@ -12,7 +12,13 @@ from typing import Any, Callable, Mapping
 
 from policies.kv.contiguous import ContiguousAllocator, ContiguousParams
 from policies.kv.paged import PagedAllocator, PagedParams, PagedPrefixParams
+from policies.router.prefix_affinity import PrefixAffinityParams, PrefixAffinityRouter
+from policies.router.simple import (
+    LeastOutstandingParams, LeastOutstandingRouter, RoundRobinParams, RoundRobinRouter,
+)
+from policies.scheduler.chunked import ChunkedParams, ChunkedScheduler
 from policies.scheduler.continuous import ContinuousParams, ContinuousScheduler
+from policies.scheduler.orca import OrcaParams, OrcaScheduler
 from policies.scheduler.static import StaticParams, StaticScheduler
 from policies.speculative.cascade import CascadeParams, CascadeSpeculator
 from policies.speculative.draft import DraftParams, DraftSpeculator
@@ -44,6 +50,12 @@ SCHEDULERS: dict[str, PolicyEntry] = {
                     "FasterTransformer-style static batches run to their longest member"),
         PolicyEntry("continuous", ContinuousScheduler, ContinuousParams,
                     "Orca/vLLM iteration-level batching, whole-prompt prefills first"),
+        PolicyEntry("orca", OrcaScheduler, OrcaParams,
+                    "Orca: decodes and whole new prompts in one batch, no token budget "
+                    "(pair with --allocator contiguous for the Orca baseline)"),
+        PolicyEntry("chunked", ChunkedScheduler, ChunkedParams,
+                    "Sarathi-Serve chunked prefill: one token budget per iteration, decodes "
+                    "first, prefill chunks after (--token-budget, --chunked-order)"),
     ]
 }
 
@@ -75,8 +87,21 @@ SPECULATORS: dict[str, PolicyEntry] = {
     ]
 }
 
+ROUTERS: dict[str, PolicyEntry] = {
+    e.name: e
+    for e in [
+        PolicyEntry("round-robin", RoundRobinRouter, RoundRobinParams,
+                    "replicas in turn"),
+        PolicyEntry("least-outstanding", LeastOutstandingRouter, LeastOutstandingParams,
+                    "least outstanding work: prompt + output tokens (--router-load requests: requests)"),
+        PolicyEntry("prefix-affinity", PrefixAffinityRouter, PrefixAffinityParams,
+                    "SGLang-style cache-aware: longest cached prefix, unless load is unbalanced"),
+    ]
+}
+
 TABLES: dict[str, dict[str, PolicyEntry]] = {
     "schedulers": SCHEDULERS, "allocators": ALLOCATORS, "speculators": SPECULATORS,
+    "routers": ROUTERS,
 }
 
 

@@ -6,19 +6,19 @@ results. The trace arrives already loaded inside the config (see `sim.config.res
 
 from __future__ import annotations
 
-from typing import Callable, Generator
+from typing import Callable
 
 import simpy
 
 from policies.engine import Engine, Executor
 from policies.kv.base import KVAllocator
 from policies.registry import ALLOCATORS, SCHEDULERS, lookup
-from policies.types import Request, Sequence
+from policies.types import Sequence
 from sim.config import SimConfig
 from sim.cost.memory import MemoryBudget, kv_budget, kv_layout
 from sim.cost.roofline import CostModel
 from sim.metrics import summarize
-from sim.replica import SimReplica
+from sim.cluster import Cluster
 from sim.results import Results
 from sim.spec.build import speculate, with_draft_memory
 
@@ -70,19 +70,9 @@ def build_engine(
     return engine, budget
 
 
-def _arrivals(
-    env: simpy.Environment, requests: list[Request], replica: SimReplica
-) -> Generator[simpy.Event, None, None]:
-    for request in requests:
-        delay = request.arrival_time_s - env.now
-        if delay > 0:
-            yield env.timeout(delay)
-        replica.submit(request)
-
-
 def simulate(config: SimConfig, progress: ProgressFn | None = None) -> Results:
-    """Replay `config.trace`; `progress(done, total)` is called as requests complete."""
-    requests = config.trace.requests
+    """Replay `config.trace` on the configured replicas (see `sim.cluster`);
+    `progress(done, total)` is called as requests complete."""
     total = config.trace.num_rows
     done = len(config.trace.invalid_rows)
     step = max(1, total // 200)
@@ -94,11 +84,18 @@ def simulate(config: SimConfig, progress: ProgressFn | None = None) -> Results:
             progress(done, total)
 
     cost = build_cost_model(config)
-    engine, budget = build_engine(config, cost, on_done)
+    budgets: list[MemoryBudget | None] = []
+
+    def engine_factory(callback: Callable[[Sequence], None]) -> Engine:
+        engine, budget = build_engine(config, cost, callback)
+        budgets.append(budget)
+        return engine
+
     env = simpy.Environment()
-    replica = SimReplica(env, engine)
-    env.process(_arrivals(env, requests, replica))
+    cluster = Cluster(env, config, cost, engine_factory, on_done)
+    env.process(cluster.arrivals(config.trace.requests))
     env.run(until=config.options.horizon_s)
-    end_s = env.now
-    summary = summarize(config, engine, end_s)
-    return Results(config=config, engine=engine, memory=budget, summary=summary, end_s=end_s)
+    engines = cluster.engines
+    summary = summarize(config, engines, env.now)
+    return Results(config=config, engines=engines, memory=budgets[0], summary=summary,
+                   end_s=env.now)

@@ -2,7 +2,7 @@
 
     servesim replay --trace PATH|synthetic:... --model M --hardware H ... [--config F.toml] --out DIR
     servesim calibrate [PROFILE.json] [--shared DIR] [--hardware H] --out C.json
-    servesim list models|hardware|schedulers|allocators|speculators
+    servesim list models|hardware|schedulers|allocators|speculators|routers
 
 Replay flags are generated from `ReplayOptions`, so the CLI, TOML config files and sweep grids
 share one set of names. Flags override the config file. Bad input ends with a one-line
@@ -36,10 +36,20 @@ _HELP = {
     "model": "model name (servesim list models)",
     "hardware": "hardware name (servesim list hardware)",
     "tp": "tensor parallel degree",
+    "replicas": "identical replicas behind the router",
+    "router": "router across replicas (servesim list routers)",
+    "router_load": "least-outstanding: count requests or tokens",
+    "disaggregate": "P:D prefill replicas feeding decode replicas (Splitwise/DistServe)",
+    "kv_link_bandwidth_gb_s": "disaggregation: prefill-to-decode link per device, GB/s",
+    "kv_link_latency_s": "disaggregation: KV transfer latency",
     "scheduler": "scheduler (servesim list schedulers)",
     "allocator": "KV allocator (servesim list allocators)",
     "max_num_seqs": "max sequences per iteration (static: batch size)",
     "max_num_batched_tokens": "token budget per iteration (default max(max_model_len, 2048))",
+    "token_budget": "chunked scheduler: tokens per iteration, decodes and prefill chunks"
+                    " together (default --max-num-batched-tokens or 2048)",
+    "long_prefill_token_threshold": "chunked: cap on one prompt's chunk per iteration (0: none)",
+    "chunked_order": "chunked: decode-first (Sarathi) or prefill-first",
     "block_size": "KV block size in tokens",
     "gpu_memory_utilization": "share of device memory the engine may use",
     "num_gpu_blocks": "KV pool size in blocks per replica, overriding the memory model",
@@ -103,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_calibrate_parser(sub)
     listing = sub.add_parser("list", help="list known names")
     listing.add_argument("what", choices=["models", "hardware", "schedulers", "allocators",
-                                                 "speculators"])
+                                                 "speculators", "routers"])
     return parser
 
 
@@ -142,6 +152,8 @@ def run_replay(args: argparse.Namespace, console: Console) -> int:
     if args.out:
         out = write_results(results, args.out)
         console.print(f"wrote summary.json, requests.csv and iterations.csv to {out}")
+        if len(results.engines) > 1:
+            console.print(f"wrote per-replica figures to {out / 'replicas.csv'}")
     return 0
 
 
@@ -163,7 +175,10 @@ def run_real_replay(config, out_dir: str | None, console: Console) -> int:
 def results_table(results) -> Table:
     s = results.summary
     o = results.config.options
-    title = (f"{results.config.trace.name}: {o.model} on {o.tp}x {o.hardware}, "
+    cluster = f"{o.replicas} replicas ({o.router}) of " if o.replicas > 1 else ""
+    if o.disaggregate:
+        cluster = f"{o.disaggregate} prefill:decode replicas ({o.router}) of "
+    title = (f"{results.config.trace.name}: {o.model} on {cluster}{o.tp}x {o.hardware}, "
              f"{o.scheduler} + {o.allocator}, {s['kv_blocks_total']} KV blocks of {o.block_size}")
     if o.speculator != "none":
         title += f", speculator {o.speculator} k={o.spec_k}"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import traces as trace_io
-from policies.registry import ALLOCATORS, SCHEDULERS, SPECULATORS, lookup
+from policies.registry import ALLOCATORS, ROUTERS, SCHEDULERS, SPECULATORS, lookup
 from sim.cost.catalog import get_hardware, get_model
 from sim.cost.coefficients import Coefficients, default_coefficients, load_coefficients
 from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes
@@ -39,10 +39,21 @@ class ReplayOptions:
     model: str = "llama-3-8b"
     hardware: str = "h100"
     tp: int = 1
+    replicas: int = 1
+    router: str = "round-robin"
+    router_load: str = "tokens"
+    disaggregate: str | None = None
+    """`P:D`: P prefill replicas feeding D decode replicas (instead of `replicas`)."""
+    kv_link_bandwidth_gb_s: float = 50.0
+    """Per-device link between prefill and decode replicas, GB/s (400 Gb/s InfiniBand)."""
+    kv_link_latency_s: float = 0.0002
     scheduler: str = "continuous"
     allocator: str = "paged"
     max_num_seqs: int = 256
     max_num_batched_tokens: int | None = None
+    token_budget: int | None = None
+    long_prefill_token_threshold: int = 0
+    chunked_order: str = "decode-first"
     block_size: int = 16
     gpu_memory_utilization: float = 0.9
     num_gpu_blocks: int | None = None
@@ -80,6 +91,13 @@ class ReplayOptions:
     top_k: int = 0
     top_p: float = 1.0
 
+    @property
+    def pools(self) -> tuple[int, ...]:
+        """Replica pool sizes: `(replicas,)` colocated, `(prefill, decode)` disaggregated."""
+        if self.disaggregate is None:
+            return (self.replicas,)
+        return parse_pools(self.disaggregate)
+
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
@@ -91,6 +109,14 @@ class ReplayOptions:
                 f"unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(self.names())}"
             )
         return replace(self, **values)
+
+
+def parse_pools(text: str) -> tuple[int, int]:
+    prefill, sep, decode = text.partition(":")
+    if not (sep and prefill.strip().isdigit() and decode.strip().isdigit()
+            and int(prefill) >= 1 and int(decode) >= 1):
+        raise ValueError(f"--disaggregate takes P:D with P, D >= 1 replicas (e.g. 1:3), got {text!r}")
+    return int(prefill), int(decode)
 
 
 def options_from_toml(path: str | Path) -> dict[str, Any]:
@@ -167,6 +193,17 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
     lookup(SCHEDULERS, "scheduler", options.scheduler)
     lookup(ALLOCATORS, "allocator", options.allocator)
     lookup(SPECULATORS, "speculator", options.speculator)
+    lookup(ROUTERS, "router", options.router)
+    if options.replicas < 1:
+        raise ValueError(f"--replicas must be >= 1, got {options.replicas}")
+    if options.disaggregate is not None:
+        parse_pools(options.disaggregate)
+        if options.replicas != 1:
+            raise ValueError("give either --replicas N or --disaggregate P:D, not both")
+        if options.scheduler == "static":
+            raise ValueError("--disaggregate needs an iteration-level scheduler, not static")
+        if options.kv_link_bandwidth_gb_s <= 0 or options.kv_link_latency_s < 0:
+            raise ValueError("the KV link needs bandwidth > 0 and latency >= 0")
     dtype_bytes(options.weight_dtype)
     dtype_bytes(options.kv_dtype)
     if options.calibration:
@@ -186,6 +223,10 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
     policy_options = {
         "max_num_seqs": options.max_num_seqs,
         "max_num_batched_tokens": max_tokens,
+        "token_budget": options.token_budget or options.max_num_batched_tokens or 2048,
+        "long_prefill_token_threshold": options.long_prefill_token_threshold,
+        "chunked_order": options.chunked_order,
+        "router_load": options.router_load,
         "max_wait_s": options.static_max_wait_s,
         "block_size": options.block_size,
         "max_model_len": max_model_len,

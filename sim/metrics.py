@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from policies.engine import Engine
-from policies.types import SeqStatus
+from policies.engine import Engine, SpeculationLog
+from policies.types import Sequence, SeqStatus
 from sim.config import SimConfig
 
 LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e", "queue")
@@ -55,11 +55,20 @@ def _weighted_mean(values: np.ndarray, weights: np.ndarray) -> float | None:
     return float((values * weights).sum() / total) if total > 0 else None
 
 
-def summarize(config: SimConfig, engine: Engine, end_s: float) -> dict[str, Any]:
+def merged_sequences(engines: list[Engine]) -> dict[int, Sequence]:
+    """Each request's record by request id. A disaggregated request has one on its prefill
+    replica (prompt and first token) and one on its decode replica that carries it on; the
+    decode replicas come later in `engines`, so their record wins."""
+    return {seq_id: seq for engine in engines for seq_id, seq in engine.sequences.items()}
+
+
+def summarize(config: SimConfig, engines: list[Engine], end_s: float) -> dict[str, Any]:
+    """Cluster-wide metrics over every replica's requests and iterations."""
     trace = config.trace
-    finished = [s for s in engine.sequences.values() if s.status is SeqStatus.FINISHED]
+    sequences = list(merged_sequences(engines).values())
+    finished = [s for s in sequences if s.status is SeqStatus.FINISHED]
     finished.sort(key=lambda s: s.seq_id)
-    rejected = sum(1 for s in engine.sequences.values() if s.status is SeqStatus.REJECTED)
+    rejected = sum(1 for s in sequences if s.status is SeqStatus.REJECTED)
     rejected += len(trace.invalid_rows)
     total = trace.num_rows
 
@@ -94,28 +103,48 @@ def summarize(config: SimConfig, engine: Engine, end_s: float) -> dict[str, Any]
     summary["request_throughput_req_s"] = per_s(len(finished))
     summary["goodput_req_s"] = _goodput(config, ttft, finish, first_token, outputs, per_s)
 
-    log = engine.log
-    durations = np.frombuffer(log.duration_s, dtype=np.float64)
-    reserved = np.asarray(log.kv_reserved_slots, dtype=np.float64)
-    filled = np.asarray(log.kv_filled_slots, dtype=np.float64)
+    logs = [engine.log for engine in engines]
+    durations = np.concatenate([np.frombuffer(log.duration_s, dtype=np.float64) for log in logs])
+    reserved = np.concatenate([np.asarray(log.kv_reserved_slots, dtype=np.float64) for log in logs])
+    filled = np.concatenate([np.asarray(log.kv_filled_slots, dtype=np.float64) for log in logs])
+    batch = np.concatenate([np.asarray(log.batch_size, dtype=np.float64) for log in logs])
     frag = np.divide(reserved - filled, reserved, out=np.zeros_like(reserved), where=reserved > 0)
-    summary["preemptions"] = sum(s.num_preemptions for s in engine.sequences.values())
-    summary["swaps"] = sum(s.num_swaps for s in engine.sequences.values())
-    summary["recomputed_tokens"] = sum(s.num_recomputed_tokens for s in engine.sequences.values())
-    summary.update(_prefix_stats(engine.scheduler.allocator.stats()))
-    summary["kv_util_mean"] = _weighted_mean(reserved / engine.kv_total_slots, durations)
+    summary["preemptions"] = sum(s.num_preemptions for s in sequences)
+    summary["swaps"] = sum(s.num_swaps for s in sequences)
+    summary["recomputed_tokens"] = sum(s.num_recomputed_tokens for s in sequences)
+    stats = [engine.scheduler.allocator.stats() for engine in engines]
+    summary.update(_prefix_stats({k: sum(st.get(k, 0) for st in stats) for k in stats[0]}))
+    summary["kv_util_mean"] = _weighted_mean(reserved / engines[0].kv_total_slots, durations)
     summary["kv_frag_mean"] = _weighted_mean(frag, durations)
-    summary["batch_size_mean"] = float(np.mean(log.batch_size)) if len(log) else None
-    summary["iterations"] = len(log)
-    summary["kv_blocks_total"] = engine.scheduler.allocator.num_blocks
+    summary["batch_size_mean"] = float(batch.mean()) if batch.size else None
+    summary["iterations"] = int(batch.size)
+    summary["kv_blocks_total"] = engines[0].scheduler.allocator.num_blocks
+    summary["replicas"] = len(engines)
     summary["simulated_span_s"] = span
     if config.options.speculator != "none":
-        summary.update(_speculation(engine, config.options.spec_k, float(durations.sum())))
+        log = _combined_spec_log([engine.spec_log for engine in engines])
+        summary.update(_speculation(log, config.options.spec_k, float(durations.sum())))
     return summary
 
 
-def _speculation(engine: Engine, spec_k: int, busy_s: float) -> dict[str, Any]:
-    log = engine.spec_log
+def _combined_spec_log(logs: list[SpeculationLog]) -> SpeculationLog:
+    """Every replica's speculation counters added up."""
+    def add(lists: list[list[int]]) -> list[int]:
+        width = max(len(values) for values in lists)
+        return [sum(values[i] for values in lists if i < len(values)) for i in range(width)]
+
+    return SpeculationLog(
+        num_verifies=sum(log.num_verifies for log in logs),
+        num_proposed=sum(log.num_proposed for log in logs),
+        emitted_histogram=add([log.emitted_histogram for log in logs]),
+        reached_by_position=add([log.reached_by_position for log in logs]),
+        accepted_by_position=add([log.accepted_by_position for log in logs]),
+        draft_s=sum(log.draft_s for log in logs),
+        verify_s=sum(log.verify_s for log in logs),
+    )
+
+
+def _speculation(log: SpeculationLog, spec_k: int, busy_s: float) -> dict[str, Any]:
     n = log.num_verifies
     ratio = (lambda x, y: float(x) / y if y else None)
     histogram = log.emitted_histogram + [0] * (spec_k + 2 - len(log.emitted_histogram))

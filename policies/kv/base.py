@@ -61,6 +61,9 @@ class KVAllocator(Protocol):
     def match_prefix(self, seq: Sequence) -> int:
         """Leading tokens of `seq` whose KV is already cached (0 without prefix caching)."""
 
+    def cached_prefix_tokens(self, request: Request) -> int:
+        """The same question for a request not on this replica (for cache-aware routing)."""
+
     def allocate_slots(self, seq: Sequence, num_tokens: int, num_cached_tokens: int = 0) -> bool:
         """Ensure room for `num_tokens` tokens of `seq` in total; all-or-nothing. On admission
         the first `num_cached_tokens` (a `match_prefix` answer) reuse cached KV."""

@@ -83,6 +83,9 @@ class ContiguousAllocator:
     def blocks_for(self, num_tokens: int) -> int:
         return -(-self.layout.slots_for(num_tokens, self.block_size) // self.block_size)
 
+    def cached_prefix_tokens(self, request: Request) -> int:
+        return 0
+
     def match_prefix(self, seq: Sequence) -> int:
         return 0  # a private span per request shares nothing
 

@@ -25,7 +25,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from policies.kv.base import KVUsage, kv_tokens_needed
-from policies.kv.block_hashes import extend_block_hashes
+from policies.kv.block_hashes import block_hashes, extend_block_hashes
 from policies.kv.layout import KVLayout
 from policies.types import Request, Sequence
 
@@ -104,7 +104,7 @@ class PagedAllocator:
         return None
 
     def match_prefix(self, seq: Sequence) -> int:
-        """Tokens of `seq`'s prompt already in the cache (whole blocks), without side effects.
+        """Tokens of `seq`'s prompt already in the cache (whole blocks); the pool is untouched.
 
         At least one token is always left to compute, since its logits are needed: a hit on
         every block of a block-aligned prompt gives back the last block.
@@ -118,6 +118,18 @@ class PagedAllocator:
             hits += 1
         max_blocks = (seq.num_known_tokens - 1) // self.block_size
         return min(hits, max_blocks) * self.block_size
+
+    def cached_prefix_tokens(self, request: Request) -> int:
+        """Leading prompt tokens of a request not (yet) on this replica that the cache holds:
+        what a cache-aware router asks every replica."""
+        if not self.caching:
+            return 0
+        hits = 0
+        for block_hash in block_hashes(request, self.block_size, request.prompt_tokens):
+            if block_hash not in self._hash_to_block:
+                break
+            hits += 1
+        return hits * self.block_size
 
     def _block_hashes(self, seq: Sequence, num_tokens: int) -> list[int]:
         """Hashes of `seq`'s full blocks among its first `num_tokens` committed tokens."""

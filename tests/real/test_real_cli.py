@@ -51,6 +51,11 @@ def test_real_replay_is_deterministic_for_a_seed(tmp_path):
     (["--executor", "real", "--model", "mixtral-8x7b", "--hardware", "h100"], "dense gated-MLP"),
     (["--executor", "real", "--model", "tiny-llama", "--weights", "/nonexistent"],
      "no *.safetensors"),
+    (["--executor", "real", "--model", "tiny-llama", "--replicas", "2"], "runs one replica"),
+    (["--executor", "real", "--model", "tiny-llama", "--speculator", "ngram"],
+     "speculative decoding does not run on the real backend yet"),
+    (["--executor", "real", "--model", "tiny-llama", "--allocator", "contiguous",
+      "--preemption", "swap"], "use a paged allocator with --preemption swap"),
     (["--executor", "real", "--model", "tiny-llama", "--max-model-len", "5000"],
      "exceeds tiny-llama's context of 4096"),
 ])
