@@ -51,6 +51,9 @@ def _run(**overrides):
     ({"scheduler": "static", "num_gpu_blocks": 22}, 1),
     ({"allocator": "contiguous", "reserve": "oracle", "num_gpu_blocks": 22}, 0),
     ({"max_num_batched_tokens": 40, "max_num_seqs": 2}, 0),
+    ({"scheduler": "chunked", "token_budget": 24}, 0),              # Sarathi chunked prefill
+    ({"scheduler": "chunked", "token_budget": 16, "num_gpu_blocks": 22}, 1),
+    ({"scheduler": "orca", "max_num_seqs": 3}, 0),
 ])
 def test_greedy_outputs_equal_the_recompute_loop(reference_outputs, overrides, min_preemptions):
     results, outputs = _run(**overrides)
@@ -66,6 +69,7 @@ def test_small_pool_really_preempts():
 
 @pytest.mark.parametrize("overrides", [
     {"num_gpu_blocks": 22},
+    {"scheduler": "chunked", "token_budget": 16, "num_gpu_blocks": 22},
     {"scheduler": "static", "num_gpu_blocks": 22, "max_num_seqs": 3},
     {"allocator": "contiguous", "reserve": "pow2", "num_gpu_blocks": 40},
 ])
@@ -119,65 +123,6 @@ def test_prompt_ids_the_model_cannot_read_are_named():
         Request(0, 0.0, 2, 1, prompt_token_ids=(5, 6, 7)))
 
 
-class _ChunkingScheduler:
-    """Test-only Sarathi-like policy: every sequence advances by at most `chunk` tokens per
-    step, so prompts are prefilled in pieces mixed with other sequences' decodes."""
-
-    def __init__(self, allocator, chunk: int) -> None:
-        self.allocator = allocator
-        self.chunk = chunk
-        self.running = []
-
-    num_waiting = 0
-
-    @property
-    def num_running(self) -> int:
-        return len(self.running)
-
-    def add(self, seq) -> None:
-        from policies.types import SeqStatus
-
-        seq.status = SeqStatus.RUNNING
-        self.running.append(seq)
-
-    def on_finished(self, seq) -> None:
-        self.running.remove(seq)
-        self.allocator.free(seq)
-
-    def schedule(self, now_s):
-        from policies.types import Plan, ScheduledChunk
-
-        plan = Plan()
-        for seq in self.running:
-            num_new = min(self.chunk, seq.num_uncomputed_tokens)
-            assert self.allocator.allocate_slots(seq, seq.num_computed_tokens + num_new)
-            plan.chunks.append(ScheduledChunk(seq, num_new, seq.num_computed_tokens))
-        return plan
-
-
-@pytest.mark.parametrize("chunk", [7, 16])
-def test_chunked_prefill_outputs_equal_the_recompute_loop(reference_outputs, chunk):
-    from backend.kv_cache import KVCache
-    from backend.runner import RealExecutor
-    from policies.engine import Engine
-    from policies.kv.paged import PagedAllocator, PagedParams
-    from tests.helpers import drive
-
-    config = resolve(_options())
-    spec = config.model
-    model = init_random(LlamaModel(spec), seed=3).eval()
-    allocator = PagedAllocator(PagedParams(block_size=4, num_blocks=128))
-    kv = KVCache(num_layers=spec.num_layers, num_blocks=128, block_size=4,
-                 num_kv_heads=spec.num_kv_heads, head_dim=spec.attn_head_dim,
-                 dtype=torch.float32, device="cpu")
-    executor = RealExecutor(model, kv, allocator, seed=3)
-    engine = Engine(_ChunkingScheduler(allocator, chunk), executor, max_model_len=4096)
-    drive(engine, config.trace.requests)
-    requests = config.trace.requests
-    assert engine.log.new_tokens[0] == sum(min(chunk, r.prompt_tokens) for r in requests)
-    assert {r.request_id: executor.output_ids(r) for r in requests} == reference_outputs
-
-
 def _shared_prefix_trace():
     """Mooncake-style rows: requests 0-3 share their first two 16-token trace blocks."""
     from policies.types import Request
@@ -215,3 +160,9 @@ def test_swap_preemption_keeps_outputs_and_matches_the_simulator(reference_outpu
     assert list(results.engine.log.new_tokens) == list(sim.engine.log.new_tokens)
     assert ({i: s.num_swaps for i, s in results.engine.sequences.items()}
             == {i: s.num_swaps for i, s in sim.engine.sequences.items()})
+
+
+def test_chunked_scheduler_really_splits_prompts():
+    results, _ = _run(scheduler="chunked", token_budget=16)
+    assert max(results.engine.log.new_tokens) <= 16
+    assert results.summary["requests_finished"] == 6
