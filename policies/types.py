@@ -43,6 +43,8 @@ class Request:
     prefix_block_hashes: tuple[int, ...] | None = None
     prefix_block_tokens: int | None = None
     prompt_token_ids: tuple[int, ...] | None = None
+    priority: int = 0
+    """Priority class, 0 the most urgent (used by `--queue-policy priority|edf`)."""
 
     @property
     def total_tokens(self) -> int:

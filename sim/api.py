@@ -27,7 +27,7 @@ ProgressFn = Callable[[int, int], None]
 
 def build_cost_model(config: SimConfig) -> CostModel:
     o = config.options
-    return CostModel(config.model, config.hardware, config.coefficients, tp=o.tp,
+    return CostModel(config.model, config.hardware, config.coefficients, tp=o.tp, pp=o.pp,
                      weight_dtype=o.weight_dtype, kv_dtype=o.kv_dtype)
 
 
@@ -56,7 +56,7 @@ def build_engine(
             budget = with_draft_memory(budget, config, cost)
         num_blocks = budget.num_blocks
     layout, block_bytes = kv_layout(cost, o.block_size)
-    num_cpu_blocks = int(o.swap_space_gb * 1024**3 * o.tp // block_bytes)
+    num_cpu_blocks = int(o.swap_space_gb * 1024**3 * o.tp * o.pp // block_bytes)
     options = dict(config.policy_options, num_blocks=num_blocks, num_cpu_blocks=num_cpu_blocks,
                    layout=layout)
     alloc_entry = lookup(ALLOCATORS, "allocator", o.allocator)

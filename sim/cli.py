@@ -36,6 +36,7 @@ _HELP = {
     "model": "model name (servesim list models)",
     "hardware": "hardware name (servesim list hardware)",
     "tp": "tensor parallel degree",
+    "pp": "pipeline parallel degree (stages; the batch runs as pp micro-batches)",
     "replicas": "identical replicas behind the router",
     "router": "router across replicas (servesim list routers)",
     "router_load": "least-outstanding: count requests or tokens",
@@ -50,6 +51,8 @@ _HELP = {
                     " together (default --max-num-batched-tokens or 2048)",
     "long_prefill_token_threshold": "chunked: cap on one prompt's chunk per iteration (0: none)",
     "chunked_order": "chunked: decode-first (Sarathi) or prefill-first",
+    "queue_policy": "waiting order and preemption victims: fcfs|priority|spf|srpt|edf",
+    "priority_mix": "shares of priority classes 0, 1, ... drawn per request, e.g. 0.2,0.8",
     "block_size": "KV block size in tokens",
     "gpu_memory_utilization": "share of device memory the engine may use",
     "num_gpu_blocks": "KV pool size in blocks per replica, overriding the memory model",
@@ -178,7 +181,8 @@ def results_table(results) -> Table:
     cluster = f"{o.replicas} replicas ({o.router}) of " if o.replicas > 1 else ""
     if o.disaggregate:
         cluster = f"{o.disaggregate} prefill:decode replicas ({o.router}) of "
-    title = (f"{results.config.trace.name}: {o.model} on {cluster}{o.tp}x {o.hardware}, "
+    devices = f"{o.tp}x{o.pp}" if o.pp > 1 else f"{o.tp}x"
+    title = (f"{results.config.trace.name}: {o.model} on {cluster}{devices} {o.hardware}, "
              f"{o.scheduler} + {o.allocator}, {s['kv_blocks_total']} KV blocks of {o.block_size}")
     if o.speculator != "none":
         title += f", speculator {o.speculator} k={o.spec_k}"

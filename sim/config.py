@@ -39,6 +39,7 @@ class ReplayOptions:
     model: str = "llama-3-8b"
     hardware: str = "h100"
     tp: int = 1
+    pp: int = 1
     replicas: int = 1
     router: str = "round-robin"
     router_load: str = "tokens"
@@ -54,6 +55,10 @@ class ReplayOptions:
     token_budget: int | None = None
     long_prefill_token_threshold: int = 0
     chunked_order: str = "decode-first"
+    queue_policy: str = "fcfs"
+    priority_mix: str | None = None
+    """Share of requests in each priority class, e.g. `0.2,0.8` (class 0 first); drawn per
+    request from the seed."""
     block_size: int = 16
     gpu_memory_utilization: float = 0.9
     num_gpu_blocks: int | None = None
@@ -161,9 +166,22 @@ def load_workload(options: ReplayOptions) -> trace_io.Trace:
         trace = trace_io.window(trace, options.window_start_s, options.window_end_s)
     if options.rate_scale != 1.0:
         trace = trace_io.scale_rate(trace, options.rate_scale)
+    if options.priority_mix:
+        trace = trace_io.assign_priorities(trace, parse_priority_mix(options.priority_mix),
+                                           seed=options.seed)
     if options.pace == "asap":
         trace = trace_io.all_at_once(trace)
     return trace
+
+
+def parse_priority_mix(text: str) -> list[float]:
+    try:
+        shares = [float(part) for part in text.split(",")]
+    except ValueError:
+        shares = []
+    if not shares or any(not share >= 0 for share in shares) or not sum(shares) > 0:
+        raise ValueError(f"--priority-mix takes class shares like 0.2,0.8, got {text!r}")
+    return [share / sum(shares) for share in shares]
 
 
 PACES = ("trace", "asap")
@@ -227,6 +245,8 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
         "long_prefill_token_threshold": options.long_prefill_token_threshold,
         "chunked_order": options.chunked_order,
         "router_load": options.router_load,
+        "queue_policy": options.queue_policy,
+        "slo_ttft_s": options.slo_ttft_s or 1.0,
         "max_wait_s": options.static_max_wait_s,
         "block_size": options.block_size,
         "max_model_len": max_model_len,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from policies.kv.base import KVAllocator
 from policies.kv.swap import PREEMPTION_MODES
 from policies.scheduler.base import admit
+from policies.scheduler.queue_order import check_queue_policy, victim_index
 from policies.scheduler.continuous import ContinuousScheduler
 from policies.types import Plan, ScheduledChunk, Sequence
 
@@ -36,6 +37,8 @@ class ChunkedParams:
     chunked_order: str = "decode-first"
     preemption: str = "recompute"
     num_cpu_blocks: int = 0
+    queue_policy: str = "fcfs"
+    slo_ttft_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1 or self.token_budget < 1:
@@ -44,6 +47,7 @@ class ChunkedParams:
             raise ValueError("long_prefill_token_threshold must be >= 0")
         if self.chunked_order not in ORDERS:
             raise ValueError(f"unknown chunked order {self.chunked_order!r}; choose one of {ORDERS}")
+        check_queue_policy(self.queue_policy)
         if self.preemption not in PREEMPTION_MODES:
             raise ValueError(f"unknown preemption mode {self.preemption!r}; choose one of {PREEMPTION_MODES}")
 
@@ -57,6 +61,7 @@ class ChunkedScheduler(ContinuousScheduler):
     def schedule(self, now_s: float) -> Plan:
         plan = Plan()
         self._receive_transfers(now_s)
+        self._order_waiting()
         if self.swapped:
             self._swap_in(plan)
         budget = self.params.token_budget
@@ -82,8 +87,9 @@ class ChunkedScheduler(ContinuousScheduler):
         return size
 
     def _schedule_running(self, worklist: list[Sequence], budget: int, plan: Plan) -> int:
-        """Schedule `worklist` (running sequences, in order) under `budget`; preempt from
-        its end (the newest not yet scheduled) when KV runs out. Returns the budget left."""
+        """Schedule `worklist` (running sequences, in order) under `budget`; when KV runs out
+        preempt among those not yet scheduled (the newest, or the newest of the lowest class).
+        Returns the budget left."""
         index = 0
         while index < len(worklist) and budget > 0:
             seq = worklist[index]
@@ -93,7 +99,7 @@ class ChunkedScheduler(ContinuousScheduler):
                 budget -= size
                 index += 1
                 continue
-            victim = worklist.pop()
+            victim = worklist.pop(index + victim_index(self.params.queue_policy, worklist[index:]))
             self.running.remove(victim)
             self._preempt(victim, plan)
         return budget

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from policies.kv.base import KVAllocator
 from policies.kv.swap import PREEMPTION_MODES, SwapSpace
+from policies.scheduler.queue_order import check_queue_policy, victim_index, waiting_key
 from policies.scheduler.base import admit, preempt_by_recompute
 from policies.types import Plan, ScheduledChunk, Sequence, SeqStatus
 
@@ -32,10 +33,13 @@ class ContinuousParams:
     max_num_batched_tokens: int = 2048
     preemption: str = "recompute"
     num_cpu_blocks: int = 0
+    queue_policy: str = "fcfs"
+    slo_ttft_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1:
             raise ValueError("max_num_seqs and max_num_batched_tokens must be >= 1")
+        check_queue_policy(self.queue_policy)
         if self.preemption not in PREEMPTION_MODES:
             raise ValueError(f"unknown preemption mode {self.preemption!r}; choose one of {PREEMPTION_MODES}")
 
@@ -50,6 +54,16 @@ class ContinuousScheduler:
         self.swap_space = SwapSpace(params.num_cpu_blocks, allocator.blocks_for)
         self.incoming: deque[tuple[Sequence, float]] = deque()
         self.transferring: list[tuple[float, Sequence]] = []
+        self._waiting_key = waiting_key(params.queue_policy, params.slo_ttft_s)
+
+    def _order_waiting(self) -> None:
+        if self._waiting_key is not None and len(self.waiting) > 1:
+            self.waiting = deque(sorted(self.waiting, key=self._waiting_key))
+
+    def _pop_victim(self, start: int) -> Sequence:
+        """Remove and return the preemption victim among `running[start:]` (those not yet
+        scheduled this iteration)."""
+        return self.running.pop(start + victim_index(self.params.queue_policy, self.running[start:]))
 
     @property
     def num_waiting(self) -> int:
@@ -94,6 +108,7 @@ class ContinuousScheduler:
     def schedule(self, now_s: float) -> Plan:
         plan = Plan()
         self._receive_transfers(now_s)
+        self._order_waiting()
         if self.swapped:
             self._swap_in(plan)
         else:
@@ -123,6 +138,8 @@ class ContinuousScheduler:
             if num_new > budget and not oversized_alone:
                 break
             if not self.allocator.allocate_slots(seq, seq.num_known_tokens, num_cached):
+                if self._preempt_lower_class_for(seq, plan):
+                    continue
                 break
             self.waiting.popleft()
             admit(seq, num_cached)
@@ -144,8 +161,25 @@ class ContinuousScheduler:
                 budget -= num_new
                 index += 1
                 continue
-            # The newest sequence yields its KV; if that is `seq` itself the loop ends.
-            self._preempt(self.running.pop(), plan)
+            # The newest (lowest-class) sequence not yet scheduled yields its KV; if that is
+            # `seq` itself the loop ends.
+            self._preempt(self._pop_victim(index), plan)
+
+    def _preempt_lower_class_for(self, seq: Sequence, plan: Plan) -> bool:
+        """Under the priority policy, make room for `seq` by preempting a running sequence of
+        a lower class (larger number); False when there is none."""
+        if self.params.queue_policy != "priority" or not self.running:
+            return False
+        index = victim_index("priority", self.running)
+        if self.running[index].request.priority <= seq.request.priority:
+            return False
+        victim = self.running.pop(index)
+        self._preempt(victim, plan)
+        if self.waiting and self.waiting[0] is victim:
+            # Keep `seq` at the head; the next iteration's sort puts the victim in its place.
+            self.waiting.popleft()
+            self.waiting.append(victim)
+        return True
 
     def _preempt(self, victim: Sequence, plan: Plan) -> None:
         if self.params.preemption == "swap" and self.swap_space.try_hold(victim):

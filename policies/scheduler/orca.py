@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from policies.kv.swap import PREEMPTION_MODES
 from policies.scheduler.base import admit
+from policies.scheduler.queue_order import check_queue_policy
 from policies.scheduler.continuous import ContinuousScheduler
 from policies.types import Plan, ScheduledChunk
 
@@ -23,10 +24,13 @@ class OrcaParams:
     max_num_seqs: int = 256
     preemption: str = "recompute"
     num_cpu_blocks: int = 0
+    queue_policy: str = "fcfs"
+    slo_ttft_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1:
             raise ValueError("max_num_seqs must be >= 1")
+        check_queue_policy(self.queue_policy)
         if self.preemption not in PREEMPTION_MODES:
             raise ValueError(f"unknown preemption mode {self.preemption!r}; choose one of {PREEMPTION_MODES}")
 
@@ -35,6 +39,7 @@ class OrcaScheduler(ContinuousScheduler):
     def schedule(self, now_s: float) -> Plan:
         plan = Plan()
         self._receive_transfers(now_s)
+        self._order_waiting()
         if self.swapped:
             self._swap_in(plan)
         index = 0
@@ -44,7 +49,7 @@ class OrcaScheduler(ContinuousScheduler):
                 plan.chunks.append(ScheduledChunk(seq, seq.num_uncomputed_tokens, seq.num_computed_tokens))
                 index += 1
             else:
-                self._preempt(self.running.pop(), plan)
+                self._preempt(self._pop_victim(index), plan)
         while not self.swapped and self.waiting and len(self.running) < self.params.max_num_seqs:
             seq = self.waiting[0]
             num_cached = self.allocator.match_prefix(seq)
