@@ -114,18 +114,22 @@ class Engine:
 
     def submit(self, request: Request, now_s: float) -> Sequence:
         """Queue `request`, or reject it now if it could never run on this replica."""
-        seq = Sequence(request)
-        self.sequences[request.request_id] = seq
         reason = self._never_fits_reason(request)
         if reason is not None:
-            seq.status = SeqStatus.REJECTED
-            seq.reason = reason
-            seq.finish_s = now_s
-            if self._on_done:
-                self._on_done(seq)
-        else:
-            self.scheduler.add(seq)
-            self.outstanding_tokens += request.total_tokens
+            return self.reject(request, reason, now_s)
+        seq = Sequence(request)
+        self.sequences[request.request_id] = seq
+        self.scheduler.add(seq)
+        self.outstanding_tokens += request.total_tokens
+        return seq
+
+    def reject(self, request: Request, reason: str, now_s: float) -> Sequence:
+        """Record `request` as rejected with `reason`; it never runs. Callers that know more
+        than the allocator (the real backend checks prompt token ids) reject through here."""
+        seq = Sequence(request, status=SeqStatus.REJECTED, reason=reason, finish_s=now_s)
+        self.sequences[request.request_id] = seq
+        if self._on_done:
+            self._on_done(seq)
         return seq
 
     def submit_transferred(self, seq: Sequence, transfer_s: float, now_s: float) -> None:

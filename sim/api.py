@@ -11,7 +11,8 @@ from typing import Callable
 import simpy
 
 from policies.beam import BeamParams, RandomBeamReparenter
-from policies.engine import Engine
+from policies.engine import Engine, Executor
+from policies.kv.base import KVAllocator
 from policies.registry import ALLOCATORS, SCHEDULERS, lookup
 from policies.types import Sequence
 from sim.config import SimConfig
@@ -32,12 +33,17 @@ def build_cost_model(config: SimConfig) -> CostModel:
 
 
 def build_engine(
-    config: SimConfig, cost: CostModel, on_done: Callable[[Sequence], None] | None = None
+    config: SimConfig,
+    cost: CostModel,
+    on_done: Callable[[Sequence], None] | None = None,
+    executor_for: Callable[[KVAllocator], Executor] | None = None,
 ) -> tuple[Engine, MemoryBudget | None]:
     """The replica's engine; the memory budget is None when `num_gpu_blocks` was given.
 
-    With a speculator other than `none` the scheduler is wrapped to verify drafts and the
-    executor is the speculative one around `cost`; with `none` both are exactly as without.
+    The executor is the cost model unless `executor_for(allocator)` builds another one (the
+    real backend, whose KV pool is addressed by that allocator's block ids). With a speculator
+    other than `none` the scheduler is wrapped to verify drafts and the executor is the
+    speculative one around `cost`; with `none` both are exactly as without.
     """
     o = config.options
     budget = None
@@ -58,7 +64,7 @@ def build_engine(
     allocator = alloc_entry.policy(alloc_entry.make_params(options))
     sched_entry = lookup(SCHEDULERS, "scheduler", o.scheduler)
     scheduler = sched_entry.policy(sched_entry.make_params(options), allocator)
-    executor = cost
+    executor = cost if executor_for is None else executor_for(allocator)
     if config.acceptance is not None:
         scheduler, executor = speculate(config, scheduler, cost, options)
     beams = None

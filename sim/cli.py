@@ -85,6 +85,12 @@ _HELP = {
     "spec_inner_k": "cascade: tokens the tiny drafter proposes per small-drafter pass",
     "spec_inner_acceptance": "cascade: i.i.d. acceptance of the tiny drafter by the small one",
     "spec_draft_pass_overhead_s": "extra CPU overhead per non-fused draft pass",
+    "pace": "trace: arrivals at trace times; asap: all at 0 s in trace order",
+    "executor": "sim: the cost model; real: run the model on tensors (torch) in wall-clock time",
+    "weights": "real executor: local Hugging Face safetensors directory for --model",
+    "temperature": "real executor: sampling temperature (0 = greedy)",
+    "top_k": "real executor: top-k filter (0 = off)",
+    "top_p": "real executor: nucleus filter (1 = off)",
 }
 
 
@@ -122,6 +128,10 @@ def replay_options(args: argparse.Namespace) -> ReplayOptions:
     if args.config:
         values.update(options_from_toml(args.config))
     values.update({n: getattr(args, n) for n in ReplayOptions.names() if hasattr(args, n)})
+    if values.get("executor") == "real" and "hardware" not in values:
+        from backend.replay import detect_hardware
+
+        values["hardware"] = detect_hardware()
     return ReplayOptions().updated(values)
 
 
@@ -131,6 +141,8 @@ def run_replay(args: argparse.Namespace, console: Console) -> int:
 
     options = replay_options(args)
     config = resolve(options)
+    if options.executor == "real":
+        return run_real_replay(config, args.out, console)
     progress_console = Console(stderr=True)
     if not args.quiet and progress_console.is_terminal:
         from rich.progress import Progress
@@ -148,6 +160,21 @@ def run_replay(args: argparse.Namespace, console: Console) -> int:
         console.print(f"wrote summary.json, requests.csv and iterations.csv to {out}")
         if len(results.engines) > 1:
             console.print(f"wrote per-replica figures to {out / 'replicas.csv'}")
+    return 0
+
+
+def run_real_replay(config, out_dir: str | None, console: Console) -> int:
+    """The torch backend: imported only here, so the simulator path never loads torch."""
+    from backend.replay import replay_real, write_outputs
+    from sim.results import write_results
+
+    results, outputs = replay_real(config)
+    console.print(results_table(results))
+    if out_dir:
+        out = write_results(results, out_dir)
+        write_outputs(outputs, out)
+        console.print(f"wrote {out / 'summary.json'}, {out / 'requests.csv'} and "
+                      f"{out / 'outputs.jsonl'}")
     return 0
 
 

@@ -92,6 +92,15 @@ class ReplayOptions:
     spec_inner_k: int = 3
     spec_inner_acceptance: float = 0.6
     spec_draft_pass_overhead_s: float = 0.0
+    pace: str = "trace"
+    """`trace`: requests arrive at their trace times; `asap`: all at 0 s, in trace order."""
+    executor: str = "sim"
+    """`sim`: the roofline cost model in simulated time; `real`: the torch backend, wall clock."""
+    weights: str | None = None
+    """Real executor: a local Hugging Face directory of safetensors for --model."""
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
 
     @property
     def pools(self) -> tuple[int, ...]:
@@ -172,6 +181,8 @@ def load_workload(options: ReplayOptions) -> trace_io.Trace:
     if options.priority_mix:
         trace = trace_io.assign_priorities(trace, parse_priority_mix(options.priority_mix),
                                            seed=options.seed)
+    if options.pace == "asap":
+        trace = trace_io.all_at_once(trace)
     return trace
 
 
@@ -185,8 +196,28 @@ def parse_priority_mix(text: str) -> list[float]:
     return [share / sum(shares) for share in shares]
 
 
+PACES = ("trace", "asap")
+EXECUTORS = ("sim", "real")
+
+
+def _check_run_mode(options: ReplayOptions) -> None:
+    if options.pace not in PACES:
+        raise ValueError(f"unknown pace {options.pace!r}; choose one of: {', '.join(PACES)}")
+    if options.executor not in EXECUTORS:
+        raise ValueError(
+            f"unknown executor {options.executor!r}; choose one of: {', '.join(EXECUTORS)}")
+    if options.executor == "sim":
+        real_only = [name for name, value, default in (
+            ("--temperature", options.temperature, 0.0), ("--top-k", options.top_k, 0),
+            ("--top-p", options.top_p, 1.0), ("--weights", options.weights, None))
+            if value != default]
+        if real_only:
+            raise ValueError(f"{', '.join(real_only)} only apply to --executor real")
+
+
 def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimConfig:
     """Look up names, load files, fill defaults; raise ValueError with a clear message."""
+    _check_run_mode(options)
     model = get_model(options.model)
     hardware = get_hardware(options.hardware)
     lookup(SCHEDULERS, "scheduler", options.scheduler)

@@ -20,7 +20,7 @@ from traces.synthetic import (
     synthetic_trace,
 )
 from traces.trace import InvalidRow, Trace, TraceFormatError
-from traces.transforms import assign_priorities, scale_rate, window
+from traces.transforms import all_at_once, assign_priorities, scale_rate, window
 
 DEFAULT_TRACE_PATH: Path = Path(__file__).resolve().parent / "data" / "azure_conv_2023_head2000.csv"
 
@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_TRACE_PATH",
     "TRACE_FORMATS",
     "ArrivalProcess",
+    "all_at_once",
     "InvalidRow",
     "SessionSpec",
     "parse_sessions",
