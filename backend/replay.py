@@ -104,6 +104,9 @@ def replay_real(config: SimConfig) -> tuple[Results, dict[int, list[int]]]:
     if o.speculator != "none":
         raise ValueError("speculative decoding does not run on the real backend yet "
                          "(use --speculator none with --executor real)")
+    if o.n != 1 or o.beam_width != 1:
+        raise ValueError("parallel sampling and beam search do not run on the real backend yet "
+                         "(drop --n/--beam-width with --executor real)")
     if o.preemption == "swap" and o.allocator == "contiguous":
         raise ValueError("swap preemption on the real backend swaps whole blocks: use a paged "
                          "allocator with --preemption swap")
