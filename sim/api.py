@@ -23,10 +23,11 @@ from sim.results import Results
 ProgressFn = Callable[[int, int], None]
 
 
-def build_cost_model(config: SimConfig) -> CostModel:
+def build_cost_model(config: SimConfig, cls: type[CostModel] = CostModel) -> CostModel:
+    """The config's cost model; `cls` may be a subclass that observes iterations."""
     o = config.options
-    return CostModel(config.model, config.hardware, config.coefficients, tp=o.tp,
-                     weight_dtype=o.weight_dtype, kv_dtype=o.kv_dtype)
+    return cls(config.model, config.hardware, config.coefficients, tp=o.tp,
+               weight_dtype=o.weight_dtype, kv_dtype=o.kv_dtype)
 
 
 def build_engine(
@@ -61,8 +62,15 @@ def _arrivals(
         replica.submit(request)
 
 
-def simulate(config: SimConfig, progress: ProgressFn | None = None) -> Results:
-    """Replay `config.trace`; `progress(done, total)` is called as requests complete."""
+def simulate(
+    config: SimConfig, progress: ProgressFn | None = None, *, cost: CostModel | None = None
+) -> Results:
+    """Replay `config.trace`; `progress(done, total)` is called as requests complete.
+
+    `cost` replaces the cost model built from the config, for callers that observe each
+    iteration (the dashboard's `sim.cost.intensity.RecordingCostModel`); it must be built
+    from the same config, or the results describe another system.
+    """
     requests = config.trace.requests
     total = config.trace.num_rows
     done = len(config.trace.invalid_rows)
@@ -74,7 +82,8 @@ def simulate(config: SimConfig, progress: ProgressFn | None = None) -> Results:
         if progress is not None and (done % step == 0 or done == total):
             progress(done, total)
 
-    cost = build_cost_model(config)
+    if cost is None:
+        cost = build_cost_model(config)
     engine, budget = build_engine(config, cost, on_done)
     env = simpy.Environment()
     replica = SimReplica(env, engine)

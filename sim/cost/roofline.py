@@ -249,14 +249,18 @@ class CostModel:
         return self.iteration_time([1] * len(context_tokens), context_tokens)
 
     # ---- Executor protocol --------------------------------------------------------------
-    def execute(self, plan: Plan) -> StepResult:
+    def plan_cost(self, plan: Plan) -> IterationCost:
+        """The breakdown of one plan: padding rows compute like real ones (static batching)."""
         chunks = plan.chunks + plan.padding
         new = [ch.num_new_tokens for ch in chunks]
         ctx = [ch.num_context_tokens for ch in chunks]
         sampling = sum(
             1 for ch in chunks if ch.num_context_tokens + ch.num_new_tokens >= ch.seq.num_known_tokens
         )
-        return StepResult(self.iteration_time(new, ctx, sampling))
+        return self.breakdown(new, ctx, sampling)
+
+    def execute(self, plan: Plan) -> StepResult:
+        return StepResult(self.plan_cost(plan).time_s)
 
 
 def _attended_pairs(context: int, new: int, window: int | None) -> float:
