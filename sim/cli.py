@@ -222,12 +222,14 @@ def run_ui(args: argparse.Namespace) -> int:
     ui_spec = importlib.util.find_spec("ui")
     if importlib.util.find_spec("streamlit") is None or ui_spec is None or not ui_spec.origin:
         raise ValueError("the dashboard needs the ui extra: pip install 'servesim[ui]'")
+    from ui.upload import UPLOAD_LIMIT_BYTES
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must lie in 1..65535, got {args.port}")
     app = Path(ui_spec.origin).parent / "app.py"
     command = [sys.executable, "-m", "streamlit", "run", str(app),
                "--server.port", str(args.port), "--server.address", args.host,
-               "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+               "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               "--server.maxUploadSize", str(-(-UPLOAD_LIMIT_BYTES // (1024 * 1024)))]
     print(f"servesim dashboard on http://{args.host}:{args.port}", file=sys.stderr)
     try:
         return subprocess.call(command)

@@ -45,8 +45,8 @@ def kv_memory(kv_long: pd.DataFrame, binned: pd.DataFrame) -> alt.LayerChart:
         y=alt.Y("kv_frag:Q", title="fragmentation (held, empty / held)",
                 scale=alt.Scale(domain=[0, 1])),
     )
-    return alt.layer(area, frag, title="KV memory over time").resolve_scale(
-        y="independent").properties(height=260)
+    return alt.layer(area, frag).resolve_scale(y="independent").properties(
+        title="KV memory over time", height=260)
 
 
 def batch_and_queue(binned: pd.DataFrame) -> alt.Chart:

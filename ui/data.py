@@ -19,16 +19,16 @@ from sim.cost.intensity import RecordingCostModel
 from sim.results import REQUEST_COLUMNS, Results
 
 SUMMARY_CARDS: tuple[tuple[str, str, str], ...] = (
-    ("TTFT P50", "ttft_p50_s", "s"),
-    ("TTFT P99", "ttft_p99_s", "s"),
-    ("TPOT P50", "tpot_p50_s", "s"),
-    ("TPOT P99", "tpot_p99_s", "s"),
-    ("E2E P50", "e2e_p50_s", "s"),
-    ("E2E P99", "e2e_p99_s", "s"),
-    ("Output throughput", "output_throughput_tok_s", "tok/s"),
-    ("Goodput", "goodput_req_s", "req/s"),
+    ("TTFT P50 (s)", "ttft_p50_s", "lower"),
+    ("TTFT P99 (s)", "ttft_p99_s", "lower"),
+    ("TPOT P50 (s)", "tpot_p50_s", "lower"),
+    ("TPOT P99 (s)", "tpot_p99_s", "lower"),
+    ("E2E P50 (s)", "e2e_p50_s", "lower"),
+    ("E2E P99 (s)", "e2e_p99_s", "lower"),
+    ("Output throughput (tok/s)", "output_throughput_tok_s", "higher"),
+    ("Goodput (req/s)", "goodput_req_s", "higher"),
 )
-"""(label, summary key, unit) of the metric cards, in display order."""
+"""(label, summary key, which way is better) of the metric cards, in display order."""
 
 CDF_METRICS = ("ttft_s", "tpot_s", "e2e_s")
 CDF_POINTS = 201

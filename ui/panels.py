@@ -30,34 +30,29 @@ def run_or_error(options: ReplayOptions, upload_name: str | None = None) -> RunV
         return None
 
 
-def fmt(value: Any, unit: str = "") -> str:
+def fmt(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        text = f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
-    else:
-        text = f"{value:,}"
-    return f"{text} {unit}".strip()
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return f"{value:,}"
 
 
 def metric_cards(view: RunView, price_per_gpu_hour: float, baseline: RunView | None = None) -> None:
     """Latency, throughput, goodput and cost cards; with `baseline`, each shows the delta."""
-    cards = [(label, view.summary.get(key), unit,
-              None if baseline is None else baseline.summary.get(key))
-             for label, key, unit in data.SUMMARY_CARDS]
-    cost = data.cost_per_million_tokens(view, price_per_gpu_hour)
+    base_summary = {} if baseline is None else baseline.summary
+    cards = [(label, view.summary.get(key), better, base_summary.get(key))
+             for label, key, better in data.SUMMARY_CARDS]
     base_cost = None if baseline is None else data.cost_per_million_tokens(baseline, price_per_gpu_hour)
-    cards.append(("Cost per M output tokens", cost, "$", base_cost))
-    s = view.summary
-    cards.append(("Finished / total", s["requests_finished"], f"of {s['requests_total']}",
-                  None if baseline is None else baseline.summary["requests_finished"]))
+    cards.append(("Cost per M output tokens ($)",
+                  data.cost_per_million_tokens(view, price_per_gpu_hour), "lower", base_cost))
+    cards.append(("Requests finished", view.summary["requests_finished"], "higher",
+                  base_summary.get("requests_finished")))
     columns = st.columns(5)
-    for i, (label, value, unit, base) in enumerate(cards):
-        delta = None
-        if base is not None and value is not None:
-            delta = fmt(value - base)
-        columns[i % 5].metric(label, fmt(value, unit), delta=delta,
-                              delta_color="inverse" if unit in ("s", "$") else "normal")
+    for i, (label, value, better, base) in enumerate(cards):
+        delta = None if base is None or value is None else fmt(value - base)
+        columns[i % 5].metric(label, fmt(value), delta=delta,
+                              delta_color="inverse" if better == "lower" else "normal")
 
 
 def rejections(view: RunView) -> None:
