@@ -30,23 +30,24 @@ def latency_over_time(long: pd.DataFrame) -> alt.Chart:
 
 
 def kv_memory(kv_long: pd.DataFrame, binned: pd.DataFrame) -> alt.LayerChart:
-    """Stacked used / held-but-empty / free slots, with fragmentation on a second axis."""
+    """Stacked shares of the KV pool (used / held but empty / free), and fragmentation."""
     order = {"used": 0, "held, empty": 1, "free": 2}
     data = kv_long.assign(order=kv_long["state"].map(order))
     area = alt.Chart(data).mark_area().encode(
         x=alt.X("time_s:Q", title="time (s)"),
-        y=alt.Y("slots:Q", stack="zero", title="KV token slots"),
-        color=alt.Color("state:N", sort=list(order),
-                        scale=alt.Scale(domain=list(order), range=["#1f77b4", "#ff7f0e", "#d9d9d9"])),
-        order="order:Q",
-    )
-    frag = alt.Chart(binned).mark_line(color="#d62728", strokeDash=[4, 2]).encode(
-        x="time_s:Q",
-        y=alt.Y("kv_frag:Q", title="fragmentation (held, empty / held)",
+        y=alt.Y("share:Q", stack="zero", title="share of the KV pool",
                 scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("state:N", sort=list(order),
+                        scale=alt.Scale(domain=list(order), range=["#1f77b4", "#ff7f0e", "#e8e8e8"])),
+        order="order:Q",
+        tooltip=["state", alt.Tooltip("slots:Q", format=",.0f"), alt.Tooltip("share:Q", format=".1%")],
     )
-    return alt.layer(area, frag).resolve_scale(y="independent").properties(
-        title="KV memory over time", height=260)
+    frag = alt.Chart(binned.assign(series="fragmentation (held, empty / held)")).mark_line(
+        color="#d62728", strokeDash=[4, 2]).encode(
+        x="time_s:Q", y="kv_frag:Q",
+        tooltip=[alt.Tooltip("kv_frag:Q", format=".1%", title="fragmentation")])
+    return alt.layer(area, frag, title="KV memory over time (red: fragmentation)").properties(
+        height=260)
 
 
 def batch_and_queue(binned: pd.DataFrame) -> alt.Chart:

@@ -185,10 +185,13 @@ def binned_iterations(view: RunView, num_bins: int = 300) -> pd.DataFrame:
 
 
 def kv_long(binned: pd.DataFrame) -> pd.DataFrame:
-    """(time_s, state, slots) for a stacked area: used, held but empty, free."""
+    """(time_s, state, slots, share) for a stacked area: used, held but empty, free."""
     names = {"kv_used_slots": "used", "kv_held_empty_slots": "held, empty", "kv_free_slots": "free"}
+    total = binned[list(names)].sum(axis=1)
+    shares = binned[list(names)].div(total.where(total > 0, 1), axis=0)
     long = binned.melt(id_vars=["time_s"], value_vars=list(names), var_name="state",
                        value_name="slots")
+    long["share"] = shares.melt(value_vars=list(names))["value"].to_numpy()
     long["state"] = long["state"].map(names)
     return long
 
