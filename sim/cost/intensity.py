@@ -62,9 +62,12 @@ def _rows(phase: str, cost: IterationCost, num_seqs: int, new: int, context: int
 
 
 def decode_rows(cost: CostModel, batch: int, context_tokens: int, spec_tokens: int = 0) -> list[IntensityRow]:
-    """`batch` sequences each computing 1 + `spec_tokens` tokens on `context_tokens` of KV."""
+    """`batch` sequences each computing 1 + `spec_tokens` tokens on `context_tokens` of KV.
+
+    Verifying draft tokens needs logits at every one of the 1 + `spec_tokens` positions.
+    """
     new = 1 + spec_tokens
-    breakdown = cost.breakdown([new] * batch, [context_tokens] * batch)
+    breakdown = cost.breakdown([new] * batch, [context_tokens] * batch, num_sampling=batch * new)
     return _rows("decode", breakdown, batch, new, context_tokens)
 
 
