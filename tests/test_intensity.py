@@ -73,6 +73,10 @@ def test_speculative_verification_computes_k_plus_one_tokens_per_weight_read():
     plain = group(decode_rows(cost(), 1, 1024), "linear").intensity_flops_per_byte
     spec = group(decode_rows(cost(), 1, 1024, spec_tokens=3), "linear").intensity_flops_per_byte
     assert spec == pytest.approx(4 * plain, rel=0.01)
+    # Verification needs logits at all k + 1 positions, so the LM head's intensity rises too.
+    lm_plain = group(decode_rows(cost(), 1, 1024), "lm_head").intensity_flops_per_byte
+    lm_spec = group(decode_rows(cost(), 1, 1024, spec_tokens=3), "lm_head").intensity_flops_per_byte
+    assert lm_spec == pytest.approx(4 * lm_plain)
 
 
 def test_prefill_turns_compute_bound_past_the_ridge():
