@@ -156,3 +156,27 @@ def test_roofline_page_matches_the_cli_numbers():
     at.number_input(key="roof.batch").set_value(256).run()
     decode = at.dataframe[0].value.query("phase == 'decode' and group == 'linear'").iloc[0]
     assert decode["FLOP/byte"] > 100
+
+
+def _optional_panels_script(extra: dict) -> AppTest:
+    def script(extra):
+        from dataclasses import replace
+
+        from sim.config import ReplayOptions
+        from ui import panels
+        from ui.runner import run
+
+        view = run(ReplayOptions(max_requests=20))
+        panels.optional_panels(replace(view, summary=view.summary | extra))
+
+    return AppTest.from_function(script, args=(extra,), default_timeout=60).run()
+
+
+def test_prefix_and_speculation_panels_appear_only_with_their_keys():
+    at = _optional_panels_script({})
+    assert not at.exception and not at.subheader and not at.metric
+    at = _optional_panels_script({"prefix_hit_rate": 0.25, "spec_tokens_per_step_mean": 2.5,
+                                  "spec_acceptance_rate": 0.6})
+    assert [h.value for h in at.subheader] == ["Prefix caching", "Speculative decoding"]
+    assert {m.label: m.value for m in at.metric} == {
+        "prefix_hit_rate": "0.25", "spec_tokens_per_step_mean": "2.5", "spec_acceptance_rate": "0.6"}

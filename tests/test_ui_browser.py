@@ -118,7 +118,7 @@ def _load(browser, url: str):
     return page
 
 
-def test_dashboard_renders_and_follows_a_control_change(browser, dashboard_url):
+def test_dashboard_renders_and_follows_a_control_change(browser, dashboard_url, capsys):
     # A freshly started Streamlit compiles and caches on its first page load; warm it once.
     _load(browser, dashboard_url).close()
     page = _load(browser, dashboard_url)
@@ -130,13 +130,13 @@ def test_dashboard_renders_and_follows_a_control_change(browser, dashboard_url):
     drawn = page.locator(DRAWN_CHART)
     page.wait_for_function(f"() => document.querySelectorAll('{DRAWN_CHART}').length >= 4")
     boxes = [drawn.nth(i).bounding_box() for i in range(drawn.count())]
-    print(f"\n{len(boxes)} charts drawn as canvas or SVG in the first screen")
     assert all(b and b["width"] > 50 and b["height"] > 50 for b in boxes), boxes
 
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.wait_for_timeout(1000)  # let the last charts finish drawing
     page.screenshot(path=str(SCREENSHOT))
-    print(f"\ndashboard screenshot: {SCREENSHOT}")
+    with capsys.disabled():  # the path goes to the CI log even when the test passes
+        print(f"\ndashboard screenshot: {SCREENSHOT}")
 
     _choose(page, "scheduler", "static")
     page.wait_for_function(
@@ -153,6 +153,7 @@ def test_dashboard_renders_and_follows_a_control_change(browser, dashboard_url):
     changed = ROOT / "out" / "dashboard_static.png"
     changed.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(changed))
-    print(f"dashboard after switching to static batching: {changed} (TTFT P99 {before['TTFT P99 (s)']}"
-          f" -> {after} s)")
+    with capsys.disabled():
+        print(f"\ndashboard after switching to static batching: {changed} "
+              f"(TTFT P99 {before['TTFT P99 (s)']} -> {after} s)")
     page.close()

@@ -9,7 +9,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+CHECKOUT = str(Path(__file__).resolve().parents[1])
+if CHECKOUT not in sys.path:  # Streamlit reruns this script on every interaction
+    sys.path.insert(0, CHECKOUT)
 
 import streamlit as st  # noqa: E402
 

@@ -29,7 +29,7 @@ def run(options: ReplayOptions, progress: ProgressFn | None = None) -> RunView:
     return run_view(results, cost)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@st.cache_data(show_spinner=False, max_entries=32)
 def cached_run(options: ReplayOptions) -> RunView:
     bar = st.progress(0.0, text="simulating...")
 
