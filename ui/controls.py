@@ -86,14 +86,14 @@ def option_widget(name: str, default: Any, key: str, container: Any = st) -> Any
 
 
 def config_controls(prefix: str = "", defaults: ReplayOptions = DEFAULTS,
-                    container: Any = st.sidebar) -> dict[str, Any]:
+                    container: Any = st.sidebar, expanded: bool = True) -> dict[str, Any]:
     """Model, hardware, scheduler and KV widgets (plus any unplaced option), as option values."""
     values: dict[str, Any] = {}
     sections = dict(CONFIG_SECTIONS)
     if other_options():
         sections["Other"] = other_options()
     for title, names in sections.items():
-        box = container.expander(title, expanded=title != "Other")
+        box = container.expander(title, expanded=expanded and title != "Other")
         for name in names:
             values[name] = option_widget(name, getattr(defaults, name), prefix + name, box)
     return values

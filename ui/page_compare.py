@@ -20,8 +20,8 @@ def render(workload: Workload, slos: dict, price_per_gpu_hour: float) -> None:
     col_a, col_b = st.columns(2)
     col_a.markdown("**A**")
     col_b.markdown("**B**")
-    values_a = controls.config_controls("a.", DEFAULTS, col_a)
-    values_b = controls.config_controls("b.", B_DEFAULTS, col_b)
+    values_a = controls.config_controls("a.", DEFAULTS, col_a, expanded=False)
+    values_b = controls.config_controls("b.", B_DEFAULTS, col_b, expanded=False)
     if workload.error:
         st.error(f"error: {workload.error}")
         return
