@@ -100,6 +100,15 @@ def test_upload_with_bad_rows_runs_and_reports_them_as_rejected():
     assert charts(at) == NUM_WHATIF_CHARTS
 
 
+def test_json_lines_upload_with_prefix_hashes_runs():
+    lines = [f'{{"timestamp": {i * 250}, "input_length": {600 + i}, "output_length": 16, '
+             f'"hash_ids": [{i}, {i + 1}]}}' for i in range(30)]
+    at = upload(start(), "mooncake.jsonl", "\n".join(lines).encode())
+    assert not at.exception and not at.error
+    assert cards(at)["Requests finished"] == "30"
+    assert charts(at) == NUM_WHATIF_CHARTS
+
+
 def test_oversized_upload_is_refused():
     at = upload(start(), "big.csv", b"x" * (33 * 1024 * 1024))
     assert not at.exception
