@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import fields
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 from rich.console import Console
 from rich.table import Table
@@ -213,28 +213,27 @@ def run_roofline(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def run_ui(args: argparse.Namespace) -> int:
-    """Start Streamlit on ui/app.py as a child process; streamlit is never imported here."""
+def run_ui(args: argparse.Namespace) -> NoReturn:
+    """Become `streamlit run ui/app.py` (exec, so signals reach Streamlit and no child is left
+    behind); streamlit is never imported into the simulator's process."""
     import importlib.util
-    import subprocess
+    import os
     from pathlib import Path
 
     ui_spec = importlib.util.find_spec("ui")
     if importlib.util.find_spec("streamlit") is None or ui_spec is None or not ui_spec.origin:
         raise ValueError("the dashboard needs the ui extra: pip install 'servesim[ui]'")
-    from ui.upload import UPLOAD_LIMIT_BYTES
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must lie in 1..65535, got {args.port}")
+    from ui.upload import UPLOAD_LIMIT_BYTES
+
     app = Path(ui_spec.origin).parent / "app.py"
     command = [sys.executable, "-m", "streamlit", "run", str(app),
                "--server.port", str(args.port), "--server.address", args.host,
                "--server.headless", "true", "--browser.gatherUsageStats", "false",
                "--server.maxUploadSize", str(-(-UPLOAD_LIMIT_BYTES // (1024 * 1024)))]
-    print(f"servesim dashboard on http://{args.host}:{args.port}", file=sys.stderr)
-    try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return 0
+    print(f"servesim dashboard on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    os.execv(sys.executable, command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -136,17 +137,19 @@ def test_recording_cost_model_keeps_one_row_per_iteration_and_changes_nothing():
     assert first_duration == pytest.approx(plain.engine.log.duration_s[0])
 
 
-def test_ui_command_starts_streamlit_on_loopback_8501_by_default(monkeypatch):
+def test_ui_command_becomes_streamlit_on_loopback_8501_by_default(monkeypatch):
     pytest.importorskip("streamlit", reason="servesim ui needs the ui extra")
     calls = []
-    monkeypatch.setattr(subprocess, "call", lambda command: calls.append(command) or 0)
-    assert main(["ui"]) == 0
-    assert main(["ui", "--port", "9000", "--host", "0.0.0.0"]) == 0
-    first, second = calls
+    monkeypatch.setattr(os, "execv", lambda path, command: calls.append((path, command)))
+    main(["ui"])
+    main(["ui", "--port", "9000", "--host", "0.0.0.0"])
+    (path, first), (_, second) = calls
+    assert path == sys.executable and first[0] == sys.executable
     assert first[1:4] == ["-m", "streamlit", "run"]
     assert Path(first[4]) == Path(__file__).resolve().parents[1] / "ui" / "app.py"
     assert first[first.index("--server.port") + 1] == "8501"
     assert first[first.index("--server.address") + 1] == "127.0.0.1"
+    assert first[first.index("--server.maxUploadSize") + 1] == "32"
     assert second[second.index("--server.port") + 1] == "9000"
     assert second[second.index("--server.address") + 1] == "0.0.0.0"
 

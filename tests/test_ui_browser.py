@@ -1,10 +1,11 @@
 """The dashboard in a real browser: Debian's headless chromium driven by Playwright.
 
-A session fixture starts `streamlit run ui/app.py` on a free loopback port and stops it at the
-end. The test loads the page, checks that the metric cards and the charts rendered (a chart is a
-canvas or SVG with a non-zero size), changes the scheduler in the sidebar, checks that the cards
-show the new run's values, and saves a screenshot to docs/dashboard.png (the README's picture;
-its path is printed in the log so CI keeps it as an artifact).
+A session fixture starts `servesim ui --port N` (which execs `streamlit run ui/app.py`) on a
+free loopback port and stops it at the end. The test loads the page, checks that the metric
+cards and the charts rendered (a chart is a canvas or SVG with a non-zero size), changes the
+scheduler in the sidebar, checks that the cards show the new run's values, and saves a
+screenshot to docs/dashboard.png (the README's picture; its path is printed in the log so CI
+keeps it as an artifact).
 
 It skips, saying why, only when the browser cannot be had: Playwright not installed, or no
 chromium at $SERVESIM_CHROMIUM or /usr/bin/chromium (.ci/run installs Debian's).
@@ -70,9 +71,7 @@ def browser():
 def dashboard_url(tmp_path_factory):
     port = _free_port()
     log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
-    command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "ui" / "app.py"),
-               "--server.port", str(port), "--server.address", "127.0.0.1",
-               "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    command = [sys.executable, "-m", "sim.cli", "ui", "--port", str(port)]  # servesim ui
     with log_path.open("w") as log:
         process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
