@@ -7,6 +7,10 @@
 The caller owns the clock: the SimPy harness advances simulated time by the duration, a real
 engine loop reads the wall clock. Every submitted request ends up in `sequences` as finished,
 rejected (with a reason) or, if the caller stops early, still waiting/running.
+
+A speculative verify chunk (`num_spec_tokens = k > 0`) emits the executor's accepted count
+plus one token, all stamped at the step's end (so ITL shows speculation's bursts), and the
+slots of its rejected drafts are given back through the allocator's `shrink_slots`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from policies.scheduler.base import Scheduler
-from policies.types import Plan, Request, Sequence, SeqStatus, StepResult
+from policies.types import Plan, Request, ScheduledChunk, Sequence, SeqStatus, StepResult
 
 
 class Executor(Protocol):
@@ -35,9 +39,46 @@ class IterationLog:
     num_waiting: array = field(default_factory=lambda: array("l"))
     kv_reserved_slots: array = field(default_factory=lambda: array("l"))
     kv_filled_slots: array = field(default_factory=lambda: array("l"))
+    kv_cached_free_slots: array = field(default_factory=lambda: array("l"))
 
     def __len__(self) -> int:
         return len(self.start_s)
+
+
+@dataclass(slots=True)
+class SpeculationLog:
+    """Counters over every verify of every sequence; all zero when nothing speculates.
+
+    `emitted_histogram[n]` counts verifies that emitted n tokens (accepted drafts + 1).
+    `reached_by_position[i]` counts verifies whose draft at position i + 1 was looked at (it
+    was proposed and every draft before it was accepted), `accepted_by_position[i]` those that
+    accepted it: their ratio is the conditional acceptance rate engines log per position.
+    """
+
+    num_verifies: int = 0
+    num_proposed: int = 0
+    emitted_histogram: list[int] = field(default_factory=list)
+    reached_by_position: list[int] = field(default_factory=list)
+    accepted_by_position: list[int] = field(default_factory=list)
+    draft_s: float = 0.0
+    """Drafting time over every step (a draft model also ingests prefills in plain steps)."""
+    verify_s: float = 0.0
+    """Target time of the steps that verified drafts (their duration less their drafting)."""
+
+    def record(self, num_spec_tokens: int, num_accepted: int) -> None:
+        self.num_verifies += 1
+        self.num_proposed += num_spec_tokens
+        _bump(self.emitted_histogram, num_accepted + 1)
+        for position in range(min(num_accepted + 1, num_spec_tokens)):
+            _bump(self.reached_by_position, position)
+            if position < num_accepted:
+                _bump(self.accepted_by_position, position)
+
+
+def _bump(counts: list[int], index: int) -> None:
+    if index >= len(counts):
+        counts.extend([0] * (index + 1 - len(counts)))
+    counts[index] += 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +103,9 @@ class Engine:
         self.max_model_len = max_model_len
         self.sequences: dict[int, Sequence] = {}
         self.log = IterationLog()
+        self.spec_log = SpeculationLog()
         self.kv_total_slots = scheduler.allocator.usage().total_slots
+        self.outstanding_tokens = 0
         self._on_done = on_done
 
     def submit(self, request: Request, now_s: float) -> Sequence:
@@ -78,6 +121,7 @@ class Engine:
                 self._on_done(seq)
         else:
             self.scheduler.add(seq)
+            self.outstanding_tokens += request.total_tokens
         return seq
 
     def _never_fits_reason(self, request: Request) -> str | None:
@@ -89,8 +133,11 @@ class Engine:
         return self.scheduler.allocator.never_fits_reason(request)
 
     @property
-    def has_pending(self) -> bool:
-        return bool(self.scheduler.num_waiting or self.scheduler.num_running)
+    def outstanding_requests(self) -> int:
+        return self.scheduler.num_waiting + self.scheduler.num_running
+
+    def cached_prefix_tokens(self, request: Request) -> int:
+        return self.scheduler.allocator.cached_prefix_tokens(request)
 
     def step(self, now_s: float) -> StepOutcome:
         plan = self.scheduler.schedule(now_s)
@@ -98,25 +145,55 @@ class Engine:
             return StepOutcome(None, plan.wake_at_s)
         result = self.executor.execute(plan)
         self._record(plan, now_s, result.duration_s)
-        self._commit(plan, now_s, now_s + result.duration_s)
+        self._commit(plan, result, now_s, now_s + result.duration_s)
         return StepOutcome(result.duration_s)
 
-    def _commit(self, plan: Plan, start_s: float, end_s: float) -> None:
+    def _commit(self, plan: Plan, result: StepResult, start_s: float, end_s: float) -> None:
+        speculated = False
         for chunk in plan.chunks:
             seq = chunk.seq
             if seq.first_scheduled_s is None:
                 seq.first_scheduled_s = start_s
-            seq.num_computed_tokens += chunk.num_new_tokens
-            if seq.num_computed_tokens < seq.num_known_tokens:
-                continue  # a partial prefill chunk samples nothing
-            seq.num_output_tokens += 1
-            seq.token_times_s.append(end_s)
+            if chunk.num_spec_tokens:
+                num_emitted = 1 + self._commit_verify(chunk, result)
+                speculated = True
+            else:
+                seq.num_computed_tokens += chunk.num_new_tokens
+                if seq.num_computed_tokens < seq.num_known_tokens:
+                    continue  # a partial prefill chunk samples nothing
+                num_emitted = 1
+            seq.num_output_tokens += num_emitted
+            for _ in range(num_emitted):
+                seq.token_times_s.append(end_s)
             if seq.is_done_generating:
                 seq.status = SeqStatus.FINISHED
                 seq.finish_s = end_s
+                self.outstanding_tokens -= seq.request.total_tokens
                 self.scheduler.on_finished(seq)
                 if self._on_done:
                     self._on_done(seq)
+
+        self.spec_log.draft_s += result.draft_s
+        if speculated:
+            self.spec_log.verify_s += end_s - start_s - result.draft_s
+
+    def _commit_verify(self, chunk: ScheduledChunk, result: StepResult) -> int:
+        """Advance `chunk.seq` past its accepted drafts, give back the rejected drafts' slots,
+        and return how many drafts were accepted."""
+        seq, k = chunk.seq, chunk.num_spec_tokens
+        accepted = result.accepted_tokens.get(seq.seq_id)
+        if accepted is None or not 0 <= accepted <= k or accepted >= seq.num_remaining_outputs:
+            raise RuntimeError(
+                f"executor reported {accepted!r} accepted drafts for request {seq.seq_id}, "
+                f"which verified {k} with {seq.num_remaining_outputs} outputs left"
+            )
+        seq.num_computed_tokens += 1 + accepted
+        # Drafts after the first rejected one were never judged: they say nothing of alpha.
+        seq.num_draft_tokens_reached += min(accepted + 1, k)
+        seq.num_draft_tokens_accepted += accepted
+        self.spec_log.record(k, accepted)
+        self.scheduler.allocator.shrink_slots(seq, seq.num_computed_tokens)
+        return accepted
 
     def _record(self, plan: Plan, start_s: float, duration_s: float) -> None:
         log = self.log
@@ -126,9 +203,10 @@ class Engine:
         log.batch_size.append(len(plan.chunks) + len(plan.padding))
         log.new_tokens.append(plan.num_new_tokens)
         log.prefill_tokens.append(
-            sum(c.num_new_tokens for c in plan.chunks if c.num_new_tokens > 1
-                or c.num_context_tokens < c.seq.request.prompt_tokens)
+            sum(c.num_new_tokens for c in plan.chunks if not c.num_spec_tokens
+                and (c.num_new_tokens > 1 or c.num_context_tokens < c.seq.request.prompt_tokens))
         )
         log.num_waiting.append(self.scheduler.num_waiting)
         log.kv_reserved_slots.append(usage.reserved_slots)
         log.kv_filled_slots.append(usage.filled_slots)
+        log.kv_cached_free_slots.append(usage.cached_free_slots)

@@ -11,29 +11,38 @@ from typing import Callable, Generator
 import simpy
 
 from policies.engine import Engine
-from policies.registry import ALLOCATORS, SCHEDULERS, lookup
+from policies.registry import ALLOCATORS, ROUTERS, SCHEDULERS, lookup
+from policies.router.base import Router
 from policies.types import Request, Sequence
 from sim.config import SimConfig
-from sim.cost.memory import MemoryBudget, kv_budget
+from sim.cost.memory import MemoryBudget, kv_budget, kv_layout
 from sim.cost.roofline import CostModel
 from sim.metrics import summarize
 from sim.replica import SimReplica
 from sim.results import Results
+from sim.spec.build import speculate, with_draft_memory
 
 ProgressFn = Callable[[int, int], None]
 
 
-def build_cost_model(config: SimConfig, cls: type[CostModel] = CostModel) -> CostModel:
-    """The config's cost model; `cls` may be a subclass that observes iterations."""
+CostModelFactory = Callable[..., CostModel]
+"""`CostModel` or a subclass (or any callable with its signature) that observes iterations."""
+
+
+def build_cost_model(config: SimConfig, cost_model: CostModelFactory = CostModel) -> CostModel:
     o = config.options
-    return cls(config.model, config.hardware, config.coefficients, tp=o.tp,
-               weight_dtype=o.weight_dtype, kv_dtype=o.kv_dtype)
+    return cost_model(config.model, config.hardware, config.coefficients, tp=o.tp,
+                      weight_dtype=o.weight_dtype, kv_dtype=o.kv_dtype)
 
 
 def build_engine(
     config: SimConfig, cost: CostModel, on_done: Callable[[Sequence], None] | None = None
 ) -> tuple[Engine, MemoryBudget | None]:
-    """The replica's engine; the memory budget is None when `num_gpu_blocks` was given."""
+    """The replica's engine; the memory budget is None when `num_gpu_blocks` was given.
+
+    With a speculator other than `none` the scheduler is wrapped to verify drafts and the
+    executor is the speculative one around `cost`; with `none` both are exactly as without.
+    """
     o = config.options
     budget = None
     num_blocks = o.num_gpu_blocks
@@ -42,34 +51,46 @@ def build_engine(
                            gpu_memory_utilization=o.gpu_memory_utilization,
                            max_num_batched_tokens=config.max_num_batched_tokens,
                            max_num_seqs=o.max_num_seqs)
+        if config.acceptance is not None:
+            budget = with_draft_memory(budget, config, cost)
         num_blocks = budget.num_blocks
-    options = dict(config.policy_options, num_blocks=num_blocks)
+    layout, block_bytes = kv_layout(cost, o.block_size)
+    num_cpu_blocks = int(o.swap_space_gb * 1024**3 * o.tp // block_bytes)
+    options = dict(config.policy_options, num_blocks=num_blocks, num_cpu_blocks=num_cpu_blocks,
+                   layout=layout)
     alloc_entry = lookup(ALLOCATORS, "allocator", o.allocator)
     allocator = alloc_entry.policy(alloc_entry.make_params(options))
     sched_entry = lookup(SCHEDULERS, "scheduler", o.scheduler)
     scheduler = sched_entry.policy(sched_entry.make_params(options), allocator)
-    engine = Engine(scheduler, cost, max_model_len=config.max_model_len, on_done=on_done)
+    executor = cost
+    if config.acceptance is not None:
+        scheduler, executor = speculate(config, scheduler, cost, options)
+    engine = Engine(scheduler, executor, max_model_len=config.max_model_len, on_done=on_done)
     return engine, budget
 
 
 def _arrivals(
-    env: simpy.Environment, requests: list[Request], replica: SimReplica
+    env: simpy.Environment, requests: list[Request], replicas: list[SimReplica], router: Router
 ) -> Generator[simpy.Event, None, None]:
+    engines = [r.engine for r in replicas]
     for request in requests:
         delay = request.arrival_time_s - env.now
         if delay > 0:
             yield env.timeout(delay)
-        replica.submit(request)
+        index = router.route(request, engines) if len(replicas) > 1 else 0
+        replicas[index].submit(request)
 
 
 def simulate(
-    config: SimConfig, progress: ProgressFn | None = None, *, cost: CostModel | None = None
+    config: SimConfig, progress: ProgressFn | None = None, *,
+    cost_model: CostModelFactory = CostModel,
 ) -> Results:
-    """Replay `config.trace`; `progress(done, total)` is called as requests complete.
+    """Replay `config.trace` on `replicas` identical replicas behind the router;
+    `progress(done, total)` is called as requests complete.
 
-    `cost` replaces the cost model built from the config, for callers that observe each
-    iteration (the dashboard's `sim.cost.intensity.RecordingCostModel`); it must be built
-    from the same config, or the results describe another system.
+    `cost_model` builds each replica's cost model, in replica order (one each, so an observing
+    subclass such as the dashboard's `sim.cost.intensity.RecordingCostModel` sees one
+    replica's iterations in that replica's order).
     """
     requests = config.trace.requests
     total = config.trace.num_rows
@@ -82,13 +103,16 @@ def simulate(
         if progress is not None and (done % step == 0 or done == total):
             progress(done, total)
 
-    if cost is None:
-        cost = build_cost_model(config)
-    engine, budget = build_engine(config, cost, on_done)
+    o = config.options
     env = simpy.Environment()
-    replica = SimReplica(env, engine)
-    env.process(_arrivals(env, requests, replica))
-    env.run(until=config.options.horizon_s)
-    end_s = env.now
-    summary = summarize(config, engine, end_s)
-    return Results(config=config, engine=engine, memory=budget, summary=summary, end_s=end_s)
+    replicas = []
+    for _ in range(o.replicas):
+        engine, budget = build_engine(config, build_cost_model(config, cost_model), on_done)
+        replicas.append(SimReplica(env, engine))
+    router_entry = lookup(ROUTERS, "router", o.router)
+    router = router_entry.policy(router_entry.make_params(config.policy_options))
+    env.process(_arrivals(env, requests, replicas, router))
+    env.run(until=o.horizon_s)
+    engines = [r.engine for r in replicas]
+    summary = summarize(config, engines, env.now)
+    return Results(config=config, engines=engines, memory=budget, summary=summary, end_s=env.now)

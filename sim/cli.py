@@ -1,7 +1,8 @@
 """`servesim`: the trace-replay command line.
 
     servesim replay --trace PATH|synthetic:... --model M --hardware H ... [--config F.toml] --out DIR
-    servesim list models|hardware|schedulers|allocators
+    servesim calibrate [PROFILE.json] [--shared DIR] [--hardware H] --out C.json
+    servesim list models|hardware|schedulers|allocators|speculators|routers
     servesim roofline --model M --hardware H --batch B [--context N]
     servesim ui [--port N] [--host H]
 
@@ -20,6 +21,7 @@ from typing import Any, Callable, NoReturn, Sequence
 from rich.console import Console
 from rich.table import Table
 
+from sim.calibrate_cli import add_calibrate_parser, run_calibrate
 from sim.config import ReplayOptions, options_from_toml, resolve
 
 _CONVERTERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
@@ -30,33 +32,63 @@ OPTION_HELP = {
     "trace_format": "force the trace format",
     "arrivals": "arrival process for length-only traces: poisson:RATE or gamma:RATE:CV",
     "max_requests": "keep only the first N trace rows",
+    "window_start_s": "replay only requests arriving at or after this trace time (re-offset to 0)",
+    "window_end_s": "replay only requests arriving before this trace time",
     "rate_scale": "replay at X times the trace's request rate",
     "model": "model name (servesim list models)",
     "hardware": "hardware name (servesim list hardware)",
     "tp": "tensor parallel degree",
+    "replicas": "identical replicas behind the router",
+    "router": "router across replicas (servesim list routers)",
+    "router_load": "least-outstanding: count requests or tokens",
     "scheduler": "scheduler (servesim list schedulers)",
     "allocator": "KV allocator (servesim list allocators)",
     "max_num_seqs": "max sequences per iteration (static: batch size)",
     "max_num_batched_tokens": "token budget per iteration (default max(max_model_len, 2048))",
+    "token_budget": "chunked scheduler: tokens per iteration, decodes and prefill chunks"
+                    " together (default --max-num-batched-tokens or 2048)",
+    "long_prefill_token_threshold": "chunked: cap on one prompt's chunk per iteration (0: none)",
+    "chunked_order": "chunked: decode-first (Sarathi) or prefill-first",
     "block_size": "KV block size in tokens",
     "gpu_memory_utilization": "share of device memory the engine may use",
     "num_gpu_blocks": "KV pool size in blocks per replica, overriding the memory model",
     "reserve": "contiguous allocator reservation: max|pow2|oracle",
+    "preemption": "what a preempted sequence loses: recompute (its KV) or swap (KV to host memory)",
+    "swap_space_gb": "host memory per device for swapped KV, GiB",
     "static_max_wait_s": "static batching: max wait for a batch to fill",
     "max_model_len": "context limit (default: the model's)",
     "weight_dtype": "weight dtype: bf16|fp16|fp8|int8|int4",
     "kv_dtype": "KV cache dtype",
-    "calibration": "coefficients JSON from servesim calibrate",
+    "calibration": "coefficients JSON from servesim calibrate, or shared-fit (fits to the"
+                   " shared A100/H100 profiles)",
     "seed": "seed for synthetic arrivals and lengths",
     "horizon_s": "stop the simulation at this simulated time",
     "slo_ttft_s": "TTFT SLO for goodput",
     "slo_tpot_s": "TPOT SLO for goodput",
+    "speculator": "speculative decoding: none|draft|tree|ngram|cascade (servesim list speculators)",
+    "spec_k": "draft tokens per step (a tree's depth); the most, with --spec-dynamic",
+    "spec_acceptance": "acceptance model: an i.i.d. rate (0.7), per-position conditional rates"
+                       " (0.54,0.36,0.26), beta:MEAN:CONC per request, or a file of accepted"
+                       " counts; default 0.7",
+    "spec_dynamic": "pick k per batch size from the cost model and shrink it as measured"
+                    " acceptance falls (default: k fixed)",
+    "draft_model": "draft model for draft/cascade (e.g. llama-3.2-1b, qwen2-0.5b)",
+    "tiny_draft_model": "cascade: the tiny drafter feeding the draft model (default: n-gram, free)",
+    "spec_tree_width": "tree: candidates per level",
+    "spec_inner_k": "cascade: tokens the tiny drafter proposes per small-drafter pass",
+    "spec_inner_acceptance": "cascade: i.i.d. acceptance of the tiny drafter by the small one",
+    "spec_draft_pass_overhead_s": "extra CPU overhead per non-fused draft pass",
 }
 
 
 def _add_replay_flags(parser: argparse.ArgumentParser) -> None:
     for f in fields(ReplayOptions):
         base = str(f.type).split("|")[0].strip()
+        if base == "bool":
+            parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name,
+                                action="store_true", default=argparse.SUPPRESS,
+                                help=f"{OPTION_HELP[f.name]} (default: off)")
+            continue
         parser.add_argument(
             "--" + f.name.replace("_", "-"), dest=f.name, type=_CONVERTERS[base],
             default=argparse.SUPPRESS, help=f"{OPTION_HELP[f.name]} (default: {f.default!r})",
@@ -71,8 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     replay = sub.add_parser("replay", help="replay a trace through the simulator")
     _add_replay_flags(replay)
+    add_calibrate_parser(sub)
     listing = sub.add_parser("list", help="list known names")
-    listing.add_argument("what", choices=["models", "hardware", "schedulers", "allocators"])
+    listing.add_argument("what", choices=["models", "hardware", "schedulers", "allocators",
+                                                 "speculators", "routers"])
     roofline = sub.add_parser(
         "roofline", help="arithmetic intensity of decode and prefill against the ridge point")
     roofline.add_argument("--model", required=True, help=OPTION_HELP["model"])
@@ -121,15 +155,20 @@ def run_replay(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[dim]trace: {note}[/dim]")
     if args.out:
         out = write_results(results, args.out)
-        console.print(f"wrote {out / 'summary.json'} and {out / 'requests.csv'}")
+        console.print(f"wrote summary.json, requests.csv and iterations.csv to {out}")
+        if len(results.engines) > 1:
+            console.print(f"wrote per-replica figures to {out / 'replicas.csv'}")
     return 0
 
 
 def results_table(results) -> Table:
     s = results.summary
     o = results.config.options
-    title = (f"{results.config.trace.name}: {o.model} on {o.tp}x {o.hardware}, "
+    cluster = f"{o.replicas} replicas ({o.router}) of " if o.replicas > 1 else ""
+    title = (f"{results.config.trace.name}: {o.model} on {cluster}{o.tp}x {o.hardware}, "
              f"{o.scheduler} + {o.allocator}, {s['kv_blocks_total']} KV blocks of {o.block_size}")
+    if o.speculator != "none":
+        title += f", speculator {o.speculator} k={o.spec_k}"
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
     for stat in ("mean", "p50", "p90", "p99"):
@@ -139,8 +178,14 @@ def results_table(results) -> Table:
     table.add_section()
     for key in ("requests_total", "requests_finished", "requests_rejected", "requests_unfinished",
                 "output_throughput_tok_s", "total_throughput_tok_s", "request_throughput_req_s",
-                "goodput_req_s", "preemptions", "batch_size_mean", "kv_util_mean", "kv_frag_mean"):
+                "goodput_req_s", "preemptions", "swaps", "recomputed_tokens", "evictions",
+                "prefix_hit_rate", "batch_size_mean", "kv_util_mean", "kv_frag_mean"):
         table.add_row(key, _fmt(s[key]), "", "", "")
+    if o.speculator != "none":
+        table.add_section()
+        for key in ("spec_tokens_per_step_mean", "spec_acceptance_rate", "spec_k_mean",
+                    "spec_draft_time_share", "spec_verify_time_share"):
+            table.add_row(key, _fmt(s[key]), "", "", "")
     return table
 
 
@@ -246,6 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_roofline(args, console)
         if args.command == "ui":
             return run_ui(args)
+        if args.command == "calibrate":
+            return run_calibrate(args, console)
         return run_list(args.what, console)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

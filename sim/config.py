@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import traces as trace_io
-from policies.registry import ALLOCATORS, SCHEDULERS, lookup
+from policies.registry import ALLOCATORS, ROUTERS, SCHEDULERS, SPECULATORS, lookup
 from sim.cost.catalog import get_hardware, get_model
 from sim.cost.coefficients import Coefficients, default_coefficients, load_coefficients
 from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes
+from sim.spec.acceptance import DEFAULT_ACCEPTANCE, AcceptanceModel, parse_acceptance
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,22 +30,33 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 @dataclass(frozen=True, slots=True)
 class ReplayOptions:
     trace: str = ""
-    """Trace file path, or a `synthetic:...` spec; empty means the bundled default trace."""
+    """Trace file path, a `synthetic:...` or `sessions:...` spec; empty: the bundled trace."""
     trace_format: str | None = None
     arrivals: str | None = None
     max_requests: int | None = None
+    window_start_s: float = 0.0
+    window_end_s: float | None = None
     rate_scale: float = 1.0
     model: str = "llama-3-8b"
     hardware: str = "h100"
     tp: int = 1
+    replicas: int = 1
+    router: str = "round-robin"
+    router_load: str = "tokens"
     scheduler: str = "continuous"
     allocator: str = "paged"
     max_num_seqs: int = 256
     max_num_batched_tokens: int | None = None
+    token_budget: int | None = None
+    long_prefill_token_threshold: int = 0
+    chunked_order: str = "decode-first"
     block_size: int = 16
     gpu_memory_utilization: float = 0.9
     num_gpu_blocks: int | None = None
     reserve: str = "max"
+    preemption: str = "recompute"
+    swap_space_gb: float = 4.0
+    """Host memory for swapped KV per device, GiB (vLLM's default 4)."""
     static_max_wait_s: float = 0.0
     max_model_len: int | None = None
     weight_dtype: str = "bf16"
@@ -54,6 +66,17 @@ class ReplayOptions:
     horizon_s: float | None = None
     slo_ttft_s: float | None = None
     slo_tpot_s: float | None = None
+    speculator: str = "none"
+    spec_k: int = 4
+    spec_acceptance: str | None = None
+    """A rate, a per-position rate list, beta:MEAN:CONC, or an acceptance trace file."""
+    spec_dynamic: bool = False
+    draft_model: str | None = None
+    tiny_draft_model: str | None = None
+    spec_tree_width: int = 2
+    spec_inner_k: int = 3
+    spec_inner_acceptance: float = 0.6
+    spec_draft_pass_overhead_s: float = 0.0
 
     @classmethod
     def names(cls) -> list[str]:
@@ -113,11 +136,17 @@ class SimConfig:
     max_model_len: int
     max_num_batched_tokens: int
     policy_options: dict[str, Any] = field(default_factory=dict)
+    acceptance: AcceptanceModel | None = None
+    """None when `speculator` is `none`."""
+    draft_model: ModelSpec | None = None
+    tiny_draft_model: ModelSpec | None = None
 
 
 def load_workload(options: ReplayOptions) -> trace_io.Trace:
     spec = options.trace or str(trace_io.DEFAULT_TRACE_PATH)
-    if spec.startswith("synthetic:"):
+    if spec.startswith("sessions:"):
+        trace = trace_io.session_trace(trace_io.parse_sessions(spec), seed=options.seed)
+    elif spec.startswith("synthetic:"):
         n, arrivals, prompt, output = trace_io.parse_synthetic(spec)
         trace = trace_io.synthetic_trace(n, arrivals, prompt, output, seed=options.seed)
     else:
@@ -126,6 +155,8 @@ def load_workload(options: ReplayOptions) -> trace_io.Trace:
             spec, options.trace_format, arrivals=arrivals, seed=options.seed,
             max_requests=options.max_requests,
         )
+    if options.window_start_s or options.window_end_s is not None:
+        trace = trace_io.window(trace, options.window_start_s, options.window_end_s)
     if options.rate_scale != 1.0:
         trace = trace_io.scale_rate(trace, options.rate_scale)
     return trace
@@ -137,6 +168,10 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
     hardware = get_hardware(options.hardware)
     lookup(SCHEDULERS, "scheduler", options.scheduler)
     lookup(ALLOCATORS, "allocator", options.allocator)
+    lookup(SPECULATORS, "speculator", options.speculator)
+    lookup(ROUTERS, "router", options.router)
+    if options.replicas < 1:
+        raise ValueError(f"--replicas must be >= 1, got {options.replicas}")
     dtype_bytes(options.weight_dtype)
     dtype_bytes(options.kv_dtype)
     if options.calibration:
@@ -147,6 +182,8 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
     if max_model_len < 1:
         raise ValueError(f"max_model_len must be >= 1, got {max_model_len}")
     max_tokens = options.max_num_batched_tokens or max(max_model_len, 2048)
+    if options.swap_space_gb < 0:
+        raise ValueError(f"--swap-space-gb must be >= 0, got {options.swap_space_gb}")
     if options.num_gpu_blocks is not None and options.num_gpu_blocks < 1:
         raise ValueError(f"--num-gpu-blocks must be >= 1, got {options.num_gpu_blocks}")
     if trace is None:
@@ -154,10 +191,45 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
     policy_options = {
         "max_num_seqs": options.max_num_seqs,
         "max_num_batched_tokens": max_tokens,
+        "token_budget": options.token_budget or options.max_num_batched_tokens or 2048,
+        "long_prefill_token_threshold": options.long_prefill_token_threshold,
+        "chunked_order": options.chunked_order,
+        "router_load": options.router_load,
         "max_wait_s": options.static_max_wait_s,
         "block_size": options.block_size,
         "max_model_len": max_model_len,
         "reserve": options.reserve,
+        "preemption": options.preemption,
     }
+    acceptance, draft, tiny = None, None, None
+    if options.speculator != "none":
+        acceptance, draft, tiny = _resolve_speculation(options, policy_options)
+    elif options.spec_acceptance is not None:
+        parse_acceptance(options.spec_acceptance)  # unused, but a bad value is still an error
     return SimConfig(trace, model, hardware, coefficients, options, max_model_len, max_tokens,
-                     policy_options)
+                     policy_options, acceptance, draft, tiny)
+
+
+def _resolve_speculation(
+    options: ReplayOptions, policy_options: dict[str, Any]
+) -> tuple[AcceptanceModel, ModelSpec | None, ModelSpec | None]:
+    """Validate the speculator's knobs now (a clear error before any simulation)."""
+    entry = lookup(SPECULATORS, "speculator", options.speculator)
+    policy_options.update(
+        spec_k=options.spec_k, spec_dynamic=options.spec_dynamic,
+        draft_model=options.draft_model, tiny_draft_model=options.tiny_draft_model,
+        spec_tree_width=options.spec_tree_width, spec_inner_k=options.spec_inner_k,
+        spec_inner_acceptance=options.spec_inner_acceptance,
+    )
+    entry.make_params(policy_options)
+    if options.spec_draft_pass_overhead_s < 0:
+        raise ValueError("--spec-draft-pass-overhead-s must be >= 0")
+    acceptance = parse_acceptance(
+        DEFAULT_ACCEPTANCE if options.spec_acceptance is None else options.spec_acceptance
+    )
+    uses_models = options.speculator in ("draft", "cascade")
+    draft = get_model(options.draft_model) if uses_models and options.draft_model else None
+    tiny = None
+    if options.speculator == "cascade" and options.tiny_draft_model:
+        tiny = get_model(options.tiny_draft_model)
+    return acceptance, draft, tiny

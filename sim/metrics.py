@@ -15,6 +15,17 @@ last completion, or the horizon). KV utilization is the share of the pool's slot
 sequences, and fragmentation the share of held slots holding no KV, both weighted by iteration
 duration (so over the time the replica computes). Batch size is the mean number of sequences
 per iteration.
+
+With a speculator other than `none` (the keys are absent with `none`, so plain runs keep their
+summary byte for byte), over every verify of every request:
+- `spec_tokens_per_step_mean`: tokens emitted per target verify pass (accepted drafts + the
+  corrected or bonus token; at most k + 1); `spec_tokens_per_step_share_<n>` its distribution
+- `spec_acceptance_rate`: accepted / proposed drafts; `spec_acceptance_rate_pos<i>` the rate at
+  draft position i conditional on reaching it (the rates engines log); null if never reached
+- `spec_k_mean`: drafts verified per verify (k after the dynamic rule and the caps)
+- `spec_draft_time_share`, `spec_verify_time_share`: drafting, and the target passes of steps
+  that verified drafts, as shares of the replica's busy time (the rest is plain steps)
+TPOT and ITL are then the effective ones: tokens of one verify share one timestamp.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from policies.engine import Engine
+from policies.engine import Engine, SpeculationLog
 from policies.types import SeqStatus
 from sim.config import SimConfig
 
@@ -44,11 +55,13 @@ def _weighted_mean(values: np.ndarray, weights: np.ndarray) -> float | None:
     return float((values * weights).sum() / total) if total > 0 else None
 
 
-def summarize(config: SimConfig, engine: Engine, end_s: float) -> dict[str, Any]:
+def summarize(config: SimConfig, engines: list[Engine], end_s: float) -> dict[str, Any]:
+    """Cluster-wide metrics over every replica's requests and iterations."""
     trace = config.trace
-    finished = [s for s in engine.sequences.values() if s.status is SeqStatus.FINISHED]
+    sequences = [s for engine in engines for s in engine.sequences.values()]
+    finished = [s for s in sequences if s.status is SeqStatus.FINISHED]
     finished.sort(key=lambda s: s.seq_id)
-    rejected = sum(1 for s in engine.sequences.values() if s.status is SeqStatus.REJECTED)
+    rejected = sum(1 for s in sequences if s.status is SeqStatus.REJECTED)
     rejected += len(trace.invalid_rows)
     total = trace.num_rows
 
@@ -83,19 +96,79 @@ def summarize(config: SimConfig, engine: Engine, end_s: float) -> dict[str, Any]
     summary["request_throughput_req_s"] = per_s(len(finished))
     summary["goodput_req_s"] = _goodput(config, ttft, finish, first_token, outputs, per_s)
 
-    log = engine.log
-    durations = np.frombuffer(log.duration_s, dtype=np.float64)
-    reserved = np.asarray(log.kv_reserved_slots, dtype=np.float64)
-    filled = np.asarray(log.kv_filled_slots, dtype=np.float64)
+    logs = [engine.log for engine in engines]
+    durations = np.concatenate([np.frombuffer(log.duration_s, dtype=np.float64) for log in logs])
+    reserved = np.concatenate([np.asarray(log.kv_reserved_slots, dtype=np.float64) for log in logs])
+    filled = np.concatenate([np.asarray(log.kv_filled_slots, dtype=np.float64) for log in logs])
+    batch = np.concatenate([np.asarray(log.batch_size, dtype=np.float64) for log in logs])
     frag = np.divide(reserved - filled, reserved, out=np.zeros_like(reserved), where=reserved > 0)
-    summary["preemptions"] = sum(s.num_preemptions for s in engine.sequences.values())
-    summary["kv_util_mean"] = _weighted_mean(reserved / engine.kv_total_slots, durations)
+    summary["preemptions"] = sum(s.num_preemptions for s in sequences)
+    summary["swaps"] = sum(s.num_swaps for s in sequences)
+    summary["recomputed_tokens"] = sum(s.num_recomputed_tokens for s in sequences)
+    stats = [engine.scheduler.allocator.stats() for engine in engines]
+    summary.update(_prefix_stats({k: sum(st.get(k, 0) for st in stats) for k in stats[0]}))
+    summary["kv_util_mean"] = _weighted_mean(reserved / engines[0].kv_total_slots, durations)
     summary["kv_frag_mean"] = _weighted_mean(frag, durations)
-    summary["batch_size_mean"] = float(np.mean(log.batch_size)) if len(log) else None
-    summary["iterations"] = len(log)
-    summary["kv_blocks_total"] = engine.scheduler.allocator.num_blocks
+    summary["batch_size_mean"] = float(batch.mean()) if batch.size else None
+    summary["iterations"] = int(batch.size)
+    summary["kv_blocks_total"] = engines[0].scheduler.allocator.num_blocks
+    summary["replicas"] = len(engines)
     summary["simulated_span_s"] = span
+    if config.options.speculator != "none":
+        log = _combined_spec_log([engine.spec_log for engine in engines])
+        summary.update(_speculation(log, config.options.spec_k, float(durations.sum())))
     return summary
+
+
+def _combined_spec_log(logs: list[SpeculationLog]) -> SpeculationLog:
+    """Every replica's speculation counters added up."""
+    def add(lists: list[list[int]]) -> list[int]:
+        width = max(len(values) for values in lists)
+        return [sum(values[i] for values in lists if i < len(values)) for i in range(width)]
+
+    return SpeculationLog(
+        num_verifies=sum(log.num_verifies for log in logs),
+        num_proposed=sum(log.num_proposed for log in logs),
+        emitted_histogram=add([log.emitted_histogram for log in logs]),
+        reached_by_position=add([log.reached_by_position for log in logs]),
+        accepted_by_position=add([log.accepted_by_position for log in logs]),
+        draft_s=sum(log.draft_s for log in logs),
+        verify_s=sum(log.verify_s for log in logs),
+    )
+
+
+def _speculation(log: SpeculationLog, spec_k: int, busy_s: float) -> dict[str, Any]:
+    n = log.num_verifies
+    ratio = (lambda x, y: float(x) / y if y else None)
+    histogram = log.emitted_histogram + [0] * (spec_k + 2 - len(log.emitted_histogram))
+    reached = log.reached_by_position + [0] * (spec_k - len(log.reached_by_position))
+    accepted = log.accepted_by_position + [0] * (spec_k - len(log.accepted_by_position))
+    out: dict[str, Any] = {
+        "spec_verifies": n,
+        "spec_tokens_per_step_mean": ratio(sum(i * c for i, c in enumerate(histogram)), n),
+        "spec_acceptance_rate": ratio(sum(accepted), log.num_proposed),
+        "spec_k_mean": ratio(log.num_proposed, n),
+        "spec_draft_time_share": ratio(log.draft_s, busy_s),
+        "spec_verify_time_share": ratio(log.verify_s, busy_s),
+    }
+    for i in range(spec_k):
+        out[f"spec_acceptance_rate_pos{i + 1}"] = ratio(accepted[i], reached[i])
+    for tokens in range(1, spec_k + 2):
+        out[f"spec_tokens_per_step_share_{tokens}"] = ratio(histogram[tokens], n)
+    return out
+
+
+def _prefix_stats(stats: dict[str, int]) -> dict[str, Any]:
+    """Hit rates over every admission (re-admissions after preemption included); null when the
+    allocator does no prefix caching."""
+    queried = stats.get("prefix_query_tokens")
+    blocks = stats.get("prefix_query_blocks")
+    return {
+        "prefix_hit_rate": stats["prefix_hit_tokens"] / queried if queried else None,
+        "prefix_hit_rate_blocks": stats["prefix_hit_blocks"] / blocks if blocks else None,
+        "prefix_hit_tokens": stats.get("prefix_hit_tokens", 0),
+        "evictions": stats.get("evictions", 0),
+    }
 
 
 def _goodput(config, ttft, finish, first_token, outputs, per_s) -> float | None:

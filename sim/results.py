@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from policies.engine import Engine
-from policies.types import SeqStatus
+from policies.types import Sequence, SeqStatus
 from sim.config import SimConfig
 from sim.cost.memory import MemoryBudget
 
@@ -26,11 +26,45 @@ REQUEST_COLUMNS = (
 
 @dataclass(slots=True)
 class Results:
+    """`engines` holds one engine per replica; `memory` is one replica's KV budget (None when
+    `num_gpu_blocks` set the pool directly)."""
+
     config: SimConfig
-    engine: Engine
+    engines: list[Engine]
     memory: MemoryBudget | None
     summary: dict[str, Any]
     end_s: float
+
+    @property
+    def engine(self) -> Engine:
+        """The first replica's engine (the only one without `--replicas`)."""
+        return self.engines[0]
+
+    @property
+    def sequences(self) -> dict[int, Sequence]:
+        """Every replica's sequences by request id."""
+        return {k: v for engine in self.engines for k, v in engine.sequences.items()}
+
+    def replica_rows(self) -> list[dict[str, Any]]:
+        """Per-replica load and cache figures."""
+        rows = []
+        for index, engine in enumerate(self.engines):
+            finished = [s for s in engine.sequences.values() if s.status is SeqStatus.FINISHED]
+            stats = engine.scheduler.allocator.stats()
+            queried = stats.get("prefix_query_tokens", 0)
+            log = engine.log
+            rows.append({
+                "replica": index,
+                "requests": len(engine.sequences),
+                "finished": len(finished),
+                "output_tokens": sum(s.request.output_tokens for s in finished),
+                "iterations": len(log),
+                "busy_s": sum(log.duration_s),
+                "batch_size_mean": sum(log.batch_size) / len(log) if len(log) else None,
+                "prefix_hit_rate": stats["prefix_hit_tokens"] / queried if queried else None,
+                "preemptions": sum(s.num_preemptions for s in engine.sequences.values()),
+            })
+        return rows
 
     def request_rows(self) -> list[dict[str, Any]]:
         rows: dict[int, dict[str, Any]] = {}
@@ -39,7 +73,7 @@ class Results:
                 "status": "rejected",
                 "reason": f"invalid trace row (line {bad.line_number}): {bad.reason}",
             }
-        sequences = self.engine.sequences
+        sequences = self.sequences
         for request in self.config.trace.requests:
             row = _blank(request.request_id) | {
                 "arrival_s": request.arrival_time_s,
@@ -92,8 +126,17 @@ def _sequence_fields(seq) -> dict[str, Any]:
     return fields
 
 
+ITERATION_COLUMNS = (
+    "replica", "start_s", "duration_s", "batch_size", "new_tokens", "prefill_tokens", "num_waiting",
+    "kv_reserved_slots", "kv_filled_slots", "kv_cached_free_slots",
+)
+
+
 def write_results(results: Results, out_dir: str | Path) -> Path:
-    """Write `summary.json` (byte-identical for identical inputs) and `requests.csv`."""
+    """Write `summary.json` (byte-identical for identical inputs), `requests.csv` (one row per
+    trace row), `iterations.csv` (one row per replica iteration: the time series of batch
+    size, queue length and KV memory held / filled / cached-free, in token slots) and, for a
+    cluster, `replicas.csv` (per-replica load and cache figures)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(results.summary, indent=2) + "\n")
@@ -102,4 +145,16 @@ def write_results(results: Results, out_dir: str | Path) -> Path:
         writer.writeheader()
         for row in results.request_rows():
             writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    with (out / "iterations.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(ITERATION_COLUMNS)
+        for index, engine in enumerate(results.engines):
+            columns = [getattr(engine.log, name) for name in ITERATION_COLUMNS[1:]]
+            writer.writerows((index, *row) for row in zip(*columns))
+    if len(results.engines) > 1:
+        rows = results.replica_rows()
+        with (out / "replicas.csv").open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
     return out

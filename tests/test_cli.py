@@ -26,6 +26,9 @@ def test_replay_writes_summary_and_requests(tmp_path, capsys):
     assert summary["requests_total"] == 200
     lines = (tmp_path / "requests.csv").read_text().splitlines()
     assert len(lines) == 201 and lines[0].startswith("request_id,status,reason")
+    series = (tmp_path / "iterations.csv").read_text().splitlines()
+    assert series[0].startswith("replica,start_s,duration_s,batch_size")
+    assert len(series) - 1 == summary["iterations"]
     out = capsys.readouterr().out
     assert "ttft (s)" in out and "output_throughput_tok_s" in out
 
@@ -39,6 +42,13 @@ def test_config_file_with_flag_overrides(tmp_path):
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["requests_total"] == 50
     assert summary["batch_size_mean"] <= 8
+
+
+def test_window_replays_a_slice_of_the_trace(tmp_path):
+    assert main(["replay", "--quiet", "--window-start-s", "60", "--window-end-s", "120",
+                 "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert 200 < summary["requests_total"] < 400  # ~4.7 requests/s in the bundled slice
 
 
 def test_tpot_is_null_when_every_output_is_one_token(tmp_path):

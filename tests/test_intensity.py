@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.api import build_cost_model, simulate
+from sim.api import simulate
 from sim.cli import main
 from sim.config import ReplayOptions, resolve
 from sim.cost.catalog import get_hardware, get_model
@@ -128,13 +128,16 @@ def test_roofline_bad_input_is_a_clear_error(argv, message, capsys):
 def test_recording_cost_model_keeps_one_row_per_iteration_and_changes_nothing():
     config = resolve(ReplayOptions(max_requests=100))
     plain = simulate(config)
-    recorder = build_cost_model(config, RecordingCostModel)
-    observed = simulate(config, cost=recorder)
+    observed = simulate(config, cost_model=RecordingCostModel)
     assert observed.summary == plain.summary
+    recorder = observed.engine.executor
+    assert isinstance(recorder, RecordingCostModel)
     assert len(recorder.flops) == len(recorder.bytes_moved) == len(observed.engine.log)
-    first_duration = observed.engine.log.duration_s[0]
-    assert recorder.flops[0] > 0
-    assert first_duration == pytest.approx(plain.engine.log.duration_s[0])
+    # The first iteration is the first request's prefill, alone.
+    prompt = config.trace.requests[0].prompt_tokens
+    assert observed.engine.log.new_tokens[0] == prompt and observed.engine.log.batch_size[0] == 1
+    expected = recorder.breakdown([prompt], [0])
+    assert recorder.flops[0] == expected.flops and recorder.bytes_moved[0] == expected.bytes
 
 
 def test_ui_command_becomes_streamlit_on_loopback_8501_by_default(monkeypatch):

@@ -110,6 +110,7 @@ def test_every_scheduler_and_allocator_keep_their_invariants(
 ):
     options = {"block_size": 4, "num_blocks": num_blocks, "max_model_len": 100,
                "max_num_seqs": max_seqs, "max_num_batched_tokens": max_tokens,
+               "token_budget": max_tokens, "long_prefill_token_threshold": 0,
                "reserve": "oracle"}
     alloc = ALLOCATORS[allocator].policy(ALLOCATORS[allocator].make_params(options))
     sched = SCHEDULERS[scheduler].policy(SCHEDULERS[scheduler].make_params(options), alloc)
@@ -126,6 +127,8 @@ def test_every_scheduler_and_allocator_keep_their_invariants(
                 assert c.seq.status is SeqStatus.RUNNING
                 assert c.num_new_tokens >= 1
             if scheduler == "continuous" and len(plan.chunks) > 1:
+                assert plan.num_new_tokens <= max_tokens
+            if scheduler == "chunked":
                 assert plan.num_new_tokens <= max_tokens
             return super().execute(plan)
 

@@ -49,15 +49,49 @@ def test_default_run_renders_every_chart_and_card(default_app):
     assert not at.error
 
 
-@pytest.mark.parametrize("key,value", [("scheduler", "static"), ("allocator", "contiguous")])
-def test_changing_a_policy_changes_the_metrics(default_app, key, value):
-    before = cards(default_app)
+@pytest.mark.parametrize("key,value,card,setup", [
+    ("scheduler", "static", "TTFT P99 (s)", {}),
+    # Max-length reservation binds only when the pool is small for the load.
+    ("allocator", "contiguous", "TTFT P99 (s)", {"num_gpu_blocks": 2500, "rate_scale": 4.0}),
+    ("speculator", "tree", "TPOT P50 (s)", {}),
+])
+def test_changing_a_policy_changes_the_metrics(key, value, card, setup):
     at = start()
+    for name, number in setup.items():
+        at.sidebar.number_input(key=name).set_value(number).run()
+    before = cards(at)
     at.sidebar.selectbox(key=key).set_value(value).run()
     assert not at.exception and not at.error
-    after = cards(at)
-    assert after["TTFT P99 (s)"] != before["TTFT P99 (s)"]
+    assert cards(at)[card] != before[card]
     assert charts(at) == NUM_WHATIF_CHARTS
+    if key == "speculator":
+        assert [h.value for h in at.subheader] == ["Speculative decoding"]
+
+
+def test_speculator_that_needs_a_draft_model_says_so():
+    at = start()
+    at.sidebar.selectbox(key="speculator").set_value("draft").run()
+    assert "needs --draft-model" in at.error[0].value
+    at.sidebar.selectbox(key="draft_model").set_value("llama-3.2-1b").run()
+    assert not at.error and charts(at) == NUM_WHATIF_CHARTS
+
+
+def test_prefix_caching_allocator_lights_up_its_panel():
+    at = start()
+    at.sidebar.radio(key="trace_source").set_value("synthetic").run()
+    assert not at.subheader
+    at.sidebar.selectbox(key="allocator").set_value("paged-prefix").run()
+    assert not at.exception and not at.error
+    assert [h.value for h in at.subheader] == ["Prefix caching"]
+
+
+def test_replicas_behind_a_router():
+    at = start()
+    at.sidebar.number_input(key="rate_scale").set_value(4.0).run()
+    one = cards(at)
+    at.sidebar.number_input(key="replicas").set_value(2).run()
+    assert not at.exception and not at.error
+    assert cards(at)["TTFT P99 (s)"] != one["TTFT P99 (s)"]
 
 
 def test_changing_the_rate_scale_changes_the_metrics(default_app):
@@ -182,10 +216,11 @@ def _optional_panels_script(extra: dict) -> AppTest:
 
 
 def test_prefix_and_speculation_panels_appear_only_with_their_keys():
-    at = _optional_panels_script({})
+    at = _optional_panels_script({"prefix_hit_rate": None})
     assert not at.exception and not at.subheader and not at.metric
     at = _optional_panels_script({"prefix_hit_rate": 0.25, "spec_tokens_per_step_mean": 2.5,
                                   "spec_acceptance_rate": 0.6})
     assert [h.value for h in at.subheader] == ["Prefix caching", "Speculative decoding"]
-    assert {m.label: m.value for m in at.metric} == {
-        "prefix_hit_rate": "0.25", "spec_tokens_per_step_mean": "2.5", "spec_acceptance_rate": "0.6"}
+    values = {m.label: m.value for m in at.metric}
+    assert values["prefix_hit_rate"] == "0.25" and values["spec_tokens_per_step_mean"] == "2.5"
+    assert values["spec_acceptance_rate"] == "0.6"

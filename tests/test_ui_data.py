@@ -9,11 +9,10 @@ import pytest
 
 pd = pytest.importorskip("pandas", reason="the dashboard tests need the ui extra")
 
-from sim.api import build_cost_model, simulate  # noqa: E402
 from sim.cli import main  # noqa: E402
-from sim.config import ReplayOptions, resolve  # noqa: E402
-from sim.cost.intensity import RecordingCostModel  # noqa: E402
+from sim.config import ReplayOptions  # noqa: E402
 from ui import data, sweep  # noqa: E402
+from ui.runner import run  # noqa: E402
 from ui.upload import UploadError, safe_name, store_upload, user_message  # noqa: E402
 
 OPTIONS = ReplayOptions(max_requests=120, slo_ttft_s=1.0, slo_tpot_s=0.05)
@@ -21,9 +20,7 @@ OPTIONS = ReplayOptions(max_requests=120, slo_ttft_s=1.0, slo_tpot_s=0.05)
 
 @pytest.fixture(scope="module")
 def view() -> data.RunView:
-    config = resolve(OPTIONS)
-    cost = build_cost_model(config, RecordingCostModel)
-    return data.run_view(simulate(config, cost=cost), cost)
+    return run(OPTIONS)
 
 
 def tiny_view(view, iterations: dict, total_slots: int = 100) -> data.RunView:
@@ -33,6 +30,7 @@ def tiny_view(view, iterations: dict, total_slots: int = 100) -> data.RunView:
 
 def test_run_view_keeps_every_trace_row_and_iteration(view):
     assert len(view.requests) == 120
+    assert set(view.iterations["replica"]) == {0}
     assert list(view.requests.columns)[:3] == ["request_id", "status", "reason"]
     assert len(view.iterations) == view.summary["iterations"]
     assert (view.iterations["flops"] > 0).all() and (view.iterations["bytes_moved"] > 0).all()
@@ -42,6 +40,7 @@ def test_binned_iterations_weight_by_duration_and_split_kv_states(view):
     v = tiny_view(view, {
         "start_s": [0.0, 1.0, 10.0], "duration_s": [1.0, 3.0, 2.0], "batch_size": [2, 6, 1],
         "num_waiting": [0, 4, 0], "kv_reserved_slots": [40, 80, 10], "kv_filled_slots": [20, 60, 10],
+        "kv_cached_free_slots": [0, 8, 5],
         "new_tokens": [2, 6, 1], "prefill_tokens": [0, 0, 0], "flops": [1.0] * 3,
         "bytes_moved": [1.0] * 3,
     })
@@ -50,10 +49,11 @@ def test_binned_iterations_weight_by_duration_and_split_kv_states(view):
     assert binned["batch_size"].tolist() == [pytest.approx((2 * 1 + 6 * 3) / 4), 1.0]
     assert binned["kv_used_slots"].tolist() == [pytest.approx(50.0), 10.0]
     assert binned["kv_held_empty_slots"].tolist() == [pytest.approx(20.0), 0.0]
-    assert binned["kv_free_slots"].tolist() == [pytest.approx(30.0), 90.0]
+    assert binned["kv_cached_slots"].tolist() == [pytest.approx(6.0), 5.0]
+    assert binned["kv_free_slots"].tolist() == [pytest.approx(24.0), 85.0]
     assert binned["kv_frag"].tolist() == [pytest.approx(20 / 70), 0.0]
     kv = data.kv_long(binned)
-    assert sorted(set(kv["state"])) == ["free", "held, empty", "used"]
+    assert sorted(set(kv["state"])) == ["cached", "free", "held, empty", "used"]
     assert kv.groupby("time_s")["share"].sum().tolist() == [pytest.approx(1.0)] * 2
     assert kv.query("state == 'used'")["share"].tolist() == [pytest.approx(0.5), pytest.approx(0.1)]
 
@@ -175,3 +175,13 @@ def test_store_upload_is_content_addressed_and_capped(tmp_path, monkeypatch):
     assert safe_name("..") == "trace"
     assert user_message(ValueError(f"{first}: bad"), first, "mine.csv") == "mine.csv: bad"
 
+
+
+def test_run_view_of_several_replicas_keeps_each_replicas_iterations():
+    view = run(OPTIONS.updated({"replicas": 2, "rate_scale": 4.0}))
+    per_replica = view.iterations.groupby("replica").size()
+    assert list(per_replica.index) == [0, 1]
+    assert per_replica.sum() == view.summary["iterations"]
+    for _, group in view.iterations.groupby("replica"):
+        assert group["start_s"].is_monotonic_increasing
+    assert (view.iterations["flops"] > 0).all()

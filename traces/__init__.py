@@ -11,6 +11,7 @@ from pathlib import Path
 from traces.formats import TRACE_FORMATS
 from traces.loader import load_trace
 from traces.reading import detect_format
+from traces.sessions import SessionSpec, parse_sessions, session_trace
 from traces.synthetic import (
     ArrivalProcess,
     LengthDistribution,
@@ -28,6 +29,9 @@ __all__ = [
     "TRACE_FORMATS",
     "ArrivalProcess",
     "InvalidRow",
+    "SessionSpec",
+    "parse_sessions",
+    "session_trace",
     "LengthDistribution",
     "Trace",
     "TraceFormatError",

@@ -11,7 +11,10 @@ import numpy as np
 ARRIVALS_STREAM = 0
 PROMPT_TOKENS_STREAM = 1
 OUTPUT_TOKENS_STREAM = 2
-NUM_STREAMS = 3
+TOKEN_IDS_STREAM = 3
+THINK_TIME_STREAM = 4
+NUM_STREAMS = 5
+"""Children of a SeedSequence depend only on their index, so adding streams moves none."""
 
 
 def stream_rng(seed: int, stream: int) -> np.random.Generator:

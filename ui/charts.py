@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from sim.cost.intensity import IntensityRow
-from ui.data import RunView
+from ui.data import KV_STATES, RunView
 
 
 
@@ -30,15 +30,15 @@ def latency_over_time(long: pd.DataFrame) -> alt.Chart:
 
 
 def kv_memory(kv_long: pd.DataFrame, binned: pd.DataFrame) -> alt.LayerChart:
-    """Stacked shares of the KV pool (used / held but empty / free), and fragmentation."""
-    order = {"used": 0, "held, empty": 1, "free": 2}
+    """Stacked shares of the KV pool (used / held but empty / cached / free), and fragmentation."""
+    order = {state: i for i, state in enumerate(KV_STATES.values())}
     data = kv_long.assign(order=kv_long["state"].map(order))
     area = alt.Chart(data).mark_area().encode(
         x=alt.X("time_s:Q", title="time (s)"),
         y=alt.Y("share:Q", stack="zero", title="share of the KV pool",
                 scale=alt.Scale(domain=[0, 1])),
         color=alt.Color("state:N", sort=list(order),
-                        scale=alt.Scale(domain=list(order), range=["#1f77b4", "#ff7f0e", "#e8e8e8"])),
+                        scale=alt.Scale(domain=list(order), range=["#1f77b4", "#ff7f0e", "#2ca02c", "#e8e8e8"])),
         order="order:Q",
         tooltip=["state", alt.Tooltip("slots:Q", format=",.0f"), alt.Tooltip("share:Q", format=".1%")],
     )

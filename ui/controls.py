@@ -14,7 +14,10 @@ from typing import Any
 import streamlit as st
 
 from policies.kv.contiguous import RESERVE_MODES
-from policies.registry import ALLOCATORS, SCHEDULERS
+from policies.kv.swap import PREEMPTION_MODES
+from policies.registry import ALLOCATORS, ROUTERS, SCHEDULERS, SPECULATORS
+from policies.router.simple import LOAD_MEASURES
+from policies.scheduler.chunked import ORDERS
 from sim.cli import OPTION_HELP
 from sim.config import ReplayOptions
 from sim.cost.catalog import HARDWARE, MODELS
@@ -32,20 +35,35 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "hardware": tuple(HARDWARE),
     "scheduler": tuple(SCHEDULERS),
     "allocator": tuple(ALLOCATORS),
+    "router": tuple(ROUTERS),
+    "speculator": tuple(SPECULATORS),
+    "router_load": LOAD_MEASURES,
     "reserve": RESERVE_MODES,
+    "preemption": PREEMPTION_MODES,
+    "chunked_order": ORDERS,
     "weight_dtype": tuple(DTYPE_BYTES),
     "kv_dtype": tuple(DTYPE_BYTES),
+    "draft_model": (None, *MODELS),
+    "tiny_draft_model": (None, *MODELS),
     "trace_format": (None, *TRACE_FORMATS),
 }
 
 CONFIG_SECTIONS: dict[str, tuple[str, ...]] = {
     "Model and hardware": ("model", "hardware", "tp", "weight_dtype", "kv_dtype",
                            "gpu_memory_utilization", "num_gpu_blocks", "max_model_len"),
-    "Scheduler": ("scheduler", "max_num_seqs", "max_num_batched_tokens", "static_max_wait_s"),
+    "Replicas and router": ("replicas", "router", "router_load"),
+    "Scheduler": ("scheduler", "max_num_seqs", "max_num_batched_tokens", "token_budget",
+                  "long_prefill_token_threshold", "chunked_order", "static_max_wait_s",
+                  "preemption", "swap_space_gb"),
     "KV cache": ("allocator", "block_size", "reserve"),
+    "Speculative decoding": ("speculator", "spec_k", "spec_acceptance", "spec_dynamic",
+                             "draft_model", "tiny_draft_model", "spec_tree_width", "spec_inner_k",
+                             "spec_inner_acceptance", "spec_draft_pass_overhead_s"),
 }
-WORKLOAD_OPTIONS = ("trace", "trace_format", "arrivals", "max_requests", "rate_scale", "seed",
-                    "horizon_s")
+COLLAPSED_SECTIONS = ("Replicas and router", "Speculative decoding", "Other")
+"""Sections that start closed: their defaults (one replica, no speculation) rarely change."""
+WORKLOAD_OPTIONS = ("trace", "trace_format", "arrivals", "max_requests", "window_start_s",
+                    "window_end_s", "rate_scale", "seed", "horizon_s")
 SLO_OPTIONS = ("slo_ttft_s", "slo_tpot_s")
 SERVER_ONLY = ("calibration",)
 """Options naming files on the server; the dashboard leaves them at their defaults."""
@@ -75,6 +93,8 @@ def option_widget(name: str, default: Any, key: str, container: Any = st) -> Any
                                    format_func=lambda v: "auto" if v is None else str(v))
     base, optional = _type_parts(name)
     placeholder = "default" if optional else None
+    if base == "bool":
+        return container.checkbox(name, value=default, key=key, help=help_text)
     if base == "int":
         return container.number_input(name, value=default, min_value=0, step=1, key=key,
                                       help=help_text, placeholder=placeholder)
@@ -93,7 +113,7 @@ def config_controls(prefix: str = "", defaults: ReplayOptions = DEFAULTS,
     if other_options():
         sections["Other"] = other_options()
     for title, names in sections.items():
-        box = container.expander(title, expanded=expanded and title != "Other")
+        box = container.expander(title, expanded=expanded and title not in COLLAPSED_SECTIONS)
         for name in names:
             values[name] = option_widget(name, getattr(defaults, name), prefix + name, box)
     return values
@@ -158,7 +178,7 @@ def workload_controls(container: Any = st.sidebar) -> Workload:
         if any(text.strip().startswith("file:") for text in (prompt, output)):
             error = "file: lengths read a file on the server; upload the trace instead"
         values["trace"] = f"synthetic:n={n},arrivals={arrivals},prompt={prompt},output={output}"
-    for name in ("rate_scale", "seed", "horizon_s"):
+    for name in ("window_start_s", "window_end_s", "rate_scale", "seed", "horizon_s"):
         values[name] = option_widget(name, getattr(DEFAULTS, name), name, box)
     return Workload(values, upload_name, error)
 

@@ -16,6 +16,7 @@ import pandas as pd
 
 from sim.config import ReplayOptions, options_to_toml
 from sim.cost.intensity import RecordingCostModel
+from policies.engine import Engine
 from sim.results import REQUEST_COLUMNS, Results
 
 SUMMARY_CARDS: tuple[tuple[str, str, str], ...] = (
@@ -42,8 +43,9 @@ class RunView:
     requests: pd.DataFrame
     """One row per trace row, columns `sim.results.REQUEST_COLUMNS`."""
     iterations: pd.DataFrame
-    """One row per executed iteration: the engine's log plus FLOPs and bytes moved."""
+    """One row per executed iteration of each replica: its engine's log, FLOPs, bytes moved."""
     kv_total_slots: int
+    """One replica's KV pool (every replica has the same)."""
     trace_name: str
     trace_notes: tuple[str, ...]
     ridge_flops_per_byte: float
@@ -67,10 +69,10 @@ class RunView:
         return options_to_toml(options, header)
 
 
-def run_view(results: Results, cost: RecordingCostModel) -> RunView:
-    engine = results.engine
+def _iterations(engine: Engine, cost: RecordingCostModel, replica: int) -> pd.DataFrame:
     log = engine.log
-    iterations = pd.DataFrame({
+    return pd.DataFrame({
+        "replica": replica,
         "start_s": np.frombuffer(log.start_s, dtype=np.float64),
         "duration_s": np.frombuffer(log.duration_s, dtype=np.float64),
         "batch_size": np.asarray(log.batch_size, dtype=np.int64),
@@ -79,9 +81,17 @@ def run_view(results: Results, cost: RecordingCostModel) -> RunView:
         "num_waiting": np.asarray(log.num_waiting, dtype=np.int64),
         "kv_reserved_slots": np.asarray(log.kv_reserved_slots, dtype=np.int64),
         "kv_filled_slots": np.asarray(log.kv_filled_slots, dtype=np.int64),
+        "kv_cached_free_slots": np.asarray(log.kv_cached_free_slots, dtype=np.int64),
         "flops": np.frombuffer(cost.flops, dtype=np.float64),
         "bytes_moved": np.frombuffer(cost.bytes_moved, dtype=np.float64),
     })
+
+
+def run_view(results: Results, costs: list[RecordingCostModel]) -> RunView:
+    """`costs[i]` is replica i's recording cost model (`simulate` builds them in order)."""
+    iterations = pd.concat(
+        [_iterations(engine, cost, i) for i, (engine, cost) in enumerate(zip(results.engines, costs))],
+        ignore_index=True)
     requests = pd.DataFrame(results.request_rows(), columns=list(REQUEST_COLUMNS))
     hardware = results.config.hardware
     return RunView(
@@ -89,7 +99,7 @@ def run_view(results: Results, cost: RecordingCostModel) -> RunView:
         summary=dict(results.summary),
         requests=requests,
         iterations=iterations,
-        kv_total_slots=engine.kv_total_slots,
+        kv_total_slots=results.engine.kv_total_slots,
         trace_name=results.config.trace.name,
         trace_notes=tuple(results.config.trace.notes),
         ridge_flops_per_byte=hardware.ridge_point_flops_per_byte,
@@ -149,12 +159,14 @@ def binned_iterations(view: RunView, num_bins: int = 300) -> pd.DataFrame:
     """Iteration columns averaged over equal time bins, each iteration weighted by its duration.
 
     A run has thousands of iterations; binning keeps charts light and still shows every busy
-    period. Bins where the replica computed nothing are dropped (nothing to average).
+    period. With several replicas the bins average over all of them, so the figures are a
+    mean replica's. Bins where no replica computed are dropped (nothing to average).
     """
     it = view.iterations
     if it.empty:
         return pd.DataFrame(columns=["time_s", "batch_size", "num_waiting", "kv_used_slots",
-                                     "kv_held_empty_slots", "kv_free_slots", "kv_frag"])
+                                     "kv_held_empty_slots", "kv_cached_slots", "kv_free_slots",
+                                     "kv_frag"])
     end_s = float((it["start_s"] + it["duration_s"]).max())
     edges = np.linspace(0.0, max(end_s, 1e-9), num_bins + 1)
     index = np.clip(np.searchsorted(edges, it["start_s"].to_numpy(), side="right") - 1,
@@ -167,6 +179,7 @@ def binned_iterations(view: RunView, num_bins: int = 300) -> pd.DataFrame:
         "num_waiting": it["num_waiting"] * weights,
         "reserved": it["kv_reserved_slots"] * weights,
         "filled": it["kv_filled_slots"] * weights,
+        "cached": it["kv_cached_free_slots"] * weights,
     })
     sums = frame.groupby("bin").sum()
     sums = sums[sums["w"] > 0]
@@ -176,17 +189,25 @@ def binned_iterations(view: RunView, num_bins: int = 300) -> pd.DataFrame:
     out["num_waiting"] = sums["num_waiting"].to_numpy() / w
     reserved = sums["reserved"].to_numpy() / w
     filled = sums["filled"].to_numpy() / w
+    cached = sums["cached"].to_numpy() / w
     out["kv_used_slots"] = filled
     out["kv_held_empty_slots"] = reserved - filled
-    out["kv_free_slots"] = view.kv_total_slots - reserved
+    out["kv_cached_slots"] = cached
+    out["kv_free_slots"] = view.kv_total_slots - reserved - cached
     out["kv_frag"] = np.divide(reserved - filled, reserved, out=np.zeros_like(reserved),
                                where=reserved > 0)
     return out
 
 
+KV_STATES = {"kv_used_slots": "used", "kv_held_empty_slots": "held, empty",
+             "kv_cached_slots": "cached", "kv_free_slots": "free"}
+"""Binned columns of the KV pool's states, bottom to top: they add up to the whole pool.
+"cached" slots are free but still hold a prefix a later request may hit."""
+
+
 def kv_long(binned: pd.DataFrame) -> pd.DataFrame:
-    """(time_s, state, slots, share) for a stacked area: used, held but empty, free."""
-    names = {"kv_used_slots": "used", "kv_held_empty_slots": "held, empty", "kv_free_slots": "free"}
+    """(time_s, state, slots, share) for a stacked area over `KV_STATES`."""
+    names = KV_STATES
     total = binned[list(names)].sum(axis=1)
     shares = binned[list(names)].div(total.where(total > 0, 1), axis=0)
     long = binned.melt(id_vars=["time_s"], value_vars=list(names), var_name="state",

@@ -13,11 +13,13 @@ from ui.runner import cached_run
 from ui.upload import user_message
 
 OPTIONAL_PANELS: dict[str, tuple[str, ...]] = {
-    "Prefix caching": ("prefix_hit_rate", "prefix_hit_tokens", "prefix_cached_blocks_mean"),
-    "Speculative decoding": ("spec_tokens_per_step_mean", "spec_acceptance_rate",
-                             "spec_accepted_tokens_mean"),
+    "Prefix caching": ("prefix_hit_rate", "prefix_hit_rate_blocks", "prefix_hit_tokens",
+                       "evictions"),
+    "Speculative decoding": ("spec_tokens_per_step_mean", "spec_acceptance_rate", "spec_k_mean",
+                             "spec_verifies", "spec_draft_time_share", "spec_verify_time_share"),
 }
-"""Panels shown only when the summary has their first key (the features that emit them)."""
+"""Panels shown only when the summary's first key has a value (the features that fill it:
+a prefix-caching allocator, a speculator other than `none`)."""
 
 
 def run_or_error(options: ReplayOptions, upload_name: str | None = None) -> RunView | None:
@@ -68,7 +70,7 @@ def rejections(view: RunView) -> None:
 
 def optional_panels(view: RunView) -> None:
     for title, keys in OPTIONAL_PANELS.items():
-        if keys[0] not in view.summary:
+        if view.summary.get(keys[0]) is None:
             continue
         st.subheader(title)
         present = [k for k in keys if k in view.summary]

@@ -13,7 +13,7 @@ from typing import Callable
 
 import streamlit as st
 
-from sim.api import build_cost_model, simulate
+from sim.api import simulate
 from sim.config import ReplayOptions, resolve
 from sim.cost.intensity import RecordingCostModel
 from ui.data import RunView, run_view
@@ -24,9 +24,14 @@ ProgressFn = Callable[[int, int], None]
 def run(options: ReplayOptions, progress: ProgressFn | None = None) -> RunView:
     """Resolve and simulate `options`; ValueError (a clear message) on bad input."""
     config = resolve(options)
-    cost = build_cost_model(config, RecordingCostModel)
-    results = simulate(config, progress, cost=cost)
-    return run_view(results, cost)
+    costs: list[RecordingCostModel] = []
+
+    def recording_cost_model(*args, **kwargs) -> RecordingCostModel:
+        costs.append(RecordingCostModel(*args, **kwargs))
+        return costs[-1]
+
+    results = simulate(config, progress, cost_model=recording_cost_model)
+    return run_view(results, costs)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

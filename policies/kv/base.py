@@ -4,6 +4,13 @@ An allocator owns a pool of `num_blocks` blocks of `block_size` token slots. Sch
 for room with `allocate_slots(seq, num_tokens)`: "make sure `seq` can hold `num_tokens` tokens
 of KV in total". The call is all-or-nothing and returns False without side effects when the
 pool cannot serve it, which is what preemption is built on (as in vLLM v1).
+
+Speculative decoding allocates slots for draft tokens before knowing how many survive; after
+the verify step the engine calls `shrink_slots(seq, num_tokens)` with the count of tokens
+whose KV is now final, and the allocator takes back whatever it holds beyond that. Slots past
+`num_tokens` held rejected drafts: an allocator that caches blocks by content (prefix caching)
+must never hash or cache them, i.e. it may hash only tokens below the count it was last shrunk
+or grown to by the engine after a step.
 """
 
 from __future__ import annotations
@@ -19,13 +26,15 @@ class KVUsage:
     """Pool occupancy in token slots.
 
     `reserved_slots` are held by sequences (whole blocks for paged, whole reservations for
-    contiguous); `filled_slots` of them hold KV that a sequence asked for. The difference is
-    internal fragmentation.
+    contiguous); `filled_slots` of them hold KV that a sequence asked for (a block shared by
+    several sequences counts once). The difference is internal fragmentation.
+    `cached_free_slots` are free but still hold a cached prefix a later request may hit.
     """
 
     total_slots: int
     reserved_slots: int
     filled_slots: int
+    cached_free_slots: int = 0
 
     @property
     def utilization(self) -> float:
@@ -46,13 +55,30 @@ class KVAllocator(Protocol):
     def never_fits_reason(self, request: Request) -> str | None:
         """Why `request` could not run even on an empty pool, or None if it can."""
 
-    def allocate_slots(self, seq: Sequence, num_tokens: int) -> bool:
-        """Ensure room for `num_tokens` tokens of `seq` in total; all-or-nothing."""
+    def blocks_for(self, num_tokens: int) -> int:
+        """Pool blocks that `num_tokens` tokens of one sequence occupy."""
+
+    def match_prefix(self, seq: Sequence) -> int:
+        """Leading tokens of `seq` whose KV is already cached (0 without prefix caching)."""
+
+    def cached_prefix_tokens(self, request: Request) -> int:
+        """The same question for a request not on this replica (for cache-aware routing)."""
+
+    def allocate_slots(self, seq: Sequence, num_tokens: int, num_cached_tokens: int = 0) -> bool:
+        """Ensure room for `num_tokens` tokens of `seq` in total; all-or-nothing. On admission
+        the first `num_cached_tokens` (a `match_prefix` answer) reuse cached KV."""
+
+    def shrink_slots(self, seq: Sequence, num_tokens: int) -> None:
+        """`seq` now needs only `num_tokens` slots in total (its rejected drafts are gone):
+        release what is held beyond that. A no-op when it holds no more than that."""
 
     def free(self, seq: Sequence) -> None:
         """Return everything `seq` holds to the pool (no-op if it holds nothing)."""
 
     def usage(self) -> KVUsage: ...
+
+    def stats(self) -> dict[str, int]:
+        """Cumulative counters (prefix hits and queries in tokens and blocks, evictions)."""
 
 
 def kv_tokens_needed(request: Request) -> int:

@@ -21,6 +21,7 @@ import bisect
 from dataclasses import dataclass
 
 from policies.kv.base import KVUsage, kv_tokens_needed
+from policies.kv.layout import KVLayout
 from policies.types import Request, Sequence
 
 RESERVE_MODES = ("max", "pow2", "oracle")
@@ -32,6 +33,7 @@ class ContiguousParams:
     num_blocks: int = 0
     max_model_len: int = 0
     reserve: str = "max"
+    layout: KVLayout = KVLayout()
 
     def __post_init__(self) -> None:
         if self.reserve not in RESERVE_MODES:
@@ -48,6 +50,7 @@ class ContiguousAllocator:
         self.num_blocks = params.num_blocks
         self.max_model_len = params.max_model_len
         self.reserve = params.reserve
+        self.layout = params.layout
         self.total_slots = params.num_blocks * params.block_size
         # Free gaps as sorted, non-overlapping, non-adjacent [start, end) intervals.
         self._gap_starts: list[int] = [0]
@@ -58,6 +61,9 @@ class ContiguousAllocator:
         self._filled_slots = 0
 
     def reservation_slots(self, request: Request) -> int:
+        return self.layout.slots_for(self._reserved_tokens(request), self.block_size)
+
+    def _reserved_tokens(self, request: Request) -> int:
         if self.reserve == "max":
             return self.max_model_len
         if self.reserve == "pow2":
@@ -74,7 +80,16 @@ class ContiguousAllocator:
             )
         return None
 
-    def allocate_slots(self, seq: Sequence, num_tokens: int) -> bool:
+    def blocks_for(self, num_tokens: int) -> int:
+        return -(-self.layout.slots_for(num_tokens, self.block_size) // self.block_size)
+
+    def cached_prefix_tokens(self, request: Request) -> int:
+        return 0
+
+    def match_prefix(self, seq: Sequence) -> int:
+        return 0  # a private span per request shares nothing
+
+    def allocate_slots(self, seq: Sequence, num_tokens: int, num_cached_tokens: int = 0) -> bool:
         span = self.spans.get(seq.seq_id)
         if span is None:
             length = self.reservation_slots(seq.request)
@@ -84,7 +99,7 @@ class ContiguousAllocator:
             self._take(start, length)
             span = self.spans[seq.seq_id] = (start, length)
             self._reserved_slots += length
-        if num_tokens > span[1]:
+        if self.layout.slots_for(num_tokens, self.block_size) > span[1]:
             raise RuntimeError(
                 f"request {seq.seq_id} asked for {num_tokens} KV slots beyond its "
                 f"{span[1]}-slot reservation"
@@ -92,8 +107,18 @@ class ContiguousAllocator:
         previous = self._num_tokens.get(seq.seq_id, 0)
         if num_tokens > previous:
             self._num_tokens[seq.seq_id] = num_tokens
-            self._filled_slots += num_tokens - previous
+            self._filled_slots += (self.layout.slots_for(num_tokens, self.block_size)
+                                   - self.layout.slots_for(previous, self.block_size))
         return True
+
+    def shrink_slots(self, seq: Sequence, num_tokens: int) -> None:
+        """The reservation stays whole (it is held until the request ends); only the filled
+        count drops, so rejected drafts show up as internal waste, not as free gaps."""
+        previous = self._num_tokens.get(seq.seq_id, 0)
+        if num_tokens < previous:
+            self._num_tokens[seq.seq_id] = num_tokens
+            self._filled_slots -= (self.layout.slots_for(previous, self.block_size)
+                                   - self.layout.slots_for(num_tokens, self.block_size))
 
     def _first_fit(self, length: int) -> int | None:
         for start, end in zip(self._gap_starts, self._gap_ends):
@@ -115,7 +140,7 @@ class ContiguousAllocator:
         start, length = span
         end = start + length
         self._reserved_slots -= length
-        self._filled_slots -= self._num_tokens.pop(seq.seq_id, 0)
+        self._filled_slots -= self.layout.slots_for(self._num_tokens.pop(seq.seq_id, 0), self.block_size)
         i = bisect.bisect_left(self._gap_starts, start)
         merge_left = i > 0 and self._gap_ends[i - 1] == start
         merge_right = i < len(self._gap_starts) and self._gap_starts[i] == end
@@ -132,3 +157,6 @@ class ContiguousAllocator:
 
     def usage(self) -> KVUsage:
         return KVUsage(self.total_slots, self._reserved_slots, self._filled_slots)
+
+    def stats(self) -> dict[str, int]:
+        return {"evictions": 0}

@@ -1,20 +1,32 @@
-"""PagedAttention's block allocator: fixed-size blocks, per-sequence block tables, a free list.
+"""PagedAttention's block allocator, with optional automatic prefix caching (`paged-prefix`).
 
-Block ids are handed out in the order vLLM's free-block queue would: never-used blocks in id
+Blocks are handed out in the order vLLM's free-block queue would: never-used blocks in id
 order, then freed blocks in the order they were freed. Blocks are created lazily (a counter
 marks the first never-used id), so a pool of millions of blocks costs no memory until used.
 
     block table of a 37-token sequence, block_size 16:
     [ b0: 16 slots full ][ b1: 16 slots full ][ b2: 5 used, 11 empty ]
                                                  ^ internal fragmentation
+
+With prefix caching, each full block of committed tokens carries a chained content hash
+(`block_hashes.py`); blocks are reference counted, so requests with a common prefix share
+them. A block whose last owner leaves keeps its hash and joins the free queue's tail: it is
+"cached-free", reusable by a later hit until allocation pops it from the queue's head and
+evicts its hash (lazy LRU eviction). A sequence frees its blocks tail first, so the blocks
+least likely to be shared (the ends of prompts) are evicted first.
+
+    free queue:  head -> [fresh ids ...][b9 (hash)][b4][b7 (hash)] <- tail (newest freed)
+                 allocation pops the head; a hit removes a cached block from anywhere
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from policies.kv.base import KVUsage, kv_tokens_needed
+from policies.kv.block_hashes import block_hashes, extend_block_hashes
+from policies.kv.layout import KVLayout
 from policies.types import Request, Sequence
 
 
@@ -22,77 +34,249 @@ from policies.types import Request, Sequence
 class PagedParams:
     block_size: int = 16
     num_blocks: int = 0
+    watermark: float = 0.01
+    """Share of the pool a new sequence must leave free when admitted (vLLM v0's default), so
+    running sequences can still grow a little before anything must be preempted."""
+    enable_prefix_caching: bool = False
+    layout: KVLayout = KVLayout()
 
     def __post_init__(self) -> None:
+        if self.enable_prefix_caching and not self.layout.is_plain:
+            raise ValueError(
+                "paged-prefix caches full-attention blocks only; this model's layers keep "
+                "sliding-window or recurrent state (use --allocator paged)"
+            )
         if self.block_size < 1:
             raise ValueError(f"block size must be >= 1, got {self.block_size}")
         if self.num_blocks < 1:
             raise ValueError(f"the KV pool must hold at least one block, got {self.num_blocks}")
+        if not 0.0 <= self.watermark < 1.0:
+            raise ValueError(f"watermark must lie in [0, 1), got {self.watermark}")
+
+
+@dataclass(frozen=True, slots=True)
+class PagedPrefixParams(PagedParams):
+    enable_prefix_caching: bool = True
 
 
 class PagedAllocator:
     def __init__(self, params: PagedParams) -> None:
         self.block_size = params.block_size
         self.num_blocks = params.num_blocks
+        self.caching = params.enable_prefix_caching
+        self.layout = params.layout
+        self._watermark_blocks = int(params.watermark * params.num_blocks)
         self._next_fresh = 0
-        self._freed: deque[int] = deque()
+        self._free: OrderedDict[int, None] = OrderedDict()
+        self._ref: dict[int, int] = {}
+        self._block_hash: dict[int, int] = {}
+        self._hash_to_block: dict[int, int] = {}
+        self._num_cached_free = 0
         self.block_tables: dict[int, list[int]] = {}
         self._num_tokens: dict[int, int] = {}
+        self._hashes: dict[int, list[int]] = {}
+        self._num_registered: dict[int, int] = {}
         self._filled_slots = 0
+        self._shared_slots = 0  # slots counted once per extra owner of a shared (full) block
+        self.hit_tokens = 0
+        self.query_tokens = 0
+        self.hit_blocks = 0
+        self.query_blocks = 0
+        self.evictions = 0
 
+    # ---- queries ------------------------------------------------------------------------
     @property
     def num_free_blocks(self) -> int:
-        return self.num_blocks - self._next_fresh + len(self._freed)
+        """Blocks a new allocation may take: never used, freed, or cached-free."""
+        return self.num_blocks - self._next_fresh + len(self._free)
 
     def blocks_for(self, num_tokens: int) -> int:
-        return -(-num_tokens // self.block_size)
+        return self.layout.blocks_for(num_tokens, self.block_size)
 
     def never_fits_reason(self, request: Request) -> str | None:
         need = self.blocks_for(kv_tokens_needed(request))
-        if need > self.num_blocks:
+        if need > self.num_blocks - self._watermark_blocks:
             return (
                 f"needs {need} KV blocks ({kv_tokens_needed(request)} tokens) but the whole "
                 f"pool has {self.num_blocks}"
+                + (f" ({self._watermark_blocks} kept free as watermark)" if self._watermark_blocks else "")
             )
         return None
 
-    def allocate_slots(self, seq: Sequence, num_tokens: int) -> bool:
+    def match_prefix(self, seq: Sequence) -> int:
+        """Tokens of `seq`'s prompt already in the cache (whole blocks); the pool is untouched.
+
+        At least one token is always left to compute, since its logits are needed: a hit on
+        every block of a block-aligned prompt gives back the last block.
+        """
+        if not self.caching:
+            return 0
+        hits = 0
+        for block_hash in self._block_hashes(seq, seq.num_known_tokens):
+            if block_hash not in self._hash_to_block:
+                break
+            hits += 1
+        max_blocks = (seq.num_known_tokens - 1) // self.block_size
+        return min(hits, max_blocks) * self.block_size
+
+    def cached_prefix_tokens(self, request: Request) -> int:
+        """Leading prompt tokens of a request not (yet) on this replica that the cache holds:
+        what a cache-aware router asks every replica."""
+        if not self.caching:
+            return 0
+        hits = 0
+        for block_hash in block_hashes(request, self.block_size, request.prompt_tokens):
+            if block_hash not in self._hash_to_block:
+                break
+            hits += 1
+        return hits * self.block_size
+
+    def _block_hashes(self, seq: Sequence, num_tokens: int) -> list[int]:
+        """Hashes of `seq`'s full blocks among its first `num_tokens` committed tokens."""
+        hashes = self._hashes.setdefault(seq.seq_id, [])
+        extend_block_hashes(hashes, seq.request, self.block_size, num_tokens)
+        return hashes
+
+    # ---- allocation ---------------------------------------------------------------------
+    def allocate_slots(self, seq: Sequence, num_tokens: int, num_cached_tokens: int = 0) -> bool:
+        """Room for `num_tokens` tokens of `seq`; all-or-nothing.
+
+        A sequence holding no blocks is being admitted: its first `num_cached_tokens` (from
+        `match_prefix`, block-aligned) reuse cached blocks, and it must leave the watermark free.
+        """
         seq_id = seq.request.request_id
         table = self.block_tables.get(seq_id)
-        held = len(table) if table is not None else 0
-        missing = -(-num_tokens // self.block_size) - held
+        if table is None:
+            return self._admit(seq, num_tokens, num_cached_tokens)
+        missing = self.blocks_for(num_tokens) - len(table)
         if missing > 0:
             if missing > self.num_free_blocks:
                 return False
-            if table is None:
-                table = self.block_tables[seq_id] = []
             table.extend(self._pop_free() for _ in range(missing))
-        elif table is None:
-            self.block_tables[seq_id] = []
-        previous = self._num_tokens.get(seq_id, 0)
-        if num_tokens > previous:
-            self._num_tokens[seq_id] = num_tokens
-            self._filled_slots += num_tokens - previous
+        self._register_hashes(seq, table, num_tokens)
+        self._set_filled(seq_id, num_tokens)
         return True
+
+    def _admit(self, seq: Sequence, num_tokens: int, num_cached_tokens: int) -> bool:
+        hit_blocks = num_cached_tokens // self.block_size
+        hashes = self._block_hashes(seq, num_cached_tokens) if self.caching else []
+        cached = [self._hash_to_block[h] for h in hashes[:hit_blocks]]
+        reclaimed = sum(1 for b in cached if self._ref.get(b, 0) == 0)
+        new_blocks = self.blocks_for(num_tokens) - hit_blocks
+        if new_blocks + reclaimed > self.num_free_blocks - self._watermark_blocks:
+            return False
+        for block in cached:
+            owners = self._ref.get(block, 0)
+            if owners == 0:
+                del self._free[block]
+                self._num_cached_free -= 1
+            else:
+                self._shared_slots += self.block_size
+            self._ref[block] = owners + 1
+        table = cached + [self._pop_free() for _ in range(new_blocks)]
+        self.block_tables[seq.seq_id] = table
+        if self.caching:
+            self.hit_tokens += num_cached_tokens
+            self.query_tokens += seq.num_known_tokens
+            self.hit_blocks += hit_blocks
+            self.query_blocks += seq.num_known_tokens // self.block_size
+            self._num_registered[seq.seq_id] = hit_blocks
+            self._register_hashes(seq, table, num_tokens)
+        self._set_filled(seq.seq_id, num_tokens)
+        return True
+
+    def _register_hashes(self, seq: Sequence, table: list[int], num_tokens: int) -> None:
+        """Cache the blocks this allocation fills with committed tokens (their KV is computed
+        this step); slots beyond the known tokens (speculative ones) are never cached."""
+        if not self.caching:
+            return
+        num_full = min(num_tokens, seq.num_known_tokens) // self.block_size
+        done = self._num_registered.get(seq.seq_id, 0)
+        if num_full <= done:
+            return
+        hashes = self._block_hashes(seq, num_full * self.block_size)
+        for i in range(done, num_full):
+            block = table[i]
+            if block in self._block_hash or hashes[i] in self._hash_to_block:
+                continue  # already cached, or the same content lives in another block
+            self._block_hash[block] = hashes[i]
+            self._hash_to_block[hashes[i]] = block
+        self._num_registered[seq.seq_id] = num_full
 
     def _pop_free(self) -> int:
         if self._next_fresh < self.num_blocks:
+            block = self._next_fresh
             self._next_fresh += 1
-            return self._next_fresh - 1
-        return self._freed.popleft()
+        else:
+            block, _ = self._free.popitem(last=False)
+            evicted = self._block_hash.pop(block, None)
+            if evicted is not None:
+                del self._hash_to_block[evicted]
+                self._num_cached_free -= 1
+                self.evictions += 1
+        self._ref[block] = 1
+        return block
+
+    def _set_filled(self, seq_id: int, num_tokens: int) -> None:
+        previous = self._num_tokens.get(seq_id, 0)
+        if num_tokens > previous:
+            self._num_tokens[seq_id] = num_tokens
+            self._filled_slots += (self.layout.slots_for(num_tokens, self.block_size)
+                                   - self.layout.slots_for(previous, self.block_size))
+
+    def shrink_slots(self, seq: Sequence, num_tokens: int) -> None:
+        """Give back the blocks past `num_tokens` (they held only rejected drafts, which were
+        never hashed: `_register_hashes` stops at the known tokens), tail first as in `free`."""
+        table = self.block_tables.get(seq.seq_id)
+        previous = self._num_tokens.get(seq.seq_id, 0)
+        if table is None or num_tokens >= previous:
+            return
+        self._num_tokens[seq.seq_id] = num_tokens
+        self._filled_slots -= (self.layout.slots_for(previous, self.block_size)
+                               - self.layout.slots_for(num_tokens, self.block_size))
+        keep = self.blocks_for(num_tokens)
+        for block in reversed(table[keep:]):
+            self._release(block)
+        del table[keep:]
 
     def free(self, seq: Sequence) -> None:
         table = self.block_tables.pop(seq.seq_id, None)
         if table is None:
             return
-        # Tail first, so the blocks least likely to be shared are reused first.
-        self._freed.extend(reversed(table))
-        self._filled_slots -= self._num_tokens.pop(seq.seq_id, 0)
+        for block in reversed(table):  # tail first: evicted before the shared head
+            self._release(block)
+        held = self._num_tokens.pop(seq.seq_id, 0)
+        self._filled_slots -= self.layout.slots_for(held, self.block_size)
+        self._hashes.pop(seq.seq_id, None)
+        self._num_registered.pop(seq.seq_id, None)
 
+    def _release(self, block: int) -> None:
+        """Drop one owner of `block`; with none left it joins the free queue's tail (still
+        cached if it carries a hash)."""
+        self._ref[block] -= 1
+        if self._ref[block] > 0:
+            self._shared_slots -= self.block_size
+        else:
+            del self._ref[block]
+            self._free[block] = None
+            if block in self._block_hash:
+                self._num_cached_free += 1
+
+    # ---- accounting ---------------------------------------------------------------------
     def usage(self) -> KVUsage:
         used_blocks = self.num_blocks - self.num_free_blocks
         return KVUsage(
             total_slots=self.num_blocks * self.block_size,
             reserved_slots=used_blocks * self.block_size,
-            filled_slots=self._filled_slots,
+            filled_slots=self._filled_slots - self._shared_slots,
+            cached_free_slots=self._num_cached_free * self.block_size,
         )
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "prefix_hit_tokens": self.hit_tokens,
+            "prefix_query_tokens": self.query_tokens,
+            "prefix_hit_blocks": self.hit_blocks,
+            "prefix_query_blocks": self.query_blocks,
+            "evictions": self.evictions,
+        }

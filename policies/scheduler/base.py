@@ -33,6 +33,15 @@ class Scheduler(Protocol):
     def num_running(self) -> int: ...
 
 
+def admit(seq: Sequence, num_cached_tokens: int) -> None:
+    """Mark `seq` running with its prefix-cache hit already computed. A sequence coming back
+    after a recompute preemption counts the tokens it computes again as recomputed."""
+    if seq.num_preemptions and seq.num_computed_tokens == 0:
+        seq.num_recomputed_tokens += seq.num_known_tokens - num_cached_tokens
+    seq.num_computed_tokens = num_cached_tokens
+    seq.status = SeqStatus.RUNNING
+
+
 def preempt_by_recompute(
     seq: Sequence, allocator: KVAllocator, waiting: deque[Sequence], plan: Plan
 ) -> None:

@@ -4,8 +4,10 @@ Every iteration, waiting prompts are admitted first-come-first-served while they
 budget, the sequence cap and the KV pool; if any prompt was admitted the iteration runs those
 prefills alone (whole prompts, never chunked), otherwise it runs one decode token for every
 running sequence. A prompt longer than the whole token budget is admitted on its own. When a
-decode cannot get a KV slot, the newest running sequence is preempted by recompute until it
-can (possibly the sequence itself).
+decode cannot get a KV slot, the newest running sequence is preempted until it can (possibly
+the sequence itself): by recompute (drop its KV, requeue it with its outputs), or by swap (copy
+its KV to the host swap space, keeping its progress; recompute when the swap space is full).
+Swapped sequences come back before any new prompt is admitted, oldest first, as vLLM v0 does.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from collections import deque
 from dataclasses import dataclass
 
 from policies.kv.base import KVAllocator
-from policies.scheduler.base import preempt_by_recompute
+from policies.kv.swap import PREEMPTION_MODES, SwapSpace
+from policies.scheduler.base import admit, preempt_by_recompute
 from policies.types import Plan, ScheduledChunk, Sequence, SeqStatus
 
 
@@ -22,10 +25,14 @@ from policies.types import Plan, ScheduledChunk, Sequence, SeqStatus
 class ContinuousParams:
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 2048
+    preemption: str = "recompute"
+    num_cpu_blocks: int = 0
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1:
             raise ValueError("max_num_seqs and max_num_batched_tokens must be >= 1")
+        if self.preemption not in PREEMPTION_MODES:
+            raise ValueError(f"unknown preemption mode {self.preemption!r}; choose one of {PREEMPTION_MODES}")
 
 
 class ContinuousScheduler:
@@ -34,10 +41,12 @@ class ContinuousScheduler:
         self.allocator = allocator
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
+        self.swapped: deque[Sequence] = deque()
+        self.swap_space = SwapSpace(params.num_cpu_blocks, allocator.blocks_for)
 
     @property
     def num_waiting(self) -> int:
-        return len(self.waiting)
+        return len(self.waiting) + len(self.swapped)
 
     @property
     def num_running(self) -> int:
@@ -52,25 +61,40 @@ class ContinuousScheduler:
 
     def schedule(self, now_s: float) -> Plan:
         plan = Plan()
-        self._admit_prefills(plan)
+        if self.swapped:
+            self._swap_in(plan)
+        else:
+            self._admit_prefills(plan)
         if not plan.chunks:
             self._schedule_decodes(plan)
         return plan
+
+    def _swap_in(self, plan: Plan) -> None:
+        while self.swapped and len(self.running) < self.params.max_num_seqs:
+            seq = self.swapped[0]
+            if not self.allocator.allocate_slots(seq, seq.num_known_tokens):
+                break
+            self.swapped.popleft()
+            self.swap_space.release(seq)
+            seq.status = SeqStatus.RUNNING
+            self.running.append(seq)
+            plan.swap_in_slots += seq.num_computed_tokens
 
     def _admit_prefills(self, plan: Plan) -> None:
         budget = self.params.max_num_batched_tokens
         while self.waiting and len(self.running) < self.params.max_num_seqs:
             seq = self.waiting[0]
-            num_new = seq.num_uncomputed_tokens
+            num_cached = self.allocator.match_prefix(seq)
+            num_new = seq.num_known_tokens - num_cached
             oversized_alone = not plan.chunks and num_new > self.params.max_num_batched_tokens
             if num_new > budget and not oversized_alone:
                 break
-            if not self.allocator.allocate_slots(seq, seq.num_known_tokens):
+            if not self.allocator.allocate_slots(seq, seq.num_known_tokens, num_cached):
                 break
             self.waiting.popleft()
-            seq.status = SeqStatus.RUNNING
+            admit(seq, num_cached)
             self.running.append(seq)
-            plan.chunks.append(ScheduledChunk(seq, num_new, seq.num_computed_tokens))
+            plan.chunks.append(ScheduledChunk(seq, num_new, num_cached))
             budget -= num_new
             if oversized_alone:
                 break
@@ -88,5 +112,16 @@ class ContinuousScheduler:
                 index += 1
                 continue
             # The newest sequence yields its KV; if that is `seq` itself the loop ends.
-            victim = self.running.pop()
+            self._preempt(self.running.pop(), plan)
+
+    def _preempt(self, victim: Sequence, plan: Plan) -> None:
+        if self.params.preemption == "swap" and self.swap_space.try_hold(victim):
+            self.allocator.free(victim)
+            victim.status = SeqStatus.SWAPPED
+            victim.num_preemptions += 1
+            victim.num_swaps += 1
+            self.swapped.appendleft(victim)
+            plan.preempted.append(victim)
+            plan.swap_out_slots += victim.num_computed_tokens
+        else:
             preempt_by_recompute(victim, self.allocator, self.waiting, plan)

@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from policies.kv.base import KVAllocator
-from policies.scheduler.base import preempt_by_recompute
+from policies.scheduler.base import admit, preempt_by_recompute
 from policies.types import Plan, ScheduledChunk, Sequence, SeqStatus
 
 
@@ -83,10 +83,11 @@ class StaticScheduler:
     def _form_batch(self) -> None:
         while self.waiting and len(self.batch) < self.params.max_num_seqs:
             seq = self.waiting[0]
-            if not self.allocator.allocate_slots(seq, seq.num_known_tokens):
+            num_cached = self.allocator.match_prefix(seq)
+            if not self.allocator.allocate_slots(seq, seq.num_known_tokens, num_cached):
                 break
             self.waiting.popleft()
-            seq.status = SeqStatus.RUNNING
+            admit(seq, num_cached)
             self.batch.append(seq)
 
     def _schedule_member(self, seq: Sequence, plan: Plan) -> None:

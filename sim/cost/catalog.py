@@ -9,7 +9,7 @@ datasheets (dense tensor-core peaks, i.e. without 2:4 sparsity).
 from __future__ import annotations
 
 from policies.registry import UnknownNameError
-from sim.cost.specs import HardwareSpec, MLASpec, ModelSpec, MoESpec
+from sim.cost.specs import HardwareSpec, MLASpec, ModelSpec, MoESpec, SSMSpec
 
 GB = 1e9
 GiB = 1024**3
@@ -71,6 +71,29 @@ _MODELS: list[ModelSpec] = [
                           v_head_dim=128),
               moe=MoESpec(num_experts=64, experts_per_token=6, expert_intermediate_size=1408,
                           num_shared_experts=2, first_moe_layer=1)),
+    # huggingface.co/google/gemma-3-12b-it config.json, text model: 48 layers, 5 sliding-window
+    # (1024) layers per global one, head_dim 256, 16 heads / 8 KV heads, tied embeddings,
+    # 128K context (the vision tower is not modelled).
+    ModelSpec("gemma-3-12b", "google/gemma-3-12b-it", num_layers=48, hidden_size=3840,
+              intermediate_size=15360, num_heads=16, num_kv_heads=8, vocab_size=262208,
+              max_model_len=131072, head_dim=256, tied_embeddings=True, sliding_window=1024,
+              layer_pattern=("local",) * 5 + ("global",)),
+    # huggingface.co/ai21labs/Jamba-v0.1/blob/main/config.json: 32 layers, attention at layer
+    # offset 4 of every 8 (the rest Mamba: d_state 16, d_conv 4, expand 2, dt_rank 256),
+    # MoE (16 experts, top-2) on every other layer from layer 1; 256K context.
+    ModelSpec("jamba-v0.1", "ai21labs/Jamba-v0.1", num_layers=32, hidden_size=4096,
+              intermediate_size=14336, num_heads=32, num_kv_heads=8, vocab_size=65536,
+              max_model_len=262144,
+              layer_pattern=("ssm",) * 4 + ("global",) + ("ssm",) * 3,
+              ssm=SSMSpec(d_inner=8192, d_state=16, d_conv=4, dt_rank=256),
+              moe=MoESpec(num_experts=16, experts_per_token=2, expert_intermediate_size=14336,
+                          first_moe_layer=1, layer_period=2)),
+    # A what-if spec, not a released model: Llama-3-8B with cross-layer attention sharing one
+    # KV between each pair of adjacent layers (CLA2, Brandon et al., "Reducing Transformer
+    # Key-Value Cache Size with Cross-Layer Attention", 2024): half the KV per token.
+    ModelSpec("llama-3-8b-cla2", "meta-llama/Meta-Llama-3-8B (CLA2 variant)", num_layers=32,
+              hidden_size=4096, intermediate_size=14336, num_heads=32, num_kv_heads=8,
+              vocab_size=128256, max_model_len=8192, kv_sharing=2),
     # huggingface.co/01-ai/Yi-34B-200K/blob/main/config.json (the Sarathi-Serve profile model)
     ModelSpec("yi-34b-200k", "01-ai/Yi-34B-200K", num_layers=60, hidden_size=7168,
               intermediate_size=20480, num_heads=56, num_kv_heads=8, vocab_size=64000,

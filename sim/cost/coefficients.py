@@ -1,8 +1,10 @@
 """Efficiency coefficients of the roofline: data, with provenance, never constants in code.
 
 A roofline term is `max(flops / (peak * compute_eff), bytes / (bandwidth * memory_eff))`. The
-efficiencies say what fraction of the datasheet peaks real kernels reach; they are fitted
-(`sim.cost.calibrate`) to measured timings and stored as JSON so a run names the fit it used.
+efficiencies say what fraction of the datasheet peaks real kernels reach, and the `_s` fields
+are fixed times the throughput terms miss (engine overheads, launch and link latency); all are
+fitted (`sim.cost.calibrate`) to measured timings and stored as JSON so a run names the fit
+it used.
 """
 
 from __future__ import annotations
@@ -23,17 +25,19 @@ class Coefficients:
     iteration_overhead_s: float
     per_sequence_overhead_s: float
     provenance: str = ""
-    # Added after the first fits (defaults keep older JSON loading and meaning the same):
+    # Added with the first fits; after `provenance` so positional construction is unchanged,
+    # with defaults so older JSON still loads.
     allreduce_latency_s: float | None = None
     """Latency of one step of a tensor-parallel all-reduce; a call over tp ranks takes
-    ceil(log2 tp) steps. None takes the hardware table's `interconnect_latency_s`. Fitted
-    because measured small all-reduces on 4-8 GPUs take 35-60 us, not the table's 5 us, and
-    whole-model decode steps grow with TP by about that much per call (160 calls for
-    Llama-2-70B)."""
+    ceil(log2 tp) steps. None takes the hardware table's `interconnect_latency_s` per step.
+    Fitted because measured small all-reduces on 4-8 GPUs take 35-60 us, not the table's 5 us,
+    and whole-model decode steps grow from TP 2 to 4 to 8 by tens of microseconds per call
+    (160 calls an iteration for Llama-2-70B)."""
     layer_overhead_s: float = 0.0
     """Fixed time per layer per iteration, booked to the linear group: the launch and tail
-    latency of a layer's kernels. It is what a GEMM costs when it moves only a few MB (one
-    token through a TP-8 shard runs at under half the bandwidth a TP-1 layer reaches)."""
+    latency of a layer's kernels. It is why small GEMMs miss the bandwidth roofline: one token
+    through a Llama-2-7B layer streams weights at 75% of peak bandwidth at TP 1 but at 46-50%
+    at TP 8 (vidur's A100 and H100 profiles)."""
     tp_overhead_s: float = 0.0
     """Fixed time per iteration paid only under tensor parallelism: the driver handing the
     batch to the other ranks' workers (6 ms of RPC per iteration at TP 2-4 against under 1 ms
@@ -64,21 +68,41 @@ class Coefficients:
         return cls(**data)
 
 
-def _default_table() -> dict[str, dict]:
-    text = resources.files("sim.cost").joinpath("data/default_coefficients.json").read_text()
-    return json.loads(text)
+BUILTIN_CALIBRATIONS: dict[str, str] = {"shared-fit": "data/shared_fit.json"}
+"""Calibrations shipped with servesim, usable by name with `--calibration NAME`.
+
+`shared-fit` holds the a100/h100 sets fitted to the GPU profiles in shared/calibration (Vidur,
+Splitwise, Sarathi-Serve; see docs/calibration.md). They are not the default: those profiles
+come from 2023 research engines whose per-sequence and per-layer overheads are several times
+a current engine's, so for capacity planning on today's engines the datasheet fractions in
+`default_coefficients.json` are the better prior until a profile of the target engine exists.
+"""
+
+
+def _package_table(relative: str) -> dict[str, dict]:
+    return json.loads(resources.files("sim.cost").joinpath(relative).read_text())
 
 
 def default_coefficients(hardware: str) -> Coefficients:
-    """The shipped coefficients for one hardware name (fitted where profiles exist)."""
-    table = _default_table()
-    entry = table.get(hardware, table["_generic"])
-    return Coefficients.from_json(entry)
+    """The default coefficients for one hardware name (datasheet fractions unless listed)."""
+    table = _package_table("data/default_coefficients.json")
+    return Coefficients.from_json(table.get(hardware, table["_generic"]))
 
 
 def load_coefficients(path: str | Path, hardware: str | None = None) -> Coefficients:
-    """Read a calibration file: either one coefficient set or a table keyed by hardware."""
-    data = json.loads(Path(path).read_text())
+    """Read a calibration: a builtin name (`shared-fit`) or a file holding either one
+    coefficient set or a table keyed by hardware name."""
+    name = str(path)
+    if name in BUILTIN_CALIBRATIONS:
+        data = _package_table(BUILTIN_CALIBRATIONS[name])
+    else:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(
+                f"cannot read calibration {path}: {exc} (builtin names: "
+                f"{', '.join(BUILTIN_CALIBRATIONS)})"
+            ) from exc
     if "linear_compute_eff" in data:
         return Coefficients.from_json(data)
     if "coefficients" in data:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from array import array
 from dataclasses import dataclass
 
-from policies.types import Plan, StepResult
+from policies.types import Plan
 from sim.cost.roofline import CostModel, IterationCost
 
 DECODE_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -100,8 +100,9 @@ def intensity_curve(cost: CostModel, context_tokens: int, spec_tokens: int = 0) 
 class RecordingCostModel(CostModel):
     """A `CostModel` that also keeps each executed iteration's FLOPs and bytes moved.
 
-    Columns are parallel to the engine's `IterationLog` (one append per executed plan), so
-    iteration i's intensity is `flops[i] / bytes_moved[i]`.
+    Columns are parallel to the engine's `IterationLog` (`execute` costs each executed plan
+    once), so iteration i's intensity is `flops[i] / bytes_moved[i]`. KV swap copies to and
+    from the host are not counted: they move no FLOPs and use the host link, not HBM.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -109,8 +110,8 @@ class RecordingCostModel(CostModel):
         self.flops = array("d")
         self.bytes_moved = array("d")
 
-    def execute(self, plan: Plan) -> StepResult:
-        cost = self.plan_cost(plan)
+    def plan_cost(self, plan: Plan) -> IterationCost:
+        cost = super().plan_cost(plan)
         self.flops.append(cost.flops)
         self.bytes_moved.append(cost.bytes)
-        return StepResult(cost.time_s)
+        return cost

@@ -11,8 +11,10 @@ graphs, workspaces). It is a documented choice, not a measurement.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+from policies.kv.layout import KVLayout
 from sim.cost.roofline import CostModel
 
 RUNTIME_RESERVE_BYTES = 1024**3
@@ -44,6 +46,23 @@ def activation_reserve_bytes(cost: CostModel, max_num_batched_tokens: int, max_n
     return activations + logits + RUNTIME_RESERVE_BYTES
 
 
+def kv_layout(cost: CostModel, block_size: int) -> tuple[KVLayout, float]:
+    """The pool's block layout for this model, and the bytes one block takes per replica.
+
+    A block holds `block_size` tokens for one unit of KV layers, the unit being the greatest
+    common divisor of the global and local (sliding-window) layer counts, so both kinds are
+    whole numbers of units. SSM state is rounded up to whole blocks per sequence.
+    """
+    m = cost.model
+    num_global, num_local = m.num_kv_layers("global"), m.num_kv_layers("local")
+    unit = math.gcd(num_global, num_local)
+    block_bytes = block_size * unit * cost.kv_bytes_per_token_replica / (num_global + num_local)
+    fixed = math.ceil(m.ssm_state_bytes(cost.kv_dtype) / block_bytes) if m.ssm else 0
+    layout = KVLayout(num_global // unit, num_local // unit, m.sliding_window if num_local else 0,
+                      fixed)
+    return layout, block_bytes
+
+
 def kv_budget(
     cost: CostModel,
     *,
@@ -60,7 +79,7 @@ def kv_budget(
     weights = cost.model.weight_bytes(cost.weight_dtype) / cost.tp
     reserve = activation_reserve_bytes(cost, max_num_batched_tokens, max_num_seqs)
     kv_per_device = device - weights - reserve
-    per_block = cost.kv_bytes_per_token_replica * block_size
+    per_block = kv_layout(cost, block_size)[1]
     if kv_per_device <= 0:
         raise ImpossibleConfigError(
             f"{cost.model.name} ({cost.weight_dtype}) needs {weights / 1e9:.1f} GB of weights and "

@@ -3,7 +3,7 @@
 For one engine iteration on one tensor-parallel rank (all ranks run in lockstep):
 
     time = sum over op groups g of max(flops_g / (peak * compute_eff_g),
-                                       bytes_g / (bandwidth * memory_eff_g))
+                                       bytes_g / (bandwidth * memory_eff_g)) + fixed_g
            + all-reduce time + overheads (per iteration, per sequence, under TP)
 
 Op groups:
@@ -11,8 +11,9 @@ Op groups:
   weights read once per iteration (MoE: only the experts some token in the batch is routed to)
   plus activations in and out; plus a fixed `layer_overhead_s` per layer (kernel launch and
   tail latency, which dominate GEMMs that move only a few MB).
-- attention: QK^T and PV over each sequence's attended context (causal within a new chunk,
-  capped by a sliding window); bytes are the KV read plus the new KV written.
+- attention: QK^T and PV over each sequence's attended context (causal within a new chunk;
+  local layers capped by the sliding window); bytes are the KV read plus the new KV written,
+  and each SSM layer's recurrent state read and written once per sequence.
 - lm_head: logits for the sequences that sample a token this step (last position only).
 - all-reduce: two per layer under tensor parallelism, ring algorithm over the interconnect
   for the bandwidth term, plus ceil(log2 tp) latency steps per call (fitted
@@ -109,24 +110,16 @@ class CostModel:
         self._peak_flops = self.hardware.compute_peak(compute_dtype)
         self._bandwidth = self.hardware.mem_bandwidth_bytes_s
 
-        attn = m.attention_params_per_layer()
-        dense_mlp = m.dense_mlp_params_per_layer()
-        # Linear FLOPs per token (per rank): attention projections + MLP (active experts).
-        linear_params_active = m.num_layers * attn + m.num_dense_mlp_layers * dense_mlp
-        self._always_read_weight_bytes = (
-            (m.num_layers * attn + m.num_dense_mlp_layers * dense_mlp) * w / tp
-        )
+        # Every non-embedding weight is a GEMM operand (attention, SSM and MLP projections);
+        # of the routed experts only those some token in the batch picks are read.
+        non_embedding = m.param_count - m.embedding_params()
+        active_non_embedding = m.active_param_count - m.embedding_params()
+        routed_experts = 0
         if m.moe is not None:
-            moe = m.moe
-            active_experts = moe.experts_per_token + moe.num_shared_experts
-            linear_params_active += m.num_moe_layers * (
-                active_experts * m.expert_params() + m.hidden_size * moe.num_experts
-            )
+            routed_experts = m.num_moe_layers * m.moe.num_experts * m.expert_params()
             self._expert_bytes = m.num_moe_layers * m.expert_params() * w / tp
-            self._always_read_weight_bytes += m.num_moe_layers * (
-                moe.num_shared_experts * m.expert_params() + m.hidden_size * moe.num_experts
-            ) * w / tp
-        self._linear_flops_per_token = 2.0 * linear_params_active / tp
+        self._always_read_weight_bytes = (non_embedding - routed_experts) * w / tp
+        self._linear_flops_per_token = 2.0 * active_non_embedding / tp
 
         # Activations in/out of each GEMM per token and layer (per rank).
         d = m.attn_head_dim
@@ -139,11 +132,22 @@ class CostModel:
         # Attention per rank: heads split; KV heads split unless fewer than tp (replicated);
         # MLA's latent is shared by all heads, so every rank holds all of it.
         qk, pv = m.attention_score_dim()
-        self._attn_flops_per_token_ctx = 2.0 * m.num_layers * (m.num_heads / tp) * (qk + pv)
+        per_layer_flops = 2.0 * (m.num_heads / tp) * (qk + pv)
+        self._global_attn_flops = m.count_layers("global") * per_layer_flops
+        self._local_attn_flops = m.count_layers("local") * per_layer_flops
         kv_elems = m.kv_elements_per_token_per_layer()
         if m.mla is None:
             kv_elems = kv_elems * max(1, m.num_kv_heads // tp) / m.num_kv_heads
-        self._kv_bytes_per_token_rank = m.num_layers * kv_elems * dtype_bytes(self.kv_dtype)
+        kv_layer_bytes = kv_elems * dtype_bytes(self.kv_dtype)
+        self._global_kv_bytes = m.num_kv_layers("global") * kv_layer_bytes
+        self._local_kv_bytes = m.num_kv_layers("local") * kv_layer_bytes
+        self._kv_bytes_per_token_rank = self._global_kv_bytes + self._local_kv_bytes
+        # SSM layers read and write their state once per sequence and iteration; the scan
+        # does ~9 FLOPs per state element and token (discretize, update, read out).
+        self._ssm_state_bytes_rank = m.ssm_state_bytes(self.kv_dtype) / tp
+        self._ssm_flops_per_token = (
+            9.0 * m.count_layers("ssm") * m.ssm.d_inner * m.ssm.d_state / tp if m.ssm else 0.0
+        )
 
         self._lm_head_flops_per_seq = 2.0 * m.hidden_size * m.vocab_size / tp
         self._lm_head_bytes = m.hidden_size * m.vocab_size * w / tp
@@ -186,16 +190,21 @@ class CostModel:
                              c.linear_compute_eff, c.linear_memory_eff,
                              fixed_s=c.layer_overhead_s * m.num_layers)
 
-        attended_pairs = 0.0
-        kv_tokens = 0
-        window = m.sliding_window
+        global_pairs = local_pairs = 0.0
+        global_kv = local_kv = 0
+        window = m.sliding_window or 0
         for n, ctx in zip(new_tokens, context_tokens):
-            attended_pairs += _attended_pairs(ctx, n, window)
-            kv_tokens += (ctx + n) if window is None else min(ctx + n, window + n)
+            global_pairs += _attended_pairs(ctx, n, None)
+            global_kv += ctx + n
+            if window:
+                local_pairs += _attended_pairs(ctx, n, window)
+                local_kv += min(ctx, window) + n
         attention = self._group(
             "attention",
-            self._attn_flops_per_token_ctx * attended_pairs,
-            self._kv_bytes_per_token_rank * kv_tokens,
+            self._global_attn_flops * global_pairs + self._local_attn_flops * local_pairs
+            + self._ssm_flops_per_token * total_new,
+            self._global_kv_bytes * global_kv + self._local_kv_bytes * local_kv
+            + 2.0 * self._ssm_state_bytes_rank * num_seqs,
             c.attention_compute_eff,
             c.attention_memory_eff,
         )
@@ -254,13 +263,22 @@ class CostModel:
         chunks = plan.chunks + plan.padding
         new = [ch.num_new_tokens for ch in chunks]
         ctx = [ch.num_context_tokens for ch in chunks]
+        # A speculative verify needs logits at every token it computes; others at the last.
         sampling = sum(
-            1 for ch in chunks if ch.num_context_tokens + ch.num_new_tokens >= ch.seq.num_known_tokens
+            ch.num_new_tokens if ch.num_spec_tokens else 1
+            for ch in chunks if ch.num_context_tokens + ch.num_new_tokens >= ch.seq.num_known_tokens
         )
         return self.breakdown(new, ctx, sampling)
 
     def execute(self, plan: Plan) -> StepResult:
-        return StepResult(self.plan_cost(plan).time_s)
+        swap_s = self.swap_time(plan.swap_out_slots + plan.swap_in_slots)
+        return StepResult(self.plan_cost(plan).time_s + swap_s)
+
+    def swap_time(self, num_tokens: int) -> float:
+        """Copying `num_tokens` tokens of KV between device and host: each device moves its
+        share over its own host link, in parallel; charged to the iteration, not overlapped.
+        (Window-capped and SSM caches are counted as full KV here: an upper bound.)"""
+        return num_tokens * self._kv_bytes_per_token_rank / self.hardware.host_link_bandwidth_bytes_s
 
 
 def _attended_pairs(context: int, new: int, window: int | None) -> float:

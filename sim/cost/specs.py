@@ -47,13 +47,42 @@ class MLASpec:
 
 @dataclass(frozen=True, slots=True)
 class MoESpec:
-    """Mixture of experts. Layers before `first_moe_layer` use the dense MLP."""
+    """Mixture of experts. Layer i is an MoE layer when i >= `first_moe_layer` and
+    (i - first_moe_layer) is a multiple of `layer_period`; the others use the dense MLP."""
 
     num_experts: int
     experts_per_token: int
     expert_intermediate_size: int
     num_shared_experts: int = 0
     first_moe_layer: int = 0
+    layer_period: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SSMSpec:
+    """Mamba-style selective state-space layers: a constant-size recurrent state per request
+    (the `d_inner x d_state` SSM state plus the `d_inner x d_conv` convolution window),
+    whatever the context length."""
+
+    d_inner: int
+    d_state: int
+    d_conv: int
+    dt_rank: int
+
+    def params(self, hidden_size: int) -> int:
+        d = self.d_inner
+        in_proj = hidden_size * 2 * d
+        conv = d * self.d_conv + d
+        x_proj = d * (self.dt_rank + 2 * self.d_state)
+        dt_proj = self.dt_rank * d + d
+        return in_proj + conv + x_proj + dt_proj + d * self.d_state + d + d * hidden_size
+
+    def state_elements(self) -> int:
+        return self.d_inner * (self.d_state + self.d_conv)
+
+
+LAYER_KINDS = ("global", "local", "ssm")
+"""global: full causal attention; local: sliding-window attention; ssm: recurrent state."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +103,23 @@ class ModelSpec:
     sliding_window: int | None = None
     mla: MLASpec | None = None
     moe: MoESpec | None = None
+    layer_pattern: tuple[str, ...] | None = None
+    """Kinds of consecutive layers, repeated over the depth (e.g. 5 local + 1 global). None:
+    every layer is local when `sliding_window` is set, else global."""
+    kv_sharing: int = 1
+    """Cross-layer attention (CLA): this many adjacent attention layers share one KV."""
+    ssm: SSMSpec | None = None
+
+    def __post_init__(self) -> None:
+        kinds = set(self.layer_kinds)
+        if not kinds <= set(LAYER_KINDS):
+            raise ValueError(f"{self.name}: layer kinds must be among {LAYER_KINDS}")
+        if "local" in kinds and self.sliding_window is None:
+            raise ValueError(f"{self.name}: local layers need a sliding_window")
+        if "ssm" in kinds and self.ssm is None:
+            raise ValueError(f"{self.name}: ssm layers need an SSMSpec")
+        if not kinds & {"global", "local"}:
+            raise ValueError(f"{self.name}: servesim models need at least one attention layer")
 
     # ---- shapes -------------------------------------------------------------------------
     @property
@@ -81,12 +127,33 @@ class ModelSpec:
         return self.head_dim if self.head_dim is not None else self.hidden_size // self.num_heads
 
     @property
-    def num_dense_mlp_layers(self) -> int:
-        return self.num_layers if self.moe is None else self.moe.first_moe_layer
+    def layer_kinds(self) -> tuple[str, ...]:
+        if self.layer_pattern is None:
+            return ("local" if self.sliding_window else "global",) * self.num_layers
+        pattern = self.layer_pattern
+        return tuple(pattern[i % len(pattern)] for i in range(self.num_layers))
+
+    def count_layers(self, kind: str) -> int:
+        return self.layer_kinds.count(kind)
+
+    @property
+    def num_attention_layers(self) -> int:
+        return self.count_layers("global") + self.count_layers("local")
+
+    def num_kv_layers(self, kind: str) -> int:
+        """Distinct KV caches among the layers of `kind` (CLA shares one per group)."""
+        return -(-self.count_layers(kind) // self.kv_sharing)
 
     @property
     def num_moe_layers(self) -> int:
-        return self.num_layers - self.num_dense_mlp_layers
+        if self.moe is None:
+            return 0
+        first, period = self.moe.first_moe_layer, self.moe.layer_period
+        return len(range(first, self.num_layers, period))
+
+    @property
+    def num_dense_mlp_layers(self) -> int:
+        return self.num_layers - self.num_moe_layers
 
     # ---- parameters (per layer, one copy, no tensor parallel split) ----------------------
     def attention_params_per_layer(self) -> int:
@@ -131,7 +198,9 @@ class ModelSpec:
 
     def _params(self, active_only: bool) -> int:
         norms = (2 * self.num_layers + 1) * self.hidden_size
-        layers = self.num_layers * self.attention_params_per_layer()
+        layers = self.num_attention_layers * self.attention_params_per_layer()
+        if self.ssm is not None:
+            layers += self.count_layers("ssm") * self.ssm.params(self.hidden_size)
         layers += self.num_dense_mlp_layers * self.dense_mlp_params_per_layer()
         if self.moe is not None:
             layers += self.num_moe_layers * self.moe_params_per_layer(active_only)
@@ -156,12 +225,32 @@ class ModelSpec:
             return self.mla.kv_lora_rank + self.mla.qk_rope_head_dim
         return 2 * self.num_kv_heads * self.attn_head_dim
 
+    @property
+    def num_distinct_kv_layers(self) -> int:
+        return self.num_kv_layers("global") + self.num_kv_layers("local")
+
     def kv_bytes_per_token(self, kv_dtype: str = "bf16") -> float:
-        """KV bytes one token occupies across all layers."""
-        return self.num_layers * self.kv_elements_per_token_per_layer() * dtype_bytes(kv_dtype)
+        """KV bytes one token occupies across all attention layers (inside every window)."""
+        per_layer = self.kv_elements_per_token_per_layer() * dtype_bytes(kv_dtype)
+        return self.num_distinct_kv_layers * per_layer
+
+    def ssm_state_bytes(self, dtype: str = "bf16") -> float:
+        """Recurrent state one request holds across all SSM layers, at any length."""
+        if self.ssm is None:
+            return 0.0
+        return self.count_layers("ssm") * self.ssm.state_elements() * dtype_bytes(dtype)
+
+    def kv_footprint_bytes(self, tokens: int, kv_dtype: str = "bf16") -> float:
+        """Cache bytes of one request holding `tokens` tokens: global layers keep them all,
+        local layers the last `sliding_window`, SSM layers a constant state."""
+        per_layer = self.kv_elements_per_token_per_layer() * dtype_bytes(kv_dtype)
+        window = min(tokens, self.sliding_window or 0)
+        return (self.num_kv_layers("global") * tokens + self.num_kv_layers("local") * window) * per_layer + (
+            self.ssm_state_bytes(kv_dtype) if tokens else 0.0
+        )
 
     def attended_context(self, context_tokens: int) -> int:
-        """Tokens one query attends to: all of them, or the last `sliding_window`."""
+        """Tokens one query of a local layer attends to: the last `sliding_window` at most."""
         if self.sliding_window is None:
             return context_tokens
         return min(context_tokens, self.sliding_window)
@@ -185,8 +274,9 @@ class ModelSpec:
     def attention_flops_per_token(self, context_tokens: int) -> float:
         """Score and value FLOPs of one new token attending to `context_tokens` tokens."""
         qk, pv = self.attention_score_dim()
-        ctx = self.attended_context(context_tokens)
-        return 2.0 * self.num_layers * self.num_heads * (qk + pv) * ctx
+        attended = (self.count_layers("global") * context_tokens
+                    + self.count_layers("local") * self.attended_context(context_tokens))
+        return 2.0 * self.num_heads * (qk + pv) * attended
 
     def flops_per_token(self, context_tokens: int = 0) -> float:
         return self.matmul_flops_per_token() + self.attention_flops_per_token(context_tokens)
