@@ -56,7 +56,7 @@ def batch_and_queue(binned: pd.DataFrame) -> alt.Chart:
     long["series"] = long["series"].map({"batch_size": "batch size", "num_waiting": "queue length"})
     return alt.Chart(long, title="Batch size and queue length over time").mark_line().encode(
         x=alt.X("time_s:Q", title="time (s)"),
-        y=alt.Y("count:Q", title="sequences (time-weighted mean per bin)"),
+        y=alt.Y("count:Q", title="sequences"),
         color="series:N",
     ).properties(height=260)
 
