@@ -159,6 +159,15 @@ def test_synthetic_workload():
     assert "bad arrival process" in at.error[0].value
 
 
+def test_workload_spec_takes_sessions_but_no_paths():
+    at = start()
+    at.sidebar.radio(key="trace_source").set_value("spec").run()
+    assert not at.exception and not at.error
+    assert cards(at)["Requests finished"] == "800"  # 200 sessions of 4 turns
+    at.sidebar.text_input(key="trace_spec").set_value("/etc/passwd").run()
+    assert "starts with synthetic: or sessions:" in at.error[0].value
+
+
 def test_compare_page_shows_deltas_between_a_and_b():
     at = start("A/B compare")
     assert not at.error

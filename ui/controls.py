@@ -68,7 +68,11 @@ SLO_OPTIONS = ("slo_ttft_s", "slo_tpot_s")
 SERVER_ONLY = ("calibration",)
 """Options naming files on the server; the dashboard leaves them at their defaults."""
 
-TRACE_SOURCES = ("bundled", "upload", "synthetic")
+TRACE_SOURCES = ("bundled", "upload", "synthetic", "spec")
+"""`spec` takes the CLI's generated-workload strings (`synthetic:...`, `sessions:...`), not paths."""
+GENERATED_PREFIXES = ("synthetic:", "sessions:")
+DEFAULT_SPEC = ("sessions:n=200,turns=4,system=512,user=lognormal:200:0.5,"
+                "answer=lognormal:150:0.5,arrivals=poisson:1,think=20")
 
 
 def other_options() -> tuple[str, ...]:
@@ -166,6 +170,13 @@ def workload_controls(container: Any = st.sidebar) -> Workload:
                 values["trace"] = str(store_upload(uploaded.name, uploaded.getvalue()))
             except UploadError as exc:
                 error = str(exc)
+    elif source == "spec":
+        spec = box.text_input("workload spec", value=DEFAULT_SPEC, key="trace_spec",
+                              help="as `servesim replay --trace`: synthetic:... or sessions:...")
+        if not spec.strip().startswith(GENERATED_PREFIXES) or "file:" in spec:
+            error = ("a workload spec starts with synthetic: or sessions: and names no file; "
+                     "upload a trace file instead")
+        values["trace"] = spec.strip()
     else:
         n = box.number_input("requests", value=500, min_value=1, max_value=200_000, step=100,
                              key="synthetic_n")
