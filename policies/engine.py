@@ -124,6 +124,21 @@ class Engine:
             self.outstanding_tokens += request.total_tokens
         return seq
 
+    def submit_transferred(self, seq: Sequence, transfer_s: float, now_s: float) -> None:
+        """Take over `seq`, prefilled on another replica (prefill/decode disaggregation); its KV
+        arrives `transfer_s` after this replica gives it memory."""
+        self.sequences[seq.seq_id] = seq
+        reason = self.scheduler.allocator.never_fits_reason(seq.request)
+        if reason is not None:
+            seq.status = SeqStatus.REJECTED
+            seq.reason = f"decode pool: {reason}"
+            seq.finish_s = now_s
+            if self._on_done:
+                self._on_done(seq)
+            return
+        self.scheduler.add_transfer(seq, transfer_s)
+        self.outstanding_tokens += seq.request.total_tokens
+
     def _never_fits_reason(self, request: Request) -> str | None:
         if request.total_tokens > self.max_model_len:
             return (

@@ -53,6 +53,7 @@ class SeqStatus(enum.Enum):
     WAITING = "waiting"
     RUNNING = "running"
     SWAPPED = "swapped"
+    TRANSFERRING = "transferring"
     FINISHED = "finished"
     REJECTED = "rejected"
 

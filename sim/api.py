@@ -6,19 +6,18 @@ results. The trace arrives already loaded inside the config (see `sim.config.res
 
 from __future__ import annotations
 
-from typing import Callable, Generator
+from typing import Callable
 
 import simpy
 
 from policies.engine import Engine
-from policies.registry import ALLOCATORS, ROUTERS, SCHEDULERS, lookup
-from policies.router.base import Router
-from policies.types import Request, Sequence
+from policies.registry import ALLOCATORS, SCHEDULERS, lookup
+from policies.types import Sequence
 from sim.config import SimConfig
 from sim.cost.memory import MemoryBudget, kv_budget, kv_layout
 from sim.cost.roofline import CostModel
 from sim.metrics import summarize
-from sim.replica import SimReplica
+from sim.cluster import Cluster
 from sim.results import Results
 from sim.spec.build import speculate, with_draft_memory
 
@@ -69,30 +68,17 @@ def build_engine(
     return engine, budget
 
 
-def _arrivals(
-    env: simpy.Environment, requests: list[Request], replicas: list[SimReplica], router: Router
-) -> Generator[simpy.Event, None, None]:
-    engines = [r.engine for r in replicas]
-    for request in requests:
-        delay = request.arrival_time_s - env.now
-        if delay > 0:
-            yield env.timeout(delay)
-        index = router.route(request, engines) if len(replicas) > 1 else 0
-        replicas[index].submit(request)
-
-
 def simulate(
     config: SimConfig, progress: ProgressFn | None = None, *,
     cost_model: CostModelFactory = CostModel,
 ) -> Results:
-    """Replay `config.trace` on `replicas` identical replicas behind the router;
+    """Replay `config.trace` on the configured replicas (see `sim.cluster`);
     `progress(done, total)` is called as requests complete.
 
-    `cost_model` builds each replica's cost model, in replica order (one each, so an observing
+    `cost_model` builds each engine's cost model, in engine order (one each, so an observing
     subclass such as the dashboard's `sim.cost.intensity.RecordingCostModel` sees one
-    replica's iterations in that replica's order).
+    engine's iterations in that engine's order).
     """
-    requests = config.trace.requests
     total = config.trace.num_rows
     done = len(config.trace.invalid_rows)
     step = max(1, total // 200)
@@ -103,16 +89,19 @@ def simulate(
         if progress is not None and (done % step == 0 or done == total):
             progress(done, total)
 
-    o = config.options
+    cost = build_cost_model(config)
+    budgets: list[MemoryBudget | None] = []
+
+    def engine_factory(callback: Callable[[Sequence], None]) -> Engine:
+        engine, budget = build_engine(config, build_cost_model(config, cost_model), callback)
+        budgets.append(budget)
+        return engine
+
     env = simpy.Environment()
-    replicas = []
-    for _ in range(o.replicas):
-        engine, budget = build_engine(config, build_cost_model(config, cost_model), on_done)
-        replicas.append(SimReplica(env, engine))
-    router_entry = lookup(ROUTERS, "router", o.router)
-    router = router_entry.policy(router_entry.make_params(config.policy_options))
-    env.process(_arrivals(env, requests, replicas, router))
-    env.run(until=o.horizon_s)
-    engines = [r.engine for r in replicas]
+    cluster = Cluster(env, config, cost, engine_factory, on_done)
+    env.process(cluster.arrivals(config.trace.requests))
+    env.run(until=config.options.horizon_s)
+    engines = cluster.engines
     summary = summarize(config, engines, env.now)
-    return Results(config=config, engines=engines, memory=budget, summary=summary, end_s=env.now)
+    return Results(config=config, engines=engines, memory=budgets[0], summary=summary,
+                   end_s=env.now)

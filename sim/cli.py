@@ -41,6 +41,9 @@ OPTION_HELP = {
     "replicas": "identical replicas behind the router",
     "router": "router across replicas (servesim list routers)",
     "router_load": "least-outstanding: count requests or tokens",
+    "disaggregate": "P:D prefill replicas feeding decode replicas (Splitwise/DistServe)",
+    "kv_link_bandwidth_gb_s": "disaggregation: prefill-to-decode link per device, GB/s",
+    "kv_link_latency_s": "disaggregation: KV transfer latency",
     "scheduler": "scheduler (servesim list schedulers)",
     "allocator": "KV allocator (servesim list allocators)",
     "max_num_seqs": "max sequences per iteration (static: batch size)",
@@ -165,6 +168,8 @@ def results_table(results) -> Table:
     s = results.summary
     o = results.config.options
     cluster = f"{o.replicas} replicas ({o.router}) of " if o.replicas > 1 else ""
+    if o.disaggregate:
+        cluster = f"{o.disaggregate} prefill:decode replicas ({o.router}) of "
     title = (f"{results.config.trace.name}: {o.model} on {cluster}{o.tp}x {o.hardware}, "
              f"{o.scheduler} + {o.allocator}, {s['kv_blocks_total']} KV blocks of {o.block_size}")
     if o.speculator != "none":

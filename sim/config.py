@@ -43,6 +43,11 @@ class ReplayOptions:
     replicas: int = 1
     router: str = "round-robin"
     router_load: str = "tokens"
+    disaggregate: str | None = None
+    """`P:D`: P prefill replicas feeding D decode replicas (instead of `replicas`)."""
+    kv_link_bandwidth_gb_s: float = 50.0
+    """Per-device link between prefill and decode replicas, GB/s (400 Gb/s InfiniBand)."""
+    kv_link_latency_s: float = 0.0002
     scheduler: str = "continuous"
     allocator: str = "paged"
     max_num_seqs: int = 256
@@ -78,6 +83,13 @@ class ReplayOptions:
     spec_inner_acceptance: float = 0.6
     spec_draft_pass_overhead_s: float = 0.0
 
+    @property
+    def pools(self) -> tuple[int, ...]:
+        """Replica pool sizes: `(replicas,)` colocated, `(prefill, decode)` disaggregated."""
+        if self.disaggregate is None:
+            return (self.replicas,)
+        return parse_pools(self.disaggregate)
+
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
@@ -89,6 +101,14 @@ class ReplayOptions:
                 f"unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(self.names())}"
             )
         return replace(self, **values)
+
+
+def parse_pools(text: str) -> tuple[int, int]:
+    prefill, sep, decode = text.partition(":")
+    if not (sep and prefill.strip().isdigit() and decode.strip().isdigit()
+            and int(prefill) >= 1 and int(decode) >= 1):
+        raise ValueError(f"--disaggregate takes P:D with P, D >= 1 replicas (e.g. 1:3), got {text!r}")
+    return int(prefill), int(decode)
 
 
 def options_from_toml(path: str | Path) -> dict[str, Any]:
@@ -172,6 +192,14 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
     lookup(ROUTERS, "router", options.router)
     if options.replicas < 1:
         raise ValueError(f"--replicas must be >= 1, got {options.replicas}")
+    if options.disaggregate is not None:
+        parse_pools(options.disaggregate)
+        if options.replicas != 1:
+            raise ValueError("give either --replicas N or --disaggregate P:D, not both")
+        if options.scheduler == "static":
+            raise ValueError("--disaggregate needs an iteration-level scheduler, not static")
+        if options.kv_link_bandwidth_gb_s <= 0 or options.kv_link_latency_s < 0:
+            raise ValueError("the KV link needs bandwidth > 0 and latency >= 0")
     dtype_bytes(options.weight_dtype)
     dtype_bytes(options.kv_dtype)
     if options.calibration:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from policies.engine import Engine, SpeculationLog
-from policies.types import SeqStatus
+from policies.types import Sequence, SeqStatus
 from sim.config import SimConfig
 
 LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e", "queue")
@@ -55,10 +55,17 @@ def _weighted_mean(values: np.ndarray, weights: np.ndarray) -> float | None:
     return float((values * weights).sum() / total) if total > 0 else None
 
 
+def merged_sequences(engines: list[Engine]) -> dict[int, Sequence]:
+    """Each request's record by request id. A disaggregated request has one on its prefill
+    replica (prompt and first token) and one on its decode replica that carries it on; the
+    decode replicas come later in `engines`, so their record wins."""
+    return {seq_id: seq for engine in engines for seq_id, seq in engine.sequences.items()}
+
+
 def summarize(config: SimConfig, engines: list[Engine], end_s: float) -> dict[str, Any]:
     """Cluster-wide metrics over every replica's requests and iterations."""
     trace = config.trace
-    sequences = [s for engine in engines for s in engine.sequences.values()]
+    sequences = list(merged_sequences(engines).values())
     finished = [s for s in sequences if s.status is SeqStatus.FINISHED]
     finished.sort(key=lambda s: s.seq_id)
     rejected = sum(1 for s in sequences if s.status is SeqStatus.REJECTED)

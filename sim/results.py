@@ -16,6 +16,7 @@ from policies.engine import Engine
 from policies.types import Sequence, SeqStatus
 from sim.config import SimConfig
 from sim.cost.memory import MemoryBudget
+from sim.metrics import merged_sequences
 
 REQUEST_COLUMNS = (
     "request_id", "status", "reason", "arrival_s", "prompt_tokens", "output_tokens",
@@ -42,8 +43,8 @@ class Results:
 
     @property
     def sequences(self) -> dict[int, Sequence]:
-        """Every replica's sequences by request id."""
-        return {k: v for engine in self.engines for k, v in engine.sequences.items()}
+        """Every request's record by request id (see `sim.metrics.merged_sequences`)."""
+        return merged_sequences(self.engines)
 
     def replica_rows(self) -> list[dict[str, Any]]:
         """Per-replica load and cache figures."""

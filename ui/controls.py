@@ -51,7 +51,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {
 CONFIG_SECTIONS: dict[str, tuple[str, ...]] = {
     "Model and hardware": ("model", "hardware", "tp", "weight_dtype", "kv_dtype",
                            "gpu_memory_utilization", "num_gpu_blocks", "max_model_len"),
-    "Replicas and router": ("replicas", "router", "router_load"),
+    "Replicas and router": ("replicas", "router", "router_load", "disaggregate",
+                            "kv_link_bandwidth_gb_s", "kv_link_latency_s"),
     "Scheduler": ("scheduler", "max_num_seqs", "max_num_batched_tokens", "token_budget",
                   "long_prefill_token_threshold", "chunked_order", "static_max_wait_s",
                   "preemption", "swap_space_gb"),

@@ -56,6 +56,7 @@ class ChunkedScheduler(ContinuousScheduler):
 
     def schedule(self, now_s: float) -> Plan:
         plan = Plan()
+        self._receive_transfers(now_s)
         if self.swapped:
             self._swap_in(plan)
         budget = self.params.token_budget
@@ -70,7 +71,7 @@ class ChunkedScheduler(ContinuousScheduler):
             if not self.swapped:
                 budget = self._admit(budget, plan)
             self._schedule_running(decodes, budget, plan)
-        return plan
+        return self._wake_for_transfers(plan)
 
     def _chunk_size(self, seq: Sequence, start: int, budget: int) -> int:
         """Tokens of `seq` to compute from position `start` under `budget`."""

@@ -8,6 +8,11 @@ decode cannot get a KV slot, the newest running sequence is preempted until it c
 the sequence itself): by recompute (drop its KV, requeue it with its outputs), or by swap (copy
 its KV to the host swap space, keeping its progress; recompute when the swap space is full).
 Swapped sequences come back before any new prompt is admitted, oldest first, as vLLM v0 does.
+
+On the decode side of a disaggregated cluster, sequences arrive already prefilled
+(`add_transfer`): each first gets KV blocks for its whole context (FCFS, with the watermark),
+then waits `transfer_s` for its KV to arrive over the link before it may decode. A sequence
+waiting for memory or for its transfer is never scheduled.
 """
 
 from __future__ import annotations
@@ -43,10 +48,37 @@ class ContinuousScheduler:
         self.running: list[Sequence] = []
         self.swapped: deque[Sequence] = deque()
         self.swap_space = SwapSpace(params.num_cpu_blocks, allocator.blocks_for)
+        self.incoming: deque[tuple[Sequence, float]] = deque()
+        self.transferring: list[tuple[float, Sequence]] = []
 
     @property
     def num_waiting(self) -> int:
-        return len(self.waiting) + len(self.swapped)
+        return len(self.waiting) + len(self.swapped) + len(self.incoming) + len(self.transferring)
+
+    def add_transfer(self, seq: Sequence, transfer_s: float) -> None:
+        """Queue a sequence prefilled elsewhere whose KV takes `transfer_s` to arrive."""
+        self.incoming.append((seq, transfer_s))
+
+    def _receive_transfers(self, now_s: float) -> None:
+        """Give arriving sequences memory (their transfer starts then), and let those whose
+        KV has arrived join the running batch."""
+        while self.incoming and len(self.running) + len(self.transferring) < self.params.max_num_seqs:
+            seq, transfer_s = self.incoming[0]
+            if not self.allocator.allocate_slots(seq, seq.num_known_tokens):
+                break
+            self.incoming.popleft()
+            seq.status = SeqStatus.TRANSFERRING
+            self.transferring.append((now_s + transfer_s, seq))
+        arrived = [seq for ready_s, seq in self.transferring if ready_s <= now_s]
+        self.transferring = [(r, s) for r, s in self.transferring if r > now_s]
+        for seq in arrived:
+            seq.status = SeqStatus.RUNNING
+            self.running.append(seq)
+
+    def _wake_for_transfers(self, plan: Plan) -> Plan:
+        if plan.is_empty and self.transferring:
+            plan.wake_at_s = min(ready_s for ready_s, _ in self.transferring)
+        return plan
 
     @property
     def num_running(self) -> int:
@@ -61,13 +93,14 @@ class ContinuousScheduler:
 
     def schedule(self, now_s: float) -> Plan:
         plan = Plan()
+        self._receive_transfers(now_s)
         if self.swapped:
             self._swap_in(plan)
         else:
             self._admit_prefills(plan)
         if not plan.chunks:
             self._schedule_decodes(plan)
-        return plan
+        return self._wake_for_transfers(plan)
 
     def _swap_in(self, plan: Plan) -> None:
         while self.swapped and len(self.running) < self.params.max_num_seqs:

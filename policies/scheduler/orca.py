@@ -34,6 +34,7 @@ class OrcaParams:
 class OrcaScheduler(ContinuousScheduler):
     def schedule(self, now_s: float) -> Plan:
         plan = Plan()
+        self._receive_transfers(now_s)
         if self.swapped:
             self._swap_in(plan)
         index = 0
@@ -53,4 +54,4 @@ class OrcaScheduler(ContinuousScheduler):
             admit(seq, num_cached)
             self.running.append(seq)
             plan.chunks.append(ScheduledChunk(seq, seq.num_known_tokens - num_cached, num_cached))
-        return plan
+        return self._wake_for_transfers(plan)

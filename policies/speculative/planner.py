@@ -40,6 +40,9 @@ class SpeculativeScheduler:
     def add(self, seq: Sequence) -> None:
         self.inner.add(seq)
 
+    def add_transfer(self, seq: Sequence, transfer_s: float) -> None:
+        self.inner.add_transfer(seq, transfer_s)
+
     def on_finished(self, seq: Sequence) -> None:
         self.inner.on_finished(seq)
 
