@@ -159,6 +159,15 @@ def test_synthetic_workload():
     assert "bad arrival process" in at.error[0].value
 
 
+def test_disaggregated_pools_run_and_a_bad_split_is_an_error():
+    at = start()
+    at.sidebar.text_input(key="disaggregate").set_value("1:1").run()
+    assert not at.exception and not at.error
+    assert cards(at)["Requests finished"] == "500" and charts(at) == NUM_WHATIF_CHARTS
+    at.sidebar.text_input(key="disaggregate").set_value("one:two").run()
+    assert not at.exception and at.error[0].value.startswith("error: ")
+
+
 def test_workload_spec_takes_sessions_but_no_paths():
     at = start()
     at.sidebar.radio(key="trace_source").set_value("spec").run()
