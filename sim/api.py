@@ -26,10 +26,14 @@ from sim.spec.build import speculate, with_draft_memory
 ProgressFn = Callable[[int, int], None]
 
 
-def build_cost_model(config: SimConfig) -> CostModel:
+CostModelFactory = Callable[..., CostModel]
+"""`CostModel` or a subclass (or any callable with its signature) that observes iterations."""
+
+
+def build_cost_model(config: SimConfig, cost_model: CostModelFactory = CostModel) -> CostModel:
     o = config.options
-    return CostModel(config.model, config.hardware, config.coefficients, tp=o.tp, pp=o.pp,
-                     weight_dtype=o.weight_dtype, kv_dtype=o.kv_dtype)
+    return cost_model(config.model, config.hardware, config.coefficients, tp=o.tp, pp=o.pp,
+                      weight_dtype=o.weight_dtype, kv_dtype=o.kv_dtype)
 
 
 def build_engine(
@@ -75,9 +79,17 @@ def build_engine(
     return engine, budget
 
 
-def simulate(config: SimConfig, progress: ProgressFn | None = None) -> Results:
+def simulate(
+    config: SimConfig, progress: ProgressFn | None = None, *,
+    cost_model: CostModelFactory = CostModel,
+) -> Results:
     """Replay `config.trace` on the configured replicas (see `sim.cluster`);
-    `progress(done, total)` is called as requests complete."""
+    `progress(done, total)` is called as requests complete.
+
+    `cost_model` builds each engine's cost model, in engine order (one each, so an observing
+    subclass such as the dashboard's `sim.cost.intensity.RecordingCostModel` sees one
+    engine's iterations in that engine's order).
+    """
     total = config.trace.num_rows
     done = len(config.trace.invalid_rows)
     step = max(1, total // 200)
@@ -92,7 +104,7 @@ def simulate(config: SimConfig, progress: ProgressFn | None = None) -> Results:
     budgets: list[MemoryBudget | None] = []
 
     def engine_factory(callback: Callable[[Sequence], None]) -> Engine:
-        engine, budget = build_engine(config, cost, callback)
+        engine, budget = build_engine(config, build_cost_model(config, cost_model), callback)
         budgets.append(budget)
         return engine
 

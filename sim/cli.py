@@ -3,6 +3,8 @@
     servesim replay --trace PATH|synthetic:... --model M --hardware H ... [--config F.toml] --out DIR
     servesim calibrate [PROFILE.json] [--shared DIR] [--hardware H] --out C.json
     servesim list models|hardware|schedulers|allocators|speculators|routers
+    servesim roofline --model M --hardware H --batch B [--context N]
+    servesim ui [--port N] [--host H]
 
 Replay flags are generated from `ReplayOptions`, so the CLI, TOML config files and sweep grids
 share one set of names. Flags override the config file. Bad input ends with a one-line
@@ -14,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import fields
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 from rich.console import Console
 from rich.table import Table
@@ -24,7 +26,7 @@ from sim.config import ReplayOptions, options_from_toml, resolve
 
 _CONVERTERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
 
-_HELP = {
+OPTION_HELP = {
     "trace": "trace file (format detected), or synthetic:n=N,arrivals=poisson:R,prompt=...,output=...;"
              " default: the bundled Azure conv slice",
     "trace_format": "force the trace format",
@@ -100,11 +102,11 @@ def _add_replay_flags(parser: argparse.ArgumentParser) -> None:
         if base == "bool":
             parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name,
                                 action="store_true", default=argparse.SUPPRESS,
-                                help=f"{_HELP[f.name]} (default: off)")
+                                help=f"{OPTION_HELP[f.name]} (default: off)")
             continue
         parser.add_argument(
             "--" + f.name.replace("_", "-"), dest=f.name, type=_CONVERTERS[base],
-            default=argparse.SUPPRESS, help=f"{_HELP[f.name]} (default: {f.default!r})",
+            default=argparse.SUPPRESS, help=f"{OPTION_HELP[f.name]} (default: {f.default!r})",
         )
     parser.add_argument("--config", help="TOML file whose keys are these option names")
     parser.add_argument("--out", help="write summary.json and requests.csv here")
@@ -120,6 +122,23 @@ def build_parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list", help="list known names")
     listing.add_argument("what", choices=["models", "hardware", "schedulers", "allocators",
                                                  "speculators", "routers"])
+    roofline = sub.add_parser(
+        "roofline", help="arithmetic intensity of decode and prefill against the ridge point")
+    roofline.add_argument("--model", required=True, help=OPTION_HELP["model"])
+    roofline.add_argument("--hardware", required=True, help=OPTION_HELP["hardware"])
+    roofline.add_argument("--batch", type=int, required=True, help="sequences per iteration")
+    roofline.add_argument("--context", type=int, default=1024,
+                          help="tokens of KV each decoding sequence attends to, and the prompt "
+                               "length of the prefill rows (default: 1024)")
+    roofline.add_argument("--spec-tokens", type=int, default=0,
+                          help="draft tokens verified per decoding sequence (default: 0)")
+    roofline.add_argument("--tp", type=int, default=1, help=OPTION_HELP["tp"])
+    roofline.add_argument("--weight-dtype", default="bf16", help=OPTION_HELP["weight_dtype"])
+    roofline.add_argument("--kv-dtype", default="bf16", help=OPTION_HELP["kv_dtype"])
+    roofline.add_argument("--calibration", help=OPTION_HELP["calibration"])
+    ui = sub.add_parser("ui", help="start the what-if dashboard (needs the ui extra)")
+    ui.add_argument("--port", type=int, default=8501, help="port (default: 8501)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     return parser
 
 
@@ -245,12 +264,72 @@ def run_list(what: str, console: Console) -> int:
     return 0
 
 
+def run_roofline(args: argparse.Namespace, console: Console) -> int:
+    from sim.cost.catalog import get_hardware, get_model
+    from sim.cost.coefficients import default_coefficients, load_coefficients
+    from sim.cost.intensity import intensity_table
+    from sim.cost.roofline import CostModel
+
+    hardware = get_hardware(args.hardware)
+    if args.calibration:
+        coefficients = load_coefficients(args.calibration, hardware.name)
+    else:
+        coefficients = default_coefficients(hardware.name)
+    cost = CostModel(get_model(args.model), hardware, coefficients, tp=args.tp,
+                     weight_dtype=args.weight_dtype, kv_dtype=args.kv_dtype)
+    rows = intensity_table(cost, args.batch, args.context, args.spec_tokens)
+    ridge = hardware.ridge_point_flops_per_byte
+    table = Table(title=(f"{cost.model.name} on {args.tp}x {hardware.name} "
+                         f"(weights {args.weight_dtype}, KV {args.kv_dtype}): ridge point "
+                         f"{ridge:.0f} FLOP/byte"), title_justify="left")
+    for col in ("phase", "group", "seqs", "new/seq", "context", "GFLOP", "MB moved",
+                "FLOP/byte", "time (ms)", "TFLOP/s", "bound"):
+        table.add_column(col, justify="left" if col in ("phase", "group", "bound") else "right")
+    for row in rows:
+        if row.group == "total" or (row.phase == "prefill" and row.group == "linear"):
+            table.add_section()
+        table.add_row(row.phase, row.group, str(row.num_seqs), str(row.new_tokens),
+                      str(row.context_tokens), f"{row.flops / 1e9:.4g}",
+                      f"{row.bytes_moved / 1e6:.4g}", f"{row.intensity_flops_per_byte:.1f}",
+                      f"{row.time_s * 1e3:.3f}", f"{row.achieved_flops_s / 1e12:.1f}",
+                      "memory" if row.memory_bound else "compute")
+    console.print(table)
+    return 0
+
+
+def run_ui(args: argparse.Namespace) -> NoReturn:
+    """Become `streamlit run ui/app.py` (exec, so signals reach Streamlit and no child is left
+    behind); streamlit is never imported into the simulator's process."""
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    ui_spec = importlib.util.find_spec("ui")
+    if importlib.util.find_spec("streamlit") is None or ui_spec is None or not ui_spec.origin:
+        raise ValueError("the dashboard needs the ui extra: pip install 'servesim[ui]'")
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must lie in 1..65535, got {args.port}")
+    from ui.upload import UPLOAD_LIMIT_BYTES
+
+    app = Path(ui_spec.origin).parent / "app.py"
+    command = [sys.executable, "-m", "streamlit", "run", str(app),
+               "--server.port", str(args.port), "--server.address", args.host,
+               "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               "--server.maxUploadSize", str(-(-UPLOAD_LIMIT_BYTES // (1024 * 1024)))]
+    print(f"servesim dashboard on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    os.execv(sys.executable, command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(width=max(120, Console().width))
     try:
         if args.command == "replay":
             return run_replay(args, console)
+        if args.command == "roofline":
+            return run_roofline(args, console)
+        if args.command == "ui":
+            return run_ui(args)
         if args.command == "calibrate":
             return run_calibrate(args, console)
         return run_list(args.what, console)

@@ -9,6 +9,7 @@ does the I/O (reading the trace and calibration files) and the lookups, and retu
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -137,6 +138,32 @@ def options_from_toml(path: str | Path) -> dict[str, Any]:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ValueError(f"cannot read config {path}: {exc}") from exc
     return {key.replace("-", "_"): value for key, value in data.items()}
+
+
+def options_to_toml(options: ReplayOptions, header: str = "") -> str:
+    """A config file that `servesim replay --config` reads back into `options`.
+
+    Only options that differ from the defaults are written (None means "the default", and TOML
+    has no null); `header` becomes comment lines at the top.
+    """
+    defaults = ReplayOptions()
+    lines = [f"# {line}" for line in header.splitlines()]
+    for name in ReplayOptions.names():
+        value = getattr(options, name)
+        if value is None or value == getattr(defaults, name):
+            continue
+        lines.append(f"{name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # JSON's string escapes are all valid TOML basic-string escapes
+    raise ValueError(f"cannot write {value!r} to TOML")
 
 
 @dataclass(frozen=True, slots=True)

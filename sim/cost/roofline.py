@@ -287,7 +287,9 @@ class CostModel:
         return self.iteration_time([1] * len(context_tokens), context_tokens)
 
     # ---- Executor protocol --------------------------------------------------------------
-    def execute(self, plan: Plan) -> StepResult:
+    def _plan_shape(self, plan: Plan) -> tuple[list[int], list[int], int]:
+        """(new tokens, context tokens, sampled positions) of a plan's rows; padding rows
+        compute like real ones (static batching)."""
         chunks = plan.chunks + plan.padding
         new = [ch.num_new_tokens for ch in chunks]
         ctx = [ch.num_context_tokens for ch in chunks]
@@ -296,9 +298,18 @@ class CostModel:
             ch.num_new_tokens if ch.num_spec_tokens else 1
             for ch in chunks if ch.num_context_tokens + ch.num_new_tokens >= ch.seq.num_known_tokens
         )
+        return new, ctx, sampling
+
+    def plan_cost(self, plan: Plan) -> IterationCost:
+        """The whole-model breakdown of one plan (what the roofline view records)."""
+        return self.breakdown(*self._plan_shape(plan))
+
+    def execute(self, plan: Plan) -> StepResult:
+        cost = self.plan_cost(plan)
+        compute_s = cost.time_s if self.pp == 1 else self._pipelined_time(*self._plan_shape(plan))
         swap_s = self.swap_time(plan.swap_out_slots + plan.swap_in_slots)
         copy_s = self.copy_time(sum(tokens for _, _, tokens in plan.block_copies))
-        return StepResult(self.iteration_time(new, ctx, sampling) + swap_s + copy_s)
+        return StepResult(compute_s + swap_s + copy_s)
 
     def copy_time(self, num_tokens: int) -> float:
         """Copying `num_tokens` tokens of KV within device memory (read + write)."""
