@@ -102,3 +102,40 @@ def _one(prompt: int):
     from traces import Trace
 
     return Trace(name="one", requests=[Request(0, 0.0, prompt, 1)], invalid_rows=[], notes=[])
+
+
+def test_cheapest_cell_prices_gpus_by_capacity():
+    """Cost per request is gpus * price / rate: A100s at 0.5 / 0.3 beat H100s at 2 / 1; a cell
+    that meets the SLOs at no rate ranks last with its reason."""
+    from sim.sweep.capacity import Capacity
+    from sim.sweep.cheapest import cheapest, parse_prices
+    from sim.sweep.grid import expand_grid
+
+    cells = expand_grid({"trace": TRACE, "hardware": ["h100", "a100", "l40s"], "tp": 2})
+    rates = {"h100": 1.0, "a100": 0.3}
+
+    def capacity(options):
+        if options.hardware not in rates:
+            raise ValueError("no probed rate_scale meets the SLOs")
+        return Capacity(1.0, rates[options.hardware], "tolerance")
+
+    ranked = cheapest(ReplayOptions(), cells, parse_prices("h100=2,a100=0.5,l40s=1"), capacity)
+    assert [p.cell.values["hardware"] for p in ranked] == ["a100", "h100", "l40s"]
+    assert ranked[0].usd_per_million_requests == pytest.approx(2 * 0.5 / 3600 / 0.3 * 1e6)
+    assert ranked[1].num_gpus == 2 and ranked[2].capacity is None
+    assert ranked[2].error == "no probed rate_scale meets the SLOs"
+    with pytest.raises(ValueError, match="lacks a price for l40s"):
+        cheapest(ReplayOptions(), cells, parse_prices("h100=2,a100=0.5"), capacity)
+    with pytest.raises(ValueError, match="--gpu-price takes"):
+        parse_prices("h100")
+
+
+def test_capacity_grid_command_names_the_cheapest_cell(tmp_path, capsys):
+    grid = tmp_path / "grid.toml"
+    grid.write_text('hardware = ["h100", "a100"]\n')
+    assert main(["capacity", "--trace", TRACE, "--slo", "ttft_p99=0.05", "--seeds", "1",
+                 "--rel-tol", "0.2", "--grid", str(grid), "--gpu-price", "h100=3,a100=1"]) == 0
+    out = capsys.readouterr().out
+    assert "cheapest: cell" in out and "USD per million requests" in out
+    assert main(["capacity", "--trace", TRACE, "--slo", "ttft_p99=1", "--grid", str(grid)]) == 2
+    assert "--grid and --gpu-price go together" in capsys.readouterr().err

@@ -51,6 +51,10 @@ def add_capacity_parser(sub: argparse._SubParsersAction, add_replay_flags) -> No
     capacity.add_argument("--z", type=float, default=2.0,
                           help="stop when a metric is within z standard errors of its bound"
                                " (default: 2)")
+    capacity.add_argument("--grid", help="search every cell of this sweep grid (over the flags"
+                                         " given here) and rank them by price; needs --gpu-price")
+    capacity.add_argument("--gpu-price", help="with --grid: USD per GPU-hour by hardware,"
+                                              " e.g. h100=2.5,a100=1.6")
     add_replay_flags(capacity)
 
 
@@ -58,6 +62,10 @@ def run_capacity_command(args: argparse.Namespace, console: Console, options) ->
     from sim.sweep.capacity import find_capacity, parse_slo
 
     slo = parse_slo(args.slo)
+    if (args.grid is None) != (args.gpu_price is None):
+        raise ValueError("--grid and --gpu-price go together (the cheapest cell of a grid)")
+    if args.grid is not None:
+        return _run_cheapest(args, console, options, slo)
     result = find_capacity(options, slo, seeds=args.seeds, rel_tol=args.rel_tol, z=args.z)
     table = Table(title="capacity probes", title_justify="left")
     table.add_column("rate_scale", justify="right")
@@ -71,6 +79,32 @@ def run_capacity_command(args: argparse.Namespace, console: Console, options) ->
     console.print(table)
     console.print(f"capacity: rate_scale {result.rate_scale:.4g} = {result.rate_req_s:.4g} req/s"
                   f" (stopped: {result.stopped})")
+    return 0
+
+
+def _run_cheapest(args: argparse.Namespace, console: Console, options, slo) -> int:
+    from sim.sweep.capacity import find_capacity
+    from sim.sweep.cheapest import cheapest, parse_prices
+    from sim.sweep.grid import load_grid
+
+    cells = load_grid(args.grid)
+    ranked = cheapest(options, cells, parse_prices(args.gpu_price), lambda o: find_capacity(
+        o, slo, seeds=args.seeds, rel_tol=args.rel_tol, z=args.z))
+    keys = list(dict.fromkeys(key for cell in cells for key in cell.values))
+    table = Table(title="cells by price per million requests", title_justify="left")
+    for col in (*keys, "gpus", "rate_scale", "req/s", "USD/1M req", "note"):
+        table.add_column(col)
+    for p in ranked:
+        table.add_row(*(str(p.cell.values.get(k, "")) for k in keys), str(p.num_gpus),
+                      *((f"{p.capacity.rate_scale:.4g}", f"{p.capacity.rate_req_s:.4g}",
+                         f"{p.usd_per_million_requests:.4g}") if p.capacity else ("", "", "")),
+                      p.error)
+    console.print(table)
+    best = ranked[0]
+    if best.capacity is None:
+        raise ValueError("no cell of the grid meets the SLOs at any probed rate")
+    console.print(f"cheapest: cell {best.cell.index} ({best.cell.values}) at "
+                  f"{best.usd_per_million_requests:.4g} USD per million requests")
     return 0
 
 
