@@ -15,6 +15,8 @@ def run_cell(values: dict[str, Any]) -> dict[str, Any]:
     Any exception is the cell's result, not the sweep's end: one bad cell must not lose the
     others' hours of work.
     """
+    # Imported here, not at the top: `servesim` loads this module for every command, and only
+    # a worker running a cell needs the simulator.
     from sim.api import simulate
     from sim.config import ReplayOptions, resolve
 

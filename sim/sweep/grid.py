@@ -44,7 +44,8 @@ def load_grid(path: str | Path) -> list[Cell]:
     return expand_grid(options_from_toml(path))
 
 
-def expand_grid(data: dict[str, Any]) -> list[Cell]:
+def expand_grid(grid: dict[str, Any]) -> list[Cell]:
+    data = dict(grid)
     explicit = data.pop(CELLS_KEY, [{}])
     if not isinstance(explicit, list) or not explicit or not all(
             isinstance(item, dict) for item in explicit):
