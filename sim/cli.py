@@ -5,6 +5,8 @@
     servesim list models|hardware|schedulers|allocators|speculators|routers
     servesim roofline --model M --hardware H --batch B [--context N]
     servesim ui [--port N] [--host H]
+    servesim sweep --grid GRID.toml --out DIR [--backend local|ray] [--address A]
+    servesim capacity --slo ttft_p99=2,tpot_p99=0.1 [replay flags]
 
 Replay flags are generated from `ReplayOptions`, so the CLI, TOML config files and sweep grids
 share one set of names. Flags override the config file. Bad input ends with a one-line
@@ -23,6 +25,8 @@ from rich.table import Table
 
 from sim.calibrate_cli import add_calibrate_parser, run_calibrate
 from sim.config import ReplayOptions, options_from_toml, resolve
+from sim.sweep.cli import (add_capacity_parser, add_sweep_parser, run_capacity_command,
+                           run_sweep_command)
 
 _CONVERTERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
 
@@ -96,7 +100,8 @@ OPTION_HELP = {
 }
 
 
-def _add_replay_flags(parser: argparse.ArgumentParser) -> None:
+def _add_option_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per `ReplayOptions` field plus --config (shared by replay and capacity)."""
     for f in fields(ReplayOptions):
         base = str(f.type).split("|")[0].strip()
         if base == "bool":
@@ -109,6 +114,10 @@ def _add_replay_flags(parser: argparse.ArgumentParser) -> None:
             default=argparse.SUPPRESS, help=f"{OPTION_HELP[f.name]} (default: {f.default!r})",
         )
     parser.add_argument("--config", help="TOML file whose keys are these option names")
+
+
+def _add_replay_flags(parser: argparse.ArgumentParser) -> None:
+    _add_option_flags(parser)
     parser.add_argument("--out", help="write summary.json and requests.csv here")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -119,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", help="replay a trace through the simulator")
     _add_replay_flags(replay)
     add_calibrate_parser(sub)
+    add_sweep_parser(sub)
+    add_capacity_parser(sub, _add_option_flags)
     listing = sub.add_parser("list", help="list known names")
     listing.add_argument("what", choices=["models", "hardware", "schedulers", "allocators",
                                                  "speculators", "routers"])
@@ -332,6 +343,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_ui(args)
         if args.command == "calibrate":
             return run_calibrate(args, console)
+        if args.command == "sweep":
+            return run_sweep_command(args, console)
+        if args.command == "capacity":
+            return run_capacity_command(args, console, replay_options(args))
         return run_list(args.what, console)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""Sweeps and capacity search: many full simulations, each one cell's `ReplayOptions`."""

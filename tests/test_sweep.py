@@ -1,0 +1,149 @@
+"""`servesim sweep`: grid expansion, the local and Ray backends, errors and resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+
+import pytest
+
+from sim.cli import main
+from sim.sweep import run as sweep_run
+from sim.sweep.backends import ray_runtime_env
+from sim.sweep.grid import expand_grid, load_grid
+from sim.sweep.run import run_sweep
+
+TRACE = "synthetic:n=12,arrivals=poisson:20,prompt=uniform:50:300,output=uniform:5:30"
+GRID_3x3x2 = f"""
+trace = "{TRACE}"
+scheduler = ["continuous", "chunked", "static"]
+allocator = ["paged", "paged-prefix", "contiguous"]
+rate_scale = [1, 2]
+"""
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env=ray_runtime_env(),
+             log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def _rows(path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_grid_is_the_product_of_lists_in_file_order_last_key_fastest():
+    cells = expand_grid({"trace": "t", "scheduler": ["a", "b"], "rate_scale": [1, 2, 3]})
+    assert [c.index for c in cells] == list(range(6))
+    assert [(c.values["scheduler"], c.values["rate_scale"]) for c in cells] == [
+        ("a", 1), ("a", 2), ("a", 3), ("b", 1), ("b", 2), ("b", 3)]
+    assert all(c.values["trace"] == "t" for c in cells)
+    assert list(cells[0].values) == ["trace", "scheduler", "rate_scale"]
+    assert len({c.cell_id for c in cells}) == 6
+
+
+def test_grid_crosses_explicit_cells_and_accepts_dashed_keys(tmp_path):
+    grid = tmp_path / "grid.toml"
+    grid.write_text('rate-scale = [1, 2]\n[[cells]]\nscheduler = "static"\nmax-num-seqs = 4\n'
+                    '[[cells]]\nscheduler = "chunked"\n')
+    cells = load_grid(grid)
+    assert [c.values for c in cells] == [
+        {"rate_scale": 1, "scheduler": "static", "max_num_seqs": 4},
+        {"rate_scale": 1, "scheduler": "chunked"},
+        {"rate_scale": 2, "scheduler": "static", "max_num_seqs": 4},
+        {"rate_scale": 2, "scheduler": "chunked"},
+    ]
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"schedulr": ["static"]}, "unknown option"),
+    ({"scheduler": []}, "empty list"),
+    ({"scheduler": {"a": 1}}, "is a table"),
+    ({"cells": "static"}, "array of tables"),
+])
+def test_bad_grids_fail_before_anything_runs(data, message):
+    with pytest.raises(ValueError, match=message):
+        expand_grid(data)
+
+
+def test_3x3x2_grid_on_local_ray_matches_the_local_process_pool(tmp_path, local_ray):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(GRID_3x3x2)
+    assert main(["sweep", "--grid", str(grid), "--out", str(tmp_path / "ray"),
+                 "--backend", "ray", "--quiet"]) == 0
+    assert main(["sweep", "--grid", str(grid), "--out", str(tmp_path / "local"),
+                 "--workers", "2", "--quiet"]) == 0
+    ray_table = (tmp_path / "ray" / "results.csv").read_bytes()
+    assert ray_table == (tmp_path / "local" / "results.csv").read_bytes()
+    rows = _rows(tmp_path / "ray" / "results.csv")
+    assert len(rows) == 18
+    assert [(r["scheduler"], r["allocator"], r["rate_scale"]) for r in rows[:3]] == [
+        ("continuous", "paged", "1"), ("continuous", "paged", "2"),
+        ("continuous", "paged-prefix", "1")]
+    assert all(r["error"] == "" and r["requests_finished"] == "12" for r in rows)
+    assert len({r["ttft_mean_s"] for r in rows}) > 1  # the cells really differ
+
+
+def test_cell_summary_is_replays_summary_and_a_failing_cell_is_recorded(tmp_path):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f'trace = "{TRACE}"\nallocator = ["paged", "nope"]\n')
+    assert main(["sweep", "--grid", str(grid), "--out", str(tmp_path / "s"), "--quiet"]) == 0
+    ok, bad = _rows(tmp_path / "s" / "results.csv")
+    assert bad["error"] == ("UnknownNameError: unknown allocator 'nope'; "
+                            "choose one of: paged, paged-prefix, contiguous")
+    assert bad["requests_total"] == "" and ok["error"] == ""
+    assert main(["replay", "--trace", TRACE, "--quiet", "--out", str(tmp_path / "r")]) == 0
+    summary = (tmp_path / "s" / "cells" / ok["cell"] / "summary.json").read_bytes()
+    assert summary == (tmp_path / "r" / "summary.json").read_bytes()
+    assert json.loads((tmp_path / "s" / "cells" / ok["cell"] / "options.json").read_text()) == {
+        "trace": TRACE, "allocator": "paged"}
+    assert (tmp_path / "s" / "cells" / bad["cell"] / "error.txt").exists()
+
+
+def test_resume_runs_only_unfinished_and_failed_cells(tmp_path, monkeypatch):
+    cells = expand_grid({"trace": TRACE, "scheduler": ["continuous", "static"],
+                         "allocator": ["paged", "nope"]})
+    table, failed = run_sweep(cells, tmp_path, workers=2)
+    assert failed == 2
+    first = table.read_bytes()
+    (tmp_path / "cells" / cells[0].cell_id / "summary.json").unlink()
+    submitted = []
+    real_run_cells = sweep_run.run_cells
+
+    def recording(todo, backend, **kwargs):
+        submitted.append(sorted(todo))
+        return real_run_cells(todo, backend, **kwargs)
+
+    monkeypatch.setattr(sweep_run, "run_cells", recording)
+    seen = []
+    table, failed = run_sweep(cells, tmp_path, workers=2,
+                              progress=lambda done, total: seen.append((done, total)))
+    assert submitted == [[0, 1, 3]]  # cell 2 (static, paged) was finished and is not rerun
+    assert seen[0] == (1, 4) and seen[-1] == (4, 4)
+    assert table.read_bytes() == first
+
+
+def test_ray_backend_without_ray_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` raise ImportError
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f'trace = "{TRACE}"\n')
+    assert main(["sweep", "--grid", str(grid), "--out", str(tmp_path / "o"),
+                 "--backend", "ray", "--quiet"]) == 2
+    assert "pip install 'servesim[dist]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--workers", "0"], "--workers must be >= 1"),
+    (["--address", "127.0.0.1:6379"], "--address only applies to --backend ray"),
+])
+def test_bad_sweep_flags_are_clear_errors(tmp_path, capsys, flags, message):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f'trace = "{TRACE}"\n')
+    assert main(["sweep", "--grid", str(grid), "--out", str(tmp_path / "o"), "--quiet",
+                 *flags]) == 2
+    assert message in capsys.readouterr().err
