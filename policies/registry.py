@@ -13,8 +13,19 @@ from typing import Any, Callable, Mapping
 from policies.kv.contiguous import ContiguousAllocator, ContiguousParams
 from policies.kv.paged import PagedAllocator, PagedParams, PagedPrefixParams
 from policies.kv.radix import RadixAllocator, RadixParams
+from policies.router.prefix_affinity import PrefixAffinityParams, PrefixAffinityRouter
+from policies.router.simple import (
+    LeastOutstandingParams, LeastOutstandingRouter, RoundRobinParams, RoundRobinRouter,
+)
+from policies.scheduler.chunked import ChunkedParams, ChunkedScheduler
 from policies.scheduler.continuous import ContinuousParams, ContinuousScheduler
+from policies.scheduler.orca import OrcaParams, OrcaScheduler
 from policies.scheduler.static import StaticParams, StaticScheduler
+from policies.speculative.cascade import CascadeParams, CascadeSpeculator
+from policies.speculative.draft import DraftParams, DraftSpeculator
+from policies.speculative.ngram import NgramParams, NgramSpeculator
+from policies.speculative.none import NoSpecParams, NoSpeculator
+from policies.speculative.tree import TreeParams, TreeSpeculator
 
 
 class UnknownNameError(ValueError):
@@ -40,6 +51,12 @@ SCHEDULERS: dict[str, PolicyEntry] = {
                     "FasterTransformer-style static batches run to their longest member"),
         PolicyEntry("continuous", ContinuousScheduler, ContinuousParams,
                     "Orca/vLLM iteration-level batching, whole-prompt prefills first"),
+        PolicyEntry("orca", OrcaScheduler, OrcaParams,
+                    "Orca: decodes and whole new prompts in one batch, no token budget "
+                    "(pair with --allocator contiguous for the Orca baseline)"),
+        PolicyEntry("chunked", ChunkedScheduler, ChunkedParams,
+                    "Sarathi-Serve chunked prefill: one token budget per iteration, decodes "
+                    "first, prefill chunks after (--token-budget, --chunked-order)"),
     ]
 }
 
@@ -59,7 +76,37 @@ ALLOCATORS: dict[str, PolicyEntry] = {
     ]
 }
 
-TABLES: dict[str, dict[str, PolicyEntry]] = {"schedulers": SCHEDULERS, "allocators": ALLOCATORS}
+SPECULATORS: dict[str, PolicyEntry] = {
+    e.name: e
+    for e in [
+        PolicyEntry("none", NoSpeculator, NoSpecParams, "no speculation: one token per step"),
+        PolicyEntry("draft", DraftSpeculator, DraftParams,
+                    "separate draft model (--draft-model), k sequential passes, not fused"),
+        PolicyEntry("tree", TreeSpeculator, TreeParams,
+                    "Medusa/EAGLE token tree (--spec-tree-width x depth k), fused drafter"),
+        PolicyEntry("ngram", NgramSpeculator, NgramParams,
+                    "prompt lookup: no draft model, no draft cost"),
+        PolicyEntry("cascade", CascadeSpeculator, CascadeParams,
+                    "tiny drafter -> small drafter (--draft-model) -> target, not fused"),
+    ]
+}
+
+ROUTERS: dict[str, PolicyEntry] = {
+    e.name: e
+    for e in [
+        PolicyEntry("round-robin", RoundRobinRouter, RoundRobinParams,
+                    "replicas in turn"),
+        PolicyEntry("least-outstanding", LeastOutstandingRouter, LeastOutstandingParams,
+                    "least outstanding work: prompt + output tokens (--router-load requests: requests)"),
+        PolicyEntry("prefix-affinity", PrefixAffinityRouter, PrefixAffinityParams,
+                    "SGLang-style cache-aware: longest cached prefix, unless load is unbalanced"),
+    ]
+}
+
+TABLES: dict[str, dict[str, PolicyEntry]] = {
+    "schedulers": SCHEDULERS, "allocators": ALLOCATORS, "speculators": SPECULATORS,
+    "routers": ROUTERS,
+}
 
 
 def lookup(table: Mapping[str, Any], kind: str, name: str) -> Any:

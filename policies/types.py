@@ -9,6 +9,13 @@ sampled so far; `num_computed_tokens` of them have KV in the cache. A step compu
 sampled. So a request with P prompt and O output tokens computes P + O - 1 tokens in total, and
 a sequence preempted by recompute simply restarts from `num_computed_tokens = 0` with its
 outputs kept.
+
+Speculative decoding fits the same accounting: a verify step of a decoding sequence computes
+its last sampled token plus k draft tokens (`num_spec_tokens = k`); if the executor reports
+`a` of the drafts accepted, the step emits a + 1 tokens (the accepted drafts plus the corrected
+or bonus token), `num_computed_tokens` advances by 1 + a, and the KV slots of the k - a
+rejected drafts go back to the allocator. A request never drafts past its output length
+(k <= remaining outputs - 1), so it emits exactly its trace's output length.
 """
 
 from __future__ import annotations
@@ -36,26 +43,41 @@ class Request:
     prefix_block_hashes: tuple[int, ...] | None = None
     prefix_block_tokens: int | None = None
     prompt_token_ids: tuple[int, ...] | None = None
+    priority: int = 0
+    """Priority class, 0 the most urgent (used by `--queue-policy priority|edf`)."""
+    n: int = 1
+    """Parallel samples: n sequences share the prompt and each generates `output_tokens`."""
+    beam: bool = False
+    """The n sequences are the beams of a beam search: one answer of `output_tokens` returns."""
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.output_tokens
 
 
+MAX_SAMPLES = 1 << 16
+"""Samples per request a sequence id can tell apart."""
+
+
 class SeqStatus(enum.Enum):
     WAITING = "waiting"
     RUNNING = "running"
     SWAPPED = "swapped"
+    TRANSFERRING = "transferring"
     FINISHED = "finished"
     REJECTED = "rejected"
 
 
 @dataclass(slots=True, eq=False)
 class Sequence:
-    """The engine's live state of one request.
+    """The engine's live state of one sample of a request (requests with `n > 1` or beam
+    search have several, `sample_index` 0 being the one the prompt was prefilled for).
 
     Timestamps are filled in by the engine (in whatever clock drives it); `token_times_s` holds
     one entry per sampled output token, in a compact array so long traces stay cheap.
+    `num_draft_tokens_reached` counts drafts the target judged (each draft up to and including
+    the first rejected one), `num_draft_tokens_accepted` those it accepted: their ratio is the
+    request's measured per-draft acceptance, which dynamic speculators read.
     """
 
     request: Request
@@ -69,10 +91,16 @@ class Sequence:
     finish_s: float | None = None
     reason: str = ""
     token_times_s: array = field(default_factory=lambda: array("d"))
+    num_draft_tokens_reached: int = 0
+    num_draft_tokens_accepted: int = 0
+    sample_index: int = 0
 
     @property
     def seq_id(self) -> int:
-        return self.request.request_id
+        """The request id for a request's first sample; negative ids for the others."""
+        if self.sample_index == 0:
+            return self.request.request_id
+        return -(self.request.request_id * MAX_SAMPLES + self.sample_index)
 
     @property
     def num_known_tokens(self) -> int:
@@ -87,14 +115,30 @@ class Sequence:
     def is_done_generating(self) -> bool:
         return self.num_output_tokens >= self.request.output_tokens
 
+    @property
+    def num_remaining_outputs(self) -> int:
+        return self.request.output_tokens - self.num_output_tokens
+
+    @property
+    def is_decoding(self) -> bool:
+        """Has sampled a token and has KV for everything before it: the next step is a decode
+        (the only kind of step that can verify drafts)."""
+        return self.num_output_tokens > 0 and self.num_uncomputed_tokens == 1
+
 
 @dataclass(slots=True)
 class ScheduledChunk:
-    """`num_new_tokens` of `seq` computed this step on top of `num_context_tokens` cached ones."""
+    """`num_new_tokens` of `seq` computed this step on top of `num_context_tokens` cached ones.
+
+    A speculative verify sets `num_spec_tokens` = k, the most drafts this step can accept (a
+    chain's length, a tree's depth); `num_new_tokens` then counts the last sampled token plus
+    every draft node verified (1 + k for a chain, 1 + the tree's node count for a tree).
+    """
 
     seq: Sequence
     num_new_tokens: int
     num_context_tokens: int
+    num_spec_tokens: int = 0
 
 
 @dataclass(slots=True)
@@ -114,6 +158,9 @@ class Plan:
     preempted: list[Sequence] = field(default_factory=list)
     swap_out_slots: int = 0
     swap_in_slots: int = 0
+    block_copies: list[tuple[int, int, int]] = field(default_factory=list)
+    """Device KV copies to make before this iteration: (source, destination, tokens), from
+    copy-on-write of a shared partial block or a fork without paging."""
     wake_at_s: float | None = None
 
     @property
@@ -129,6 +176,13 @@ class Plan:
 
 @dataclass(frozen=True, slots=True)
 class StepResult:
-    """What an executor reports for one plan: how long it took, in the executor's clock."""
+    """What an executor reports for one plan: how long it took, in the executor's clock.
+
+    `accepted_tokens` maps the seq_id of every chunk with `num_spec_tokens > 0` to how many of
+    its drafts were accepted (a prefix, 0..num_spec_tokens); it is empty when nothing
+    speculates. `draft_s` is the part of `duration_s` spent drafting (the rest verifies).
+    """
 
     duration_s: float
+    accepted_tokens: dict[int, int] = field(default_factory=dict)
+    draft_s: float = 0.0

@@ -6,33 +6,49 @@ results. The trace arrives already loaded inside the config (see `sim.config.res
 
 from __future__ import annotations
 
-from typing import Callable, Generator
+from typing import Callable
 
 import simpy
 
-from policies.engine import Engine
+from policies.beam import BeamParams, RandomBeamReparenter
+from policies.engine import Engine, Executor
+from policies.kv.base import KVAllocator
 from policies.registry import ALLOCATORS, SCHEDULERS, lookup
-from policies.types import Request, Sequence
+from policies.types import Sequence
 from sim.config import SimConfig
 from sim.cost.memory import MemoryBudget, kv_budget, kv_layout
 from sim.cost.roofline import CostModel
 from sim.metrics import summarize
-from sim.replica import SimReplica
+from sim.cluster import Cluster
 from sim.results import Results
+from sim.spec.build import speculate, with_draft_memory
 
 ProgressFn = Callable[[int, int], None]
 
 
-def build_cost_model(config: SimConfig) -> CostModel:
+CostModelFactory = Callable[..., CostModel]
+"""`CostModel` or a subclass (or any callable with its signature) that observes iterations."""
+
+
+def build_cost_model(config: SimConfig, cost_model: CostModelFactory = CostModel) -> CostModel:
     o = config.options
-    return CostModel(config.model, config.hardware, config.coefficients, tp=o.tp,
-                     weight_dtype=o.weight_dtype, kv_dtype=o.kv_dtype)
+    return cost_model(config.model, config.hardware, config.coefficients, tp=o.tp, pp=o.pp,
+                      weight_dtype=o.weight_dtype, kv_dtype=o.kv_dtype)
 
 
 def build_engine(
-    config: SimConfig, cost: CostModel, on_done: Callable[[Sequence], None] | None = None
+    config: SimConfig,
+    cost: CostModel,
+    on_done: Callable[[Sequence], None] | None = None,
+    executor_for: Callable[[KVAllocator], Executor] | None = None,
 ) -> tuple[Engine, MemoryBudget | None]:
-    """The replica's engine; the memory budget is None when `num_gpu_blocks` was given."""
+    """The replica's engine; the memory budget is None when `num_gpu_blocks` was given.
+
+    The executor is the cost model unless `executor_for(allocator)` builds another one (the
+    real backend, whose KV pool is addressed by that allocator's block ids). With a speculator
+    other than `none` the scheduler is wrapped to verify drafts and the executor is the
+    speculative one around `cost`; with `none` both are exactly as without.
+    """
     o = config.options
     budget = None
     num_blocks = o.num_gpu_blocks
@@ -41,32 +57,39 @@ def build_engine(
                            gpu_memory_utilization=o.gpu_memory_utilization,
                            max_num_batched_tokens=config.max_num_batched_tokens,
                            max_num_seqs=o.max_num_seqs)
+        if config.acceptance is not None:
+            budget = with_draft_memory(budget, config, cost)
         num_blocks = budget.num_blocks
     layout, block_bytes = kv_layout(cost, o.block_size)
-    num_cpu_blocks = int(o.swap_space_gb * 1024**3 * o.tp // block_bytes)
+    num_cpu_blocks = int(o.swap_space_gb * 1024**3 * o.tp * o.pp // block_bytes)
     options = dict(config.policy_options, num_blocks=num_blocks, num_cpu_blocks=num_cpu_blocks,
                    layout=layout)
     alloc_entry = lookup(ALLOCATORS, "allocator", o.allocator)
     allocator = alloc_entry.policy(alloc_entry.make_params(options))
     sched_entry = lookup(SCHEDULERS, "scheduler", o.scheduler)
     scheduler = sched_entry.policy(sched_entry.make_params(options), allocator)
-    engine = Engine(scheduler, cost, max_model_len=config.max_model_len, on_done=on_done)
+    executor = cost if executor_for is None else executor_for(allocator)
+    if config.acceptance is not None:
+        scheduler, executor = speculate(config, scheduler, cost, options)
+    beams = None
+    if o.beam_width > 1:
+        beams = RandomBeamReparenter(BeamParams(beam_churn=o.beam_churn, seed=o.seed))
+    engine = Engine(scheduler, executor, max_model_len=config.max_model_len, on_done=on_done,
+                    beams=beams)
     return engine, budget
 
 
-def _arrivals(
-    env: simpy.Environment, requests: list[Request], replica: SimReplica
-) -> Generator[simpy.Event, None, None]:
-    for request in requests:
-        delay = request.arrival_time_s - env.now
-        if delay > 0:
-            yield env.timeout(delay)
-        replica.submit(request)
+def simulate(
+    config: SimConfig, progress: ProgressFn | None = None, *,
+    cost_model: CostModelFactory = CostModel,
+) -> Results:
+    """Replay `config.trace` on the configured replicas (see `sim.cluster`);
+    `progress(done, total)` is called as requests complete.
 
-
-def simulate(config: SimConfig, progress: ProgressFn | None = None) -> Results:
-    """Replay `config.trace`; `progress(done, total)` is called as requests complete."""
-    requests = config.trace.requests
+    `cost_model` builds each engine's cost model, in engine order (one each, so an observing
+    subclass such as the dashboard's `sim.cost.intensity.RecordingCostModel` sees one
+    engine's iterations in that engine's order).
+    """
     total = config.trace.num_rows
     done = len(config.trace.invalid_rows)
     step = max(1, total // 200)
@@ -78,11 +101,18 @@ def simulate(config: SimConfig, progress: ProgressFn | None = None) -> Results:
             progress(done, total)
 
     cost = build_cost_model(config)
-    engine, budget = build_engine(config, cost, on_done)
+    budgets: list[MemoryBudget | None] = []
+
+    def engine_factory(callback: Callable[[Sequence], None]) -> Engine:
+        engine, budget = build_engine(config, build_cost_model(config, cost_model), callback)
+        budgets.append(budget)
+        return engine
+
     env = simpy.Environment()
-    replica = SimReplica(env, engine)
-    env.process(_arrivals(env, requests, replica))
+    cluster = Cluster(env, config, cost, engine_factory, on_done)
+    env.process(cluster.arrivals(config.trace.requests))
     env.run(until=config.options.horizon_s)
-    end_s = env.now
-    summary = summarize(config, engine, end_s)
-    return Results(config=config, engine=engine, memory=budget, summary=summary, end_s=end_s)
+    engines = cluster.engines
+    summary = summarize(config, engines, env.now)
+    return Results(config=config, engines=engines, memory=budgets[0], summary=summary,
+                   end_s=env.now)

@@ -2,7 +2,9 @@
 
     servesim replay --trace PATH|synthetic:... --model M --hardware H ... [--config F.toml] --out DIR
     servesim calibrate [PROFILE.json] [--shared DIR] [--hardware H] --out C.json
-    servesim list models|hardware|schedulers|allocators
+    servesim list models|hardware|schedulers|allocators|speculators|routers
+    servesim roofline --model M --hardware H --batch B [--context N]
+    servesim ui [--port N] [--host H]
 
 Replay flags are generated from `ReplayOptions`, so the CLI, TOML config files and sweep grids
 share one set of names. Flags override the config file. Bad input ends with a one-line
@@ -14,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import fields
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 from rich.console import Console
 from rich.table import Table
@@ -24,7 +26,7 @@ from sim.config import ReplayOptions, options_from_toml, resolve
 
 _CONVERTERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
 
-_HELP = {
+OPTION_HELP = {
     "trace": "trace file (format detected), or synthetic:n=N,arrivals=poisson:R,prompt=...,output=...;"
              " default: the bundled Azure conv slice",
     "trace_format": "force the trace format",
@@ -36,10 +38,26 @@ _HELP = {
     "model": "model name (servesim list models)",
     "hardware": "hardware name (servesim list hardware)",
     "tp": "tensor parallel degree",
+    "pp": "pipeline parallel degree (stages; the batch runs as pp micro-batches)",
+    "replicas": "identical replicas behind the router",
+    "router": "router across replicas (servesim list routers)",
+    "router_load": "least-outstanding: count requests or tokens",
+    "disaggregate": "P:D prefill replicas feeding decode replicas (Splitwise/DistServe)",
+    "kv_link_bandwidth_gb_s": "disaggregation: prefill-to-decode link per device, GB/s",
+    "kv_link_latency_s": "disaggregation: KV transfer latency",
     "scheduler": "scheduler (servesim list schedulers)",
     "allocator": "KV allocator (servesim list allocators)",
     "max_num_seqs": "max sequences per iteration (static: batch size)",
     "max_num_batched_tokens": "token budget per iteration (default max(max_model_len, 2048))",
+    "token_budget": "chunked scheduler: tokens per iteration, decodes and prefill chunks"
+                    " together (default --max-num-batched-tokens or 2048)",
+    "long_prefill_token_threshold": "chunked: cap on one prompt's chunk per iteration (0: none)",
+    "chunked_order": "chunked: decode-first (Sarathi) or prefill-first",
+    "n": "parallel samples per request, sharing the prompt's KV (copy-on-write)",
+    "beam_width": "beam search width: beams share KV, losers become copies of leaders",
+    "beam_churn": "beam search: chance per step that a beam is replaced by another's copy",
+    "queue_policy": "waiting order and preemption victims: fcfs|priority|spf|srpt|edf",
+    "priority_mix": "shares of priority classes 0, 1, ... drawn per request, e.g. 0.2,0.8",
     "block_size": "KV block size in tokens",
     "gpu_memory_utilization": "share of device memory the engine may use",
     "num_gpu_blocks": "KV pool size in blocks per replica, overriding the memory model",
@@ -56,15 +74,39 @@ _HELP = {
     "horizon_s": "stop the simulation at this simulated time",
     "slo_ttft_s": "TTFT SLO for goodput",
     "slo_tpot_s": "TPOT SLO for goodput",
+    "speculator": "speculative decoding: none|draft|tree|ngram|cascade (servesim list speculators)",
+    "spec_k": "draft tokens per step (a tree's depth); the most, with --spec-dynamic",
+    "spec_acceptance": "acceptance model: an i.i.d. rate (0.7), per-position conditional rates"
+                       " (0.54,0.36,0.26), beta:MEAN:CONC per request, or a file of accepted"
+                       " counts; default 0.7",
+    "spec_dynamic": "pick k per batch size from the cost model and shrink it as measured"
+                    " acceptance falls (default: k fixed)",
+    "draft_model": "draft model for draft/cascade (e.g. llama-3.2-1b, qwen2-0.5b)",
+    "tiny_draft_model": "cascade: the tiny drafter feeding the draft model (default: n-gram, free)",
+    "spec_tree_width": "tree: candidates per level",
+    "spec_inner_k": "cascade: tokens the tiny drafter proposes per small-drafter pass",
+    "spec_inner_acceptance": "cascade: i.i.d. acceptance of the tiny drafter by the small one",
+    "spec_draft_pass_overhead_s": "extra CPU overhead per non-fused draft pass",
+    "pace": "trace: arrivals at trace times; asap: all at 0 s in trace order",
+    "executor": "sim: the cost model; real: run the model on tensors (torch) in wall-clock time",
+    "weights": "real executor: local Hugging Face safetensors directory for --model",
+    "temperature": "real executor: sampling temperature (0 = greedy)",
+    "top_k": "real executor: top-k filter (0 = off)",
+    "top_p": "real executor: nucleus filter (1 = off)",
 }
 
 
 def _add_replay_flags(parser: argparse.ArgumentParser) -> None:
     for f in fields(ReplayOptions):
         base = str(f.type).split("|")[0].strip()
+        if base == "bool":
+            parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name,
+                                action="store_true", default=argparse.SUPPRESS,
+                                help=f"{OPTION_HELP[f.name]} (default: off)")
+            continue
         parser.add_argument(
             "--" + f.name.replace("_", "-"), dest=f.name, type=_CONVERTERS[base],
-            default=argparse.SUPPRESS, help=f"{_HELP[f.name]} (default: {f.default!r})",
+            default=argparse.SUPPRESS, help=f"{OPTION_HELP[f.name]} (default: {f.default!r})",
         )
     parser.add_argument("--config", help="TOML file whose keys are these option names")
     parser.add_argument("--out", help="write summary.json and requests.csv here")
@@ -78,7 +120,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_replay_flags(replay)
     add_calibrate_parser(sub)
     listing = sub.add_parser("list", help="list known names")
-    listing.add_argument("what", choices=["models", "hardware", "schedulers", "allocators"])
+    listing.add_argument("what", choices=["models", "hardware", "schedulers", "allocators",
+                                                 "speculators", "routers"])
+    roofline = sub.add_parser(
+        "roofline", help="arithmetic intensity of decode and prefill against the ridge point")
+    roofline.add_argument("--model", required=True, help=OPTION_HELP["model"])
+    roofline.add_argument("--hardware", required=True, help=OPTION_HELP["hardware"])
+    roofline.add_argument("--batch", type=int, required=True, help="sequences per iteration")
+    roofline.add_argument("--context", type=int, default=1024,
+                          help="tokens of KV each decoding sequence attends to, and the prompt "
+                               "length of the prefill rows (default: 1024)")
+    roofline.add_argument("--spec-tokens", type=int, default=0,
+                          help="draft tokens verified per decoding sequence (default: 0)")
+    roofline.add_argument("--tp", type=int, default=1, help=OPTION_HELP["tp"])
+    roofline.add_argument("--weight-dtype", default="bf16", help=OPTION_HELP["weight_dtype"])
+    roofline.add_argument("--kv-dtype", default="bf16", help=OPTION_HELP["kv_dtype"])
+    roofline.add_argument("--calibration", help=OPTION_HELP["calibration"])
+    ui = sub.add_parser("ui", help="start the what-if dashboard (needs the ui extra)")
+    ui.add_argument("--port", type=int, default=8501, help="port (default: 8501)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     return parser
 
 
@@ -87,6 +147,10 @@ def replay_options(args: argparse.Namespace) -> ReplayOptions:
     if args.config:
         values.update(options_from_toml(args.config))
     values.update({n: getattr(args, n) for n in ReplayOptions.names() if hasattr(args, n)})
+    if values.get("executor") == "real" and "hardware" not in values:
+        from backend.replay import detect_hardware
+
+        values["hardware"] = detect_hardware()
     return ReplayOptions().updated(values)
 
 
@@ -96,6 +160,8 @@ def run_replay(args: argparse.Namespace, console: Console) -> int:
 
     options = replay_options(args)
     config = resolve(options)
+    if options.executor == "real":
+        return run_real_replay(config, args.out, console)
     progress_console = Console(stderr=True)
     if not args.quiet and progress_console.is_terminal:
         from rich.progress import Progress
@@ -111,14 +177,37 @@ def run_replay(args: argparse.Namespace, console: Console) -> int:
     if args.out:
         out = write_results(results, args.out)
         console.print(f"wrote summary.json, requests.csv and iterations.csv to {out}")
+        if len(results.engines) > 1:
+            console.print(f"wrote per-replica figures to {out / 'replicas.csv'}")
+    return 0
+
+
+def run_real_replay(config, out_dir: str | None, console: Console) -> int:
+    """The torch backend: imported only here, so the simulator path never loads torch."""
+    from backend.replay import replay_real, write_outputs
+    from sim.results import write_results
+
+    results, outputs = replay_real(config)
+    console.print(results_table(results))
+    if out_dir:
+        out = write_results(results, out_dir)
+        write_outputs(outputs, out)
+        console.print(f"wrote {out / 'summary.json'}, {out / 'requests.csv'} and "
+                      f"{out / 'outputs.jsonl'}")
     return 0
 
 
 def results_table(results) -> Table:
     s = results.summary
     o = results.config.options
-    title = (f"{results.config.trace.name}: {o.model} on {o.tp}x {o.hardware}, "
+    cluster = f"{o.replicas} replicas ({o.router}) of " if o.replicas > 1 else ""
+    if o.disaggregate:
+        cluster = f"{o.disaggregate} prefill:decode replicas ({o.router}) of "
+    devices = f"{o.tp}x{o.pp}" if o.pp > 1 else f"{o.tp}x"
+    title = (f"{results.config.trace.name}: {o.model} on {cluster}{devices} {o.hardware}, "
              f"{o.scheduler} + {o.allocator}, {s['kv_blocks_total']} KV blocks of {o.block_size}")
+    if o.speculator != "none":
+        title += f", speculator {o.speculator} k={o.spec_k}"
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
     for stat in ("mean", "p50", "p90", "p99"):
@@ -131,6 +220,11 @@ def results_table(results) -> Table:
                 "goodput_req_s", "preemptions", "swaps", "recomputed_tokens", "evictions",
                 "prefix_hit_rate", "batch_size_mean", "kv_util_mean", "kv_frag_mean"):
         table.add_row(key, _fmt(s[key]), "", "", "")
+    if o.speculator != "none":
+        table.add_section()
+        for key in ("spec_tokens_per_step_mean", "spec_acceptance_rate", "spec_k_mean",
+                    "spec_draft_time_share", "spec_verify_time_share"):
+            table.add_row(key, _fmt(s[key]), "", "", "")
     return table
 
 
@@ -170,12 +264,72 @@ def run_list(what: str, console: Console) -> int:
     return 0
 
 
+def run_roofline(args: argparse.Namespace, console: Console) -> int:
+    from sim.cost.catalog import get_hardware, get_model
+    from sim.cost.coefficients import default_coefficients, load_coefficients
+    from sim.cost.intensity import intensity_table
+    from sim.cost.roofline import CostModel
+
+    hardware = get_hardware(args.hardware)
+    if args.calibration:
+        coefficients = load_coefficients(args.calibration, hardware.name)
+    else:
+        coefficients = default_coefficients(hardware.name)
+    cost = CostModel(get_model(args.model), hardware, coefficients, tp=args.tp,
+                     weight_dtype=args.weight_dtype, kv_dtype=args.kv_dtype)
+    rows = intensity_table(cost, args.batch, args.context, args.spec_tokens)
+    ridge = hardware.ridge_point_flops_per_byte
+    table = Table(title=(f"{cost.model.name} on {args.tp}x {hardware.name} "
+                         f"(weights {args.weight_dtype}, KV {args.kv_dtype}): ridge point "
+                         f"{ridge:.0f} FLOP/byte"), title_justify="left")
+    for col in ("phase", "group", "seqs", "new/seq", "context", "GFLOP", "MB moved",
+                "FLOP/byte", "time (ms)", "TFLOP/s", "bound"):
+        table.add_column(col, justify="left" if col in ("phase", "group", "bound") else "right")
+    for row in rows:
+        if row.group == "total" or (row.phase == "prefill" and row.group == "linear"):
+            table.add_section()
+        table.add_row(row.phase, row.group, str(row.num_seqs), str(row.new_tokens),
+                      str(row.context_tokens), f"{row.flops / 1e9:.4g}",
+                      f"{row.bytes_moved / 1e6:.4g}", f"{row.intensity_flops_per_byte:.1f}",
+                      f"{row.time_s * 1e3:.3f}", f"{row.achieved_flops_s / 1e12:.1f}",
+                      "memory" if row.memory_bound else "compute")
+    console.print(table)
+    return 0
+
+
+def run_ui(args: argparse.Namespace) -> NoReturn:
+    """Become `streamlit run ui/app.py` (exec, so signals reach Streamlit and no child is left
+    behind); streamlit is never imported into the simulator's process."""
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    ui_spec = importlib.util.find_spec("ui")
+    if importlib.util.find_spec("streamlit") is None or ui_spec is None or not ui_spec.origin:
+        raise ValueError("the dashboard needs the ui extra: pip install 'servesim[ui]'")
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must lie in 1..65535, got {args.port}")
+    from ui.upload import UPLOAD_LIMIT_BYTES
+
+    app = Path(ui_spec.origin).parent / "app.py"
+    command = [sys.executable, "-m", "streamlit", "run", str(app),
+               "--server.port", str(args.port), "--server.address", args.host,
+               "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               "--server.maxUploadSize", str(-(-UPLOAD_LIMIT_BYTES // (1024 * 1024)))]
+    print(f"servesim dashboard on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    os.execv(sys.executable, command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(width=max(120, Console().width))
     try:
         if args.command == "replay":
             return run_replay(args, console)
+        if args.command == "roofline":
+            return run_roofline(args, console)
+        if args.command == "ui":
+            return run_ui(args)
         if args.command == "calibrate":
             return run_calibrate(args, console)
         return run_list(args.what, console)

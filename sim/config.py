@@ -8,16 +8,19 @@ does the I/O (reading the trace and calibration files) and the lookups, and retu
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import traces as trace_io
-from policies.registry import ALLOCATORS, SCHEDULERS, lookup
+from policies.registry import ALLOCATORS, ROUTERS, SCHEDULERS, SPECULATORS, lookup
 from sim.cost.catalog import get_hardware, get_model
 from sim.cost.coefficients import Coefficients, default_coefficients, load_coefficients
 from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes
+from sim.spec.acceptance import DEFAULT_ACCEPTANCE, AcceptanceModel, parse_acceptance
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,10 +41,31 @@ class ReplayOptions:
     model: str = "llama-3-8b"
     hardware: str = "h100"
     tp: int = 1
+    pp: int = 1
+    replicas: int = 1
+    router: str = "round-robin"
+    router_load: str = "tokens"
+    disaggregate: str | None = None
+    """`P:D`: P prefill replicas feeding D decode replicas (instead of `replicas`)."""
+    kv_link_bandwidth_gb_s: float = 50.0
+    """Per-device link between prefill and decode replicas, GB/s (400 Gb/s InfiniBand)."""
+    kv_link_latency_s: float = 0.0002
     scheduler: str = "continuous"
     allocator: str = "paged"
     max_num_seqs: int = 256
     max_num_batched_tokens: int | None = None
+    token_budget: int | None = None
+    long_prefill_token_threshold: int = 0
+    chunked_order: str = "decode-first"
+    queue_policy: str = "fcfs"
+    n: int = 1
+    """Parallel samples per request (each generates the trace's output length)."""
+    beam_width: int = 1
+    beam_churn: float = 0.3
+    """Beam search: chance per step that a beam is replaced by a copy of another."""
+    priority_mix: str | None = None
+    """Share of requests in each priority class, e.g. `0.2,0.8` (class 0 first); drawn per
+    request from the seed."""
     block_size: int = 16
     gpu_memory_utilization: float = 0.9
     num_gpu_blocks: int | None = None
@@ -58,6 +82,33 @@ class ReplayOptions:
     horizon_s: float | None = None
     slo_ttft_s: float | None = None
     slo_tpot_s: float | None = None
+    speculator: str = "none"
+    spec_k: int = 4
+    spec_acceptance: str | None = None
+    """A rate, a per-position rate list, beta:MEAN:CONC, or an acceptance trace file."""
+    spec_dynamic: bool = False
+    draft_model: str | None = None
+    tiny_draft_model: str | None = None
+    spec_tree_width: int = 2
+    spec_inner_k: int = 3
+    spec_inner_acceptance: float = 0.6
+    spec_draft_pass_overhead_s: float = 0.0
+    pace: str = "trace"
+    """`trace`: requests arrive at their trace times; `asap`: all at 0 s, in trace order."""
+    executor: str = "sim"
+    """`sim`: the roofline cost model in simulated time; `real`: the torch backend, wall clock."""
+    weights: str | None = None
+    """Real executor: a local Hugging Face directory of safetensors for --model."""
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    @property
+    def pools(self) -> tuple[int, ...]:
+        """Replica pool sizes: `(replicas,)` colocated, `(prefill, decode)` disaggregated."""
+        if self.disaggregate is None:
+            return (self.replicas,)
+        return parse_pools(self.disaggregate)
 
     @classmethod
     def names(cls) -> list[str]:
@@ -72,6 +123,14 @@ class ReplayOptions:
         return replace(self, **values)
 
 
+def parse_pools(text: str) -> tuple[int, int]:
+    prefill, sep, decode = text.partition(":")
+    if not (sep and prefill.strip().isdigit() and decode.strip().isdigit()
+            and int(prefill) >= 1 and int(decode) >= 1):
+        raise ValueError(f"--disaggregate takes P:D with P, D >= 1 replicas (e.g. 1:3), got {text!r}")
+    return int(prefill), int(decode)
+
+
 def options_from_toml(path: str | Path) -> dict[str, Any]:
     """Read a config file whose keys are option names (dashes or underscores)."""
     try:
@@ -79,6 +138,32 @@ def options_from_toml(path: str | Path) -> dict[str, Any]:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ValueError(f"cannot read config {path}: {exc}") from exc
     return {key.replace("-", "_"): value for key, value in data.items()}
+
+
+def options_to_toml(options: ReplayOptions, header: str = "") -> str:
+    """A config file that `servesim replay --config` reads back into `options`.
+
+    Only options that differ from the defaults are written (None means "the default", and TOML
+    has no null); `header` becomes comment lines at the top.
+    """
+    defaults = ReplayOptions()
+    lines = [f"# {line}" for line in header.splitlines()]
+    for name in ReplayOptions.names():
+        value = getattr(options, name)
+        if value is None or value == getattr(defaults, name):
+            continue
+        lines.append(f"{name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # JSON's string escapes are all valid TOML basic-string escapes
+    raise ValueError(f"cannot write {value!r} to TOML")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +176,10 @@ class SimConfig:
     max_model_len: int
     max_num_batched_tokens: int
     policy_options: dict[str, Any] = field(default_factory=dict)
+    acceptance: AcceptanceModel | None = None
+    """None when `speculator` is `none`."""
+    draft_model: ModelSpec | None = None
+    tiny_draft_model: ModelSpec | None = None
 
 
 def load_workload(options: ReplayOptions) -> trace_io.Trace:
@@ -110,15 +199,68 @@ def load_workload(options: ReplayOptions) -> trace_io.Trace:
         trace = trace_io.window(trace, options.window_start_s, options.window_end_s)
     if options.rate_scale != 1.0:
         trace = trace_io.scale_rate(trace, options.rate_scale)
+    if options.n != 1 or options.beam_width != 1:
+        beam = options.beam_width > 1
+        width = options.beam_width if beam else options.n
+        requests = [dataclasses.replace(r, n=width, beam=beam) for r in trace.requests]
+        note = f"beam search, width {width}" if beam else f"{width} samples per request"
+        trace = trace_io.Trace(trace.name, requests, list(trace.invalid_rows), [*trace.notes, note])
+    if options.priority_mix:
+        trace = trace_io.assign_priorities(trace, parse_priority_mix(options.priority_mix),
+                                           seed=options.seed)
+    if options.pace == "asap":
+        trace = trace_io.all_at_once(trace)
     return trace
+
+
+def parse_priority_mix(text: str) -> list[float]:
+    try:
+        shares = [float(part) for part in text.split(",")]
+    except ValueError:
+        shares = []
+    if not shares or any(not share >= 0 for share in shares) or not sum(shares) > 0:
+        raise ValueError(f"--priority-mix takes class shares like 0.2,0.8, got {text!r}")
+    return [share / sum(shares) for share in shares]
+
+
+PACES = ("trace", "asap")
+EXECUTORS = ("sim", "real")
+
+
+def _check_run_mode(options: ReplayOptions) -> None:
+    if options.pace not in PACES:
+        raise ValueError(f"unknown pace {options.pace!r}; choose one of: {', '.join(PACES)}")
+    if options.executor not in EXECUTORS:
+        raise ValueError(
+            f"unknown executor {options.executor!r}; choose one of: {', '.join(EXECUTORS)}")
+    if options.executor == "sim":
+        real_only = [name for name, value, default in (
+            ("--temperature", options.temperature, 0.0), ("--top-k", options.top_k, 0),
+            ("--top-p", options.top_p, 1.0), ("--weights", options.weights, None))
+            if value != default]
+        if real_only:
+            raise ValueError(f"{', '.join(real_only)} only apply to --executor real")
 
 
 def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimConfig:
     """Look up names, load files, fill defaults; raise ValueError with a clear message."""
+    _check_run_mode(options)
     model = get_model(options.model)
     hardware = get_hardware(options.hardware)
     lookup(SCHEDULERS, "scheduler", options.scheduler)
     lookup(ALLOCATORS, "allocator", options.allocator)
+    lookup(SPECULATORS, "speculator", options.speculator)
+    lookup(ROUTERS, "router", options.router)
+    if options.replicas < 1:
+        raise ValueError(f"--replicas must be >= 1, got {options.replicas}")
+    if options.disaggregate is not None:
+        parse_pools(options.disaggregate)
+        if options.replicas != 1:
+            raise ValueError("give either --replicas N or --disaggregate P:D, not both")
+        if options.scheduler == "static":
+            raise ValueError("--disaggregate needs an iteration-level scheduler, not static")
+        if options.kv_link_bandwidth_gb_s <= 0 or options.kv_link_latency_s < 0:
+            raise ValueError("the KV link needs bandwidth > 0 and latency >= 0")
     dtype_bytes(options.weight_dtype)
     dtype_bytes(options.kv_dtype)
     if options.calibration:
@@ -129,6 +271,14 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
     if max_model_len < 1:
         raise ValueError(f"max_model_len must be >= 1, got {max_model_len}")
     max_tokens = options.max_num_batched_tokens or max(max_model_len, 2048)
+    if not (1 <= options.n <= 1024 and 1 <= options.beam_width <= 1024):
+        raise ValueError(f"--n and --beam-width must lie in [1, 1024], got {options.n}, {options.beam_width}")
+    if options.n > 1 and options.beam_width > 1:
+        raise ValueError("give either --n (parallel sampling) or --beam-width, not both")
+    if (options.n > 1 or options.beam_width > 1) and options.disaggregate:
+        raise ValueError("--n and --beam-width are not modelled with --disaggregate yet")
+    if not 0.0 <= options.beam_churn <= 1.0:
+        raise ValueError(f"--beam-churn must lie in [0, 1], got {options.beam_churn}")
     if options.swap_space_gb < 0:
         raise ValueError(f"--swap-space-gb must be >= 0, got {options.swap_space_gb}")
     if options.num_gpu_blocks is not None and options.num_gpu_blocks < 1:
@@ -138,11 +288,47 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
     policy_options = {
         "max_num_seqs": options.max_num_seqs,
         "max_num_batched_tokens": max_tokens,
+        "token_budget": options.token_budget or options.max_num_batched_tokens or 2048,
+        "long_prefill_token_threshold": options.long_prefill_token_threshold,
+        "chunked_order": options.chunked_order,
+        "router_load": options.router_load,
+        "queue_policy": options.queue_policy,
+        "slo_ttft_s": options.slo_ttft_s or 1.0,
         "max_wait_s": options.static_max_wait_s,
         "block_size": options.block_size,
         "max_model_len": max_model_len,
         "reserve": options.reserve,
         "preemption": options.preemption,
     }
+    acceptance, draft, tiny = None, None, None
+    if options.speculator != "none":
+        acceptance, draft, tiny = _resolve_speculation(options, policy_options)
+    elif options.spec_acceptance is not None:
+        parse_acceptance(options.spec_acceptance)  # unused, but a bad value is still an error
     return SimConfig(trace, model, hardware, coefficients, options, max_model_len, max_tokens,
-                     policy_options)
+                     policy_options, acceptance, draft, tiny)
+
+
+def _resolve_speculation(
+    options: ReplayOptions, policy_options: dict[str, Any]
+) -> tuple[AcceptanceModel, ModelSpec | None, ModelSpec | None]:
+    """Validate the speculator's knobs now (a clear error before any simulation)."""
+    entry = lookup(SPECULATORS, "speculator", options.speculator)
+    policy_options.update(
+        spec_k=options.spec_k, spec_dynamic=options.spec_dynamic,
+        draft_model=options.draft_model, tiny_draft_model=options.tiny_draft_model,
+        spec_tree_width=options.spec_tree_width, spec_inner_k=options.spec_inner_k,
+        spec_inner_acceptance=options.spec_inner_acceptance,
+    )
+    entry.make_params(policy_options)
+    if options.spec_draft_pass_overhead_s < 0:
+        raise ValueError("--spec-draft-pass-overhead-s must be >= 0")
+    acceptance = parse_acceptance(
+        DEFAULT_ACCEPTANCE if options.spec_acceptance is None else options.spec_acceptance
+    )
+    uses_models = options.speculator in ("draft", "cascade")
+    draft = get_model(options.draft_model) if uses_models and options.draft_model else None
+    tiny = None
+    if options.speculator == "cascade" and options.tiny_draft_model:
+        tiny = get_model(options.tiny_draft_model)
+    return acceptance, draft, tiny

@@ -15,6 +15,17 @@ last completion, or the horizon). KV utilization is the share of the pool's slot
 sequences, and fragmentation the share of held slots holding no KV, both weighted by iteration
 duration (so over the time the replica computes). Batch size is the mean number of sequences
 per iteration.
+
+With a speculator other than `none` (the keys are absent with `none`, so plain runs keep their
+summary byte for byte), over every verify of every request:
+- `spec_tokens_per_step_mean`: tokens emitted per target verify pass (accepted drafts + the
+  corrected or bonus token; at most k + 1); `spec_tokens_per_step_share_<n>` its distribution
+- `spec_acceptance_rate`: accepted / proposed drafts; `spec_acceptance_rate_pos<i>` the rate at
+  draft position i conditional on reaching it (the rates engines log); null if never reached
+- `spec_k_mean`: drafts verified per verify (k after the dynamic rule and the caps)
+- `spec_draft_time_share`, `spec_verify_time_share`: drafting, and the target passes of steps
+  that verified drafts, as shares of the replica's busy time (the rest is plain steps)
+TPOT and ITL are then the effective ones: tokens of one verify share one timestamp.
 """
 
 from __future__ import annotations
@@ -23,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from policies.engine import Engine
-from policies.types import SeqStatus
+from policies.engine import Engine, SpeculationLog
+from policies.types import Sequence, SeqStatus
 from sim.config import SimConfig
 
 LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e", "queue")
@@ -44,23 +55,59 @@ def _weighted_mean(values: np.ndarray, weights: np.ndarray) -> float | None:
     return float((values * weights).sum() / total) if total > 0 else None
 
 
-def summarize(config: SimConfig, engine: Engine, end_s: float) -> dict[str, Any]:
+def merged_sequences(engines: list[Engine]) -> dict[int, Sequence]:
+    """Each request's record by request id. A disaggregated request has one on its prefill
+    replica (prompt and first token) and one on its decode replica that carries it on; the
+    decode replicas come later in `engines`, so their record wins."""
+    return {seq_id: seq for engine in engines for seq_id, seq in engine.sequences.items()}
+
+
+def sample_groups(engines: list[Engine]) -> dict[int, list[Sequence]]:
+    """Each request's samples (its first sample first), by request id."""
+    groups: dict[int, list[Sequence]] = {}
+    for seq in merged_sequences(engines).values():
+        groups.setdefault(seq.request.request_id, []).append(seq)
+    for group in groups.values():
+        group.sort(key=lambda s: s.sample_index)
+    return groups
+
+
+def visible_output_tokens(group: list[Sequence]) -> int:
+    """Tokens a request returns: every sample's, or one beam's for beam search."""
+    if group[0].request.beam:
+        return group[0].num_output_tokens
+    return sum(s.num_output_tokens for s in group)
+
+
+def group_finished(group: list[Sequence]) -> bool:
+    """A request is finished when all of its n samples are."""
+    return len(group) == group[0].request.n and all(s.status is SeqStatus.FINISHED for s in group)
+
+
+def summarize(config: SimConfig, engines: list[Engine], end_s: float) -> dict[str, Any]:
+    """Cluster-wide metrics over every replica's requests and iterations. Per-request metrics
+    (TTFT, E2E, queueing) take a request's first token and its last sample's finish; TPOT and
+    ITL are per sample; output throughput counts every sample's tokens."""
     trace = config.trace
-    finished = [s for s in engine.sequences.values() if s.status is SeqStatus.FINISHED]
-    finished.sort(key=lambda s: s.seq_id)
-    rejected = sum(1 for s in engine.sequences.values() if s.status is SeqStatus.REJECTED)
+    groups = sample_groups(engines)
+    sequences = [s for group in groups.values() for s in group]
+    finished_groups = [groups[rid] for rid in sorted(groups) if group_finished(groups[rid])]
+    finished = [group[0] for group in finished_groups]
+    samples = [s for group in finished_groups for s in group]
+    rejected = sum(1 for group in groups.values() if group[0].status is SeqStatus.REJECTED)
     rejected += len(trace.invalid_rows)
     total = trace.num_rows
 
     arrival = np.array([s.request.arrival_time_s for s in finished])
     first_token = np.array([s.token_times_s[0] for s in finished])
-    finish = np.array([s.finish_s for s in finished])
-    outputs = np.array([s.request.output_tokens for s in finished])
+    finish = np.array([max(s.finish_s for s in group) for group in finished_groups])
+    outputs = np.array([visible_output_tokens(group) for group in finished_groups])
+    request_outputs = np.array([s.request.output_tokens for s in finished])
     prompts = np.array([s.request.prompt_tokens for s in finished])
     scheduled = np.array([s.first_scheduled_s for s in finished])
-    multi = outputs > 1
-    tpot = (finish[multi] - first_token[multi]) / (outputs[multi] - 1)
-    itl = [np.diff(np.frombuffer(s.token_times_s, dtype=np.float64)) for s in finished]
+    tpot = np.array([(s.finish_s - s.token_times_s[0]) / (s.request.output_tokens - 1)
+                     for s in samples if s.request.output_tokens > 1])
+    itl = [np.diff(np.frombuffer(s.token_times_s, dtype=np.float64)) for s in samples]
     itl_all = np.concatenate(itl) if itl else np.empty(0)
 
     ttft = first_token - arrival
@@ -81,24 +128,68 @@ def summarize(config: SimConfig, engine: Engine, end_s: float) -> dict[str, Any]
     summary["output_throughput_tok_s"] = per_s(outputs.sum())
     summary["total_throughput_tok_s"] = per_s(outputs.sum() + prompts.sum())
     summary["request_throughput_req_s"] = per_s(len(finished))
-    summary["goodput_req_s"] = _goodput(config, ttft, finish, first_token, outputs, per_s)
+    summary["goodput_req_s"] = _goodput(config, ttft, finish, first_token, request_outputs, per_s)
 
-    log = engine.log
-    durations = np.frombuffer(log.duration_s, dtype=np.float64)
-    reserved = np.asarray(log.kv_reserved_slots, dtype=np.float64)
-    filled = np.asarray(log.kv_filled_slots, dtype=np.float64)
+    logs = [engine.log for engine in engines]
+    durations = np.concatenate([np.frombuffer(log.duration_s, dtype=np.float64) for log in logs])
+    reserved = np.concatenate([np.asarray(log.kv_reserved_slots, dtype=np.float64) for log in logs])
+    filled = np.concatenate([np.asarray(log.kv_filled_slots, dtype=np.float64) for log in logs])
+    batch = np.concatenate([np.asarray(log.batch_size, dtype=np.float64) for log in logs])
     frag = np.divide(reserved - filled, reserved, out=np.zeros_like(reserved), where=reserved > 0)
-    summary["preemptions"] = sum(s.num_preemptions for s in engine.sequences.values())
-    summary["swaps"] = sum(s.num_swaps for s in engine.sequences.values())
-    summary["recomputed_tokens"] = sum(s.num_recomputed_tokens for s in engine.sequences.values())
-    summary.update(_prefix_stats(engine.scheduler.allocator.stats()))
-    summary["kv_util_mean"] = _weighted_mean(reserved / engine.kv_total_slots, durations)
+    summary["preemptions"] = sum(s.num_preemptions for s in sequences)
+    summary["swaps"] = sum(s.num_swaps for s in sequences)
+    summary["recomputed_tokens"] = sum(s.num_recomputed_tokens for s in sequences)
+    stats = [engine.scheduler.allocator.stats() for engine in engines]
+    summary.update(_prefix_stats({k: sum(st.get(k, 0) for st in stats) for k in stats[0]}))
+    summary["kv_util_mean"] = _weighted_mean(reserved / engines[0].kv_total_slots, durations)
     summary["kv_frag_mean"] = _weighted_mean(frag, durations)
-    summary["batch_size_mean"] = float(np.mean(log.batch_size)) if len(log) else None
-    summary["iterations"] = len(log)
-    summary["kv_blocks_total"] = engine.scheduler.allocator.num_blocks
+    summary["batch_size_mean"] = float(batch.mean()) if batch.size else None
+    summary["iterations"] = int(batch.size)
+    summary["kv_blocks_total"] = engines[0].scheduler.allocator.num_blocks
+    summary["replicas"] = len(engines)
     summary["simulated_span_s"] = span
+    if config.options.speculator != "none":
+        log = _combined_spec_log([engine.spec_log for engine in engines])
+        summary.update(_speculation(log, config.options.spec_k, float(durations.sum())))
     return summary
+
+
+def _combined_spec_log(logs: list[SpeculationLog]) -> SpeculationLog:
+    """Every replica's speculation counters added up."""
+    def add(lists: list[list[int]]) -> list[int]:
+        width = max(len(values) for values in lists)
+        return [sum(values[i] for values in lists if i < len(values)) for i in range(width)]
+
+    return SpeculationLog(
+        num_verifies=sum(log.num_verifies for log in logs),
+        num_proposed=sum(log.num_proposed for log in logs),
+        emitted_histogram=add([log.emitted_histogram for log in logs]),
+        reached_by_position=add([log.reached_by_position for log in logs]),
+        accepted_by_position=add([log.accepted_by_position for log in logs]),
+        draft_s=sum(log.draft_s for log in logs),
+        verify_s=sum(log.verify_s for log in logs),
+    )
+
+
+def _speculation(log: SpeculationLog, spec_k: int, busy_s: float) -> dict[str, Any]:
+    n = log.num_verifies
+    ratio = (lambda x, y: float(x) / y if y else None)
+    histogram = log.emitted_histogram + [0] * (spec_k + 2 - len(log.emitted_histogram))
+    reached = log.reached_by_position + [0] * (spec_k - len(log.reached_by_position))
+    accepted = log.accepted_by_position + [0] * (spec_k - len(log.accepted_by_position))
+    out: dict[str, Any] = {
+        "spec_verifies": n,
+        "spec_tokens_per_step_mean": ratio(sum(i * c for i, c in enumerate(histogram)), n),
+        "spec_acceptance_rate": ratio(sum(accepted), log.num_proposed),
+        "spec_k_mean": ratio(log.num_proposed, n),
+        "spec_draft_time_share": ratio(log.draft_s, busy_s),
+        "spec_verify_time_share": ratio(log.verify_s, busy_s),
+    }
+    for i in range(spec_k):
+        out[f"spec_acceptance_rate_pos{i + 1}"] = ratio(accepted[i], reached[i])
+    for tokens in range(1, spec_k + 2):
+        out[f"spec_tokens_per_step_share_{tokens}"] = ratio(histogram[tokens], n)
+    return out
 
 
 def _prefix_stats(stats: dict[str, int]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Generator
 import simpy
 
 from policies.engine import Engine
-from policies.types import Request
+from policies.types import Request, Sequence
 
 
 class SimReplica:
@@ -24,6 +24,13 @@ class SimReplica:
 
     def submit(self, request: Request) -> None:
         self.engine.submit(request, self.env.now)
+        self._wake()
+
+    def submit_transferred(self, seq: Sequence, transfer_s: float) -> None:
+        self.engine.submit_transferred(seq, transfer_s, self.env.now)
+        self._wake()
+
+    def _wake(self) -> None:
         if not self._wakeup.triggered:
             self._wakeup.succeed()
 

@@ -27,7 +27,7 @@ def test_replay_writes_summary_and_requests(tmp_path, capsys):
     lines = (tmp_path / "requests.csv").read_text().splitlines()
     assert len(lines) == 201 and lines[0].startswith("request_id,status,reason")
     series = (tmp_path / "iterations.csv").read_text().splitlines()
-    assert series[0].startswith("start_s,duration_s,batch_size")
+    assert series[0].startswith("replica,start_s,duration_s,batch_size")
     assert len(series) - 1 == summary["iterations"]
     out = capsys.readouterr().out
     assert "ttft (s)" in out and "output_throughput_tok_s" in out

@@ -211,8 +211,10 @@ def reference_keys(request: Request, num_tokens: int) -> list:
         elif (p < request.prompt_tokens and request.prefix_block_hashes
               and p < len(request.prefix_block_hashes) * request.prefix_block_tokens):
             keys.append(("trace", request.prefix_block_hashes[p // TRACE_BLOCK], p % TRACE_BLOCK))
-        else:
+        elif p < request.prompt_tokens:
             keys.append(("own", request.request_id, p))
+        else:
+            keys.append(("out", request.request_id, 0, p))
     return keys
 
 
@@ -374,8 +376,8 @@ def _runs_key(key) -> tuple:
     """A `token_keys` key in `reference_keys` form."""
     if isinstance(key, int):
         return ("id", key)
-    (kind, source), offset = key
-    return (kind, source, offset)
+    stream, offset = key
+    return (*stream, offset)
 
 
 TestRadixMachine = RadixMachine.TestCase

@@ -10,6 +10,7 @@ from policies.kv.contiguous import ContiguousAllocator, ContiguousParams
 from policies.kv.paged import PagedAllocator, PagedParams
 from policies.registry import ALLOCATORS, SCHEDULERS
 from policies.scheduler.continuous import ContinuousParams, ContinuousScheduler
+from policies.scheduler.queue_order import QUEUE_POLICIES
 from policies.scheduler.static import StaticParams, StaticScheduler
 from policies.types import Request, SeqStatus
 from tests.helpers import FixedCostExecutor, drive
@@ -92,7 +93,8 @@ def test_static_waits_for_batch_to_fill_up_to_max_wait():
 
 
 requests_strategy = st.lists(
-    st.tuples(st.floats(0, 20), st.integers(1, 60), st.integers(1, 40)), min_size=1, max_size=25
+    st.tuples(st.floats(0, 20), st.integers(1, 60), st.integers(1, 40), st.integers(0, 2)),
+    min_size=1, max_size=25,
 )
 
 
@@ -104,13 +106,18 @@ requests_strategy = st.lists(
     num_blocks=st.integers(4, 40),
     max_seqs=st.integers(1, 6),
     max_tokens=st.integers(8, 128),
+    queue_policy=st.sampled_from(QUEUE_POLICIES),
 )
 def test_every_scheduler_and_allocator_keep_their_invariants(
-    reqs, scheduler, allocator, num_blocks, max_seqs, max_tokens
+    reqs, scheduler, allocator, num_blocks, max_seqs, max_tokens, queue_policy
 ):
+    """Never over the sequence cap or token budget, never a non-running sequence scheduled,
+    no block leaked, and no starvation: every request that fits finishes with its exact
+    output, whatever the queue policy."""
     options = {"block_size": 4, "num_blocks": num_blocks, "max_model_len": 100,
                "max_num_seqs": max_seqs, "max_num_batched_tokens": max_tokens,
-               "reserve": "oracle"}
+               "token_budget": max_tokens, "long_prefill_token_threshold": 0,
+               "reserve": "oracle", "queue_policy": queue_policy}
     alloc = ALLOCATORS[allocator].policy(ALLOCATORS[allocator].make_params(options))
     sched = SCHEDULERS[scheduler].policy(SCHEDULERS[scheduler].make_params(options), alloc)
     total_slots = alloc.usage().total_slots
@@ -127,10 +134,12 @@ def test_every_scheduler_and_allocator_keep_their_invariants(
                 assert c.num_new_tokens >= 1
             if scheduler == "continuous" and len(plan.chunks) > 1:
                 assert plan.num_new_tokens <= max_tokens
+            if scheduler == "chunked":
+                assert plan.num_new_tokens <= max_tokens
             return super().execute(plan)
 
     engine = Engine(sched, CheckingExecutor(), max_model_len=100)
-    requests = [Request(i, t, p, o) for i, (t, p, o) in enumerate(reqs)]
+    requests = [Request(i, t, p, o, priority=c) for i, (t, p, o, c) in enumerate(reqs)]
     drive(engine, requests)
     for r in requests:
         seq = engine.sequences[r.request_id]
@@ -142,3 +151,11 @@ def test_every_scheduler_and_allocator_keep_their_invariants(
         assert list(seq.token_times_s) == sorted(seq.token_times_s)
     usage = alloc.usage()
     assert usage.reserved_slots == 0 and usage.filled_slots == 0
+
+
+def test_fcfs_admits_in_arrival_order_when_nothing_is_preempted():
+    engine, _ = continuous_engine(num_blocks=1000, max_seqs=3)
+    requests = [Request(i, 0.1 * i, 5 + (7 * i) % 11, 3) for i in range(12)]
+    drive(engine, requests)
+    starts = [engine.sequences[i].first_scheduled_s for i in range(12)]
+    assert starts == sorted(starts)

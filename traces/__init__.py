@@ -20,14 +20,16 @@ from traces.synthetic import (
     synthetic_trace,
 )
 from traces.trace import InvalidRow, Trace, TraceFormatError
-from traces.transforms import scale_rate, window
+from traces.transforms import all_at_once, assign_priorities, scale_rate, window
 
 DEFAULT_TRACE_PATH: Path = Path(__file__).resolve().parent / "data" / "azure_conv_2023_head2000.csv"
 
 __all__ = [
+    "assign_priorities",
     "DEFAULT_TRACE_PATH",
     "TRACE_FORMATS",
     "ArrivalProcess",
+    "all_at_once",
     "InvalidRow",
     "SessionSpec",
     "parse_sessions",

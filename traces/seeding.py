@@ -13,7 +13,8 @@ PROMPT_TOKENS_STREAM = 1
 OUTPUT_TOKENS_STREAM = 2
 TOKEN_IDS_STREAM = 3
 THINK_TIME_STREAM = 4
-NUM_STREAMS = 5
+PRIORITY_STREAM = 5
+NUM_STREAMS = 6
 """Children of a SeedSequence depend only on their index, so adding streams moves none."""
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from traces.seeding import PRIORITY_STREAM, stream_rng
 from traces.trace import Trace
 
 
@@ -49,3 +50,21 @@ def window(trace: Trace, start_s: float = 0.0, end_s: float | None = None) -> Tr
         f"requests, arrival times shifted by -{start_s:g} s"
     )
     return Trace(trace.name, requests, invalid_rows, [*trace.notes, note])
+
+
+def all_at_once(trace: Trace) -> Trace:
+    """Every request arrives at 0.0, in trace order: a run as fast as possible, whose arrival
+    order (hence every scheduling decision) is the same for the simulator and a real engine."""
+    requests = [dataclasses.replace(request, arrival_time_s=0.0) for request in trace.requests]
+    note = "all requests arrive at 0 s in trace order (--pace asap)"
+    return Trace(trace.name, requests, list(trace.invalid_rows), [*trace.notes, note])
+
+
+def assign_priorities(trace: Trace, shares: list[float], seed: int) -> Trace:
+    """Each request gets priority class i with probability shares[i] (a seeded stream of its
+    own, so arrivals and lengths do not move)."""
+    rng = stream_rng(seed, PRIORITY_STREAM)
+    classes = rng.choice(len(shares), size=len(trace.requests), p=shares)
+    requests = [dataclasses.replace(r, priority=int(c)) for r, c in zip(trace.requests, classes)]
+    note = f"priority classes drawn with shares {shares}, seed {seed}"
+    return Trace(trace.name, requests, list(trace.invalid_rows), [*trace.notes, note])

@@ -4,6 +4,13 @@ An allocator owns a pool of `num_blocks` blocks of `block_size` token slots. Sch
 for room with `allocate_slots(seq, num_tokens)`: "make sure `seq` can hold `num_tokens` tokens
 of KV in total". The call is all-or-nothing and returns False without side effects when the
 pool cannot serve it, which is what preemption is built on (as in vLLM v1).
+
+Speculative decoding allocates slots for draft tokens before knowing how many survive; after
+the verify step the engine calls `shrink_slots(seq, num_tokens)` with the count of tokens
+whose KV is now final, and the allocator takes back whatever it holds beyond that. Slots past
+`num_tokens` held rejected drafts: an allocator that caches blocks by content (prefix caching)
+must never hash or cache them, i.e. it may hash only tokens below the count it was last shrunk
+or grown to by the engine after a step.
 """
 
 from __future__ import annotations
@@ -54,9 +61,24 @@ class KVAllocator(Protocol):
     def match_prefix(self, seq: Sequence) -> int:
         """Leading tokens of `seq` whose KV is already cached (0 without prefix caching)."""
 
+    def cached_prefix_tokens(self, request: Request) -> int:
+        """The same question for a request not on this replica (for cache-aware routing)."""
+
     def allocate_slots(self, seq: Sequence, num_tokens: int, num_cached_tokens: int = 0) -> bool:
         """Ensure room for `num_tokens` tokens of `seq` in total; all-or-nothing. On admission
         the first `num_cached_tokens` (a `match_prefix` answer) reuse cached KV."""
+
+    def shrink_slots(self, seq: Sequence, num_tokens: int) -> None:
+        """`seq` now needs only `num_tokens` slots in total (its rejected drafts are gone):
+        release what is held beyond that. A no-op when it holds no more than that."""
+
+    def fork(self, parent: Sequence, child: Sequence) -> bool:
+        """Give `child` `parent`'s KV (shared by reference where the allocator can, copied
+        where it cannot); False, with nothing taken, when there is no room."""
+
+    def take_copies(self) -> list[tuple[int, int, int]]:
+        """KV copies the allocator made since the last call: (source, destination, tokens).
+        The executor performs and charges them."""
 
     def free(self, seq: Sequence) -> None:
         """Return everything `seq` holds to the pool (no-op if it holds nothing)."""

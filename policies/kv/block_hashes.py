@@ -10,7 +10,8 @@ size onto the simulator's block size exactly: a 16-token block inside trace bloc
 
 A block whose content the trace does not say (prompts of length-only traces, the part of a
 prompt past its hash ids, every output block: the simulator does not know output ids) gets a
-key private to its request, `(request_id, block_index)`. It can never match another request,
+key private to its request, `(request_id, block_index)`, and an output block one private to
+its sample, `(request_id, sample_index, block_index)`. It can never match another request,
 but the request itself hits it again after a recompute preemption, as in vLLM, which knows
 the ids. Callers hash only committed tokens, so speculative tokens are never cached.
 
@@ -25,12 +26,13 @@ from policies.types import Request
 _ROOT = 0x5E57E51
 
 
-def extend_block_hashes(hashes: list[int], request: Request, block_size: int, num_tokens: int) -> None:
+def extend_block_hashes(hashes: list[int], request: Request, block_size: int, num_tokens: int,
+                        sample_index: int = 0) -> None:
     """Append to `hashes` the chained hashes of the full blocks among the first `num_tokens`
-    tokens that it does not hold yet."""
+    tokens (of sample `sample_index`) that it does not hold yet."""
     parent = hashes[-1] if hashes else _ROOT
     for index in range(len(hashes), num_tokens // block_size):
-        parent = hash((parent, _block_key(request, block_size, index)))
+        parent = hash((parent, _block_key(request, block_size, index, sample_index)))
         hashes.append(parent)
 
 
@@ -40,11 +42,11 @@ def block_hashes(request: Request, block_size: int, num_tokens: int) -> list[int
     return hashes
 
 
-def _block_key(request: Request, block_size: int, index: int) -> tuple:
+def _block_key(request: Request, block_size: int, index: int, sample_index: int) -> tuple:
     start, end = index * block_size, (index + 1) * block_size
     private = (request.request_id, index)
     if end > request.prompt_tokens:
-        return private
+        return (request.request_id, sample_index, index)
     if request.prompt_token_ids is not None:
         return tuple(request.prompt_token_ids[start:end])
     trace_ids = request.prefix_block_hashes

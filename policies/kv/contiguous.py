@@ -59,6 +59,7 @@ class ContiguousAllocator:
         self._num_tokens: dict[int, int] = {}
         self._reserved_slots = 0
         self._filled_slots = 0
+        self._copies: list[tuple[int, int, int]] = []
 
     def reservation_slots(self, request: Request) -> int:
         return self.layout.slots_for(self._reserved_tokens(request), self.block_size)
@@ -82,6 +83,24 @@ class ContiguousAllocator:
 
     def blocks_for(self, num_tokens: int) -> int:
         return -(-self.layout.slots_for(num_tokens, self.block_size) // self.block_size)
+
+    def fork(self, parent: Sequence, child: Sequence) -> bool:
+        """A span of its own for `child`, holding a copy of `parent`'s KV (nothing is shared
+        without paging); False when no gap is long enough."""
+        held = self._num_tokens.get(parent.seq_id, 0)
+        if not self.allocate_slots(child, held):
+            return False
+        self._copies.append((self.spans[parent.seq_id][0], self.spans[child.seq_id][0],
+                             self.layout.slots_for(held, self.block_size)))
+        return True
+
+    def take_copies(self) -> list[tuple[int, int, int]]:
+        """Copies made since the last call, as (source slot, destination slot, slots)."""
+        copies, self._copies = self._copies, []
+        return copies
+
+    def cached_prefix_tokens(self, request: Request) -> int:
+        return 0
 
     def match_prefix(self, seq: Sequence) -> int:
         return 0  # a private span per request shares nothing
@@ -107,6 +126,15 @@ class ContiguousAllocator:
             self._filled_slots += (self.layout.slots_for(num_tokens, self.block_size)
                                    - self.layout.slots_for(previous, self.block_size))
         return True
+
+    def shrink_slots(self, seq: Sequence, num_tokens: int) -> None:
+        """The reservation stays whole (it is held until the request ends); only the filled
+        count drops, so rejected drafts show up as internal waste, not as free gaps."""
+        previous = self._num_tokens.get(seq.seq_id, 0)
+        if num_tokens < previous:
+            self._num_tokens[seq.seq_id] = num_tokens
+            self._filled_slots -= (self.layout.slots_for(previous, self.block_size)
+                                   - self.layout.slots_for(num_tokens, self.block_size))
 
     def _first_fit(self, length: int) -> int | None:
         for start, end in zip(self._gap_starts, self._gap_ends):

@@ -25,7 +25,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from policies.kv.base import KVUsage, kv_tokens_needed
-from policies.kv.block_hashes import extend_block_hashes
+from policies.kv.block_hashes import block_hashes, extend_block_hashes
 from policies.kv.layout import KVLayout
 from policies.types import Request, Sequence
 
@@ -77,7 +77,8 @@ class PagedAllocator:
         self._hashes: dict[int, list[int]] = {}
         self._num_registered: dict[int, int] = {}
         self._filled_slots = 0
-        self._shared_slots = 0  # slots counted once per extra owner of a shared (full) block
+        self._shared_slots = 0  # filled slots counted once per extra owner of a shared block
+        self._copies: list[tuple[int, int, int]] = []
         self.hit_tokens = 0
         self.query_tokens = 0
         self.hit_blocks = 0
@@ -104,7 +105,7 @@ class PagedAllocator:
         return None
 
     def match_prefix(self, seq: Sequence) -> int:
-        """Tokens of `seq`'s prompt already in the cache (whole blocks), without side effects.
+        """Tokens of `seq`'s prompt already in the cache (whole blocks); the pool is untouched.
 
         At least one token is always left to compute, since its logits are needed: a hit on
         every block of a block-aligned prompt gives back the last block.
@@ -119,10 +120,22 @@ class PagedAllocator:
         max_blocks = (seq.num_known_tokens - 1) // self.block_size
         return min(hits, max_blocks) * self.block_size
 
+    def cached_prefix_tokens(self, request: Request) -> int:
+        """Leading prompt tokens of a request not (yet) on this replica that the cache holds:
+        what a cache-aware router asks every replica."""
+        if not self.caching:
+            return 0
+        hits = 0
+        for block_hash in block_hashes(request, self.block_size, request.prompt_tokens):
+            if block_hash not in self._hash_to_block:
+                break
+            hits += 1
+        return hits * self.block_size
+
     def _block_hashes(self, seq: Sequence, num_tokens: int) -> list[int]:
         """Hashes of `seq`'s full blocks among its first `num_tokens` committed tokens."""
         hashes = self._hashes.setdefault(seq.seq_id, [])
-        extend_block_hashes(hashes, seq.request, self.block_size, num_tokens)
+        extend_block_hashes(hashes, seq.request, self.block_size, num_tokens, seq.sample_index)
         return hashes
 
     # ---- allocation ---------------------------------------------------------------------
@@ -132,18 +145,62 @@ class PagedAllocator:
         A sequence holding no blocks is being admitted: its first `num_cached_tokens` (from
         `match_prefix`, block-aligned) reuse cached blocks, and it must leave the watermark free.
         """
-        seq_id = seq.request.request_id
+        seq_id = seq.seq_id
         table = self.block_tables.get(seq_id)
         if table is None:
             return self._admit(seq, num_tokens, num_cached_tokens)
-        missing = self.blocks_for(num_tokens) - len(table)
-        if missing > 0:
-            if missing > self.num_free_blocks:
-                return False
+        shared_tail = self._shared_tail(seq_id, table, num_tokens)
+        missing = max(0, self.blocks_for(num_tokens) - len(table))
+        if missing + (shared_tail is not None) > self.num_free_blocks:
+            return False
+        if shared_tail is not None:
+            self._copy_on_write(seq_id, table, shared_tail)
+        if missing:
             table.extend(self._pop_free() for _ in range(missing))
         self._register_hashes(seq, table, num_tokens)
         self._set_filled(seq_id, num_tokens)
         return True
+
+    def _shared_tail(self, seq_id: int, table: list[int], num_tokens: int) -> int | None:
+        """Index of the partly filled block this growth would write into, if another sequence
+        shares it (a forked sample's last prompt block); None when no copy is needed."""
+        held = self._num_tokens.get(seq_id, 0)
+        index = held // self.block_size
+        if num_tokens <= held or held % self.block_size == 0 or index >= len(table):
+            return None
+        return index if self._ref[table[index]] > 1 else None
+
+    def _copy_on_write(self, seq_id: int, table: list[int], index: int) -> None:
+        """Give `seq_id` its own copy of the shared block at `index` before it writes there."""
+        held_in_block = self._num_tokens[seq_id] - index * self.block_size
+        source = table[index]
+        table[index] = self._pop_free()
+        self._ref[source] -= 1
+        self._shared_slots -= held_in_block
+        self._copies.append((source, table[index], held_in_block))
+
+    def fork(self, parent: Sequence, child: Sequence) -> bool:
+        """`child` shares every block of `parent` by reference (parallel sampling, beam
+        search); the partly filled last block is copied when either first writes to it."""
+        if not self.layout.is_plain:
+            raise ValueError("forking samples needs a full-attention KV layout")
+        table = self.block_tables[parent.seq_id]
+        self.block_tables[child.seq_id] = list(table)
+        for block in table:
+            self._ref[block] += 1
+        held = self._num_tokens.get(parent.seq_id, 0)
+        self._num_tokens[child.seq_id] = held
+        self._filled_slots += held
+        self._shared_slots += held
+        if self.caching:
+            self._hashes[child.seq_id] = list(self._hashes.get(parent.seq_id, []))
+            self._num_registered[child.seq_id] = self._num_registered.get(parent.seq_id, 0)
+        return True
+
+    def take_copies(self) -> list[tuple[int, int, int]]:
+        """Block copies made since the last call, as (source, destination, tokens)."""
+        copies, self._copies = self._copies, []
+        return copies
 
     def _admit(self, seq: Sequence, num_tokens: int, num_cached_tokens: int) -> bool:
         hit_blocks = num_cached_tokens // self.block_size
@@ -212,23 +269,48 @@ class PagedAllocator:
             self._filled_slots += (self.layout.slots_for(num_tokens, self.block_size)
                                    - self.layout.slots_for(previous, self.block_size))
 
+    def shrink_slots(self, seq: Sequence, num_tokens: int) -> None:
+        """Give back the blocks past `num_tokens` (they held only rejected drafts, which were
+        never hashed: `_register_hashes` stops at the known tokens), tail first as in `free`."""
+        table = self.block_tables.get(seq.seq_id)
+        previous = self._num_tokens.get(seq.seq_id, 0)
+        if table is None or num_tokens >= previous:
+            return
+        self._num_tokens[seq.seq_id] = num_tokens
+        self._filled_slots -= (self.layout.slots_for(previous, self.block_size)
+                               - self.layout.slots_for(num_tokens, self.block_size))
+        keep = self.blocks_for(num_tokens)
+        for index in reversed(range(keep, len(table))):
+            self._release(table[index], self._tokens_in_block(previous, index))
+        del table[keep:]
+
     def free(self, seq: Sequence) -> None:
         table = self.block_tables.pop(seq.seq_id, None)
         if table is None:
             return
-        for block in reversed(table):  # tail first: evicted before the shared head
-            self._ref[block] -= 1
-            if self._ref[block] > 0:
-                self._shared_slots -= self.block_size
-            else:
-                del self._ref[block]
-                self._free[block] = None
-                if block in self._block_hash:
-                    self._num_cached_free += 1
         held = self._num_tokens.pop(seq.seq_id, 0)
+        for index in reversed(range(len(table))):  # tail first: evicted before the shared head
+            self._release(table[index], self._tokens_in_block(held, index))
         self._filled_slots -= self.layout.slots_for(held, self.block_size)
         self._hashes.pop(seq.seq_id, None)
         self._num_registered.pop(seq.seq_id, None)
+
+    def _tokens_in_block(self, num_tokens: int, index: int) -> int:
+        """Tokens of a `num_tokens`-token sequence in its block `index` (sharing, hence this
+        count, only happens with the plain layout)."""
+        return max(0, min(self.block_size, num_tokens - index * self.block_size))
+
+    def _release(self, block: int, tokens_in_block: int) -> None:
+        """Drop one owner of `block` (who had `tokens_in_block` tokens in it); with none left
+        it joins the free queue's tail (still cached if it carries a hash)."""
+        self._ref[block] -= 1
+        if self._ref[block] > 0:
+            self._shared_slots -= tokens_in_block
+        else:
+            del self._ref[block]
+            self._free[block] = None
+            if block in self._block_hash:
+                self._num_cached_free += 1
 
     # ---- accounting ---------------------------------------------------------------------
     def usage(self) -> KVUsage:

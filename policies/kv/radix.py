@@ -127,6 +127,7 @@ class RadixAllocator:
         self._evictable_tokens = 0
         self._leaves: list[tuple[int, int, RadixNode]] = []  # heap, stale entries skipped
         self._seqs: dict[int, _SeqSlots] = {}
+        self._copies: list[tuple[int, int, int]] = []
         self.hit_tokens = 0
         self.query_tokens = 0
         self.hit_blocks = 0
@@ -157,7 +158,12 @@ class RadixAllocator:
         limit = seq.num_known_tokens - 1
         if limit <= 0:
             return 0
-        return self._walk(token_key_runs(seq.request, 0, limit))[1]
+        return self._walk(token_key_runs(seq.request, 0, limit, seq.sample_index))[1]
+
+    def cached_prefix_tokens(self, request: Request) -> int:
+        """Leading prompt tokens of a request not on this replica that the tree holds (what a
+        cache-aware router asks every replica)."""
+        return self._walk(token_key_runs(request, 0, request.prompt_tokens))[1]
 
     def _walk(self, query: list[KeyRun]) -> tuple[list[tuple[RadixNode, int]], int]:
         """The nodes along the longest cached prefix of `query` with the tokens matched in
@@ -215,7 +221,7 @@ class RadixAllocator:
     def _admit(self, seq: Sequence, num_tokens: int, num_cached_tokens: int) -> bool:
         steps, matched = [], 0
         if num_cached_tokens:
-            steps, matched = self._walk(token_key_runs(seq.request, 0, num_cached_tokens))
+            steps, matched = self._walk(token_key_runs(seq.request, 0, num_cached_tokens, seq.sample_index))
         if matched != num_cached_tokens:
             raise ValueError(f"{num_cached_tokens} cached tokens claimed for request "
                              f"{seq.seq_id}, but the tree holds {matched} of its prefix")
@@ -254,7 +260,7 @@ class RadixAllocator:
         pos = state.num_cached_tokens
         if num_committed <= pos:
             return
-        query = token_key_runs(seq.request, pos, num_committed)
+        query = token_key_runs(seq.request, pos, num_committed, seq.sample_index)
         self._clock += 1
         node, qi, q_skip = state.node, 0, 0
         while qi < len(query):
@@ -284,6 +290,42 @@ class RadixAllocator:
                 node.children[runs[0].first_key()] = leaf
                 node = leaf
         state.node, state.num_cached_tokens = node, num_committed
+
+    def shrink_slots(self, seq: Sequence, num_tokens: int) -> None:
+        """Give back the private slots past `num_tokens` (rejected drafts, never inserted:
+        insertion stops at the known tokens). Tokens already in the tree stay held."""
+        state = self._seqs.get(seq.seq_id)
+        if state is None or num_tokens >= state.num_held_tokens:
+            return
+        keep = max(num_tokens, state.num_cached_tokens)
+        self.pool.give(pop_tail_extents(state.private, state.num_held_tokens - keep))
+        state.num_held_tokens = keep
+
+    def fork(self, parent: Sequence, child: Sequence) -> bool:
+        """`child` shares `parent`'s tree path by reference; `parent`'s private slots (tokens
+        not in the tree yet) are copied into fresh ones. False, with nothing taken, when the
+        pool has no room for the copies."""
+        source = self._seqs[parent.seq_id]
+        num_private = source.num_held_tokens - source.num_cached_tokens
+        if num_private > self.pool.num_free + self._evictable_tokens:
+            return False
+        self._clock += 1
+        node = source.node
+        while node is not self.root:
+            self._lock(node)
+            node = node.parent
+        state = _SeqSlots(source.node, source.num_cached_tokens, source.num_held_tokens)
+        self._seqs[child.seq_id] = state
+        self._take_private(state, num_private)
+        src = [slot for extent in source.private for slot in extent]
+        dst = [slot for extent in state.private for slot in extent]
+        self._copies.extend((s, d, 1) for s, d in zip(src, dst))
+        return True
+
+    def take_copies(self) -> list[tuple[int, int, int]]:
+        """Slot copies made by `fork` since the last call, as (source, destination, tokens)."""
+        copies, self._copies = self._copies, []
+        return copies
 
     def free(self, seq: Sequence) -> None:
         state = self._seqs.pop(seq.seq_id, None)

@@ -4,11 +4,12 @@ A token's key says what it is, at the same three levels as `block_hashes.py`:
 
     prompt with known ids         key = the token id                     (an "id run")
     prompt under Mooncake hash_ids key = (("trace", block_id), offset)    (a "named run")
-    anything else                  key = (("own", request_id), position)  (a "named run")
+    rest of the prompt             key = (("own", request_id), position)  (a "named run")
+    outputs                        key = (("out", request_id, sample), position)
 
-"anything else" is the prompt of a length-only trace, the part of a prompt past its hash ids,
-and every output token (the simulator does not know output ids): keys private to the request,
-which only the request itself hits again, after a recompute preemption. Two paths in a radix
+"rest of the prompt" is the prompt of a length-only trace or the part past its hash ids;
+outputs are private to their sample because the simulator does not know output ids. Private
+keys only the request (sample) itself hits again, after a recompute preemption. Two paths in a radix
 tree hold equal KV when their key sequences are equal, since a token's KV depends on the
 whole prefix and the path from the root is that prefix.
 
@@ -104,8 +105,9 @@ def drop_tail_runs(runs: list[KeyRun], num_tokens: int) -> None:
         num_tokens -= len(run)
 
 
-def token_key_runs(request: Request, lo: int, hi: int) -> list[KeyRun]:
-    """Keys of `request`'s tokens at positions `lo..hi-1` (prompt, then outputs)."""
+def token_key_runs(request: Request, lo: int, hi: int, sample_index: int = 0) -> list[KeyRun]:
+    """Keys of `request`'s tokens at positions `lo..hi-1` (prompt, then the outputs of sample
+    `sample_index`: parallel samples share the prompt, never each other's outputs)."""
     runs: list[KeyRun] = []
     prompt_end = min(hi, request.prompt_tokens)
     if lo < prompt_end and request.prompt_token_ids is not None:
@@ -119,6 +121,9 @@ def token_key_runs(request: Request, lo: int, hi: int) -> list[KeyRun]:
             stop = min(traced_end, (block + 1) * trace_size)
             runs.append(KeyRun(("trace", trace_ids[block]), offset, offset + stop - lo))
             lo = stop
+    if lo < prompt_end:
+        runs.append(KeyRun(("own", request.request_id), lo, prompt_end))
+        lo = prompt_end
     if lo < hi:
-        runs.append(KeyRun(("own", request.request_id), lo, hi))
+        runs.append(KeyRun(("out", request.request_id, sample_index), lo, hi))
     return runs

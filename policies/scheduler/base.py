@@ -23,6 +23,9 @@ class Scheduler(Protocol):
 
     def schedule(self, now_s: float) -> Plan: ...
 
+    def fork(self, parent: Sequence, child: Sequence) -> None:
+        """Take a new sample of a running request (parallel sampling, beam search)."""
+
     def on_finished(self, seq: Sequence) -> None:
         """`seq` sampled its last token this step."""
 

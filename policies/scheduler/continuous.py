@@ -8,6 +8,11 @@ decode cannot get a KV slot, the newest running sequence is preempted until it c
 the sequence itself): by recompute (drop its KV, requeue it with its outputs), or by swap (copy
 its KV to the host swap space, keeping its progress; recompute when the swap space is full).
 Swapped sequences come back before any new prompt is admitted, oldest first, as vLLM v0 does.
+
+On the decode side of a disaggregated cluster, sequences arrive already prefilled
+(`add_transfer`): each first gets KV blocks for its whole context (FCFS, with the watermark),
+then waits `transfer_s` for its KV to arrive over the link before it may decode. A sequence
+waiting for memory or for its transfer is never scheduled.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 
 from policies.kv.base import KVAllocator
 from policies.kv.swap import PREEMPTION_MODES, SwapSpace
+from policies.scheduler.queue_order import check_queue_policy, victim_index, waiting_key
 from policies.scheduler.base import admit, preempt_by_recompute
 from policies.types import Plan, ScheduledChunk, Sequence, SeqStatus
 
@@ -27,10 +33,13 @@ class ContinuousParams:
     max_num_batched_tokens: int = 2048
     preemption: str = "recompute"
     num_cpu_blocks: int = 0
+    queue_policy: str = "fcfs"
+    slo_ttft_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1:
             raise ValueError("max_num_seqs and max_num_batched_tokens must be >= 1")
+        check_queue_policy(self.queue_policy)
         if self.preemption not in PREEMPTION_MODES:
             raise ValueError(f"unknown preemption mode {self.preemption!r}; choose one of {PREEMPTION_MODES}")
 
@@ -43,10 +52,47 @@ class ContinuousScheduler:
         self.running: list[Sequence] = []
         self.swapped: deque[Sequence] = deque()
         self.swap_space = SwapSpace(params.num_cpu_blocks, allocator.blocks_for)
+        self.incoming: deque[tuple[Sequence, float]] = deque()
+        self.transferring: list[tuple[float, Sequence]] = []
+        self._waiting_key = waiting_key(params.queue_policy, params.slo_ttft_s)
+
+    def _order_waiting(self) -> None:
+        if self._waiting_key is not None and len(self.waiting) > 1:
+            self.waiting = deque(sorted(self.waiting, key=self._waiting_key))
+
+    def _pop_victim(self, start: int) -> Sequence:
+        """Remove and return the preemption victim among `running[start:]` (those not yet
+        scheduled this iteration)."""
+        return self.running.pop(start + victim_index(self.params.queue_policy, self.running[start:]))
 
     @property
     def num_waiting(self) -> int:
-        return len(self.waiting) + len(self.swapped)
+        return len(self.waiting) + len(self.swapped) + len(self.incoming) + len(self.transferring)
+
+    def add_transfer(self, seq: Sequence, transfer_s: float) -> None:
+        """Queue a sequence prefilled elsewhere whose KV takes `transfer_s` to arrive."""
+        self.incoming.append((seq, transfer_s))
+
+    def _receive_transfers(self, now_s: float) -> None:
+        """Give arriving sequences memory (their transfer starts then), and let those whose
+        KV has arrived join the running batch."""
+        while self.incoming and len(self.running) + len(self.transferring) < self.params.max_num_seqs:
+            seq, transfer_s = self.incoming[0]
+            if not self.allocator.allocate_slots(seq, seq.num_known_tokens):
+                break
+            self.incoming.popleft()
+            seq.status = SeqStatus.TRANSFERRING
+            self.transferring.append((now_s + transfer_s, seq))
+        arrived = [seq for ready_s, seq in self.transferring if ready_s <= now_s]
+        self.transferring = [(r, s) for r, s in self.transferring if r > now_s]
+        for seq in arrived:
+            seq.status = SeqStatus.RUNNING
+            self.running.append(seq)
+
+    def _wake_for_transfers(self, plan: Plan) -> Plan:
+        if plan.is_empty and self.transferring:
+            plan.wake_at_s = min(ready_s for ready_s, _ in self.transferring)
+        return plan
 
     @property
     def num_running(self) -> int:
@@ -55,19 +101,31 @@ class ContinuousScheduler:
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
 
+    def fork(self, parent: Sequence, child: Sequence) -> None:
+        """A new sample of `parent` joins the running batch sharing its KV, or, when the
+        allocator has no room for it, waits to recompute its prompt and first token."""
+        if self.allocator.fork(parent, child):
+            child.status = SeqStatus.RUNNING
+            self.running.append(child)
+        else:
+            child.num_computed_tokens = 0
+            self.waiting.append(child)
+
     def on_finished(self, seq: Sequence) -> None:
         self.running.remove(seq)
         self.allocator.free(seq)
 
     def schedule(self, now_s: float) -> Plan:
         plan = Plan()
+        self._receive_transfers(now_s)
+        self._order_waiting()
         if self.swapped:
             self._swap_in(plan)
         else:
             self._admit_prefills(plan)
         if not plan.chunks:
             self._schedule_decodes(plan)
-        return plan
+        return self._wake_for_transfers(plan)
 
     def _swap_in(self, plan: Plan) -> None:
         while self.swapped and len(self.running) < self.params.max_num_seqs:
@@ -90,6 +148,8 @@ class ContinuousScheduler:
             if num_new > budget and not oversized_alone:
                 break
             if not self.allocator.allocate_slots(seq, seq.num_known_tokens, num_cached):
+                if self._preempt_lower_class_for(seq, plan):
+                    continue
                 break
             self.waiting.popleft()
             admit(seq, num_cached)
@@ -111,8 +171,25 @@ class ContinuousScheduler:
                 budget -= num_new
                 index += 1
                 continue
-            # The newest sequence yields its KV; if that is `seq` itself the loop ends.
-            self._preempt(self.running.pop(), plan)
+            # The newest (lowest-class) sequence not yet scheduled yields its KV; if that is
+            # `seq` itself the loop ends.
+            self._preempt(self._pop_victim(index), plan)
+
+    def _preempt_lower_class_for(self, seq: Sequence, plan: Plan) -> bool:
+        """Under the priority policy, make room for `seq` by preempting a running sequence of
+        a lower class (larger number); False when there is none."""
+        if self.params.queue_policy != "priority" or not self.running:
+            return False
+        index = victim_index("priority", self.running)
+        if self.running[index].request.priority <= seq.request.priority:
+            return False
+        victim = self.running.pop(index)
+        self._preempt(victim, plan)
+        if self.waiting and self.waiting[0] is victim:
+            # Keep `seq` at the head; the next iteration's sort puts the victim in its place.
+            self.waiting.popleft()
+            self.waiting.append(victim)
+        return True
 
     def _preempt(self, victim: Sequence, plan: Plan) -> None:
         if self.params.preemption == "swap" and self.swap_space.try_hold(victim):

@@ -47,6 +47,15 @@ class StaticScheduler:
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
 
+    def fork(self, parent: Sequence, child: Sequence) -> None:
+        """Samples of a batch member join its batch (the batch runs until its longest ends)."""
+        if self.allocator.fork(parent, child):
+            child.status = SeqStatus.RUNNING
+            self.batch.append(child)
+        else:
+            child.num_computed_tokens = 0
+            self.waiting.append(child)
+
     def on_finished(self, seq: Sequence) -> None:
         self._release_if_done()
 

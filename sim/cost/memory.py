@@ -1,6 +1,7 @@
 """How many KV blocks a replica's memory holds.
 
-    KV capacity = tp x (device memory x gpu_memory_utilization - weights/tp - activation reserve)
+    KV capacity = tp x pp x (device memory x gpu_memory_utilization - weights/(tp x pp)
+                             - activation reserve)
 
 The activation reserve is servesim's own estimate of what vLLM measures with a profiling
 forward pass at the token budget: per device, the largest live activations of one layer for
@@ -76,7 +77,8 @@ def kv_budget(
             f"gpu_memory_utilization must lie in (0, 1], got {gpu_memory_utilization}"
         )
     device = cost.hardware.mem_capacity_bytes * gpu_memory_utilization
-    weights = cost.model.weight_bytes(cost.weight_dtype) / cost.tp
+    devices = cost.tp * cost.pp
+    weights = cost.model.weight_bytes(cost.weight_dtype) / devices
     reserve = activation_reserve_bytes(cost, max_num_batched_tokens, max_num_seqs)
     kv_per_device = device - weights - reserve
     per_block = kv_layout(cost, block_size)[1]
@@ -85,9 +87,9 @@ def kv_budget(
             f"{cost.model.name} ({cost.weight_dtype}) needs {weights / 1e9:.1f} GB of weights and "
             f"{reserve / 1e9:.1f} GB of activations per device, but {cost.hardware.name} offers "
             f"{device / 1e9:.1f} GB at gpu_memory_utilization {gpu_memory_utilization}: "
-            f"raise --tp, quantize the weights, or pick a larger device"
+            f"raise --tp or --pp, quantize the weights, or pick a larger device"
         )
-    num_blocks = int(kv_per_device * cost.tp // per_block)
+    num_blocks = int(kv_per_device * devices // per_block)
     if num_blocks < 1:
         raise ImpossibleConfigError(
             f"no room for a single {block_size}-token KV block ({per_block / 1e6:.1f} MB)"

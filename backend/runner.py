@@ -1,0 +1,227 @@
+"""The executor for real tensors, and the wall-clock engine loop around `policies/engine.py`.
+
+`RealExecutor.execute(plan)` takes the same `Plan` the cost model takes: per sequence, how
+many new tokens on top of how many cached ones, with the KV pages the allocator placed. It runs
+the model on those tokens (all sequences packed into one forward pass), samples a token for
+every sequence whose computed count reaches its known count (exactly when the engine's commit
+counts an output), and reports the measured wall time.
+
+It keeps each request's token ids: the prompt (`Request.prompt_token_ids`, or seeded ids of
+the given length for length-only traces) followed by the sampled outputs, so a sequence
+preempted by recompute re-prefills exactly the tokens it had.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable
+
+import torch
+
+from backend.kv_cache import KVCache, page_table
+from backend.model import BatchLayout, LlamaModel
+from backend.sampler import SamplingParams, generator_for, sample
+from policies.engine import Engine
+from policies.kv.base import KVAllocator
+from policies.types import Plan, Request, ScheduledChunk, SeqStatus, StepResult
+
+
+def seeded_prompt(request: Request, vocab_size: int, seed: int) -> list[int]:
+    """Prompt ids for a request that has none, uniform over the vocabulary.
+
+    Tokens covered by the trace's prefix block hashes (Mooncake's hash_ids) are seeded by
+    those ids, so requests that share trace blocks share tokens too, and prefix caching
+    (which keys blocks by the same ids) reuses KV that really is theirs. The rest is seeded
+    per request.
+    """
+    ids: list[int] = []
+    hashes, block_tokens = request.prefix_block_hashes or (), request.prefix_block_tokens or 0
+    for block_hash in hashes:
+        if len(ids) >= request.prompt_tokens:
+            break
+        gen = torch.Generator().manual_seed(hash((seed, 0x7B10C4, block_hash)) % 2**63)
+        ids.extend(torch.randint(0, vocab_size, (block_tokens,), generator=gen).tolist())
+    del ids[request.prompt_tokens:]
+    gen = generator_for(seed, request.request_id, -1)
+    rest = request.prompt_tokens - len(ids)
+    return ids + torch.randint(0, vocab_size, (rest,), generator=gen).tolist()
+
+
+class RealExecutor:
+    def __init__(
+        self,
+        model: LlamaModel,
+        kv: KVCache,
+        allocator: KVAllocator,
+        *,
+        sampling: SamplingParams = SamplingParams(),
+        seed: int = 0,
+        use_triton: bool = False,
+    ) -> None:
+        self.model = model
+        self.kv = kv
+        self.allocator = allocator
+        self.sampling = sampling
+        self.seed = seed
+        self.use_triton = use_triton
+        self.device = model.norm.weight.device
+        self.token_ids: dict[int, list[int]] = {}
+        # Each running sequence's pages as of its last step: a sequence preempted by swap has
+        # already left the allocator when the plan arrives, but its KV is still in them.
+        self._pages: dict[int, list[int]] = {}
+        self._swapped: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def prompt_problem(self, request: Request) -> str | None:
+        """Why this model cannot read `request`'s prompt ids (None if it can): the loop
+        rejects such a request at submission instead of failing mid-batch."""
+        ids = request.prompt_token_ids
+        if ids is None:
+            return None
+        vocab_size = self.model.spec.vocab_size
+        bad = [t for t in ids if not 0 <= t < vocab_size]
+        if bad:
+            return f"prompt token ids {bad[:3]} lie outside the vocabulary of {vocab_size}"
+        if len(ids) != request.prompt_tokens:
+            return f"{len(ids)} prompt token ids for a {request.prompt_tokens}-token prompt"
+        return None
+
+    def tokens_of(self, request: Request) -> list[int]:
+        ids = self.token_ids.get(request.request_id)
+        if ids is None:
+            if request.prompt_token_ids is not None:
+                ids = list(request.prompt_token_ids)
+            else:
+                ids = seeded_prompt(request, self.model.spec.vocab_size, self.seed)
+            self.token_ids[request.request_id] = ids
+        return ids
+
+    def output_ids(self, request: Request) -> list[int]:
+        return self.token_ids.get(request.request_id, [])[request.prompt_tokens:]
+
+    def execute(self, plan: Plan) -> StepResult:
+        start_s = time.perf_counter()
+        self._swap(plan)
+        # Padding (a finished member of a static batch) costs a decode but owns no slot past
+        # its KV: it recomputes its last cached token, rewriting the same K/V in place.
+        padding = [ScheduledChunk(c.seq, 1, c.num_context_tokens - 1) for c in plan.padding]
+        token_ids, layout = self._pack(plan.chunks + padding)
+        hidden = self.model(token_ids, layout, self.kv)  # [T, hidden]
+        sampling_rows, sampled_chunks = [], []
+        for index, chunk in enumerate(plan.chunks):
+            if chunk.num_context_tokens + chunk.num_new_tokens >= chunk.seq.num_known_tokens:
+                sampling_rows.append(layout.query_start[index + 1] - 1)
+                sampled_chunks.append(chunk)
+        if sampled_chunks:
+            logits = self.model.logits(hidden[sampling_rows])  # [S, vocab]
+            for row, chunk in zip(logits, sampled_chunks):
+                seq = chunk.seq
+                gen = generator_for(self.seed, seq.seq_id, seq.num_output_tokens)
+                self.token_ids[seq.seq_id].append(sample(row, self.sampling, gen))
+                if seq.num_output_tokens + 1 >= seq.request.output_tokens:
+                    self._pages.pop(seq.seq_id, None)
+        for chunk in plan.padding:  # finished: its pages will never be swapped
+            self._pages.pop(chunk.seq.seq_id, None)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return StepResult(time.perf_counter() - start_s)
+
+    def _swap(self, plan: Plan) -> None:
+        """Run the plan's swaps before its forward pass (vLLM v0 swaps synchronously): copy
+        the KV of sequences just preempted by swap to host memory, and copy a swapped-in
+        sequence's KV into the blocks it was given now."""
+        for seq in plan.preempted:
+            if seq.status is SeqStatus.SWAPPED:
+                pages = self._pages.pop(seq.seq_id, [])
+                num_blocks = -(-seq.num_computed_tokens // self.kv.block_size)
+                if num_blocks > len(pages):
+                    raise RuntimeError(f"request {seq.seq_id} is swapped out with "
+                                       f"{seq.num_computed_tokens} tokens of KV this executor "
+                                       f"never placed")
+                self._swapped[seq.seq_id] = self.kv.swap_out(pages[:num_blocks])
+        for chunk in plan.chunks:
+            saved = self._swapped.pop(chunk.seq.seq_id, None)
+            if saved is not None:
+                _, pages = page_table(self.allocator, chunk.seq.seq_id)
+                self.kv.swap_in(saved, pages[: saved[0].shape[1]])
+
+    def _pack(self, chunks: list[ScheduledChunk]) -> tuple[torch.Tensor, BatchLayout]:
+        """Concatenate every chunk's new tokens and say where their K/V live."""
+        tokens: list[int] = []
+        positions: list[int] = []
+        slots: list[torch.Tensor] = []
+        tables: list[list[int]] = []
+        query_start, context_lens = [0], []
+        page_size = 1
+        for chunk in chunks:
+            seq = chunk.seq
+            ids = self.tokens_of(seq.request)
+            if len(ids) != seq.num_known_tokens:
+                raise RuntimeError(f"request {seq.seq_id}: {len(ids)} token ids held but "
+                                   f"{seq.num_known_tokens} known to the engine")
+            first, end = chunk.num_context_tokens, chunk.num_context_tokens + chunk.num_new_tokens
+            tokens.extend(ids[first:end])
+            positions.extend(range(first, end))
+            page_size, pages = page_table(self.allocator, seq.seq_id)
+            self._pages[seq.seq_id] = list(pages)
+            page_ids = torch.tensor(pages, dtype=torch.long)
+            new_pos = torch.arange(first, end)
+            slots.append(page_ids[new_pos // page_size] * page_size + new_pos % page_size)
+            tables.append(pages)
+            query_start.append(len(tokens))
+            context_lens.append(end)
+        width = max(len(t) for t in tables)
+        page_tables = torch.zeros(len(tables), width, dtype=torch.int32)
+        for row, pages in enumerate(tables):
+            page_tables[row, : len(pages)] = torch.tensor(pages, dtype=torch.int32)
+        device = self.device
+        layout = BatchLayout(
+            positions=torch.tensor(positions, device=device),
+            slots=torch.cat(slots).to(device),
+            page_tables=page_tables.to(device),
+            page_size=page_size,
+            query_start=query_start,
+            context_lens=context_lens,
+            use_triton=self.use_triton,
+        )
+        return torch.tensor(tokens, device=device), layout
+
+
+def run_wall_clock(
+    engine: Engine,
+    requests: Iterable[Request],
+    *,
+    horizon_s: float | None = None,
+    reject_reason: Callable[[Request], str | None] = lambda request: None,
+    clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], None] = time.sleep,
+) -> float:
+    """Drive `engine` in real time: each request is submitted once the wall clock (from the
+    start of the run) passes its arrival time, or rejected there if `reject_reason` names a
+    reason; an idle engine sleeps until the next arrival or the scheduler's wake-up. Requests
+    that all arrive at 0 run as fast as possible. Returns the run's end time in seconds from
+    its start."""
+    pending = sorted(requests, key=lambda r: r.arrival_time_s)
+    origin = clock()
+    index = 0
+    while True:
+        now_s = clock() - origin
+        if horizon_s is not None and now_s >= horizon_s:
+            return now_s
+        while index < len(pending) and pending[index].arrival_time_s <= now_s:
+            request = pending[index]
+            reason = reject_reason(request)
+            if reason is None:
+                engine.submit(request, now_s)
+            else:
+                engine.reject(request, reason, now_s)
+            index += 1
+        outcome = engine.step(now_s)
+        if outcome.duration_s is not None:
+            continue
+        wake = [t for t in (outcome.wake_at_s,) if t is not None]
+        if index < len(pending):
+            wake.append(pending[index].arrival_time_s)
+        if not wake:
+            return now_s
+        target = min(wake) if horizon_s is None else min(min(wake), horizon_s)
+        sleep(max(0.0, target - (clock() - origin)))

@@ -1,0 +1,131 @@
+"""Speculative decoding's batch-size crossover: TPOT without / with speculation against load.
+
+Llama-3-8B on one H100 with a Llama-3.2-1B draft model (`--speculator draft`), k = 4, i.i.d.
+acceptance 0.8, requests of 128 prompt and 128 output tokens, continuous batching, two engine
+cost models: `bench/h100_gpu_bound.json` (the fitted H100 roofline with the engine's CPU
+overheads overlapped, i.e. zero) and `--calibration shared-fit` (the same fit with its CPU
+overhead: 5.4 ms per step plus 0.23 ms per sequence, from vLLM v0-era profiles).
+
+Load is closed-loop concurrency: B requests arrive together and run as one batch of B, so the
+batch size is the load and TPOT compares the two at the same batch (an open-loop Poisson load
+would mix in queueing: plain decoding saturates first, which flatters speculation). Each row
+runs the same requests without and with speculation, repeated over max(1, 64 / B) seeds
+(acceptance streams) so that every row averages at least 64 requests. Regenerate the tables
+in docs/speculative.md with
+
+    .venv/bin/python bench/spec_crossover.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from policies.types import Request  # noqa: E402
+from sim.api import build_cost_model, simulate  # noqa: E402
+from sim.config import ReplayOptions, resolve  # noqa: E402
+from traces import Trace  # noqa: E402
+
+BATCH_SIZES = (1, 4, 16, 64, 128, 256, 512, 1024)
+PROMPT_TOKENS, OUTPUT_TOKENS = 128, 128
+GPU_BOUND = str(Path(__file__).with_name("h100_gpu_bound.json"))
+BASE = dict(model="llama-3-8b", hardware="h100", max_num_seqs=1024, seed=0)
+SPEC = dict(speculator="draft", draft_model="llama-3.2-1b", spec_k=4, spec_acceptance="0.8")
+
+
+def closed_loop_trace(batch_size: int) -> Trace:
+    requests = [Request(i, 0.0, PROMPT_TOKENS, OUTPUT_TOKENS) for i in range(batch_size)]
+    return Trace(name=f"closed-loop x{batch_size}", requests=requests, invalid_rows=[], notes=[])
+
+
+def run(batch_size: int, **options) -> dict:
+    """Summary keys used below, averaged over the seeds (every run has the same weight:
+    its requests all have the same length)."""
+    runs = []
+    for seed in range(max(1, 64 // batch_size)):
+        config = resolve(ReplayOptions(**(BASE | options | {"seed": seed})),
+                         closed_loop_trace(batch_size))
+        runs.append(simulate(config).summary)
+    keys = ("tpot_mean_s", "spec_tokens_per_step_mean", "spec_k_mean", "spec_draft_time_share")
+    return {key: (sum(r[key] for r in runs) / len(runs) if key in runs[0] else None)
+            for key in keys}
+
+
+def crossover(batch_sizes=BATCH_SIZES, calibration: str | None = GPU_BOUND,
+              **spec_overrides) -> list[dict]:
+    rows = []
+    for batch in batch_sizes:
+        plain = run(batch, calibration=calibration)
+        spec = run(batch, calibration=calibration, **(SPEC | spec_overrides))
+        rows.append({
+            "batch": batch,
+            "tpot_plain_s": plain["tpot_mean_s"],
+            "tpot_spec_s": spec["tpot_mean_s"],
+            "speedup": plain["tpot_mean_s"] / spec["tpot_mean_s"],
+            "tokens_per_step": spec["spec_tokens_per_step_mean"],
+            "k_mean": spec["spec_k_mean"],
+            "draft_share": spec["spec_draft_time_share"],
+        })
+    return rows
+
+
+def roofline_terms(batch_sizes=BATCH_SIZES, k: int = 4) -> list[str]:
+    """Per-step terms of the target at batch B: a decode of B tokens vs a verify of B (1+k)."""
+    options = ReplayOptions(**(BASE | {"calibration": GPU_BOUND}))
+    cost = build_cost_model(resolve(options, closed_loop_trace(1)))
+    ctx = PROMPT_TOKENS + OUTPUT_TOKENS // 2
+    lines = []
+    for batch in batch_sizes:
+        for label, new in (("decode", 1), ("verify", 1 + k)):
+            b = cost.breakdown([new] * batch, [ctx] * batch, batch * new)
+            lin, attn, _ = b.groups
+            lines.append(
+                f"| {batch} | {label} | {batch * new} | {lin.compute_s * 1e3:.2f} | "
+                f"{lin.memory_s * 1e3:.2f} | {attn.compute_s * 1e3:.2f} | "
+                f"{attn.memory_s * 1e3:.2f} | {b.overhead_s * 1e3:.2f} | {b.time_s * 1e3:.2f} |")
+    return lines
+
+
+def _fmt(value, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def print_table(rows: list[dict], dynamic: list[dict] | None) -> None:
+    columns = ["batch (concurrent requests)", "TPOT plain (ms)", "TPOT spec k=4 (ms)", "speedup",
+               "tokens/verify", "draft time share"]
+    if dynamic:
+        columns += ["speedup, --spec-dynamic", "mean k, dynamic"]
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---:|" * len(columns))
+    for i, r in enumerate(rows):
+        cells = [f"{r['batch']}", f"{r['tpot_plain_s'] * 1e3:.2f}", f"{r['tpot_spec_s'] * 1e3:.2f}",
+                 f"{r['speedup']:.2f}x", _fmt(r["tokens_per_step"], ".2f"),
+                 _fmt(r["draft_share"], ".0%")]
+        if dynamic:
+            d = dynamic[i]
+            cells += [f"{d['speedup']:.2f}x", _fmt(d["k_mean"], ".2f")]
+        print("| " + " | ".join(cells) + " |")
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.parse_args()
+    for title, calibration in (("GPU-bound engine (bench/h100_gpu_bound.json)", GPU_BOUND),
+                               ("fitted H100 coefficients with CPU overhead (--calibration "
+                                "shared-fit)", "shared-fit")):
+        print(f"### {title}\n")
+        rows = crossover(calibration=calibration)
+        print_table(rows, crossover(calibration=calibration, spec_dynamic=True))
+    print("### Target roofline terms per step, GPU-bound engine, context 192 tokens\n")
+    print("| batch | pass | tokens | linear compute (ms) | linear memory (ms) | "
+          "attention compute (ms) | attention memory (ms) | overheads (ms) | total (ms) |")
+    print("|" + "---:|" * 9)
+    print("\n".join(roofline_terms()))
+
+
+if __name__ == "__main__":
+    main()

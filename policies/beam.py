@@ -1,0 +1,52 @@
+"""Beam search's memory dynamics: each step some beams are replaced by copies of others.
+
+Beam search keeps `width` candidates; after each step the best continuations survive, so a
+beam that falls behind is dropped and a leading beam forks into its place. In memory that is
+`free(loser)` then `fork(donor, loser)`: the loser now shares the donor's blocks, and the next
+write copies the partial tail (copy-on-write), which is where PagedAttention saves memory on
+beam search. Which beams lose depends on logits; the simulator draws it: each beam but the
+first is replaced with probability `beam_churn`, by a uniformly chosen other beam, from a
+stream of its own per request. The real backend decides from its scores instead.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Protocol
+
+from policies.types import Sequence
+
+
+class BeamReparenter(Protocol):
+    def reparent(self, beams: list[Sequence]) -> list[tuple[Sequence, Sequence]]:
+        """(loser, donor) pairs: each loser becomes a copy of its donor this step."""
+
+
+@dataclass(frozen=True, slots=True)
+class BeamParams:
+    beam_churn: float = 0.3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.beam_churn <= 1.0:
+            raise ValueError(f"beam churn must lie in [0, 1], got {self.beam_churn}")
+
+
+class RandomBeamReparenter:
+    def __init__(self, params: BeamParams) -> None:
+        self.params = params
+        self._streams: dict[int, random.Random] = {}
+
+    def reparent(self, beams: list[Sequence]) -> list[tuple[Sequence, Sequence]]:
+        """(loser, donor) pairs for one step of a request's beams (all at the same length)."""
+        request_id = beams[0].request.request_id
+        rng = self._streams.setdefault(request_id, random.Random(self.params.seed * 1_000_003 + request_id))
+        pairs = []
+        losers: set[int] = set()
+        for beam in beams[1:]:
+            if rng.random() < self.params.beam_churn:
+                donors = [b for b in beams if b is not beam and b.seq_id not in losers]
+                pairs.append((beam, rng.choice(donors)))
+                losers.add(beam.seq_id)
+        return pairs

@@ -1,0 +1,119 @@
+"""Chunked prefill (Sarathi-Serve; vLLM v1's default): one token budget per iteration, shared
+by decodes and prefill chunks, so long prompts no longer stall running decodes.
+
+    iteration token budget (e.g. 512)
+    | d d d d d d d d | prefill chunk of A (ongoing) | first chunk of B (newly admitted) |
+      decodes first      then prefills, oldest first, each capped by the budget left
+                         and by long_prefill_token_threshold
+
+`chunked_order="decode-first"` (the Sarathi-Serve policy) serves every running decode before any
+prefill token, bounding time-between-tokens; `"prefill-first"` serves prefill chunks first
+and decodes with what is left, trading TBT for TTFT. A prompt is admitted as soon as one
+chunk of it fits; it emits its first token in the iteration that computes its last chunk.
+Preemption (recompute or swap) and swap-in work as in `continuous`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from policies.kv.base import KVAllocator
+from policies.kv.swap import PREEMPTION_MODES
+from policies.scheduler.base import admit
+from policies.scheduler.queue_order import check_queue_policy, victim_index
+from policies.scheduler.continuous import ContinuousScheduler
+from policies.types import Plan, ScheduledChunk, Sequence
+
+ORDERS = ("decode-first", "prefill-first")
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkedParams:
+    max_num_seqs: int = 256
+    token_budget: int = 2048
+    long_prefill_token_threshold: int = 0
+    """Cap on one request's prefill chunk per iteration (0: only the budget caps it), so that
+    several prompts can progress together instead of one long prompt taking the budget."""
+    chunked_order: str = "decode-first"
+    preemption: str = "recompute"
+    num_cpu_blocks: int = 0
+    queue_policy: str = "fcfs"
+    slo_ttft_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.max_num_seqs < 1 or self.token_budget < 1:
+            raise ValueError("max_num_seqs and the token budget must be >= 1")
+        if self.long_prefill_token_threshold < 0:
+            raise ValueError("long_prefill_token_threshold must be >= 0")
+        if self.chunked_order not in ORDERS:
+            raise ValueError(f"unknown chunked order {self.chunked_order!r}; choose one of {ORDERS}")
+        check_queue_policy(self.queue_policy)
+        if self.preemption not in PREEMPTION_MODES:
+            raise ValueError(f"unknown preemption mode {self.preemption!r}; choose one of {PREEMPTION_MODES}")
+
+
+class ChunkedScheduler(ContinuousScheduler):
+    params: ChunkedParams
+
+    def __init__(self, params: ChunkedParams, allocator: KVAllocator) -> None:
+        super().__init__(params, allocator)  # type: ignore[arg-type]
+
+    def schedule(self, now_s: float) -> Plan:
+        plan = Plan()
+        self._receive_transfers(now_s)
+        self._order_waiting()
+        if self.swapped:
+            self._swap_in(plan)
+        budget = self.params.token_budget
+        decodes = [s for s in self.running if s.num_computed_tokens >= s.request.prompt_tokens]
+        prefills = [s for s in self.running if s.num_computed_tokens < s.request.prompt_tokens]
+        if self.params.chunked_order == "decode-first":
+            budget = self._schedule_running(decodes + prefills, budget, plan)
+            if not self.swapped:
+                self._admit(budget, plan)
+        else:
+            budget = self._schedule_running(prefills, budget, plan)
+            if not self.swapped:
+                budget = self._admit(budget, plan)
+            self._schedule_running(decodes, budget, plan)
+        return self._wake_for_transfers(plan)
+
+    def _chunk_size(self, seq: Sequence, start: int, budget: int) -> int:
+        """Tokens of `seq` to compute from position `start` under `budget`."""
+        size = min(seq.num_known_tokens - start, budget)
+        threshold = self.params.long_prefill_token_threshold
+        if threshold and start < seq.request.prompt_tokens:
+            size = min(size, threshold)
+        return size
+
+    def _schedule_running(self, worklist: list[Sequence], budget: int, plan: Plan) -> int:
+        """Schedule `worklist` (running sequences, in order) under `budget`; when KV runs out
+        preempt among those not yet scheduled (the newest, or the newest of the lowest class).
+        Returns the budget left."""
+        index = 0
+        while index < len(worklist) and budget > 0:
+            seq = worklist[index]
+            size = self._chunk_size(seq, seq.num_computed_tokens, budget)
+            if self.allocator.allocate_slots(seq, seq.num_computed_tokens + size):
+                plan.chunks.append(ScheduledChunk(seq, size, seq.num_computed_tokens))
+                budget -= size
+                index += 1
+                continue
+            victim = worklist.pop(index + victim_index(self.params.queue_policy, worklist[index:]))
+            self.running.remove(victim)
+            self._preempt(victim, plan)
+        return budget
+
+    def _admit(self, budget: int, plan: Plan) -> int:
+        while self.waiting and budget > 0 and len(self.running) < self.params.max_num_seqs:
+            seq = self.waiting[0]
+            num_cached = self.allocator.match_prefix(seq)
+            size = self._chunk_size(seq, num_cached, budget)
+            if not self.allocator.allocate_slots(seq, num_cached + size, num_cached):
+                break
+            self.waiting.popleft()
+            admit(seq, num_cached)
+            self.running.append(seq)
+            plan.chunks.append(ScheduledChunk(seq, size, num_cached))
+            budget -= size
+        return budget

@@ -1,0 +1,62 @@
+"""Orca's iteration-level scheduling (Yu et al., OSDI 2022), the baseline vLLM compared with.
+
+Each iteration runs one decode token for every running request and, in the same batch,
+whole-prompt prefills of newly admitted ones (Orca's selective batching mixes both), up to
+`max_num_seqs` requests; there is no token budget. Orca reserved each request's KV span for
+its maximum length up front, so pair it with `--allocator contiguous` (`--reserve max` is
+Orca-Max, `pow2` and `oracle` the paper's other variants); with a paged allocator it still
+runs, preempting the newest request by recompute when KV runs out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from policies.kv.swap import PREEMPTION_MODES
+from policies.scheduler.base import admit
+from policies.scheduler.queue_order import check_queue_policy
+from policies.scheduler.continuous import ContinuousScheduler
+from policies.types import Plan, ScheduledChunk
+
+
+@dataclass(frozen=True, slots=True)
+class OrcaParams:
+    max_num_seqs: int = 256
+    preemption: str = "recompute"
+    num_cpu_blocks: int = 0
+    queue_policy: str = "fcfs"
+    slo_ttft_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.max_num_seqs < 1:
+            raise ValueError("max_num_seqs must be >= 1")
+        check_queue_policy(self.queue_policy)
+        if self.preemption not in PREEMPTION_MODES:
+            raise ValueError(f"unknown preemption mode {self.preemption!r}; choose one of {PREEMPTION_MODES}")
+
+
+class OrcaScheduler(ContinuousScheduler):
+    def schedule(self, now_s: float) -> Plan:
+        plan = Plan()
+        self._receive_transfers(now_s)
+        self._order_waiting()
+        if self.swapped:
+            self._swap_in(plan)
+        index = 0
+        while index < len(self.running):
+            seq = self.running[index]
+            if self.allocator.allocate_slots(seq, seq.num_known_tokens):
+                plan.chunks.append(ScheduledChunk(seq, seq.num_uncomputed_tokens, seq.num_computed_tokens))
+                index += 1
+            else:
+                self._preempt(self._pop_victim(index), plan)
+        while not self.swapped and self.waiting and len(self.running) < self.params.max_num_seqs:
+            seq = self.waiting[0]
+            num_cached = self.allocator.match_prefix(seq)
+            if not self.allocator.allocate_slots(seq, seq.num_known_tokens, num_cached):
+                break
+            self.waiting.popleft()
+            admit(seq, num_cached)
+            self.running.append(seq)
+            plan.chunks.append(ScheduledChunk(seq, seq.num_known_tokens - num_cached, num_cached))
+        return self._wake_for_transfers(plan)

@@ -1,0 +1,71 @@
+"""Speculation around any scheduler: the inner scheduler plans as usual, then every decode it
+scheduled is widened to verify the speculator's drafts.
+
+Drafts never displace work: their KV slots come only from what the pool has free after the
+inner scheduler allocated (a draft that does not fit is not proposed, nothing is preempted for
+it), and they fit in what the token budget leaves. The verified nodes are capped at the
+remaining outputs - 1, so a request never drafts past its output length (k <= remaining - 1)
+and a verify never holds more KV than the request needs at its longest (prompt + output - 1),
+which every allocator's reservation already covers. Keeping this a wrapper, not a branch in each
+scheduler, gives every present and future scheduler speculation for free.
+"""
+
+from __future__ import annotations
+
+from policies.kv.base import KVAllocator
+from policies.scheduler.base import Scheduler
+from policies.speculative.base import Speculator
+from policies.types import Plan, Sequence
+
+
+class SpeculativeScheduler:
+    def __init__(self, inner: Scheduler, speculator: Speculator,
+                 max_num_batched_tokens: int) -> None:
+        self.inner = inner
+        self.speculator = speculator
+        self.max_num_batched_tokens = max_num_batched_tokens
+
+    @property
+    def allocator(self) -> KVAllocator:
+        return self.inner.allocator
+
+    @property
+    def num_waiting(self) -> int:
+        return self.inner.num_waiting
+
+    @property
+    def num_running(self) -> int:
+        return self.inner.num_running
+
+    def add(self, seq: Sequence) -> None:
+        self.inner.add(seq)
+
+    def fork(self, parent: Sequence, child: Sequence) -> None:
+        self.inner.fork(parent, child)
+
+    def add_transfer(self, seq: Sequence, transfer_s: float) -> None:
+        self.inner.add_transfer(seq, transfer_s)
+
+    def on_finished(self, seq: Sequence) -> None:
+        self.inner.on_finished(seq)
+
+    def schedule(self, now_s: float) -> Plan:
+        plan = self.inner.schedule(now_s)
+        decodes = [c for c in plan.chunks if c.num_new_tokens == 1 and c.seq.is_decoding]
+        budget = self.max_num_batched_tokens - plan.num_new_tokens
+        spec = self.speculator
+        for chunk in decodes:
+            seq = chunk.seq
+            k = spec.num_draft_tokens(seq, len(decodes))
+            limit = min(budget, seq.num_remaining_outputs - 1)
+            while k > 0 and spec.num_verify_nodes(k) > limit:
+                k -= 1
+            if k <= 0:
+                continue
+            nodes = spec.num_verify_nodes(k)
+            if not self.allocator.allocate_slots(seq, seq.num_known_tokens + nodes):
+                continue
+            chunk.num_new_tokens = 1 + nodes
+            chunk.num_spec_tokens = k
+            budget -= nodes
+        return plan

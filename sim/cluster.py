@@ -1,0 +1,105 @@
+"""Replicas behind routers: one pool, or a prefill pool feeding a decode pool.
+
+Colocated (`--replicas N`): every arrival is routed to one of N identical replicas.
+
+Disaggregated (`--disaggregate P:D`, Splitwise / DistServe): arrivals are routed to P prefill
+replicas, which compute the prompt and its first token only. The first token is streamed from
+there (TTFT is the prefill side's); the sequence is then routed to one of D decode replicas,
+which must give it memory for its whole context before the KV transfer starts. The transfer
+takes `kv_link_latency_s + KV bytes per device / kv_link_bandwidth` (each device of the TP
+group sends its shard over its own link) and is charged before the first decode step. The
+prefill side releases the KV when its prefill ends (as with Splitwise's layer-wise transfer,
+which overlaps the prefill), so a full decode pool shows up as queueing on the decode side,
+not as back-pressure on prefills.
+
+          arrivals --router--> [prefill 0 .. P-1] --first token--> router --> [decode 0 .. D-1]
+                                                   KV transfer ----------^
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Generator
+
+import simpy
+
+from policies.engine import Engine
+from policies.registry import ROUTERS, lookup
+from policies.router.base import Router
+from policies.types import Request, Sequence
+from sim.config import SimConfig
+from sim.cost.roofline import CostModel
+from sim.replica import SimReplica
+
+BuildEngine = Callable[[Callable[[Sequence], None]], Engine]
+
+
+class Cluster:
+    def __init__(self, env: simpy.Environment, config: SimConfig, cost: CostModel,
+                 build_engine: BuildEngine, on_done: Callable[[Sequence], None]) -> None:
+        self.env = env
+        self.config = config
+        self.cost = cost
+        self._on_done = on_done
+        pools = config.options.pools
+        if len(pools) == 1:
+            self.prefill = [SimReplica(env, build_engine(on_done)) for _ in range(pools[0])]
+            self.decode: list[SimReplica] = []
+        else:
+            self.prefill = [SimReplica(env, build_engine(self._on_prefill_done))
+                            for _ in range(pools[0])]
+            self.decode = [SimReplica(env, build_engine(on_done)) for _ in range(pools[1])]
+        self._prefill_router = self._router()
+        self._decode_router = self._router()
+        self._originals: dict[int, Request] = {}
+
+    def _router(self) -> Router:
+        entry = lookup(ROUTERS, "router", self.config.options.router)
+        return entry.policy(entry.make_params(self.config.policy_options))
+
+    @property
+    def engines(self) -> list[Engine]:
+        """Prefill (or colocated) replicas first, then decode replicas."""
+        return [r.engine for r in self.prefill + self.decode]
+
+    def arrivals(self, requests: list[Request]) -> Generator[simpy.Event, None, None]:
+        env = self.env
+        for request in requests:
+            delay = request.arrival_time_s - env.now
+            if delay > 0:
+                yield env.timeout(delay)
+            if self.decode and request.output_tokens > 1:
+                # The prefill side computes the prompt and samples the first token only.
+                self._originals[request.request_id] = request
+                request = dataclasses.replace(request, output_tokens=1)
+            self._pick(self.prefill, self._prefill_router, request).submit(request)
+
+    def _pick(self, pool: list[SimReplica], router: Router, request: Request) -> SimReplica:
+        if len(pool) == 1:
+            return pool[0]
+        return pool[router.route(request, [r.engine for r in pool])]
+
+    def transfer_time(self, num_tokens: int) -> float:
+        o = self.config.options
+        per_device = num_tokens * self.cost.kv_bytes_per_token_replica / o.tp
+        return o.kv_link_latency_s + per_device / (o.kv_link_bandwidth_gb_s * 1e9)
+
+    def _on_prefill_done(self, prefilled: Sequence) -> None:
+        original = self._originals.pop(prefilled.seq_id, None)
+        if original is None or not prefilled.token_times_s:
+            self._on_done(prefilled)  # one-token request, or rejected by the prefill pool
+            return
+        # The engine commits at the step's start; the hand-off happens at its end.
+        first_token_s = prefilled.token_times_s[0]
+        self.env.process(self._hand_off(prefilled, original, first_token_s))
+
+    def _hand_off(self, prefilled: Sequence, original: Request,
+                  first_token_s: float) -> Generator[simpy.Event, None, None]:
+        yield self.env.timeout(first_token_s - self.env.now)
+        seq = Sequence(original, num_computed_tokens=original.prompt_tokens, num_output_tokens=1,
+                       num_preemptions=prefilled.num_preemptions,
+                       num_recomputed_tokens=prefilled.num_recomputed_tokens,
+                       first_scheduled_s=prefilled.first_scheduled_s)
+        seq.token_times_s.append(first_token_s)
+        replica = self._pick(self.decode, self._decode_router, original)
+        replica.submit_transferred(seq, self.transfer_time(original.prompt_tokens))

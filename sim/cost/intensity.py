@@ -1,0 +1,117 @@
+"""Arithmetic intensity (FLOPs per byte moved) of iterations, against the hardware's ridge point.
+
+The ridge point is peak bf16 FLOP/s over memory bandwidth (about 295 FLOP/byte on an H100).
+An op group whose intensity lies below it is memory-bound at the peaks: batch-1 decode of a
+dense model reads every weight to do 2 FLOPs per weight element, so it sits near 1 FLOP/byte.
+Batching multiplies the FLOPs done per weight byte; GQA shrinks the KV bytes that attention
+reads; weight quantization halves or quarters the bytes; speculative verification of k draft
+tokens computes k + 1 tokens per weight read. Prefill of a long prompt is compute-bound.
+
+`servesim roofline` prints `intensity_table`; the dashboard plots the same rows and the
+per-iteration points a `RecordingCostModel` collects during a simulation.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass
+
+from policies.types import Plan
+from sim.cost.roofline import CostModel, IterationCost
+
+DECODE_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+PREFILL_TOKENS = (16, 64, 256, 1024, 4096, 16384)
+
+
+@dataclass(frozen=True, slots=True)
+class IntensityRow:
+    """One op group (or the whole iteration, group "total") of one batch shape."""
+
+    phase: str
+    """"decode" (each sequence computes 1 + spec_tokens tokens) or "prefill" (whole prompts)."""
+    group: str
+    num_seqs: int
+    new_tokens: int
+    context_tokens: int
+    flops: float
+    bytes_moved: float
+    time_s: float
+    memory_bound: bool
+    """True when the group's memory term exceeds its compute term at the fitted efficiencies."""
+
+    @property
+    def intensity_flops_per_byte(self) -> float:
+        return self.flops / self.bytes_moved if self.bytes_moved else float("inf")
+
+    @property
+    def achieved_flops_s(self) -> float:
+        return self.flops / self.time_s if self.time_s else 0.0
+
+
+def _rows(phase: str, cost: IterationCost, num_seqs: int, new: int, context: int) -> list[IntensityRow]:
+    rows = [
+        IntensityRow(phase, g.name, num_seqs, new, context, g.flops, g.bytes, g.time_s,
+                     g.memory_s > g.compute_s)
+        for g in cost.groups
+    ]
+    memory_s = sum(g.memory_s for g in cost.groups)
+    compute_s = sum(g.compute_s for g in cost.groups)
+    rows.append(IntensityRow(phase, "total", num_seqs, new, context, cost.flops, cost.bytes,
+                             cost.time_s, memory_s > compute_s))
+    return rows
+
+
+def decode_rows(cost: CostModel, batch: int, context_tokens: int, spec_tokens: int = 0) -> list[IntensityRow]:
+    """`batch` sequences each computing 1 + `spec_tokens` tokens on `context_tokens` of KV.
+
+    Verifying draft tokens needs logits at every one of the 1 + `spec_tokens` positions.
+    """
+    new = 1 + spec_tokens
+    breakdown = cost.breakdown([new] * batch, [context_tokens] * batch, num_sampling=batch * new)
+    return _rows("decode", breakdown, batch, new, context_tokens)
+
+
+def prefill_rows(cost: CostModel, batch: int, prompt_tokens: int) -> list[IntensityRow]:
+    """`batch` whole prompts of `prompt_tokens` tokens each, from an empty cache."""
+    breakdown = cost.breakdown([prompt_tokens] * batch, [0] * batch)
+    return _rows("prefill", breakdown, batch, prompt_tokens, 0)
+
+
+def intensity_table(cost: CostModel, batch: int, context_tokens: int,
+                    spec_tokens: int = 0) -> list[IntensityRow]:
+    """What `servesim roofline` prints: decode at (batch, context), then prefill of that context."""
+    if batch < 1:
+        raise ValueError(f"--batch must be >= 1, got {batch}")
+    if context_tokens < 1:
+        raise ValueError(f"--context must be >= 1, got {context_tokens}")
+    if spec_tokens < 0:
+        raise ValueError(f"--spec-tokens must be >= 0, got {spec_tokens}")
+    return (decode_rows(cost, batch, context_tokens, spec_tokens)
+            + prefill_rows(cost, batch, context_tokens))
+
+
+def intensity_curve(cost: CostModel, context_tokens: int, spec_tokens: int = 0) -> list[IntensityRow]:
+    """Whole-iteration rows for decode over `DECODE_BATCHES` and prefill over `PREFILL_TOKENS`."""
+    rows = [decode_rows(cost, b, context_tokens, spec_tokens)[-1] for b in DECODE_BATCHES]
+    rows += [prefill_rows(cost, 1, n)[-1] for n in PREFILL_TOKENS]
+    return rows
+
+
+class RecordingCostModel(CostModel):
+    """A `CostModel` that also keeps each executed iteration's FLOPs and bytes moved.
+
+    Columns are parallel to the engine's `IterationLog` (`execute` costs each executed plan
+    once), so iteration i's intensity is `flops[i] / bytes_moved[i]`. KV swap copies to and
+    from the host are not counted: they move no FLOPs and use the host link, not HBM.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.flops = array("d")
+        self.bytes_moved = array("d")
+
+    def plan_cost(self, plan: Plan) -> IterationCost:
+        cost = super().plan_cost(plan)
+        self.flops.append(cost.flops)
+        self.bytes_moved.append(cost.bytes)
+        return cost

@@ -1,0 +1,125 @@
+"""What drafting costs per engine step, on the target's hardware, by the same roofline.
+
+Overheads, stated per speculator (a "pass" is one forward of a model):
+
+- The engine step's CPU overhead (`iteration_overhead_s`, `per_sequence_overhead_s`:
+  scheduling, input preparation, detokenization) is paid once per step by the target's
+  verify pass; drafting runs inside the same step.
+- `draft`, `cascade` (not fused): every draft pass is a forward of its own and pays the same
+  per-pass fixed cost a target pass pays, the launch and tail latency of its layers
+  (`layer_overhead_s` x its layers), plus `spec_draft_pass_overhead_s` (default 0) for engines
+  that also re-prepare inputs on the CPU per draft pass (vLLM v0's spec-decode worker).
+- `tree` (fused): the one-layer drafter's k level passes are captured into the target's step;
+  they pay their FLOPs and bytes (one decoder layer of the target's shape plus the shared
+  lm_head for every candidate) but no per-pass fixed cost.
+- `ngram` (fused): a CPU lookup overlapped with the GPU step: no cost at all.
+
+A draft model keeps its own KV: pass 1 of a step feeds it the token the target sampled last
+step (its own accepted drafts are already in its cache), passes 2..k its previous draft; it
+also computes every prefill chunk the target computes, in that first pass.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Protocol
+
+from policies.types import ScheduledChunk
+from sim.cost.roofline import CostModel
+from sim.spec.acceptance import iid_expected_tokens
+
+
+class DraftCost(Protocol):
+    def time_s(self, plain: list[ScheduledChunk], spec: list[ScheduledChunk]) -> float:
+        """Drafting time of a step with `spec` verify chunks and `plain` other chunks."""
+
+
+def _overhead_coefficients(cost: CostModel, pass_overhead_s: float, fused: bool):
+    values = {"iteration_overhead_s": pass_overhead_s, "per_sequence_overhead_s": 0.0,
+              "tp_overhead_s": 0.0}
+    if fused:
+        values["layer_overhead_s"] = 0.0
+    return cost.coefficients.with_values(**values)
+
+
+def draft_cost_model(target: CostModel, draft_spec, pass_overhead_s: float,
+                     fused: bool = False) -> CostModel:
+    """`draft_spec` on the target's hardware and TP degree, with per-pass overheads only."""
+    return CostModel(draft_spec, target.hardware,
+                     _overhead_coefficients(target, pass_overhead_s, fused), tp=target.tp,
+                     weight_dtype=target.weight_dtype, kv_dtype=target.kv_dtype)
+
+
+class NoDraftCost:
+    def time_s(self, plain: list[ScheduledChunk], spec: list[ScheduledChunk]) -> float:
+        return 0.0
+
+
+class ModelDraftCost:
+    """k sequential single-token passes of a draft model (the first also catches up prefills)."""
+
+    def __init__(self, draft: CostModel) -> None:
+        self.draft = draft
+
+    def time_s(self, plain: list[ScheduledChunk], spec: list[ScheduledChunk]) -> float:
+        passes = [c.num_spec_tokens for c in spec]
+        return _sequential_passes(self.draft, plain, spec, passes, tokens_per_pass=1)
+
+
+class CascadeDraftCost:
+    """The small drafter verifies the tiny drafter's chains of `inner_k`: about
+    ceil(k / E_inner) small passes of 1 + inner_k tokens, each after inner_k tiny passes."""
+
+    def __init__(self, small: CostModel, tiny: CostModel | None, inner_k: int,
+                 inner_acceptance: float) -> None:
+        self.small = small
+        self.tiny = tiny
+        self.inner_k = inner_k
+        self.inner_tokens_per_pass = iid_expected_tokens(inner_acceptance, inner_k)
+
+    def time_s(self, plain: list[ScheduledChunk], spec: list[ScheduledChunk]) -> float:
+        passes = [math.ceil(c.num_spec_tokens / self.inner_tokens_per_pass) for c in spec]
+        total = _sequential_passes(self.small, plain, spec, passes, 1 + self.inner_k)
+        if self.tiny is not None:
+            for _ in range(self.inner_k):
+                total += _sequential_passes(self.tiny, plain, spec, passes, 1)
+        return total
+
+
+class TreeDraftCost:
+    """A one-layer drafter of the target's shape run once per tree level (fused): level 1
+    reads the root, level j > 1 the width candidates of level j - 1; every candidate gets
+    logits from the shared lm_head."""
+
+    def __init__(self, target: CostModel, width: int, fused: bool) -> None:
+        one_layer = replace(target.model, name=f"{target.model.name}-drafter", num_layers=1)
+        self.drafter = draft_cost_model(target, one_layer, 0.0, fused)
+        self.width = width
+
+    def time_s(self, plain: list[ScheduledChunk], spec: list[ScheduledChunk]) -> float:
+        total = 0.0
+        for level in range(max((c.num_spec_tokens for c in spec), default=0)):
+            active = [c for c in spec if c.num_spec_tokens > level]
+            tokens = 1 if level == 0 else self.width
+            new = [tokens] * len(active)
+            ctx = [c.num_context_tokens + level for c in active]
+            total += self.drafter.iteration_time(new, ctx, self.width * len(active))
+        return total
+
+
+def _sequential_passes(model: CostModel, plain: list[ScheduledChunk],
+                       spec: list[ScheduledChunk], passes: list[int],
+                       tokens_per_pass: int) -> float:
+    """Pass j runs every spec chunk with more than j passes; pass 0 also the plain chunks."""
+    total = 0.0
+    num_passes = max(max(passes, default=0), 1 if plain else 0)
+    for j in range(num_passes):
+        new = [tokens_per_pass] * sum(1 for p in passes if p > j)
+        ctx = [c.num_context_tokens + j * tokens_per_pass for c, p in zip(spec, passes) if p > j]
+        if j == 0:
+            new += [c.num_new_tokens for c in plain]
+            ctx += [c.num_context_tokens for c in plain]
+        if new:
+            total += model.iteration_time(new, ctx)
+    return total

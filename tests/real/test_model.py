@@ -1,0 +1,137 @@
+"""The paged Llama forward pass against an independent dense implementation, chunked over
+scrambled blocks; loading HF-format weights; refusing architectures it does not run."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from backend.kv_cache import KVCache
+from backend.model import BatchLayout, LlamaModel, init_random, load_hf_directory
+from sim.cost.catalog import get_model
+
+TINY = get_model("tiny-llama")
+
+
+def _dense_logits(model: LlamaModel, tokens: list[int]) -> torch.Tensor:
+    """Textbook Llama on the whole sequence at once: no cache, no pages, explicit loops."""
+    spec = model.spec
+    d, heads, kv_heads = spec.attn_head_dim, spec.num_heads, spec.num_kv_heads
+    n = len(tokens)
+
+    def rms(x, w):
+        return x / torch.sqrt((x * x).mean(-1, keepdim=True) + spec.rms_norm_eps) * w
+
+    def rope(x):  # x [n, h, d]; rotate (x_i, x_{i+d/2}) pairs by pos * theta^(-2i/d)
+        out = x.clone()
+        for i in range(d // 2):
+            angle = torch.arange(n, dtype=torch.float64) * spec.rope_theta ** (-2 * i / d)
+            c, s = angle.cos().float()[:, None], angle.sin().float()[:, None]
+            a, b = x[:, :, i], x[:, :, i + d // 2]
+            out[:, :, i], out[:, :, i + d // 2] = a * c - b * s, a * s + b * c
+        return out
+
+    with torch.no_grad():
+        h = model.embed_tokens.weight[tokens]
+        for layer in model.layers:
+            at = layer.self_attn
+            x = rms(h, layer.input_layernorm.weight)
+            q = rope((x @ at.q_proj.weight.T).view(n, heads, d))
+            k = rope((x @ at.k_proj.weight.T).view(n, kv_heads, d))
+            v = (x @ at.v_proj.weight.T).view(n, kv_heads, d)
+            out = torch.zeros(n, heads, d)
+            for head in range(heads):
+                kv = head // (heads // kv_heads)
+                scores = q[:, head] @ k[:, kv].T / math.sqrt(d)
+                for i in range(n):
+                    for j in range(n):
+                        window = spec.sliding_window
+                        if j > i or (window is not None and i - j >= window):
+                            scores[i, j] = float("-inf")
+                out[:, head] = torch.softmax(scores, -1) @ v[:, kv]
+            h = h + out.reshape(n, heads * d) @ at.o_proj.weight.T
+            x = rms(h, layer.post_attention_layernorm.weight)
+            mlp = layer.mlp
+            gate = torch.nn.functional.silu(x @ mlp.gate_proj.weight.T)
+            gated = gate * (x @ mlp.up_proj.weight.T)
+            h = h + gated @ mlp.down_proj.weight.T
+        return rms(h, model.norm.weight) @ model.lm_head.weight.T
+
+
+def _chunked_logits(model: LlamaModel, tokens: list[int], chunks: list[int], use_triton=False):
+    """Feed `tokens` in chunks through a paged cache whose blocks are scrambled."""
+    spec = model.spec
+    block_size = 4
+    pages = [7, 2, 9, 0, 5, 3, 8, 1, 6, 4]
+    cache = KVCache(num_layers=spec.num_layers, num_blocks=10, block_size=block_size,
+                    num_kv_heads=spec.num_kv_heads, head_dim=spec.attn_head_dim,
+                    dtype=torch.float32, device="cpu")
+    table = torch.tensor(pages, dtype=torch.int32)[None, :]
+    rows, start = [], 0
+    for size in chunks:
+        pos = torch.arange(start, start + size)
+        layout = BatchLayout(positions=pos, slots=table[0, pos // block_size].long() * block_size
+                             + pos % block_size, page_tables=table, page_size=block_size,
+                             query_start=[0, size], context_lens=[start + size],
+                             use_triton=use_triton)
+        rows.append(model.logits(model(torch.tensor(tokens[start:start + size]), layout, cache)))
+        start += size
+    return torch.cat(rows)
+
+
+@pytest.mark.parametrize("window", [None, 5])
+def test_paged_chunked_forward_matches_dense_llama(window):
+    spec = dataclasses.replace(TINY, sliding_window=window, num_heads=4, num_kv_heads=1,
+                               head_dim=16, rope_theta=500.0)
+    model = init_random(LlamaModel(spec), seed=1).eval()
+    tokens = torch.randint(0, spec.vocab_size, (23,), generator=torch.Generator().manual_seed(2))
+    expected = _dense_logits(model, tokens.tolist())
+    got = _chunked_logits(model, tokens.tolist(), [9, 1, 6, 1, 1, 5])
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_triton_path_matches_reference_path_in_the_model():
+    model = init_random(LlamaModel(TINY), seed=5).eval()
+    tokens = torch.randint(0, TINY.vocab_size, (20,), generator=torch.Generator().manual_seed(6))
+    chunks = [12, 1, 6, 1]
+    reference = _chunked_logits(model, tokens.tolist(), chunks)
+    triton = _chunked_logits(model, tokens.tolist(), chunks, use_triton=True)
+    torch.testing.assert_close(triton, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_seeded_weights_are_reproducible_and_seed_dependent():
+    a = init_random(LlamaModel(TINY), seed=0)
+    b = init_random(LlamaModel(TINY), seed=0)
+    c = init_random(LlamaModel(TINY), seed=1)
+    assert torch.equal(a.layers[1].mlp.up_proj.weight, b.layers[1].mlp.up_proj.weight)
+    assert not torch.equal(a.layers[1].mlp.up_proj.weight, c.layers[1].mlp.up_proj.weight)
+
+
+def test_loads_a_local_hugging_face_safetensors_directory(tmp_path):
+    from safetensors.torch import save_file
+
+    source = init_random(LlamaModel(TINY), seed=9)
+    save_file({f"model.{k}" if k != "lm_head.weight" else k: v.contiguous()
+               for k, v in source.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    loaded = load_hf_directory(LlamaModel(TINY), tmp_path)
+    for name, tensor in source.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
+def test_loading_refuses_mismatched_or_missing_weights(tmp_path):
+    with pytest.raises(ValueError, match="no \\*.safetensors"):
+        load_hf_directory(LlamaModel(TINY), tmp_path)
+    from safetensors.torch import save_file
+
+    save_file({"model.embed_tokens.weight": torch.zeros(3, 3)}, str(tmp_path / "x.safetensors"))
+    with pytest.raises(ValueError, match="do not fit tiny-llama"):
+        load_hf_directory(LlamaModel(TINY), tmp_path)
+
+
+@pytest.mark.parametrize("name", ["mixtral-8x7b", "deepseek-v2-lite"])
+def test_architectures_it_does_not_run_are_refused(name):
+    with pytest.raises(ValueError, match="dense gated-MLP"):
+        LlamaModel(get_model(name))

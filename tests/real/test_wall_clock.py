@@ -1,0 +1,76 @@
+"""The wall-clock loop, on a fake clock: requests are submitted once the clock passes their
+arrival, an idle engine sleeps until the next arrival, and the horizon stops the run."""
+
+from __future__ import annotations
+
+from backend.runner import run_wall_clock
+from policies.engine import Engine
+from policies.kv.paged import PagedAllocator, PagedParams
+from policies.scheduler.continuous import ContinuousParams, ContinuousScheduler
+from policies.types import Request, StepResult
+
+
+class FakeTime:
+    """A clock that moves only when the executor runs (1 s per step) or the loop sleeps."""
+
+    def __init__(self) -> None:
+        self.now_s = 100.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now_s
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now_s += seconds
+
+    def execute(self, plan) -> StepResult:
+        self.now_s += 1.0
+        return StepResult(1.0)
+
+
+def _engine(fake: FakeTime) -> Engine:
+    allocator = PagedAllocator(PagedParams(block_size=4, num_blocks=64))
+    return Engine(ContinuousScheduler(ContinuousParams(), allocator), fake,
+                  max_model_len=1000)
+
+
+def test_requests_are_submitted_at_their_arrival_and_idle_time_is_slept():
+    fake = FakeTime()
+    engine = _engine(fake)
+    requests = [Request(0, 0.0, 4, 2), Request(1, 0.5, 4, 1), Request(2, 10.0, 4, 1)]
+    end_s = run_wall_clock(engine, requests, clock=fake.clock, sleep=fake.sleep)
+    seqs = engine.sequences
+    # Request 0 prefills in [0, 1); request 1 (arrived at 0.5) is seen at 1.0 and prefills in
+    # [1, 2) while request 0 waits; request 0 decodes in [2, 3); then the loop sleeps to 10.
+    assert [seqs[0].first_scheduled_s, seqs[1].first_scheduled_s] == [0.0, 1.0]
+    assert list(seqs[0].token_times_s) == [1.0, 3.0]
+    assert fake.sleeps == [7.0]
+    assert seqs[2].first_scheduled_s == 10.0 and list(seqs[2].token_times_s) == [11.0]
+    assert end_s == 11.0
+
+
+def test_horizon_leaves_later_work_undone():
+    fake = FakeTime()
+    engine = _engine(fake)
+    requests = [Request(0, 0.0, 4, 5), Request(1, 50.0, 4, 1)]
+    end_s = run_wall_clock(engine, requests, horizon_s=3.0, clock=fake.clock, sleep=fake.sleep)
+    assert end_s == 3.0
+    assert engine.sequences[0].num_output_tokens == 3
+    assert 1 not in engine.sequences
+
+
+def test_a_request_the_executor_cannot_read_is_rejected_at_submission():
+    fake = FakeTime()
+    engine = _engine(fake)
+    requests = [Request(0, 0.0, 4, 1), Request(1, 2.0, 3, 1, prompt_token_ids=(1, 2, 99))]
+
+    def reject_reason(request):
+        return "bad ids" if request.prompt_token_ids else None
+
+    run_wall_clock(engine, requests, reject_reason=reject_reason, clock=fake.clock,
+                   sleep=fake.sleep)
+    rejected = engine.sequences[1]
+    assert (rejected.status.value, rejected.reason, rejected.finish_s) == ("rejected", "bad ids",
+                                                                           2.0)
+    assert engine.sequences[0].status.value == "finished"

@@ -1,0 +1,47 @@
+"""One dashboard run: the CLI's `resolve` and `simulate`, observed by a recording cost model.
+
+`cached_run` is the only entry the pages use: results are cached per `ReplayOptions` (frozen,
+hashable, and naming every input, including an uploaded trace by its content-addressed path),
+and a fresh run draws a progress bar while it simulates. The bar is created inside the cached
+function because Streamlit replays a cached function's elements and cannot replay a call on
+an element made outside it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import streamlit as st
+
+from sim.api import simulate
+from sim.config import ReplayOptions, resolve
+from sim.cost.intensity import RecordingCostModel
+from ui.data import RunView, run_view
+
+ProgressFn = Callable[[int, int], None]
+
+
+def run(options: ReplayOptions, progress: ProgressFn | None = None) -> RunView:
+    """Resolve and simulate `options`; ValueError (a clear message) on bad input."""
+    config = resolve(options)
+    costs: list[RecordingCostModel] = []
+
+    def recording_cost_model(*args, **kwargs) -> RecordingCostModel:
+        costs.append(RecordingCostModel(*args, **kwargs))
+        return costs[-1]
+
+    results = simulate(config, progress, cost_model=recording_cost_model)
+    return run_view(results, costs)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def cached_run(options: ReplayOptions) -> RunView:
+    bar = st.progress(0.0, text="simulating...")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(min(1.0, done / max(total, 1)), text=f"simulating: {done}/{total} requests")
+
+    try:
+        return run(options, progress)
+    finally:
+        bar.empty()
