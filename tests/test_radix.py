@@ -174,6 +174,29 @@ def test_outputs_are_cached_under_keys_private_to_the_request():
     assert alloc.match_prefix(seq_with_ids(1, range(4))) == 3
 
 
+def test_fork_shares_the_path_and_copies_only_uncached_slots():
+    alloc = radix()
+    request = Request(0, 0.0, 10, 5, n=2, prompt_token_ids=tuple(range(10)))
+    parent, child = Sequence(request), Sequence(request, sample_index=1)
+    assert alloc.allocate_slots(parent, 12)  # 10 prompt tokens cached, 2 draft slots private
+    assert alloc.fork(parent, child)
+    assert alloc.slot_table(child) == [*range(10), 12, 13]
+    assert alloc.take_copies() == [(10, 12, 1), (11, 13, 1)] and alloc.take_copies() == []
+    assert [n.ref_count for n in alloc.nodes()] == [2]
+    alloc.shrink_slots(parent, 10)  # its drafts were rejected
+    assert alloc.slot_table(parent) == list(range(10)) and alloc.pool.num_free == 20
+    child.num_output_tokens = 1
+    assert alloc.allocate_slots(child, 11)  # its first output joins the tree under its own key
+    assert shape(alloc.root) == {0: (list(range(10)), 2, list(range(10)), {
+        (("out", 0, 1), 10): ([(("out", 0, 1), 10)], 1, [12], {})})}
+    alloc.free(parent)
+    alloc.free(child)
+    assert alloc.usage().reserved_slots == 0 and alloc.usage().cached_free_slots == 11
+    # What a cache-aware router sees for requests not on this replica.
+    assert alloc.cached_prefix_tokens(Request(1, 0.0, 12, 1, prompt_token_ids=tuple(range(12)))) == 10
+    assert alloc.cached_prefix_tokens(Request(2, 0.0, 12, 1, prompt_token_ids=(7,) * 12)) == 0
+
+
 def test_admission_respects_the_watermark_and_growth_does_not():
     alloc = RadixAllocator(RadixParams(block_size=4, num_blocks=10, watermark=0.2))  # 8 slots kept
     assert alloc.never_fits_reason(make_seq(0, 30, 3).request) is None
