@@ -19,7 +19,8 @@ from sim.config import ReplayOptions, resolve
 ALLOCATORS = [("contiguous (reserve max)", dict(allocator="contiguous", reserve="max")),
               ("contiguous (reserve oracle)", dict(allocator="contiguous", reserve="oracle")),
               ("paged", dict(allocator="paged")),
-              ("paged-prefix", dict(allocator="paged-prefix"))]
+              ("paged-prefix", dict(allocator="paged-prefix")),
+              ("radix", dict(allocator="radix"))]
 
 
 def workloads(shared: Path) -> list[tuple[str, dict]]:

@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping
 
 from policies.kv.contiguous import ContiguousAllocator, ContiguousParams
 from policies.kv.paged import PagedAllocator, PagedParams, PagedPrefixParams
+from policies.kv.radix import RadixAllocator, RadixParams
 from policies.router.prefix_affinity import PrefixAffinityParams, PrefixAffinityRouter
 from policies.router.simple import (
     LeastOutstandingParams, LeastOutstandingRouter, RoundRobinParams, RoundRobinRouter,
@@ -67,6 +68,9 @@ ALLOCATORS: dict[str, PolicyEntry] = {
         PolicyEntry("paged-prefix", PagedAllocator, PagedPrefixParams,
                     "paged + automatic prefix caching: hash-chained full blocks, shared by "
                     "reference count, LRU cached-free pool evicted lazily, tail blocks first"),
+        PolicyEntry("radix", RadixAllocator, RadixParams,
+                    "SGLang RadixAttention: token-granular prefix matching in a radix tree of "
+                    "token slots, reference-counted paths, LRU leaf eviction"),
         PolicyEntry("contiguous", ContiguousAllocator, ContiguousParams,
                     "one contiguous span per request reserved up front (--reserve max|pow2|oracle)"),
     ]

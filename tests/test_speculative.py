@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from policies.engine import Engine
 from policies.kv.contiguous import ContiguousAllocator, ContiguousParams
 from policies.kv.paged import PagedAllocator, PagedParams
+from policies.kv.radix import RadixAllocator
 from policies.registry import ALLOCATORS, SCHEDULERS, SPECULATORS
 from policies.scheduler.continuous import ContinuousParams, ContinuousScheduler
 from policies.speculative.base import SpecParams, choose_k
@@ -146,8 +147,12 @@ class DrawingExecutor:
         return StepResult(1.0, accepted)
 
 
-def _held_tokens(alloc, seq_id: int) -> int:
-    return alloc._num_tokens.get(seq_id, 0)
+def _held_tokens(alloc, seq_id: int) -> int | None:
+    """Slots `seq_id` holds, or None when it holds none."""
+    if isinstance(alloc, RadixAllocator):
+        state = alloc._seqs.get(seq_id)
+        return None if state is None else state.num_held_tokens
+    return alloc._num_tokens.get(seq_id)
 
 
 @settings(max_examples=60, deadline=None)
@@ -196,7 +201,7 @@ def test_speculation_never_leaks_kv_never_overshoots_and_keeps_output_lengths(
             emitted = seq.num_output_tokens - before.get(seq_id, 0)
             assert emitted <= max(spec_k, 0) + 1  # at most k + 1 tokens per verify
             assert seq.num_output_tokens <= seq.request.output_tokens
-            holds_kv = seq_id in alloc._num_tokens
+            holds_kv = _held_tokens(alloc, seq_id) is not None
             if seq.status in (SeqStatus.RUNNING, SeqStatus.FINISHED) and holds_kv:
                 # No slot of a rejected draft survives its step.
                 assert _held_tokens(alloc, seq_id) == seq.num_computed_tokens
