@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from policies.registry import ALLOCATORS
 from sim.cli import main
 from sim.sweep import run as sweep_run
 from sim.sweep.backends import ray_runtime_env
@@ -95,7 +96,7 @@ def test_cell_summary_is_replays_summary_and_a_failing_cell_is_recorded(tmp_path
     assert main(["sweep", "--grid", str(grid), "--out", str(tmp_path / "s"), "--quiet"]) == 0
     ok, bad = _rows(tmp_path / "s" / "results.csv")
     assert bad["error"] == ("UnknownNameError: unknown allocator 'nope'; "
-                            "choose one of: paged, paged-prefix, contiguous")
+                            f"choose one of: {', '.join(ALLOCATORS)}")
     assert bad["requests_total"] == "" and ok["error"] == ""
     assert main(["replay", "--trace", TRACE, "--quiet", "--out", str(tmp_path / "r")]) == 0
     summary = (tmp_path / "s" / "cells" / ok["cell"] / "summary.json").read_bytes()
