@@ -109,9 +109,9 @@ def replay_real(config: SimConfig) -> tuple[Results, dict[int, list[int]]]:
         raise ValueError(f"the real backend's draft is self-speculative: pass --draft-model "
                          f"{o.model} (the same model with its middle layers skipped), not "
                          f"{o.draft_model}")
-    if o.n != 1 or o.beam_width != 1:
-        raise ValueError("parallel sampling and beam search do not run on the real backend yet "
-                         "(drop --n/--beam-width with --executor real)")
+    if o.beam_width != 1:
+        raise ValueError("beam search does not run on the real backend yet "
+                         "(drop --beam-width with --executor real; --n runs)")
     if o.preemption == "swap" and o.allocator == "contiguous":
         raise ValueError("swap preemption on the real backend swaps whole blocks: use a paged "
                          "allocator with --preemption swap")
@@ -157,12 +157,25 @@ def replay_real(config: SimConfig) -> tuple[Results, dict[int, list[int]]]:
     return results, outputs
 
 
-def write_outputs(outputs: dict[int, list[int]], out_dir: str | Path) -> Path:
+def sample_outputs(results: Results) -> dict[int, list[list[int]]]:
+    """Every sample's output ids of each request with `--n` > 1, in sample order."""
+    executor = results.engines[0].executor
+    return {r.request_id: executor.sample_output_ids(r)
+            for r in results.config.trace.requests if r.n > 1}
+
+
+def write_outputs(outputs: dict[int, list[int]], out_dir: str | Path,
+                  samples: dict[int, list[list[int]]] | None = None) -> Path:
+    """`outputs.jsonl`; a request with parallel samples also gets `sample_output_token_ids`
+    (all n samples' outputs, the first being `output_token_ids`)."""
     path = Path(out_dir) / "outputs.jsonl"
+    samples = samples or {}
     with path.open("w") as fh:
         for request_id in sorted(outputs):
-            fh.write(json.dumps({"request_id": request_id,
-                                 "output_token_ids": outputs[request_id]}) + "\n")
+            row = {"request_id": request_id, "output_token_ids": outputs[request_id]}
+            if request_id in samples:
+                row["sample_output_token_ids"] = samples[request_id]
+            fh.write(json.dumps(row) + "\n")
     return path
 
 

@@ -28,7 +28,7 @@ from backend.sampler import (SamplingParams, generator_for, probabilities, sampl
                              verify_greedy, verify_rejection)
 from policies.engine import Engine
 from policies.kv.base import KVAllocator
-from policies.types import Plan, Request, ScheduledChunk, Sequence, SeqStatus, StepResult
+from policies.types import MAX_SAMPLES, Plan, Request, ScheduledChunk, Sequence, SeqStatus, StepResult
 
 
 def seeded_prompt(request: Request, vocab_size: int, seed: int) -> list[int]:
@@ -50,6 +50,11 @@ def seeded_prompt(request: Request, vocab_size: int, seed: int) -> list[int]:
     gen = generator_for(seed, request.request_id, -1)
     rest = request.prompt_tokens - len(ids)
     return ids + torch.randint(0, vocab_size, (rest,), generator=gen).tolist()
+
+
+def sample_seq_id(request: Request, index: int) -> int:
+    """The engine's seq_id of `request`'s sample `index` (as `Sequence.seq_id` numbers them)."""
+    return request.request_id if index == 0 else -(request.request_id * MAX_SAMPLES + index)
 
 
 class RealExecutor:
@@ -95,6 +100,7 @@ class RealExecutor:
         return None
 
     def tokens_of(self, request: Request) -> list[int]:
+        """The token ids of `request`'s first sample (prompt, then outputs so far)."""
         ids = self.token_ids.get(request.request_id)
         if ids is None:
             if request.prompt_token_ids is not None:
@@ -104,12 +110,24 @@ class RealExecutor:
             self.token_ids[request.request_id] = ids
         return ids
 
+    def _ids(self, seq: Sequence) -> list[int]:
+        """Any sample's token ids; a parallel sample's exist from the prefill that forked it."""
+        return self.tokens_of(seq.request) if seq.sample_index == 0 else self.token_ids[seq.seq_id]
+
     def output_ids(self, request: Request) -> list[int]:
         return self.token_ids.get(request.request_id, [])[request.prompt_tokens:]
 
+    def sample_output_ids(self, request: Request) -> list[list[int]]:
+        """Every sample's outputs (`--n`), in sample order; the first is `output_ids`."""
+        return [self.token_ids.get(sample_seq_id(request, index), [])[request.prompt_tokens:]
+                for index in range(request.n)]
+
     def execute(self, plan: Plan) -> StepResult:
         start_s = time.perf_counter()
-        self._swap(plan)
+        self._swap_out(plan)
+        for source, destination, num_slots in plan.block_copies:
+            self._copy(source, destination, num_slots)
+        self._swap_in(plan)
         draft_start_s = time.perf_counter()
         drafts = self._draft(plan)
         draft_s = time.perf_counter() - draft_start_s
@@ -135,6 +153,8 @@ class RealExecutor:
             logits = self.model.logits(hidden[sampling_rows])  # [S, vocab]
             for row, chunk in zip(logits, sampled_chunks):
                 seq = chunk.seq
+                if seq.request.n > 1 and seq.sample_index == 0 and seq.num_output_tokens == 0:
+                    self._fork_first_tokens(seq.request, row)
                 gen = generator_for(self.seed, seq.seq_id, seq.num_output_tokens)
                 self._emit(seq, [sample(row, self.sampling, gen)])
         for chunk in plan.padding:  # finished: its pages will never be swapped
@@ -142,6 +162,15 @@ class RealExecutor:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return StepResult(time.perf_counter() - start_s, accepted, draft_s if accepted else 0.0)
+
+    def _fork_first_tokens(self, request: Request, logits: torch.Tensor) -> None:
+        """The prompt's prefill samples a first token for every parallel sample (the engine
+        forks samples 1..n-1 from it at commit), each with that sample's own generator."""
+        prompt = self.tokens_of(request)
+        for index in range(1, request.n):
+            seq_id = sample_seq_id(request, index)
+            token = sample(logits, self.sampling, generator_for(self.seed, seq_id, 0))
+            self.token_ids[seq_id] = prompt + [token]
 
     def _emit(self, seq: Sequence, tokens: list[int]) -> None:
         self.token_ids[seq.seq_id].extend(tokens)
@@ -161,7 +190,7 @@ class RealExecutor:
                                    f"draft nodes for k = {chunk.num_spec_tokens}, but this "
                                    f"executor drafts only chains"
                                    + ("" if self.drafter else " and has no drafter"))
-            jobs.append(DraftRequest(seq.seq_id, self.tokens_of(seq.request),
+            jobs.append(DraftRequest(seq.seq_id, self._ids(seq),
                                      chunk.num_spec_tokens, seq.num_output_tokens))
         if not jobs:
             return {}
@@ -184,9 +213,17 @@ class RealExecutor:
         gen = generator_for(self.seed, seq.seq_id, seq.num_output_tokens)
         return verify_rejection(target, q, drafts.token_ids, gen)
 
-    def _swap(self, plan: Plan) -> None:
+    def _copy(self, source: int, destination: int, num_tokens: int) -> None:
+        """A copy the allocator asked for: a shared partial block before a sample writes into
+        it (paged: block ids), or a forked sample's whole span (contiguous: slot offsets)."""
+        if hasattr(self.allocator, "block_tables"):
+            source, destination = (b * self.allocator.block_size for b in (source, destination))
+        self.kv.copy_slots(source, destination, num_tokens)
+
+    def _swap_out(self, plan: Plan) -> None:
         """Run the plan's swaps before its forward pass (vLLM v0 swaps synchronously): copy
-        the KV of sequences just preempted by swap to host memory, and copy a swapped-in
+        the KV of sequences just preempted by swap to host memory (before a block copy may
+        reuse a block they freed), and after the copies (`_swap_in`) copy a swapped-in
         sequence's KV into the blocks it was given now."""
         for seq in plan.preempted:
             if seq.status is SeqStatus.SWAPPED:
@@ -197,6 +234,8 @@ class RealExecutor:
                                        f"{seq.num_computed_tokens} tokens of KV this executor "
                                        f"never placed")
                 self._swapped[seq.seq_id] = self.kv.swap_out(pages[:num_blocks])
+
+    def _swap_in(self, plan: Plan) -> None:
         for chunk in plan.chunks:
             saved = self._swapped.pop(chunk.seq.seq_id, None)
             if saved is not None:
@@ -215,7 +254,7 @@ class RealExecutor:
         page_size = 1
         for chunk in chunks:
             seq = chunk.seq
-            ids = self.tokens_of(seq.request)
+            ids = self._ids(seq)
             if len(ids) != seq.num_known_tokens:
                 raise RuntimeError(f"request {seq.seq_id}: {len(ids)} token ids held but "
                                    f"{seq.num_known_tokens} known to the engine")
