@@ -13,7 +13,7 @@ from tests.helpers import FixedCostExecutor, drive
 
 def chunked_engine(budget: int, threshold: int = 0, order: str = "decode-first"):
     alloc = PagedAllocator(PagedParams(block_size=4, num_blocks=200, watermark=0.0))
-    sched = ChunkedScheduler(ChunkedParams(8, budget, threshold, order), alloc)
+    sched = ChunkedScheduler(ChunkedParams(max_num_seqs=8, token_budget=budget, long_prefill_token_threshold=threshold, chunked_order=order), alloc)
     ex = FixedCostExecutor()
     return Engine(sched, ex, max_model_len=10_000), ex
 
@@ -52,7 +52,7 @@ def test_prefill_first_serves_prompts_before_decodes():
 
 def test_requests_finish_with_exact_outputs_under_preemption():
     alloc = PagedAllocator(PagedParams(block_size=4, num_blocks=6, watermark=0.0))
-    engine = Engine(ChunkedScheduler(ChunkedParams(4, 8), alloc), FixedCostExecutor(),
+    engine = Engine(ChunkedScheduler(ChunkedParams(max_num_seqs=4, token_budget=8), alloc), FixedCostExecutor(),
                     max_model_len=100)
     requests = [Request(i, 0.1 * i, 9, 6) for i in range(5)]
     drive(engine, requests)

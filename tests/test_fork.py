@@ -45,7 +45,7 @@ def test_contiguous_fork_copies_the_whole_prompt():
 def test_every_sample_generates_the_output_and_the_request_finishes_once():
     alloc = PagedAllocator(PagedParams(block_size=4, num_blocks=12, watermark=0.0))
     done = []
-    engine = Engine(ContinuousScheduler(ContinuousParams(8, 64), alloc), FixedCostExecutor(),
+    engine = Engine(ContinuousScheduler(ContinuousParams(max_num_seqs=8, max_num_batched_tokens=64), alloc), FixedCostExecutor(),
                     max_model_len=100, on_done=done.append)
     drive(engine, [Request(0, 0.0, 9, 6, n=3), Request(1, 0.5, 5, 1, n=2)])
     samples = [s for s in engine.sequences.values() if s.request.request_id == 0]
@@ -78,7 +78,7 @@ def test_beam_losers_become_copies_of_leaders_and_share_their_blocks():
     from policies.beam import BeamParams, RandomBeamReparenter
 
     alloc = PagedAllocator(PagedParams(block_size=4, num_blocks=20, watermark=0.0))
-    engine = Engine(ContinuousScheduler(ContinuousParams(8, 64), alloc), FixedCostExecutor(),
+    engine = Engine(ContinuousScheduler(ContinuousParams(max_num_seqs=8, max_num_batched_tokens=64), alloc), FixedCostExecutor(),
                     max_model_len=100, beams=RandomBeamReparenter(BeamParams(beam_churn=1.0)))
     request = Request(0, 0.0, 6, 9, n=2, beam=True)
     engine.submit(request, 0.0)

@@ -15,7 +15,7 @@ from tests.helpers import FixedCostExecutor, drive
 
 def engine_with(preemption: str, num_cpu_blocks: int):
     alloc = PagedAllocator(PagedParams(block_size=4, num_blocks=3, watermark=0.0))
-    params = ContinuousParams(8, 64, preemption=preemption, num_cpu_blocks=num_cpu_blocks)
+    params = ContinuousParams(max_num_seqs=8, max_num_batched_tokens=64, preemption=preemption, num_cpu_blocks=num_cpu_blocks)
     ex = FixedCostExecutor()
     return Engine(ContinuousScheduler(params, alloc), ex, max_model_len=1000), ex
 

@@ -70,7 +70,7 @@ def test_freed_blocks_stay_cached_and_are_evicted_lazily_tail_first():
 
 def test_hit_skips_prefill_compute_but_the_cost_model_reads_the_cached_kv():
     alloc = prefix_alloc(num_blocks=64)
-    sched = ContinuousScheduler(ContinuousParams(8, 64), alloc)
+    sched = ContinuousScheduler(ContinuousParams(max_num_seqs=8, max_num_batched_tokens=64), alloc)
     ex = FixedCostExecutor()
     engine = Engine(sched, ex, max_model_len=1000)
     engine.submit(seq_with_ids(0, range(20), 2).request, 0.0)

@@ -16,7 +16,7 @@ from tests.helpers import FixedCostExecutor
 
 def test_a_higher_class_preempts_a_lower_one_to_get_in():
     alloc = PagedAllocator(PagedParams(block_size=4, num_blocks=4, watermark=0.0))
-    params = ContinuousParams(8, 64, queue_policy="priority")
+    params = ContinuousParams(max_num_seqs=8, max_num_batched_tokens=64, queue_policy="priority")
     ex = FixedCostExecutor()
     engine = Engine(ContinuousScheduler(params, alloc), ex, max_model_len=100)
     engine.submit(Request(0, 0.0, 12, 4, priority=1), 0.0)

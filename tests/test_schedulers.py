@@ -18,7 +18,7 @@ from tests.helpers import FixedCostExecutor, drive
 
 def continuous_engine(num_blocks=100, block_size=4, max_seqs=8, max_tokens=64):
     alloc = PagedAllocator(PagedParams(block_size=block_size, num_blocks=num_blocks))
-    sched = ContinuousScheduler(ContinuousParams(max_seqs, max_tokens), alloc)
+    sched = ContinuousScheduler(ContinuousParams(max_num_seqs=max_seqs, max_num_batched_tokens=max_tokens), alloc)
     executor = FixedCostExecutor()
     return Engine(sched, executor, max_model_len=10_000), executor
 

@@ -17,46 +17,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policies.kv.base import KVAllocator
-from policies.kv.swap import PREEMPTION_MODES
 from policies.scheduler.base import admit
-from policies.scheduler.queue_order import check_queue_policy, victim_index
-from policies.scheduler.continuous import ContinuousScheduler
+from policies.scheduler.continuous import ContinuousScheduler, QueueingParams
+from policies.scheduler.queue_order import victim_index
 from policies.types import Plan, ScheduledChunk, Sequence
 
 ORDERS = ("decode-first", "prefill-first")
 
 
 @dataclass(frozen=True, slots=True)
-class ChunkedParams:
-    max_num_seqs: int = 256
+class ChunkedParams(QueueingParams):
     token_budget: int = 2048
     long_prefill_token_threshold: int = 0
     """Cap on one request's prefill chunk per iteration (0: only the budget caps it), so that
     several prompts can progress together instead of one long prompt taking the budget."""
     chunked_order: str = "decode-first"
-    preemption: str = "recompute"
-    num_cpu_blocks: int = 0
-    queue_policy: str = "fcfs"
-    slo_ttft_s: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.max_num_seqs < 1 or self.token_budget < 1:
-            raise ValueError("max_num_seqs and the token budget must be >= 1")
+        QueueingParams.__post_init__(self)
+        if self.token_budget < 1:
+            raise ValueError("the token budget must be >= 1")
         if self.long_prefill_token_threshold < 0:
             raise ValueError("long_prefill_token_threshold must be >= 0")
         if self.chunked_order not in ORDERS:
             raise ValueError(f"unknown chunked order {self.chunked_order!r}; choose one of {ORDERS}")
-        check_queue_policy(self.queue_policy)
-        if self.preemption not in PREEMPTION_MODES:
-            raise ValueError(f"unknown preemption mode {self.preemption!r}; choose one of {PREEMPTION_MODES}")
 
 
 class ChunkedScheduler(ContinuousScheduler):
     params: ChunkedParams
-
-    def __init__(self, params: ChunkedParams, allocator: KVAllocator) -> None:
-        super().__init__(params, allocator)  # type: ignore[arg-type]
 
     def schedule(self, now_s: float) -> Plan:
         plan = Plan()

@@ -28,24 +28,36 @@ from policies.types import Plan, ScheduledChunk, Sequence, SeqStatus
 
 
 @dataclass(frozen=True, slots=True)
-class ContinuousParams:
+class QueueingParams:
+    """The knobs every scheduler built on `ContinuousScheduler` shares: the sequence cap,
+    what preemption costs, the host swap space, and the queue policy."""
+
     max_num_seqs: int = 256
-    max_num_batched_tokens: int = 2048
     preemption: str = "recompute"
     num_cpu_blocks: int = 0
     queue_policy: str = "fcfs"
     slo_ttft_s: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1:
-            raise ValueError("max_num_seqs and max_num_batched_tokens must be >= 1")
+        if self.max_num_seqs < 1:
+            raise ValueError("max_num_seqs must be >= 1")
         check_queue_policy(self.queue_policy)
         if self.preemption not in PREEMPTION_MODES:
             raise ValueError(f"unknown preemption mode {self.preemption!r}; choose one of {PREEMPTION_MODES}")
 
 
+@dataclass(frozen=True, slots=True)
+class ContinuousParams(QueueingParams):
+    max_num_batched_tokens: int = 2048
+
+    def __post_init__(self) -> None:
+        QueueingParams.__post_init__(self)
+        if self.max_num_batched_tokens < 1:
+            raise ValueError("max_num_batched_tokens must be >= 1")
+
+
 class ContinuousScheduler:
-    def __init__(self, params: ContinuousParams, allocator: KVAllocator) -> None:
+    def __init__(self, params: QueueingParams, allocator: KVAllocator) -> None:
         self.params = params
         self.allocator = allocator
         self.waiting: deque[Sequence] = deque()

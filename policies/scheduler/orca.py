@@ -12,27 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policies.kv.swap import PREEMPTION_MODES
 from policies.scheduler.base import admit
-from policies.scheduler.queue_order import check_queue_policy
-from policies.scheduler.continuous import ContinuousScheduler
+from policies.scheduler.continuous import ContinuousScheduler, QueueingParams
 from policies.types import Plan, ScheduledChunk
 
 
 @dataclass(frozen=True, slots=True)
-class OrcaParams:
-    max_num_seqs: int = 256
-    preemption: str = "recompute"
-    num_cpu_blocks: int = 0
-    queue_policy: str = "fcfs"
-    slo_ttft_s: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.max_num_seqs < 1:
-            raise ValueError("max_num_seqs must be >= 1")
-        check_queue_policy(self.queue_policy)
-        if self.preemption not in PREEMPTION_MODES:
-            raise ValueError(f"unknown preemption mode {self.preemption!r}; choose one of {PREEMPTION_MODES}")
+class OrcaParams(QueueingParams):
+    """Orca has no token budget: only the sequence cap and the shared queueing knobs."""
 
 
 class OrcaScheduler(ContinuousScheduler):
