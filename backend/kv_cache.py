@@ -63,6 +63,14 @@ class KVCache:
         self.k[:, dst] = self.k[:, src]
         self.v[:, dst] = self.v[:, src]
 
+    def copy_slots(self, source: int, destination: int, num_slots: int) -> None:
+        """Copy `num_slots` consecutive slots (flat index block * block_size + offset) of
+        every layer from `source` to `destination` (a copy-on-write or a forked span)."""
+        k = self.k.view(self.k.shape[0], -1, *self.k.shape[3:])
+        v = self.v.view(self.v.shape[0], -1, *self.v.shape[3:])
+        k[:, destination:destination + num_slots] = k[:, source:source + num_slots].clone()
+        v[:, destination:destination + num_slots] = v[:, source:source + num_slots].clone()
+
     def swap_out(self, blocks: Seq[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Copy `blocks` of every layer to host memory, returned as (k, v), each
         [num_layers, len(blocks), block_size, kv_heads, head_dim]. Host memory is taken per

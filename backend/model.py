@@ -170,11 +170,14 @@ class LlamaModel(nn.Module):
         return self._rotary
 
     @torch.inference_mode()
-    def forward(self, token_ids: torch.Tensor, layout: BatchLayout, kv: KVCache) -> torch.Tensor:
-        """token_ids [T] -> final hidden states [T, hidden]; K/V of every token written."""
+    def forward(self, token_ids: torch.Tensor, layout: BatchLayout, kv: KVCache,
+                layers: list[int] | None = None) -> torch.Tensor:
+        """token_ids [T] -> final hidden states [T, hidden]; K/V of every token written.
+        `layers` runs only those layers (a self-speculative draft skips some)."""
         rotary = self.rotary()
         h = self.embed_tokens(token_ids)  # [T, hidden]
-        for index, layer in enumerate(self.layers):
+        for index in range(len(self.layers)) if layers is None else layers:
+            layer = self.layers[index]
             h = h + layer.self_attn(layer.input_layernorm(h), index, layout, kv, rotary)
             h = h + layer.mlp(layer.post_attention_layernorm(h))
         return self.norm(h)

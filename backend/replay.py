@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from backend.drafting import NgramDrafter, SelfDrafter
 from backend.gguf_weights import ChatTokenizer
 from backend.kv_cache import KVCache
 from backend.model import LlamaModel, check_supported, init_random, load_hf_directory
@@ -101,12 +102,16 @@ def replay_real(config: SimConfig) -> tuple[Results, dict[int, list[int]]]:
     if o.replicas != 1 or o.disaggregate is not None:
         raise ValueError("the real backend runs one replica: drop --replicas/--disaggregate "
                          "with --executor real")
-    if o.speculator != "none":
-        raise ValueError("speculative decoding does not run on the real backend yet "
-                         "(use --speculator none with --executor real)")
-    if o.n != 1 or o.beam_width != 1:
-        raise ValueError("parallel sampling and beam search do not run on the real backend yet "
-                         "(drop --n/--beam-width with --executor real)")
+    if o.speculator not in ("none", "ngram", "draft"):
+        raise ValueError(f"--speculator {o.speculator} does not run on the real backend yet "
+                         f"(use none, ngram or draft with --executor real)")
+    if o.speculator == "draft" and o.draft_model != o.model:
+        raise ValueError(f"the real backend's draft is self-speculative: pass --draft-model "
+                         f"{o.model} (the same model with its middle layers skipped), not "
+                         f"{o.draft_model}")
+    if o.beam_width != 1:
+        raise ValueError("beam search does not run on the real backend yet "
+                         "(drop --beam-width with --executor real; --n runs)")
     if o.preemption == "swap" and o.allocator == "contiguous":
         raise ValueError("swap preemption on the real backend swaps whole blocks: use a paged "
                          "allocator with --preemption swap")
@@ -130,8 +135,14 @@ def replay_real(config: SimConfig) -> tuple[Results, dict[int, list[int]]]:
         kv = KVCache(num_layers=spec.num_layers, num_blocks=allocator.num_blocks,
                      block_size=allocator.block_size, num_kv_heads=spec.num_kv_heads,
                      head_dim=spec.attn_head_dim, dtype=dtype, device=device)
+        use_triton = device.type == "cuda"
+        drafter = None
+        if o.speculator == "ngram":
+            drafter = NgramDrafter()
+        elif o.speculator == "draft":
+            drafter = SelfDrafter(model, kv, allocator, sampling, o.seed, use_triton)
         executors.append(RealExecutor(model, kv, allocator, sampling=sampling, seed=o.seed,
-                                      use_triton=device.type == "cuda"))
+                                      use_triton=use_triton, drafter=drafter))
         return executors[0]
 
     engine, _ = build_engine(config, build_cost_model(config), executor_for=executor_for)
@@ -146,10 +157,39 @@ def replay_real(config: SimConfig) -> tuple[Results, dict[int, list[int]]]:
     return results, outputs
 
 
-def write_outputs(outputs: dict[int, list[int]], out_dir: str | Path) -> Path:
+def sample_outputs(results: Results) -> dict[int, list[list[int]]]:
+    """Every sample's output ids of each request with `--n` > 1, in sample order."""
+    executor = results.engines[0].executor
+    return {r.request_id: executor.sample_output_ids(r)
+            for r in results.config.trace.requests if r.n > 1}
+
+
+def write_outputs(outputs: dict[int, list[int]], out_dir: str | Path,
+                  samples: dict[int, list[list[int]]] | None = None) -> Path:
+    """`outputs.jsonl`; a request with parallel samples also gets `sample_output_token_ids`
+    (all n samples' outputs, the first being `output_token_ids`)."""
     path = Path(out_dir) / "outputs.jsonl"
+    samples = samples or {}
     with path.open("w") as fh:
         for request_id in sorted(outputs):
-            fh.write(json.dumps({"request_id": request_id,
-                                 "output_token_ids": outputs[request_id]}) + "\n")
+            row = {"request_id": request_id, "output_token_ids": outputs[request_id]}
+            if request_id in samples:
+                row["sample_output_token_ids"] = samples[request_id]
+            fh.write(json.dumps(row) + "\n")
+    return path
+
+
+def write_acceptance(results: Results, out_dir: str | Path) -> Path:
+    """`acceptance.txt`: the measured acceptance trace, one accepted-draft count per verify in
+    run order, which `--spec-acceptance PATH` replays in the simulator; its header states the
+    measured per-position conditional rates as a `--spec-acceptance` list too."""
+    counts = results.engines[0].executor.accepted_counts
+    spec_k = results.config.options.spec_k
+    rates = [results.summary.get(f"spec_acceptance_rate_pos{i + 1}") for i in range(spec_k)]
+    measured = ",".join(f"{r:.4f}" for r in rates if r is not None)
+    path = Path(out_dir) / "acceptance.txt"
+    lines = [f"# accepted drafts per verify, measured by --executor real --speculator "
+             f"{results.config.options.speculator} on {results.config.model.name}",
+             f"# per-position conditional rates: --spec-acceptance {measured or 'none'}"]
+    path.write_text("\n".join(lines + [str(c) for c in counts]) + "\n")
     return path

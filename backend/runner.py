@@ -4,7 +4,10 @@
 many new tokens on top of how many cached ones, with the KV pages the allocator placed. It runs
 the model on those tokens (all sequences packed into one forward pass), samples a token for
 every sequence whose computed count reaches its known count (exactly when the engine's commit
-counts an output), and reports the measured wall time.
+counts an output), and reports the measured wall time. A speculative verify chunk (k drafts)
+gets its drafts from the drafter (`backend/drafting.py`) before the pass, is computed as its
+last sampled token plus the drafts, and emits what greedy or rejection-sampling verification
+keeps; the accepted count goes back in `StepResult.accepted_tokens`.
 
 It keeps each request's token ids: the prompt (`Request.prompt_token_ids`, or seeded ids of
 the given length for length-only traces) followed by the sampled outputs, so a sequence
@@ -18,12 +21,14 @@ from typing import Callable, Iterable
 
 import torch
 
+from backend.drafting import Drafter, DraftRequest, Drafts
 from backend.kv_cache import KVCache, page_table
 from backend.model import BatchLayout, LlamaModel
-from backend.sampler import SamplingParams, generator_for, sample
+from backend.sampler import (SamplingParams, generator_for, probabilities, sample,
+                             verify_greedy, verify_rejection)
 from policies.engine import Engine
 from policies.kv.base import KVAllocator
-from policies.types import Plan, Request, ScheduledChunk, SeqStatus, StepResult
+from policies.types import MAX_SAMPLES, Plan, Request, ScheduledChunk, Sequence, SeqStatus, StepResult
 
 
 def seeded_prompt(request: Request, vocab_size: int, seed: int) -> list[int]:
@@ -47,6 +52,11 @@ def seeded_prompt(request: Request, vocab_size: int, seed: int) -> list[int]:
     return ids + torch.randint(0, vocab_size, (rest,), generator=gen).tolist()
 
 
+def sample_seq_id(request: Request, index: int) -> int:
+    """The engine's seq_id of `request`'s sample `index` (as `Sequence.seq_id` numbers them)."""
+    return request.request_id if index == 0 else -(request.request_id * MAX_SAMPLES + index)
+
+
 class RealExecutor:
     def __init__(
         self,
@@ -57,6 +67,7 @@ class RealExecutor:
         sampling: SamplingParams = SamplingParams(),
         seed: int = 0,
         use_triton: bool = False,
+        drafter: Drafter | None = None,
     ) -> None:
         self.model = model
         self.kv = kv
@@ -64,6 +75,9 @@ class RealExecutor:
         self.sampling = sampling
         self.seed = seed
         self.use_triton = use_triton
+        self.drafter = drafter
+        self.accepted_counts: list[int] = []
+        """Accepted drafts of every verify, in order: the measured acceptance trace."""
         self.device = model.norm.weight.device
         self.token_ids: dict[int, list[int]] = {}
         # Each running sequence's pages as of its last step: a sequence preempted by swap has
@@ -86,6 +100,7 @@ class RealExecutor:
         return None
 
     def tokens_of(self, request: Request) -> list[int]:
+        """The token ids of `request`'s first sample (prompt, then outputs so far)."""
         ids = self.token_ids.get(request.request_id)
         if ids is None:
             if request.prompt_token_ids is not None:
@@ -95,39 +110,120 @@ class RealExecutor:
             self.token_ids[request.request_id] = ids
         return ids
 
+    def _ids(self, seq: Sequence) -> list[int]:
+        """Any sample's token ids; a parallel sample's exist from the prefill that forked it."""
+        return self.tokens_of(seq.request) if seq.sample_index == 0 else self.token_ids[seq.seq_id]
+
     def output_ids(self, request: Request) -> list[int]:
         return self.token_ids.get(request.request_id, [])[request.prompt_tokens:]
 
+    def sample_output_ids(self, request: Request) -> list[list[int]]:
+        """Every sample's outputs (`--n`), in sample order; the first is `output_ids`."""
+        return [self.token_ids.get(sample_seq_id(request, index), [])[request.prompt_tokens:]
+                for index in range(request.n)]
+
     def execute(self, plan: Plan) -> StepResult:
         start_s = time.perf_counter()
-        self._swap(plan)
+        self._swap_out(plan)
+        for source, destination, num_slots in plan.block_copies:
+            self._copy(source, destination, num_slots)
+        self._swap_in(plan)
+        draft_start_s = time.perf_counter()
+        drafts = self._draft(plan)
+        draft_s = time.perf_counter() - draft_start_s
         # Padding (a finished member of a static batch) costs a decode but owns no slot past
         # its KV: it recomputes its last cached token, rewriting the same K/V in place.
         padding = [ScheduledChunk(c.seq, 1, c.num_context_tokens - 1) for c in plan.padding]
-        token_ids, layout = self._pack(plan.chunks + padding)
+        token_ids, layout = self._pack(plan.chunks + padding, drafts)
         hidden = self.model(token_ids, layout, self.kv)  # [T, hidden]
         sampling_rows, sampled_chunks = [], []
+        accepted: dict[int, int] = {}
         for index, chunk in enumerate(plan.chunks):
-            if chunk.num_context_tokens + chunk.num_new_tokens >= chunk.seq.num_known_tokens:
+            seq = chunk.seq
+            if chunk.num_spec_tokens:
+                rows = hidden[layout.query_start[index]:layout.query_start[index + 1]]
+                emitted = self._verify(seq, rows, drafts[seq.seq_id])
+                accepted[seq.seq_id] = len(emitted) - 1
+                self.accepted_counts.append(len(emitted) - 1)
+                self._emit(seq, emitted)
+            elif chunk.num_context_tokens + chunk.num_new_tokens >= seq.num_known_tokens:
                 sampling_rows.append(layout.query_start[index + 1] - 1)
                 sampled_chunks.append(chunk)
         if sampled_chunks:
             logits = self.model.logits(hidden[sampling_rows])  # [S, vocab]
             for row, chunk in zip(logits, sampled_chunks):
                 seq = chunk.seq
+                if seq.request.n > 1 and seq.sample_index == 0 and seq.num_output_tokens == 0:
+                    self._fork_first_tokens(seq.request, row)
                 gen = generator_for(self.seed, seq.seq_id, seq.num_output_tokens)
-                self.token_ids[seq.seq_id].append(sample(row, self.sampling, gen))
-                if seq.num_output_tokens + 1 >= seq.request.output_tokens:
-                    self._pages.pop(seq.seq_id, None)
+                self._emit(seq, [sample(row, self.sampling, gen)])
         for chunk in plan.padding:  # finished: its pages will never be swapped
             self._pages.pop(chunk.seq.seq_id, None)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return StepResult(time.perf_counter() - start_s)
+        return StepResult(time.perf_counter() - start_s, accepted, draft_s if accepted else 0.0)
 
-    def _swap(self, plan: Plan) -> None:
+    def _fork_first_tokens(self, request: Request, logits: torch.Tensor) -> None:
+        """The prompt's prefill samples a first token for every parallel sample (the engine
+        forks samples 1..n-1 from it at commit), each with that sample's own generator."""
+        prompt = self.tokens_of(request)
+        for index in range(1, request.n):
+            seq_id = sample_seq_id(request, index)
+            token = sample(logits, self.sampling, generator_for(self.seed, seq_id, 0))
+            self.token_ids[seq_id] = prompt + [token]
+
+    def _emit(self, seq: Sequence, tokens: list[int]) -> None:
+        self.token_ids[seq.seq_id].extend(tokens)
+        if seq.num_output_tokens + len(tokens) >= seq.request.output_tokens:
+            self._pages.pop(seq.seq_id, None)
+
+    def _draft(self, plan: Plan) -> dict[int, Drafts]:
+        """The drafter's proposals for every verify chunk of the plan (a chain of
+        `num_spec_tokens` tokens, which is what the chunk's extra slots hold)."""
+        jobs = []
+        for chunk in plan.chunks:
+            if not chunk.num_spec_tokens:
+                continue
+            seq = chunk.seq
+            if self.drafter is None or chunk.num_new_tokens != 1 + chunk.num_spec_tokens:
+                raise RuntimeError(f"request {seq.seq_id} verifies {chunk.num_new_tokens - 1} "
+                                   f"draft nodes for k = {chunk.num_spec_tokens}, but this "
+                                   f"executor drafts only chains"
+                                   + ("" if self.drafter else " and has no drafter"))
+            jobs.append(DraftRequest(seq.seq_id, self._ids(seq),
+                                     chunk.num_spec_tokens, seq.num_output_tokens))
+        if not jobs:
+            return {}
+        drafts = self.drafter.propose(jobs)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return drafts
+
+    def _verify(self, seq: Sequence, hidden: torch.Tensor, drafts: Drafts) -> list[int]:
+        """The tokens a verify emits (accepted drafts + the corrected or bonus token), from
+        the target's hidden states at the last sampled token and every draft."""
+        logits = self.model.logits(hidden)  # [1 + k, vocab]
+        if self.sampling.is_greedy:
+            return verify_greedy(logits, drafts.token_ids)
+        target = probabilities(logits, self.sampling)
+        q = drafts.probs
+        if q is None:  # a deterministic proposal: q is one-hot on each draft
+            q = torch.nn.functional.one_hot(torch.tensor(drafts.token_ids),
+                                            logits.shape[-1]).float()
+        gen = generator_for(self.seed, seq.seq_id, seq.num_output_tokens)
+        return verify_rejection(target, q, drafts.token_ids, gen)
+
+    def _copy(self, source: int, destination: int, num_tokens: int) -> None:
+        """A copy the allocator asked for: a shared partial block before a sample writes into
+        it (paged: block ids), or a forked sample's whole span (contiguous: slot offsets)."""
+        if hasattr(self.allocator, "block_tables"):
+            source, destination = (b * self.allocator.block_size for b in (source, destination))
+        self.kv.copy_slots(source, destination, num_tokens)
+
+    def _swap_out(self, plan: Plan) -> None:
         """Run the plan's swaps before its forward pass (vLLM v0 swaps synchronously): copy
-        the KV of sequences just preempted by swap to host memory, and copy a swapped-in
+        the KV of sequences just preempted by swap to host memory (before a block copy may
+        reuse a block they freed), and after the copies (`_swap_in`) copy a swapped-in
         sequence's KV into the blocks it was given now."""
         for seq in plan.preempted:
             if seq.status is SeqStatus.SWAPPED:
@@ -138,14 +234,18 @@ class RealExecutor:
                                        f"{seq.num_computed_tokens} tokens of KV this executor "
                                        f"never placed")
                 self._swapped[seq.seq_id] = self.kv.swap_out(pages[:num_blocks])
+
+    def _swap_in(self, plan: Plan) -> None:
         for chunk in plan.chunks:
             saved = self._swapped.pop(chunk.seq.seq_id, None)
             if saved is not None:
                 _, pages = page_table(self.allocator, chunk.seq.seq_id)
                 self.kv.swap_in(saved, pages[: saved[0].shape[1]])
 
-    def _pack(self, chunks: list[ScheduledChunk]) -> tuple[torch.Tensor, BatchLayout]:
-        """Concatenate every chunk's new tokens and say where their K/V live."""
+    def _pack(self, chunks: list[ScheduledChunk],
+              drafts: dict[int, Drafts]) -> tuple[torch.Tensor, BatchLayout]:
+        """Concatenate every chunk's new tokens (a verify's drafts after its last sampled
+        token) and say where their K/V live."""
         tokens: list[int] = []
         positions: list[int] = []
         slots: list[torch.Tensor] = []
@@ -154,10 +254,12 @@ class RealExecutor:
         page_size = 1
         for chunk in chunks:
             seq = chunk.seq
-            ids = self.tokens_of(seq.request)
+            ids = self._ids(seq)
             if len(ids) != seq.num_known_tokens:
                 raise RuntimeError(f"request {seq.seq_id}: {len(ids)} token ids held but "
                                    f"{seq.num_known_tokens} known to the engine")
+            if chunk.num_spec_tokens:
+                ids = ids + drafts[seq.seq_id].token_ids
             first, end = chunk.num_context_tokens, chunk.num_context_tokens + chunk.num_new_tokens
             tokens.extend(ids[first:end])
             positions.extend(range(first, end))

@@ -47,7 +47,8 @@ def build_engine(
     The executor is the cost model unless `executor_for(allocator)` builds another one (the
     real backend, whose KV pool is addressed by that allocator's block ids). With a speculator
     other than `none` the scheduler is wrapped to verify drafts and the executor is the
-    speculative one around `cost`; with `none` both are exactly as without.
+    speculative one around `cost` (or the real one, which drafts and verifies on tensors);
+    with `none` both are exactly as without.
     """
     o = config.options
     budget = None
@@ -68,9 +69,11 @@ def build_engine(
     allocator = alloc_entry.policy(alloc_entry.make_params(options))
     sched_entry = lookup(SCHEDULERS, "scheduler", o.scheduler)
     scheduler = sched_entry.policy(sched_entry.make_params(options), allocator)
-    executor = cost if executor_for is None else executor_for(allocator)
+    executor = cost
     if config.acceptance is not None:
         scheduler, executor = speculate(config, scheduler, cost, options)
+    if executor_for is not None:
+        executor = executor_for(allocator)
     beams = None
     if o.beam_width > 1:
         beams = RandomBeamReparenter(BeamParams(beam_churn=o.beam_churn, seed=o.seed))
