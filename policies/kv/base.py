@@ -18,7 +18,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from policies.kv.layout import KVLayout
 from policies.types import Request, Sequence
+
+
+@dataclass(frozen=True, slots=True)
+class PoolParams:
+    """What every block pool is given: its block size and count, the share a new sequence
+    must leave free at admission (vLLM v0's default watermark, so running sequences can grow
+    a little before anything is preempted), and the model's KV layout."""
+
+    block_size: int = 16
+    num_blocks: int = 0
+    watermark: float = 0.01
+    layout: KVLayout = KVLayout()
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1:
+            raise ValueError(f"block size must be >= 1, got {self.block_size}")
+        if self.num_blocks < 1:
+            raise ValueError(f"the KV pool must hold at least one block, got {self.num_blocks}")
+        if not 0.0 <= self.watermark < 1.0:
+            raise ValueError(f"watermark must lie in [0, 1), got {self.watermark}")
 
 
 @dataclass(frozen=True, slots=True)

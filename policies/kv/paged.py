@@ -24,34 +24,22 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from policies.kv.base import KVUsage, kv_tokens_needed
+from policies.kv.base import KVUsage, PoolParams, kv_tokens_needed
 from policies.kv.block_hashes import block_hashes, extend_block_hashes
-from policies.kv.layout import KVLayout
 from policies.types import Request, Sequence
 
 
 @dataclass(frozen=True, slots=True)
-class PagedParams:
-    block_size: int = 16
-    num_blocks: int = 0
-    watermark: float = 0.01
-    """Share of the pool a new sequence must leave free when admitted (vLLM v0's default), so
-    running sequences can still grow a little before anything must be preempted."""
+class PagedParams(PoolParams):
     enable_prefix_caching: bool = False
-    layout: KVLayout = KVLayout()
 
     def __post_init__(self) -> None:
+        PoolParams.__post_init__(self)
         if self.enable_prefix_caching and not self.layout.is_plain:
             raise ValueError(
                 "paged-prefix caches full-attention blocks only; this model's layers keep "
                 "sliding-window or recurrent state (use --allocator paged)"
             )
-        if self.block_size < 1:
-            raise ValueError(f"block size must be >= 1, got {self.block_size}")
-        if self.num_blocks < 1:
-            raise ValueError(f"the KV pool must hold at least one block, got {self.num_blocks}")
-        if not 0.0 <= self.watermark < 1.0:
-            raise ValueError(f"watermark must lie in [0, 1), got {self.watermark}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,8 +39,7 @@ import heapq
 from dataclasses import dataclass, field
 from typing import Hashable, Iterator
 
-from policies.kv.base import KVUsage, kv_tokens_needed
-from policies.kv.layout import KVLayout
+from policies.kv.base import KVUsage, PoolParams, kv_tokens_needed
 from policies.kv.slot_pool import SlotPool, append_extent, pop_tail_extents, split_extents
 from policies.kv.token_keys import (KeyRun, append_run, common_length, drop_tail_runs, split_runs,
                                     token_key_runs)
@@ -48,25 +47,14 @@ from policies.types import Request, Sequence
 
 
 @dataclass(frozen=True, slots=True)
-class RadixParams:
-    block_size: int = 16
-    num_blocks: int = 0
-    watermark: float = 0.01
-    """Share of the pool a new sequence must leave free when admitted (as `paged`)."""
-    layout: KVLayout = KVLayout()
-
+class RadixParams(PoolParams):
     def __post_init__(self) -> None:
+        PoolParams.__post_init__(self)
         if not self.layout.is_plain:
             raise ValueError(
                 "radix caches full-attention KV only; this model's layers keep sliding-window "
                 "or recurrent state (use --allocator paged)"
             )
-        if self.block_size < 1:
-            raise ValueError(f"block size must be >= 1, got {self.block_size}")
-        if self.num_blocks < 1:
-            raise ValueError(f"the KV pool must hold at least one block, got {self.num_blocks}")
-        if not 0.0 <= self.watermark < 1.0:
-            raise ValueError(f"watermark must lie in [0, 1), got {self.watermark}")
 
 
 @dataclass(slots=True, eq=False)
