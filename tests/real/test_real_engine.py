@@ -4,8 +4,6 @@ match the simulator's on the same trace and arrival order."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
@@ -14,31 +12,15 @@ from backend.recompute import generate_recompute
 from backend.replay import replay_real
 from backend.runner import seeded_prompt
 from sim.api import simulate
-from sim.config import ReplayOptions, resolve
-
-TRACE = "synthetic:n=6,arrivals=poisson:100,prompt=uniform:5:60,output=uniform:3:40"
-
-
-def _options(**overrides) -> ReplayOptions:
-    base = ReplayOptions(trace=TRACE, model="tiny-llama", hardware="cpu", executor="real",
-                         pace="asap", seed=3, num_gpu_blocks=64, block_size=4)
-    return dataclasses.replace(base, **overrides)
+from sim.config import resolve
+from tests.real.tiny_llama import tiny_options
 
 
-@pytest.fixture(scope="module")
-def reference_outputs():
-    torch.set_num_threads(1)
-    config = resolve(_options())
-    model = init_random(LlamaModel(config.model), seed=3).eval()
-    return {
-        r.request_id: generate_recompute(model, seeded_prompt(r, config.model.vocab_size, 3),
-                                         r.output_tokens)
-        for r in config.trace.requests
-    }
+
 
 
 def _run(**overrides):
-    results, outputs = replay_real(resolve(_options(**overrides)))
+    results, outputs = replay_real(resolve(tiny_options(**overrides)))
     return results, outputs
 
 
@@ -77,7 +59,7 @@ def test_scheduler_decisions_match_the_simulator(overrides):
     """Same trace, all arriving at 0 in trace order: per-iteration batch sizes, token counts,
     queue lengths, KV occupancy and per-request preemptions are identical."""
     real, _ = _run(**overrides)
-    sim = simulate(resolve(_options(executor="sim", **overrides)))
+    sim = simulate(resolve(tiny_options(executor="sim", **overrides)))
     for column in ("batch_size", "new_tokens", "prefill_tokens", "num_waiting",
                    "kv_reserved_slots", "kv_filled_slots"):
         assert list(getattr(real.engine.log, column)) == list(getattr(sim.engine.log, column))
@@ -109,7 +91,7 @@ def test_prompt_ids_the_model_cannot_read_are_named():
     from policies.kv.paged import PagedAllocator, PagedParams
     from policies.types import Request
 
-    spec = resolve(_options()).model
+    spec = resolve(tiny_options()).model
     kv = KVCache(num_layers=spec.num_layers, num_blocks=2, block_size=4,
                  num_kv_heads=spec.num_kv_heads, head_dim=spec.attn_head_dim,
                  dtype=torch.float32, device="cpu")
@@ -138,13 +120,13 @@ def test_prefix_caching_computes_fewer_tokens_with_identical_outputs():
     trace = _shared_prefix_trace()
     runs = {}
     for allocator in ("paged", "paged-prefix"):
-        config = resolve(_options(allocator=allocator, block_size=16, max_num_seqs=1), trace)
+        config = resolve(tiny_options(allocator=allocator, block_size=16, max_num_seqs=1), trace)
         runs[allocator] = replay_real(config)
     (plain, plain_out), (cached, cached_out) = runs["paged"], runs["paged-prefix"]
     assert cached_out == plain_out
     # Requests 1-3 each find the two shared 16-token blocks cached.
     assert sum(plain.engine.log.new_tokens) - sum(cached.engine.log.new_tokens) == 3 * 32
-    model = init_random(LlamaModel(resolve(_options()).model), seed=3).eval()
+    model = init_random(LlamaModel(resolve(tiny_options()).model), seed=3).eval()
     for request in trace.requests:
         prompt = seeded_prompt(request, 512, 3)
         assert cached_out[request.request_id] == generate_recompute(model, prompt,
@@ -156,7 +138,7 @@ def test_swap_preemption_keeps_outputs_and_matches_the_simulator(reference_outpu
     results, outputs = _run(**options)
     assert sum(s.num_swaps for s in results.engine.sequences.values()) >= 1
     assert outputs == reference_outputs
-    sim = simulate(resolve(_options(executor="sim", **options)))
+    sim = simulate(resolve(tiny_options(executor="sim", **options)))
     assert list(results.engine.log.new_tokens) == list(sim.engine.log.new_tokens)
     assert ({i: s.num_swaps for i, s in results.engine.sequences.items()}
             == {i: s.num_swaps for i, s in sim.engine.sequences.items()})

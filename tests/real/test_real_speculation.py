@@ -5,45 +5,24 @@ reads, and rejection sampling keeps the target distribution."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
-import torch
 from scipy import stats
 
 from backend import drafting
 from backend.drafting import ngram_lookup, skipped_layers
-from backend.model import LlamaModel, init_random
-from backend.recompute import generate_recompute
 from backend.replay import replay_real, write_acceptance
-from backend.runner import seeded_prompt
 from policies.types import Request
 from sim.cli import main
-from sim.config import ReplayOptions, resolve
+from sim.config import resolve
 from sim.spec.acceptance import parse_acceptance
+from tests.real.tiny_llama import tiny_options
 from traces.trace import Trace
 
-TRACE = "synthetic:n=6,arrivals=poisson:100,prompt=uniform:5:60,output=uniform:3:40"
 SELF_DRAFT = {"speculator": "draft", "draft_model": "tiny-llama"}
 
 
-def _options(**overrides) -> ReplayOptions:
-    base = ReplayOptions(trace=TRACE, model="tiny-llama", hardware="cpu", executor="real",
-                         pace="asap", seed=3, num_gpu_blocks=64, block_size=4)
-    return dataclasses.replace(base, **overrides)
-
-
-@pytest.fixture(scope="module")
-def reference_outputs():
-    torch.set_num_threads(1)
-    config = resolve(_options())
-    model = init_random(LlamaModel(config.model), seed=3).eval()
-    return {
-        r.request_id: generate_recompute(model, seeded_prompt(r, config.model.vocab_size, 3),
-                                         r.output_tokens)
-        for r in config.trace.requests
-    }
 
 
 @pytest.mark.parametrize("overrides", [
@@ -56,7 +35,7 @@ def reference_outputs():
     dict(SELF_DRAFT, spec_dynamic=True),
 ])
 def test_greedy_speculation_keeps_outputs_token_identical(reference_outputs, overrides):
-    results, outputs = replay_real(resolve(_options(**overrides)))
+    results, outputs = replay_real(resolve(tiny_options(**overrides)))
     assert outputs == reference_outputs
     assert results.summary["requests_finished"] == len(reference_outputs)
     assert results.summary["spec_verifies"] > 0
@@ -70,16 +49,16 @@ def test_speculation_over_cached_prefixes_keeps_outputs(speculation):
         Request(i, 0.0, p, o, prefix_block_hashes=h, prefix_block_tokens=16)
         for i, (p, o, h) in enumerate([(40, 12, (1, 2, 3)), (35, 9, (1, 2, 4)),
                                        (20, 11, (1, 2)), (33, 10, (9, 10))])])
-    _, plain = replay_real(resolve(_options(allocator="paged", block_size=16), trace))
-    cached, spec = replay_real(resolve(_options(allocator="paged-prefix", block_size=16,
+    _, plain = replay_real(resolve(tiny_options(allocator="paged", block_size=16), trace))
+    cached, spec = replay_real(resolve(tiny_options(allocator="paged-prefix", block_size=16,
                                                 **speculation), trace))
     assert spec == plain
     assert cached.summary["spec_verifies"] > 0
 
 
 def test_self_draft_accepts_some_drafts_and_skips_steps():
-    plain, _ = replay_real(resolve(_options()))
-    spec, _ = replay_real(resolve(_options(**SELF_DRAFT)))
+    plain, _ = replay_real(resolve(tiny_options()))
+    spec, _ = replay_real(resolve(tiny_options(**SELF_DRAFT)))
     assert 0 < spec.summary["spec_acceptance_rate"] < 1
     assert spec.summary["spec_tokens_per_step_mean"] > 1.2
     assert spec.summary["iterations"] < plain.summary["iterations"]
@@ -89,7 +68,7 @@ def test_a_draft_skipping_no_layer_is_always_accepted(monkeypatch):
     """With no layer skipped the draft is the target itself: every greedy draft must match,
     which holds only if the draft passes read the context's KV and place their own right."""
     monkeypatch.setattr(drafting, "skipped_layers", lambda num_layers: range(0))
-    results, _ = replay_real(resolve(_options(**SELF_DRAFT)))
+    results, _ = replay_real(resolve(tiny_options(**SELF_DRAFT)))
     assert results.summary["spec_acceptance_rate"] == 1.0
     assert results.summary["spec_acceptance_rate_pos4"] == 1.0
 
@@ -115,7 +94,7 @@ def test_measured_acceptance_is_written_for_the_simulator(tmp_path):
 
 
 def test_write_acceptance_states_no_rates_when_nothing_was_reached(tmp_path):
-    results, _ = replay_real(resolve(_options(
+    results, _ = replay_real(resolve(tiny_options(
         trace="synthetic:n=2,arrivals=poisson:10,prompt=fixed:8,output=fixed:1",
         speculator="ngram")))
     text = write_acceptance(results, tmp_path).read_text()
@@ -133,8 +112,8 @@ def test_rejection_sampling_on_real_tensors_keeps_the_target_distribution():
     trace = Trace("same prompt", [Request(i, 0.0, len(prompt), 3, prompt_token_ids=prompt)
                                   for i in range(2 * num)])
     sampling = {"temperature": 0.7, "top_k": 4, "max_num_seqs": 256, "num_gpu_blocks": 2000}
-    plain = replay_real(resolve(_options(**sampling), trace))[1]
-    results, spec = replay_real(resolve(_options(**sampling, **SELF_DRAFT), trace))
+    plain = replay_real(resolve(tiny_options(**sampling), trace))[1]
+    results, spec = replay_real(resolve(tiny_options(**sampling, **SELF_DRAFT), trace))
     assert 0 < results.summary["spec_acceptance_rate"] < 1
     pairs_plain = [tuple(plain[i][:2]) for i in range(num)]
     pairs_spec = [tuple(spec[i][:2]) for i in range(num, 2 * num)]
