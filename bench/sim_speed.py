@@ -35,10 +35,10 @@ import json, resource, sys, time
 sys.path.insert(0, {root!r})
 from sim.api import simulate
 from sim.config import ReplayOptions, resolve
-start = time.perf_counter()
+start, cpu_start = time.perf_counter(), time.process_time()
 summary = simulate(resolve(ReplayOptions(**json.loads({options!r})))).summary
-wall_s = time.perf_counter() - start
-print(json.dumps({{"wall_s": wall_s, "requests": summary["requests_total"],
+wall_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
+print(json.dumps({{"wall_s": wall_s, "cpu_s": cpu_s, "requests": summary["requests_total"],
                   "finished": summary["requests_finished"],
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """

@@ -15,16 +15,23 @@ slots of its rejected drafts are given back through the allocator's `shrink_slot
 
 from __future__ import annotations
 
+import math
 from array import array
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from policies.beam import BeamReparenter
+from policies.kv.base import LockstepUsage
 from policies.scheduler.base import Scheduler
 from policies.types import MAX_SAMPLES, Plan, Request, ScheduledChunk, Sequence, SeqStatus, StepResult
 
 
 class Executor(Protocol):
+    """Runs plans. A simulated executor may also offer the decode fast-forward's two methods:
+    `lockstep_decode_times(context_tokens, num_steps, first_step) -> list[float] | None`
+    (what `execute` would return for each of those decode-only steps of one batch, without
+    side effects) and `ran_lockstep_decodes(context_tokens, num_steps)` (they ran)."""
+
     def execute(self, plan: Plan) -> StepResult: ...
 
 
@@ -99,6 +106,7 @@ class Engine:
         max_model_len: int,
         on_done: Callable[[Sequence], None] | None = None,
         beams: BeamReparenter | None = None,
+        fast_forward: bool = False,
     ) -> None:
         self.scheduler = scheduler
         self.executor = executor
@@ -111,6 +119,7 @@ class Engine:
         self._open_samples: dict[int, int] = {}
         self._beams = beams
         self._on_done = on_done
+        self.fast_forward = fast_forward
 
     def submit(self, request: Request, now_s: float) -> Sequence:
         """Queue `request`, or reject it now if it could never run on this replica."""
@@ -162,15 +171,118 @@ class Engine:
     def cached_prefix_tokens(self, request: Request) -> int:
         return self.scheduler.allocator.cached_prefix_tokens(request)
 
-    def step(self, now_s: float) -> StepOutcome:
+    def step(self, now_s: float, until_s: float = math.inf) -> StepOutcome:
+        """Run one iteration from `now_s`. With `fast_forward`, the decode-only iterations of
+        the same batch that would follow it and start before `until_s` (when the caller may
+        next change this engine's work: an arrival) run as part of this step too."""
         plan = self.scheduler.schedule(now_s)
         if plan.is_empty:
             return StepOutcome(None, plan.wake_at_s)
         plan.block_copies.extend(self.scheduler.allocator.take_copies())
         result = self.executor.execute(plan)
+        end_s = now_s + result.duration_s
         self._record(plan, now_s, result.duration_s)
-        self._commit(plan, result, now_s, now_s + result.duration_s)
+        self._commit(plan, result, now_s, end_s)
+        if self.fast_forward and end_s < until_s and self._beams is None:
+            span_end_s = self._fast_forward(plan, now_s, end_s, until_s)
+            if span_end_s is not None:
+                return StepOutcome(span_end_s - now_s)
         return StepOutcome(result.duration_s)
+
+    def _fast_forward(self, plan: Plan, now_s: float, end_s: float, until_s: float) -> float | None:
+        """Run the decode-only iterations that follow `plan` (a step from `now_s` to `end_s`)
+        while their batch stays the same (the scheduler's `repeated_batch`, or its
+        `drained_batch` when nothing waits) and they start before `until_s`; return when the
+        last one ends (None if none ran). When sequences finish, the rest of the batch goes
+        on if nothing waits to join it."""
+        repeated = getattr(self.scheduler, "repeated_batch", None)
+        if repeated is None:
+            return None
+        batch = repeated(plan) or self.scheduler.drained_batch()
+        span_end_s = None
+        while batch:
+            lockstep = self._run_lockstep(batch, now_s, end_s, until_s)
+            if lockstep is None:
+                break
+            end_s, finished = lockstep
+            span_end_s = end_s
+            if not finished or end_s >= until_s:
+                break
+            batch = self.scheduler.drained_batch()
+        return span_end_s
+
+    def _run_lockstep(self, seqs: list[Sequence], now_s: float, end_s: float,
+                      until_s: float) -> tuple[float, bool] | None:
+        """Run in one go the iterations in which batch `seqs` decodes one token each, from
+        `end_s`, and return (when the last ends, whether sequences finished in it); None if
+        none ran.
+
+        They stop at the first iteration in which a sequence finishes (it ends the batch),
+        before an iteration that would start at or after `until_s`, and where the pool cannot
+        grow the batch (a preemption is due). Each iteration's end is accumulated exactly as
+        the caller's clock would (`start + duration`), the caller's `now_s + (end - now_s)`
+        must land on the same float, and every log row, token time, block, hash and
+        completion comes out as one step at a time would leave them: results do not change,
+        only their cost.
+        """
+        max_steps = min(seq.num_remaining_outputs for seq in seqs)
+        plan_times = getattr(self.executor, "lockstep_decode_times", None)
+        grow = getattr(self.scheduler.allocator, "grow_in_lockstep", None)
+        if plan_times is None or grow is None:
+            return None
+        contexts = [seq.num_computed_tokens for seq in seqs]
+        durations: list[float] = []
+        ends = array("d")
+        t = end_s
+        chunk = 16
+        while len(ends) < max_steps and t < until_s:
+            more = plan_times(contexts, min(chunk, max_steps - len(ends)), len(ends))
+            if more is None:
+                return None
+            for duration in more:
+                if t >= until_s:
+                    break
+                t += duration
+                durations.append(duration)
+                ends.append(t)
+            chunk *= 2
+        while ends and now_s + (ends[-1] - now_s) != ends[-1]:
+            ends.pop()
+        num_steps = len(ends)
+        usages = grow(seqs, num_steps) if num_steps else None
+        if usages is None:
+            return None
+        self._log_lockstep(len(seqs), end_s, ends, durations[:num_steps], usages)
+        last_s = ends[-1]
+        finished = False
+        for seq in seqs:
+            seq.num_computed_tokens += num_steps
+            seq.num_output_tokens += num_steps
+            seq.token_times_s.extend(ends)
+            if seq.is_done_generating:
+                self._finish(seq, last_s)
+                finished = True
+        ran = getattr(self.executor, "ran_lockstep_decodes", None)
+        if ran is not None:
+            ran(contexts, num_steps)
+        return last_s, finished
+
+    def _log_lockstep(self, batch_size: int, first_start_s: float, ends: array,
+                      durations: list[float], usage: LockstepUsage) -> None:
+        """The log rows `_record` would write for each of those iterations."""
+        log = self.log
+        num_steps = len(ends)
+        log.start_s.append(first_start_s)
+        log.start_s.extend(ends[:-1])
+        log.duration_s.extend(durations)
+        sizes = array("l", [batch_size]) * num_steps
+        log.batch_size.extend(sizes)
+        log.new_tokens.extend(sizes)
+        log.prefill_tokens.extend(array("l", [0]) * num_steps)
+        log.num_waiting.extend(array("l", [self.scheduler.num_waiting]) * num_steps)
+        log.kv_reserved_slots.extend(usage.reserved_slots)
+        log.kv_filled_slots.extend(usage.filled_slots)
+        log.kv_cached_free_slots.extend(usage.cached_free_slots)
 
     def _commit(self, plan: Plan, result: StepResult, start_s: float, end_s: float) -> None:
         speculated = False

@@ -94,13 +94,15 @@ class Sequence:
     num_draft_tokens_reached: int = 0
     num_draft_tokens_accepted: int = 0
     sample_index: int = 0
+    seq_id: int = field(init=False)
+    """The request id for a request's first sample; negative ids for the others (fixed at
+    creation, as the request and sample index are; the hot paths read it constantly)."""
 
-    @property
-    def seq_id(self) -> int:
-        """The request id for a request's first sample; negative ids for the others."""
+    def __post_init__(self) -> None:
         if self.sample_index == 0:
-            return self.request.request_id
-        return -(self.request.request_id * MAX_SAMPLES + self.sample_index)
+            self.seq_id = self.request.request_id
+        else:
+            self.seq_id = -(self.request.request_id * MAX_SAMPLES + self.sample_index)
 
     @property
     def num_known_tokens(self) -> int:
@@ -162,6 +164,8 @@ class Plan:
     """Device KV copies to make before this iteration: (source, destination, tokens), from
     copy-on-write of a shared partial block or a fork without paging."""
     wake_at_s: float | None = None
+    num_admitted: int = 0
+    """Waiting sequences this plan started (their first chunk is among `chunks`)."""
 
     @property
     def is_empty(self) -> bool:

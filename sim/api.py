@@ -78,7 +78,7 @@ def build_engine(
     if o.beam_width > 1:
         beams = RandomBeamReparenter(BeamParams(beam_churn=o.beam_churn, seed=o.seed))
     engine = Engine(scheduler, executor, max_model_len=config.max_model_len, on_done=on_done,
-                    beams=beams)
+                    beams=beams, fast_forward=o.fast_forward and executor_for is None)
     return engine, budget
 
 

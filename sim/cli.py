@@ -92,6 +92,8 @@ OPTION_HELP = {
     "spec_inner_acceptance": "cascade: i.i.d. acceptance of the tiny drafter by the small one",
     "spec_draft_pass_overhead_s": "extra CPU overhead per non-fused draft pass",
     "pace": "trace: arrivals at trace times; asap: all at 0 s in trace order",
+    "fast_forward": "jump runs of decode-only iterations in one event (same results, faster; "
+                    "--no-fast-forward steps every iteration)",
     "executor": "sim: the cost model; real: run the model on tensors (torch) in wall-clock time",
     "weights": "real executor: local Hugging Face safetensors directory for --model",
     "temperature": "real executor: sampling temperature (0 = greedy)",
@@ -106,8 +108,8 @@ def _add_option_flags(parser: argparse.ArgumentParser) -> None:
         base = str(f.type).split("|")[0].strip()
         if base == "bool":
             parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name,
-                                action="store_true", default=argparse.SUPPRESS,
-                                help=f"{OPTION_HELP[f.name]} (default: off)")
+                                action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=f"{OPTION_HELP[f.name]} (default: {'on' if f.default else 'off'})")
             continue
         parser.add_argument(
             "--" + f.name.replace("_", "-"), dest=f.name, type=_CONVERTERS[base],

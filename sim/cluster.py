@@ -19,6 +19,7 @@ not as back-pressure on prefills.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable, Generator
 
 import simpy
@@ -41,14 +42,18 @@ class Cluster:
         self.config = config
         self.cost = cost
         self._on_done = on_done
+        self._end_s = math.inf if config.options.horizon_s is None else config.options.horizon_s
+        self.next_arrival_s = self._end_s
         pools = config.options.pools
         if len(pools) == 1:
-            self.prefill = [SimReplica(env, build_engine(on_done)) for _ in range(pools[0])]
+            self.prefill = [SimReplica(env, build_engine(on_done), self._next_change_s)
+                            for _ in range(pools[0])]
             self.decode: list[SimReplica] = []
         else:
-            self.prefill = [SimReplica(env, build_engine(self._on_prefill_done))
+            self.prefill = [SimReplica(env, build_engine(self._on_prefill_done), self._next_change_s)
                             for _ in range(pools[0])]
-            self.decode = [SimReplica(env, build_engine(on_done)) for _ in range(pools[1])]
+            self.decode = [SimReplica(env, build_engine(on_done), self._next_transfer_s)
+                           for _ in range(pools[1])]
         self._prefill_router = self._router()
         self._decode_router = self._router()
         self._originals: dict[int, Request] = {}
@@ -62,17 +67,29 @@ class Cluster:
         """Prefill (or colocated) replicas first, then decode replicas."""
         return [r.engine for r in self.prefill + self.decode]
 
+    def _next_change_s(self) -> float:
+        """The next arrival (or the run's end): until then no replica's work changes from
+        outside, since routers only look at replicas when a request arrives."""
+        return self.next_arrival_s
+
+    def _next_transfer_s(self) -> float:
+        """A decode replica's work also changes when a prefilled sequence is handed over,
+        which follows some other event; the next pending event bounds it."""
+        return min(self.next_arrival_s, self.env.peek())
+
     def arrivals(self, requests: list[Request]) -> Generator[simpy.Event, None, None]:
         env = self.env
         for request in requests:
             delay = request.arrival_time_s - env.now
             if delay > 0:
+                self.next_arrival_s = min(request.arrival_time_s, self._end_s)
                 yield env.timeout(delay)
             if self.decode and request.output_tokens > 1:
                 # The prefill side computes the prompt and samples the first token only.
                 self._originals[request.request_id] = request
                 request = dataclasses.replace(request, output_tokens=1)
             self._pick(self.prefill, self._prefill_router, request).submit(request)
+        self.next_arrival_s = self._end_s
 
     def _pick(self, pool: list[SimReplica], router: Router, request: Request) -> SimReplica:
         if len(pool) == 1:

@@ -1,13 +1,15 @@
 """The SimPy process around one replica's clockless engine.
 
 One SimPy event per engine iteration (a timeout of the iteration's duration), never one per
-token. An idle replica waits on an Event that the next arrival triggers, or on a timeout when
+token; with the engine's decode fast-forward, one event per run of decode-only iterations
+between arrivals and completions. An idle replica waits on an Event that the next arrival triggers, or on a timeout when
 the scheduler asked to be woken at a given time (a static batch's max wait).
 """
 
 from __future__ import annotations
 
-from typing import Generator
+import math
+from typing import Callable, Generator
 
 import simpy
 
@@ -16,9 +18,13 @@ from policies.types import Request, Sequence
 
 
 class SimReplica:
-    def __init__(self, env: simpy.Environment, engine: Engine) -> None:
+    def __init__(self, env: simpy.Environment, engine: Engine,
+                 horizon: Callable[[], float] = lambda: math.inf) -> None:
+        """`horizon()` is the earliest time anything outside may change this replica's work
+        (its next arrival): decode iterations the engine fast-forwards start before it."""
         self.env = env
         self.engine = engine
+        self._horizon = horizon
         self._wakeup = env.event()
         self.process = env.process(self._run())
 
@@ -37,7 +43,7 @@ class SimReplica:
     def _run(self) -> Generator[simpy.Event, None, None]:
         env = self.env
         while True:
-            outcome = self.engine.step(env.now)
+            outcome = self.engine.step(env.now, self._horizon())
             if outcome.duration_s is not None:
                 yield env.timeout(outcome.duration_s)
                 continue

@@ -69,6 +69,16 @@ class KVUsage:
         return (self.reserved_slots - self.filled_slots) / self.reserved_slots
 
 
+@dataclass(frozen=True, slots=True)
+class LockstepUsage:
+    """Pool usage after each round of a lockstep growth (`grow_in_lockstep`), as columns in
+    token slots, one element per round (the fields of `KVUsage` that change)."""
+
+    reserved_slots: list[int]
+    filled_slots: list[int]
+    cached_free_slots: list[int]
+
+
 class KVAllocator(Protocol):
     block_size: int
     num_blocks: int
@@ -105,6 +115,10 @@ class KVAllocator(Protocol):
         """Return everything `seq` holds to the pool (no-op if it holds nothing)."""
 
     def usage(self) -> KVUsage: ...
+
+    # Optional, for the simulator's decode fast-forward (paged and contiguous have it):
+    # grow_in_lockstep(seqs, num_steps) -> LockstepUsage | None does what num_steps rounds of
+    # allocate_slots(seq, seq.num_known_tokens + round) over seqs would, or nothing and None.
 
     def stats(self) -> dict[str, int]:
         """Cumulative counters (prefix hits and queries in tokens and blocks, evictions)."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from policies.kv.base import KVUsage, kv_tokens_needed
+from policies.kv.base import KVUsage, LockstepUsage, kv_tokens_needed
 from policies.kv.layout import KVLayout
 from policies.types import Request, Sequence
 
@@ -126,6 +126,28 @@ class ContiguousAllocator:
             self._filled_slots += (self.layout.slots_for(num_tokens, self.block_size)
                                    - self.layout.slots_for(previous, self.block_size))
         return True
+
+    def grow_in_lockstep(self, seqs: list[Sequence], num_steps: int) -> LockstepUsage | None:
+        """`num_steps` rounds of `allocate_slots(seq, seq.num_known_tokens + round)` over
+        `seqs` at once (the decode fast-forward): growth within each reservation only fills
+        it. None, with nothing changed, unless every sequence holds a span that fits its last
+        round and exactly its tokens so far (a plain layout, one slot per token), and no copy
+        is pending."""
+        if self.layout != KVLayout() or self._copies:
+            return None  # pending copies (a fork's) belong to the next step's plan
+        for seq in seqs:
+            span = self.spans.get(seq.seq_id)
+            known = seq.num_known_tokens
+            if (span is None or self._num_tokens.get(seq.seq_id) != known - 1
+                    or known + num_steps - 1 > span[1]):
+                return None
+        for seq in seqs:
+            self._num_tokens[seq.seq_id] += num_steps
+        first_filled = self._filled_slots + len(seqs)
+        self._filled_slots += len(seqs) * num_steps
+        return LockstepUsage([self._reserved_slots] * num_steps,
+                             list(range(first_filled, first_filled + len(seqs) * num_steps, len(seqs))),
+                             [0] * num_steps)
 
     def shrink_slots(self, seq: Sequence, num_tokens: int) -> None:
         """The reservation stays whole (it is held until the request ends); only the filled

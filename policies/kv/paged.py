@@ -22,9 +22,10 @@ least likely to be shared (the ends of prompts) are evicted first.
 from __future__ import annotations
 
 from collections import OrderedDict
+from itertools import accumulate
 from dataclasses import dataclass
 
-from policies.kv.base import KVUsage, PoolParams, kv_tokens_needed
+from policies.kv.base import KVUsage, LockstepUsage, PoolParams, kv_tokens_needed
 from policies.kv.block_hashes import block_hashes, extend_block_hashes
 from policies.types import Request, Sequence
 
@@ -53,6 +54,7 @@ class PagedAllocator:
         self.num_blocks = params.num_blocks
         self.caching = params.enable_prefix_caching
         self.layout = params.layout
+        self._plain = params.layout.is_plain  # one slot per token: sizes have closed forms
         self._watermark_blocks = int(params.watermark * params.num_blocks)
         self._next_fresh = 0
         self._free: OrderedDict[int, None] = OrderedDict()
@@ -80,7 +82,12 @@ class PagedAllocator:
         return self.num_blocks - self._next_fresh + len(self._free)
 
     def blocks_for(self, num_tokens: int) -> int:
+        if self._plain:
+            return -(-max(0, num_tokens) // self.block_size)
         return self.layout.blocks_for(num_tokens, self.block_size)
+
+    def _slots_for(self, num_tokens: int) -> int:
+        return num_tokens if self._plain else self.layout.slots_for(num_tokens, self.block_size)
 
     def never_fits_reason(self, request: Request) -> str | None:
         need = self.blocks_for(kv_tokens_needed(request))
@@ -144,7 +151,7 @@ class PagedAllocator:
         if shared_tail is not None:
             self._copy_on_write(seq_id, table, shared_tail)
         if missing:
-            table.extend(self._pop_free() for _ in range(missing))
+            table.extend(self._pop_blocks(missing))
         self._register_hashes(seq, table, num_tokens)
         self._set_filled(seq_id, num_tokens)
         return True
@@ -162,7 +169,7 @@ class PagedAllocator:
         """Give `seq_id` its own copy of the shared block at `index` before it writes there."""
         held_in_block = self._num_tokens[seq_id] - index * self.block_size
         source = table[index]
-        table[index] = self._pop_free()
+        table[index] = self._pop_block()
         self._ref[source] -= 1
         self._shared_slots -= held_in_block
         self._copies.append((source, table[index], held_in_block))
@@ -170,7 +177,7 @@ class PagedAllocator:
     def fork(self, parent: Sequence, child: Sequence) -> bool:
         """`child` shares every block of `parent` by reference (parallel sampling, beam
         search); the partly filled last block is copied when either first writes to it."""
-        if not self.layout.is_plain:
+        if not self._plain:
             raise ValueError("forking samples needs a full-attention KV layout")
         table = self.block_tables[parent.seq_id]
         self.block_tables[child.seq_id] = list(table)
@@ -206,7 +213,7 @@ class PagedAllocator:
             else:
                 self._shared_slots += self.block_size
             self._ref[block] = owners + 1
-        table = cached + [self._pop_free() for _ in range(new_blocks)]
+        table = cached + self._pop_blocks(new_blocks)
         self.block_tables[seq.seq_id] = table
         if self.caching:
             self.hit_tokens += num_cached_tokens
@@ -221,9 +228,10 @@ class PagedAllocator:
     def _register_hashes(self, seq: Sequence, table: list[int], num_tokens: int) -> None:
         """Cache the blocks this allocation fills with committed tokens (their KV is computed
         this step); slots beyond the known tokens (speculative ones) are never cached."""
-        if not self.caching:
-            return
-        num_full = min(num_tokens, seq.num_known_tokens) // self.block_size
+        if self.caching:
+            self._register_full_blocks(seq, table, min(num_tokens, seq.num_known_tokens) // self.block_size)
+
+    def _register_full_blocks(self, seq: Sequence, table: list[int], num_full: int) -> None:
         done = self._num_registered.get(seq.seq_id, 0)
         if num_full <= done:
             return
@@ -236,7 +244,81 @@ class PagedAllocator:
             self._hash_to_block[hashes[i]] = block
         self._num_registered[seq.seq_id] = num_full
 
-    def _pop_free(self) -> int:
+    def grow_in_lockstep(self, seqs: list[Sequence], num_steps: int) -> LockstepUsage | None:
+        """Do at once what `num_steps` rounds of `allocate_slots(seq, seq.num_known_tokens +
+        round)` over `seqs`, in order, would do (every sequence decoding one token a step,
+        the simulator's decode fast-forward), and return the usage after each round. None,
+        with nothing changed, when a round could not be served or would copy a shared block.
+
+        Only the rounds where something happens cost work: a sequence takes a new block when
+        its tokens cross a block boundary and, with prefix caching, registers a block when it
+        fills one; those events run in the order the rounds would run them, so block ids,
+        hashes and evictions come out exactly as step by step.
+        """
+        if not self._plain or self._copies:
+            return None  # pending copies belong to the next step's plan
+        size = self.block_size
+        held_tokens, tables, ref = self._num_tokens, self.block_tables, self._ref
+        events: list[tuple[int, int, int]] = []  # (round, sequence order, 0 new block / 1 register)
+        for order, seq in enumerate(seqs):
+            held = held_tokens.get(seq.seq_id, -1)
+            if held != seq.request.prompt_tokens + seq.num_output_tokens - 1:
+                return None  # holds no blocks, or not exactly its known tokens but the last
+            # Round r asks for held + 1 + r tokens: a new block when held + r is a multiple
+            # of the block size, a full block to register when held + 1 + r is.
+            first_new = -held % size
+            if first_new and ref[tables[seq.seq_id][held // size]] > 1:
+                return None  # round 0 would copy a shared partial block first
+            events.extend((round_, order, 0) for round_ in range(first_new, num_steps, size))
+            if self.caching:
+                events.extend((round_, order, 1) for round_ in range((-held - 1) % size, num_steps, size))
+        new_blocks = [0] * num_steps
+        for round_, _, kind in events:
+            new_blocks[round_] += 1 - kind
+        if sum(new_blocks) > self.num_free_blocks:
+            return None
+        events.sort()
+        evictions = [0] * num_steps
+        for round_, order, kind in events:
+            seq = seqs[order]
+            table = tables[seq.seq_id]
+            if kind == 0:
+                before = self.evictions
+                table.append(self._pop_block())
+                evictions[round_] += self.evictions - before
+            else:
+                self._register_full_blocks(seq, table, (seq.num_known_tokens + round_) // size)
+        for seq in seqs:
+            held_tokens[seq.seq_id] += num_steps
+        first_filled = self._filled_slots - self._shared_slots + len(seqs)
+        self._filled_slots += len(seqs) * num_steps
+        used_before = (self.num_blocks - self.num_free_blocks) * size - sum(new_blocks) * size
+        cached_before = (self._num_cached_free + sum(evictions)) * size
+        return LockstepUsage(
+            [used_before + size * n for n in accumulate(new_blocks)],
+            list(range(first_filled, first_filled + len(seqs) * num_steps, len(seqs))),
+            [cached_before - size * n for n in accumulate(evictions)],
+        )
+
+    def _pop_blocks(self, count: int) -> list[int]:
+        """`count` blocks from the free queue's head, as `_pop_block` takes them."""
+        fresh = min(count, self.num_blocks - self._next_fresh)
+        blocks = list(range(self._next_fresh, self._next_fresh + fresh))
+        self._next_fresh += fresh
+        free_queue, hashed = self._free, self._block_hash
+        for _ in range(count - fresh):
+            block = free_queue.popitem(last=False)[0]
+            blocks.append(block)
+            if hashed and block in hashed:
+                del self._hash_to_block[hashed.pop(block)]
+                self._num_cached_free -= 1
+                self.evictions += 1
+        self._ref.update(dict.fromkeys(blocks, 1))
+        return blocks
+
+    def _pop_block(self) -> int:
+        """The free queue's head (never-used ids first) with one owner; a cached-free block
+        loses its hash (it is evicted)."""
         if self._next_fresh < self.num_blocks:
             block = self._next_fresh
             self._next_fresh += 1
@@ -254,8 +336,7 @@ class PagedAllocator:
         previous = self._num_tokens.get(seq_id, 0)
         if num_tokens > previous:
             self._num_tokens[seq_id] = num_tokens
-            self._filled_slots += (self.layout.slots_for(num_tokens, self.block_size)
-                                   - self.layout.slots_for(previous, self.block_size))
+            self._filled_slots += self._slots_for(num_tokens) - self._slots_for(previous)
 
     def shrink_slots(self, seq: Sequence, num_tokens: int) -> None:
         """Give back the blocks past `num_tokens` (they held only rejected drafts, which were
@@ -265,11 +346,9 @@ class PagedAllocator:
         if table is None or num_tokens >= previous:
             return
         self._num_tokens[seq.seq_id] = num_tokens
-        self._filled_slots -= (self.layout.slots_for(previous, self.block_size)
-                               - self.layout.slots_for(num_tokens, self.block_size))
+        self._filled_slots -= self._slots_for(previous) - self._slots_for(num_tokens)
         keep = self.blocks_for(num_tokens)
-        for index in reversed(range(keep, len(table))):
-            self._release(table[index], self._tokens_in_block(previous, index))
+        self._release_tail(table, previous, keep)
         del table[keep:]
 
     def free(self, seq: Sequence) -> None:
@@ -277,9 +356,8 @@ class PagedAllocator:
         if table is None:
             return
         held = self._num_tokens.pop(seq.seq_id, 0)
-        for index in reversed(range(len(table))):  # tail first: evicted before the shared head
-            self._release(table[index], self._tokens_in_block(held, index))
-        self._filled_slots -= self.layout.slots_for(held, self.block_size)
+        self._release_tail(table, held, 0)  # tail first: evicted before the shared head
+        self._filled_slots -= self._slots_for(held)
         self._hashes.pop(seq.seq_id, None)
         self._num_registered.pop(seq.seq_id, None)
 
@@ -288,17 +366,22 @@ class PagedAllocator:
         count, only happens with the plain layout)."""
         return max(0, min(self.block_size, num_tokens - index * self.block_size))
 
-    def _release(self, block: int, tokens_in_block: int) -> None:
-        """Drop one owner of `block` (who had `tokens_in_block` tokens in it); with none left
-        it joins the free queue's tail (still cached if it carries a hash)."""
-        self._ref[block] -= 1
-        if self._ref[block] > 0:
-            self._shared_slots -= tokens_in_block
-        else:
-            del self._ref[block]
-            self._free[block] = None
-            if block in self._block_hash:
-                self._num_cached_free += 1
+    def _release_tail(self, table: list[int], num_tokens: int, keep: int) -> None:
+        """Drop one owner of each block of `table` (a `num_tokens`-token sequence's) from the
+        last down to index `keep`; a block left with none joins the free queue's tail (still
+        cached if it carries a hash)."""
+        ref, free_queue, hashed = self._ref, self._free, self._block_hash
+        for index in range(len(table) - 1, keep - 1, -1):
+            block = table[index]
+            owners = ref[block] - 1
+            if owners:
+                ref[block] = owners
+                self._shared_slots -= self._tokens_in_block(num_tokens, index)
+            else:
+                del ref[block]
+                free_queue[block] = None
+                if block in hashed:
+                    self._num_cached_free += 1
 
     # ---- accounting ---------------------------------------------------------------------
     def usage(self) -> KVUsage:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policies.scheduler.base import admit
 from policies.scheduler.continuous import ContinuousScheduler, QueueingParams
 from policies.scheduler.queue_order import victim_index
 from policies.types import Plan, ScheduledChunk, Sequence
@@ -100,8 +99,7 @@ class ChunkedScheduler(ContinuousScheduler):
             if not self.allocator.allocate_slots(seq, num_cached + size, num_cached):
                 break
             self.waiting.popleft()
-            admit(seq, num_cached)
-            self.running.append(seq)
+            self._start(seq, num_cached, plan)
             plan.chunks.append(ScheduledChunk(seq, size, num_cached))
             budget -= size
         return budget

@@ -139,6 +139,45 @@ class ContinuousScheduler:
             self._schedule_decodes(plan)
         return self._wake_for_transfers(plan)
 
+    def _start(self, seq: Sequence, num_cached: int, plan: Plan) -> None:
+        """Move the head of the queue, `seq`, into the running batch with `num_cached` tokens
+        already in the prefix cache."""
+        admit(seq, num_cached)
+        self.running.append(seq)
+        plan.num_admitted += 1
+
+    def repeated_batch(self, plan: Plan) -> list[Sequence] | None:
+        """The batch every later `schedule()` would decode, after `plan` is committed, until a
+        request arrives, a sequence finishes or the KV pool cannot grow the batch: each
+        running sequence one token, in this order (the engine's decode fast-forward asks).
+        None unless `plan` decoded every running sequence and admitted, preempted, swapped
+        and copied nothing, with no transfer pending. Then whatever kept the waiting and
+        swapped work out (the sequence cap, a pool that decode growth only fills further, a
+        budget the same batch uses up) keeps it out, unless a sequence finished in `plan`
+        and freed a seat or memory while work waits."""
+        if (plan.num_admitted or plan.preempted or plan.padding or plan.swap_in_slots
+                or plan.swap_out_slots or plan.block_copies or self.incoming or self.transferring):
+            return None
+        batch = [c.seq for c in plan.chunks if c.seq.status is not SeqStatus.FINISHED]
+        if len(batch) < len(plan.chunks) and (self.waiting or self.swapped):
+            return None
+        if len(batch) != len(self.running) or not all(
+                c.num_new_tokens == 1 and not c.num_spec_tokens for c in plan.chunks):
+            return None
+        if not all(seq.status is SeqStatus.RUNNING and seq.is_decoding for seq in batch):
+            return None
+        return batch
+
+    def drained_batch(self) -> list[Sequence] | None:
+        """When nothing waits to join the running batch and all of it decodes: that batch,
+        which every later `schedule()` decodes as `repeated_batch` describes (after a step
+        that admitted the last waiting prompts, or one in which sequences finished)."""
+        if self.waiting or self.swapped or self.incoming or self.transferring or not self.running:
+            return None
+        if not all(seq.is_decoding for seq in self.running):
+            return None
+        return list(self.running)
+
     def _swap_in(self, plan: Plan) -> None:
         while self.swapped and len(self.running) < self.params.max_num_seqs:
             seq = self.swapped[0]
@@ -164,8 +203,7 @@ class ContinuousScheduler:
                     continue
                 break
             self.waiting.popleft()
-            admit(seq, num_cached)
-            self.running.append(seq)
+            self._start(seq, num_cached, plan)
             plan.chunks.append(ScheduledChunk(seq, num_new, num_cached))
             budget -= num_new
             if oversized_alone:

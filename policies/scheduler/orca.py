@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policies.scheduler.base import admit
 from policies.scheduler.continuous import ContinuousScheduler, QueueingParams
 from policies.types import Plan, ScheduledChunk
 
@@ -43,7 +42,6 @@ class OrcaScheduler(ContinuousScheduler):
             if not self.allocator.allocate_slots(seq, seq.num_known_tokens, num_cached):
                 break
             self.waiting.popleft()
-            admit(seq, num_cached)
-            self.running.append(seq)
+            self._start(seq, num_cached, plan)
             plan.chunks.append(ScheduledChunk(seq, seq.num_known_tokens - num_cached, num_cached))
         return self._wake_for_transfers(plan)

@@ -16,6 +16,8 @@ from __future__ import annotations
 from array import array
 from dataclasses import dataclass
 
+import numpy as np
+
 from policies.types import Plan
 from sim.cost.roofline import CostModel, IterationCost
 
@@ -101,7 +103,8 @@ class RecordingCostModel(CostModel):
     """A `CostModel` that also keeps each executed iteration's FLOPs and bytes moved.
 
     Columns are parallel to the engine's `IterationLog` (`execute` costs each executed plan
-    once), so iteration i's intensity is `flops[i] / bytes_moved[i]`. KV swap copies to and
+    once; a decode fast-forward reports the iterations it ran through `ran_lockstep_decodes`),
+    so iteration i's intensity is `flops[i] / bytes_moved[i]`. KV swap copies to and
     from the host are not counted: they move no FLOPs and use the host link, not HBM.
     """
 
@@ -115,3 +118,8 @@ class RecordingCostModel(CostModel):
         self.flops.append(cost.flops)
         self.bytes_moved.append(cost.bytes)
         return cost
+
+    def ran_lockstep_decodes(self, context_tokens: list[int], num_steps: int) -> None:
+        cost = self.lockstep_decode_costs(context_tokens, num_steps)
+        self.flops.extend(np.broadcast_to(cost.flops, (num_steps,)).tolist())
+        self.bytes_moved.extend(np.broadcast_to(cost.bytes, (num_steps,)).tolist())

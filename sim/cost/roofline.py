@@ -26,6 +26,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from policies.types import Plan, StepResult
 from sim.cost.coefficients import Coefficients
@@ -59,17 +62,28 @@ class IterationCost:
     comm_s: float
     overhead_s: float
 
+    # Plain left-to-right sums (not `sum()`, which Python 3.12 made compensated): the decode
+    # fast-forward repeats them over numpy arrays and must get the same bits.
     @property
     def time_s(self) -> float:
-        return sum(g.time_s for g in self.groups) + self.comm_s + self.overhead_s
+        total = 0.0
+        for g in self.groups:
+            total += g.time_s
+        return total + self.comm_s + self.overhead_s
 
     @property
     def flops(self) -> float:
-        return sum(g.flops for g in self.groups)
+        total = 0.0
+        for g in self.groups:
+            total += g.flops
+        return total
 
     @property
     def bytes(self) -> float:
-        return sum(g.bytes for g in self.groups)
+        total = 0.0
+        for g in self.groups:
+            total += g.bytes
+        return total
 
     @property
     def arithmetic_intensity(self) -> float:
@@ -176,13 +190,49 @@ class CostModel:
 
         `num_sampling` sequences compute logits (default: all of them).
         """
+        num_seqs = len(new_tokens)
+        global_pairs = local_pairs = 0.0
+        global_kv = local_kv = 0
+        window = self.model.sliding_window or 0
+        for n, ctx in zip(new_tokens, context_tokens):
+            global_pairs += _attended_pairs(ctx, n, None)
+            global_kv += ctx + n
+            if window:
+                local_pairs += _attended_pairs(ctx, n, window)
+                local_kv += min(ctx, window) + n
+        return self._cost(num_seqs, sum(new_tokens),
+                          num_seqs if num_sampling is None else num_sampling,
+                          global_pairs, global_kv, local_pairs, local_kv)
+
+    def lockstep_decode_costs(self, context_tokens: list[int], num_steps: int,
+                              first_step: int = 0) -> IterationCost:
+        """The breakdowns of `num_steps` iterations in which every sequence decodes one token,
+        sequence i on `context_tokens[i] + j` cached tokens at step j (from `first_step`), as
+        one `IterationCost` whose step-dependent fields are arrays over the steps (the
+        simulator's decode fast-forward). Element for element they equal `breakdown` of each
+        step's plan, bit for bit: attended pairs and KV reads are integers, summed exactly
+        either way, and numpy's float64 arithmetic is Python's."""
+        num_seqs = len(context_tokens)
+        steps = np.arange(first_step, first_step + num_steps, dtype=np.int64)
+        step_context = sum(context_tokens) + num_seqs * steps
+        local_pairs: np.ndarray | float = 0.0
+        local_kv: np.ndarray | int = 0
+        window = self.model.sliding_window or 0
+        if window:
+            contexts = np.asarray(context_tokens, dtype=np.int64)[None, :] + steps[:, None]
+            local_kv = np.minimum(contexts, window).sum(axis=1) + num_seqs
+            local_pairs = np.minimum(contexts + 1, window).sum(axis=1).astype(np.float64)
+        return self._cost(num_seqs, num_seqs, num_seqs, (step_context + num_seqs).astype(np.float64),
+                          step_context + num_seqs, local_pairs, local_kv)
+
+    def _cost(self, num_seqs: int, total_new: int, num_sampling: int, global_pairs: Any,
+              global_kv: Any, local_pairs: Any, local_kv: Any) -> IterationCost:
+        """One iteration's cost from its batch totals: `num_seqs` sequences computing
+        `total_new` tokens, `num_sampling` of them sampling, with the attended (query, key)
+        pairs and KV tokens read of global and sliding-window layers. The last four may be
+        numpy arrays (one element per iteration): the arithmetic is the same."""
         c = self.coefficients
         m = self.model
-        num_seqs = len(new_tokens)
-        total_new = sum(new_tokens)
-        if num_sampling is None:
-            num_sampling = num_seqs
-
         weight_bytes = self._always_read_weight_bytes
         if m.moe is not None:
             touched = expected_distinct_experts(
@@ -195,15 +245,6 @@ class CostModel:
                              c.linear_compute_eff, c.linear_memory_eff,
                              fixed_s=c.layer_overhead_s * m.num_layers)
 
-        global_pairs = local_pairs = 0.0
-        global_kv = local_kv = 0
-        window = m.sliding_window or 0
-        for n, ctx in zip(new_tokens, context_tokens):
-            global_pairs += _attended_pairs(ctx, n, None)
-            global_kv += ctx + n
-            if window:
-                local_pairs += _attended_pairs(ctx, n, window)
-                local_kv += min(ctx, window) + n
         attention = self._group(
             "attention",
             self._global_attn_flops * global_pairs + self._local_attn_flops * local_pairs
@@ -310,6 +351,24 @@ class CostModel:
         swap_s = self.swap_time(plan.swap_out_slots + plan.swap_in_slots)
         copy_s = self.copy_time(sum(tokens for _, _, tokens in plan.block_copies))
         return StepResult(compute_s + swap_s + copy_s)
+
+    def lockstep_decode_times(self, context_tokens: list[int], num_steps: int,
+                              first_step: int = 0) -> list[float] | None:
+        """What `execute` would return for each of `num_steps` decode-only iterations of one
+        fixed batch (see `lockstep_decode_costs`); None under pipeline parallelism, whose
+        micro-batch split has no closed form here (the engine then steps one at a time)."""
+        if self.pp != 1:
+            return None
+        cost = self.lockstep_decode_costs(context_tokens, num_steps, first_step)
+        time_s = 0.0
+        for group in cost.groups:  # IterationCost.time_s, in its order, over arrays
+            time_s = time_s + (np.maximum(group.compute_s, group.memory_s) + group.fixed_s)
+        time_s = time_s + cost.comm_s + cost.overhead_s
+        return time_s.tolist() if isinstance(time_s, np.ndarray) else [time_s] * num_steps
+
+    def ran_lockstep_decodes(self, context_tokens: list[int], num_steps: int) -> None:
+        """The engine ran the first `num_steps` of those iterations (a hook for observers
+        such as the dashboard's recording cost model; planning them had no side effects)."""
 
     def copy_time(self, num_tokens: int) -> float:
         """Copying `num_tokens` tokens of KV within device memory (read + write)."""
