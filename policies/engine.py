@@ -225,12 +225,18 @@ class Engine:
         completion comes out as one step at a time would leave them: results do not change,
         only their cost.
         """
-        max_steps = min(seq.num_remaining_outputs for seq in seqs)
         plan_times = getattr(self.executor, "lockstep_decode_times", None)
         grow = getattr(self.scheduler.allocator, "grow_in_lockstep", None)
         if plan_times is None or grow is None:
             return None
-        contexts = [seq.num_computed_tokens for seq in seqs]
+        contexts, remaining = [], []
+        for seq in seqs:  # each must be decoding: outputs sampled, KV for all but the last
+            request, computed, outputs = seq.request, seq.num_computed_tokens, seq.num_output_tokens
+            if not outputs or request.prompt_tokens + outputs - computed != 1:
+                return None
+            contexts.append(computed)
+            remaining.append(request.output_tokens - outputs)
+        max_steps = min(remaining)
         durations: list[float] = []
         ends = array("d")
         t = end_s
@@ -254,14 +260,15 @@ class Engine:
             return None
         self._log_lockstep(len(seqs), end_s, ends, durations[:num_steps], usages)
         last_s = ends[-1]
-        finished = False
         for seq in seqs:
             seq.num_computed_tokens += num_steps
             seq.num_output_tokens += num_steps
             seq.token_times_s.extend(ends)
-            if seq.is_done_generating:
-                self._finish(seq, last_s)
-                finished = True
+        finished = num_steps == max_steps
+        if finished:
+            for seq, left in zip(seqs, remaining):
+                if left == num_steps:
+                    self._finish(seq, last_s)
         ran = getattr(self.executor, "ran_lockstep_decodes", None)
         if ran is not None:
             ran(contexts, num_steps)

@@ -42,12 +42,28 @@ LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e", "queue")
 STATS = ("mean", "p50", "p90", "p99")
 
 
-def _stats(name: str, samples: np.ndarray) -> dict[str, float | None]:
+def _stats(name: str, samples: np.ndarray, in_place: bool = False) -> dict[str, float | None]:
+    """Mean and percentiles; `in_place` lets the percentiles reorder `samples` instead of
+    copying it (for the pooled ITLs, which hold every token of a huge trace)."""
     keys = [f"{name}_{s}_s" for s in STATS]
     if samples.size == 0:
         return dict.fromkeys(keys)
-    values = [float(samples.mean()), *(float(v) for v in np.percentile(samples, [50, 90, 99]))]
-    return dict(zip(keys, values))
+    mean = float(samples.mean())
+    percentiles = np.percentile(samples, [50, 90, 99], overwrite_input=in_place)
+    return dict(zip(keys, [mean, *(float(v) for v in percentiles)]))
+
+
+def _inter_token_latencies(samples: list[Sequence]) -> np.ndarray:
+    """Every gap between consecutive tokens of each sample, pooled, written straight into one
+    array (as large as all token times together, so never built twice)."""
+    gaps = np.empty(sum(max(0, len(s.token_times_s) - 1) for s in samples))
+    start = 0
+    for s in samples:
+        times = np.frombuffer(s.token_times_s, dtype=np.float64)
+        if times.size > 1:
+            np.subtract(times[1:], times[:-1], out=gaps[start:start + times.size - 1])
+            start += times.size - 1
+    return gaps
 
 
 def _weighted_mean(values: np.ndarray, weights: np.ndarray) -> float | None:
@@ -107,8 +123,7 @@ def summarize(config: SimConfig, engines: list[Engine], end_s: float) -> dict[st
     scheduled = np.array([s.first_scheduled_s for s in finished])
     tpot = np.array([(s.finish_s - s.token_times_s[0]) / (s.request.output_tokens - 1)
                      for s in samples if s.request.output_tokens > 1])
-    itl = [np.diff(np.frombuffer(s.token_times_s, dtype=np.float64)) for s in samples]
-    itl_all = np.concatenate(itl) if itl else np.empty(0)
+    itl_all = _inter_token_latencies(samples)
 
     ttft = first_token - arrival
     e2e = finish - arrival
@@ -120,7 +135,7 @@ def summarize(config: SimConfig, engines: list[Engine], end_s: float) -> dict[st
     }
     for name, samples in (("ttft", ttft), ("tpot", tpot), ("itl", itl_all), ("e2e", e2e),
                           ("queue", scheduled - arrival)):
-        summary.update(_stats(name, samples))
+        summary.update(_stats(name, samples, in_place=name == "itl"))
 
     first_arrival = trace.requests[0].arrival_time_s if trace.requests else 0.0
     span = end_s - first_arrival

@@ -22,7 +22,7 @@ least likely to be shared (the ends of prompts) are evicted first.
 from __future__ import annotations
 
 from collections import OrderedDict
-from itertools import accumulate
+from itertools import accumulate, repeat
 from dataclasses import dataclass
 
 from policies.kv.base import KVUsage, LockstepUsage, PoolParams, kv_tokens_needed
@@ -269,9 +269,11 @@ class PagedAllocator:
             first_new = -held % size
             if first_new and ref[tables[seq.seq_id][held // size]] > 1:
                 return None  # round 0 would copy a shared partial block first
-            events.extend((round_, order, 0) for round_ in range(first_new, num_steps, size))
-            if self.caching:
-                events.extend((round_, order, 1) for round_ in range((-held - 1) % size, num_steps, size))
+            if first_new < num_steps:
+                events.extend(zip(range(first_new, num_steps, size), repeat(order), repeat(0)))
+            first_full = (-held - 1) % size
+            if self.caching and first_full < num_steps:
+                events.extend(zip(range(first_full, num_steps, size), repeat(order), repeat(1)))
         new_blocks = [0] * num_steps
         for round_, _, kind in events:
             new_blocks[round_] += 1 - kind

@@ -149,7 +149,8 @@ class ContinuousScheduler:
     def repeated_batch(self, plan: Plan) -> list[Sequence] | None:
         """The batch every later `schedule()` would decode, after `plan` is committed, until a
         request arrives, a sequence finishes or the KV pool cannot grow the batch: each
-        running sequence one token, in this order (the engine's decode fast-forward asks).
+        running sequence one token, in this order (the engine's decode fast-forward asks,
+        and checks that each of them is indeed decoding).
         None unless `plan` decoded every running sequence and admitted, preempted, swapped
         and copied nothing, with no transfer pending. Then whatever kept the waiting and
         swapped work out (the sequence cap, a pool that decode growth only fills further, a
@@ -164,17 +165,13 @@ class ContinuousScheduler:
         if len(batch) != len(self.running) or not all(
                 c.num_new_tokens == 1 and not c.num_spec_tokens for c in plan.chunks):
             return None
-        if not all(seq.status is SeqStatus.RUNNING and seq.is_decoding for seq in batch):
-            return None
         return batch
 
     def drained_batch(self) -> list[Sequence] | None:
-        """When nothing waits to join the running batch and all of it decodes: that batch,
-        which every later `schedule()` decodes as `repeated_batch` describes (after a step
-        that admitted the last waiting prompts, or one in which sequences finished)."""
+        """When nothing waits to join the running batch: that batch, which every later
+        `schedule()` decodes as `repeated_batch` describes if all of it is decoding (after a
+        step that admitted the last waiting prompts, or one in which sequences finished)."""
         if self.waiting or self.swapped or self.incoming or self.transferring or not self.running:
-            return None
-        if not all(seq.is_decoding for seq in self.running):
             return None
         return list(self.running)
 
