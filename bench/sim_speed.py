@@ -1,18 +1,28 @@
-"""Simulator speed: simulated requests per wall-second and peak RSS, one fresh process per case.
+"""Simulator speed: requests per second and peak RSS, fast-forward on against off, one run.
 
-    python bench/sim_speed.py [--only SUBSTRING] [--max-requests N] [--million] [--out FILE.json]
+    python bench/sim_speed.py [--only SUBSTRING] [--max-requests N] [--million]
+                              [--baseline-cap N] [--out FILE.json]
 
 Cases: the full Azure conv and code traces (and, with --million, a 1,000,000-request synthetic
-trace), each with continuous+paged, chunked+paged-prefix and draft speculation on
-Llama-3-8B/H100; and every workload in ../shared/traces/vidur_workloads with Llama-2-70B, TP 2,
-A100, block 16, batch cap 128. Each case runs in its own interpreter so its peak RSS
-(ru_maxrss) is its own; wall time covers trace loading, resolve and simulate.
+trace drawn like Azure conv: lognormal prompt and output lengths with its medians, Poisson
+arrivals at its mean rate of 5.4 requests/s), each with continuous+paged, chunked+paged-prefix
+and draft speculation on Llama-3-8B/H100; and every workload in
+../shared/traces/vidur_workloads with Llama-2-70B, TP 2, A100, block 16, batch cap 128.
+
+Each case runs twice, each time in a fresh interpreter (so peak RSS, ru_maxrss, is its own):
+with the decode fast-forward (the default) and without it (the baseline: one SimPy event per
+iteration); the two summaries must agree (the run fails otherwise) and the table reports
+their speed ratio. Times cover trace loading, resolve and simulate; CPU seconds (of the one
+thread the simulator runs on) are reported beside wall seconds because this machine is shared.
+The baseline of a case larger than --baseline-cap requests runs on its first --baseline-cap
+requests instead, and the ratio compares requests per CPU-second.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_TRACES = ROOT.parent / "shared" / "traces"
 AZURE = SHARED_TRACES / "azure_llm_inference_2023"
-MILLION = ("synthetic:n=1000000,arrivals=poisson:50,prompt=uniform:64:2048,"
-           "output=uniform:16:512")
+MILLION = ("synthetic:n=1000000,arrivals=poisson:5.4,prompt=lognormal:1020:0.5,"
+           "output=lognormal:129:1.0")
 POLICIES = {
     "continuous+paged": {"scheduler": "continuous", "allocator": "paged"},
     "chunked+paged-prefix": {"scheduler": "chunked", "allocator": "paged-prefix"},
@@ -38,8 +48,7 @@ from sim.config import ReplayOptions, resolve
 start, cpu_start = time.perf_counter(), time.process_time()
 summary = simulate(resolve(ReplayOptions(**json.loads({options!r})))).summary
 wall_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
-print(json.dumps({{"wall_s": wall_s, "cpu_s": cpu_s, "requests": summary["requests_total"],
-                  "finished": summary["requests_finished"],
+print(json.dumps({{"wall_s": wall_s, "cpu_s": cpu_s, "summary": summary,
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """
 
@@ -62,8 +71,34 @@ def run_case(options: dict) -> dict:
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1]}
     result = json.loads(done.stdout)
-    result["requests_per_s"] = result["requests"] / result["wall_s"]
+    requests = result["summary"]["requests_total"]
+    result.update(requests=requests, requests_per_s=requests / result["wall_s"],
+                  requests_per_cpu_s=requests / result["cpu_s"])
     return result
+
+
+def same_summary(a: dict, b: dict) -> bool:
+    """Equal keys, and values equal within 1e-9 relative (the fast-forward's guarantee)."""
+    if a.keys() != b.keys():
+        return False
+    for key, x in a.items():
+        y = b[key]
+        if isinstance(x, float) and isinstance(y, float):
+            if not math.isclose(x, y, rel_tol=1e-9, abs_tol=0.0):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+def limited(options: dict, max_requests: int | None) -> dict:
+    """`options` on at most `max_requests` requests of its trace."""
+    if not max_requests:
+        return options
+    trace = options["trace"]
+    if trace.startswith("synthetic:"):
+        return {**options, "trace": trace.replace("n=1000000", f"n={max_requests}")}
+    return {**options, "max_requests": max_requests}
 
 
 def main() -> int:
@@ -71,22 +106,44 @@ def main() -> int:
     parser.add_argument("--only", default="", help="run only cases whose name contains this")
     parser.add_argument("--max-requests", type=int, help="cap file traces at N rows")
     parser.add_argument("--million", action="store_true", help="add the 1M-request trace")
+    parser.add_argument("--baseline-cap", type=int, default=100_000,
+                        help="run the baseline of bigger cases on their first N requests")
     parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args()
     results = {}
-    print(f"{'case':<44} {'requests':>9} {'wall s':>8} {'req/s':>9} {'peak MiB':>9}")
+    print(f"{'case':<38} {'requests':>9} {'wall s':>7} {'cpu s':>7} {'req/cpu-s':>9} "
+          f"{'peak MiB':>8} {'off cpu s':>9} {'speedup':>7}")
     for name, options in cases(args.million).items():
         if args.only not in name:
             continue
         if args.max_requests and not options["trace"].startswith("synthetic:"):
             options = {**options, "max_requests": args.max_requests}
-        result = results[name] = run_case(options)
-        if "error" in result:
-            print(f"{name:<44} error: {result['error']}")
+        fast = run_case(options)
+        if "error" in fast:
+            print(f"{name:<38} error: {fast['error']}")
+            results[name] = fast
             continue
-        print(f"{name:<44} {result['requests']:>9} {result['wall_s']:>8.2f} "
-              f"{result['requests_per_s']:>9.0f} {result['peak_rss_mib']:>9.0f}", flush=True)
+        capped = fast["requests"] > args.baseline_cap
+        base_options = limited(options, args.baseline_cap if capped else None)
+        base = run_case({**base_options, "fast_forward": False})
+        if "error" in base:
+            print(f"{name:<38} baseline error: {base['error']}")
+            results[name] = {"fast_forward": fast, "baseline": base}
+            continue
+        if not capped and not same_summary(fast["summary"], base["summary"]):
+            raise SystemExit(f"{name}: fast-forward changed the summary")
+        speedup = fast["requests_per_cpu_s"] / base["requests_per_cpu_s"]
+        results[name] = {"fast_forward": fast, "baseline": base, "speedup": speedup,
+                         "baseline_requests": base["requests"]}
+        print(f"{name:<38} {fast['requests']:>9} {fast['wall_s']:>7.2f} {fast['cpu_s']:>7.2f} "
+              f"{fast['requests_per_cpu_s']:>9.0f} {fast['peak_rss_mib']:>8.0f} "
+              f"{base['cpu_s']:>9.2f}{'*' if capped else ' '} {speedup:>6.1f}x", flush=True)
+    print("* baseline on the first --baseline-cap requests; speedup in requests per CPU-second")
     if args.out:
+        for entry in results.values():
+            for run in (entry.get("fast_forward"), entry.get("baseline")):
+                if run:
+                    run.pop("summary", None)
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     return 0
 

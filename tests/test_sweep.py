@@ -88,6 +88,20 @@ def test_3x3x2_grid_on_local_ray_matches_the_local_process_pool(tmp_path, local_
         ("continuous", "paged-prefix", "1")]
     assert all(r["error"] == "" and r["requests_finished"] == "12" for r in rows)
     assert len({r["ttft_mean_s"] for r in rows}) > 1  # the cells really differ
+    assert_parquet_matches_csv(tmp_path / "ray" / "results.parquet", rows)
+
+
+def assert_parquet_matches_csv(path, csv_rows) -> None:
+    """The Parquet table holds the CSV's rows, typed: numbers as numbers, empty as null."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    table = pq.read_table(path)
+    assert table.column_names == list(csv_rows[0])
+    for row, typed in zip(csv_rows, table.to_pylist(), strict=True):
+        for key, text in row.items():
+            value = typed[key]
+            assert (value is None) if text == "" else (str(value) == text), key
+    assert str(table.schema.field("ttft_mean_s").type) == "double"
+    assert str(table.schema.field("requests_finished").type) == "int64"
 
 
 def test_cell_summary_is_replays_summary_and_a_failing_cell_is_recorded(tmp_path):
@@ -98,6 +112,7 @@ def test_cell_summary_is_replays_summary_and_a_failing_cell_is_recorded(tmp_path
     assert bad["error"] == ("UnknownNameError: unknown allocator 'nope'; "
                             f"choose one of: {', '.join(ALLOCATORS)}")
     assert bad["requests_total"] == "" and ok["error"] == ""
+    assert_parquet_matches_csv(tmp_path / "s" / "results.parquet", [ok, bad])
     assert main(["replay", "--trace", TRACE, "--quiet", "--out", str(tmp_path / "r")]) == 0
     summary = (tmp_path / "s" / "cells" / ok["cell"] / "summary.json").read_bytes()
     assert summary == (tmp_path / "r" / "summary.json").read_bytes()

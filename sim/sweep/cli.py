@@ -16,8 +16,9 @@ def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
     sweep.add_argument("--grid", required=True,
                        help="TOML file of replay options; a list sweeps its values")
     sweep.add_argument("--out", required=True,
-                       help="results.csv and cells/<id>/summary.json go here; rerunning with"
-                            " the same --out skips finished cells")
+                       help="results.csv (and results.parquet with pyarrow) and"
+                            " cells/<id>/summary.json go here; rerunning with the same --out"
+                            " skips finished cells")
     sweep.add_argument("--backend", choices=BACKENDS, default="local",
                        help="local: a process pool on this machine; ray: local Ray or --address"
                             " (default: local)")
@@ -35,7 +36,9 @@ def run_sweep_command(args: argparse.Namespace, console: Console) -> int:
     with _progress("cells", args.quiet) as progress:
         table, failed = run_sweep(cells, args.out, backend=args.backend, workers=args.workers,
                                   address=args.address, progress=progress)
-    console.print(f"{len(cells)} cells, {failed} failed (see the error column); wrote {table}")
+    parquet = table.with_suffix(".parquet")
+    also = f" and {parquet.name}" if parquet.exists() else ""
+    console.print(f"{len(cells)} cells, {failed} failed (see the error column); wrote {table}{also}")
     return 0
 
 

@@ -6,6 +6,8 @@ Layout of `DIR`:
     cells/<cell_id>/error.txt      a failed cell's error
     results.csv                    one row per cell in grid order: cell, its options, error,
                                    then the summary keys
+    results.parquet                the same table, typed, when pyarrow is installed (the `dist`
+                                   extra brings it)
 
 A cell with a summary.json is finished and is not rerun (resume after an interruption); a cell
 that failed is rerun, since its failure may have been its worker's, not its options'.
@@ -68,23 +70,45 @@ def _write_cell(out: Path, cell: Cell, outcome: dict[str, Any]) -> None:
 
 
 def write_table(cells: list[Cell], outcomes: dict[int, dict[str, Any]], path: Path) -> Path:
-    """Columns: `cell`, every option any cell sets (grid order), `error`, every summary key
-    (the first finished cell's order). Empty fields are None or not applicable."""
-    option_keys = list(dict.fromkeys(key for cell in cells for key in cell.values))
-    summary_keys = list(dict.fromkeys(
-        key for cell in cells for key in (outcomes[cell.index]["summary"] or {})))
+    """Write the table as CSV at `path`, and as Parquet beside it when pyarrow is installed.
+    Columns: `cell`, every option any cell sets (grid order), `error`, every summary key (the
+    first finished cell's order). Empty fields are None or not applicable."""
+    header, rows = _table(cells, outcomes)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["cell", *option_keys, "error", *summary_keys])
-        for cell in cells:
-            outcome = outcomes[cell.index]
-            summary = outcome["summary"] or {}
-            writer.writerow([
-                cell.cell_id, *(_field(cell.values.get(k)) for k in option_keys),
-                _field(outcome["error"]), *(_field(summary.get(k)) for k in summary_keys)])
+        writer.writerow(header)
+        writer.writerows([["" if value is None else value for value in row] for row in rows])
+    _write_parquet(header, rows, path.with_suffix(".parquet"))
     return path
 
 
-def _field(value: Any) -> Any:
-    return "" if value is None else value
+def _table(cells: list[Cell], outcomes: dict[int, dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    option_keys = list(dict.fromkeys(key for cell in cells for key in cell.values))
+    summary_keys = list(dict.fromkeys(
+        key for cell in cells for key in (outcomes[cell.index]["summary"] or {})))
+    rows = []
+    for cell in cells:
+        outcome = outcomes[cell.index]
+        summary = outcome["summary"] or {}
+        rows.append([cell.cell_id, *(cell.values.get(k) for k in option_keys), outcome["error"],
+                     *(summary.get(k) for k in summary_keys)])
+    return ["cell", *option_keys, "error", *summary_keys], rows
+
+
+def _write_parquet(header: list[str], rows: list[list[Any]], path: Path) -> None:
+    """One typed column per field (nulls where empty); a column mixing kinds, such as an
+    option swept over numbers and strings, is stored as strings."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        return
+    columns = {}
+    for index, name in enumerate(header):
+        values = [row[index] for row in rows]
+        try:
+            columns[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            columns[name] = pa.array([None if v is None else str(v) for v in values])
+    pq.write_table(pa.table(columns), path)
