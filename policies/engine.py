@@ -184,13 +184,15 @@ class Engine:
         self._record(plan, now_s, result.duration_s)
         self._commit(plan, result, now_s, end_s)
         if self.fast_forward and end_s < until_s and self._beams is None:
-            span_end_s = self._fast_forward(plan, now_s, end_s, until_s)
+            span_end_s = self._fast_forward(plan, now_s, end_s, until_s, result.duration_s)
             if span_end_s is not None:
                 return StepOutcome(span_end_s - now_s)
         return StepOutcome(result.duration_s)
 
-    def _fast_forward(self, plan: Plan, now_s: float, end_s: float, until_s: float) -> float | None:
-        """Run the decode-only iterations that follow `plan` (a step from `now_s` to `end_s`)
+    def _fast_forward(self, plan: Plan, now_s: float, end_s: float, until_s: float,
+                      step_s: float) -> float | None:
+        """Run the decode-only iterations that follow `plan` (a step from `now_s` to `end_s`,
+        which took `step_s`)
         while their batch stays the same (the scheduler's `repeated_batch`, or its
         `drained_batch` when nothing waits) and they start before `until_s`; return when the
         last one ends (None if none ran). When sequences finish, the rest of the batch goes
@@ -201,21 +203,22 @@ class Engine:
         batch = repeated(plan) or self.scheduler.drained_batch()
         span_end_s = None
         while batch:
-            lockstep = self._run_lockstep(batch, now_s, end_s, until_s)
+            lockstep = self._run_lockstep(batch, now_s, end_s, until_s, step_s)
             if lockstep is None:
                 break
-            end_s, finished = lockstep
+            end_s, finished, step_s = lockstep
             span_end_s = end_s
             if not finished or end_s >= until_s:
                 break
             batch = self.scheduler.drained_batch()
         return span_end_s
 
-    def _run_lockstep(self, seqs: list[Sequence], now_s: float, end_s: float,
-                      until_s: float) -> tuple[float, bool] | None:
+    def _run_lockstep(self, seqs: list[Sequence], now_s: float, end_s: float, until_s: float,
+                      step_s: float) -> tuple[float, bool, float] | None:
         """Run in one go the iterations in which batch `seqs` decodes one token each, from
-        `end_s`, and return (when the last ends, whether sequences finished in it); None if
-        none ran.
+        `end_s`, and return (when the last ends, whether sequences finished in it, the last
+        one's duration); None if none ran. `step_s`, the duration of the step before, sizes
+        the first batch of steps priced (as many as fit before `until_s` at that pace).
 
         They stop at the first iteration in which a sequence finishes (it ends the batch),
         before an iteration that would start at or after `until_s`, and where the pool cannot
@@ -241,6 +244,8 @@ class Engine:
         ends = array("d")
         t = end_s
         chunk = 16
+        if step_s > 0 and until_s < math.inf:
+            chunk = max(1, math.ceil((until_s - end_s) / step_s))
         while len(ends) < max_steps and t < until_s:
             more = plan_times(contexts, min(chunk, max_steps - len(ends)), len(ends))
             if more is None:
@@ -272,7 +277,7 @@ class Engine:
         ran = getattr(self.executor, "ran_lockstep_decodes", None)
         if ran is not None:
             ran(contexts, num_steps)
-        return last_s, finished
+        return last_s, finished, durations[num_steps - 1]
 
     def _log_lockstep(self, batch_size: int, first_start_s: float, ends: array,
                       durations: list[float], usage: LockstepUsage) -> None:

@@ -21,13 +21,19 @@ least likely to be shared (the ends of prompts) are evicted first.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from itertools import accumulate, repeat
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+from itertools import accumulate, islice, repeat
 from dataclasses import dataclass
 
 from policies.kv.base import KVUsage, LockstepUsage, PoolParams, kv_tokens_needed
 from policies.kv.block_hashes import block_hashes, extend_block_hashes
 from policies.types import Request, Sequence
+
+
+def consume(calls: Iterable[object]) -> None:
+    """Run a lazy `map` of calls for their effect, in C (bulk dict updates)."""
+    deque(calls, maxlen=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,14 +313,15 @@ class PagedAllocator:
         fresh = min(count, self.num_blocks - self._next_fresh)
         blocks = list(range(self._next_fresh, self._next_fresh + fresh))
         self._next_fresh += fresh
-        free_queue, hashed = self._free, self._block_hash
-        for _ in range(count - fresh):
-            block = free_queue.popitem(last=False)[0]
-            blocks.append(block)
-            if hashed and block in hashed:
-                del self._hash_to_block[hashed.pop(block)]
+        reused = list(islice(self._free, count - fresh))
+        consume(map(self._free.__delitem__, reused))
+        for block in reused if self._block_hash else ():
+            evicted = self._block_hash.pop(block, None)
+            if evicted is not None:
+                del self._hash_to_block[evicted]
                 self._num_cached_free -= 1
                 self.evictions += 1
+        blocks += reused
         self._ref.update(dict.fromkeys(blocks, 1))
         return blocks
 
@@ -373,6 +380,13 @@ class PagedAllocator:
         last down to index `keep`; a block left with none joins the free queue's tail (still
         cached if it carries a hash)."""
         ref, free_queue, hashed = self._ref, self._free, self._block_hash
+        if not self._shared_slots:  # every block has one owner: release them in bulk
+            tail = table[keep:][::-1]
+            consume(map(ref.__delitem__, tail))
+            free_queue.update(dict.fromkeys(tail))
+            if hashed:
+                self._num_cached_free += sum(1 for block in tail if block in hashed)
+            return
         for index in range(len(table) - 1, keep - 1, -1):
             block = table[index]
             owners = ref[block] - 1

@@ -35,6 +35,8 @@ from sim.cost.coefficients import Coefficients
 from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes, expected_distinct_experts
 
 ACTIVATION_DTYPE = "bf16"
+SCALAR_LOCKSTEP_STEPS = 4
+"""Up to this many fast-forwarded decode steps are priced one by one, more over numpy arrays."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,6 +361,13 @@ class CostModel:
         micro-batch split has no closed form here (the engine then steps one at a time)."""
         if self.pp != 1:
             return None
+        if num_steps <= SCALAR_LOCKSTEP_STEPS and not self.model.sliding_window:
+            # A few steps cost less one by one than numpy's per-call overhead.
+            num_seqs, total_context = len(context_tokens), sum(context_tokens)
+            return [self._cost(num_seqs, num_seqs, num_seqs, float(kv), kv, 0.0, 0).time_s
+                    for kv in range(total_context + num_seqs * (first_step + 1),
+                                    total_context + num_seqs * (first_step + num_steps + 1),
+                                    num_seqs)]
         cost = self.lockstep_decode_costs(context_tokens, num_steps, first_step)
         time_s = 0.0
         for group in cost.groups:  # IterationCost.time_s, in its order, over arrays
