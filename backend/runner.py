@@ -131,6 +131,9 @@ class RealExecutor:
 
     def execute(self, plan: Plan) -> StepResult:
         start_s = time.perf_counter()
+        if self.drafter is not None:
+            for seq in plan.preempted:
+                self.drafter.forget(seq.seq_id)
         self._swap_out(plan)
         for source, destination, num_slots in plan.block_copies:
             self._copy(source, destination, num_slots)
@@ -229,6 +232,8 @@ class RealExecutor:
         self.token_ids[seq.seq_id].extend(tokens)
         if seq.num_output_tokens + len(tokens) >= seq.request.output_tokens:
             self._pages.pop(seq.seq_id, None)
+            if self.drafter is not None:
+                self.drafter.forget(seq.seq_id)
 
     def _draft(self, plan: Plan) -> dict[int, Drafts]:
         """The drafter's proposals for every verify chunk of the plan (a chain of
@@ -272,6 +277,8 @@ class RealExecutor:
         if hasattr(self.allocator, "block_tables"):
             source, destination = (b * self.allocator.block_size for b in (source, destination))
         self.kv.copy_slots(source, destination, num_tokens)
+        if self.drafter is not None:
+            self.drafter.copy_slots(source, destination, num_tokens)
 
     def _swap_out(self, plan: Plan) -> None:
         """Run the plan's swaps before its forward pass (vLLM v0 swaps synchronously): copy
