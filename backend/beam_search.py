@@ -61,6 +61,9 @@ class _Beams:
 
 
 class BeamSearch:
+    """Every beam request's scores and finished hypotheses; the executor feeds it logits, the
+    engine asks it whom to reparent. Deterministic: no draw, no seed."""
+
     def __init__(self, length_penalty: float = 1.0, eos_token_id: int | None = None) -> None:
         self.length_penalty = length_penalty
         self.eos_token_id = eos_token_id

@@ -7,7 +7,9 @@ every sequence whose computed count reaches its known count (exactly when the en
 counts an output), and reports the measured wall time. A speculative verify chunk (k drafts)
 gets its drafts from the drafter (`backend/drafting.py`) before the pass, is computed as its
 last sampled token plus the drafts, and emits what greedy or rejection-sampling verification
-keeps; the accepted count goes back in `StepResult.accepted_tokens`.
+keeps; the accepted count goes back in `StepResult.accepted_tokens`. The beams of a beam
+search pick their tokens together (`backend/beam_search.py`), which also tells the engine
+which beams to replace by copies of others.
 
 It keeps each request's token ids: the prompt (`Request.prompt_token_ids`, or seeded ids of
 the given length for length-only traces) followed by the sampled outputs, so a sequence
