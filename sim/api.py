@@ -10,7 +10,7 @@ from typing import Callable
 
 import simpy
 
-from policies.beam import BeamParams, RandomBeamReparenter
+from policies.beam import BeamParams, BeamReparenter, RandomBeamReparenter
 from policies.engine import Engine, Executor
 from policies.kv.base import KVAllocator
 from policies.registry import ALLOCATORS, SCHEDULERS, lookup
@@ -41,6 +41,7 @@ def build_engine(
     cost: CostModel,
     on_done: Callable[[Sequence], None] | None = None,
     executor_for: Callable[[KVAllocator], Executor] | None = None,
+    beams: BeamReparenter | None = None,
 ) -> tuple[Engine, MemoryBudget | None]:
     """The replica's engine; the memory budget is None when `num_gpu_blocks` was given.
 
@@ -48,7 +49,9 @@ def build_engine(
     real backend, whose KV pool is addressed by that allocator's block ids). With a speculator
     other than `none` the scheduler is wrapped to verify drafts and the executor is the
     speculative one around `cost` (or the real one, which drafts and verifies on tensors);
-    with `none` both are exactly as without.
+    with `none` both are exactly as without. Beam search (`beam_width` > 1) reparents beams
+    with `beams` if given (the real backend's score-driven search), else with the simulator's
+    random churn.
     """
     o = config.options
     budget = None
@@ -74,8 +77,7 @@ def build_engine(
         scheduler, executor = speculate(config, scheduler, cost, options)
     if executor_for is not None:
         executor = executor_for(allocator)
-    beams = None
-    if o.beam_width > 1:
+    if o.beam_width > 1 and beams is None:
         beams = RandomBeamReparenter(BeamParams(beam_churn=o.beam_churn, seed=o.seed))
     engine = Engine(scheduler, executor, max_model_len=config.max_model_len, on_done=on_done,
                     beams=beams, fast_forward=o.fast_forward and executor_for is None)

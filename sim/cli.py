@@ -60,6 +60,7 @@ OPTION_HELP = {
     "n": "parallel samples per request, sharing the prompt's KV (copy-on-write)",
     "beam_width": "beam search width: beams share KV, losers become copies of leaders",
     "beam_churn": "beam search: chance per step that a beam is replaced by another's copy",
+    "length_penalty": "real beam search: rank answers by sum_logprob / length ** this",
     "queue_policy": "waiting order and preemption victims: fcfs|priority|spf|srpt|edf",
     "priority_mix": "shares of priority classes 0, 1, ... drawn per request, e.g. 0.2,0.8",
     "block_size": "KV block size in tokens",

@@ -63,6 +63,8 @@ class ReplayOptions:
     beam_width: int = 1
     beam_churn: float = 0.3
     """Beam search: chance per step that a beam is replaced by a copy of another."""
+    length_penalty: float = 1.0
+    """Real beam search: answers score sum_logprob / num_output_tokens ** length_penalty."""
     priority_mix: str | None = None
     """Share of requests in each priority class, e.g. `0.2,0.8` (class 0 first); drawn per
     request from the seed."""
@@ -239,7 +241,8 @@ def _check_run_mode(options: ReplayOptions) -> None:
     if options.executor == "sim":
         real_only = [name for name, value, default in (
             ("--temperature", options.temperature, 0.0), ("--top-k", options.top_k, 0),
-            ("--top-p", options.top_p, 1.0), ("--weights", options.weights, None))
+            ("--top-p", options.top_p, 1.0), ("--weights", options.weights, None),
+            ("--length-penalty", options.length_penalty, 1.0))
             if value != default]
         if real_only:
             raise ValueError(f"{', '.join(real_only)} only apply to --executor real")

@@ -111,6 +111,11 @@ _MODELS: list[ModelSpec] = [
     ModelSpec("tiny-llama", "servesim/tiny-llama (seeded random)", num_layers=2,
               hidden_size=64, intermediate_size=128, num_heads=4, num_kv_heads=2,
               vocab_size=512, max_model_len=4096, tied_embeddings=False),
+    # Its separate draft model for `--speculator draft` on the real backend (seeded random
+    # too): tiny-llama's vocabulary, one layer at half the width.
+    ModelSpec("tiny-llama-draft", "servesim/tiny-llama-draft (seeded random)", num_layers=1,
+              hidden_size=32, intermediate_size=64, num_heads=2, num_kv_heads=1,
+              vocab_size=512, max_model_len=4096, tied_embeddings=False),
 ]
 
 _HARDWARE: list[HardwareSpec] = [

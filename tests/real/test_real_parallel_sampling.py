@@ -94,6 +94,7 @@ def test_samples_share_the_prompt_blocks_and_the_tail_is_really_copied(model):
     {},
     {"allocator": "contiguous", "reserve": "oracle"},
     {"num_gpu_blocks": 24},                                         # forks meet a tight pool
+    {"num_gpu_blocks": 24, "preemption": "swap"},                   # a fork swapped unrun
     {"scheduler": "chunked", "token_budget": 16},
 ])
 def test_every_sample_equals_an_independent_run_of_its_seed(model, overrides):
@@ -127,10 +128,3 @@ def test_outputs_jsonl_lists_every_sample(tmp_path):
         assert len(row["sample_output_token_ids"]) == 2
         assert row["sample_output_token_ids"][0] == row["output_token_ids"]
         assert all(len(run) == 3 for run in row["sample_output_token_ids"])
-
-
-def test_beam_search_is_still_refused_on_the_real_backend(capsys):
-    trace = "synthetic:n=2,arrivals=poisson:10,prompt=fixed:8,output=fixed:2"
-    assert main(["replay", "--quiet", "--trace", trace, "--executor", "real", "--model",
-                 "tiny-llama", "--beam-width", "2"]) == 2
-    assert "beam search does not run on the real backend yet" in capsys.readouterr().err

@@ -145,7 +145,7 @@ def test_skipped_layers_are_the_middle_quarter():
 @pytest.mark.parametrize("argv,message", [
     (["--speculator", "tree"], "--speculator tree does not run on the real backend yet"),
     (["--speculator", "draft", "--draft-model", "llama-3.2-1b"],
-     "pass --draft-model tiny-llama"),
+     "the draft model must share tiny-llama's vocabulary of 512 tokens"),
 ])
 def test_speculators_the_real_backend_cannot_run_are_clear_errors(argv, message, capsys):
     trace = "synthetic:n=2,arrivals=poisson:10,prompt=fixed:8,output=fixed:2"
