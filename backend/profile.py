@@ -20,7 +20,8 @@ one (real block tables, real sampling), and each timed step records the exact sh
 
 Each point runs `warmup` untimed steps and `repeats` timed ones; the profile keeps the median
 time with the shape of the median step. The whole grid is preceded by one untimed pass over a
-few shapes (torch allocates and picks kernels on first use).
+few shapes (torch allocates and picks kernels on first use). Steps are timed on the wall
+clock or on the thread's CPU time (`clock`, see `backend.bench`).
 """
 
 from __future__ import annotations
@@ -37,19 +38,9 @@ from typing import Callable
 
 import torch
 
-from backend.drafting import NgramDrafter, SelfDrafter
-from backend.kv_cache import KVCache
-from backend.replay import build_model, pick_device
-from backend.runner import RealExecutor
-from backend.sampler import SamplingParams
+from backend.bench import RealEngines, Shape, TimedExecutor
 from policies.engine import Engine
-from policies.kv.base import KVAllocator
-from policies.types import Plan, Request, StepResult
-from sim.api import build_cost_model, build_engine
-from sim.config import ReplayOptions, SimConfig, resolve
-from traces import Trace
-
-Shape = tuple[tuple[int, ...], tuple[int, ...]]
+from sim.config import ReplayOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,82 +85,16 @@ TRIM_SHARE = 0.1
 """Share of a point's timed steps cut from each tail before averaging (`trimmed_mean_s`)."""
 
 
-class _TimedExecutor:
-    """Passes plans to the real executor and remembers the shape of the last one."""
-
-    def __init__(self, inner: RealExecutor) -> None:
-        self.inner = inner
-        self.last_shape: Shape | None = None
-
-    def execute(self, plan: Plan) -> StepResult:
-        chunks = plan.chunks + plan.padding
-        self.last_shape = (tuple(c.num_new_tokens for c in chunks),
-                           tuple(c.num_context_tokens for c in chunks))
-        return self.inner.execute(plan)
-
-    def __getattr__(self, name: str):
-        return getattr(self.inner, name)
-
-
-class _Bench:
-    """Builds engines on one model and one KV pool, and times their steps."""
-
-    def __init__(self, options: ReplayOptions, num_blocks: int) -> None:
-        self.options = dataclasses.replace(options, executor="real", num_gpu_blocks=num_blocks)
-        self.device = pick_device()
-        config = self._config(self.options)
-        self.model, _ = build_model(config, self.device)
-        spec = self.model.spec
-        self.kv = KVCache(num_layers=spec.num_layers, num_blocks=num_blocks,
-                          block_size=options.block_size, num_kv_heads=spec.num_kv_heads,
-                          head_dim=spec.attn_head_dim, dtype=self.model.norm.weight.dtype,
-                          device=self.device)
-        self.origin_s = time.perf_counter()
-        self._next_id = 0
-
-    @staticmethod
-    def _config(options: ReplayOptions) -> SimConfig:
-        return resolve(options, trace=Trace("profile", [], [], []))
-
-    def engine(self, **overrides) -> tuple[Engine, _TimedExecutor]:
-        config = self._config(dataclasses.replace(self.options, **overrides))
-        o = config.options
-        sampling = SamplingParams(o.temperature, o.top_k, o.top_p)
-        use_triton = self.device.type == "cuda"
-        timed: list[_TimedExecutor] = []
-
-        def executor_for(allocator: KVAllocator) -> _TimedExecutor:
-            drafter = None
-            if o.speculator == "ngram":
-                drafter = NgramDrafter()
-            elif o.speculator == "draft":
-                drafter = SelfDrafter(self.model, self.kv, allocator, sampling, o.seed,
-                                      use_triton)
-            timed.append(_TimedExecutor(RealExecutor(
-                self.model, self.kv, allocator, sampling=sampling, seed=o.seed,
-                use_triton=use_triton, drafter=drafter)))
-            return timed[0]
-
-        engine, _ = build_engine(config, build_cost_model(config), executor_for=executor_for)
-        return engine, timed[0]
-
-    def now_s(self) -> float:
-        return time.perf_counter() - self.origin_s
-
-    def submit(self, engine: Engine, prompt_tokens: int, output_tokens: int) -> None:
-        engine.submit(Request(self._next_id, self.now_s(), prompt_tokens, output_tokens),
-                      self.now_s())
-        self._next_id += 1
-
-    def step(self, engine: Engine, executor: _TimedExecutor) -> tuple[Shape, float]:
-        """One engine step, timed from the call to its return (the loop's busy period)."""
-        start_s = time.perf_counter()
-        outcome = engine.step(start_s - self.origin_s)
-        elapsed_s = time.perf_counter() - start_s
-        if outcome.duration_s is None or executor.last_shape is None:
-            raise RuntimeError("profile step ran nothing: the grid point's workload is empty")
-        shape, executor.last_shape = executor.last_shape, None
-        return shape, elapsed_s
+def _step(bench: RealEngines, engine: Engine, executor: TimedExecutor) -> tuple[Shape, float]:
+    """One engine step, timed from the call to its return (the loop's busy period) on the
+    bench's clock."""
+    start_s = bench.timer()
+    outcome = engine.step(bench.now_s())
+    elapsed_s = bench.timer() - start_s
+    if outcome.duration_s is None or executor.last_shape is None:
+        raise RuntimeError("profile step ran nothing: the grid point's workload is empty")
+    shape, executor.last_shape = executor.last_shape, None
+    return shape, elapsed_s
 
 
 def trimmed_mean_s(times_s: list[float], trim_share: float = TRIM_SHARE) -> float:
@@ -191,18 +116,19 @@ def _sample(timed: list[tuple[Shape, float]]) -> dict:
             "steps_s": times_s}
 
 
-def _prefill(bench: _Bench, grid: ProfileGrid, prompt_tokens: int) -> list[tuple[Shape, float]]:
+def _prefill(bench: RealEngines, grid: ProfileGrid,
+             prompt_tokens: int) -> list[tuple[Shape, float]]:
     engine, executor = bench.engine()
     timed = []
     for index in range(grid.warmup + grid.repeats):
         bench.submit(engine, prompt_tokens, 1)  # one output: the prefill finishes it
-        result = bench.step(engine, executor)
+        result = _step(bench, engine, executor)
         if index >= grid.warmup:
             timed.append(result)
     return timed
 
 
-def _decode(bench: _Bench, grid: ProfileGrid, batch: int, context: int,
+def _decode(bench: RealEngines, grid: ProfileGrid, batch: int, context: int,
             **overrides) -> list[tuple[Shape, float]]:
     """`batch` sequences prefilled to `context` tokens, then timed while they decode."""
     engine, executor = bench.engine(**overrides)
@@ -211,11 +137,11 @@ def _decode(bench: _Bench, grid: ProfileGrid, batch: int, context: int,
     for _ in range(batch):
         bench.submit(engine, context, num_steps * max_new + 2)
     while any(s.num_output_tokens == 0 for s in engine.sequences.values()):
-        bench.step(engine, executor)  # prefills, untimed
-    return [bench.step(engine, executor) for _ in range(num_steps)][grid.warmup:]
+        _step(bench, engine, executor)  # prefills, untimed
+    return [_step(bench, engine, executor) for _ in range(num_steps)][grid.warmup:]
 
 
-def _mixed(bench: _Bench, grid: ProfileGrid, batch: int,
+def _mixed(bench: RealEngines, grid: ProfileGrid, batch: int,
            prompt_tokens: int) -> list[tuple[Shape, float]]:
     """`batch` decoding sequences plus one new prompt per step (chunked scheduler)."""
     budget = batch + prompt_tokens
@@ -225,19 +151,19 @@ def _mixed(bench: _Bench, grid: ProfileGrid, batch: int,
     for _ in range(batch):
         bench.submit(engine, grid.mixed_context, num_steps + 2)
     while any(s.num_output_tokens == 0 for s in engine.sequences.values()):
-        bench.step(engine, executor)
+        _step(bench, engine, executor)
     timed = []
     for index in range(num_steps):
         bench.submit(engine, prompt_tokens, 1)
-        result = bench.step(engine, executor)
+        result = _step(bench, engine, executor)
         if index >= grid.warmup:
             timed.append(result)
     return timed
 
 
-def grid_points(grid: ProfileGrid) -> list[tuple[str, Callable[[_Bench], list]]]:
+def grid_points(grid: ProfileGrid) -> list[tuple[str, Callable[[RealEngines], list]]]:
     """(label, run) for every point, in a fixed order."""
-    points: list[tuple[str, Callable[[_Bench], list]]] = []
+    points: list[tuple[str, Callable[[RealEngines], list]]] = []
     for p in grid.prefill_tokens:
         points.append((f"prefill {p}", lambda b, p=p: _prefill(b, grid, p)))
     for c in grid.decode_contexts:
@@ -312,7 +238,8 @@ def _cpu_name() -> str:
 
 
 def profile_real(options: ReplayOptions, grid: ProfileGrid = ProfileGrid(),
-                 progress: Callable[[int, int], None] | None = None) -> dict:
+                 progress: Callable[[int, int], None] | None = None,
+                 clock: str = "wall") -> dict:
     """Time `grid` on the real backend for `options` (model, scheduler, allocator, block
     size, seed); returns the profile JSON `servesim calibrate` fits (`sim.cost.profiles`
     format, each sample with its median and every step's time besides `measured_s`).
@@ -320,14 +247,11 @@ def profile_real(options: ReplayOptions, grid: ProfileGrid = ProfileGrid(),
     The statistic is a trimmed mean over passes spread in time, not a median of adjacent
     steps: on shared machines the CPU's speed switches between states for seconds at a time
     (1.7x apart on the 2-core development box), a trace replay averages over them, and so
-    must the profile."""
-    device = pick_device()
-    if device.type == "cpu":
-        torch.set_num_threads(1)  # as replay_real runs: one thread is steadier on shared CPUs
+    must the profile. `clock` is `wall` or `cpu` (see `backend.bench`)."""
     block_size = options.block_size
     blocks_per_seq = -(-grid.max_tokens_per_sequence // block_size) + 1
     widest = max([1, *grid.decode_batches, *(n + 1 for n, _ in grid.mixed), *grid.spec_batches])
-    bench = _Bench(options, num_blocks=widest * blocks_per_seq + 8)
+    bench = RealEngines(options, num_blocks=widest * blocks_per_seq + 8, clock=clock)
     _warm_up(bench, grid)
     probe_s = speed_probe_s()
     points = grid_points(grid)
@@ -337,9 +261,9 @@ def profile_real(options: ReplayOptions, grid: ProfileGrid = ProfileGrid(),
             timed[label].extend(run(bench))
         if progress is not None:
             progress(index + 1, grid.passes)
-    config = bench._config(bench.options)
-    machine = machine_info(device) | {
-        "executor": "real", "timed": "Engine.step (schedule + execute + commit)",
+    config = bench.config()
+    machine = machine_info(bench.device) | {
+        "executor": "real", "timed": "Engine.step (schedule + execute + commit)", "clock": clock,
         "scheduler": options.scheduler, "allocator": options.allocator,
         "block_size": block_size, "passes": grid.passes, "warmup_steps": grid.warmup,
         "repeats": grid.repeats, "statistic": f"mean of timed steps, {TRIM_SHARE:.0%} trimmed "
@@ -353,7 +277,7 @@ def profile_real(options: ReplayOptions, grid: ProfileGrid = ProfileGrid(),
             "machine": machine}
 
 
-def _warm_up(bench: _Bench, grid: ProfileGrid) -> None:
+def _warm_up(bench: RealEngines, grid: ProfileGrid) -> None:
     """Run a prefill, a decode batch and a verify once, untimed: first calls of torch ops
     allocate and dispatch slowly."""
     quick = dataclasses.replace(grid, warmup=1, repeats=2)

@@ -1,8 +1,8 @@
 """`servesim validate`: replay one trace on the real backend and in the simulator, and write
 how far apart they are (`DIR/validation.json`, see `sim.validation`).
 
-    calibration (given, or profiled and fitted here first)
     warm-up replay (untimed: first torch calls allocate and dispatch slowly)
+    calibration (given, or profiled and fitted here first)
     repeat N times:  real replay, wall-clock arrivals  ->  DIR/real/rN/
                      simulation of the same trace      ->  DIR/sim/rN/
     errors per repeat -> medians and spread -> DIR/validation.json, per_request.csv, cdf.*
@@ -11,7 +11,9 @@ Both sides run the same `SimConfig`: the same trace (lengths optionally capped),
 policies, the same KV pool (the real run's block count is handed to the simulator). With a
 speculator the simulator replays the acceptance the real run measured (its acceptance.txt),
 so what is validated is the timing model, not an acceptance guess. The simulator is
-deterministic, so the spread over repeats is the real runs' variability.
+deterministic, so the spread over repeats is the real runs' variability. A speed probe (a
+fixed workload, `backend.profile.speed_probe_s`) is read before and after the profile and each
+real run, so a machine that changed speed between calibration and replay shows in the report.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from backend.bench import replay_cpu_clock
 from backend.profile import ProfileGrid, machine_info, profile_real, speed_probe_s
 from backend.replay import pick_device, replay_real, write_acceptance
 from sim.api import simulate
@@ -50,6 +53,9 @@ class ValidateSettings:
     max_output_tokens: int | None = None
     grid: ProfileGrid = ProfileGrid()
     """The profile grid when no calibration is given."""
+    clock: str = "wall"
+    """What the real runs and the profile are timed by (`backend.bench`): `wall`, or `cpu`
+    (this thread's CPU time: what the backend costs, without other processes' share)."""
 
     def __post_init__(self) -> None:
         if self.repeats < 1:
@@ -66,17 +72,20 @@ def validate(options: ReplayOptions, out_dir: str | Path, settings: ValidateSett
     say("warming up the real backend")
     replay_real(resolve(dataclasses.replace(options, trace=WARM_UP_TRACE, pace="asap",
                                             num_gpu_blocks=64, calibration=None)))
-    calibration = _calibration(options, out, settings.grid, say)
+    calibration = _calibration(options, out, settings, say)
     options = dataclasses.replace(options, calibration=calibration["path"])
     real_config = _capped(resolve(options), settings)
     sim_summaries, real_summaries, per_request, runs = [], [], [], []
     table_rows: list[dict[str, Any]] = []
     for repeat in range(settings.repeats):
         say(f"repeat {repeat + 1}/{settings.repeats}: real run "
-            f"({real_config.trace.num_rows} requests, wall-clock arrivals)")
+            f"({real_config.trace.num_rows} requests, arrivals on the {settings.clock} clock)")
         load_before, probe_s = os.getloadavg()[0], speed_probe_s()
         start_s = time.perf_counter()
-        real, _ = replay_real(real_config)
+        if settings.clock == "wall":
+            real, _ = replay_real(real_config)
+        else:
+            real = replay_cpu_clock(real_config)
         real_wall_s = time.perf_counter() - start_s
         real_dir = write_results(real, out / "real" / f"r{repeat}")
         sim_options = _sim_options(options, real, real_dir)
@@ -102,7 +111,7 @@ def validate(options: ReplayOptions, out_dir: str | Path, settings: ValidateSett
         "trace": {"name": real_config.trace.name, "requests": real_config.trace.num_rows,
                   "notes": list(real_config.trace.notes)},
         "options": dataclasses.asdict(options),
-        "settings": {"repeats": settings.repeats,
+        "settings": {"repeats": settings.repeats, "clock": settings.clock,
                      "max_prompt_tokens": settings.max_prompt_tokens,
                      "max_output_tokens": settings.max_output_tokens},
         "machine": machine_info(pick_device()),
@@ -122,7 +131,7 @@ def _empty_trace():
     return Trace("validate", [], [], [])
 
 
-def _calibration(options: ReplayOptions, out: Path, grid: ProfileGrid,
+def _calibration(options: ReplayOptions, out: Path, settings: ValidateSettings,
                  say: Callable[[str], None]) -> dict[str, Any]:
     """The coefficients to simulate with: `--calibration` as given, else a profile of this
     configuration on this machine fitted now (DIR/profile.json, DIR/calibration.json)."""
@@ -131,8 +140,10 @@ def _calibration(options: ReplayOptions, out: Path, grid: ProfileGrid,
         coefficients = load_coefficients(options.calibration, config.hardware.name)
         return {"path": options.calibration, "profiled_here": False,
                 "provenance": coefficients.provenance}
-    say(f"profiling {config.model.name} on the real backend ({grid.passes} passes)")
-    profile = profile_real(options, grid, lambda done, total: say(f"  pass {done}/{total}"))
+    say(f"profiling {config.model.name} on the real backend ({settings.grid.passes} passes, "
+        f"{settings.clock} clock)")
+    profile = profile_real(options, settings.grid,
+                           lambda done, total: say(f"  pass {done}/{total}"), settings.clock)
     profile_path = out / "profile.json"
     profile_path.write_text(json.dumps(profile, indent=1) + "\n")
     samples = profile_from_json(profile, str(profile_path)).timing_samples(profile_path.name)

@@ -41,6 +41,10 @@ def _grid_flags(parser: argparse.ArgumentParser) -> None:
                         help="profile grid: default (about a minute on tiny-llama), or tiny "
                              "(seconds; for tests)")
     parser.add_argument("--passes", type=int, help="passes over the grid (default: the grid's)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="time by the wall clock, or by this thread's CPU time (CPU only: "
+                             "leaves out other processes' share of a shared machine; idle "
+                             "waits are skipped) (default: %(default)s)")
 
 
 def add_profile_parser(sub: argparse._SubParsersAction) -> None:
@@ -105,7 +109,7 @@ def run_profile(args: argparse.Namespace, console: Console) -> int:
                             executor="real")
     grid = _grid(args.grid, args.passes)
     profile = profile_real(options, grid, lambda done, total: console.print(
-        f"[dim]pass {done}/{total}[/dim]"))
+        f"[dim]pass {done}/{total}[/dim]"), args.clock)
     out = Path(args.out)
     out.write_text(json.dumps(profile, indent=1) + "\n")
     console.print(f"wrote {len(profile['samples'])} timed shapes of {profile['model']} on "
@@ -121,7 +125,7 @@ def run_validate(args: argparse.Namespace, console: Console, options: ReplayOpti
         options.hardware if "hardware" in vars(args) else None))
     settings = ValidateSettings(repeats=args.repeats, max_prompt_tokens=args.max_prompt_tokens,
                                 max_output_tokens=args.max_output_tokens,
-                                grid=_grid(args.grid, args.passes))
+                                grid=_grid(args.grid, args.passes), clock=args.clock)
     report = validate(options, args.out, settings,
                       lambda text: console.print(f"[dim]{text}[/dim]"))
     console.print(error_table(report))

@@ -69,10 +69,22 @@ def test_validate_writes_errors_that_match_its_summaries(tmp_path, capsys):
     again = tmp_path / "again"
     assert main(["validate", "--trace", TRACE, "--model", "tiny-llama", "--repeats", "1",
                  "--calibration", str(out / "calibration.json"), "--num-gpu-blocks", "128",
-                 "--speculator", "ngram", "--spec-k", "2", "--out", str(again)]) == 0
+                 "--speculator", "ngram", "--spec-k", "2", "--clock", "cpu",
+                 "--out", str(again)]) == 0
     report = json.loads((again / "validation.json").read_text())
     assert not report["calibration"]["profiled_here"] and not (again / "profile.json").exists()
+    assert report["settings"]["clock"] == "cpu" and report["rel_error"]["e2e_p50_s"] is not None
     assert (again / "real" / "r0" / "acceptance.txt").exists()
+
+
+def test_the_cpu_clock_skips_waits_and_counts_cpu_time():
+    from backend.bench import CpuClock
+
+    clock = CpuClock()
+    before = clock.now()
+    clock.sleep(5.0)
+    clock.sleep(-1.0)  # a wake-up already past: no time travel
+    assert 5.0 <= clock.now() - before < 5.5
 
 
 def test_validate_rejects_bad_input_with_one_line_errors(tmp_path, capsys):
