@@ -53,6 +53,9 @@ class ValidateSettings:
     max_output_tokens: int | None = None
     grid: ProfileGrid = ProfileGrid()
     """The profile grid when no calibration is given."""
+    profile_each_repeat: bool = False
+    """Profile and fit anew before every repeat (no `--calibration`): each real run is then
+    compared with a calibration of the machine as it was minutes, not an hour, before."""
     clock: str = "wall"
     """What the real runs and the profile are timed by (`backend.bench`): `wall`, or `cpu`
     (this thread's CPU time: what the backend costs, without other processes' share)."""
@@ -68,61 +71,74 @@ def validate(options: ReplayOptions, out_dir: str | Path, settings: ValidateSett
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     options = dataclasses.replace(options, executor="real")
+    if settings.profile_each_repeat and options.calibration:
+        raise ValueError("--profile-each-repeat fits its own calibration per repeat: drop "
+                         "--calibration")
     # The warm-up also fails fast on options the real backend refuses, before any profiling.
     say("warming up the real backend")
     replay_real(resolve(dataclasses.replace(options, trace=WARM_UP_TRACE, pace="asap",
                                             num_gpu_blocks=64, calibration=None)))
-    calibration = _calibration(options, out, settings, say)
-    options = dataclasses.replace(options, calibration=calibration["path"])
-    real_config = _capped(resolve(options), settings)
-    sim_summaries, real_summaries, per_request, runs = [], [], [], []
-    table_rows: list[dict[str, Any]] = []
+    calibration = None
+    if not settings.profile_each_repeat:
+        calibration = _calibration(options, out, settings, say)
+    sims, reals, calibrations, runs = [], [], [], []
     for repeat in range(settings.repeats):
-        say(f"repeat {repeat + 1}/{settings.repeats}: real run "
-            f"({real_config.trace.num_rows} requests, arrivals on the {settings.clock} clock)")
-        load_before, probe_s = os.getloadavg()[0], speed_probe_s()
-        start_s = time.perf_counter()
-        if settings.clock == "wall":
-            real, _ = replay_real(real_config)
-        else:
-            real = replay_cpu_clock(real_config)
-        real_wall_s = time.perf_counter() - start_s
-        real_dir = write_results(real, out / "real" / f"r{repeat}")
-        sim_options = _sim_options(options, real, real_dir)
-        say(f"repeat {repeat + 1}/{settings.repeats}: simulation")
-        sim = simulate(_capped(resolve(sim_options), settings))
-        write_results(sim, out / "sim" / f"r{repeat}")
-        real_rows, sim_rows = real.request_rows(), sim.request_rows()
-        sim_summaries.append(sim.summary)
-        real_summaries.append(real.summary)
-        per_request.append(per_request_errors(sim_rows, real_rows))
-        table_rows.extend(_joined_rows(repeat, real_rows, sim_rows))
-        runs.append({"repeat": repeat, "real_wall_s": real_wall_s,
-                     "real_execute_share": _busy_share(real),
-                     "sim_busy_share": _busy_share(sim),
-                     "loadavg_1min_before": load_before,
-                     "speed_probe_s": [probe_s, speed_probe_s()],
-                     "loadavg_1min_after": os.getloadavg()[0]})
-    report = validation_report(sim_summaries, real_summaries, per_request)
+        if settings.profile_each_repeat:
+            calibration = _calibration(options, out / "calibration" / f"r{repeat}", settings,
+                                       say)
+        calibrations.append(calibration)
+        config = _capped(resolve(dataclasses.replace(options, calibration=calibration["path"])),
+                         settings)
+        real, sim, run = _repeat(config, settings, out, repeat, say)
+        reals.append(real)
+        sims.append(sim)
+        runs.append(run)
+    real_rows = [r.request_rows() for r in reals]
+    sim_rows = [s.request_rows() for s in sims]
+    report = validation_report([s.summary for s in sims], [r.summary for r in reals],
+                               [per_request_errors(s, r) for s, r in zip(sim_rows, real_rows)])
+    trace = reals[0].config.trace
     report.update({
         "utilization": _median(r["sim_busy_share"] for r in runs),
         "runs": runs,
-        "calibration": calibration,
-        "trace": {"name": real_config.trace.name, "requests": real_config.trace.num_rows,
-                  "notes": list(real_config.trace.notes)},
+        "calibration": calibrations[0],
+        "calibrations": calibrations,
+        "trace": {"name": trace.name, "requests": trace.num_rows, "notes": list(trace.notes)},
         "options": dataclasses.asdict(options),
         "settings": {"repeats": settings.repeats, "clock": settings.clock,
+                     "profile_each_repeat": settings.profile_each_repeat,
                      "max_prompt_tokens": settings.max_prompt_tokens,
                      "max_output_tokens": settings.max_output_tokens},
         "machine": machine_info(pick_device()),
     })
-    (out / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
+    table_rows = [row for repeat, (r, s) in enumerate(zip(real_rows, sim_rows))
+                  for row in _joined_rows(repeat, r, s)]
     _write_rows(out / "per_request.csv", table_rows)
     from sim.validation_plot import write_cdf_plots
 
     report["plots"] = [str(p) for p in write_cdf_plots(table_rows, out)]
     (out / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _repeat(config: SimConfig, settings: ValidateSettings, out: Path, repeat: int,
+            say: Callable[[str], None]) -> tuple[Results, Results, dict[str, Any]]:
+    """One real run of `config` and its simulation; both written under `out`."""
+    say(f"repeat {repeat + 1}/{settings.repeats}: real run ({config.trace.num_rows} requests, "
+        f"arrivals on the {settings.clock} clock)")
+    load_before, probe_s = os.getloadavg()[0], speed_probe_s()
+    start_s = time.perf_counter()
+    real = replay_real(config)[0] if settings.clock == "wall" else replay_cpu_clock(config)
+    real_wall_s = time.perf_counter() - start_s
+    real_dir = write_results(real, out / "real" / f"r{repeat}")
+    say(f"repeat {repeat + 1}/{settings.repeats}: simulation")
+    sim_options = _sim_options(config.options, real, real_dir)
+    sim = simulate(_capped(resolve(sim_options), settings))
+    write_results(sim, out / "sim" / f"r{repeat}")
+    run = {"repeat": repeat, "real_wall_s": real_wall_s, "real_execute_share": _busy_share(real),
+           "sim_busy_share": _busy_share(sim), "loadavg_1min_before": load_before,
+           "loadavg_1min_after": os.getloadavg()[0], "speed_probe_s": [probe_s, speed_probe_s()]}
+    return real, sim, run
 
 
 def _empty_trace():
@@ -134,7 +150,8 @@ def _empty_trace():
 def _calibration(options: ReplayOptions, out: Path, settings: ValidateSettings,
                  say: Callable[[str], None]) -> dict[str, Any]:
     """The coefficients to simulate with: `--calibration` as given, else a profile of this
-    configuration on this machine fitted now (DIR/profile.json, DIR/calibration.json)."""
+    configuration on this machine fitted now (OUT/profile.json, OUT/calibration.json)."""
+    out.mkdir(parents=True, exist_ok=True)
     config = resolve(options, trace=_empty_trace())
     if options.calibration:
         coefficients = load_coefficients(options.calibration, config.hardware.name)

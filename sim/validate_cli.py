@@ -81,6 +81,9 @@ def add_validate_parser(sub: argparse._SubParsersAction,
                         help="cap every prompt at this many tokens (CPU-sized replays)")
     parser.add_argument("--max-output-tokens", type=int,
                         help="cap every output at this many tokens")
+    parser.add_argument("--profile-each-repeat", action="store_true",
+                        help="without --calibration: profile and fit before every repeat, not "
+                             "once (tracks a machine whose speed drifts)")
     _grid_flags(parser)
     add_option_flags(parser)
 
@@ -125,7 +128,8 @@ def run_validate(args: argparse.Namespace, console: Console, options: ReplayOpti
         options.hardware if "hardware" in vars(args) else None))
     settings = ValidateSettings(repeats=args.repeats, max_prompt_tokens=args.max_prompt_tokens,
                                 max_output_tokens=args.max_output_tokens,
-                                grid=_grid(args.grid, args.passes), clock=args.clock)
+                                grid=_grid(args.grid, args.passes), clock=args.clock,
+                                profile_each_repeat=args.profile_each_repeat)
     report = validate(options, args.out, settings,
                       lambda text: console.print(f"[dim]{text}[/dim]"))
     console.print(error_table(report))

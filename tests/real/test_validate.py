@@ -45,6 +45,7 @@ def test_validate_writes_errors_that_match_its_summaries(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / "validation.json").read_text())
     assert report["repeats"] == 2 and report["calibration"]["profiled_here"]
+    assert [c["path"] for c in report["calibrations"]] == [str(out / "calibration.json")] * 2
     assert set(report["rel_error"]) == set(COMPARED_KEYS)
     assert report["headline_keys"] == list(HEADLINE_KEYS)
     per_repeat = []
@@ -75,6 +76,20 @@ def test_validate_writes_errors_that_match_its_summaries(tmp_path, capsys):
     assert not report["calibration"]["profiled_here"] and not (again / "profile.json").exists()
     assert report["settings"]["clock"] == "cpu" and report["rel_error"]["e2e_p50_s"] is not None
     assert (again / "real" / "r0" / "acceptance.txt").exists()
+
+
+def test_profile_each_repeat_fits_a_calibration_per_repeat(tmp_path, capsys):
+    out = tmp_path / "each"
+    assert main(["validate", "--trace", "synthetic:n=3,arrivals=poisson:50,prompt=fixed:16,"
+                 "output=fixed:4", "--model", "tiny-llama", "--grid", "tiny", "--passes", "1",
+                 "--repeats", "2", "--num-gpu-blocks", "64", "--profile-each-repeat",
+                 "--out", str(out)]) == 0, capsys.readouterr().err
+    report = json.loads((out / "validation.json").read_text())
+    assert [c["path"] for c in report["calibrations"]] == [
+        str(out / "calibration" / f"r{repeat}" / "calibration.json") for repeat in range(2)]
+    assert main(["validate", "--model", "tiny-llama", "--profile-each-repeat", "--calibration",
+                 "x.json", "--out", str(out)]) == 2
+    assert "drop --calibration" in capsys.readouterr().err
 
 
 def test_the_cpu_clock_skips_waits_and_counts_cpu_time():
