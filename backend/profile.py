@@ -57,6 +57,8 @@ class ProfileGrid:
     spec_widths: tuple[int, ...] = (2, 4)
     spec_batches: tuple[int, ...] = (1, 4, 16)
     spec_context: int = 256
+    speculator: str = "ngram"
+    """The real drafter of the verify points (ngram or draft)."""
     passes: int = 5
     warmup: int = 1
     repeats: int = 3
@@ -65,6 +67,17 @@ class ProfileGrid:
         if self.repeats < 1 or self.passes < 1 or self.warmup < 0:
             raise ValueError(f"profile needs passes, repeats >= 1 and warmup >= 0, got "
                              f"{self.passes}, {self.repeats} and {self.warmup}")
+
+    def for_options(self, options: ReplayOptions) -> ProfileGrid:
+        """The points a replay with `options` can produce: mixed batches only under the
+        chunked scheduler, verify steps only with a speculator (its k among the widths).
+        A fit to shapes that never run would trade accuracy on those that do for them."""
+        mixed = self.mixed if options.scheduler == "chunked" else ()
+        if options.speculator == "none":
+            return dataclasses.replace(self, mixed=mixed, spec_widths=())
+        return dataclasses.replace(self, mixed=mixed, speculator=options.speculator,
+                                   spec_widths=tuple(sorted({*self.spec_widths,
+                                                             options.spec_k})))
 
     @property
     def max_tokens_per_sequence(self) -> int:
@@ -174,7 +187,7 @@ def grid_points(grid: ProfileGrid) -> list[tuple[str, Callable[[RealEngines], li
     for k in grid.spec_widths:
         for n in grid.spec_batches:
             points.append((f"verify {n}x k={k}", lambda b, n=n, k=k: _decode(
-                b, grid, n, grid.spec_context, speculator="ngram", spec_k=k)))
+                b, grid, n, grid.spec_context, speculator=grid.speculator, spec_k=k)))
     return points
 
 
@@ -285,5 +298,5 @@ def _warm_up(bench: RealEngines, grid: ProfileGrid) -> None:
     _decode(bench, quick, max(grid.decode_batches, default=1), min(grid.decode_contexts,
                                                                     default=16))
     if grid.spec_widths:
-        _decode(bench, quick, 1, 16, speculator="ngram", spec_k=max(grid.spec_widths))
+        _decode(bench, quick, 1, 16, speculator=grid.speculator, spec_k=max(grid.spec_widths))
 

@@ -52,7 +52,8 @@ class ValidateSettings:
     max_prompt_tokens: int | None = None
     max_output_tokens: int | None = None
     grid: ProfileGrid = ProfileGrid()
-    """The profile grid when no calibration is given."""
+    """The profile grid when no calibration is given (only its points the replay's options
+    can produce are profiled: `ProfileGrid.for_options`)."""
     profile_each_repeat: bool = False
     """Profile and fit anew before every repeat (no `--calibration`): each real run is then
     compared with a calibration of the machine as it was minutes, not an hour, before."""
@@ -157,9 +158,10 @@ def _calibration(options: ReplayOptions, out: Path, settings: ValidateSettings,
         coefficients = load_coefficients(options.calibration, config.hardware.name)
         return {"path": options.calibration, "profiled_here": False,
                 "provenance": coefficients.provenance}
-    say(f"profiling {config.model.name} on the real backend ({settings.grid.passes} passes, "
+    grid = settings.grid.for_options(options)
+    say(f"profiling {config.model.name} on the real backend ({grid.passes} passes, "
         f"{settings.clock} clock)")
-    profile = profile_real(options, settings.grid,
+    profile = profile_real(options, grid,
                            lambda done, total: say(f"  pass {done}/{total}"), settings.clock)
     profile_path = out / "profile.json"
     profile_path.write_text(json.dumps(profile, indent=1) + "\n")

@@ -109,3 +109,14 @@ def test_validate_rejects_bad_input_with_one_line_errors(tmp_path, capsys):
     assert main(["validate", "--model", "tiny-llama", "--replicas", "2",
                  "--out", str(tmp_path)]) == 2
     assert "runs one replica" in capsys.readouterr().err
+
+
+def test_validate_profiles_only_shapes_its_replay_can_produce():
+    from backend.profile import ProfileGrid
+    from sim.config import ReplayOptions
+
+    grid = ProfileGrid()
+    plain = grid.for_options(ReplayOptions())
+    assert (plain.mixed, plain.spec_widths) == ((), ())
+    chunked = grid.for_options(ReplayOptions(scheduler="chunked", speculator="ngram", spec_k=3))
+    assert chunked.mixed == grid.mixed and chunked.spec_widths == (2, 3, 4)
