@@ -2,9 +2,9 @@
 how far apart they are (`DIR/validation.json`, see `sim.validation`).
 
     warm-up replay (untimed: first torch calls allocate and dispatch slowly)
-    calibration (given, or profiled and fitted here first)
-    repeat N times:  real replay, wall-clock arrivals  ->  DIR/real/rN/
-                     simulation of the same trace      ->  DIR/sim/rN/
+    calibration (given, or profiled and fitted here: once, or before every repeat)
+    repeat N times:  real replay, arrivals on the wall (or CPU) clock  ->  DIR/real/rN/
+                     simulation of the same trace                      ->  DIR/sim/rN/
     errors per repeat -> medians and spread -> DIR/validation.json, per_request.csv, cdf.*
 
 Both sides run the same `SimConfig`: the same trace (lengths optionally capped), the same
@@ -38,7 +38,7 @@ from sim.cost.coefficients import load_coefficients
 from sim.cost.profiles import profile_from_json
 from sim.results import Results, write_results
 from sim.validation import PER_REQUEST_METRICS, per_request_errors, validation_report
-from traces import cap_lengths
+from traces import Trace, cap_lengths
 
 WARM_UP_TRACE = "synthetic:n=4,arrivals=poisson:1000,prompt=fixed:64,output=fixed:8"
 
@@ -142,9 +142,7 @@ def _repeat(config: SimConfig, settings: ValidateSettings, out: Path, repeat: in
     return real, sim, run
 
 
-def _empty_trace():
-    from traces import Trace
-
+def _empty_trace() -> Trace:
     return Trace("validate", [], [], [])
 
 
