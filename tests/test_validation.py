@@ -15,7 +15,7 @@ from sim.cost.drift import check_drift
 from sim.cost.profiles import TimingSample, read_profile
 from sim.cost.roofline import CostModel
 from sim.validation import (COMPARED_KEYS, HEADLINE_KEYS, distribution, median_abs_rel_error,
-                            per_request_errors, rel_error, rel_errors, validation_report)
+                            per_request_errors, rel_error, validation_report)
 from sim.validation_plot import cdf_points
 from traces import Trace, cap_lengths
 from policies.types import Request
