@@ -2,6 +2,8 @@
 
     servesim replay --trace PATH|synthetic:... --model M --hardware H ... [--config F.toml] --out DIR
     servesim calibrate [PROFILE.json] [--shared DIR] [--hardware H] --out C.json
+    servesim profile --executor real --model M --out P.json
+    servesim validate --trace T --model M [--calibration C.json] [--repeats N] ... --out DIR
     servesim list models|hardware|schedulers|allocators|speculators|routers
     servesim roofline --model M --hardware H --batch B [--context N]
     servesim ui [--port N] [--host H]
@@ -25,6 +27,7 @@ from rich.table import Table
 
 from sim.calibrate_cli import add_calibrate_parser, run_calibrate
 from sim.config import ReplayOptions, options_from_toml, resolve
+from sim.validate_cli import add_profile_parser, add_validate_parser, run_profile, run_validate
 from sim.sweep.cli import (add_capacity_parser, add_sweep_parser, run_capacity_command,
                            run_sweep_command)
 
@@ -131,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", help="replay a trace through the simulator")
     _add_replay_flags(replay)
     add_calibrate_parser(sub)
+    add_profile_parser(sub)
+    add_validate_parser(sub, _add_option_flags)
     add_sweep_parser(sub)
     add_capacity_parser(sub, _add_option_flags)
     listing = sub.add_parser("list", help="list known names")
@@ -348,6 +353,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_ui(args)
         if args.command == "calibrate":
             return run_calibrate(args, console)
+        if args.command == "profile":
+            return run_profile(args, console)
+        if args.command == "validate":
+            return run_validate(args, console, replay_options(args))
         if args.command == "sweep":
             return run_sweep_command(args, console)
         if args.command == "capacity":

@@ -20,7 +20,7 @@ from traces.synthetic import (
     synthetic_trace,
 )
 from traces.trace import InvalidRow, Trace, TraceFormatError
-from traces.transforms import all_at_once, assign_priorities, scale_rate, window
+from traces.transforms import all_at_once, assign_priorities, cap_lengths, scale_rate, window
 
 DEFAULT_TRACE_PATH: Path = Path(__file__).resolve().parent / "data" / "azure_conv_2023_head2000.csv"
 
@@ -30,6 +30,7 @@ __all__ = [
     "TRACE_FORMATS",
     "ArrivalProcess",
     "all_at_once",
+    "cap_lengths",
     "InvalidRow",
     "SessionSpec",
     "parse_sessions",

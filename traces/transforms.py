@@ -68,3 +68,30 @@ def assign_priorities(trace: Trace, shares: list[float], seed: int) -> Trace:
     requests = [dataclasses.replace(r, priority=int(c)) for r, c in zip(trace.requests, classes)]
     note = f"priority classes drawn with shares {shares}, seed {seed}"
     return Trace(trace.name, requests, list(trace.invalid_rows), [*trace.notes, note])
+
+
+def cap_lengths(trace: Trace, max_prompt_tokens: int | None = None,
+                max_output_tokens: int | None = None) -> Trace:
+    """Prompts and outputs cut to at most the given lengths (None: uncapped), arrivals kept:
+    a production trace's shape at a size a small CPU model serves in seconds. Prompt token
+    ids are cut with the prompt, prefix block hashes to the blocks the cut prompt touches."""
+    for name, cap in (("max_prompt_tokens", max_prompt_tokens),
+                      ("max_output_tokens", max_output_tokens)):
+        if cap is not None and cap < 1:
+            raise ValueError(f"{name} must be >= 1, got {cap}")
+    prompt_cap = max_prompt_tokens or math.inf
+    output_cap = max_output_tokens or math.inf
+    requests = []
+    for request in trace.requests:
+        prompt = int(min(request.prompt_tokens, prompt_cap))
+        changes: dict = {"prompt_tokens": prompt,
+                         "output_tokens": int(min(request.output_tokens, output_cap))}
+        if request.prompt_token_ids is not None:
+            changes["prompt_token_ids"] = request.prompt_token_ids[:prompt]
+        if request.prefix_block_hashes is not None and request.prefix_block_tokens:
+            num_blocks = -(-prompt // request.prefix_block_tokens)
+            changes["prefix_block_hashes"] = request.prefix_block_hashes[:num_blocks]
+        requests.append(dataclasses.replace(request, **changes))
+    note = (f"lengths capped at {max_prompt_tokens or 'any'} prompt and "
+            f"{max_output_tokens or 'any'} output tokens")
+    return Trace(trace.name, requests, list(trace.invalid_rows), [*trace.notes, note])

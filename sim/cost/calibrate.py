@@ -281,6 +281,11 @@ def evaluate(samples: list[TimingSample], coefficients: Coefficients,
     return _evaluate(samples, _terms(samples), coefficients, holdout_every)
 
 
+def predict(samples: list[TimingSample], coefficients: Coefficients) -> np.ndarray:
+    """What `coefficients` predict for each sample (seconds, the part its group covers)."""
+    return _terms(samples).predict(_values(coefficients, _one_hardware(samples)))
+
+
 def _evaluate(samples: list[TimingSample], terms: _Terms, coefficients: Coefficients,
               holdout_every: int) -> FitReport:
     predicted = terms.predict(_values(coefficients, _one_hardware(samples)))

@@ -1,0 +1,238 @@
+"""`servesim validate`: replay one trace on the real backend and in the simulator, and write
+how far apart they are (`DIR/validation.json`, see `sim.validation`).
+
+    warm-up replay (untimed: first torch calls allocate and dispatch slowly)
+    calibration (given, or profiled and fitted here: once, or before every repeat)
+    repeat N times:  real replay, arrivals on the wall (or CPU) clock  ->  DIR/real/rN/
+                     simulation of the same trace                      ->  DIR/sim/rN/
+    errors per repeat -> medians and spread -> DIR/validation.json, per_request.csv, cdf.*
+
+Both sides run the same `SimConfig`: the same trace (lengths optionally capped), the same
+policies, the same KV pool (the real run's block count is handed to the simulator). With a
+speculator the simulator replays the acceptance the real run measured (its acceptance.txt),
+so what is validated is the timing model, not an acceptance guess. The simulator is
+deterministic, so the spread over repeats is the real runs' variability. A speed probe (a
+fixed workload, `backend.profile.speed_probe_s`) is read before and after the profile and each
+real run, so a machine that changed speed between calibration and replay shows in the report.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from backend.bench import replay_cpu_clock
+from backend.profile import ProfileGrid, machine_info, profile_real, speed_probe_s
+from backend.replay import pick_device, replay_real, write_acceptance
+from sim.api import simulate
+from sim.calibrate_cli import write_coefficients
+from sim.config import ReplayOptions, SimConfig, resolve
+from sim.cost.calibrate import fit
+from sim.cost.coefficients import load_coefficients
+from sim.cost.profiles import profile_from_json
+from sim.results import Results, write_results
+from sim.validation import PER_REQUEST_METRICS, per_request_errors, validation_report
+from traces import Trace, cap_lengths
+
+WARM_UP_TRACE = "synthetic:n=4,arrivals=poisson:1000,prompt=fixed:64,output=fixed:8"
+
+REAL_ONLY_DEFAULTS = {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "weights": None}
+"""Options the simulator refuses (they only mean something to the real executor)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ValidateSettings:
+    repeats: int = 3
+    max_prompt_tokens: int | None = None
+    max_output_tokens: int | None = None
+    grid: ProfileGrid = ProfileGrid()
+    """The profile grid when no calibration is given (only its points the replay's options
+    can produce are profiled: `ProfileGrid.for_options`)."""
+    profile_each_repeat: bool = False
+    """Profile and fit anew before every repeat (no `--calibration`): each real run is then
+    compared with a calibration of the machine as it was minutes, not an hour, before."""
+    clock: str = "wall"
+    """What the real runs and the profile are timed by (`backend.bench`): `wall`, or `cpu`
+    (this thread's CPU time: what the backend costs, without other processes' share)."""
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise ValueError(f"--repeats must be >= 1, got {self.repeats}")
+
+
+def validate(options: ReplayOptions, out_dir: str | Path, settings: ValidateSettings,
+             say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
+    """Run the validation and write its files into `out_dir`; returns validation.json."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    options = dataclasses.replace(options, executor="real")
+    if settings.profile_each_repeat and options.calibration:
+        raise ValueError("--profile-each-repeat fits its own calibration per repeat: drop "
+                         "--calibration")
+    # The warm-up also fails fast on options the real backend refuses, before any profiling.
+    say("warming up the real backend")
+    replay_real(resolve(dataclasses.replace(options, trace=WARM_UP_TRACE, pace="asap",
+                                            num_gpu_blocks=64, calibration=None)))
+    calibration = None
+    if not settings.profile_each_repeat:
+        calibration = _calibration(options, out, settings, say)
+    sims, reals, calibrations, runs = [], [], [], []
+    for repeat in range(settings.repeats):
+        if settings.profile_each_repeat:
+            calibration = _calibration(options, out / "calibration" / f"r{repeat}", settings,
+                                       say)
+        calibrations.append(calibration)
+        config = _capped(resolve(dataclasses.replace(options, calibration=calibration["path"])),
+                         settings)
+        real, sim, run = _repeat(config, settings, out, repeat, say)
+        reals.append(real)
+        sims.append(sim)
+        runs.append(run)
+    real_rows = [r.request_rows() for r in reals]
+    sim_rows = [s.request_rows() for s in sims]
+    report = validation_report([s.summary for s in sims], [r.summary for r in reals],
+                               [per_request_errors(s, r) for s, r in zip(sim_rows, real_rows)])
+    trace = reals[0].config.trace
+    report.update({
+        "utilization": _median(r["sim_busy_share"] for r in runs),
+        "runs": runs,
+        "calibration": calibrations[0],
+        "calibrations": calibrations,
+        "trace": {"name": trace.name, "requests": trace.num_rows, "notes": list(trace.notes)},
+        "options": dataclasses.asdict(options),
+        "settings": {"repeats": settings.repeats, "clock": settings.clock,
+                     "profile_each_repeat": settings.profile_each_repeat,
+                     "max_prompt_tokens": settings.max_prompt_tokens,
+                     "max_output_tokens": settings.max_output_tokens},
+        "machine": machine_info(pick_device()),
+    })
+    table_rows = [row for repeat, (r, s) in enumerate(zip(real_rows, sim_rows))
+                  for row in _joined_rows(repeat, r, s)]
+    _write_rows(out / "per_request.csv", table_rows)
+    from sim.validation_plot import write_cdf_plots
+
+    report["plots"] = [str(p) for p in write_cdf_plots(table_rows, out)]
+    (out / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _repeat(config: SimConfig, settings: ValidateSettings, out: Path, repeat: int,
+            say: Callable[[str], None]) -> tuple[Results, Results, dict[str, Any]]:
+    """One real run of `config` and its simulation; both written under `out`."""
+    say(f"repeat {repeat + 1}/{settings.repeats}: real run ({config.trace.num_rows} requests, "
+        f"arrivals on the {settings.clock} clock)")
+    load_before, probe_s = os.getloadavg()[0], speed_probe_s()
+    start_s = time.perf_counter()
+    real = replay_real(config)[0] if settings.clock == "wall" else replay_cpu_clock(config)
+    real_wall_s = time.perf_counter() - start_s
+    real_dir = write_results(real, out / "real" / f"r{repeat}")
+    say(f"repeat {repeat + 1}/{settings.repeats}: simulation")
+    sim_options = _sim_options(config.options, real, real_dir)
+    sim = simulate(_capped(resolve(sim_options), settings))
+    write_results(sim, out / "sim" / f"r{repeat}")
+    run = {"repeat": repeat, "real_wall_s": real_wall_s, "real_execute_share": _busy_share(real),
+           "sim_busy_share": _busy_share(sim), "loadavg_1min_before": load_before,
+           "loadavg_1min_after": os.getloadavg()[0], "speed_probe_s": [probe_s, speed_probe_s()]}
+    return real, sim, run
+
+
+def _empty_trace() -> Trace:
+    return Trace("validate", [], [], [])
+
+
+def _calibration(options: ReplayOptions, out: Path, settings: ValidateSettings,
+                 say: Callable[[str], None]) -> dict[str, Any]:
+    """The coefficients to simulate with: `--calibration` as given, else a profile of this
+    configuration on this machine fitted now (OUT/profile.json, OUT/calibration.json)."""
+    out.mkdir(parents=True, exist_ok=True)
+    config = resolve(options, trace=_empty_trace())
+    if options.calibration:
+        coefficients = load_coefficients(options.calibration, config.hardware.name)
+        return {"path": options.calibration, "profiled_here": False,
+                "provenance": coefficients.provenance}
+    grid = settings.grid.for_options(options)
+    say(f"profiling {config.model.name} on the real backend ({grid.passes} passes, "
+        f"{settings.clock} clock)")
+    profile = profile_real(options, grid,
+                           lambda done, total: say(f"  pass {done}/{total}"), settings.clock)
+    profile_path = out / "profile.json"
+    profile_path.write_text(json.dumps(profile, indent=1) + "\n")
+    samples = profile_from_json(profile, str(profile_path)).timing_samples(profile_path.name)
+    result = fit(samples)
+    path = write_coefficients(out / "calibration.json",
+                              {config.hardware.name: result.coefficients.to_json()})
+    held = result.report.stats(split="held-out")
+    every = result.report.stats(split="all")
+    say(f"calibrated: held-out MAPE {held.mape_pct:.1f}% (max {held.max_error_pct:.1f}%)")
+    return {"path": str(path), "profiled_here": True, "profile": str(profile_path),
+            "speed_probe_s": profile["machine"]["speed_probe_s"],
+            "provenance": result.coefficients.provenance,
+            "fit_held_out_mape_pct": held.mape_pct, "fit_held_out_max_pct": held.max_error_pct,
+            "fit_all_mape_pct": every.mape_pct, "fit_all_max_pct": every.max_error_pct}
+
+
+def _capped(config: SimConfig, settings: ValidateSettings) -> SimConfig:
+    if settings.max_prompt_tokens is None and settings.max_output_tokens is None:
+        return config
+    trace = cap_lengths(config.trace, settings.max_prompt_tokens, settings.max_output_tokens)
+    return dataclasses.replace(config, trace=trace)
+
+
+def _sim_options(options: ReplayOptions, real: Results, real_dir: Path) -> ReplayOptions:
+    """The simulator's options for the run `real`: its KV pool, its measured acceptance."""
+    changes: dict[str, Any] = dict(REAL_ONLY_DEFAULTS, executor="sim",
+                                   num_gpu_blocks=real.config.options.num_gpu_blocks,
+                                   hardware=real.config.hardware.name)
+    if options.speculator != "none":
+        changes["spec_acceptance"] = str(write_acceptance(real, real_dir))
+    return dataclasses.replace(options, **changes)
+
+
+def _busy_share(results: Results) -> float | None:
+    """Share of the run's span the engine spent in steps (for the real run: in `execute`,
+    without the scheduling and commit around it)."""
+    span_s = results.summary.get("simulated_span_s")
+    busy_s = sum(sum(engine.log.duration_s) for engine in results.engines)
+    return busy_s / span_s if span_s else None
+
+
+def _median(values) -> float | None:
+    present = sorted(v for v in values if v is not None)
+    if not present:
+        return None
+    mid = len(present) // 2
+    return present[mid] if len(present) % 2 else (present[mid - 1] + present[mid]) / 2
+
+
+def _joined_rows(repeat: int, real_rows: list[dict], sim_rows: list[dict]) -> list[dict]:
+    """One row per request finished in both runs: each metric measured and simulated."""
+    sim_by_id = {row["request_id"]: row for row in sim_rows if row["status"] == "finished"}
+    rows = []
+    for row in real_rows:
+        other = sim_by_id.get(row["request_id"])
+        if row["status"] != "finished" or other is None:
+            continue
+        joined: dict[str, Any] = {"repeat": repeat, "request_id": row["request_id"],
+                                  "prompt_tokens": row["prompt_tokens"],
+                                  "output_tokens": row["output_tokens"]}
+        for metric in PER_REQUEST_METRICS:
+            joined[f"real_{metric}"] = row[metric]
+            joined[f"sim_{metric}"] = other[metric]
+        rows.append(joined)
+    return rows
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    columns = ["repeat", "request_id", "prompt_tokens", "output_tokens"] + [
+        f"{side}_{metric}" for metric in PER_REQUEST_METRICS for side in ("real", "sim")]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
