@@ -6,7 +6,6 @@ import hypothesis.strategies as st
 from hypothesis import given, settings
 
 from policies.engine import Engine
-from policies.kv.contiguous import ContiguousAllocator, ContiguousParams
 from policies.kv.paged import PagedAllocator, PagedParams
 from policies.registry import ALLOCATORS, SCHEDULERS
 from policies.scheduler.continuous import ContinuousParams, ContinuousScheduler

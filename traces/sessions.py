@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from policies.types import Request
 from traces.seeding import (
     ARRIVALS_STREAM, OUTPUT_TOKENS_STREAM, PROMPT_TOKENS_STREAM, THINK_TIME_STREAM,
