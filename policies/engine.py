@@ -37,17 +37,18 @@ class Executor(Protocol):
 
 @dataclass(slots=True)
 class IterationLog:
-    """One row per executed iteration, in compact columns (no per-iteration objects)."""
+    """One row per executed iteration, in compact columns (no per-iteration objects; counts
+    as 4-byte ints, which overflow loudly, so a million-request trace's log stays small)."""
 
     start_s: array = field(default_factory=lambda: array("d"))
     duration_s: array = field(default_factory=lambda: array("d"))
-    batch_size: array = field(default_factory=lambda: array("l"))
-    new_tokens: array = field(default_factory=lambda: array("l"))
-    prefill_tokens: array = field(default_factory=lambda: array("l"))
-    num_waiting: array = field(default_factory=lambda: array("l"))
-    kv_reserved_slots: array = field(default_factory=lambda: array("l"))
-    kv_filled_slots: array = field(default_factory=lambda: array("l"))
-    kv_cached_free_slots: array = field(default_factory=lambda: array("l"))
+    batch_size: array = field(default_factory=lambda: array("i"))
+    new_tokens: array = field(default_factory=lambda: array("i"))
+    prefill_tokens: array = field(default_factory=lambda: array("i"))
+    num_waiting: array = field(default_factory=lambda: array("i"))
+    kv_reserved_slots: array = field(default_factory=lambda: array("i"))
+    kv_filled_slots: array = field(default_factory=lambda: array("i"))
+    kv_cached_free_slots: array = field(default_factory=lambda: array("i"))
 
     def __len__(self) -> int:
         return len(self.start_s)
@@ -287,11 +288,11 @@ class Engine:
         log.start_s.append(first_start_s)
         log.start_s.extend(ends[:-1])
         log.duration_s.extend(durations)
-        sizes = array("l", [batch_size]) * num_steps
+        sizes = array("i", [batch_size]) * num_steps
         log.batch_size.extend(sizes)
         log.new_tokens.extend(sizes)
-        log.prefill_tokens.extend(array("l", [0]) * num_steps)
-        log.num_waiting.extend(array("l", [self.scheduler.num_waiting]) * num_steps)
+        log.prefill_tokens.extend(array("i", [0]) * num_steps)
+        log.num_waiting.extend(array("i", [self.scheduler.num_waiting]) * num_steps)
         log.kv_reserved_slots.extend(usage.reserved_slots)
         log.kv_filled_slots.extend(usage.filled_slots)
         log.kv_cached_free_slots.extend(usage.cached_free_slots)

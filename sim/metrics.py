@@ -30,32 +30,52 @@ TPOT and ITL are then the effective ones: tokens of one verify share one timesta
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from policies.engine import Engine, SpeculationLog
 from policies.types import Sequence, SeqStatus
 from sim.config import SimConfig
+from sim.pooled_stats import pooled_mean_and_percentiles
 
 LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e", "queue")
 STATS = ("mean", "p50", "p90", "p99")
 
 
-def _stats(name: str, samples: np.ndarray, in_place: bool = False) -> dict[str, float | None]:
-    """Mean and percentiles; `in_place` lets the percentiles reorder `samples` instead of
-    copying it (for the pooled ITLs, which hold every token of a huge trace)."""
+ITL_CHUNK_TOKENS = 1 << 22
+"""Inter-token gaps computed at a time: every token of a huge trace is never pooled at once."""
+ITERATION_CHUNK = 1 << 22
+"""Iteration-log rows converted to float at a time, for the same reason."""
+
+
+def _stats(name: str, samples: np.ndarray) -> dict[str, float | None]:
     keys = [f"{name}_{s}_s" for s in STATS]
     if samples.size == 0:
         return dict.fromkeys(keys)
-    mean = float(samples.mean())
-    percentiles = np.percentile(samples, [50, 90, 99], overwrite_input=in_place)
-    return dict(zip(keys, [mean, *(float(v) for v in percentiles)]))
+    values = [float(samples.mean()), *(float(v) for v in np.percentile(samples, [50, 90, 99]))]
+    return dict(zip(keys, values))
+
+
+def _itl_stats(samples: list[Sequence]) -> dict[str, float | None]:
+    """ITL over every sample's gaps, computed chunk by chunk (`sim.pooled_stats`)."""
+    def chunks() -> Iterator[np.ndarray]:
+        batch, size = [], 0
+        for s in samples:
+            batch.append(s)
+            size += max(0, len(s.token_times_s) - 1)
+            if size >= ITL_CHUNK_TOKENS:
+                yield _inter_token_latencies(batch)
+                batch, size = [], 0
+        yield _inter_token_latencies(batch)
+
+    pooled = pooled_mean_and_percentiles(chunks, (50.0, 90.0, 99.0))
+    keys = [f"itl_{s}_s" for s in STATS]
+    return dict.fromkeys(keys) if pooled is None else dict(zip(keys, [pooled[0], *pooled[1]]))
 
 
 def _inter_token_latencies(samples: list[Sequence]) -> np.ndarray:
-    """Every gap between consecutive tokens of each sample, pooled, written straight into one
-    array (as large as all token times together, so never built twice)."""
+    """Every gap between consecutive tokens of each sample, written straight into one array."""
     gaps = np.empty(sum(max(0, len(s.token_times_s) - 1) for s in samples))
     start = 0
     for s in samples:
@@ -66,9 +86,32 @@ def _inter_token_latencies(samples: list[Sequence]) -> np.ndarray:
     return gaps
 
 
-def _weighted_mean(values: np.ndarray, weights: np.ndarray) -> float | None:
-    total = float(weights.sum())
-    return float((values * weights).sum() / total) if total > 0 else None
+def _iteration_means(engines: list[Engine]) -> dict[str, Any]:
+    """Duration-weighted KV utilization and fragmentation, mean batch size, iterations and
+    busy time over every replica's log, a slice of rows at a time."""
+    total_slots = engines[0].kv_total_slots
+    busy_s = util_s = frag_s = batch_sum = 0.0
+    rows = 0
+    for log in (engine.log for engine in engines):
+        for start in range(0, len(log), ITERATION_CHUNK):
+            end = start + ITERATION_CHUNK
+            durations = np.frombuffer(log.duration_s, dtype=np.float64)[start:end]
+            reserved = np.asarray(log.kv_reserved_slots[start:end], dtype=np.float64)
+            filled = np.asarray(log.kv_filled_slots[start:end], dtype=np.float64)
+            frag = np.divide(reserved - filled, reserved, out=np.zeros_like(reserved),
+                             where=reserved > 0)
+            busy_s += float(durations.sum())
+            util_s += float((reserved / total_slots * durations).sum())
+            frag_s += float((frag * durations).sum())
+            batch_sum += float(np.asarray(log.batch_size[start:end], dtype=np.float64).sum())
+            rows += durations.size
+    return {
+        "kv_util_mean": util_s / busy_s if busy_s > 0 else None,
+        "kv_frag_mean": frag_s / busy_s if busy_s > 0 else None,
+        "batch_size_mean": batch_sum / rows if rows else None,
+        "iterations": rows,
+        "busy_s": busy_s,
+    }
 
 
 def merged_sequences(engines: list[Engine]) -> dict[int, Sequence]:
@@ -123,7 +166,6 @@ def summarize(config: SimConfig, engines: list[Engine], end_s: float) -> dict[st
     scheduled = np.array([s.first_scheduled_s for s in finished])
     tpot = np.array([(s.finish_s - s.token_times_s[0]) / (s.request.output_tokens - 1)
                      for s in samples if s.request.output_tokens > 1])
-    itl_all = _inter_token_latencies(samples)
 
     ttft = first_token - arrival
     e2e = finish - arrival
@@ -133,9 +175,11 @@ def summarize(config: SimConfig, engines: list[Engine], end_s: float) -> dict[st
         "requests_rejected": rejected,
         "requests_unfinished": total - len(finished) - rejected,
     }
-    for name, samples in (("ttft", ttft), ("tpot", tpot), ("itl", itl_all), ("e2e", e2e),
-                          ("queue", scheduled - arrival)):
-        summary.update(_stats(name, samples, in_place=name == "itl"))
+    for name, values in (("ttft", ttft), ("tpot", tpot), ("e2e", e2e),
+                         ("queue", scheduled - arrival)):
+        summary.update(_stats(name, values))
+        if name == "tpot":
+            summary.update(_itl_stats(samples))
 
     first_arrival = trace.requests[0].arrival_time_s if trace.requests else 0.0
     span = end_s - first_arrival
@@ -145,27 +189,20 @@ def summarize(config: SimConfig, engines: list[Engine], end_s: float) -> dict[st
     summary["request_throughput_req_s"] = per_s(len(finished))
     summary["goodput_req_s"] = _goodput(config, ttft, finish, first_token, request_outputs, per_s)
 
-    logs = [engine.log for engine in engines]
-    durations = np.concatenate([np.frombuffer(log.duration_s, dtype=np.float64) for log in logs])
-    reserved = np.concatenate([np.asarray(log.kv_reserved_slots, dtype=np.float64) for log in logs])
-    filled = np.concatenate([np.asarray(log.kv_filled_slots, dtype=np.float64) for log in logs])
-    batch = np.concatenate([np.asarray(log.batch_size, dtype=np.float64) for log in logs])
-    frag = np.divide(reserved - filled, reserved, out=np.zeros_like(reserved), where=reserved > 0)
+    means = _iteration_means(engines)
     summary["preemptions"] = sum(s.num_preemptions for s in sequences)
     summary["swaps"] = sum(s.num_swaps for s in sequences)
     summary["recomputed_tokens"] = sum(s.num_recomputed_tokens for s in sequences)
     stats = [engine.scheduler.allocator.stats() for engine in engines]
     summary.update(_prefix_stats({k: sum(st.get(k, 0) for st in stats) for k in stats[0]}))
-    summary["kv_util_mean"] = _weighted_mean(reserved / engines[0].kv_total_slots, durations)
-    summary["kv_frag_mean"] = _weighted_mean(frag, durations)
-    summary["batch_size_mean"] = float(batch.mean()) if batch.size else None
-    summary["iterations"] = int(batch.size)
+    for key in ("kv_util_mean", "kv_frag_mean", "batch_size_mean", "iterations"):
+        summary[key] = means[key]
     summary["kv_blocks_total"] = engines[0].scheduler.allocator.num_blocks
     summary["replicas"] = len(engines)
     summary["simulated_span_s"] = span
     if config.options.speculator != "none":
         log = _combined_spec_log([engine.spec_log for engine in engines])
-        summary.update(_speculation(log, config.options.spec_k, float(durations.sum())))
+        summary.update(_speculation(log, config.options.spec_k, means["busy_s"]))
     return summary
 
 

@@ -1,0 +1,72 @@
+"""Exact mean and percentiles of a pool of values too large to hold at once.
+
+A million-request trace has a few hundred million inter-token gaps: pooling them in one array
+costs as much memory as every token time again, and `np.percentile` would copy it once more.
+Here the pool is produced chunk by chunk, as often as needed (`chunks()` must yield the same
+values each time), and never held whole:
+
+    pass 1  count, sum, min, max
+    pass 2  count the values per bin of `NUM_BINS` equal-width bins over [min, max]
+    pass 3  keep only the values of the bins that hold the wanted ranks; sort those
+
+Percentiles interpolate linearly between the order statistics around rank (n - 1) q / 100,
+numpy's default method, so they equal `np.percentile` of the pooled values (to rounding).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator
+
+import numpy as np
+
+NUM_BINS = 4096
+
+Chunks = Callable[[], Iterator[np.ndarray]]
+
+
+def pooled_mean_and_percentiles(
+    chunks: Chunks, percentiles: tuple[float, ...]
+) -> tuple[float, list[float]] | None:
+    """(mean, the `percentiles` in order) of every value the chunks yield; None if none."""
+    count, total, low, high = 0, 0.0, math.inf, -math.inf
+    for chunk in chunks():
+        if chunk.size:
+            count += chunk.size
+            total += float(chunk.sum())
+            low, high = min(low, float(chunk.min())), max(high, float(chunk.max()))
+    if not count:
+        return None
+    positions = [(count - 1) * q / 100.0 for q in percentiles]
+    ranks = sorted({r for h in positions for r in (math.floor(h), min(math.floor(h) + 1, count - 1))})
+    values = order_statistics(chunks, ranks, low, high)
+    result = []
+    for h in positions:
+        below, above = values[math.floor(h)], values[min(math.floor(h) + 1, count - 1)]
+        result.append(below + (above - below) * (h - math.floor(h)))
+    return total / count, result
+
+
+def order_statistics(chunks: Chunks, ranks: list[int], low: float, high: float) -> dict[int, float]:
+    """The values at 0-based `ranks` of the sorted pool, whose extremes are `low` and `high`."""
+    if low == high:
+        return dict.fromkeys(ranks, low)
+    edges = np.linspace(low, high, NUM_BINS + 1)
+    counts = np.zeros(NUM_BINS, dtype=np.int64)
+    for chunk in chunks():
+        counts += np.bincount(_bins(chunk, edges), minlength=NUM_BINS)
+    ends = np.cumsum(counts)  # ends[b]: values in bins 0..b
+    wanted = {rank: int(np.searchsorted(ends, rank, side="right")) for rank in ranks}
+    kept: dict[int, list[np.ndarray]] = {b: [] for b in set(wanted.values())}
+    for chunk in chunks():
+        bins = _bins(chunk, edges)
+        for b, parts in kept.items():
+            parts.append(chunk[bins == b])
+    sorted_bins = {b: np.sort(np.concatenate(parts)) for b, parts in kept.items()}
+    return {rank: float(sorted_bins[b][rank - (int(ends[b - 1]) if b else 0)])
+            for rank, b in wanted.items()}
+
+
+def _bins(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Bin of each value: edges[b] <= value < edges[b + 1], the top edge in the last bin."""
+    return np.minimum(np.searchsorted(edges, values, side="right") - 1, NUM_BINS - 1)
