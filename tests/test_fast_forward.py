@@ -128,3 +128,22 @@ def test_fast_forward_equality_holds_for_drawn_configs(scheduler, allocator, rat
                    rate_scale=rate_scale, num_gpu_blocks=num_gpu_blocks, block_size=block_size,
                    max_num_seqs=max_num_seqs, n=n, seed=seed)
     assert_same_results(_run(options, False), _run(options, True))
+
+
+def test_dashboard_recording_cost_model_sees_every_iteration_either_way():
+    """The roofline view's per-iteration FLOPs and bytes stay parallel to the log."""
+    from sim.cost.intensity import RecordingCostModel
+
+    recorded = {}
+    for fast_forward in (False, True):
+        models = []
+
+        def factory(*args, **kwargs):
+            models.append(RecordingCostModel(*args, **kwargs))
+            return models[-1]
+
+        result = simulate(resolve(ReplayOptions(fast_forward=fast_forward, **HEAVY)), cost_model=factory)
+        (model,) = models
+        assert len(model.flops) == len(model.bytes_moved) == len(result.engines[0].log)
+        recorded[fast_forward] = (list(model.flops), list(model.bytes_moved))
+    assert recorded[True] == recorded[False]
