@@ -193,11 +193,10 @@ class Engine:
     def _fast_forward(self, plan: Plan, now_s: float, end_s: float, until_s: float,
                       step_s: float) -> float | None:
         """Run the decode-only iterations that follow `plan` (a step from `now_s` to `end_s`,
-        which took `step_s`)
-        while their batch stays the same (the scheduler's `repeated_batch`, or its
-        `drained_batch` when nothing waits) and they start before `until_s`; return when the
-        last one ends (None if none ran). When sequences finish, the rest of the batch goes
-        on if nothing waits to join it."""
+        which took `step_s`) while their batch stays the same (the scheduler's
+        `repeated_batch`, or its `drained_batch` when nothing waits) and they start before
+        `until_s`; return when the last one ends (None if none ran). When sequences finish,
+        the rest of the batch goes on if nothing waits to join it."""
         repeated = getattr(self.scheduler, "repeated_batch", None)
         if repeated is None:
             return None
