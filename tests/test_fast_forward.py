@@ -119,14 +119,20 @@ def test_fast_forward_off_steps_every_iteration(monkeypatch):
     block_size=st.sampled_from([1, 16, 32]),
     max_num_seqs=st.sampled_from([4, 64, 256]),
     n=st.sampled_from([1, 2]),
+    preemption=st.sampled_from(["recompute", "swap"]),
+    queue_policy=st.sampled_from(["fcfs", "spf", "srpt"]),
+    replicas=st.sampled_from([1, 2]),
     seed=st.integers(0, 3),
 )
 def test_fast_forward_equality_holds_for_drawn_configs(scheduler, allocator, rate_scale,
                                                        num_gpu_blocks, block_size, max_num_seqs,
-                                                       n, seed):
+                                                       n, preemption, queue_policy, replicas,
+                                                       seed):
     options = dict(max_requests=60, scheduler=scheduler, allocator=allocator,
                    rate_scale=rate_scale, num_gpu_blocks=num_gpu_blocks, block_size=block_size,
-                   max_num_seqs=max_num_seqs, n=n, seed=seed)
+                   max_num_seqs=max_num_seqs, n=n, preemption=preemption,
+                   queue_policy=queue_policy, replicas=replicas, router="least-outstanding",
+                   swap_space_gb=0.02, seed=seed)
     assert_same_results(_run(options, False), _run(options, True))
 
 
