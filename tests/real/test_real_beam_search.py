@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from backend.beam_search import BeamSearch, assign_slots
-from backend.kv_cache import KVCache
 from backend.model import LlamaModel, init_random
 from backend.recompute import beam_search_recompute, next_token_logits
 from backend.replay import replay_real, sample_outputs
@@ -21,7 +20,7 @@ from policies.types import Request
 from sim.api import build_cost_model, build_engine
 from sim.cli import main
 from sim.config import resolve
-from tests.real.tiny_llama import tiny_options
+from tests.real.tiny_llama import kv_pool_for, tiny_options
 from traces.trace import Trace
 
 
@@ -68,10 +67,7 @@ def _engine(model, trace: Trace, beams: BeamSearch, **overrides):
     executors = []
 
     def executor_for(allocator):
-        spec = model.spec
-        kv = KVCache(num_layers=spec.num_layers, num_blocks=allocator.num_blocks,
-                     block_size=allocator.block_size, num_kv_heads=spec.num_kv_heads,
-                     head_dim=spec.attn_head_dim, dtype=torch.float32, device="cpu")
+        kv = kv_pool_for(model, allocator)
         executors.append(RealExecutor(model, kv, allocator, seed=3, beams=beams))
         return executors[0]
 

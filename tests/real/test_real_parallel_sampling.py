@@ -11,7 +11,6 @@ import json
 import pytest
 import torch
 
-from backend.kv_cache import KVCache
 from backend.model import LlamaModel, init_random
 from backend.recompute import generate_recompute
 from backend.replay import replay_real, sample_outputs
@@ -21,6 +20,7 @@ from policies.types import Request
 from sim.api import build_cost_model, build_engine
 from sim.cli import main
 from sim.config import ReplayOptions, resolve
+from tests.real.tiny_llama import kv_pool_for
 from traces.trace import Trace
 
 TRACE = "synthetic:n=4,arrivals=poisson:100,prompt=uniform:5:40,output=uniform:2:20"
@@ -59,10 +59,7 @@ def test_samples_share_the_prompt_blocks_and_the_tail_is_really_copied(model):
     executors = []
 
     def executor_for(allocator):
-        spec = model.spec
-        kv = KVCache(num_layers=spec.num_layers, num_blocks=allocator.num_blocks,
-                     block_size=allocator.block_size, num_kv_heads=spec.num_kv_heads,
-                     head_dim=spec.attn_head_dim, dtype=torch.float32, device="cpu")
+        kv = kv_pool_for(model, allocator)
         executors.append(RealExecutor(model, kv, allocator, sampling=SAMPLING, seed=3))
         return executors[0]
 
