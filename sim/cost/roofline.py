@@ -35,6 +35,9 @@ from sim.cost.coefficients import Coefficients
 from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes, expected_distinct_experts
 
 ACTIVATION_DTYPE = "bf16"
+BATCH_TERMS_CACHE = 4096
+"""Batch shapes whose context-free cost terms are kept (cleared when full: prefill shapes are
+many, decode shapes few and hot)."""
 SCALAR_LOCKSTEP_STEPS = 4
 """Up to this many fast-forwarded decode steps are priced one by one, more over numpy arrays."""
 
@@ -120,6 +123,7 @@ class CostModel:
         self.pp = pp
         self.weight_dtype = weight_dtype
         self.kv_dtype = kv_dtype
+        self._batch_terms: dict[tuple[int, int, int], tuple[OpGroupCost, OpGroupCost, float, float]] = {}
         self._precompute()
 
     # ---- per-rank constants -------------------------------------------------------------
@@ -233,6 +237,29 @@ class CostModel:
         `total_new` tokens, `num_sampling` of them sampling, with the attended (query, key)
         pairs and KV tokens read of global and sliding-window layers. The last four may be
         numpy arrays (one element per iteration): the arithmetic is the same."""
+        key = (num_seqs, total_new, num_sampling)
+        batch_terms = self._batch_terms.get(key)
+        if batch_terms is None:
+            if len(self._batch_terms) >= BATCH_TERMS_CACHE:
+                self._batch_terms.clear()
+            batch_terms = self._batch_terms[key] = self._terms_of_batch(*key)
+        linear, lm_head, comm_s, overhead_s = batch_terms
+        c = self.coefficients
+        attention = self._group(
+            "attention",
+            self._global_attn_flops * global_pairs + self._local_attn_flops * local_pairs
+            + self._ssm_flops_per_token * total_new,
+            self._global_kv_bytes * global_kv + self._local_kv_bytes * local_kv
+            + 2.0 * self._ssm_state_bytes_rank * num_seqs,
+            c.attention_compute_eff,
+            c.attention_memory_eff,
+        )
+        return IterationCost((linear, attention, lm_head), comm_s, overhead_s)
+
+    def _terms_of_batch(self, num_seqs: int, total_new: int,
+                        num_sampling: int) -> tuple[OpGroupCost, OpGroupCost, float, float]:
+        """(linear, lm_head, all-reduce seconds, overhead seconds): the parts of an
+        iteration's cost that depend on its batch shape only, not on the context it reads."""
         c = self.coefficients
         m = self.model
         weight_bytes = self._always_read_weight_bytes
@@ -246,17 +273,6 @@ class CostModel:
         linear = self._group("linear", linear_flops, linear_bytes,
                              c.linear_compute_eff, c.linear_memory_eff,
                              fixed_s=c.layer_overhead_s * m.num_layers)
-
-        attention = self._group(
-            "attention",
-            self._global_attn_flops * global_pairs + self._local_attn_flops * local_pairs
-            + self._ssm_flops_per_token * total_new,
-            self._global_kv_bytes * global_kv + self._local_kv_bytes * local_kv
-            + 2.0 * self._ssm_state_bytes_rank * num_seqs,
-            c.attention_compute_eff,
-            c.attention_memory_eff,
-        )
-
         lm_head = self._group(
             "lm_head",
             self._lm_head_flops_per_seq * num_sampling,
@@ -281,7 +297,7 @@ class CostModel:
         overhead_s = c.iteration_overhead_s + c.per_sequence_overhead_s * num_seqs
         if self.tp > 1:
             overhead_s += c.tp_overhead_s
-        return IterationCost((linear, attention, lm_head), comm_s, overhead_s)
+        return linear, lm_head, comm_s, overhead_s
 
     def _group(self, name: str, flops: float, nbytes: float, ceff: float, meff: float,
                fixed_s: float = 0.0) -> OpGroupCost:
