@@ -5,7 +5,7 @@ costs as much memory as every token time again, and `np.percentile` would copy i
 Here the pool is produced chunk by chunk, as often as needed (`chunks()` must yield the same
 values each time), and never held whole:
 
-    pass 1  count, sum, min, max
+    pass 1  count, sum, min, max (a pool that came in one chunk is done: np.percentile)
     pass 2  count the values per bin of `NUM_BINS` equal-width bins over [min, max]
     pass 3  keep only the values of the bins that hold the wanted ranks; sort those
 
@@ -28,15 +28,21 @@ Chunks = Callable[[], Iterator[np.ndarray]]
 def pooled_mean_and_percentiles(
     chunks: Chunks, percentiles: tuple[float, ...]
 ) -> tuple[float, list[float]] | None:
-    """(mean, the `percentiles` in order) of every value the chunks yield; None if none."""
+    """(mean, the `percentiles` in order) of every value the chunks yield; None if none. A
+    pool that comes in one chunk is simply partitioned in place (`np.percentile`)."""
     count, total, low, high = 0, 0.0, math.inf, -math.inf
+    num_chunks, last = 0, np.empty(0)
     for chunk in chunks():
         if chunk.size:
+            num_chunks, last = num_chunks + 1, chunk
             count += chunk.size
             total += float(chunk.sum())
             low, high = min(low, float(chunk.min())), max(high, float(chunk.max()))
     if not count:
         return None
+    if num_chunks == 1:
+        return total / count, [float(v) for v in np.percentile(last, percentiles,
+                                                                  overwrite_input=True)]
     positions = [(count - 1) * q / 100.0 for q in percentiles]
     ranks = sorted({r for h in positions for r in (math.floor(h), min(math.floor(h) + 1, count - 1))})
     values = order_statistics(chunks, ranks, low, high)
