@@ -13,12 +13,10 @@ import pytest
 
 from backend.drafting import layer_subset
 from backend.replay import replay_real
-from policies.types import Request
 from sim.cli import main
 from sim.config import resolve
 from sim.spec.acceptance import parse_acceptance
-from tests.real.tiny_llama import assert_first_tokens_alike, tiny_options
-from traces.trace import Trace
+from tests.real.tiny_llama import assert_speculation_keeps_distribution, tiny_options
 
 DRAFT = {"speculator": "draft", "draft_model": "tiny-llama-draft"}
 SCHEDULES = [
@@ -87,16 +85,7 @@ def test_rejection_sampling_with_a_separate_draft_keeps_the_target_distribution(
     """As for the self-draft (test_real_speculation.py): 2 x 300 samples of one prompt at
     temperature 0.7, top-k 4; the first two tokens' joint distribution under the separate
     draft (its own KV, proposals drawn from its own q) equals plain sampling."""
-    num = 300
-    prompt = tuple(range(7, 19))
-    trace = Trace("same prompt", [Request(i, 0.0, len(prompt), 3, prompt_token_ids=prompt)
-                                  for i in range(2 * num)])
-    sampling = {"temperature": 0.7, "top_k": 4, "max_num_seqs": 256, "num_gpu_blocks": 2000}
-    plain = replay_real(resolve(tiny_options(**sampling), trace))[1]
-    results, spec = replay_real(resolve(tiny_options(**sampling, **DRAFT), trace),
-                                draft_for=lambda target: layer_subset(target, [0]))
-    assert 0 < results.summary["spec_acceptance_rate"] < 1
-    assert_first_tokens_alike(plain, spec, num)
+    assert_speculation_keeps_distribution(DRAFT, lambda target: layer_subset(target, [0]))
 
 
 def test_the_separate_drafts_acceptance_is_written_for_the_simulator(tmp_path):

@@ -16,7 +16,7 @@ from policies.types import Request
 from sim.cli import main
 from sim.config import resolve
 from sim.spec.acceptance import parse_acceptance
-from tests.real.tiny_llama import assert_first_tokens_alike, tiny_options
+from tests.real.tiny_llama import assert_speculation_keeps_distribution, tiny_options
 from traces.trace import Trace
 
 SELF_DRAFT = {"speculator": "draft", "draft_model": "tiny-llama"}
@@ -106,15 +106,7 @@ def test_rejection_sampling_on_real_tensors_keeps_the_target_distribution():
     token (judged by rejection sampling against the self-draft in the speculative run) has
     the same joint distribution with the first as plain sampling. Each run's samples come
     from request ids the other run does not use, so the two groups are independent."""
-    num = 300
-    prompt = tuple(range(7, 19))
-    trace = Trace("same prompt", [Request(i, 0.0, len(prompt), 3, prompt_token_ids=prompt)
-                                  for i in range(2 * num)])
-    sampling = {"temperature": 0.7, "top_k": 4, "max_num_seqs": 256, "num_gpu_blocks": 2000}
-    plain = replay_real(resolve(tiny_options(**sampling), trace))[1]
-    results, spec = replay_real(resolve(tiny_options(**sampling, **SELF_DRAFT), trace))
-    assert 0 < results.summary["spec_acceptance_rate"] < 1
-    assert_first_tokens_alike(plain, spec, num)
+    assert_speculation_keeps_distribution(SELF_DRAFT)
 
 
 def test_ngram_lookup_copies_what_followed_the_longest_earlier_match():

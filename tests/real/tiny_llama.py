@@ -31,6 +31,27 @@ def kv_pool_for(model, allocator):
                    head_dim=spec.attn_head_dim, dtype=torch.float32, device="cpu")
 
 
+def assert_speculation_keeps_distribution(draft_options: dict, draft_for=None) -> None:
+    """2 x 300 samples of one prompt at temperature 0.7, top-k 4, plain and with the
+    speculator of `draft_options` (and `draft_for`, as `replay_real` takes it): drafts are
+    partly accepted, and the first two tokens' joint distribution is the same."""
+    from backend.replay import replay_real
+    from policies.types import Request
+    from sim.config import resolve
+    from traces.trace import Trace
+
+    num = 300
+    prompt = tuple(range(7, 19))
+    trace = Trace("same prompt", [Request(i, 0.0, len(prompt), 3, prompt_token_ids=prompt)
+                                  for i in range(2 * num)])
+    sampling = {"temperature": 0.7, "top_k": 4, "max_num_seqs": 256, "num_gpu_blocks": 2000}
+    plain = replay_real(resolve(tiny_options(**sampling), trace))[1]
+    results, spec = replay_real(resolve(tiny_options(**sampling, **draft_options), trace),
+                                draft_for=draft_for)
+    assert 0 < results.summary["spec_acceptance_rate"] < 1
+    assert_first_tokens_alike(plain, spec, num)
+
+
 def assert_first_tokens_alike(plain: dict, speculative: dict, num: int) -> None:
     """Chi-square on the first two sampled tokens: requests 0..num-1 of `plain` against
     num..2num-1 of `speculative` (the same prompt, other seeds), cells with under 10 samples
