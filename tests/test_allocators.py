@@ -127,7 +127,7 @@ class AllocatorMachine(RuleBasedStateMachine):
         paged = self.allocs[0]
         owned = [b for table in paged.block_tables.values() for b in table]
         assert len(owned) == len(set(owned))
-        free = set(paged._free) | set(range(paged._next_fresh, paged.num_blocks))
+        free = set(paged.free_queue()) | set(range(paged._next_fresh, paged.num_blocks))
         assert not free & set(owned)
         assert len(free) + len(owned) == paged.num_blocks
 

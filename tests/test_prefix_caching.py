@@ -39,7 +39,7 @@ def test_shared_prefix_blocks_are_shared_by_reference():
     assert alloc.match_prefix(b) == 8  # blocks [0..3] and [4..7] are identical
     assert alloc.allocate_slots(b, 11, 8)
     assert alloc.block_tables[1] == [0, 1, 3]
-    assert alloc._ref == {0: 2, 1: 2, 2: 1, 3: 1}
+    assert [alloc.owners(b) for b in range(5)] == [2, 2, 1, 1, 0]
     usage = alloc.usage()
     assert usage.reserved_slots == 16 and usage.filled_slots == 10 + 3
     assert alloc.stats()["prefix_hit_tokens"] == 8
@@ -141,14 +141,18 @@ class PrefixAllocatorMachine(RuleBasedStateMachine):
     def consistent(self) -> None:
         a = self.alloc
         owned = {b for table in a.block_tables.values() for b in table}
-        free = set(a._free) | set(range(a._next_fresh, a.num_blocks))
+        queue = a.free_queue()
+        assert len(queue) == len(set(queue))  # stale entries a hit left behind never show
+        assert a.num_free_blocks == len(queue) + a.num_blocks - a._next_fresh
+        free = set(queue) | set(range(a._next_fresh, a.num_blocks))
         assert not owned & free
         assert len(owned) + len(free) == a.num_blocks
-        assert all(count > 0 for count in a._ref.values())
-        assert set(a._ref) == owned
-        for block, count in a._ref.items():
-            assert count == sum(table.count(block) for table in a.block_tables.values())
-        assert a.usage().cached_free_slots == 2 * sum(1 for b in a._free if b in a._block_hash)
+        assert all(count > 0 for count in a._extra_owners.values())
+        assert set(a._extra_owners) <= owned
+        for block in range(a.num_blocks):
+            assert a.owners(block) == sum(table.count(block) for table in a.block_tables.values())
+        assert a._cached_free == {b for b in queue if b in a._block_hash}
+        assert a.usage().cached_free_slots == 2 * len(a._cached_free)
         assert {b: h for h, b in a._hash_to_block.items()} == a._block_hash
         u = a.usage()
         assert 0 <= u.filled_slots <= u.reserved_slots <= u.total_slots
@@ -156,7 +160,7 @@ class PrefixAllocatorMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         for seq in self.live.values():
             self.alloc.free(seq)
-        assert self.alloc.num_free_blocks == 10 and not self.alloc._ref
+        assert self.alloc.num_free_blocks == 10 and not self.alloc._extra_owners
         assert self.alloc.usage().reserved_slots == 0 == self.alloc.usage().filled_slots
 
 

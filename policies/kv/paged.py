@@ -17,13 +17,19 @@ least likely to be shared (the ends of prompts) are evicted first.
 
     free queue:  head -> [fresh ids ...][b9 (hash)][b4][b7 (hash)] <- tail (newest freed)
                  allocation pops the head; a hit removes a cached block from anywhere
+
+The queue is a deque, so taking and giving back blocks costs a few C calls per sequence. A
+hit that takes a cached block out of the middle leaves its entry behind as stale (counted
+per block); stale entries always precede a block's live one, so the head skips them. Owner
+counts are kept only for shared blocks (`_extra_owners`): a block outside the free queue
+has one owner unless listed there, so unshared runs never touch a per-block count.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterable
-from itertools import accumulate, islice, repeat
+from itertools import accumulate, repeat
 from dataclasses import dataclass
 
 from policies.kv.base import KVUsage, LockstepUsage, PoolParams, kv_tokens_needed
@@ -63,11 +69,13 @@ class PagedAllocator:
         self._plain = params.layout.is_plain  # one slot per token: sizes have closed forms
         self._watermark_blocks = int(params.watermark * params.num_blocks)
         self._next_fresh = 0
-        self._free: OrderedDict[int, None] = OrderedDict()
-        self._ref: dict[int, int] = {}
+        self._free: deque[int] = deque()
+        self._stale: dict[int, int] = {}  # per block: entries in `_free` a hit took back
+        self._num_stale = 0
+        self._extra_owners: dict[int, int] = {}  # owners beyond the first, shared blocks only
         self._block_hash: dict[int, int] = {}
         self._hash_to_block: dict[int, int] = {}
-        self._num_cached_free = 0
+        self._cached_free: set[int] = set()  # hashed blocks in the free queue
         self.block_tables: dict[int, list[int]] = {}
         self._num_tokens: dict[int, int] = {}
         self._hashes: dict[int, list[int]] = {}
@@ -85,7 +93,19 @@ class PagedAllocator:
     @property
     def num_free_blocks(self) -> int:
         """Blocks a new allocation may take: never used, freed, or cached-free."""
-        return self.num_blocks - self._next_fresh + len(self._free)
+        return self.num_blocks - self._next_fresh + len(self._free) - self._num_stale
+
+    def free_queue(self) -> list[int]:
+        """The freed blocks allocation would take after the never-used ids, head first (for
+        tests and inspection: this walks the whole queue)."""
+        skip = dict(self._stale)
+        live = []
+        for block in self._free:
+            if skip.get(block):
+                skip[block] -= 1
+            else:
+                live.append(block)
+        return live
 
     def blocks_for(self, num_tokens: int) -> int:
         if self._plain:
@@ -169,14 +189,14 @@ class PagedAllocator:
         index = held // self.block_size
         if num_tokens <= held or held % self.block_size == 0 or index >= len(table):
             return None
-        return index if self._ref[table[index]] > 1 else None
+        return index if table[index] in self._extra_owners else None
 
     def _copy_on_write(self, seq_id: int, table: list[int], index: int) -> None:
         """Give `seq_id` its own copy of the shared block at `index` before it writes there."""
         held_in_block = self._num_tokens[seq_id] - index * self.block_size
         source = table[index]
         table[index] = self._pop_block()
-        self._ref[source] -= 1
+        self._drop_extra_owner(source)
         self._shared_slots -= held_in_block
         self._copies.append((source, table[index], held_in_block))
 
@@ -187,8 +207,9 @@ class PagedAllocator:
             raise ValueError("forking samples needs a full-attention KV layout")
         table = self.block_tables[parent.seq_id]
         self.block_tables[child.seq_id] = list(table)
+        extra = self._extra_owners
         for block in table:
-            self._ref[block] += 1
+            extra[block] = extra.get(block, 0) + 1
         held = self._num_tokens.get(parent.seq_id, 0)
         self._num_tokens[child.seq_id] = held
         self._filled_slots += held
@@ -207,18 +228,18 @@ class PagedAllocator:
         hit_blocks = num_cached_tokens // self.block_size
         hashes = self._block_hashes(seq, num_cached_tokens) if self.caching else []
         cached = [self._hash_to_block[h] for h in hashes[:hit_blocks]]
-        reclaimed = sum(1 for b in cached if self._ref.get(b, 0) == 0)
+        reclaimed = sum(1 for b in cached if b in self._cached_free)
         new_blocks = self.blocks_for(num_tokens) - hit_blocks
         if new_blocks + reclaimed > self.num_free_blocks - self._watermark_blocks:
             return False
         for block in cached:
-            owners = self._ref.get(block, 0)
-            if owners == 0:
-                del self._free[block]
-                self._num_cached_free -= 1
+            if block in self._cached_free:  # reclaimed: its queue entry goes stale
+                self._cached_free.remove(block)
+                self._stale[block] = self._stale.get(block, 0) + 1
+                self._num_stale += 1
             else:
+                self._extra_owners[block] = self._extra_owners.get(block, 0) + 1
                 self._shared_slots += self.block_size
-            self._ref[block] = owners + 1
         table = cached + self._pop_blocks(new_blocks)
         self.block_tables[seq.seq_id] = table
         if self.caching:
@@ -264,7 +285,8 @@ class PagedAllocator:
         if not self._plain or self._copies:
             return None  # pending copies belong to the next step's plan
         size = self.block_size
-        held_tokens, tables, ref = self._num_tokens, self.block_tables, self._ref
+        held_tokens, tables, extra_owners = self._num_tokens, self.block_tables, self._extra_owners
+        shared = self._shared_slots > 0  # else no block has a second owner
         events: list[tuple[int, int, int]] = []  # (round, sequence order, 0 new block / 1 register)
         for order, seq in enumerate(seqs):
             held = held_tokens.get(seq.seq_id, -1)
@@ -273,13 +295,16 @@ class PagedAllocator:
             # Round r asks for held + 1 + r tokens: a new block when held + r is a multiple
             # of the block size, a full block to register when held + 1 + r is.
             first_new = -held % size
-            if first_new and ref[tables[seq.seq_id][held // size]] > 1:
+            if first_new and shared and tables[seq.seq_id][held // size] in extra_owners:
                 return None  # round 0 would copy a shared partial block first
             if first_new < num_steps:
-                events.extend(zip(range(first_new, num_steps, size), repeat(order), repeat(0)))
-            first_full = (-held - 1) % size
-            if self.caching and first_full < num_steps:
-                events.extend(zip(range(first_full, num_steps, size), repeat(order), repeat(1)))
+                events.append((first_new, order, 0))  # usually the only one (steps < size)
+                if first_new + size < num_steps:
+                    events.extend(zip(range(first_new + size, num_steps, size), repeat(order), repeat(0)))
+            if self.caching:
+                first_full = (-held - 1) % size
+                if first_full < num_steps:
+                    events.extend(zip(range(first_full, num_steps, size), repeat(order), repeat(1)))
         new_blocks = [0] * num_steps
         for round_, _, kind in events:
             new_blocks[round_] += 1 - kind
@@ -301,7 +326,7 @@ class PagedAllocator:
         first_filled = self._filled_slots - self._shared_slots + len(seqs)
         self._filled_slots += len(seqs) * num_steps
         used_before = (self.num_blocks - self.num_free_blocks) * size - sum(new_blocks) * size
-        cached_before = (self._num_cached_free + sum(evictions)) * size
+        cached_before = (len(self._cached_free) + sum(evictions)) * size
         return LockstepUsage(
             [used_before + size * n for n in accumulate(new_blocks)],
             list(range(first_filled, first_filled + len(seqs) * num_steps, len(seqs))),
@@ -313,16 +338,14 @@ class PagedAllocator:
         fresh = min(count, self.num_blocks - self._next_fresh)
         blocks = list(range(self._next_fresh, self._next_fresh + fresh))
         self._next_fresh += fresh
-        reused = list(islice(self._free, count - fresh))
-        consume(map(self._free.__delitem__, reused))
-        for block in reused if self._block_hash else ():
-            evicted = self._block_hash.pop(block, None)
-            if evicted is not None:
-                del self._hash_to_block[evicted]
-                self._num_cached_free -= 1
-                self.evictions += 1
-        blocks += reused
-        self._ref.update(dict.fromkeys(blocks, 1))
+        if count > fresh:
+            if self._num_stale:
+                reused = [self._pop_freed() for _ in range(count - fresh)]
+            else:
+                reused = list(map(deque.popleft, repeat(self._free, count - fresh)))
+            if self._block_hash:
+                consume(map(self._evict, reused))
+            blocks += reused
         return blocks
 
     def _pop_block(self) -> int:
@@ -332,14 +355,32 @@ class PagedAllocator:
             block = self._next_fresh
             self._next_fresh += 1
         else:
-            block, _ = self._free.popitem(last=False)
-            evicted = self._block_hash.pop(block, None)
-            if evicted is not None:
-                del self._hash_to_block[evicted]
-                self._num_cached_free -= 1
-                self.evictions += 1
-        self._ref[block] = 1
+            block = self._pop_freed()
+            if self._block_hash:
+                self._evict(block)
         return block
+
+    def _pop_freed(self) -> int:
+        """The oldest freed block still free, skipping entries a prefix hit took back."""
+        free_queue, stale = self._free, self._stale
+        while True:
+            block = free_queue.popleft()
+            left = stale.get(block)
+            if not left:
+                return block
+            self._num_stale -= 1
+            if left == 1:
+                del stale[block]
+            else:
+                stale[block] = left - 1
+
+    def _evict(self, block: int) -> None:
+        """A cached-free block taken for new content loses its hash."""
+        evicted = self._block_hash.pop(block, None)
+        if evicted is not None:
+            del self._hash_to_block[evicted]
+            self._cached_free.remove(block)
+            self.evictions += 1
 
     def _set_filled(self, seq_id: int, num_tokens: int) -> None:
         previous = self._num_tokens.get(seq_id, 0)
@@ -379,25 +420,37 @@ class PagedAllocator:
         """Drop one owner of each block of `table` (a `num_tokens`-token sequence's) from the
         last down to index `keep`; a block left with none joins the free queue's tail (still
         cached if it carries a hash)."""
-        ref, free_queue, hashed = self._ref, self._free, self._block_hash
+        free_queue, hashed = self._free, self._block_hash
         if not self._shared_slots:  # every block has one owner: release them in bulk
-            tail = table[keep:][::-1]
-            consume(map(ref.__delitem__, tail))
-            free_queue.update(dict.fromkeys(tail))
+            tail = table[keep:] if keep else table
+            free_queue.extend(reversed(tail))
             if hashed:
-                self._num_cached_free += sum(1 for block in tail if block in hashed)
+                self._cached_free.update(block for block in tail if block in hashed)
             return
+        extra_owners = self._extra_owners
         for index in range(len(table) - 1, keep - 1, -1):
             block = table[index]
-            owners = ref[block] - 1
-            if owners:
-                ref[block] = owners
+            if block in extra_owners:
+                self._drop_extra_owner(block)
                 self._shared_slots -= self._tokens_in_block(num_tokens, index)
             else:
-                del ref[block]
-                free_queue[block] = None
+                free_queue.append(block)
                 if block in hashed:
-                    self._num_cached_free += 1
+                    self._cached_free.add(block)
+
+    def _drop_extra_owner(self, block: int) -> None:
+        owners = self._extra_owners[block]
+        if owners == 1:
+            del self._extra_owners[block]
+        else:
+            self._extra_owners[block] = owners - 1
+
+    def owners(self, block: int) -> int:
+        """How many sequences hold `block` (0: free or never used); for tests and
+        inspection, as it walks the free queue."""
+        if block >= self._next_fresh or block in self.free_queue():
+            return 0
+        return 1 + self._extra_owners.get(block, 0)
 
     # ---- accounting ---------------------------------------------------------------------
     def usage(self) -> KVUsage:
@@ -406,7 +459,7 @@ class PagedAllocator:
             total_slots=self.num_blocks * self.block_size,
             reserved_slots=used_blocks * self.block_size,
             filled_slots=self._filled_slots - self._shared_slots,
-            cached_free_slots=self._num_cached_free * self.block_size,
+            cached_free_slots=len(self._cached_free) * self.block_size,
         )
 
     def stats(self) -> dict[str, int]:

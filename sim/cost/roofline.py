@@ -38,8 +38,6 @@ ACTIVATION_DTYPE = "bf16"
 BATCH_TERMS_CACHE = 4096
 """Batch shapes whose context-free cost terms are kept (cleared when full: prefill shapes are
 many, decode shapes few and hot)."""
-SCALAR_LOCKSTEP_STEPS = 4
-"""Up to this many fast-forwarded decode steps are priced one by one, more over numpy arrays."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,13 +235,7 @@ class CostModel:
         `total_new` tokens, `num_sampling` of them sampling, with the attended (query, key)
         pairs and KV tokens read of global and sliding-window layers. The last four may be
         numpy arrays (one element per iteration): the arithmetic is the same."""
-        key = (num_seqs, total_new, num_sampling)
-        batch_terms = self._batch_terms.get(key)
-        if batch_terms is None:
-            if len(self._batch_terms) >= BATCH_TERMS_CACHE:
-                self._batch_terms.clear()
-            batch_terms = self._batch_terms[key] = self._terms_of_batch(*key)
-        linear, lm_head, comm_s, overhead_s = batch_terms
+        linear, lm_head, comm_s, overhead_s = self._batch_terms_of(num_seqs, total_new, num_sampling)
         c = self.coefficients
         attention = self._group(
             "attention",
@@ -255,6 +247,17 @@ class CostModel:
             c.attention_memory_eff,
         )
         return IterationCost((linear, attention, lm_head), comm_s, overhead_s)
+
+    def _batch_terms_of(self, num_seqs: int, total_new: int,
+                        num_sampling: int) -> tuple[OpGroupCost, OpGroupCost, float, float]:
+        """`_terms_of_batch`, cached per batch shape."""
+        key = (num_seqs, total_new, num_sampling)
+        batch_terms = self._batch_terms.get(key)
+        if batch_terms is None:
+            if len(self._batch_terms) >= BATCH_TERMS_CACHE:
+                self._batch_terms.clear()
+            batch_terms = self._batch_terms[key] = self._terms_of_batch(*key)
+        return batch_terms
 
     def _terms_of_batch(self, num_seqs: int, total_new: int,
                         num_sampling: int) -> tuple[OpGroupCost, OpGroupCost, float, float]:
@@ -377,19 +380,36 @@ class CostModel:
         micro-batch split has no closed form here (the engine then steps one at a time)."""
         if self.pp != 1:
             return None
-        if num_steps <= SCALAR_LOCKSTEP_STEPS and not self.model.sliding_window:
-            # A few steps cost less one by one than numpy's per-call overhead.
-            num_seqs, total_context = len(context_tokens), sum(context_tokens)
-            return [self._cost(num_seqs, num_seqs, num_seqs, float(kv), kv, 0.0, 0).time_s
-                    for kv in range(total_context + num_seqs * (first_step + 1),
-                                    total_context + num_seqs * (first_step + num_steps + 1),
-                                    num_seqs)]
+        if not self.model.sliding_window:
+            total_context, num_seqs = sum(context_tokens), len(context_tokens)
+            return self._decode_times(num_seqs, range(
+                total_context + num_seqs * (first_step + 1),
+                total_context + num_seqs * (first_step + num_steps + 1), num_seqs))
         cost = self.lockstep_decode_costs(context_tokens, num_steps, first_step)
         time_s = 0.0
         for group in cost.groups:  # IterationCost.time_s, in its order, over arrays
             time_s = time_s + (np.maximum(group.compute_s, group.memory_s) + group.fixed_s)
         time_s = time_s + cost.comm_s + cost.overhead_s
         return time_s.tolist() if isinstance(time_s, np.ndarray) else [time_s] * num_steps
+
+    def _decode_times(self, num_seqs: int, kv_tokens: range) -> list[float]:
+        """`_cost(num_seqs, num_seqs, num_seqs, kv, kv, 0.0, 0).time_s` for each total `kv` of
+        KV tokens read, without building the breakdown objects: the same float operations in
+        the same order (adding the zero local-window terms too), so the same bits. Decode
+        steps of a model without sliding windows are the simulator's hottest pricing."""
+        linear, lm_head, comm_s, overhead_s = self._batch_terms_of(num_seqs, num_seqs, num_seqs)
+        c = self.coefficients
+        flops_per_pair, no_local_flops = self._global_attn_flops, self._local_attn_flops * 0.0
+        bytes_per_kv, no_local_bytes = self._global_kv_bytes, self._local_kv_bytes * 0
+        state_flops = self._ssm_flops_per_token * num_seqs
+        state_bytes = 2.0 * self._ssm_state_bytes_rank * num_seqs
+        compute_rate = self._peak_flops * c.attention_compute_eff
+        memory_rate = self._bandwidth * c.attention_memory_eff
+        before, after = 0.0 + linear.time_s, lm_head.time_s
+        return [before + (max((flops_per_pair * float(kv) + no_local_flops + state_flops) / compute_rate,
+                              (bytes_per_kv * kv + no_local_bytes + state_bytes) / memory_rate)
+                          + 0.0) + after + comm_s + overhead_s
+                for kv in kv_tokens]
 
     def ran_lockstep_decodes(self, context_tokens: list[int], num_steps: int) -> None:
         """The engine ran the first `num_steps` of those iterations (a hook for observers
