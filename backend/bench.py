@@ -68,7 +68,15 @@ class TimedExecutor:
     def __init__(self, inner: RealExecutor, timer: Callable[[], float]) -> None:
         self.inner = inner
         self.timer = timer
+        self._step_began_s: float | None = None
         self.last_shape: Shape | None = None
+
+    def step_began(self) -> None:
+        """The run loop starts a step: durations run from here (see `RealExecutor`)."""
+        if self.timer is time.perf_counter:
+            self.inner.step_began()
+        else:
+            self._step_began_s = self.timer()
 
     def execute(self, plan: Plan) -> StepResult:
         chunks = plan.chunks + plan.padding
@@ -76,11 +84,14 @@ class TimedExecutor:
                            tuple(c.num_context_tokens for c in chunks))
         if self.timer is time.perf_counter:
             return self.inner.execute(plan)
-        start_s = self.timer()
+        execute_start_s = self.timer()
+        began_s = execute_start_s if self._step_began_s is None else self._step_began_s
+        self._step_began_s = None
         result = self.inner.execute(plan)
-        duration_s = self.timer() - start_s
-        share = duration_s / result.duration_s if result.duration_s > 0 else 1.0
-        return StepResult(duration_s, result.accepted_tokens, result.draft_s * share)
+        end_s = self.timer()
+        # The drafting's share of the forward pass, on this clock.
+        share = (end_s - execute_start_s) / result.duration_s if result.duration_s > 0 else 1.0
+        return StepResult(end_s - began_s, result.accepted_tokens, result.draft_s * share)
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)

@@ -80,6 +80,7 @@ class RealExecutor:
         self.seed = seed
         self.use_triton = use_triton
         self.drafter = drafter
+        self._step_began_s: float | None = None  # set by `step_began`, taken by `execute`
         self.beams = beams or BeamSearch()
         self.accepted_counts: list[int] = []
         """Accepted drafts of every verify, in order: the measured acceptance trace."""
@@ -131,8 +132,15 @@ class RealExecutor:
         return [self.token_ids.get(sample_seq_id(request, index), [])[request.prompt_tokens:]
                 for index in range(request.n)]
 
+    def step_began(self) -> None:
+        """The run loop starts a step now: its reported duration will run from here, so it
+        covers the scheduling before `execute` and a token's time is when it exists."""
+        self._step_began_s = time.perf_counter()
+
     def execute(self, plan: Plan) -> StepResult:
         start_s = time.perf_counter()
+        if self._step_began_s is not None:
+            start_s, self._step_began_s = self._step_began_s, None
         if self.drafter is not None:
             for seq in plan.preempted:
                 self.drafter.forget(seq.seq_id)
@@ -367,6 +375,9 @@ def run_wall_clock(
     that all arrive at 0 run as fast as possible. Returns the run's end time in seconds from
     its start."""
     pending = sorted(requests, key=lambda r: r.arrival_time_s)
+    # An executor that times itself may start each step's clock here rather than at its
+    # forward pass, so token times include the scheduling as a server's would.
+    step_began = getattr(engine.executor, "step_began", None)
     origin = clock()
     index = 0
     while True:
@@ -381,6 +392,8 @@ def run_wall_clock(
             else:
                 engine.reject(request, reason, now_s)
             index += 1
+        if step_began is not None:
+            step_began()
         outcome = engine.step(now_s)
         if outcome.duration_s is not None:
             continue

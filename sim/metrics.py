@@ -43,9 +43,10 @@ LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e", "queue")
 STATS = ("mean", "p50", "p90", "p99")
 
 
-ITL_CHUNK_TOKENS = 1 << 22
-"""Inter-token gaps computed at a time: every token of a huge trace is never pooled at once."""
-ITERATION_CHUNK = 1 << 22
+ITL_CHUNK_TOKENS = 1 << 20
+"""Inter-token gaps computed at a time: every token of a huge trace is never pooled at once,
+and a chunk's few temporary copies stay in the tens of MiB."""
+ITERATION_CHUNK = 1 << 20
 """Iteration-log rows converted to float at a time, for the same reason."""
 
 

@@ -9,6 +9,11 @@ values each time), and never held whole:
     pass 2  count the values per bin of `NUM_BINS` equal-width bins over [min, max]
     pass 3  keep only the values of the bins that hold the wanted ranks; sort those
 
+A wanted bin holding more than `KEEP_LIMIT` values (inter-token gaps crowd around the decode
+step time: one bin can hold a tenth of a billion-value pool) is not kept but split again into
+`NUM_BINS` bins over its own range, one more pass per level, until the bin is small enough
+or all its values are equal; so no pass holds more than about `KEEP_LIMIT` values per rank.
+
 Percentiles interpolate linearly between the order statistics around rank (n - 1) q / 100,
 numpy's default method, so they equal `np.percentile` of the pooled values (to rounding).
 """
@@ -21,6 +26,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 NUM_BINS = 4096
+KEEP_LIMIT = 1 << 20
 
 Chunks = Callable[[], Iterator[np.ndarray]]
 
@@ -53,30 +59,81 @@ def pooled_mean_and_percentiles(
     return total / count, result
 
 
+# A window of the pool: the values whose bin at each level of `path` is that level's bin,
+# where a level (lo, hi, b) bins over [lo, hi] (`_bins`); and how many values sort before it.
+Path = tuple[tuple[float, float, int], ...]
+
+
 def order_statistics(chunks: Chunks, ranks: list[int], low: float, high: float) -> dict[int, float]:
-    """The values at 0-based `ranks` of the sorted pool, whose extremes are `low` and `high`."""
+    """The values at 0-based `ranks` of the sorted pool, whose extremes are `low` and `high`.
+
+    Binning is monotone (a value never lands in a lower bin than a smaller value), so each
+    window's values are contiguous in sorted order and a rank falls in exactly one bin."""
     if low == high:
         return dict.fromkeys(ranks, low)
-    counts = np.zeros(NUM_BINS, dtype=np.int64)
-    for chunk in chunks():
-        counts += np.bincount(_bins(chunk, low, high), minlength=NUM_BINS)
-    ends = np.cumsum(counts)  # ends[b]: values in bins 0..b
-    wanted = {rank: int(np.searchsorted(ends, rank, side="right")) for rank in ranks}
-    kept: dict[int, list[np.ndarray]] = {b: [] for b in set(wanted.values())}
-    for chunk in chunks():
-        bins = _bins(chunk, low, high)
-        for b, parts in kept.items():
-            parts.append(chunk[bins == b])
-    sorted_bins = {b: np.sort(np.concatenate(parts)) for b, parts in kept.items()}
-    return {rank: float(sorted_bins[b][rank - (int(ends[b - 1]) if b else 0)])
-            for rank, b in wanted.items()}
+    found: dict[int, float] = {}
+    # (path to a window, its value range, values sorted before it, ranks inside)
+    open_windows: list[tuple[Path, float, float, int, list[int]]] = [((), low, high, 0, list(ranks))]
+    while open_windows:
+        counts = [np.zeros(NUM_BINS, dtype=np.int64) for _ in open_windows]
+        extremes = [[math.inf, -math.inf] for _ in open_windows]
+        for chunk in chunks():
+            for window, count, extreme in zip(open_windows, counts, extremes):
+                path, lo, hi = window[:3]
+                values = _in_window(chunk, path)
+                if values.size:
+                    count += np.bincount(_bins(values, lo, hi), minlength=NUM_BINS)
+                    extreme[0] = min(extreme[0], float(values.min()))
+                    extreme[1] = max(extreme[1], float(values.max()))
+        to_keep: list[tuple[Path, int, list[int]]] = []
+        next_windows = []
+        for (path, lo, hi, before, inside), count, (least, most) in zip(open_windows, counts, extremes):
+            if least == most:  # every value in the window is the same
+                found.update(dict.fromkeys(inside, least))
+                continue
+            ends = np.cumsum(count)  # ends[b]: the window's values in bins 0..b
+            by_bin: dict[int, list[int]] = {}
+            for rank in inside:
+                by_bin.setdefault(int(np.searchsorted(ends, rank - before, side="right")), []).append(rank)
+            for b, wanted in by_bin.items():
+                start = before + (int(ends[b - 1]) if b else 0)
+                sub_path = path + ((lo, hi, b),)
+                width = (hi - lo) / NUM_BINS
+                sub_lo, sub_hi = lo + width * b, lo + width * (b + 1)
+                if count[b] <= KEEP_LIMIT or not sub_lo < sub_hi:
+                    to_keep.append((sub_path, start, wanted))
+                else:  # too many to hold: split this bin over (about) its own range
+                    next_windows.append((sub_path, sub_lo, sub_hi, start, wanted))
+        if to_keep:
+            kept: list[list[np.ndarray]] = [[] for _ in to_keep]
+            for chunk in chunks():
+                for (path, _, _), parts in zip(to_keep, kept):
+                    parts.append(_in_window(chunk, path))
+            for (_, start, wanted), parts in zip(to_keep, kept):
+                values = _sorted(parts)
+                found.update({rank: float(values[rank - start]) for rank in wanted})
+        open_windows = next_windows
+    return {rank: found[rank] for rank in ranks}
+
+
+def _sorted(parts: list[np.ndarray]) -> np.ndarray:
+    """A kept window's values, gathered from every chunk, in order."""
+    return np.sort(np.concatenate(parts))
+
+
+def _in_window(values: np.ndarray, path: Path) -> np.ndarray:
+    """The values in the window `path` leads to."""
+    for lo, hi, b in path:
+        values = values[_bins(values, lo, hi) == b]
+    return values
 
 
 def _bins(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Bin of each value among `NUM_BINS` equal-width bins over [low, high], by arithmetic
-    rather than a search over bin edges (several times faster). Rounding may move a value
-    near an edge into the neighbouring bin; that is harmless, because the binning is the
-    same in both passes and never orders two values against their order (subtraction,
-    division and multiplication by positive constants are monotone in floating point)."""
-    scaled = (values - low) / (high - low) * NUM_BINS  # in [0, NUM_BINS]: high - low > 0
-    return np.minimum(scaled.astype(np.intp), NUM_BINS - 1)
+    """Bin of each value among `NUM_BINS` equal-width bins over [low, high] (values outside
+    go to the end bins), by arithmetic rather than a search over bin edges (several times
+    faster). Rounding may move a value near an edge into the neighbouring bin; that is
+    harmless, because the binning is the same in every pass and never orders two values
+    against their order (subtracting, dividing and multiplying by positive constants, and
+    clipping, are monotone in floating point)."""
+    scaled = (values - low) / (high - low) * NUM_BINS
+    return np.clip(scaled, 0, NUM_BINS - 1).astype(np.intp)

@@ -23,8 +23,52 @@ def test_chunked_percentiles_equal_numpys(data, num_chunks):
     np.testing.assert_allclose(mean, data.mean(), rtol=1e-9)
 
 
+@settings(max_examples=100, deadline=None)
+@given(data=values, num_chunks=st.integers(2, 6), keep_limit=st.integers(1, 20))
+def test_narrowing_crowded_bins_keeps_percentiles_exact(data, num_chunks, keep_limit):
+    import sim.pooled_stats as pooled
+
+    chunks = np.array_split(data, num_chunks)
+    default, pooled.KEEP_LIMIT = pooled.KEEP_LIMIT, keep_limit
+    try:
+        _, percentiles = pooled_mean_and_percentiles(lambda: iter(chunks), QUANTILES)
+    finally:
+        pooled.KEEP_LIMIT = default
+    np.testing.assert_allclose(percentiles, np.percentile(data, QUANTILES), rtol=1e-12, atol=1e-12)
+
+
 def test_ties_clusters_and_empty_pools():
     heavy_tie = [np.full(10_000, 0.012), np.array([0.012, 3.0, 0.011])]
     mean, (p50, p99, top) = pooled_mean_and_percentiles(lambda: iter(heavy_tie), (50.0, 99.0, 100.0))
     assert (p50, p99, top) == (0.012, 0.012, 3.0)
     assert pooled_mean_and_percentiles(lambda: iter([np.empty(0)]), (50.0,)) is None
+
+
+def test_a_crowded_bin_is_split_again_rather_than_held(monkeypatch):
+    """Values crowded into one bin (as inter-token gaps crowd around the step time) are
+    narrowed down over more passes; no window kept and sorted holds more than the limit."""
+    import sim.pooled_stats as pooled
+
+    monkeypatch.setattr(pooled, "KEEP_LIMIT", 50)
+    rng = np.random.default_rng(0)
+    crowd = 0.010 + rng.random(5_000) * 1e-9  # all in one top-level bin of [0.01, 9]
+    data = np.concatenate([crowd, np.full(300, 0.0123), [0.01, 9.0], rng.random(700) + 2.0])
+    chunks = np.array_split(rng.permutation(data), 7)
+    kept_sizes, passes = [], []
+    real_sorted = pooled._sorted
+
+    def watched_sorted(parts):
+        kept_sizes.append(sum(part.size for part in parts))
+        return real_sorted(parts)
+
+    def counted_chunks():
+        passes.append(1)
+        return iter(chunks)
+
+    monkeypatch.setattr(pooled, "_sorted", watched_sorted)
+    quantiles = (0.0, 10.0, 50.0, 75.0, 76.0, 99.0, 100.0)
+    mean, percentiles = pooled.pooled_mean_and_percentiles(counted_chunks, quantiles)
+    np.testing.assert_allclose(percentiles, np.percentile(data, quantiles), rtol=1e-12)
+    np.testing.assert_allclose(mean, data.mean(), rtol=1e-9)
+    assert kept_sizes and max(kept_sizes) <= 50
+    assert len(passes) > 3  # the crowd took more than one level of bins

@@ -74,3 +74,34 @@ def test_a_request_the_executor_cannot_read_is_rejected_at_submission():
     assert (rejected.status.value, rejected.reason, rejected.finish_s) == ("rejected", "bad ids",
                                                                            2.0)
     assert engine.sequences[0].status.value == "finished"
+
+
+class StepTimingFake(FakeTime):
+    """An executor that, like the real one, times a step from the run loop's `step_began`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.began_s: float | None = None
+
+    def step_began(self) -> None:
+        self.began_s = self.now_s
+
+    def execute(self, plan) -> StepResult:
+        self.now_s += 1.0
+        began_s, self.began_s = self.began_s, None
+        return StepResult(self.now_s - began_s)
+
+
+def test_token_times_include_the_scheduling_before_the_forward_pass():
+    fake = StepTimingFake()
+    engine = _engine(fake)
+    schedule = engine.scheduler.schedule
+
+    def slow_schedule(now_s):  # each schedule() takes 0.25 s of the run's clock
+        fake.now_s += 0.25
+        return schedule(now_s)
+
+    engine.scheduler.schedule = slow_schedule
+    run_wall_clock(engine, [Request(0, 0.0, 4, 2)], clock=fake.clock, sleep=fake.sleep)
+    # Without the hook the tokens would be stamped 0.25 s before they exist: 1.0 and 2.25.
+    assert list(engine.sequences[0].token_times_s) == [1.25, 2.5]
