@@ -35,7 +35,7 @@ from sim.calibrate_cli import write_coefficients
 from sim.config import ReplayOptions, SimConfig, resolve
 from sim.cost.calibrate import fit
 from sim.cost.coefficients import load_coefficients
-from sim.cost.profiles import profile_from_json
+from sim.cost.profiles import TimingSample, profile_from_json
 from sim.results import Results, write_results
 from sim.validation import PER_REQUEST_METRICS, per_request_errors, validation_report
 from traces import Trace, cap_lengths
@@ -57,6 +57,12 @@ class ValidateSettings:
     profile_each_repeat: bool = False
     """Profile and fit anew before every repeat (no `--calibration`): each real run is then
     compared with a calibration of the machine as it was minutes, not an hour, before."""
+    pool_profiles: bool = False
+    """With `profile_each_repeat`: fit one calibration to every repeat's profile together
+    and simulate every repeat with it. A profile takes half a minute and catches the machine
+    in whatever speed state it is in; the real runs span the whole validation, so a fit over
+    all the profiles prices the states they passed through, where each repeat's own fit
+    prices one."""
     clock: str = "wall"
     """What the real runs and the profile are timed by (`backend.bench`): `wall`, or `cpu`
     (this thread's CPU time: what the backend costs, without other processes' share)."""
@@ -64,6 +70,9 @@ class ValidateSettings:
     def __post_init__(self) -> None:
         if self.repeats < 1:
             raise ValueError(f"--repeats must be >= 1, got {self.repeats}")
+        if self.pool_profiles and not self.profile_each_repeat:
+            raise ValueError("--pool-profiles pools the profiles of --profile-each-repeat: "
+                             "add it")
 
 
 def validate(options: ReplayOptions, out_dir: str | Path, settings: ValidateSettings,
@@ -82,7 +91,7 @@ def validate(options: ReplayOptions, out_dir: str | Path, settings: ValidateSett
     calibration = None
     if not settings.profile_each_repeat:
         calibration = _calibration(options, out, settings, say)
-    sims, reals, calibrations, runs = [], [], [], []
+    configs, reals, real_dirs, calibrations, runs = [], [], [], [], []
     for repeat in range(settings.repeats):
         if settings.profile_each_repeat:
             calibration = _calibration(options, out / "calibration" / f"r{repeat}", settings,
@@ -90,10 +99,25 @@ def validate(options: ReplayOptions, out_dir: str | Path, settings: ValidateSett
         calibrations.append(calibration)
         config = _capped(resolve(dataclasses.replace(options, calibration=calibration["path"])),
                          settings)
-        real, sim, run = _repeat(config, settings, out, repeat, say)
+        real, real_dir, run = _real_run(config, settings, out, repeat, say)
+        configs.append(config)
         reals.append(real)
-        sims.append(sim)
+        real_dirs.append(real_dir)
         runs.append(run)
+    if settings.pool_profiles:
+        calibration = _pooled_calibration(options, calibrations, out / "calibration" / "pooled",
+                                          say)
+    sims = []
+    for repeat, (config, real, real_dir, run) in enumerate(zip(configs, reals, real_dirs, runs)):
+        used = calibration if settings.pool_profiles else calibrations[repeat]
+        say(f"repeat {repeat + 1}/{settings.repeats}: simulation")
+        sim_options = _sim_options(dataclasses.replace(config.options, calibration=used["path"]),
+                                   real, real_dir)
+        sim = simulate(_capped(resolve(sim_options), settings))
+        write_results(sim, out / "sim" / f"r{repeat}")
+        run["sim_busy_share"] = _busy_share(sim)
+        run["sim_calibration"] = used["path"]
+        sims.append(sim)
     real_rows = [r.request_rows() for r in reals]
     sim_rows = [s.request_rows() for s in sims]
     report = validation_report([s.summary for s in sims], [r.summary for r in reals],
@@ -102,12 +126,13 @@ def validate(options: ReplayOptions, out_dir: str | Path, settings: ValidateSett
     report.update({
         "utilization": _median(r["sim_busy_share"] for r in runs),
         "runs": runs,
-        "calibration": calibrations[0],
+        "calibration": calibration if settings.pool_profiles else calibrations[0],
         "calibrations": calibrations,
         "trace": {"name": trace.name, "requests": trace.num_rows, "notes": list(trace.notes)},
         "options": dataclasses.asdict(options),
         "settings": {"repeats": settings.repeats, "clock": settings.clock,
                      "profile_each_repeat": settings.profile_each_repeat,
+                     "pool_profiles": settings.pool_profiles,
                      "max_prompt_tokens": settings.max_prompt_tokens,
                      "max_output_tokens": settings.max_output_tokens},
         "machine": machine_info(pick_device()),
@@ -122,9 +147,9 @@ def validate(options: ReplayOptions, out_dir: str | Path, settings: ValidateSett
     return report
 
 
-def _repeat(config: SimConfig, settings: ValidateSettings, out: Path, repeat: int,
-            say: Callable[[str], None]) -> tuple[Results, Results, dict[str, Any]]:
-    """One real run of `config` and its simulation; both written under `out`."""
+def _real_run(config: SimConfig, settings: ValidateSettings, out: Path, repeat: int,
+              say: Callable[[str], None]) -> tuple[Results, Path, dict[str, Any]]:
+    """One real run of `config`, written under `out`, with the machine's state around it."""
     say(f"repeat {repeat + 1}/{settings.repeats}: real run ({config.trace.num_rows} requests, "
         f"arrivals on the {settings.clock} clock)")
     load_before, probe_s = os.getloadavg()[0], speed_probe_s()
@@ -132,14 +157,10 @@ def _repeat(config: SimConfig, settings: ValidateSettings, out: Path, repeat: in
     real = replay_real(config)[0] if settings.clock == "wall" else replay_cpu_clock(config)
     real_wall_s = time.perf_counter() - start_s
     real_dir = write_results(real, out / "real" / f"r{repeat}")
-    say(f"repeat {repeat + 1}/{settings.repeats}: simulation")
-    sim_options = _sim_options(config.options, real, real_dir)
-    sim = simulate(_capped(resolve(sim_options), settings))
-    write_results(sim, out / "sim" / f"r{repeat}")
     run = {"repeat": repeat, "real_wall_s": real_wall_s, "real_execute_share": _busy_share(real),
-           "sim_busy_share": _busy_share(sim), "loadavg_1min_before": load_before,
-           "loadavg_1min_after": os.getloadavg()[0], "speed_probe_s": [probe_s, speed_probe_s()]}
-    return real, sim, run
+           "loadavg_1min_before": load_before, "loadavg_1min_after": os.getloadavg()[0],
+           "speed_probe_s": [probe_s, speed_probe_s()]}
+    return real, real_dir, run
 
 
 def _empty_trace() -> Trace:
@@ -164,15 +185,35 @@ def _calibration(options: ReplayOptions, out: Path, settings: ValidateSettings,
     profile_path = out / "profile.json"
     profile_path.write_text(json.dumps(profile, indent=1) + "\n")
     samples = profile_from_json(profile, str(profile_path)).timing_samples(profile_path.name)
+    return {**_fit(samples, out, config, say), "profiled_here": True,
+            "profile": str(profile_path), "speed_probe_s": profile["machine"]["speed_probe_s"]}
+
+
+def _pooled_calibration(options: ReplayOptions, calibrations: list[dict[str, Any]], out: Path,
+                        say: Callable[[str], None]) -> dict[str, Any]:
+    """One fit to every repeat's profile (each file weighted alike), in OUT/calibration.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    samples = []
+    for repeat, calibration in enumerate(calibrations):
+        path = Path(calibration["profile"])
+        profile = profile_from_json(json.loads(path.read_text()), str(path))
+        samples += profile.timing_samples(f"r{repeat}/{path.name}")
+    say(f"fitting one calibration to the {len(calibrations)} repeats' profiles")
+    config = resolve(options, trace=_empty_trace())
+    return {**_fit(samples, out, config, say), "profiled_here": True,
+            "pooled_from": [c["profile"] for c in calibrations]}
+
+
+def _fit(samples: list[TimingSample], out: Path, config: SimConfig,
+         say: Callable[[str], None]) -> dict[str, Any]:
+    """Fit `samples`, write OUT/calibration.json, and describe the fit."""
     result = fit(samples)
     path = write_coefficients(out / "calibration.json",
                               {config.hardware.name: result.coefficients.to_json()})
     held = result.report.stats(split="held-out")
     every = result.report.stats(split="all")
     say(f"calibrated: held-out MAPE {held.mape_pct:.1f}% (max {held.max_error_pct:.1f}%)")
-    return {"path": str(path), "profiled_here": True, "profile": str(profile_path),
-            "speed_probe_s": profile["machine"]["speed_probe_s"],
-            "provenance": result.coefficients.provenance,
+    return {"path": str(path), "provenance": result.coefficients.provenance,
             "fit_held_out_mape_pct": held.mape_pct, "fit_held_out_max_pct": held.max_error_pct,
             "fit_all_mape_pct": every.mape_pct, "fit_all_max_pct": every.max_error_pct}
 

@@ -84,6 +84,10 @@ def add_validate_parser(sub: argparse._SubParsersAction,
     parser.add_argument("--profile-each-repeat", action="store_true",
                         help="without --calibration: profile and fit before every repeat, not "
                              "once (tracks a machine whose speed drifts)")
+    parser.add_argument("--pool-profiles", action="store_true",
+                        help="with --profile-each-repeat: fit one calibration to all the "
+                             "repeats' profiles and simulate every repeat with it (averages "
+                             "over the machine's speed states during the runs)")
     _grid_flags(parser)
     add_option_flags(parser)
 
@@ -129,7 +133,8 @@ def run_validate(args: argparse.Namespace, console: Console, options: ReplayOpti
     settings = ValidateSettings(repeats=args.repeats, max_prompt_tokens=args.max_prompt_tokens,
                                 max_output_tokens=args.max_output_tokens,
                                 grid=_grid(args.grid, args.passes), clock=args.clock,
-                                profile_each_repeat=args.profile_each_repeat)
+                                profile_each_repeat=args.profile_each_repeat,
+                                pool_profiles=args.pool_profiles)
     report = validate(options, args.out, settings,
                       lambda text: console.print(f"[dim]{text}[/dim]"))
     console.print(error_table(report))

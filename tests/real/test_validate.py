@@ -83,13 +83,21 @@ def test_profile_each_repeat_fits_a_calibration_per_repeat(tmp_path, capsys):
     assert main(["validate", "--trace", "synthetic:n=3,arrivals=poisson:50,prompt=fixed:16,"
                  "output=fixed:4", "--model", "tiny-llama", "--grid", "tiny", "--passes", "1",
                  "--repeats", "2", "--num-gpu-blocks", "64", "--profile-each-repeat",
-                 "--out", str(out)]) == 0, capsys.readouterr().err
+                 "--pool-profiles", "--out", str(out)]) == 0, capsys.readouterr().err
     report = json.loads((out / "validation.json").read_text())
     assert [c["path"] for c in report["calibrations"]] == [
         str(out / "calibration" / f"r{repeat}" / "calibration.json") for repeat in range(2)]
+    # --pool-profiles: one fit to both profiles, and both repeats simulated with it.
+    pooled = report["calibration"]
+    assert pooled["path"] == str(out / "calibration" / "pooled" / "calibration.json")
+    assert pooled["pooled_from"] == [c["profile"] for c in report["calibrations"]]
+    assert "r0/profile.json" in pooled["provenance"] and "r1/profile.json" in pooled["provenance"]
+    assert [run["sim_calibration"] for run in report["runs"]] == [pooled["path"]] * 2
     assert main(["validate", "--model", "tiny-llama", "--profile-each-repeat", "--calibration",
                  "x.json", "--out", str(out)]) == 2
     assert "drop --calibration" in capsys.readouterr().err
+    assert main(["validate", "--model", "tiny-llama", "--pool-profiles", "--out", str(out)]) == 2
+    assert "add it" in capsys.readouterr().err
 
 
 def test_the_cpu_clock_skips_waits_and_counts_cpu_time():
