@@ -1,6 +1,6 @@
 """Simulator speed: requests per second and peak RSS, fast-forward on against off, one run.
 
-    python bench/sim_speed.py [--only SUBSTRING] [--max-requests N] [--million]
+    python bench/sim_speed.py [--only SUBSTRING ...] [--max-requests N] [--million]
                               [--baseline-cap N] [--out FILE.json]
 
 Cases: the full Azure conv and code traces (and, with --million, a 1,000,000-request synthetic
@@ -103,7 +103,8 @@ def limited(options: dict, max_requests: int | None) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="", help="run only cases whose name contains this")
+    parser.add_argument("--only", action="append", default=[],
+                        help="run only cases whose name contains this (repeatable: any of them)")
     parser.add_argument("--max-requests", type=int, help="cap file traces at N rows")
     parser.add_argument("--million", action="store_true", help="add the 1M-request trace")
     parser.add_argument("--baseline-cap", type=int, default=100_000,
@@ -114,7 +115,7 @@ def main() -> int:
     print(f"{'case':<38} {'requests':>9} {'wall s':>7} {'cpu s':>7} {'req/cpu-s':>9} "
           f"{'peak MiB':>8} {'off cpu s':>9} {'speedup':>7}")
     for name, options in cases(args.million).items():
-        if args.only not in name:
+        if args.only and not any(part in name for part in args.only):
             continue
         if args.max_requests and not options["trace"].startswith("synthetic:"):
             options = {**options, "max_requests": args.max_requests}
@@ -135,17 +136,24 @@ def main() -> int:
         speedup = fast["requests_per_cpu_s"] / base["requests_per_cpu_s"]
         results[name] = {"fast_forward": fast, "baseline": base, "speedup": speedup,
                          "baseline_requests": base["requests"]}
+        if args.out:  # after every case: a long run that is stopped keeps what it measured
+            write_results(results, Path(args.out))
         print(f"{name:<38} {fast['requests']:>9} {fast['wall_s']:>7.2f} {fast['cpu_s']:>7.2f} "
               f"{fast['requests_per_cpu_s']:>9.0f} {fast['peak_rss_mib']:>8.0f} "
               f"{base['cpu_s']:>9.2f}{'*' if capped else ' '} {speedup:>6.1f}x", flush=True)
     print("* baseline on the first --baseline-cap requests; speedup in requests per CPU-second")
     if args.out:
-        for entry in results.values():
-            for run in (entry.get("fast_forward"), entry.get("baseline")):
-                if run:
-                    run.pop("summary", None)
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        write_results(results, Path(args.out))
     return 0
+
+
+def write_results(results: dict, path: Path) -> None:
+    """The results as JSON, without the (long) summaries the runs were checked with."""
+    slim = {name: {key: ({k: v for k, v in value.items() if k != "summary"}
+                         if isinstance(value, dict) else value)
+                   for key, value in entry.items()}
+            for name, entry in results.items()}
+    path.write_text(json.dumps(slim, indent=2) + "\n")
 
 
 if __name__ == "__main__":
