@@ -38,7 +38,7 @@ from policies.types import Request, Sequence
 
 
 def consume(calls: Iterable[object]) -> None:
-    """Run a lazy `map` of calls for their effect, in C (bulk dict updates)."""
+    """Run a lazy `map` of calls for their effect, looping in C (bulk evictions)."""
     deque(calls, maxlen=0)
 
 
