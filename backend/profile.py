@@ -38,7 +38,8 @@ from typing import Callable
 
 import torch
 
-from backend.bench import RealEngines, Shape, TimedExecutor
+from backend.bench import RealEngines
+from backend.clocks import Shape, TimedExecutor
 from policies.engine import Engine
 from sim.config import ReplayOptions
 

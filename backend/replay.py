@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 
 from backend.beam_search import BeamSearch
+from backend.clocks import CpuClock, TimedExecutor, timer_for
 from backend.drafting import DraftModelDrafter, NgramDrafter, SelfDrafter
 from backend.gguf_weights import ChatTokenizer
 from backend.kv_cache import KVCache
@@ -121,10 +122,12 @@ def real_num_blocks(config: SimConfig, kv_bytes_per_block: int, device: torch.de
 
 def replay_real(
     config: SimConfig, draft_for: Callable[[LlamaModel], LlamaModel] | None = None,
+    clock: str = "wall",
 ) -> tuple[Results, dict[int, list[int]]]:
     """Run the trace on the real backend; returns the results and every row's output ids.
     With `--speculator draft`, `draft_for(target)` may build the separate draft model (a
-    layer subset of the target, say) instead of `--draft-model`."""
+    layer subset of the target, say) instead of `--draft-model`. `clock` times the run
+    (`backend.clocks`): `cpu` gives every step its CPU time and skips idle waits."""
     o = config.options
     sampling = SamplingParams(o.temperature, o.top_k, o.top_p)
     if o.replicas != 1 or o.disaggregate is not None:
@@ -142,6 +145,7 @@ def replay_real(
         raise ValueError(f"--max-model-len {config.max_model_len} exceeds {config.model.name}'s "
                          f"context of {config.model.max_model_len} (its RoPE table)")
     device = pick_device()
+    timer = timer_for(clock, device)
     if device.type == "cpu":
         torch.set_num_threads(1)
     model, tokenizer = build_model(config, device)
@@ -161,7 +165,7 @@ def replay_real(
     executors: list[RealExecutor] = []
     beams = BeamSearch(o.length_penalty, tokenizer.eos_token_id if tokenizer else None)
 
-    def executor_for(allocator: KVAllocator) -> RealExecutor:
+    def executor_for(allocator: KVAllocator) -> RealExecutor | TimedExecutor:
         kv = KVCache(num_layers=spec.num_layers, num_blocks=allocator.num_blocks,
                      block_size=allocator.block_size, num_kv_heads=spec.num_kv_heads,
                      head_dim=spec.attn_head_dim, dtype=dtype, device=device)
@@ -175,19 +179,26 @@ def replay_real(
             drafter = SelfDrafter(model, kv, allocator, sampling, o.seed, use_triton)
         executors.append(RealExecutor(model, kv, allocator, sampling=sampling, seed=o.seed,
                                       use_triton=use_triton, drafter=drafter, beams=beams))
-        return executors[0]
+        return executors[0] if clock == "wall" else TimedExecutor(executors[0], timer)
 
     engine, _ = build_engine(config, build_cost_model(config), executor_for=executor_for,
                              beams=beams)
     executor = executors[0]
+    loop_clock = {} if clock == "wall" else _cpu_loop_clock()
     end_s = run_wall_clock(engine, config.trace.requests, horizon_s=o.horizon_s,
-                           reject_reason=executor.prompt_problem)
+                           reject_reason=executor.prompt_problem, **loop_clock)
     results = Results(config=config, engines=[engine], memory=None,
                       summary=summarize(config, [engine], end_s), end_s=end_s)
     outputs = {row.request_id: [] for row in config.trace.invalid_rows}
     for request in config.trace.requests:
         outputs[request.request_id] = executor.output_ids(request)
     return results, outputs
+
+
+def _cpu_loop_clock() -> dict[str, Callable]:
+    """The run loop's `clock` and `sleep` for `--clock cpu` (`backend.clocks.CpuClock`)."""
+    cpu_clock = CpuClock()
+    return {"clock": cpu_clock.now, "sleep": cpu_clock.sleep}
 
 
 def _check_beam_search(o: ReplayOptions) -> None:

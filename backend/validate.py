@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from backend.bench import replay_cpu_clock
 from backend.profile import ProfileGrid, machine_info, profile_real, speed_probe_s
 from backend.replay import pick_device, replay_real, write_acceptance
 from sim.api import simulate
@@ -154,7 +153,7 @@ def _real_run(config: SimConfig, settings: ValidateSettings, out: Path, repeat: 
         f"arrivals on the {settings.clock} clock)")
     load_before, probe_s = os.getloadavg()[0], speed_probe_s()
     start_s = time.perf_counter()
-    real = replay_real(config)[0] if settings.clock == "wall" else replay_cpu_clock(config)
+    real = replay_real(config, clock=settings.clock)[0]
     real_wall_s = time.perf_counter() - start_s
     real_dir = write_results(real, out / "real" / f"r{repeat}")
     run = {"repeat": repeat, "real_wall_s": real_wall_s, "real_execute_share": _busy_share(real),

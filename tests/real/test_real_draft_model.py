@@ -111,3 +111,17 @@ def test_the_simulator_prices_the_separate_draft():
     options = tiny_options(executor="sim", **DRAFT)
     summary = simulate(resolve(options)).summary
     assert summary["requests_finished"] == 6 and summary["spec_verifies"] > 0
+
+
+def test_the_cpu_clock_runs_the_same_engine_as_the_wall_clock(reference_outputs):
+    """`servesim validate --clock cpu` replays through `replay_real` too: the same separate
+    draft model and outputs, with every step timed on this thread's CPU clock."""
+    from backend.clocks import TimedExecutor
+    from backend.drafting import DraftModelDrafter
+
+    results, outputs = replay_real(resolve(tiny_options(**DRAFT)), clock="cpu")
+    executor = results.engines[0].executor
+    assert isinstance(executor, TimedExecutor) and isinstance(executor.inner.drafter,
+                                                              DraftModelDrafter)
+    assert outputs == reference_outputs
+    assert results.summary["spec_verifies"] > 0

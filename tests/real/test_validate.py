@@ -101,7 +101,7 @@ def test_profile_each_repeat_fits_a_calibration_per_repeat(tmp_path, capsys):
 
 
 def test_the_cpu_clock_skips_waits_and_counts_cpu_time():
-    from backend.bench import CpuClock
+    from backend.clocks import CpuClock
 
     clock = CpuClock()
     before = clock.now()
