@@ -214,3 +214,22 @@ def test_sessions_workload_hits_the_shared_history():
     assert plain["prefix_hit_rate"] is None
     assert cached["prefix_hit_rate"] > 0.6
     assert cached["ttft_mean_s"] < plain["ttft_mean_s"]
+
+
+def test_the_free_queue_stays_bounded_when_hits_keep_reclaiming_cached_blocks():
+    """A prompt admitted and freed over and over, in a pool with never-used blocks left,
+    leaves a stale queue entry per reclaimed block each time; compaction bounds them."""
+    from policies.kv.paged import COMPACT_AT_STALE
+
+    alloc = prefix_alloc(num_blocks=4096, block_size=4)
+    prompt = list(range(40))  # ten full blocks, nine reusable (the last is recomputed)
+    for request_id in range(1000):
+        seq = seq_with_ids(request_id, prompt)
+        assert alloc.allocate_slots(seq, len(prompt), alloc.match_prefix(seq))
+        alloc.free(seq)
+    assert len(alloc._free) <= 2 * COMPACT_AT_STALE + 10
+    queue = alloc.free_queue()
+    assert len(queue) == len(set(queue)) and alloc.num_free_blocks == 4096
+    assert alloc.stats()["prefix_hit_blocks"] == 999 * 9
+    alloc._compact_free_queue()  # compaction keeps the live entries' order
+    assert alloc.free_queue() == queue and alloc.num_free_blocks == 4096

@@ -42,6 +42,10 @@ def consume(calls: Iterable[object]) -> None:
     deque(calls, maxlen=0)
 
 
+COMPACT_AT_STALE = 1024
+"""Stale free-queue entries tolerated before compaction, whatever the queue's length."""
+
+
 @dataclass(frozen=True, slots=True)
 class PagedParams(PoolParams):
     enable_prefix_caching: bool = False
@@ -237,6 +241,8 @@ class PagedAllocator:
                 self._cached_free.remove(block)
                 self._stale[block] = self._stale.get(block, 0) + 1
                 self._num_stale += 1
+                if self._num_stale > max(COMPACT_AT_STALE, len(self._free) // 2):
+                    self._compact_free_queue()
             else:
                 self._extra_owners[block] = self._extra_owners.get(block, 0) + 1
                 self._shared_slots += self.block_size
@@ -359,6 +365,14 @@ class PagedAllocator:
             if self._block_hash:
                 self._evict(block)
         return block
+
+    def _compact_free_queue(self) -> None:
+        """Drop the stale entries (once they are half the queue, so the cost is amortized):
+        hits that keep reclaiming cached blocks while allocation seldom reaches the queue's
+        head would otherwise grow it without bound."""
+        self._free = deque(self.free_queue())
+        self._stale.clear()
+        self._num_stale = 0
 
     def _pop_freed(self) -> int:
         """The oldest freed block still free, skipping entries a prefix hit took back."""
