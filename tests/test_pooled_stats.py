@@ -72,3 +72,4 @@ def test_a_crowded_bin_is_split_again_rather_than_held(monkeypatch):
     np.testing.assert_allclose(mean, data.mean(), rtol=1e-9)
     assert kept_sizes and max(kept_sizes) <= 50
     assert len(passes) > 3  # the crowd took more than one level of bins
+
