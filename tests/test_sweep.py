@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,7 @@ from sim.sweep.backends import ray_runtime_env
 from sim.sweep.grid import expand_grid, load_grid
 from sim.sweep.run import run_sweep
 
+ROOT = Path(__file__).resolve().parents[1]
 TRACE = "synthetic:n=12,arrivals=poisson:20,prompt=uniform:50:300,output=uniform:5:30"
 GRID_3x3x2 = f"""
 trace = "{TRACE}"
@@ -89,6 +92,28 @@ def test_3x3x2_grid_on_local_ray_matches_the_local_process_pool(tmp_path, local_
     assert all(r["error"] == "" and r["requests_finished"] == "12" for r in rows)
     assert len({r["ttft_mean_s"] for r in rows}) > 1  # the cells really differ
     assert_parquet_matches_csv(tmp_path / "ray" / "results.parquet", rows)
+
+
+def test_a_sweep_joins_an_existing_ray_cluster_by_address(tmp_path, local_ray):
+    """`--address`: a driver of its own (another process, as a user's would be) runs the sweep
+    on the running cluster this session started, and writes the process pool's table."""
+    address = local_ray.get_runtime_context().gcs_address
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f'trace = "{TRACE}"\nscheduler = ["continuous", "chunked"]\n')
+    args = ["sweep", "--grid", str(grid), "--out", str(tmp_path / "cluster"), "--backend",
+            "ray", "--address", address, "--quiet"]
+    command = ("import ray\nfrom sim.cli import main\n"
+               f"code = main({args!r})\nprint(ray.get_runtime_context().gcs_address)\n"
+               "raise SystemExit(code)")
+    done = subprocess.run([sys.executable, "-c", command], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == address  # it joined this cluster, not a new one
+    assert main(["sweep", "--grid", str(grid), "--out", str(tmp_path / "local"),
+                 "--workers", "2", "--quiet"]) == 0
+    table = (tmp_path / "cluster" / "results.csv").read_bytes()
+    assert table == (tmp_path / "local" / "results.csv").read_bytes()
+    assert [r["error"] for r in _rows(tmp_path / "cluster" / "results.csv")] == ["", ""]
 
 
 def assert_parquet_matches_csv(path, csv_rows) -> None:
