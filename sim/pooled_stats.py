@@ -78,11 +78,13 @@ def order_statistics(chunks: Chunks, ranks: list[int], low: float, high: float) 
         counts = [np.zeros(NUM_BINS, dtype=np.int64) for _ in open_windows]
         extremes = [[math.inf, -math.inf] for _ in open_windows]
         for chunk in chunks():
+            top = _bins(chunk, low, high)  # every window's first level, binned once
             for window, count, extreme in zip(open_windows, counts, extremes):
                 path, lo, hi = window[:3]
-                values = _in_window(chunk, path)
+                values = _in_window(chunk, top, path)
                 if values.size:
-                    count += np.bincount(_bins(values, lo, hi), minlength=NUM_BINS)
+                    bins = top if not path else _bins(values, lo, hi)
+                    count += np.bincount(bins, minlength=NUM_BINS)
                     extreme[0] = min(extreme[0], float(values.min()))
                     extreme[1] = max(extreme[1], float(values.max()))
         to_keep: list[tuple[Path, int, list[int]]] = []
@@ -107,8 +109,9 @@ def order_statistics(chunks: Chunks, ranks: list[int], low: float, high: float) 
         if to_keep:
             kept: list[list[np.ndarray]] = [[] for _ in to_keep]
             for chunk in chunks():
+                top = _bins(chunk, low, high)
                 for (path, _, _), parts in zip(to_keep, kept):
-                    parts.append(_in_window(chunk, path))
+                    parts.append(_in_window(chunk, top, path))
             for (_, start, wanted), parts in zip(to_keep, kept):
                 values = _sorted(parts)
                 found.update({rank: float(values[rank - start]) for rank in wanted})
@@ -121,9 +124,13 @@ def _sorted(parts: list[np.ndarray]) -> np.ndarray:
     return np.sort(np.concatenate(parts))
 
 
-def _in_window(values: np.ndarray, path: Path) -> np.ndarray:
-    """The values in the window `path` leads to."""
-    for lo, hi, b in path:
+def _in_window(values: np.ndarray, top: np.ndarray, path: Path) -> np.ndarray:
+    """The values in the window `path` leads to; `top` is their bins at the first level,
+    which every path shares (over the pool's [low, high])."""
+    if not path:
+        return values
+    values = values[top == path[0][2]]
+    for lo, hi, b in path[1:]:
         values = values[_bins(values, lo, hi) == b]
     return values
 
