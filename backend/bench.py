@@ -9,9 +9,8 @@ import dataclasses
 import torch
 
 from backend.clocks import TimedExecutor, timer_for
-from backend.drafting import NgramDrafter, SelfDrafter
 from backend.kv_cache import KVCache
-from backend.replay import build_model, pick_device
+from backend.replay import build_drafter, build_model, pick_device
 from backend.runner import RealExecutor
 from backend.sampler import SamplingParams
 from policies.engine import Engine
@@ -56,12 +55,7 @@ class RealEngines:
         timed: list[TimedExecutor] = []
 
         def executor_for(allocator: KVAllocator) -> TimedExecutor:
-            drafter = None
-            if o.speculator == "ngram":
-                drafter = NgramDrafter()
-            elif o.speculator == "draft":
-                drafter = SelfDrafter(self.model, self.kv, allocator, sampling, o.seed,
-                                      use_triton)
+            drafter = build_drafter(o, self.model, self.kv, allocator, sampling, use_triton)
             timed.append(TimedExecutor(RealExecutor(
                 self.model, self.kv, allocator, sampling=sampling, seed=o.seed,
                 use_triton=use_triton, drafter=drafter), self.timer))

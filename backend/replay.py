@@ -26,7 +26,7 @@ import torch
 
 from backend.beam_search import BeamSearch
 from backend.clocks import CpuClock, TimedExecutor, timer_for
-from backend.drafting import DraftModelDrafter, NgramDrafter, SelfDrafter
+from backend.drafting import DraftModelDrafter, Drafter, NgramDrafter, SelfDrafter
 from backend.gguf_weights import ChatTokenizer
 from backend.kv_cache import KVCache
 from backend.model import LlamaModel, check_supported, init_random, load_hf_directory
@@ -170,13 +170,7 @@ def replay_real(
                      block_size=allocator.block_size, num_kv_heads=spec.num_kv_heads,
                      head_dim=spec.attn_head_dim, dtype=dtype, device=device)
         use_triton = device.type == "cuda"
-        drafter = None
-        if o.speculator == "ngram":
-            drafter = NgramDrafter()
-        elif draft is not None:
-            drafter = DraftModelDrafter(draft, allocator, sampling, o.seed, use_triton)
-        elif o.speculator == "draft":
-            drafter = SelfDrafter(model, kv, allocator, sampling, o.seed, use_triton)
+        drafter = build_drafter(o, model, kv, allocator, sampling, use_triton, draft)
         executors.append(RealExecutor(model, kv, allocator, sampling=sampling, seed=o.seed,
                                       use_triton=use_triton, drafter=drafter, beams=beams))
         return executors[0] if clock == "wall" else TimedExecutor(executors[0], timer)
@@ -193,6 +187,20 @@ def replay_real(
     for request in config.trace.requests:
         outputs[request.request_id] = executor.output_ids(request)
     return results, outputs
+
+
+def build_drafter(o: ReplayOptions, model: LlamaModel, kv: KVCache, allocator: KVAllocator,
+                  sampling: SamplingParams, use_triton: bool,
+                  draft: LlamaModel | None = None) -> Drafter | None:
+    """The real drafter `--speculator` asks for: n-gram lookup, the separate `draft` model on
+    its own pool, or (`draft` without a separate model) the target drafting for itself."""
+    if o.speculator == "ngram":
+        return NgramDrafter()
+    if draft is not None:
+        return DraftModelDrafter(draft, allocator, sampling, o.seed, use_triton)
+    if o.speculator == "draft":
+        return SelfDrafter(model, kv, allocator, sampling, o.seed, use_triton)
+    return None
 
 
 def _cpu_loop_clock() -> dict[str, Callable]:
