@@ -9,9 +9,11 @@ import dataclasses
 import torch
 
 from backend.clocks import TimedExecutor, timer_for
+from backend.host_memory import keep_freed_host_memory
 from backend.kv_cache import KVCache
 from backend.replay import build_drafter, build_model, pick_device
 from backend.runner import RealExecutor
+from backend.speed import SpeedMeter
 from backend.sampler import SamplingParams
 from policies.engine import Engine
 from policies.kv.base import KVAllocator
@@ -29,6 +31,7 @@ class RealEngines:
         self.device = pick_device()
         if self.device.type == "cpu":
             torch.set_num_threads(1)  # as replay_real runs: steadier on shared CPUs
+            keep_freed_host_memory()
         self.timer = timer_for(clock, self.device)
         self.model, _ = build_model(self.config(), self.device)
         spec = self.model.spec
@@ -36,6 +39,7 @@ class RealEngines:
                           block_size=options.block_size, num_kv_heads=spec.num_kv_heads,
                           head_dim=spec.attn_head_dim, dtype=self.model.norm.weight.dtype,
                           device=self.device)
+        self.meter = SpeedMeter(self.timer)
         self.origin_s = self.timer()
         self._next_id = 0
 

@@ -34,14 +34,16 @@ import statistics
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
 from backend.bench import RealEngines
 from backend.clocks import Shape, TimedExecutor
+from backend.host_memory import keep_freed_host_memory
 from policies.engine import Engine
 from sim.config import ReplayOptions
+from sim.cost.profiles import TRIM_SHARE, trimmed_mean_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,43 +97,43 @@ TINY_GRID = ProfileGrid(prefill_tokens=(8, 64, 256), decode_batches=(1, 4, 8),
                         warmup=1, repeats=2)
 """A grid small enough for tests (seconds on tiny-llama)."""
 
-TRIM_SHARE = 0.1
-"""Share of a point's timed steps cut from each tail before averaging (`trimmed_mean_s`)."""
+
+class TimedStep(NamedTuple):
+    shape: Shape
+    seconds: float
+    speed_s: float
+    """The speed meter's probe time just before the step (`backend.speed`): the machine's
+    speed state the step ran in."""
 
 
-def _step(bench: RealEngines, engine: Engine, executor: TimedExecutor) -> tuple[Shape, float]:
+def _step(bench: RealEngines, engine: Engine, executor: TimedExecutor) -> TimedStep:
     """One engine step, timed from the call to its return (the loop's busy period) on the
-    bench's clock."""
+    bench's clock, after a speed meter probe."""
+    speed_s = bench.meter.probe_s()
     start_s = bench.timer()
     outcome = engine.step(bench.now_s())
     elapsed_s = bench.timer() - start_s
     if outcome.duration_s is None or executor.last_shape is None:
         raise RuntimeError("profile step ran nothing: the grid point's workload is empty")
     shape, executor.last_shape = executor.last_shape, None
-    return shape, elapsed_s
+    return TimedStep(shape, elapsed_s, speed_s)
 
 
-def trimmed_mean_s(times_s: list[float], trim_share: float = TRIM_SHARE) -> float:
-    """The mean of `times_s` without the `trim_share` smallest and largest values."""
-    ordered = sorted(times_s)
-    cut = int(len(ordered) * trim_share)
-    kept = ordered[cut:len(ordered) - cut] or ordered
-    return sum(kept) / len(kept)
-
-
-def _sample(timed: list[tuple[Shape, float]]) -> dict:
+def _sample(timed: list[TimedStep]) -> dict:
     """One profile sample from every timed step of a point: the shape of its middle step (a
     decode's context grows by one a step, so that is the shape the average stands for), the
-    trimmed mean time (`measured_s`, what the fit uses), the median and every step's time."""
-    (new, ctx), _ = sorted(timed, key=lambda item: sum(item[0][1]))[len(timed) // 2]
-    times_s = [t for _, t in timed]
+    trimmed mean time (`measured_s`, what the fit uses), the median, every step's time and
+    the speed meter's probe time before each step (`steps_speed_s`, which
+    `sim.machine_speed.speed_normalized` divides out)."""
+    new, ctx = sorted(timed, key=lambda step: sum(step.shape[1]))[len(timed) // 2].shape
+    times_s = [step.seconds for step in timed]
     return {"new_tokens": list(new), "context_tokens": list(ctx),
             "measured_s": trimmed_mean_s(times_s), "median_s": statistics.median(times_s),
-            "steps_s": times_s}
+            "steps_s": times_s, "steps_speed_s": [step.speed_s for step in timed]}
 
 
 def _prefill(bench: RealEngines, grid: ProfileGrid,
-             prompt_tokens: int) -> list[tuple[Shape, float]]:
+             prompt_tokens: int) -> list[TimedStep]:
     engine, executor = bench.engine()
     timed = []
     for index in range(grid.warmup + grid.repeats):
@@ -143,7 +145,7 @@ def _prefill(bench: RealEngines, grid: ProfileGrid,
 
 
 def _decode(bench: RealEngines, grid: ProfileGrid, batch: int, context: int,
-            **overrides) -> list[tuple[Shape, float]]:
+            **overrides) -> list[TimedStep]:
     """`batch` sequences prefilled to `context` tokens, then timed while they decode."""
     engine, executor = bench.engine(**overrides)
     num_steps = grid.warmup + grid.repeats
@@ -156,7 +158,7 @@ def _decode(bench: RealEngines, grid: ProfileGrid, batch: int, context: int,
 
 
 def _mixed(bench: RealEngines, grid: ProfileGrid, batch: int,
-           prompt_tokens: int) -> list[tuple[Shape, float]]:
+           prompt_tokens: int) -> list[TimedStep]:
     """`batch` decoding sequences plus one new prompt per step (chunked scheduler)."""
     budget = batch + prompt_tokens
     engine, executor = bench.engine(scheduler="chunked", token_budget=max(budget, 2048),
@@ -228,6 +230,7 @@ def machine_info(device: torch.device) -> dict:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
+        "host_malloc_keeps_freed_memory": device.type == "cpu" and keep_freed_host_memory(),
     }
     for package in ("triton", "numpy"):
         try:
@@ -269,7 +272,7 @@ def profile_real(options: ReplayOptions, grid: ProfileGrid = ProfileGrid(),
     _warm_up(bench, grid)
     probe_s = speed_probe_s()
     points = grid_points(grid)
-    timed: dict[str, list[tuple[Shape, float]]] = {label: [] for label, _ in points}
+    timed: dict[str, list[TimedStep]] = {label: [] for label, _ in points}
     for index in range(grid.passes):
         for label, run in points:
             timed[label].extend(run(bench))
@@ -285,6 +288,7 @@ def profile_real(options: ReplayOptions, grid: ProfileGrid = ProfileGrid(),
         "grid": dataclasses.asdict(grid),
         "model_dtype": str(bench.model.norm.weight.dtype).removeprefix("torch."),
         "speed_probe_s": [probe_s, speed_probe_s()],
+        "speed_meter": "steps_speed_s: backend.speed probe time before each step",
     }
     return {"model": config.model.name, "hardware": config.hardware.name, "tp": 1,
             "samples": [_sample(timed[label]) | {"point": label} for label, _ in points],

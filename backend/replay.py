@@ -28,10 +28,12 @@ from backend.beam_search import BeamSearch
 from backend.clocks import CpuClock, TimedExecutor, timer_for
 from backend.drafting import DraftModelDrafter, Drafter, NgramDrafter, SelfDrafter
 from backend.gguf_weights import ChatTokenizer
+from backend.host_memory import keep_freed_host_memory
 from backend.kv_cache import KVCache
 from backend.model import LlamaModel, check_supported, init_random, load_hf_directory
 from backend.runner import RealExecutor, run_wall_clock
 from backend.sampler import SamplingParams
+from backend.speed import SpeedMeter
 from policies.kv.base import KVAllocator
 from sim.api import build_cost_model, build_engine
 from sim.config import ReplayOptions, SimConfig
@@ -122,12 +124,14 @@ def real_num_blocks(config: SimConfig, kv_bytes_per_block: int, device: torch.de
 
 def replay_real(
     config: SimConfig, draft_for: Callable[[LlamaModel], LlamaModel] | None = None,
-    clock: str = "wall",
+    clock: str = "wall", speed_meter: SpeedMeter | None = None,
 ) -> tuple[Results, dict[int, list[int]]]:
     """Run the trace on the real backend; returns the results and every row's output ids.
     With `--speculator draft`, `draft_for(target)` may build the separate draft model (a
     layer subset of the target, say) instead of `--draft-model`. `clock` times the run
-    (`backend.clocks`): `cpu` gives every step its CPU time and skips idle waits."""
+    (`backend.clocks`): `cpu` gives every step its CPU time and skips idle waits. A
+    `speed_meter` (on the same clock) takes its readings between steps, outside the run's
+    clock (`backend.speed`)."""
     o = config.options
     sampling = SamplingParams(o.temperature, o.top_k, o.top_p)
     if o.replicas != 1 or o.disaggregate is not None:
@@ -148,6 +152,7 @@ def replay_real(
     timer = timer_for(clock, device)
     if device.type == "cpu":
         torch.set_num_threads(1)
+        keep_freed_host_memory()
     model, tokenizer = build_model(config, device)
     if draft_for is not None and o.speculator == "draft":
         draft = draft_for(model)
@@ -179,8 +184,10 @@ def replay_real(
                              beams=beams)
     executor = executors[0]
     loop_clock = {} if clock == "wall" else _cpu_loop_clock()
+    between_steps = speed_meter.read_if_due if speed_meter is not None else None
     end_s = run_wall_clock(engine, config.trace.requests, horizon_s=o.horizon_s,
-                           reject_reason=executor.prompt_problem, **loop_clock)
+                           reject_reason=executor.prompt_problem, between_steps=between_steps,
+                           **loop_clock)
     results = Results(config=config, engines=[engine], memory=None,
                       summary=summarize(config, [engine], end_s), end_s=end_s)
     outputs = {row.request_id: [] for row in config.trace.invalid_rows}

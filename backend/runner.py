@@ -368,12 +368,17 @@ def run_wall_clock(
     reject_reason: Callable[[Request], str | None] = lambda request: None,
     clock: Callable[[], float] = time.perf_counter,
     sleep: Callable[[float], None] = time.sleep,
+    between_steps: Callable[[float], float] | None = None,
 ) -> float:
     """Drive `engine` in real time: each request is submitted once the wall clock (from the
     start of the run) passes its arrival time, or rejected there if `reject_reason` names a
     reason; an idle engine sleeps until the next arrival or the scheduler's wake-up. Requests
     that all arrive at 0 run as fast as possible. Returns the run's end time in seconds from
-    its start."""
+    its start.
+
+    `between_steps(now_s)`, if given, runs before each step (a speed meter's reading,
+    `backend.speed`) and returns the seconds it took; those are taken out of the run's clock,
+    so the run is timed as if it had not run."""
     pending = sorted(requests, key=lambda r: r.arrival_time_s)
     # An executor that times itself may start each step's clock here rather than at its
     # forward pass, so token times include the scheduling as a server's would.
@@ -392,6 +397,8 @@ def run_wall_clock(
             else:
                 engine.reject(request, reason, now_s)
             index += 1
+        if between_steps is not None:
+            origin += between_steps(now_s)
         if step_began is not None:
             step_began()
         outcome = engine.step(now_s)

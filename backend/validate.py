@@ -28,13 +28,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from backend.profile import ProfileGrid, machine_info, profile_real, speed_probe_s
+from backend.clocks import timer_for
 from backend.replay import pick_device, replay_real, write_acceptance
+from backend.speed import SpeedMeter
 from sim.api import simulate
 from sim.calibrate_cli import write_coefficients
 from sim.config import ReplayOptions, SimConfig, resolve
 from sim.cost.calibrate import fit
 from sim.cost.coefficients import load_coefficients
 from sim.cost.profiles import TimingSample, profile_from_json
+from sim.machine_speed import reference_probe_s, speed_normalized, speed_trace, write_speed_trace
 from sim.results import Results, write_results
 from sim.validation import PER_REQUEST_METRICS, per_request_errors, validation_report
 from traces import Trace, cap_lengths
@@ -65,6 +68,10 @@ class ValidateSettings:
     clock: str = "wall"
     """What the real runs and the profile are timed by (`backend.bench`): `wall`, or `cpu`
     (this thread's CPU time: what the backend costs, without other processes' share)."""
+    speed_replay: bool = False
+    """Also fit to the profile at reference speed and simulate each repeat replaying the
+    machine speed its real run measured (`sim.machine_speed`); the report's errors are then
+    those, and `without_speed_replay` holds the plain ones, from the same real runs."""
 
     def __post_init__(self) -> None:
         if self.repeats < 1:
@@ -83,6 +90,9 @@ def validate(options: ReplayOptions, out_dir: str | Path, settings: ValidateSett
     if settings.profile_each_repeat and options.calibration:
         raise ValueError("--profile-each-repeat fits its own calibration per repeat: drop "
                          "--calibration")
+    if settings.speed_replay and options.calibration:
+        raise ValueError("--speed-replay fits to a profile at the speed meter's reference "
+                         "speed, which it takes here: drop --calibration")
     # The warm-up also fails fast on options the real backend refuses, before any profiling.
     say("warming up the real backend")
     replay_real(resolve(dataclasses.replace(options, trace=WARM_UP_TRACE, pace="asap",
@@ -106,7 +116,7 @@ def validate(options: ReplayOptions, out_dir: str | Path, settings: ValidateSett
     if settings.pool_profiles:
         calibration = _pooled_calibration(options, calibrations, out / "calibration" / "pooled",
                                           say)
-    sims = []
+    sims, plain_sims = [], []
     for repeat, (config, real, real_dir, run) in enumerate(zip(configs, reals, real_dirs, runs)):
         used = calibration if settings.pool_profiles else calibrations[repeat]
         say(f"repeat {repeat + 1}/{settings.repeats}: simulation")
@@ -116,11 +126,28 @@ def validate(options: ReplayOptions, out_dir: str | Path, settings: ValidateSett
         write_results(sim, out / "sim" / f"r{repeat}")
         run["sim_busy_share"] = _busy_share(sim)
         run["sim_calibration"] = used["path"]
+        plain_sims.append(sim)
+        if settings.speed_replay:
+            speed = used["speed"]
+            rows = speed_trace(run.pop("speed_readings"), speed["reference_probe_s"])
+            trace_path = write_speed_trace(real_dir / "speed.csv", rows)
+            factors = [factor for _, _, factor in rows]
+            sim = simulate(_capped(resolve(dataclasses.replace(
+                sim_options, calibration=speed["path"], speed_trace=str(trace_path))), settings))
+            write_results(sim, out / "sim_speed" / f"r{repeat}")
+            run["sim_speed_busy_share"] = _busy_share(sim)
+            run["speed_factor"] = _spread(factors)
         sims.append(sim)
     real_rows = [r.request_rows() for r in reals]
     sim_rows = [s.request_rows() for s in sims]
     report = validation_report([s.summary for s in sims], [r.summary for r in reals],
                                [per_request_errors(s, r) for s, r in zip(sim_rows, real_rows)])
+    if settings.speed_replay:
+        plain = validation_report(
+            [s.summary for s in plain_sims], [r.summary for r in reals],
+            [per_request_errors(s.request_rows(), r) for s, r in zip(plain_sims, real_rows)])
+        report["without_speed_replay"] = {key: plain[key] for key in (
+            "median_abs_rel_error", "median_abs_rel_error_spread", "rel_error")}
     trace = reals[0].config.trace
     report.update({
         "utilization": _median(r["sim_busy_share"] for r in runs),
@@ -132,6 +159,7 @@ def validate(options: ReplayOptions, out_dir: str | Path, settings: ValidateSett
         "settings": {"repeats": settings.repeats, "clock": settings.clock,
                      "profile_each_repeat": settings.profile_each_repeat,
                      "pool_profiles": settings.pool_profiles,
+                     "speed_replay": settings.speed_replay,
                      "max_prompt_tokens": settings.max_prompt_tokens,
                      "max_output_tokens": settings.max_output_tokens},
         "machine": machine_info(pick_device()),
@@ -152,13 +180,17 @@ def _real_run(config: SimConfig, settings: ValidateSettings, out: Path, repeat: 
     say(f"repeat {repeat + 1}/{settings.repeats}: real run ({config.trace.num_rows} requests, "
         f"arrivals on the {settings.clock} clock)")
     load_before, probe_s = os.getloadavg()[0], speed_probe_s()
+    meter = SpeedMeter(timer_for(settings.clock, pick_device()))
     start_s = time.perf_counter()
-    real = replay_real(config, clock=settings.clock)[0]
+    real = replay_real(config, clock=settings.clock, speed_meter=meter)[0]
     real_wall_s = time.perf_counter() - start_s
     real_dir = write_results(real, out / "real" / f"r{repeat}")
     run = {"repeat": repeat, "real_wall_s": real_wall_s, "real_execute_share": _busy_share(real),
            "loadavg_1min_before": load_before, "loadavg_1min_after": os.getloadavg()[0],
-           "speed_probe_s": [probe_s, speed_probe_s()]}
+           "speed_probe_s": [probe_s, speed_probe_s()],
+           "speed_meter_probe_s": _spread([p for _, p in meter.readings])}
+    if settings.speed_replay:
+        run["speed_readings"] = meter.readings
     return real, real_dir, run
 
 
@@ -184,8 +216,12 @@ def _calibration(options: ReplayOptions, out: Path, settings: ValidateSettings,
     profile_path = out / "profile.json"
     profile_path.write_text(json.dumps(profile, indent=1) + "\n")
     samples = profile_from_json(profile, str(profile_path)).timing_samples(profile_path.name)
-    return {**_fit(samples, out, config, say), "profiled_here": True,
-            "profile": str(profile_path), "speed_probe_s": profile["machine"]["speed_probe_s"]}
+    calibration = {**_fit(samples, out, config, say), "profiled_here": True,
+                   "profile": str(profile_path),
+                   "speed_probe_s": profile["machine"]["speed_probe_s"]}
+    if settings.speed_replay:
+        calibration["speed"] = _speed_fit([profile_path], out / "speed", config, say)
+    return calibration
 
 
 def _pooled_calibration(options: ReplayOptions, calibrations: list[dict[str, Any]], out: Path,
@@ -199,8 +235,29 @@ def _pooled_calibration(options: ReplayOptions, calibrations: list[dict[str, Any
         samples += profile.timing_samples(f"r{repeat}/{path.name}")
     say(f"fitting one calibration to the {len(calibrations)} repeats' profiles")
     config = resolve(options, trace=_empty_trace())
-    return {**_fit(samples, out, config, say), "profiled_here": True,
-            "pooled_from": [c["profile"] for c in calibrations]}
+    pooled = {**_fit(samples, out, config, say), "profiled_here": True,
+              "pooled_from": [c["profile"] for c in calibrations]}
+    if "speed" in calibrations[0]:
+        pooled["speed"] = _speed_fit([Path(c["profile"]) for c in calibrations], out / "speed",
+                                     config, say)
+    return pooled
+
+
+def _speed_fit(profile_paths: list[Path], out: Path, config: SimConfig,
+               say: Callable[[str], None]) -> dict[str, Any]:
+    """Fit `profile_paths` together at their median probe time, the reference speed
+    (`sim.machine_speed.speed_normalized`); OUT/profile_N.json hold the normalized copies."""
+    out.mkdir(parents=True, exist_ok=True)
+    profiles = [json.loads(path.read_text()) for path in profile_paths]
+    reference_s = reference_probe_s(profiles)
+    samples = []
+    for index, profile in enumerate(profiles):
+        path = out / f"profile_{index}.json"
+        path.write_text(json.dumps(speed_normalized(profile, reference_s), indent=1) + "\n")
+        samples += profile_from_json(json.loads(path.read_text()),
+                                     str(path)).timing_samples(path.name)
+    say(f"at reference speed (probe {1e3 * reference_s:.3f} ms):")
+    return {**_fit(samples, out, config, say), "reference_probe_s": reference_s}
 
 
 def _fit(samples: list[TimingSample], out: Path, config: SimConfig,
@@ -240,6 +297,19 @@ def _busy_share(results: Results) -> float | None:
     span_s = results.summary.get("simulated_span_s")
     busy_s = sum(sum(engine.log.duration_s) for engine in results.engines)
     return busy_s / span_s if span_s else None
+
+
+def _spread(values: list[float]) -> dict[str, float | int | None]:
+    """Count, median and 10th/90th percentiles (nearest rank) of `values`."""
+    ordered = sorted(values)
+    if not ordered:
+        return {"count": 0, "p10": None, "median": None, "p90": None}
+
+    def rank(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return {"count": len(ordered), "p10": rank(0.1), "median": _median(ordered),
+            "p90": rank(0.9)}
 
 
 def _median(values) -> float | None:

@@ -18,6 +18,7 @@ from policies.types import Sequence
 from sim.config import SimConfig
 from sim.cost.memory import MemoryBudget, kv_budget, kv_layout
 from sim.cost.roofline import CostModel
+from sim.machine_speed import SpeedScaledExecutor
 from sim.metrics import summarize
 from sim.cluster import Cluster
 from sim.results import Results
@@ -42,6 +43,7 @@ def build_engine(
     on_done: Callable[[Sequence], None] | None = None,
     executor_for: Callable[[KVAllocator], Executor] | None = None,
     beams: BeamReparenter | None = None,
+    now: Callable[[], float] | None = None,
 ) -> tuple[Engine, MemoryBudget | None]:
     """The replica's engine; the memory budget is None when `num_gpu_blocks` was given.
 
@@ -51,7 +53,8 @@ def build_engine(
     speculative one around `cost` (or the real one, which drafts and verifies on tensors);
     with `none` both are exactly as without. Beam search (`beam_width` > 1) reparents beams
     with `beams` if given (the real backend's score-driven search), else with the simulator's
-    random churn.
+    random churn. With a speed trace (`--speed-trace`) the simulated executor's prices are
+    scaled by the trace's factor at `now()`, the simulation's clock (`sim.machine_speed`).
     """
     o = config.options
     budget = None
@@ -77,6 +80,11 @@ def build_engine(
         scheduler, executor = speculate(config, scheduler, cost, options)
     if executor_for is not None:
         executor = executor_for(allocator)
+    elif config.speed is not None:
+        if now is None:
+            raise ValueError("a speed trace scales steps by the time they start: build the "
+                             "engine with the simulation's clock (now=)")
+        executor = SpeedScaledExecutor(executor, config.speed, now)
     if o.beam_width > 1 and beams is None:
         beams = RandomBeamReparenter(BeamParams(beam_churn=o.beam_churn, seed=o.seed))
     engine = Engine(scheduler, executor, max_model_len=config.max_model_len, on_done=on_done,
@@ -109,7 +117,8 @@ def simulate(
     budgets: list[MemoryBudget | None] = []
 
     def engine_factory(callback: Callable[[Sequence], None]) -> Engine:
-        engine, budget = build_engine(config, build_cost_model(config, cost_model), callback)
+        engine, budget = build_engine(config, build_cost_model(config, cost_model), callback,
+                                      now=lambda: env.now)
         budgets.append(budget)
         return engine
 

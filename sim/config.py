@@ -20,6 +20,7 @@ from policies.registry import ALLOCATORS, ROUTERS, SCHEDULERS, SPECULATORS, look
 from sim.cost.catalog import get_hardware, get_model
 from sim.cost.coefficients import Coefficients, default_coefficients, load_coefficients
 from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes
+from sim.machine_speed import SpeedTrace, read_speed_trace
 from sim.spec.acceptance import DEFAULT_ACCEPTANCE, AcceptanceModel, parse_acceptance
 
 if sys.version_info >= (3, 11):
@@ -80,6 +81,9 @@ class ReplayOptions:
     weight_dtype: str = "bf16"
     kv_dtype: str = "bf16"
     calibration: str | None = None
+    speed_trace: str | None = None
+    """A real run's measured machine speed (`sim.machine_speed`): each step's price is scaled
+    by the factor at its start, to replay a run on a machine whose speed changed under it."""
     seed: int = 0
     horizon_s: float | None = None
     fast_forward: bool = True
@@ -185,6 +189,8 @@ class SimConfig:
     """None when `speculator` is `none`."""
     draft_model: ModelSpec | None = None
     tiny_draft_model: ModelSpec | None = None
+    speed: SpeedTrace | None = None
+    """`--speed-trace`, read; None without one."""
 
 
 def load_workload(options: ReplayOptions) -> trace_io.Trace:
@@ -246,6 +252,9 @@ def _check_run_mode(options: ReplayOptions) -> None:
             if value != default]
         if real_only:
             raise ValueError(f"{', '.join(real_only)} only apply to --executor real")
+    elif options.speed_trace is not None:
+        raise ValueError("--speed-trace replays a measured machine speed in the simulator; "
+                         "the real executor runs at whatever speed the machine has")
 
 
 def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimConfig:
@@ -311,8 +320,9 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
         acceptance, draft, tiny = _resolve_speculation(options, policy_options)
     elif options.spec_acceptance is not None:
         parse_acceptance(options.spec_acceptance)  # unused, but a bad value is still an error
+    speed = read_speed_trace(options.speed_trace) if options.speed_trace else None
     return SimConfig(trace, model, hardware, coefficients, options, max_model_len, max_tokens,
-                     policy_options, acceptance, draft, tiny)
+                     policy_options, acceptance, draft, tiny, speed)
 
 
 def _resolve_speculation(

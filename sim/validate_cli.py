@@ -88,6 +88,11 @@ def add_validate_parser(sub: argparse._SubParsersAction,
                         help="with --profile-each-repeat: fit one calibration to all the "
                              "repeats' profiles and simulate every repeat with it (averages "
                              "over the machine's speed states during the runs)")
+    parser.add_argument("--speed-replay", action="store_true",
+                        help="without --calibration: also fit at the speed meter's reference "
+                             "speed and replay each real run's measured machine speed in its "
+                             "simulation (report the model's error apart from a shared "
+                             "machine's speed changes; the plain errors are kept beside)")
     _grid_flags(parser)
     add_option_flags(parser)
 
@@ -134,7 +139,8 @@ def run_validate(args: argparse.Namespace, console: Console, options: ReplayOpti
                                 max_output_tokens=args.max_output_tokens,
                                 grid=_grid(args.grid, args.passes), clock=args.clock,
                                 profile_each_repeat=args.profile_each_repeat,
-                                pool_profiles=args.pool_profiles)
+                                pool_profiles=args.pool_profiles,
+                                speed_replay=args.speed_replay)
     report = validate(options, args.out, settings,
                       lambda text: console.print(f"[dim]{text}[/dim]"))
     console.print(error_table(report))

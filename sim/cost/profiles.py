@@ -299,6 +299,18 @@ def shared_samples(shared_dir: Path, hardware: str) -> list[TimingSample]:
     return [s for f in files for s in read_shared_file(shared_dir, f, hardware)]
 
 
+TRIM_SHARE = 0.1
+"""Share of a point's timed steps cut from each tail before averaging (`trimmed_mean_s`)."""
+
+
+def trimmed_mean_s(times_s: list[float], trim_share: float = TRIM_SHARE) -> float:
+    """The mean of `times_s` without the `trim_share` smallest and largest values."""
+    ordered = sorted(times_s)
+    cut = int(len(ordered) * trim_share)
+    kept = ordered[cut:len(ordered) - cut] or ordered
+    return sum(kept) / len(kept)
+
+
 # ---- servesim's own profile JSON ----------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Profile:

@@ -100,6 +100,40 @@ def test_profile_each_repeat_fits_a_calibration_per_repeat(tmp_path, capsys):
     assert "add it" in capsys.readouterr().err
 
 
+def test_speed_replay_simulates_each_run_at_its_measured_speed(tmp_path, capsys):
+    """--speed-replay: a fit to the profiles at the reference probe time, each real run's
+    speed trace written and replayed, and the plain errors kept beside, from the same runs."""
+    out = tmp_path / "speed"
+    assert main(["validate", "--trace", TRACE, "--model", "tiny-llama", "--grid", "tiny",
+                 "--passes", "1", "--repeats", "2", "--num-gpu-blocks", "128",
+                 "--max-output-tokens", "8", "--clock", "cpu", "--profile-each-repeat",
+                 "--pool-profiles", "--speed-replay", "--out", str(out)]) == 0, \
+        capsys.readouterr().err
+    report = json.loads((out / "validation.json").read_text())
+    speed = report["calibration"]["speed"]
+    assert speed["path"] == str(out / "calibration" / "pooled" / "speed" / "calibration.json")
+    profile = json.loads((out / "calibration" / "pooled" / "speed" / "profile_0.json").read_text())
+    assert profile["machine"]["speed_reference_s"] == speed["reference_probe_s"] > 0
+    assert all(s["raw_measured_s"] > 0 for s in profile["samples"])
+    for repeat, run in enumerate(report["runs"]):
+        rows = list(csv.DictReader((out / "real" / f"r{repeat}" / "speed.csv").open()))
+        steps = json.loads((out / "real" / f"r{repeat}" / "summary.json").read_text())
+        assert len(rows) >= steps["iterations"]  # a reading before every step
+        factors = sorted(float(r["factor"]) for r in rows)
+        assert run["speed_factor"]["median"] == pytest.approx(
+            (factors[(len(factors) - 1) // 2] + factors[len(factors) // 2]) / 2)
+        sim = json.loads((out / "sim_speed" / f"r{repeat}" / "summary.json").read_text())
+        errors = rel_errors(sim, steps)
+        assert report["rel_error_spread"]["e2e_p50_s"]["per_repeat"][repeat] == pytest.approx(
+            errors["e2e_p50_s"])
+        plain = json.loads((out / "sim" / f"r{repeat}" / "summary.json").read_text())
+        assert report["without_speed_replay"]["rel_error"]["e2e_p50_s"] is not None
+        assert plain["requests_finished"] == sim["requests_finished"] == 8
+    assert main(["validate", "--model", "tiny-llama", "--speed-replay", "--calibration",
+                 "x.json", "--out", str(out)]) == 2
+    assert "drop --calibration" in capsys.readouterr().err
+
+
 def test_the_cpu_clock_skips_waits_and_counts_cpu_time():
     from backend.clocks import CpuClock
 

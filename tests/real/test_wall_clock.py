@@ -105,3 +105,27 @@ def test_token_times_include_the_scheduling_before_the_forward_pass():
     run_wall_clock(engine, [Request(0, 0.0, 4, 2)], clock=fake.clock, sleep=fake.sleep)
     # Without the hook the tokens would be stamped 0.25 s before they exist: 1.0 and 2.25.
     assert list(engine.sequences[0].token_times_s) == [1.25, 2.5]
+
+
+def test_time_spent_between_steps_is_left_out_of_the_run():
+    """A speed meter's readings take the run's time, but the run is timed as if they had
+    not: the same token times and sleeps as without them, and every step got its reading."""
+    fake = FakeTime()
+    engine = _engine(fake)
+    readings: list[float] = []
+
+    def read(now_s: float) -> float:
+        readings.append(now_s)
+        fake.now_s += 0.125
+        return 0.125
+
+    requests = [Request(0, 0.0, 4, 2), Request(1, 0.5, 4, 1), Request(2, 10.0, 4, 1)]
+    end_s = run_wall_clock(engine, requests, clock=fake.clock, sleep=fake.sleep,
+                           between_steps=read)
+    seqs = engine.sequences
+    assert list(seqs[0].token_times_s) == [1.0, 3.0]
+    assert list(seqs[2].token_times_s) == [11.0]
+    assert fake.sleeps == [7.0]
+    assert end_s == 11.0
+    # Before each of the four steps and each idle check (after the third step, and at the end).
+    assert readings == [0.0, 1.0, 2.0, 3.0, 10.0, 11.0]
