@@ -14,6 +14,9 @@ so what is validated is the timing model, not an acceptance guess. The simulator
 deterministic, so the spread over repeats is the real runs' variability. A speed probe (a
 fixed workload, `backend.profile.speed_probe_s`) is read before and after the profile and each
 real run, so a machine that changed speed between calibration and replay shows in the report.
+With `speed_replay`, a speed meter read before every step (`backend.speed`) goes further:
+each repeat is also simulated at the speed its real run measured, with a fit at the meter's
+reference speed (`sim.machine_speed`), and those errors lead the report.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from backend.profile import ProfileGrid, machine_info, profile_real, speed_probe_s
 from backend.clocks import timer_for
+from backend.profile import ProfileGrid, machine_info, profile_real, speed_probe_s
 from backend.replay import pick_device, replay_real, write_acceptance
 from backend.speed import SpeedMeter
 from sim.api import simulate
@@ -100,7 +103,7 @@ def validate(options: ReplayOptions, out_dir: str | Path, settings: ValidateSett
     calibration = None
     if not settings.profile_each_repeat:
         calibration = _calibration(options, out, settings, say)
-    configs, reals, real_dirs, calibrations, runs = [], [], [], [], []
+    configs, reals, real_dirs, calibrations, runs, readings = [], [], [], [], [], []
     for repeat in range(settings.repeats):
         if settings.profile_each_repeat:
             calibration = _calibration(options, out / "calibration" / f"r{repeat}", settings,
@@ -108,11 +111,12 @@ def validate(options: ReplayOptions, out_dir: str | Path, settings: ValidateSett
         calibrations.append(calibration)
         config = _capped(resolve(dataclasses.replace(options, calibration=calibration["path"])),
                          settings)
-        real, real_dir, run = _real_run(config, settings, out, repeat, say)
+        real, real_dir, run, run_readings = _real_run(config, settings, out, repeat, say)
         configs.append(config)
         reals.append(real)
         real_dirs.append(real_dir)
         runs.append(run)
+        readings.append(run_readings)
     if settings.pool_profiles:
         calibration = _pooled_calibration(options, calibrations, out / "calibration" / "pooled",
                                           say)
@@ -129,7 +133,7 @@ def validate(options: ReplayOptions, out_dir: str | Path, settings: ValidateSett
         plain_sims.append(sim)
         if settings.speed_replay:
             speed = used["speed"]
-            rows = speed_trace(run.pop("speed_readings"), speed["reference_probe_s"])
+            rows = speed_trace(readings[repeat], speed["reference_probe_s"])
             trace_path = write_speed_trace(real_dir / "speed.csv", rows)
             factors = [factor for _, _, factor in rows]
             sim = simulate(_capped(resolve(dataclasses.replace(
@@ -175,8 +179,10 @@ def validate(options: ReplayOptions, out_dir: str | Path, settings: ValidateSett
 
 
 def _real_run(config: SimConfig, settings: ValidateSettings, out: Path, repeat: int,
-              say: Callable[[str], None]) -> tuple[Results, Path, dict[str, Any]]:
-    """One real run of `config`, written under `out`, with the machine's state around it."""
+              say: Callable[[str], None]
+              ) -> tuple[Results, Path, dict[str, Any], list[tuple[float, float]]]:
+    """One real run of `config`, written under `out`, with the machine's state around it and
+    its speed meter's readings."""
     say(f"repeat {repeat + 1}/{settings.repeats}: real run ({config.trace.num_rows} requests, "
         f"arrivals on the {settings.clock} clock)")
     load_before, probe_s = os.getloadavg()[0], speed_probe_s()
@@ -189,9 +195,7 @@ def _real_run(config: SimConfig, settings: ValidateSettings, out: Path, repeat: 
            "loadavg_1min_before": load_before, "loadavg_1min_after": os.getloadavg()[0],
            "speed_probe_s": [probe_s, speed_probe_s()],
            "speed_meter_probe_s": _spread([p for _, p in meter.readings])}
-    if settings.speed_replay:
-        run["speed_readings"] = meter.readings
-    return real, real_dir, run
+    return real, real_dir, run, meter.readings
 
 
 def _empty_trace() -> Trace:
@@ -253,9 +257,9 @@ def _speed_fit(profile_paths: list[Path], out: Path, config: SimConfig,
     samples = []
     for index, profile in enumerate(profiles):
         path = out / f"profile_{index}.json"
-        path.write_text(json.dumps(speed_normalized(profile, reference_s), indent=1) + "\n")
-        samples += profile_from_json(json.loads(path.read_text()),
-                                     str(path)).timing_samples(path.name)
+        normalized = speed_normalized(profile, reference_s)
+        path.write_text(json.dumps(normalized, indent=1) + "\n")
+        samples += profile_from_json(normalized, str(path)).timing_samples(path.name)
     say(f"at reference speed (probe {1e3 * reference_s:.3f} ms):")
     return {**_fit(samples, out, config, say), "reference_probe_s": reference_s}
 
