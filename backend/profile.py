@@ -101,35 +101,37 @@ TINY_GRID = ProfileGrid(prefill_tokens=(8, 64, 256), decode_batches=(1, 4, 8),
 class TimedStep(NamedTuple):
     shape: Shape
     seconds: float
-    speed_s: float
-    """The speed meter's probe time just before the step (`backend.speed`): the machine's
+    dispatch_s: float
+    compute_s: float
+    """The speed meter's probe times just before the step (`backend.speed`): the machine's
     speed state the step ran in."""
 
 
 def _step(bench: RealEngines, engine: Engine, executor: TimedExecutor) -> TimedStep:
     """One engine step, timed from the call to its return (the loop's busy period) on the
-    bench's clock, after a speed meter probe."""
-    speed_s = bench.meter.probe_s()
+    bench's clock, after the speed meter's probes."""
+    dispatch_s, compute_s = bench.meter.probe()
     start_s = bench.timer()
     outcome = engine.step(bench.now_s())
     elapsed_s = bench.timer() - start_s
     if outcome.duration_s is None or executor.last_shape is None:
         raise RuntimeError("profile step ran nothing: the grid point's workload is empty")
     shape, executor.last_shape = executor.last_shape, None
-    return TimedStep(shape, elapsed_s, speed_s)
+    return TimedStep(shape, elapsed_s, dispatch_s, compute_s)
 
 
 def _sample(timed: list[TimedStep]) -> dict:
     """One profile sample from every timed step of a point: the shape of its middle step (a
     decode's context grows by one a step, so that is the shape the average stands for), the
     trimmed mean time (`measured_s`, what the fit uses), the median, every step's time and
-    the speed meter's probe time before each step (`steps_speed_s`, which
-    `sim.machine_speed.speed_normalized` divides out)."""
+    the speed meter's probe times before each step (`steps_speed_s` and
+    `steps_compute_speed_s`, which `sim.machine_speed.speed_normalized` divides out)."""
     new, ctx = sorted(timed, key=lambda step: sum(step.shape[1]))[len(timed) // 2].shape
     times_s = [step.seconds for step in timed]
     return {"new_tokens": list(new), "context_tokens": list(ctx),
             "measured_s": trimmed_mean_s(times_s), "median_s": statistics.median(times_s),
-            "steps_s": times_s, "steps_speed_s": [step.speed_s for step in timed]}
+            "steps_s": times_s, "steps_speed_s": [step.dispatch_s for step in timed],
+            "steps_compute_speed_s": [step.compute_s for step in timed]}
 
 
 def _prefill(bench: RealEngines, grid: ProfileGrid,
@@ -288,7 +290,8 @@ def profile_real(options: ReplayOptions, grid: ProfileGrid = ProfileGrid(),
         "grid": dataclasses.asdict(grid),
         "model_dtype": str(bench.model.norm.weight.dtype).removeprefix("torch."),
         "speed_probe_s": [probe_s, speed_probe_s()],
-        "speed_meter": "steps_speed_s: backend.speed probe time before each step",
+        "speed_meter": "steps_speed_s, steps_compute_speed_s: backend.speed's dispatch and "
+                       "compute probe times before each step",
     }
     return {"model": config.model.name, "hardware": config.hardware.name, "tp": 1,
             "samples": [_sample(timed[label]) | {"point": label} for label, _ in points],

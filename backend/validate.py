@@ -33,14 +33,15 @@ from typing import Any, Callable
 from backend.clocks import timer_for
 from backend.profile import ProfileGrid, machine_info, profile_real, speed_probe_s
 from backend.replay import pick_device, replay_real, write_acceptance
-from backend.speed import SpeedMeter
+from backend.speed import Reading, SpeedMeter
 from sim.api import simulate
 from sim.calibrate_cli import write_coefficients
 from sim.config import ReplayOptions, SimConfig, resolve
-from sim.cost.calibrate import fit
+from sim.cost.calibrate import FitResult, fit
 from sim.cost.coefficients import load_coefficients
 from sim.cost.profiles import TimingSample, profile_from_json
-from sim.machine_speed import reference_probe_s, speed_normalized, speed_trace, write_speed_trace
+from sim.machine_speed import (Reference, fit_at_reference_speed, reference_of, speed_trace,
+                                write_speed_trace)
 from sim.results import Results, write_results
 from sim.validation import PER_REQUEST_METRICS, per_request_errors, validation_report
 from traces import Trace, cap_lengths
@@ -133,14 +134,14 @@ def validate(options: ReplayOptions, out_dir: str | Path, settings: ValidateSett
         plain_sims.append(sim)
         if settings.speed_replay:
             speed = used["speed"]
-            rows = speed_trace(readings[repeat], speed["reference_probe_s"])
+            rows = speed_trace(readings[repeat], Reference(*speed["reference_probe_s"]))
             trace_path = write_speed_trace(real_dir / "speed.csv", rows)
-            factors = [factor for _, _, factor in rows]
             sim = simulate(_capped(resolve(dataclasses.replace(
                 sim_options, calibration=speed["path"], speed_trace=str(trace_path))), settings))
             write_results(sim, out / "sim_speed" / f"r{repeat}")
             run["sim_speed_busy_share"] = _busy_share(sim)
-            run["speed_factor"] = _spread(factors)
+            run["speed_factor"] = {"overhead": _spread([row[3] for row in rows]),
+                                   "roofline": _spread([row[4] for row in rows])}
         sims.append(sim)
     real_rows = [r.request_rows() for r in reals]
     sim_rows = [s.request_rows() for s in sims]
@@ -180,7 +181,7 @@ def validate(options: ReplayOptions, out_dir: str | Path, settings: ValidateSett
 
 def _real_run(config: SimConfig, settings: ValidateSettings, out: Path, repeat: int,
               say: Callable[[str], None]
-              ) -> tuple[Results, Path, dict[str, Any], list[tuple[float, float]]]:
+              ) -> tuple[Results, Path, dict[str, Any], list[Reading]]:
     """One real run of `config`, written under `out`, with the machine's state around it and
     its speed meter's readings."""
     say(f"repeat {repeat + 1}/{settings.repeats}: real run ({config.trace.num_rows} requests, "
@@ -194,7 +195,9 @@ def _real_run(config: SimConfig, settings: ValidateSettings, out: Path, repeat: 
     run = {"repeat": repeat, "real_wall_s": real_wall_s, "real_execute_share": _busy_share(real),
            "loadavg_1min_before": load_before, "loadavg_1min_after": os.getloadavg()[0],
            "speed_probe_s": [probe_s, speed_probe_s()],
-           "speed_meter_probe_s": _spread([p for _, p in meter.readings])}
+           "speed_meter_probe_s": {
+               "dispatch": _spread([reading.dispatch_s for reading in meter.readings]),
+               "compute": _spread([reading.compute_s for reading in meter.readings])}}
     return real, real_dir, run, meter.readings
 
 
@@ -249,25 +252,30 @@ def _pooled_calibration(options: ReplayOptions, calibrations: list[dict[str, Any
 
 def _speed_fit(profile_paths: list[Path], out: Path, config: SimConfig,
                say: Callable[[str], None]) -> dict[str, Any]:
-    """Fit `profile_paths` together at their median probe time, the reference speed
-    (`sim.machine_speed.speed_normalized`); OUT/profile_N.json hold the normalized copies."""
+    """Fit `profile_paths` together at their median probe times, the reference speed
+    (`sim.machine_speed.fit_at_reference_speed`); OUT/profile_N.json hold the normalized
+    copies."""
     out.mkdir(parents=True, exist_ok=True)
     profiles = [json.loads(path.read_text()) for path in profile_paths]
-    reference_s = reference_probe_s(profiles)
-    samples = []
-    for index, profile in enumerate(profiles):
-        path = out / f"profile_{index}.json"
-        normalized = speed_normalized(profile, reference_s)
-        path.write_text(json.dumps(normalized, indent=1) + "\n")
-        samples += profile_from_json(normalized, str(path)).timing_samples(path.name)
-    say(f"at reference speed (probe {1e3 * reference_s:.3f} ms):")
-    return {**_fit(samples, out, config, say), "reference_probe_s": reference_s}
+    reference = reference_of(profiles)
+    names = [f"profile_{index}.json" for index in range(len(profiles))]
+    result, normalized = fit_at_reference_speed(list(zip(names, profiles)), reference)
+    for name, profile in zip(names, normalized):
+        (out / name).write_text(json.dumps(profile, indent=1) + "\n")
+    say(f"at reference speed (probes {1e3 * reference.dispatch_s:.3f} ms dispatch, "
+        f"{1e3 * reference.compute_s:.3f} ms compute):")
+    return {**_written(result, out, config, say), "reference_probe_s": list(reference)}
 
 
 def _fit(samples: list[TimingSample], out: Path, config: SimConfig,
          say: Callable[[str], None]) -> dict[str, Any]:
     """Fit `samples`, write OUT/calibration.json, and describe the fit."""
-    result = fit(samples)
+    return _written(fit(samples), out, config, say)
+
+
+def _written(result: FitResult, out: Path, config: SimConfig,
+             say: Callable[[str], None]) -> dict[str, Any]:
+    """Write a fit to OUT/calibration.json, and describe it."""
     path = write_coefficients(out / "calibration.json",
                               {config.hardware.name: result.coefficients.to_json()})
     held = result.report.stats(split="held-out")

@@ -84,7 +84,7 @@ def build_engine(
         if now is None:
             raise ValueError("a speed trace scales steps by the time they start: build the "
                              "engine with the simulation's clock (now=)")
-        executor = SpeedScaledExecutor(executor, config.speed, now)
+        executor = SpeedScaledExecutor(executor, config.speed, now, cost)
     if o.beam_width > 1 and beams is None:
         beams = RandomBeamReparenter(BeamParams(beam_churn=o.beam_churn, seed=o.seed))
     engine = Engine(scheduler, executor, max_model_len=config.max_model_len, on_done=on_done,
