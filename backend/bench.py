@@ -13,8 +13,8 @@ from backend.host_memory import keep_freed_host_memory
 from backend.kv_cache import KVCache
 from backend.replay import build_drafter, build_model, pick_device
 from backend.runner import RealExecutor
-from backend.speed import SpeedMeter
 from backend.sampler import SamplingParams
+from backend.speed import SpeedMeter
 from policies.engine import Engine
 from policies.kv.base import KVAllocator
 from policies.types import Request

@@ -54,7 +54,7 @@ def build_engine(
     with `none` both are exactly as without. Beam search (`beam_width` > 1) reparents beams
     with `beams` if given (the real backend's score-driven search), else with the simulator's
     random churn. With a speed trace (`--speed-trace`) the simulated executor's prices are
-    scaled by the trace's factor at `now()`, the simulation's clock (`sim.machine_speed`).
+    scaled by the trace's factors at `now()`, the simulation's clock (`sim.machine_speed`).
     """
     o = config.options
     budget = None

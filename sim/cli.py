@@ -79,7 +79,8 @@ OPTION_HELP = {
     "calibration": "coefficients JSON from servesim calibrate, or shared-fit (fits to the"
                    " shared A100/H100 profiles)",
     "speed_trace": "a real run's measured machine speed (speed.csv from servesim validate): "
-                   "scale each step's price by the machine's speed factor at its start",
+                   "scale each step's overhead and roofline terms by the machine's speed "
+                   "factors at its start",
     "seed": "seed for synthetic arrivals and lengths",
     "horizon_s": "stop the simulation at this simulated time",
     "slo_ttft_s": "TTFT SLO for goodput",

@@ -83,7 +83,8 @@ class ReplayOptions:
     calibration: str | None = None
     speed_trace: str | None = None
     """A real run's measured machine speed (`sim.machine_speed`): each step's price is scaled
-    by the factor at its start, to replay a run on a machine whose speed changed under it."""
+    by the factors at its start (overhead and roofline terms apart), to replay a run on a
+    machine whose speed changed under it."""
     seed: int = 0
     horizon_s: float | None = None
     fast_forward: bool = True

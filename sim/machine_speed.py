@@ -188,17 +188,16 @@ def fit_at_reference_speed(named_profiles: list[tuple[str, dict]], reference: Re
     """Fit the roofline to `named_profiles` (source name, profile JSON) at reference speed;
     returns the fit and the normalized profiles. A step's overhead share comes from the
     previous fit (the first normalizes by the dispatch factor alone), `REFITS` times."""
-    def dispatch_only(sample: dict) -> float:
-        return 1.0
-
-    share_of = dispatch_only
-    for _ in range(REFITS + 1):
+    def fit_with(share_of: Callable[[dict], float]) -> tuple[FitResult, list[dict]]:
         normalized = [speed_normalized(profile, reference, share_of)
                       for _, profile in named_profiles]
         samples = [s for (name, _), profile in zip(named_profiles, normalized)
                    for s in profile_from_json(profile, name).timing_samples(name)]
-        result = fit(samples)
-        share_of = _overhead_shares(named_profiles[0][1], result)
+        return fit(samples), normalized
+
+    result, normalized = fit_with(lambda sample: 1.0)
+    for _ in range(REFITS):
+        result, normalized = fit_with(_overhead_shares(named_profiles[0][1], result))
     return result, normalized
 
 
