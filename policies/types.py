@@ -49,6 +49,9 @@ class Request:
     """Parallel samples: n sequences share the prompt and each generates `output_tokens`."""
     beam: bool = False
     """The n sequences are the beams of a beam search: one answer of `output_tokens` returns."""
+    stage: int = 0
+    """Load stage the request belongs to (inference-perf's stages, from 0); 0 for traces
+    without stages."""
 
     @property
     def total_tokens(self) -> int:

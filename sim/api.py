@@ -23,6 +23,7 @@ from sim.metrics import summarize
 from sim.cluster import Cluster
 from sim.results import Results
 from sim.spec.build import speculate, with_draft_memory
+from traces.closed_loop import ClosedLoop
 
 ProgressFn = Callable[[int, int], None]
 
@@ -87,8 +88,11 @@ def build_engine(
         executor = SpeedScaledExecutor(executor, config.speed, now, cost)
     if o.beam_width > 1 and beams is None:
         beams = RandomBeamReparenter(BeamParams(beam_churn=o.beam_churn, seed=o.seed))
+    # A closed loop sends a request when one finishes, which only the finishing step reveals:
+    # decode runs cannot be jumped past it (`sim.cluster.Cluster.closed_loop`).
+    fast_forward = o.fast_forward and executor_for is None and not config.trace.closed_loop
     engine = Engine(scheduler, executor, max_model_len=config.max_model_len, on_done=on_done,
-                    beams=beams, fast_forward=o.fast_forward and executor_for is None)
+                    beams=beams, fast_forward=fast_forward)
     return engine, budget
 
 
@@ -124,7 +128,11 @@ def simulate(
 
     env = simpy.Environment()
     cluster = Cluster(env, config, cost, engine_factory, on_done)
-    env.process(cluster.arrivals(config.trace.requests))
+    trace = config.trace
+    if trace.closed_loop:
+        env.process(cluster.closed_loop(ClosedLoop(trace.requests, trace.closed_loop)))
+    else:
+        env.process(cluster.arrivals(trace.requests))
     env.run(until=config.options.horizon_s)
     engines = cluster.engines
     summary = summarize(config, engines, env.now)

@@ -34,14 +34,16 @@ from sim.sweep.cli import (add_capacity_parser, add_sweep_parser, run_capacity_c
 _CONVERTERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
 
 OPTION_HELP = {
-    "trace": "trace file (format detected), or synthetic:n=N,arrivals=poisson:R,prompt=...,output=...;"
-             " default: the bundled Azure conv slice",
+    "trace": "trace file (format detected), synthetic:n=N,arrivals=poisson:R,prompt=...,output=...,"
+             " or inference-perf:CONFIG.yaml; default: the bundled Azure conv slice",
     "trace_format": "force the trace format",
     "arrivals": "arrival process for length-only traces: poisson:RATE or gamma:RATE:CV",
     "max_requests": "keep only the first N trace rows",
     "window_start_s": "replay only requests arriving at or after this trace time (re-offset to 0)",
     "window_end_s": "replay only requests arriving before this trace time",
     "rate_scale": "replay at X times the trace's request rate",
+    "prompt_inflation": "inference-perf traces: server prompt tokens per token the client drew"
+                        " (default 1.046, fitted to recorded vLLM runs; 1 for synthetic data)",
     "model": "model name (servesim list models)",
     "hardware": "hardware name (servesim list hardware)",
     "tp": "tensor parallel degree",

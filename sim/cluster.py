@@ -2,6 +2,11 @@
 
 Colocated (`--replicas N`): every arrival is routed to one of N identical replicas.
 
+Arrivals are open-loop (each request at its trace time, `arrivals`) or, for a closed-loop
+trace (inference-perf's `concurrent` stages, `traces.closed_loop`), sent as earlier requests
+finish (`closed_loop`): a completion schedules an event at the request's finish time, which
+wakes the sending process; each request is sent, and its arrival time set, at that instant.
+
 Disaggregated (`--disaggregate P:D`, Splitwise / DistServe): arrivals are routed to P prefill
 replicas, which compute the prompt and its first token only. The first token is streamed from
 there (TTFT is the prefill side's); the sequence is then routed to one of D decode replicas,
@@ -27,10 +32,11 @@ import simpy
 from policies.engine import Engine
 from policies.registry import ROUTERS, lookup
 from policies.router.base import Router
-from policies.types import Request, Sequence
+from policies.types import MAX_SAMPLES, Request, Sequence
 from sim.config import SimConfig
 from sim.cost.roofline import CostModel
 from sim.replica import SimReplica
+from traces.closed_loop import ClosedLoop
 
 BuildEngine = Callable[[Callable[[Sequence], None]], Engine]
 
@@ -44,15 +50,17 @@ class Cluster:
         self._on_done = on_done
         self._end_s = math.inf if config.options.horizon_s is None else config.options.horizon_s
         self.next_arrival_s = self._end_s
+        self._loop: ClosedLoop | None = None
+        self._slot_freed = env.event()
         pools = config.options.pools
         if len(pools) == 1:
-            self.prefill = [SimReplica(env, build_engine(on_done), self._next_change_s)
+            self.prefill = [SimReplica(env, build_engine(self._request_done), self._next_change_s)
                             for _ in range(pools[0])]
             self.decode: list[SimReplica] = []
         else:
             self.prefill = [SimReplica(env, build_engine(self._on_prefill_done), self._next_change_s)
                             for _ in range(pools[0])]
-            self.decode = [SimReplica(env, build_engine(on_done), self._next_transfer_s)
+            self.decode = [SimReplica(env, build_engine(self._request_done), self._next_transfer_s)
                            for _ in range(pools[1])]
         self._prefill_router = self._router()
         self._decode_router = self._router()
@@ -84,12 +92,51 @@ class Cluster:
             if delay > 0:
                 self.next_arrival_s = min(request.arrival_time_s, self._end_s)
                 yield env.timeout(delay)
-            if self.decode and request.output_tokens > 1:
-                # The prefill side computes the prompt and samples the first token only.
-                self._originals[request.request_id] = request
-                request = dataclasses.replace(request, output_tokens=1)
-            self._pick(self.prefill, self._prefill_router, request).submit(request)
+            self._send(request)
         self.next_arrival_s = self._end_s
+
+    def closed_loop(self, loop: ClosedLoop) -> Generator[simpy.Event, None, None]:
+        """Send `loop`'s requests, each at the instant a slot of its stage frees (the start,
+        or an earlier request's finish), with that instant as its arrival time. The engines
+        do not fast-forward decodes here (`sim.api.build_engine`): a finish changes their
+        work at once, and only the step that finishes a request reveals when."""
+        self._loop = loop
+        while True:
+            for request in loop.due():
+                self._send(dataclasses.replace(request, arrival_time_s=self.env.now))
+            if loop.all_sent:
+                return
+            self._slot_freed = self.env.event()
+            yield self._slot_freed
+
+    def _send(self, request: Request) -> None:
+        if self.decode and request.output_tokens > 1:
+            # The prefill side computes the prompt and samples the first token only.
+            self._originals[request.request_id] = request
+            request = dataclasses.replace(request, output_tokens=1)
+        self._pick(self.prefill, self._prefill_router, request).submit(request)
+
+    def _request_done(self, seq: Sequence) -> None:
+        """A request finished or was rejected (`seq` is its first sample). The engine reports
+        it when it commits the step; a closed loop's slot frees when that step ends."""
+        self._on_done(seq)
+        if self._loop is not None:
+            done = self.env.timeout(self._finished_at_s(seq) - self.env.now)
+            done.callbacks.append(self._free_slot)
+
+    def _free_slot(self, _: simpy.Event) -> None:
+        self._loop.finished()
+        if not self._slot_freed.triggered:
+            self._slot_freed.succeed()
+
+    def _finished_at_s(self, seq: Sequence) -> float:
+        """When the request of `seq` ended: its last sample's finish (samples of `--n` may
+        finish apart)."""
+        request_id = seq.request.request_id
+        others = [-(request_id * MAX_SAMPLES + k) for k in range(1, seq.request.n)]
+        ends = [engine.sequences[i].finish_s for engine in self.engines for i in others
+                if i in engine.sequences]
+        return max([seq.finish_s, *(end for end in ends if end is not None)])
 
     def _pick(self, pool: list[SimReplica], router: Router, request: Request) -> SimReplica:
         if len(pool) == 1:
@@ -104,7 +151,7 @@ class Cluster:
     def _on_prefill_done(self, prefilled: Sequence) -> None:
         original = self._originals.pop(prefilled.seq_id, None)
         if original is None or not prefilled.token_times_s:
-            self._on_done(prefilled)  # one-token request, or rejected by the prefill pool
+            self._request_done(prefilled)  # one-token request, or rejected by the prefill pool
             return
         # The engine commits at the step's start; the hand-off happens at its end.
         first_token_s = prefilled.token_times_s[0]

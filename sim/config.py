@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import traces as trace_io
+from traces import inference_perf
 from policies.registry import ALLOCATORS, ROUTERS, SCHEDULERS, SPECULATORS, lookup
 from sim.cost.catalog import get_hardware, get_model
 from sim.cost.coefficients import Coefficients, default_coefficients, load_coefficients
@@ -32,13 +33,17 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 @dataclass(frozen=True, slots=True)
 class ReplayOptions:
     trace: str = ""
-    """Trace file path, a `synthetic:...` or `sessions:...` spec; empty: the bundled trace."""
+    """Trace file path, a `synthetic:...`, `sessions:...` or `inference-perf:PATH` spec;
+    empty: the bundled trace."""
     trace_format: str | None = None
     arrivals: str | None = None
     max_requests: int | None = None
     window_start_s: float = 0.0
     window_end_s: float | None = None
     rate_scale: float = 1.0
+    prompt_inflation: float | None = None
+    """inference-perf traces: prompt tokens the server counts per token the client drew (None:
+    1.046, fitted to the recorded vLLM runs; 1 for synthetic data; see docs/workloads.md)."""
     model: str = "llama-3-8b"
     hardware: str = "h100"
     tp: int = 1
@@ -196,7 +201,12 @@ class SimConfig:
 
 def load_workload(options: ReplayOptions) -> trace_io.Trace:
     spec = options.trace or str(trace_io.DEFAULT_TRACE_PATH)
-    if spec.startswith("sessions:"):
+    is_inference_perf = spec.startswith(inference_perf.TRACE_PREFIX)
+    if options.prompt_inflation is not None and not is_inference_perf:
+        raise ValueError("--prompt-inflation applies to inference-perf:PATH traces only")
+    if is_inference_perf:
+        trace = _inference_perf_trace(spec.removeprefix(inference_perf.TRACE_PREFIX), options)
+    elif spec.startswith("sessions:"):
         trace = trace_io.session_trace(trace_io.parse_sessions(spec), seed=options.seed)
     elif spec.startswith("synthetic:"):
         n, arrivals, prompt, output = trace_io.parse_synthetic(spec)
@@ -216,13 +226,24 @@ def load_workload(options: ReplayOptions) -> trace_io.Trace:
         width = options.beam_width if beam else options.n
         requests = [dataclasses.replace(r, n=width, beam=beam) for r in trace.requests]
         note = f"beam search, width {width}" if beam else f"{width} samples per request"
-        trace = trace_io.Trace(trace.name, requests, list(trace.invalid_rows), [*trace.notes, note])
+        trace = trace_io.with_requests(trace, requests, note)
     if options.priority_mix:
         trace = trace_io.assign_priorities(trace, parse_priority_mix(options.priority_mix),
                                            seed=options.seed)
     if options.pace == "asap":
         trace = trace_io.all_at_once(trace)
     return trace
+
+
+def _inference_perf_trace(path: str, options: ReplayOptions) -> trace_io.Trace:
+    """The config's requests, their token ids over the served model's vocabulary."""
+    for name, value in (("--arrivals", options.arrivals), ("--trace-format", options.trace_format)):
+        if value is not None:
+            raise ValueError(f"{name} does not apply to an inference-perf config: its load "
+                             "section sets the arrivals and the format")
+    return inference_perf.load_inference_perf(
+        path, seed=options.seed, vocab_size=get_model(options.model).vocab_size,
+        prompt_inflation=options.prompt_inflation, max_requests=options.max_requests)
 
 
 def parse_priority_mix(text: str) -> list[float]:

@@ -2,6 +2,8 @@
 
 Every trace row gets exactly one row in `request_rows()`: finished, rejected (invalid trace row
 or never fits) or unfinished (still queued or running at the horizon, or arriving after it).
+Its `arrival_s` is when the request was sent: its trace time, or for a closed-loop trace the
+instant a slot freed (blank if the horizon came first); `stage` is its load stage (0 without).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from sim.cost.memory import MemoryBudget
 from sim.metrics import group_finished, merged_sequences, sample_groups
 
 REQUEST_COLUMNS = (
-    "request_id", "status", "reason", "arrival_s", "prompt_tokens", "output_tokens",
+    "request_id", "status", "reason", "stage", "arrival_s", "prompt_tokens", "output_tokens",
     "generated_tokens", "first_scheduled_s", "first_token_s", "finish_s", "ttft_s", "tpot_s",
     "e2e_s", "queue_s", "preemptions",
 )
@@ -75,17 +77,24 @@ class Results:
                 "reason": f"invalid trace row (line {bad.line_number}): {bad.reason}",
             }
         groups = sample_groups(self.engines)
+        closed_loop = bool(self.config.trace.closed_loop)
         for request in self.config.trace.requests:
             row = _blank(request.request_id) | {
+                "stage": request.stage,
                 "arrival_s": request.arrival_time_s,
                 "prompt_tokens": request.prompt_tokens,
                 "output_tokens": request.output_tokens,
             }
             group = groups.get(request.request_id)
             if group is None:
-                row.update(status="unfinished", reason="arrives after the horizon",
-                           generated_tokens=0, preemptions=0)
+                reason = "arrives after the horizon"
+                if closed_loop:
+                    row["arrival_s"] = None
+                    reason = "not sent before the horizon (closed loop)"
+                row.update(status="unfinished", reason=reason, generated_tokens=0,
+                           preemptions=0)
             else:
+                row["arrival_s"] = group[0].request.arrival_time_s  # when it was sent
                 row.update(_group_fields(group))
             rows[request.request_id] = row
         return [rows[i] for i in sorted(rows)]
@@ -94,6 +103,7 @@ class Results:
 def _blank(request_id: int) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(REQUEST_COLUMNS)
     row["request_id"] = request_id
+    row["stage"] = 0
     return row
 
 

@@ -20,7 +20,8 @@ from traces.synthetic import (
     synthetic_trace,
 )
 from traces.trace import InvalidRow, Trace, TraceFormatError
-from traces.transforms import all_at_once, assign_priorities, cap_lengths, scale_rate, window
+from traces.transforms import (all_at_once, assign_priorities, cap_lengths, scale_rate, window,
+                               with_requests)
 
 DEFAULT_TRACE_PATH: Path = Path(__file__).resolve().parent / "data" / "azure_conv_2023_head2000.csv"
 
@@ -45,4 +46,5 @@ __all__ = [
     "scale_rate",
     "synthetic_trace",
     "window",
+    "with_requests",
 ]

@@ -14,7 +14,8 @@ OUTPUT_TOKENS_STREAM = 2
 TOKEN_IDS_STREAM = 3
 THINK_TIME_STREAM = 4
 PRIORITY_STREAM = 5
-NUM_STREAMS = 6
+PROMPT_ORDER_STREAM = 6
+NUM_STREAMS = 7
 """Children of a SeedSequence depend only on their index, so adding streams moves none."""
 
 

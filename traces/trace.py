@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from policies.types import Request
+from traces.closed_loop import ClosedLoopStage
 
 
 class TraceFormatError(ValueError):
@@ -31,16 +32,30 @@ class InvalidRow:
 
 @dataclass(slots=True)
 class Trace:
-    """Requests sorted by `arrival_time_s` (stable), the first at 0.0, plus invalid rows and notes.
+    """Requests sorted by `arrival_time_s` (stable), plus invalid rows and notes.
 
+    Arrival times are seconds from the start of the load: a file's first request arrives at
+    0.0; an inference-perf load's stage 0 starts at 0.0 (its first request may come later).
     `notes` say in words what the loader or a transform did (sorting, duplicate timestamps,
     synthetic arrivals, rate scaling), so a report can show how the input was interpreted.
+
+    With `closed_loop` stages (inference-perf's `concurrent` load) the requests, in sending
+    order, are sent as earlier ones finish (`traces.closed_loop`): their `arrival_time_s` is
+    0.0 until then, and results carry the time each was sent.
     """
 
     name: str
     requests: list[Request]
     invalid_rows: list[InvalidRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    closed_loop: tuple[ClosedLoopStage, ...] = ()
+
+    def __post_init__(self) -> None:
+        num_staged = sum(stage.num_requests for stage in self.closed_loop)
+        if self.closed_loop and (num_staged != len(self.requests) or self.invalid_rows):
+            raise ValueError(f"closed-loop stages must hold every request: they hold "
+                             f"{num_staged}, the trace has {len(self.requests)} requests and "
+                             f"{len(self.invalid_rows)} invalid rows")
 
     @property
     def num_rows(self) -> int:

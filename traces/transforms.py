@@ -1,10 +1,15 @@
-"""Pure transforms of a `Trace`: each returns a new trace and keeps every request's id."""
+"""Pure transforms of a `Trace`: each returns a new trace and keeps every request's id.
+
+Those that move arrival times refuse a closed-loop trace (inference-perf's `concurrent` load),
+whose requests have no arrival time before they are sent.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 
+from policies.types import Request
 from traces.seeding import PRIORITY_STREAM, stream_rng
 from traces.trace import Trace
 
@@ -13,12 +18,14 @@ def scale_rate(trace: Trace, factor: float) -> Trace:
     """Replays `trace` at `factor` times its rate: every arrival time is divided by `factor`."""
     if not (math.isfinite(factor) and factor > 0):
         raise ValueError(f"rate factor must be positive and finite, got {factor}")
+    _refuse_closed_loop(trace, "--rate-scale", "it has no arrival rate to scale; change its "
+                        "stages' concurrency_level instead")
     requests = [
         dataclasses.replace(request, arrival_time_s=request.arrival_time_s / factor)
         for request in trace.requests
     ]
     note = f"replayed at {factor:g}x the original rate (arrival times divided by {factor:g})"
-    return Trace(trace.name, requests, list(trace.invalid_rows), [*trace.notes, note])
+    return with_requests(trace, requests, note)
 
 
 def window(trace: Trace, start_s: float = 0.0, end_s: float | None = None) -> Trace:
@@ -33,6 +40,8 @@ def window(trace: Trace, start_s: float = 0.0, end_s: float | None = None) -> Tr
         raise ValueError(f"window start must be finite and >= 0, got {start_s}")
     if end_s is not None and not end_s > start_s:
         raise ValueError(f"window end must be after its start {start_s}, got {end_s}")
+    _refuse_closed_loop(trace, "--window-start-s/--window-end-s", "its requests have no arrival "
+                        "times before they are sent; shorten it with --max-requests")
     stop_s = math.inf if end_s is None else end_s
     requests = [
         dataclasses.replace(request, arrival_time_s=request.arrival_time_s - start_s)
@@ -55,9 +64,11 @@ def window(trace: Trace, start_s: float = 0.0, end_s: float | None = None) -> Tr
 def all_at_once(trace: Trace) -> Trace:
     """Every request arrives at 0.0, in trace order: a run as fast as possible, whose arrival
     order (hence every scheduling decision) is the same for the simulator and a real engine."""
+    _refuse_closed_loop(trace, "--pace asap", "it sends each request when an earlier one "
+                        "finishes; raise its stages' concurrency_level instead")
     requests = [dataclasses.replace(request, arrival_time_s=0.0) for request in trace.requests]
     note = "all requests arrive at 0 s in trace order (--pace asap)"
-    return Trace(trace.name, requests, list(trace.invalid_rows), [*trace.notes, note])
+    return with_requests(trace, requests, note)
 
 
 def assign_priorities(trace: Trace, shares: list[float], seed: int) -> Trace:
@@ -67,7 +78,7 @@ def assign_priorities(trace: Trace, shares: list[float], seed: int) -> Trace:
     classes = rng.choice(len(shares), size=len(trace.requests), p=shares)
     requests = [dataclasses.replace(r, priority=int(c)) for r, c in zip(trace.requests, classes)]
     note = f"priority classes drawn with shares {shares}, seed {seed}"
-    return Trace(trace.name, requests, list(trace.invalid_rows), [*trace.notes, note])
+    return with_requests(trace, requests, note)
 
 
 def cap_lengths(trace: Trace, max_prompt_tokens: int | None = None,
@@ -94,4 +105,17 @@ def cap_lengths(trace: Trace, max_prompt_tokens: int | None = None,
         requests.append(dataclasses.replace(request, **changes))
     note = (f"lengths capped at {max_prompt_tokens or 'any'} prompt and "
             f"{max_output_tokens or 'any'} output tokens")
-    return Trace(trace.name, requests, list(trace.invalid_rows), [*trace.notes, note])
+    return with_requests(trace, requests, note)
+
+
+def with_requests(trace: Trace, requests: list[Request], note: str) -> Trace:
+    """`trace` with `requests` in place of its own (the same rows, changed) and `note` added;
+    its invalid rows and closed-loop stages are kept."""
+    return dataclasses.replace(trace, requests=requests, invalid_rows=list(trace.invalid_rows),
+                               notes=[*trace.notes, note])
+
+
+def _refuse_closed_loop(trace: Trace, option: str, why: str) -> None:
+    if trace.closed_loop:
+        raise ValueError(f"{option} cannot apply to the closed-loop trace {trace.name!r} "
+                         f"(inference-perf concurrent stages): {why}")
