@@ -41,6 +41,7 @@ from sim.cost.memory import kv_budget
 from sim.cost.specs import ModelSpec
 from sim.metrics import summarize
 from sim.results import Results
+from traces.closed_loop import ClosedLoop
 
 CPU_KV_CAP_BYTES = 2 * 1024**3
 """Default KV pool cap on CPU: the memory model would give the pool most of the machine."""
@@ -180,14 +181,20 @@ def replay_real(
                                       use_triton=use_triton, drafter=drafter, beams=beams))
         return executors[0] if clock == "wall" else TimedExecutor(executors[0], timer)
 
+    trace = config.trace
+    closed_loop, on_done = None, None
+    if trace.closed_loop:  # inference-perf concurrent stages: send as requests finish
+        closed_loop = ClosedLoop(trace.requests, trace.closed_loop)
+        on_done = lambda _: closed_loop.finished()  # noqa: E731
     engine, _ = build_engine(config, build_cost_model(config), executor_for=executor_for,
-                             beams=beams)
+                             beams=beams, on_done=on_done)
     executor = executors[0]
     loop_clock = {} if clock == "wall" else _cpu_loop_clock()
     between_steps = speed_meter.read_if_due if speed_meter is not None else None
-    end_s = run_wall_clock(engine, config.trace.requests, horizon_s=o.horizon_s,
+    timed = [] if closed_loop else trace.requests
+    end_s = run_wall_clock(engine, timed, horizon_s=o.horizon_s,
                            reject_reason=executor.prompt_problem, between_steps=between_steps,
-                           **loop_clock)
+                           closed_loop=closed_loop, **loop_clock)
     results = Results(config=config, engines=[engine], memory=None,
                       summary=summarize(config, [engine], end_s), end_s=end_s)
     outputs = {row.request_id: [] for row in config.trace.invalid_rows}

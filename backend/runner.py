@@ -18,6 +18,7 @@ preempted by recompute re-prefills exactly the tokens it had.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Callable, Iterable
 
@@ -32,6 +33,7 @@ from backend.sampler import (SamplingParams, generator_for, probabilities, sampl
 from policies.engine import Engine
 from policies.kv.base import KVAllocator
 from policies.types import MAX_SAMPLES, Plan, Request, ScheduledChunk, Sequence, SeqStatus, StepResult
+from traces.closed_loop import ClosedLoop
 
 
 def seeded_prompt(request: Request, vocab_size: int, seed: int) -> list[int]:
@@ -369,6 +371,7 @@ def run_wall_clock(
     clock: Callable[[], float] = time.perf_counter,
     sleep: Callable[[float], None] = time.sleep,
     between_steps: Callable[[float], float] | None = None,
+    closed_loop: ClosedLoop | None = None,
 ) -> float:
     """Drive `engine` in real time: each request is submitted once the wall clock (from the
     start of the run) passes its arrival time, or rejected there if `reject_reason` names a
@@ -376,13 +379,27 @@ def run_wall_clock(
     that all arrive at 0 run as fast as possible. Returns the run's end time in seconds from
     its start.
 
+    With `closed_loop` (whose `finished` the engine's `on_done` must call) its requests are
+    sent as earlier ones finish, each with the wall-clock time it was sent as its arrival
+    time, instead of `requests`.
+
     `between_steps(now_s)`, if given, runs before each step (a speed meter's reading,
     `backend.speed`) and returns the seconds it took; those are taken out of the run's clock,
     so the run is timed as if it had not run."""
     pending = sorted(requests, key=lambda r: r.arrival_time_s)
+    if closed_loop is not None and pending:
+        raise ValueError("give a closed loop or timed requests, not both")
     # An executor that times itself may start each step's clock here rather than at its
     # forward pass, so token times include the scheduling as a server's would.
     step_began = getattr(engine.executor, "step_began", None)
+
+    def submit(request: Request, now_s: float) -> None:
+        reason = reject_reason(request)
+        if reason is None:
+            engine.submit(request, now_s)
+        else:
+            engine.reject(request, reason, now_s)
+
     origin = clock()
     index = 0
     while True:
@@ -390,13 +407,12 @@ def run_wall_clock(
         if horizon_s is not None and now_s >= horizon_s:
             return now_s
         while index < len(pending) and pending[index].arrival_time_s <= now_s:
-            request = pending[index]
-            reason = reject_reason(request)
-            if reason is None:
-                engine.submit(request, now_s)
-            else:
-                engine.reject(request, reason, now_s)
+            submit(pending[index], now_s)
             index += 1
+        # A rejection frees its slot at once, so ask again until nothing more is due.
+        while closed_loop is not None and (due := closed_loop.due()):
+            for request in due:
+                submit(dataclasses.replace(request, arrival_time_s=now_s), now_s)
         if between_steps is not None:
             origin += between_steps(now_s)
         if step_began is not None:
