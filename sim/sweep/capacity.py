@@ -149,8 +149,8 @@ def _mean_rate(options: ReplayOptions) -> float:
     trace = load_workload(options.updated({"rate_scale": 1.0}))
     if trace.closed_loop:
         raise ValueError("capacity search scales a trace's arrival rate; the closed-loop trace "
-                         f"{trace.name!r} (inference-perf concurrent stages) has none: replay configs with "
-                         "its stages' concurrency_level in a sweep instead")
+                         f"{trace.name!r} (inference-perf concurrent stages) has none: replay "
+                         "configs with different concurrency_level stages instead")
     arrivals = [r.arrival_time_s for r in trace.requests]
     if len(arrivals) < 2 or max(arrivals) <= min(arrivals):
         raise ValueError("capacity search needs a trace with at least two distinct arrival times")
