@@ -64,3 +64,29 @@ def test_bad_real_options_are_clear_errors(argv, message, capsys):
     assert main(["replay", "--quiet", "--trace", trace, *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and message in err
+
+
+def test_real_replay_runs_an_inference_perf_closed_loop(tmp_path, capsys):
+    config = tmp_path / "concurrent.yaml"
+    config.write_text("data: {type: shared_prefix, shared_prefix: {num_groups: 2, "
+                      "num_prompts_per_group: 2, system_prompt_len: 16, question_len: 8, "
+                      "output_len: 4}}\n"
+                      "load: {type: concurrent, stages: [{num_requests: 6, concurrency_level: 2}, "
+                      "{num_requests: 2, concurrency_level: 1}]}\n")
+    out = tmp_path / "out"
+    assert main(["replay", "--quiet", "--executor", "real", "--model", "tiny-llama",
+                 "--trace", f"inference-perf:{config}", "--allocator", "paged-prefix",
+                 "--block-size", "4", "--num-gpu-blocks", "64", "--out", str(out)]) == 0, \
+        capsys.readouterr().err
+    rows = list(csv.DictReader((out / "requests.csv").open()))
+    assert [r["status"] for r in rows] == ["finished"] * 8
+    assert [r["stage"] for r in rows] == ["0"] * 6 + ["1"] * 2
+    send = [float(r["arrival_s"]) for r in rows]
+    finish = [float(r["finish_s"]) for r in rows]
+    for i, limit in zip(range(8), [2] * 6 + [1] * 2):
+        stage = range(0, 6) if i < 6 else range(6, 8)
+        assert sum(1 for j in stage if send[j] <= send[i] < finish[j]) <= limit
+    assert send[6] >= max(finish[:6])  # stage 1 starts when stage 0 has drained
+    assert send == sorted(send) and send[2] > 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["prefix_hit_rate"] > 0  # repeated prompts hit on the real pool too

@@ -1,5 +1,6 @@
 """The wall-clock loop, on a fake clock: requests are submitted once the clock passes their
-arrival, an idle engine sleeps until the next arrival, and the horizon stops the run."""
+arrival, an idle engine sleeps until the next arrival, and the horizon stops the run; a closed
+loop sends its requests as earlier ones finish."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from policies.engine import Engine
 from policies.kv.paged import PagedAllocator, PagedParams
 from policies.scheduler.continuous import ContinuousParams, ContinuousScheduler
 from policies.types import Request, StepResult
+from traces.closed_loop import ClosedLoop, ClosedLoopStage
 
 
 class FakeTime:
@@ -129,3 +131,31 @@ def test_time_spent_between_steps_is_left_out_of_the_run():
     assert end_s == 11.0
     # Before each of the four steps and each idle check (after the third step, and at the end).
     assert readings == [0.0, 1.0, 2.0, 3.0, 10.0, 11.0]
+
+
+def test_closed_loop_sends_each_request_when_a_slot_frees():
+    fake = FakeTime()
+    requests = [Request(i, 0.0, 4, 2) for i in range(4)] + [Request(4, 0.0, 4, 1, stage=1)]
+    loop = ClosedLoop(requests, [ClosedLoopStage(4, 2), ClosedLoopStage(1, 1)])
+    allocator = PagedAllocator(PagedParams(block_size=4, num_blocks=64))
+    engine = Engine(ContinuousScheduler(ContinuousParams(), allocator), fake, max_model_len=1000,
+                    on_done=lambda _: loop.finished())
+    end_s = run_wall_clock(engine, [], clock=fake.clock, sleep=fake.sleep, closed_loop=loop)
+    seqs = engine.sequences
+    # Two at a time (prefill, then the second token: done 2 s later); the next stage's one
+    # request once both of the last pair are done.
+    assert [seqs[i].request.arrival_time_s for i in range(5)] == [0.0, 0.0, 2.0, 2.0, 4.0]
+    assert [seqs[i].finish_s for i in range(5)] == [2.0, 2.0, 4.0, 4.0, 5.0]
+    assert end_s == 5.0 and fake.sleeps == [] and loop.all_sent and loop.num_in_flight == 0
+
+
+def test_closed_loop_rejections_free_their_slot_at_once():
+    fake = FakeTime()
+    requests = [Request(0, 0.0, 2000, 2), Request(1, 0.0, 4, 1)]
+    loop = ClosedLoop(requests, [ClosedLoopStage(2, 1)])
+    allocator = PagedAllocator(PagedParams(block_size=4, num_blocks=64))
+    engine = Engine(ContinuousScheduler(ContinuousParams(), allocator), fake, max_model_len=1000,
+                    on_done=lambda _: loop.finished())
+    assert run_wall_clock(engine, [], clock=fake.clock, sleep=fake.sleep, closed_loop=loop) == 1.0
+    assert engine.sequences[0].status.value == "rejected"
+    assert engine.sequences[1].request.arrival_time_s == 0.0
