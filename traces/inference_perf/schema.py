@@ -333,7 +333,7 @@ def _read_load(load: _Section, notes: list[str]) -> tuple[str, tuple]:
         raise load.fail("stages", f"ask for {sum(s.num_requests for s in read):,} requests, "
                                   f"more than the {MAX_REQUESTS:,} servesim replays")
     interval_s = load.number("interval", 1.0, at_least=0)
-    if len(read) > 1 and interval_s and load_type != "concurrent":
+    if len(read) > 1 and interval_s:
         notes.append(f"{load.name('interval')} ({interval_s:g} s between stages) not modelled: "
                      "stages run back to back")
     client = [load.name(key) for key in _LOAD_CLIENT_KEYS if load.has(key) and load.get(key) != []]
