@@ -35,6 +35,7 @@ from backend.runner import RealExecutor, run_wall_clock
 from backend.sampler import SamplingParams
 from backend.speed import SpeedMeter
 from policies.kv.base import KVAllocator
+from policies.types import Sequence
 from sim.api import build_cost_model, build_engine
 from sim.config import ReplayOptions, SimConfig
 from sim.cost.memory import kv_budget
@@ -182,10 +183,13 @@ def replay_real(
         return executors[0] if clock == "wall" else TimedExecutor(executors[0], timer)
 
     trace = config.trace
-    closed_loop, on_done = None, None
-    if trace.closed_loop:  # inference-perf concurrent stages: send as requests finish
-        closed_loop = ClosedLoop(trace.requests, trace.closed_loop)
-        on_done = lambda _: closed_loop.finished()  # noqa: E731
+    # inference-perf concurrent stages: each request is sent as an earlier one finishes.
+    closed_loop = ClosedLoop(trace.requests, trace.closed_loop) if trace.closed_loop else None
+
+    def on_done(_: Sequence) -> None:
+        if closed_loop is not None:
+            closed_loop.finished()
+
     engine, _ = build_engine(config, build_cost_model(config), executor_for=executor_for,
                              beams=beams, on_done=on_done)
     executor = executors[0]

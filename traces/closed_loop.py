@@ -11,8 +11,10 @@ on SimPy events) and the real backend's wall-clock loop (`backend.runner`) send 
 requests in the same order: each asks `due()` which requests go out now and calls `finished()`
 when one completes (finished or rejected).
 
-    stage 0 (concurrency 2):  r0 ====      r2 ===       stage 1 (concurrency 1):  r4 ==  r5 ==
-                              r1 ===== r3 ======  ->  (waits for r2, r3)
+    time ->
+    slot 1:  r0 ======= r3 ====                  r4 === r5 ==
+    slot 2:  r1 ==== r2 ============
+             stage 0: concurrency 2              stage 1: concurrency 1, once r2 and r3 are done
 """
 
 from __future__ import annotations
