@@ -373,6 +373,9 @@ GOOD_LOAD = "load: {type: constant, stages: [{rate: 1, duration: 5}]}\n"
      "load.sweep (a search for the server's saturation rate) is not modelled"),
     ("multimodal.yaml", "data: {type: shared_prefix, multimodal: {image: {count: 1}}}\n" + GOOD_LOAD,
      "data.multimodal is not modelled by servesim"),
+    ("zero_input.yaml", "data: {type: random, input_distribution: {min: 0, mean: 5}, "
+                        "output_distribution: {mean: 5}}\n" + GOOD_LOAD,
+     "data.input_distribution must draw at least 1 token, not as few as 0"),
     ("random_without_input.yaml", "data: {type: random, output_distribution: {mean: 5}}\n" + GOOD_LOAD,
      "data.input_distribution is missing"),
     ("zero_output.yaml", "data: {type: shared_prefix, shared_prefix: {output_len: 0}}\n" + GOOD_LOAD,
@@ -391,6 +394,12 @@ def test_bad_file_is_a_one_line_error_naming_file_and_field(tmp_path, capsys, na
     assert code == 2
     assert err.startswith(f"error: {path}: ") and message in err, err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_numbers_written_as_strings_are_read_as_inference_perf_reads_them(tmp_path):
+    # PyYAML reads 1e1 as the string "1e1"; inference-perf's pydantic takes it as 10.
+    path = _write(tmp_path, GOOD_DATA + 'load: {stages: [{rate: 1e1, duration: "3"}]}\n')
+    assert len(_trace(path).requests) == 30
 
 
 def test_missing_file_is_a_one_line_error(tmp_path, capsys):

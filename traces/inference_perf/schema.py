@@ -166,14 +166,25 @@ class _Section:
             raise self.fail(key, f"must be one of {', '.join(choices)}, got {value!r}")
         return value
 
-    def number(self, key: str, default: float | None = None, *, positive: bool = False,
-               at_least: float | None = None) -> float:
+    def _numeric(self, key: str, default: float | None) -> Any:
+        """The value, a numeric string read as a number (inference-perf's pydantic does so,
+        and PyYAML reads `1e3` as a string)."""
         value = self.values.get(key, default)
         if value is None:
             raise self.fail(key, "is missing")
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        return value
+
+    def number(self, key: str, default: float | None = None, *, positive: bool = False,
+               at_least: float | None = None) -> float:
+        value = self._numeric(key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
                 or not math.isfinite(value):
-            raise self.fail(key, f"must be a number, got {value!r}")
+            raise self.fail(key, f"must be a number, got {self.get(key)!r}")
         if positive and not value > 0:
             raise self.fail(key, f"must be positive, got {value!r}")
         if at_least is not None and value < at_least:
@@ -181,12 +192,10 @@ class _Section:
         return float(value)
 
     def whole(self, key: str, default: int | None = None, *, at_least: int = 0) -> int:
-        value = self.values.get(key, default)
-        if value is None:
-            raise self.fail(key, "is missing")
+        value = self._numeric(key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not float(value).is_integer():
-            raise self.fail(key, f"must be a whole number, got {value!r}")
+                or not math.isfinite(value) or not float(value).is_integer():
+            raise self.fail(key, f"must be a whole number, got {self.get(key)!r}")
         if value < at_least:
             raise self.fail(key, f"must be >= {at_least}, got {value!r}")
         return int(value)
@@ -299,10 +308,10 @@ def _read_io_distributions(kind: str, data: _Section) -> IODistributionData:
     inputs = data.section("input_distribution")
     outputs = data.section("output_distribution")
     input_len, output_len = _distribution(inputs), _distribution(outputs)
-    if input_len.smallest_tokens < 1:
-        raise inputs.fail("min", f"must be at least 1 token, got {input_len.smallest_tokens}")
-    if output_len.smallest_tokens < 1:
-        raise outputs.fail("min", f"must be at least 1 token, got {output_len.smallest_tokens}")
+    for key, length in (("input_distribution", input_len), ("output_distribution", output_len)):
+        if length.smallest_tokens < 1:
+            raise data.fail(key, f"must draw at least 1 token, not as few as "
+                                 f"{length.smallest_tokens}")
     counts = [block.whole("total_count", at_least=1) for block in (inputs, outputs)
               if block.has("total_count")]
     return IODistributionData(kind, input_len, output_len, min(counts) if counts else None)
