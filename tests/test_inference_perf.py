@@ -117,7 +117,9 @@ def test_random_data_cycles_length_pairs_and_shares_no_content():
 
 @pytest.mark.parametrize("spec,mean", [
     (LengthSpec("normal", 10, 1000, 300, 50), 300),
-    (LengthSpec("skew_normal", 10, 1000, 300, 50, skew=4.0), 300 + 50 * (4 / 17 ** 0.5) * (2 / np.pi) ** 0.5),
+    # Azzalini: mean + std_dev x delta x sqrt(2 / pi), delta = skew / sqrt(1 + skew^2).
+    (LengthSpec("skew_normal", 10, 1000, 300, 50, skew=4.0),
+     300 + 50 * (4 / 17 ** 0.5) * (2 / np.pi) ** 0.5),
     (LengthSpec("lognormal", 1, 10_000, 300, 150), 300),
     (LengthSpec("uniform", 100, 500), 300),
     (LengthSpec("poisson", 1, 1000, 300), 300),
@@ -344,7 +346,8 @@ GOOD_LOAD = "load: {type: constant, stages: [{rate: 1, duration: 5}]}\n"
      "load.stages[0].rate is missing"),
     ("missing_data_type.yaml", "data: {shared_prefix: {}}\n" + GOOD_LOAD, "data.type is missing"),
     ("missing_load.yaml", GOOD_DATA, "load is missing"),
-    ("negative_rate.yaml", GOOD_DATA + "load: {stages: [{rate: 1, duration: 5}, {rate: -2, duration: 5}]}\n",
+    ("negative_rate.yaml",
+     GOOD_DATA + "load: {stages: [{rate: 1, duration: 5}, {rate: -2, duration: 5}]}\n",
      "load.stages[1].rate must be positive, got -2"),
     ("negative_duration.yaml", GOOD_DATA + "load: {stages: [{rate: 1, duration: -5}]}\n",
      "load.stages[0].duration must be positive, got -5"),
@@ -406,7 +409,8 @@ def test_missing_file_is_a_one_line_error(tmp_path, capsys):
     missing = tmp_path / "absent.yaml"
     assert main(["replay", "--quiet", "--trace", f"inference-perf:{missing}"]) == 2
     err = capsys.readouterr().err
-    assert err == f"error: {missing}: cannot read the inference-perf config: No such file or directory\n"
+    assert err == (f"error: {missing}: cannot read the inference-perf config: "
+                   "No such file or directory\n")
 
 
 def test_bad_files_raise_trace_format_errors(tmp_path):

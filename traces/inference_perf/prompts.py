@@ -58,7 +58,8 @@ def shared_prefix_prompts(data: SharedPrefixData, seed: int, vocab_size: int,
     lengths_rng = stream_rng(seed, PROMPT_TOKENS_STREAM)
     system_tokens = data.system_prompt_len.sample(num_groups, lengths_rng)
     question_tokens = data.question_len.sample(num_groups * per_group, lengths_rng)
-    output_tokens = data.output_len.sample(num_groups * per_group, stream_rng(seed, OUTPUT_TOKENS_STREAM))
+    output_tokens = data.output_len.sample(num_groups * per_group,
+                                           stream_rng(seed, OUTPUT_TOKENS_STREAM))
     system_tokens = [inflated(int(n), inflation) for n in system_tokens]
     question_tokens = [inflated(int(n), inflation) for n in question_tokens]
     total_tokens = per_group * sum(system_tokens) + sum(question_tokens)

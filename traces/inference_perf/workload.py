@@ -23,8 +23,9 @@ import numpy as np
 
 from policies.types import Request
 from traces.closed_loop import ClosedLoopStage
-from traces.inference_perf.prompts import (Prompt, io_distribution_prompts, shared_prefix_prompts)
-from traces.inference_perf.schema import InferencePerfConfig, RateStage, SharedPrefixData, read_config
+from traces.inference_perf.prompts import Prompt, io_distribution_prompts, shared_prefix_prompts
+from traces.inference_perf.schema import (InferencePerfConfig, RateStage, SharedPrefixData,
+                                          read_config)
 from traces.seeding import ARRIVALS_STREAM, stream_rng
 from traces.trace import Trace, TraceFormatError
 
