@@ -143,6 +143,31 @@ def test_json_lines_upload_with_prefix_hashes_runs():
     assert charts(at) == NUM_WHATIF_CHARTS
 
 
+INFERENCE_PERF_DIR = Path(__file__).parent / "data" / "inference_perf"
+
+
+def test_inference_perf_config_upload_runs_its_stages():
+    config = (INFERENCE_PERF_DIR / "shared_prefix_two_stages.yaml").read_bytes()
+    at = upload(start(), "team-benchmark.yaml", config)
+    assert not at.exception and not at.error
+    assert cards(at)["Requests finished"] == "48"  # 36 + 12: both stages of the config
+
+
+def test_inference_perf_json_upload_is_read_as_a_config():
+    config = (INFERENCE_PERF_DIR / "random_poisson.json").read_bytes()
+    at = upload(start(), "bench.json", config)
+    assert not at.exception and not at.error
+    assert cards(at)["Requests finished"] == "500"  # the upload's default 500-request slice
+
+
+def test_bad_inference_perf_upload_names_the_upload_not_the_stored_path():
+    at = upload(start(), "broken.yaml", b"data:\n  type: telepathy\nload:\n  type: constant\n")
+    assert not at.exception
+    message = at.error[0].value
+    assert message.startswith("error: broken.yaml") and "telepathy" in message
+    assert "servesim-uploads" not in message and "inference-perf:" not in message
+
+
 def test_oversized_upload_is_refused():
     at = upload(start(), "big.csv", b"x" * (33 * 1024 * 1024))
     assert not at.exception

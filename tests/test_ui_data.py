@@ -13,7 +13,7 @@ from sim.cli import main  # noqa: E402
 from sim.config import ReplayOptions  # noqa: E402
 from ui import data, sweep  # noqa: E402
 from ui.runner import run  # noqa: E402
-from ui.upload import UploadError, safe_name, store_upload, user_message  # noqa: E402
+from ui.upload import UploadError, safe_name, store_upload, trace_spec, user_message  # noqa: E402
 
 OPTIONS = ReplayOptions(max_requests=120, slo_ttft_s=1.0, slo_tpot_s=0.05)
 
@@ -185,3 +185,21 @@ def test_run_view_of_several_replicas_keeps_each_replicas_iterations():
     for _, group in view.iterations.groupby("replica"):
         assert group["start_s"].is_monotonic_increasing
     assert (view.iterations["flops"] > 0).all()
+
+
+def test_trace_spec_tells_inference_perf_configs_from_trace_files(tmp_path):
+    yaml_config = tmp_path / "bench.yml"
+    yaml_config.write_text("data: {type: random}\n")
+    json_config = tmp_path / "bench.json"
+    json_config.write_text('{"load": {"type": "constant"}}')
+    json_rows = tmp_path / "rows.json"
+    json_rows.write_text('{"timestamp": 0, "input_length": 5, "output_length": 2}\n')
+    csv_trace = tmp_path / "trace.csv"
+    csv_trace.write_text("a,b\n")
+    assert trace_spec(yaml_config) == f"inference-perf:{yaml_config}"
+    assert trace_spec(json_config) == f"inference-perf:{json_config}"
+    assert trace_spec(json_rows) == str(json_rows)
+    assert trace_spec(csv_trace) == str(csv_trace)
+    spec = trace_spec(yaml_config)
+    assert user_message(ValueError(f"{yaml_config}: data.type: bad"), spec, "mine.yml") == \
+        "mine.yml: data.type: bad"

@@ -24,7 +24,7 @@ from sim.cost.catalog import HARDWARE, MODELS
 from sim.cost.specs import DTYPE_BYTES
 from traces import TRACE_FORMATS
 from traces.synthetic import ARRIVALS_SYNTAX, LENGTHS_SYNTAX
-from ui.upload import UPLOAD_LIMIT_BYTES, UPLOAD_TYPES, UploadError, store_upload
+from ui.upload import UPLOAD_LIMIT_BYTES, UPLOAD_TYPES, UploadError, store_upload, trace_spec
 
 DEFAULTS = ReplayOptions(max_requests=500, slo_ttft_s=2.0, slo_tpot_s=0.1)
 """Dashboard defaults: the CLI's, with a 500-request slice (answers in about a second) and SLOs
@@ -156,9 +156,10 @@ def workload_controls(container: Any = st.sidebar) -> Workload:
     elif source == "upload":
         limit_mb = UPLOAD_LIMIT_BYTES // (1024 * 1024)
         uploaded = box.file_uploader(
-            f"trace file (CSV or JSON lines, at most {limit_mb} MB)", type=list(UPLOAD_TYPES),
-            key="trace_upload", help="Azure, BurstGPT, Mooncake, Vidur, length-only or servesim CSV; "
-                                     "parsed as text only")
+            f"trace file or inference-perf config (at most {limit_mb} MB)",
+            type=list(UPLOAD_TYPES), key="trace_upload",
+            help="Azure, BurstGPT, Mooncake, Vidur, length-only or servesim CSV / JSON lines, or an "
+                 "inference-perf config (YAML or JSON); parsed as text only")
         values["trace_format"] = option_widget("trace_format", None, "trace_format", box)
         values["arrivals"] = option_widget("arrivals", None, "arrivals", box)
         values["max_requests"] = option_widget("max_requests", DEFAULTS.max_requests,
@@ -168,7 +169,7 @@ def workload_controls(container: Any = st.sidebar) -> Workload:
         else:
             upload_name = uploaded.name
             try:
-                values["trace"] = str(store_upload(uploaded.name, uploaded.getvalue()))
+                values["trace"] = trace_spec(store_upload(uploaded.name, uploaded.getvalue()))
             except UploadError as exc:
                 error = str(exc)
     elif source == "spec":

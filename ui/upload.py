@@ -10,14 +10,20 @@ on the content and name, so it is a stable cache key for the run.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import tempfile
 from pathlib import Path
 
+from traces.inference_perf import TRACE_PREFIX
+
 UPLOAD_LIMIT_BYTES = 32 * 1024 * 1024
 """Largest accepted upload: about 500k trace rows, replayed in about a minute."""
 
-UPLOAD_TYPES = ("csv", "jsonl", "json", "txt")
+UPLOAD_TYPES = ("csv", "jsonl", "json", "txt", "yaml", "yml")
+
+INFERENCE_PERF_KEYS = ("data", "load")
+"""Top-level keys of an inference-perf config; a trace file has rows instead."""
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -53,9 +59,27 @@ def store_upload(name: str, data: bytes, limit_bytes: int = UPLOAD_LIMIT_BYTES) 
     return path
 
 
-def user_message(error: Exception, path: Path | None, name: str | None) -> str:
-    """The error text with the stored path replaced by the name the user uploaded."""
+def trace_spec(path: Path) -> str:
+    """The `--trace` value for a stored upload: YAML files and JSON objects with inference-perf's
+    `data`/`load` sections are inference-perf configs (`inference-perf:PATH`), anything else a
+    trace file whose format the loaders detect."""
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return f"{TRACE_PREFIX}{path}"
+    if path.suffix.lower() == ".json":
+        try:
+            document = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError):
+            return str(path)  # the trace loaders say what is wrong with it
+        if isinstance(document, dict) and any(k in document for k in INFERENCE_PERF_KEYS):
+            return f"{TRACE_PREFIX}{path}"
+    return str(path)
+
+
+def user_message(error: Exception, path: Path | str | None, name: str | None) -> str:
+    """The error text with the stored path (or the `inference-perf:` spec naming it) replaced
+    by the name the user uploaded."""
     text = str(error)
     if path is not None and name is not None:
-        text = text.replace(str(path), name)
+        stored = str(path).removeprefix(TRACE_PREFIX)
+        text = text.replace(TRACE_PREFIX + stored, name).replace(stored, name)
     return text
