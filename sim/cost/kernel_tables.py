@@ -1,0 +1,216 @@
+"""Measured kernel latencies (`servesim calibrate --kernels`), looked up with numpy alone.
+
+A table holds one dense grid per kernel shape (e.g. heads, KV heads, head dim of one attention
+call) over its axes (e.g. batch and cached KV length), NaN where nothing was measured. A query
+inside the measured range is interpolated multilinearly: in the values and axes themselves for
+most tables (latency grows about linearly in tokens, batch, KV length and GEMM dimensions,
+which multilinear interpolation reproduces exactly), and in log-log space for context
+attention and MoE, whose cost grows as a power of the input length or token count. A query
+outside the measured range (or in a cell with an unmeasured corner) is answered at an anchor,
+the nearest point that was measured, and flagged: the caller scales it by the roofline's ratio
+between the query and the anchor (`Lookup.anchor`), and counts it as extrapolated.
+
+Interpolation error, measured by leaving out every interior grid point in turn and predicting it
+from its two neighbours (so at twice the grid's spacing: an upper bound for points between grid
+points), over H100 vLLM 0.24.0 bf16 tables: docs/calibration.md, "Measured kernels".
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SHIPPED_TABLE = "data/kernels/vllm.npz"
+"""The table built from aiconfigurator's vLLM collections, shipped in the package."""
+MS = 1e-3
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """A table's latency at a query point: `value_s` at `anchor`, which is the query itself
+    when `in_range`, else the nearest measured point (to be scaled by the caller)."""
+
+    value_s: float
+    in_range: bool
+    anchor: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A 2-D table reduced along its first axis at one value of it: latency over the second
+    axis, over the prefix of that axis where both bracketing rows were measured. The decode
+    path prices many steps of one batch size against one Row."""
+
+    xs: tuple[float, ...]
+    ys: tuple[float, ...]
+    first_axis: float
+    """The first-axis value the row is taken at (clamped to the measured range)."""
+    first_in_range: bool
+
+    def at(self, x: float) -> Lookup:
+        """Linear interpolation at `x`; outside the row's range, the row's edge (flagged)."""
+        xs, ys = self.xs, self.ys
+        if x <= xs[0] or x >= xs[-1]:
+            edge = 0 if x <= xs[0] else -1
+            inside = self.first_in_range and x == xs[edge]
+            return Lookup(ys[edge], inside, (self.first_axis, xs[edge]))
+        i = bisect.bisect_right(xs, x)
+        x0, x1 = xs[i - 1], xs[i]
+        w = (x - x0) / (x1 - x0)
+        return Lookup(ys[i - 1] + w * (ys[i] - ys[i - 1]), self.first_in_range,
+                      (self.first_axis, x))
+
+
+class KernelTable:
+    """One table of the kernel file: `shapes` ([S, C] ints) and a grid per shape."""
+
+    def __init__(self, name: str, meta: dict[str, Any], shapes: np.ndarray,
+                 axes: tuple[np.ndarray, ...], values_ms: np.ndarray,
+                 extra: dict[str, np.ndarray]) -> None:
+        self.name = name
+        self.meta = meta
+        self.log_space = meta["interpolation"] == "log"
+        self.shapes = shapes
+        self.extra = extra
+        self._shape_index = {tuple(int(v) for v in row): i for i, row in enumerate(shapes)}
+        values_s = values_ms.astype(np.float64) * MS
+        if self.log_space:
+            self._coords = tuple(np.log(a) for a in axes)
+            self._values = np.log(values_s)
+        else:
+            self._coords = tuple(axes)
+            self._values = values_s
+        self.axes = tuple(axes)
+
+    @property
+    def shape_columns(self) -> tuple[str, ...]:
+        return tuple(self.meta["shape_columns"])
+
+    def shape_index(self, shape: tuple[int, ...]) -> int | None:
+        return self._shape_index.get(tuple(int(v) for v in shape))
+
+    def measured(self, shape_index: int, cell: tuple[int, ...]) -> float:
+        """The latency stored at a grid cell, seconds (NaN if not measured)."""
+        value = float(self._values[(shape_index, *cell)])
+        return math.exp(value) if self.log_space else value
+
+    def lookup(self, shape_index: int, point: tuple[float, ...]) -> Lookup:
+        """Latency of shape `shape_index` at `point` (one value per axis)."""
+        clamped = tuple(min(max(float(x), float(a[0])), float(a[-1]))
+                        for x, a in zip(point, self.axes))
+        value = self._interpolate(shape_index, clamped)
+        if math.isnan(value):
+            clamped = self._nearest_measured(shape_index, clamped)
+            value = self._interpolate(shape_index, clamped)
+        in_range = clamped == tuple(float(x) for x in point)
+        return Lookup(math.exp(value) if self.log_space else value, in_range, clamped)
+
+    def _interpolate(self, shape_index: int, point: tuple[float, ...]) -> float:
+        """Multilinear interpolation inside the grid (point within every axis's range), in
+        the table's space; NaN when a corner of the cell was not measured."""
+        grid = self._values[shape_index]
+        for coords, x in zip(self._coords, point):
+            c = math.log(x) if self.log_space else x
+            i = min(max(int(np.searchsorted(coords, c, side="right")), 1), len(coords) - 1)
+            if len(coords) == 1:
+                grid = grid[0]
+                continue
+            c0, c1 = float(coords[i - 1]), float(coords[i])
+            w = (c - c0) / (c1 - c0)
+            grid = grid[i - 1] + w * (grid[i] - grid[i - 1]) if w else grid[i - 1]
+        return float(grid)
+
+    def _nearest_measured(self, shape_index: int, point: tuple[float, ...]) -> tuple[float, ...]:
+        """The measured grid point nearest `point`, distance in grid steps along each axis."""
+        valid = np.argwhere(~np.isnan(self._values[shape_index]))
+        if not len(valid):
+            raise ValueError(f"kernel table {self.name}: shape {self.shapes[shape_index]} has "
+                             "no measured point")
+        position = np.array([np.interp(math.log(x) if self.log_space else x, c, np.arange(len(c)))
+                             for x, c in zip(point, self._coords)])
+        best = valid[int(np.argmin(((valid - position) ** 2).sum(axis=1)))]
+        return tuple(float(a[i]) for a, i in zip(self.axes, best))
+
+    def row(self, shape_index: int, first: float) -> Row:
+        """This 2-D linear table reduced at `first` along its first axis (see `Row`)."""
+        if self.log_space or len(self.axes) != 2:
+            raise ValueError(f"kernel table {self.name}: rows are for 2-D linear tables")
+        axis0, axis1 = self.axes
+        clamped = min(max(first, float(axis0[0])), float(axis0[-1]))
+        i = min(max(int(np.searchsorted(axis0, clamped, side="right")), 1), len(axis0) - 1)
+        lo, hi = self._values[shape_index, i - 1], self._values[shape_index, i]
+        w = (clamped - float(axis0[i - 1])) / float(axis0[i] - axis0[i - 1])
+        combined = lo + w * (hi - lo) if w else lo
+        measured = ~np.isnan(combined)
+        if not measured[0]:
+            raise ValueError(f"kernel table {self.name}: shape {self.shapes[shape_index]} is "
+                             f"not measured at its shortest {self.meta['axis_columns'][1]}")
+        prefix = len(measured) if measured.all() else int(np.argmin(measured))
+        return Row(tuple(float(x) for x in axis1[:prefix]),
+                   tuple(float(y) for y in combined[:prefix]), clamped, clamped == first)
+
+
+class KernelTables:
+    """The tables of one hardware in a kernel file, loaded on first use."""
+
+    def __init__(self, path: str | Path | None, hardware: str) -> None:
+        self.path = path
+        self.hardware = hardware
+        self._file = _open(path)
+        meta = json.loads(str(self._file["meta"]))
+        entry = meta["hardware"].get(hardware)
+        if entry is None:
+            raise ValueError(f"no measured kernel tables for hardware {hardware!r} in "
+                             f"{path or SHIPPED_TABLE}; tables exist for: "
+                             f"{', '.join(meta['hardware'])}")
+        self.meta = meta
+        self.entry = entry
+        self._tables: dict[str, KernelTable | None] = {}
+
+    @property
+    def engine(self) -> str:
+        return f"{self.meta['engine']}-{self.entry['engine_version']}"
+
+    def get(self, name: str) -> KernelTable | None:
+        """The table `name` (e.g. `gemm/bf16`), or None when this hardware has none."""
+        if name not in self._tables:
+            table_meta = self.entry["tables"].get(name)
+            if table_meta is None:
+                self._tables[name] = None
+            else:
+                prefix = f"{self.hardware}/{name}/"
+                axes = tuple(np.asarray(self._file[f"{prefix}axis{i}"], dtype=np.float64)
+                             for i in range(len(table_meta["axis_columns"])))
+                extra = {key[len(prefix):]: self._file[key] for key in self._file.files
+                         if key.startswith(prefix) and key[len(prefix):] == "distribution"}
+                self._tables[name] = KernelTable(name, table_meta, self._file[prefix + "shapes"],
+                                                 axes, self._file[prefix + "values"], extra)
+        return self._tables[name]
+
+
+def _open(path: str | Path | None):
+    try:
+        if path is None:
+            with resources.as_file(resources.files("sim.cost").joinpath(SHIPPED_TABLE)) as p:
+                return np.load(p, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read kernel table {path or SHIPPED_TABLE}: {exc}") from None
+
+
+_LOADED: dict[tuple[str, str], KernelTables] = {}
+
+
+def shipped_tables(hardware: str) -> KernelTables:
+    """The shipped tables of `hardware`, loaded once per process (cost models share them)."""
+    key = (SHIPPED_TABLE, hardware)
+    if key not in _LOADED:
+        _LOADED[key] = KernelTables(None, hardware)
+    return _LOADED[key]
