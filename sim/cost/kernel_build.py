@@ -171,8 +171,11 @@ def _newest(folder: Path, op: str, framework: str, file_name: str) -> Source | N
 
 
 def _read_parquet(path: Path) -> Columns:
-    import pyarrow.parquet as pq  # the build step's own dependency, never the simulator's
-
+    try:
+        import pyarrow.parquet as pq  # the build step's own dependency, never the simulator's
+    except ImportError:
+        raise ValueError("building kernel tables reads parquet with pyarrow: "
+                         "pip install 'servesim[calibrate]'") from None
     try:
         table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises several types for a bad file

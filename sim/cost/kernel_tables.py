@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -32,14 +32,20 @@ SHIPPED_TABLE = "data/kernels/vllm.npz"
 MS = 1e-3
 
 
-@dataclass(frozen=True, slots=True)
-class Lookup:
+class Lookup(NamedTuple):
     """A table's latency at a query point: `value_s` at `anchor`, which is the query itself
     when `in_range`, else the nearest measured point (to be scaled by the caller)."""
 
     value_s: float
     in_range: bool
     anchor: tuple[float, ...]
+
+
+def lerp(x, x0, x1, y0, y1):
+    """Linear interpolation, for floats or numpy arrays alike (the same operations in the same
+    order, so a value interpolated one at a time and in an array has the same bits)."""
+    w = (x - x0) / (x1 - x0)
+    return y0 + w * (y1 - y0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,19 +59,47 @@ class Row:
     first_axis: float
     """The first-axis value the row is taken at (clamped to the measured range)."""
     first_in_range: bool
+    xs_array: np.ndarray
+    ys_array: np.ndarray
 
     def at(self, x: float) -> Lookup:
-        """Linear interpolation at `x`; outside the row's range, the row's edge (flagged)."""
+        """Linear interpolation at `x`; at or outside the row's ends, the end (flagged unless
+        it is the query)."""
         xs, ys = self.xs, self.ys
         if x <= xs[0] or x >= xs[-1]:
             edge = 0 if x <= xs[0] else -1
-            inside = self.first_in_range and x == xs[edge]
-            return Lookup(ys[edge], inside, (self.first_axis, xs[edge]))
+            return Lookup(ys[edge], self.covers(x), (self.first_axis, xs[edge]))
         i = bisect.bisect_right(xs, x)
-        x0, x1 = xs[i - 1], xs[i]
-        w = (x - x0) / (x1 - x0)
-        return Lookup(ys[i - 1] + w * (ys[i] - ys[i - 1]), self.first_in_range,
+        return Lookup(lerp(x, xs[i - 1], xs[i], ys[i - 1], ys[i]), self.first_in_range,
                       (self.first_axis, x))
+
+    def covers(self, x: float) -> bool:
+        """Whether `at(x)` is inside the measured range (`Lookup.in_range`)."""
+        return self.first_in_range and self.xs[0] <= x <= self.xs[-1]
+
+    def interior(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`at(x)` for an array of points strictly inside the row, where the values are
+        `at`'s to the bit; the mask says which points those are (the others are left to
+        `at`)."""
+        xs = self.xs_array
+        if len(xs) < 2 or not self.first_in_range:
+            return np.zeros(len(x)), np.zeros(len(x), dtype=bool)
+        inside = (x > xs[0]) & (x < xs[-1])
+        i = np.minimum(np.maximum(xs.searchsorted(x, side="right"), 1), len(xs) - 1)
+        ys = self.ys_array
+        return lerp(x, xs[i - 1], xs[i], ys[i - 1], ys[i]), inside
+
+
+def _reduce(corners, steps: list[tuple[float, float, float] | None]) -> float:
+    """Collapse nested corner lists axis by axis: an axis at a grid coordinate has one slice,
+    an axis between two has both, interpolated at its (coordinate, low, high)."""
+    if not steps:
+        return corners
+    step, rest = steps[0], steps[1:]
+    if step is None:
+        return _reduce(corners[0], rest)
+    c, c0, c1 = step
+    return lerp(c, c0, c1, _reduce(corners[0], rest), _reduce(corners[1], rest))
 
 
 class KernelTable:
@@ -88,6 +122,7 @@ class KernelTable:
             self._coords = tuple(axes)
             self._values = values_s
         self.axes = tuple(axes)
+        self._coords_lists = tuple(c.tolist() for c in self._coords)
 
     @property
     def shape_columns(self) -> tuple[str, ...]:
@@ -114,18 +149,23 @@ class KernelTable:
 
     def _interpolate(self, shape_index: int, point: tuple[float, ...]) -> float:
         """Multilinear interpolation inside the grid (point within every axis's range), in
-        the table's space; NaN when a corner of the cell was not measured."""
-        grid = self._values[shape_index]
-        for coords, x in zip(self._coords, point):
+        the table's space; NaN when a corner of the cell was not measured. Only the cell's
+        corners are read; at a grid coordinate only that slice (an unmeasured neighbour must
+        not turn a measured point into NaN)."""
+        cell: list[slice] = []
+        steps: list[tuple[float, float, float] | None] = []
+        for coords, x in zip(self._coords_lists, point):
             c = math.log(x) if self.log_space else x
-            i = min(max(int(np.searchsorted(coords, c, side="right")), 1), len(coords) - 1)
-            if len(coords) == 1:
-                grid = grid[0]
-                continue
-            c0, c1 = float(coords[i - 1]), float(coords[i])
-            w = (c - c0) / (c1 - c0)
-            grid = grid[i - 1] + w * (grid[i] - grid[i - 1]) if w else grid[i - 1]
-        return float(grid)
+            i = min(max(bisect.bisect_right(coords, c), 1), len(coords) - 1)
+            if len(coords) == 1 or c == coords[i - 1] or c == coords[i]:
+                j = i if len(coords) > 1 and c == coords[i] and c != coords[i - 1] else i - 1
+                cell.append(slice(j, j + 1))
+                steps.append(None)
+            else:
+                cell.append(slice(i - 1, i + 1))
+                steps.append((c, coords[i - 1], coords[i]))
+        corners = self._values[(shape_index, *cell)].tolist()
+        return _reduce(corners, steps)
 
     def _nearest_measured(self, shape_index: int, point: tuple[float, ...]) -> tuple[float, ...]:
         """The measured grid point nearest `point`, distance in grid steps along each axis."""
@@ -138,6 +178,12 @@ class KernelTable:
         best = valid[int(np.argmin(((valid - position) ** 2).sum(axis=1)))]
         return tuple(float(a[i]) for a, i in zip(self.axes, best))
 
+    def nearest_shape(self, shape: tuple[int, ...]) -> int:
+        """The measured shape closest to `shape`, in log distance over the shape columns."""
+        distance = (np.log(self.shapes.astype(np.float64))
+                    - np.log(np.asarray(shape, dtype=np.float64))) ** 2
+        return int(np.argmin(distance.sum(axis=1)))
+
     def row(self, shape_index: int, first: float) -> Row:
         """This 2-D linear table reduced at `first` along its first axis (see `Row`)."""
         if self.log_space or len(self.axes) != 2:
@@ -146,15 +192,15 @@ class KernelTable:
         clamped = min(max(first, float(axis0[0])), float(axis0[-1]))
         i = min(max(int(np.searchsorted(axis0, clamped, side="right")), 1), len(axis0) - 1)
         lo, hi = self._values[shape_index, i - 1], self._values[shape_index, i]
-        w = (clamped - float(axis0[i - 1])) / float(axis0[i] - axis0[i - 1])
-        combined = lo + w * (hi - lo) if w else lo
+        x0, x1 = float(axis0[i - 1]), float(axis0[i])
+        combined = lo if clamped == x0 else hi if clamped == x1 else lerp(clamped, x0, x1, lo, hi)
         measured = ~np.isnan(combined)
         if not measured[0]:
             raise ValueError(f"kernel table {self.name}: shape {self.shapes[shape_index]} is "
                              f"not measured at its shortest {self.meta['axis_columns'][1]}")
         prefix = len(measured) if measured.all() else int(np.argmin(measured))
-        return Row(tuple(float(x) for x in axis1[:prefix]),
-                   tuple(float(y) for y in combined[:prefix]), clamped, clamped == first)
+        xs, ys = axis1[:prefix].astype(np.float64), combined[:prefix].astype(np.float64)
+        return Row(tuple(xs.tolist()), tuple(ys.tolist()), clamped, clamped == first, xs, ys)
 
 
 class KernelTables:

@@ -38,16 +38,18 @@ import math
 from dataclasses import dataclass, fields, replace
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
+
 import numpy as np
 
 from policies.types import Plan, StepResult
+from sim.cost import kernel_roofline as roofline
 from sim.cost.coefficients import default_coefficients
-from sim.cost.kernel_tables import KernelTable, KernelTables, Lookup, Row, shipped_tables
+from sim.cost.kernel_roofline import ACTIVATION_BYTES
+from sim.cost.kernel_tables import KernelTable, KernelTables, Row, shipped_tables
 from sim.cost.roofline import CostModel, attended_pairs, plan_shape
-from sim.cost.specs import (HardwareSpec, MLASpec, ModelSpec, dtype_bytes,
-                            expected_distinct_experts)
+from sim.cost.specs import HardwareSpec, MLASpec, ModelSpec, dtype_bytes
 
-ACTIVATION_BYTES = 2.0  # bf16 activations
 UNTABLED_KERNELS_PER_LAYER = 5
 """Small kernels of a decoder layer with no table: two fused residual-add + RMSNorm, rotary
 embedding, the KV-cache write, SiLU-and-mul (vLLM's Llama-style layer)."""
@@ -58,6 +60,9 @@ DEEPSEEK_V3_HIDDEN = 7168
 DeepSeek-V3/blob/main/config.json: hidden 7168, q_lora_rank 1536, kv_lora_rank 512,
 qk_rope_head_dim 64, qk_nope_head_dim 128, v_head_dim 128) at several heads per GPU."""
 BATCH_TERMS_CACHE = 4096
+ARRAY_STEPS = 32
+"""Decode runs of at least this many steps are priced as arrays (shorter ones cost less
+step by step than numpy's per-call overhead)."""
 TABLE_DTYPES = {"bf16": "bf16", "fp16": "bf16", "fp8": "fp8"}
 """servesim dtype -> the tables measured at it (fp16 kernels run as fast as bf16 ones)."""
 
@@ -107,8 +112,7 @@ def measured_coefficients(engine: str = "vllm", path: str | Path | None = None) 
     return MeasuredCoefficients.from_json(table[engine])
 
 
-@dataclass(frozen=True, slots=True)
-class KernelTime:
+class KernelTime(NamedTuple):
     """One kernel family of an iteration: its time over every layer that runs it."""
 
     name: str
@@ -129,9 +133,9 @@ class BatchTerms:
     num_extrapolated: int
 
 
-def _step_time(batch: BatchTerms, attention: tuple[KernelTime, ...]) -> float:
-    """An iteration's time: the one sum every pricing path goes through (plain left to right,
-    so a decode run priced step by step and one priced in a batch get the same bits)."""
+def _step_time(batch: BatchTerms, attention: tuple[KernelTime, ...]):
+    """An iteration's time: the one sum every pricing path goes through, left to right, for
+    floats or numpy arrays of steps alike (so both give the same bits)."""
     total = batch.kernels_s
     for kernel in attention:
         total += kernel.time_s
@@ -158,9 +162,10 @@ class MeasuredIterationCost:
 
 @dataclass(frozen=True, slots=True)
 class _Attention:
-    """Where one layer kind's attention is looked up: a table, the shape row in it, the batch
-    multiplier of an equivalent shape, the window the table applies (None: full attention,
-    lengths capped by the caller), and whether the shape and dtype are the model's own."""
+    """Where one phase of a layer kind's attention is looked up: the table and shape row, the
+    batch multiplier of an equivalent shape, the window the table's kernel applies (None: full
+    attention), whether shape and dtypes are the model's own, and what the table measured (for
+    the roofline ratio of an extrapolation)."""
 
     table: KernelTable
     shape_index: int
@@ -169,6 +174,44 @@ class _Attention:
     exact: bool
     table_shape: tuple[int, int, int]
     table_kv_bytes: float
+    table_weight_bytes: float
+    mla: bool
+
+    def anchor_s(self, hardware: HardwareSpec, phase: str, batch: float, length: float) -> float:
+        """Roofline time of the table's own kernel at a point of its grid."""
+        if self.mla:
+            return roofline.mla_module_s(hardware, phase, batch, length, self.table_shape[0],
+                                         DEEPSEEK_V3_HIDDEN, DEEPSEEK_V3_MLA,
+                                         self.table_weight_bytes, self.table_kv_bytes)
+        if phase == "context" and self.table_window is not None:
+            length = _equivalent_prompt(attended_pairs(0, round(length), self.table_window), None)
+        return roofline.attention_s(hardware, phase, batch, length, self.table_shape,
+                                    self.table_kv_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class _LayerKind:
+    """Layers that attend alike (global, sliding-window local, or MLA), and where their
+    prefill and decode attention are looked up (None: no table on this hardware)."""
+
+    name: str
+    layers: int
+    window: int | None
+    context: _Attention | None
+    generation: _Attention | None
+    decode_name: str = ""
+    prefill_name: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "decode_name", f"decode attention {self.name}")
+        object.__setattr__(self, "prefill_name", f"prefill attention {self.name}")
+
+    @property
+    def decode_capped(self) -> bool:
+        """Decodes read the window-capped KV: a full-attention table stands in for the
+        windowed kernel."""
+        return self.window is not None and (self.generation is None
+                                            or self.generation.table_window is None)
 
 
 class MeasuredCostModel:
@@ -196,7 +239,7 @@ class MeasuredCostModel:
         self.lookups_in_range = 0
         self.lookups_extrapolated = 0
         self._batch_terms: dict[tuple[int, int, int], BatchTerms] = {}
-        self._decode_rows: dict[tuple[str, int], Row] = {}
+        self._rows: dict[tuple[str, int], Row] = {}
         self._precompute()
 
     @property
@@ -228,44 +271,22 @@ class MeasuredCostModel:
         self._kv_bytes = dtype_bytes(self.kv_dtype)
         self._heads = m.num_heads // tp
         self._kv_heads = max(1, m.num_kv_heads // tp)
-        d = m.attn_head_dim
-        # (name, n, k, layers) of the GEMMs every computed token goes through, per rank.
-        gemms: list[tuple[str, int, int, int]] = []
-        attention_layers = m.num_attention_layers
-        if m.mla is None:
-            gemms.append(("qkv", (self._heads + 2 * self._kv_heads) * d, m.hidden_size,
-                          attention_layers))
-            gemms.append(("o", m.hidden_size, self._heads * d, attention_layers))
-        if m.ssm is not None:
-            s, ssm_layers = m.ssm, m.count_layers("ssm")
-            gemms += [("ssm in", 2 * s.d_inner // tp, m.hidden_size, ssm_layers),
-                      ("ssm x", s.dt_rank + 2 * s.d_state, s.d_inner // tp, ssm_layers),
-                      ("ssm dt", s.d_inner // tp, s.dt_rank, ssm_layers),
-                      ("ssm out", m.hidden_size, s.d_inner // tp, ssm_layers)]
-        up = 2 if m.gated_mlp else 1
-        if m.num_dense_mlp_layers:
-            gemms += [("gate_up", up * m.intermediate_size // tp, m.hidden_size, m.num_dense_mlp_layers),
-                      ("down", m.hidden_size, m.intermediate_size // tp, m.num_dense_mlp_layers)]
-        if m.moe is not None:
-            gemms.append(("router", m.moe.num_experts, m.hidden_size, m.num_moe_layers))
-            if m.moe.num_shared_experts:
-                shared = m.moe.num_shared_experts * m.moe.expert_intermediate_size // tp
-                gemms += [("shared gate_up", up * shared, m.hidden_size, m.num_moe_layers),
-                          ("shared down", m.hidden_size, shared, m.num_moe_layers)]
-        self._gemms = [g for g in gemms if g[3] > 0]
+        self._gemms = self._gemm_shapes()
         self._gemm_table, self._gemm_native = self._table_for("gemm", self.weight_dtype)
         self._gemm_table_bytes = 1.0 if self._gemm_native and self._weight_bytes == 1.0 else 2.0
-
-        self._attention: dict[tuple[str, str], _Attention | None] = {}
-        if m.mla is None:
-            for phase in ("context", "generation"):
-                self._attention[(phase, "global")] = self._resolve_attention(phase, None)
-                if m.sliding_window:
-                    self._attention[(phase, "local")] = self._resolve_attention(phase, m.sliding_window)
+        if m.mla is not None:
+            kinds = [_LayerKind("mla", m.num_attention_layers, None, self._resolve_mla("context"),
+                                self._resolve_mla("generation"))]
         else:
-            for phase in ("context", "generation"):
-                self._attention[(phase, "mla")] = self._resolve_mla(phase)
+            kinds = [_LayerKind(kind, m.count_layers(kind), window,
+                                self._resolve_attention("context", window),
+                                self._resolve_attention("generation", window))
+                     for kind, window in (("global", None), ("local", m.sliding_window))
+                     if m.count_layers(kind)]
+        self._kinds = tuple(kinds)
 
+        d = m.attn_head_dim
+        up = 2 if m.gated_mlp else 1
         inter = m.intermediate_size if m.moe is None else m.moe.expert_intermediate_size
         # Bytes the untabled kernels of one layer move per token (read + write, per rank).
         norms = 2 * 4 * m.hidden_size * ACTIVATION_BYTES
@@ -274,10 +295,36 @@ class MeasuredCostModel:
         activation = (up + 1) * inter / tp * ACTIVATION_BYTES if m.gated_mlp else 0.0
         self._untabled_bytes_per_token = m.num_layers * (norms + rotary + kv_write + activation)
         self._untabled_kernels = m.num_layers * UNTABLED_KERNELS_PER_LAYER
+        self._ssm_layers = m.count_layers("ssm")
         self._ssm_state_bytes_rank = m.ssm_state_bytes(self.kv_dtype) / tp
-        self._ssm_flops_per_token = (9.0 * m.count_layers("ssm") * m.ssm.d_inner * m.ssm.d_state / tp
+        self._ssm_flops_per_token = (9.0 * self._ssm_layers * m.ssm.d_inner * m.ssm.d_state / tp
                                      if m.ssm else 0.0)
         self._num_allreduces = 2 * m.num_layers if tp > 1 else 0
+
+    def _gemm_shapes(self) -> list[tuple[str, int, int, int]]:
+        """(name, n, k, layers) of the GEMMs every computed token goes through, per rank."""
+        m, tp = self.model, self.tp
+        d = m.attn_head_dim
+        gemms: list[tuple[str, int, int, int]] = []
+        if m.mla is None:  # MLA projections are inside the MLA module tables
+            gemms += [("qkv", (self._heads + 2 * self._kv_heads) * d, m.hidden_size,
+                       m.num_attention_layers),
+                      ("o", m.hidden_size, self._heads * d, m.num_attention_layers)]
+        if m.ssm is not None:
+            s, layers = m.ssm, m.count_layers("ssm")
+            gemms += [("ssm in", 2 * s.d_inner // tp, m.hidden_size, layers),
+                      ("ssm x", s.dt_rank + 2 * s.d_state, s.d_inner // tp, layers),
+                      ("ssm dt", s.d_inner // tp, s.dt_rank, layers),
+                      ("ssm out", m.hidden_size, s.d_inner // tp, layers)]
+        up = 2 if m.gated_mlp else 1
+        gemms += [("gate_up", up * m.intermediate_size // tp, m.hidden_size, m.num_dense_mlp_layers),
+                  ("down", m.hidden_size, m.intermediate_size // tp, m.num_dense_mlp_layers)]
+        if m.moe is not None:
+            gemms.append(("router", m.moe.num_experts, m.hidden_size, m.num_moe_layers))
+            shared = m.moe.num_shared_experts * m.moe.expert_intermediate_size // tp
+            gemms += [("shared gate_up", up * shared, m.hidden_size, m.num_moe_layers),
+                      ("shared down", m.hidden_size, shared, m.num_moe_layers)]
+        return [g for g in gemms if g[1] and g[2] and g[3]]
 
     def _table_for(self, family: str, dtype: str) -> tuple[KernelTable, bool]:
         """The `family/<dtype>` table measured at `dtype`, else the bf16 one (not native)."""
@@ -293,35 +340,34 @@ class MeasuredCostModel:
         return table, False
 
     def _resolve_attention(self, phase: str, window: int | None) -> _Attention:
+        """The table and shape for this model's attention (see `_equivalent_shape`): the KV
+        dtype's own table first, the window's own table before the full-attention one; else
+        the nearest measured shape (not exact)."""
         h, g, d = self._heads, self._kv_heads, self.model.attn_head_dim
         native = TABLE_DTYPES.get(self.kv_dtype)
         for kv in ([native] if native else []) + ["bf16"]:
-            names = ([f"{phase}_attention/{kv}/window{window}"] if window else []) + \
-                    [f"{phase}_attention/{kv}/window0"]
-            for name in names:
-                table = self.tables.get(name)
-                if table is None:
-                    continue
-                found = _equivalent_shape(table, h, g, d)
+            for table_window in ([window] if window else []) + [None]:
+                table = self.tables.get(f"{phase}_attention/{kv}/window{table_window or 0}")
+                found = _equivalent_shape(table, h, g, d) if table is not None else None
                 if found is not None:
-                    index, factor = found
-                    shape = tuple(int(v) for v in table.shapes[index])
-                    return _Attention(table, index, factor, window if name.endswith(f"window{window}")
-                                      and window else None, kv == native,
-                                      shape, dtype_bytes(kv))
-        table = self.tables.get(f"{phase}_attention/{native or 'bf16'}/window0") or \
-            self.tables.get(f"{phase}_attention/bf16/window0")
+                    return self._attention_at(table, *found, table_window, kv == native)
+        table = self.tables.get(f"{phase}_attention/bf16/window0")
         if table is None:
             raise ValueError(f"the {self.tables.engine} kernel tables of {self.hardware.name} "
                              f"have no {phase} attention table")
-        index = _nearest_shape(table, (h, g, d))
+        return self._attention_at(table, table.nearest_shape((h, g, d)), 1.0, None, False)
+
+    @staticmethod
+    def _attention_at(table: KernelTable, index: int, factor: float, window: int | None,
+                      exact: bool) -> _Attention:
         kv = table.meta["filters"]["kv_cache_dtype"]
-        return _Attention(table, index, 1.0, None, False,
-                          tuple(int(v) for v in table.shapes[index]),
-                          dtype_bytes("fp8" if kv == "fp8" else "bf16"))
+        shape = tuple(int(v) for v in table.shapes[index])
+        return _Attention(table, index, factor, window, exact, shape,
+                          dtype_bytes("fp8" if kv == "fp8" else "bf16"), 2.0, False)
 
     def _resolve_mla(self, phase: str) -> _Attention | None:
-        """The MLA module table for this model's heads per GPU (None: no MLA tables here)."""
+        """The MLA module table at this model's heads per GPU (None: no MLA tables here).
+        Exact only for DeepSeek-V3's MLA and hidden size at the model's dtypes."""
         native_kv = TABLE_DTYPES.get(self.kv_dtype)
         native_gemm = TABLE_DTYPES.get(self.weight_dtype)
         for kv in ([native_kv] if native_kv else []) + ["bf16"]:
@@ -334,9 +380,10 @@ class MeasuredCostModel:
                          and self.model.mla == DEEPSEEK_V3_MLA
                          and self.model.hidden_size == DEEPSEEK_V3_HIDDEN)
                 if index is None:
-                    index = _nearest_shape(table, (self._heads,))
+                    index = table.nearest_shape((self._heads,))
                 return _Attention(table, index, 1.0, None, exact,
-                                  (int(table.shapes[index][0]), 1, 0), dtype_bytes(kv))
+                                  (int(table.shapes[index][0]), 1, 0), dtype_bytes(kv),
+                                  dtype_bytes(gemm), True)
         return None
 
     # ---- iteration cost -----------------------------------------------------------------
@@ -402,8 +449,8 @@ class MeasuredCostModel:
         if total_new:
             untabled_s = (self._untabled_kernels * c.untabled_kernel_latency_s
                           + self._untabled_bytes_per_token * total_new / bandwidth)
-            if self.model.ssm is not None:
-                untabled_s += self.model.count_layers("ssm") * c.untabled_kernel_latency_s + max(
+            if self._ssm_layers:
+                untabled_s += self._ssm_layers * c.untabled_kernel_latency_s + max(
                     self._ssm_flops_per_token * total_new / self.hardware.compute_peak("bf16"),
                     2.0 * self._ssm_state_bytes_rank * num_seqs / bandwidth)
         overhead_s = c.step_overhead_s + c.per_sequence_overhead_s * num_seqs
@@ -413,13 +460,12 @@ class MeasuredCostModel:
 
     # ---- kernels ------------------------------------------------------------------------
     def _gemm(self, name: str, m: int, n: int, k: int, layers: int) -> KernelTime:
-        table = self._gemm_table
-        found = table.lookup(0, (m, n, k))
+        found = self._gemm_table.lookup(0, (m, n, k))
         time_s = found.value_s
         exact = found.in_range and self._gemm_native
         if not exact:
-            time_s *= self._ratio(_gemm_roofline(self.hardware, m, n, k, self._weight_bytes),
-                                  _gemm_roofline(self.hardware, *found.anchor, self._gemm_table_bytes))
+            time_s *= _ratio(roofline.gemm_s(self.hardware, m, n, k, self._weight_bytes),
+                             roofline.gemm_s(self.hardware, *found.anchor, self._gemm_table_bytes))
         return KernelTime(f"gemm {name}", layers * time_s, not exact)
 
     def _moe(self, tokens: int) -> KernelTime:
@@ -431,16 +477,17 @@ class MeasuredCostModel:
         index = table.shape_index(shape)
         exact = native and index is not None
         if index is None:
-            index = _nearest_shape(table, shape)
+            index = table.nearest_shape(shape)
         found = table.lookup(index, (tokens,))
         time_s = found.value_s
-        if not (exact and found.in_range):
+        exact = exact and found.in_range
+        if not exact:
             anchor = tuple(int(v) for v in table.shapes[index])
-            time_s *= self._ratio(
-                _moe_roofline(self.hardware, tokens, *shape, self._weight_bytes, m.gated_mlp),
-                _moe_roofline(self.hardware, found.anchor[0], *anchor,
-                              self._weight_bytes if native else 2.0, m.gated_mlp))
-        return KernelTime("moe", m.num_moe_layers * time_s, not (exact and found.in_range))
+            time_s *= _ratio(
+                roofline.moe_s(self.hardware, tokens, *shape, self._weight_bytes, m.gated_mlp),
+                roofline.moe_s(self.hardware, found.anchor[0], *anchor,
+                               self._weight_bytes if native else 2.0, m.gated_mlp))
+        return KernelTime("moe", m.num_moe_layers * time_s, not exact)
 
     def _allreduce(self, tokens: int) -> KernelTime:
         c = self.coefficients
@@ -457,124 +504,89 @@ class MeasuredCostModel:
         index = table.shape_index((self.tp,))
         exact = index is not None
         if index is None:
-            index = _nearest_shape(table, (self.tp,))
+            index = table.nearest_shape((self.tp,))
         found = table.lookup(index, (elements,))
         time_s = found.value_s
-        if not (exact and found.in_range):
+        exact = exact and found.in_range
+        if not exact:
             gpus = int(table.shapes[index][0])
-            time_s *= self._ratio(_allreduce_roofline(self.hardware, self.tp, message_bytes),
-                                  _allreduce_roofline(self.hardware, gpus,
-                                                      found.anchor[0] * ACTIVATION_BYTES))
-        return KernelTime(f"all-reduce {name}", self._num_allreduces * time_s,
-                          not (exact and found.in_range))
+            time_s *= _ratio(roofline.allreduce_s(self.hardware, self.tp, message_bytes),
+                             roofline.allreduce_s(self.hardware, gpus,
+                                                  found.anchor[0] * ACTIVATION_BYTES))
+        return KernelTime(f"all-reduce {name}", self._num_allreduces * time_s, not exact)
+
+    def _query_s(self, phase: str, batch: float, length: float) -> float:
+        """Roofline time of this model's own attention (or MLA module) call."""
+        m = self.model
+        if m.mla is not None:
+            return roofline.mla_module_s(self.hardware, phase, batch, length, self._heads,
+                                         m.hidden_size, m.mla, self._weight_bytes, self._kv_bytes)
+        return roofline.attention_s(self.hardware, phase, batch, length,
+                                    (self._heads, self._kv_heads, m.attn_head_dim), self._kv_bytes)
+
+    def _untabled_attention_s(self, phase: str, batch: float, length: float) -> float:
+        """An attention call with no table on this hardware: its roofline time at the
+        untabled kernels' bandwidth share."""
+        return self._query_s(phase, batch, length) / self.coefficients.untabled_bandwidth_eff
 
     def _decode_attention(self, num_decodes: int, kv_global: int,
                           kv_local: int) -> tuple[KernelTime, ...]:
         """Decode attention of `num_decodes` rows reading `kv_global` cached tokens in all
-        (`kv_local` within the sliding window), per layer kind; empty with no decodes."""
+        (`kv_local` within the sliding window): one kernel per layer kind, at the mean length."""
         if not num_decodes:
             return ()
-        m = self.model
-        if m.mla is not None:
-            return (self._mla_time("generation", num_decodes, kv_global / num_decodes,
-                                   m.num_attention_layers),)
-        kernels = [self._generation("global", num_decodes, kv_global, m.count_layers("global"))]
-        if m.sliding_window and m.count_layers("local"):
-            where = self._attention[("generation", "local")]
-            kv = kv_global if where is not None and where.table_window else kv_local
-            kernels.append(self._generation("local", num_decodes, kv, m.count_layers("local")))
-        return tuple(k for k in kernels if k is not None)
+        kernels = []
+        for kind in self._kinds:
+            kv = kv_local if kind.decode_capped else kv_global
+            kernels.append(self._decode_kernel(kind, num_decodes, kv / num_decodes))
+        return tuple(kernels)
 
-    def _generation(self, kind: str, num_decodes: int, kv_tokens: int,
-                    layers: int) -> KernelTime | None:
-        if not layers:
-            return None
-        where = self._attention[("generation", kind)]
-        assert where is not None
-        row = self._decode_rows.get((kind, num_decodes))
-        if row is None:
-            row = self._decode_rows[(kind, num_decodes)] = where.table.row(
-                where.shape_index, num_decodes * where.batch_factor)
-        length = kv_tokens / num_decodes
+    def _decode_kernel(self, kind: _LayerKind, num_decodes: int, length: float) -> KernelTime:
+        where = kind.generation
+        if where is None:
+            return KernelTime(kind.decode_name, kind.layers * self._untabled_attention_s(
+                "generation", num_decodes, length), True)
+        row = self._rows.get((kind.name, num_decodes)) or self._row(kind, num_decodes)
         found = row.at(length)
-        time_s = found.value_s
-        exact = where.exact and found.in_range
-        if not exact:
-            time_s *= self._ratio(self._decode_roofline(num_decodes, length), _attention_roofline(
-                self.hardware, "generation", found.anchor[0], found.anchor[1], where.table_shape,
-                where.table_kv_bytes))
-        return KernelTime(f"decode attention {kind}", layers * time_s, not exact)
+        if where.exact and found.in_range:
+            return KernelTime(kind.decode_name, kind.layers * found.value_s, False)
+        time_s = found.value_s * _ratio(self._query_s("generation", num_decodes, length),
+                                        where.anchor_s(self.hardware, "generation", *found.anchor))
+        return KernelTime(kind.decode_name, kind.layers * time_s, True)
 
-    def _decode_roofline(self, batch: float, length: float) -> float:
-        return _attention_roofline(self.hardware, "generation", batch, length,
-                                   (self._heads, self._kv_heads, self.model.attn_head_dim),
-                                   self._kv_bytes)
+    def _row(self, kind: _LayerKind, num_decodes: int) -> Row:
+        """The decode table of `kind` at a batch of `num_decodes` (cached per batch size)."""
+        row = self._rows.get((kind.name, num_decodes))
+        if row is None:
+            where = kind.generation
+            assert where is not None
+            row = self._rows[(kind.name, num_decodes)] = where.table.row(
+                where.shape_index, num_decodes * where.batch_factor)
+        return row
 
     def _prefill_attention(self, chunks: list[tuple[int, int]]) -> tuple[KernelTime, ...]:
-        """Context attention of prefill chunks and verifies `(new, cached)`, one call per layer."""
-        m = self.model
+        """Context attention of prefill chunks and verifies `(new, cached)`: one call per
+        layer kind, as that many prompts of the length with the same attended pairs."""
         count = len(chunks)
-        if m.mla is not None:
-            pairs = sum(attended_pairs(ctx, n, None) for n, ctx in chunks)
-            return (self._mla_time("context", count, _equivalent_prompt(pairs / count, None),
-                                   m.num_attention_layers),)
         kernels = []
-        for kind, window in (("global", None), ("local", m.sliding_window)):
-            layers = m.count_layers(kind)
-            if not layers:
+        for kind in self._kinds:
+            pairs_per_row = sum(attended_pairs(ctx, n, kind.window) for n, ctx in chunks) / count
+            prompt = _equivalent_prompt(pairs_per_row, None)
+            name = kind.prefill_name
+            where = kind.context
+            if where is None:
+                kernels.append(KernelTime(name, kind.layers * self._untabled_attention_s(
+                    "context", count, prompt), True))
                 continue
-            where = self._attention[("context", kind)]
-            assert where is not None
-            pairs = sum(attended_pairs(ctx, n, window) for n, ctx in chunks)
-            prompt = _equivalent_prompt(pairs / count, where.table_window)
-            found = where.table.lookup(where.shape_index, (count * where.batch_factor, prompt))
+            found = where.table.lookup(where.shape_index, (
+                count * where.batch_factor, _equivalent_prompt(pairs_per_row, where.table_window)))
             time_s = found.value_s
             exact = where.exact and found.in_range
             if not exact:
-                query = _attention_roofline(self.hardware, "context", count,
-                                            _equivalent_prompt(pairs / count, None),
-                                            (self._heads, self._kv_heads, m.attn_head_dim),
-                                            self._kv_bytes)
-                anchor_prompt = (found.anchor[1] if where.table_window is None else
-                                 _equivalent_prompt(_window_pairs(found.anchor[1], where.table_window), None))
-                time_s *= self._ratio(query, _attention_roofline(
-                    self.hardware, "context", found.anchor[0], anchor_prompt, where.table_shape,
-                    where.table_kv_bytes))
-            kernels.append(KernelTime(f"prefill attention {kind}", layers * time_s, not exact))
+                time_s *= _ratio(self._query_s("context", count, prompt),
+                                 where.anchor_s(self.hardware, "context", *found.anchor))
+            kernels.append(KernelTime(name, kind.layers * time_s, not exact))
         return tuple(kernels)
-
-    def _mla_time(self, phase: str, batch: int, length: float, layers: int) -> KernelTime:
-        """A whole MLA module (projections and attention) per layer, from the module tables;
-        a model whose MLA or hidden size is not DeepSeek-V3's scales them by the roofline."""
-        where = self._attention[(phase, "mla")]
-        m, mla = self.model, self.model.mla
-        assert mla is not None
-        query = _mla_roofline(self.hardware, phase, batch, length, self._heads, m.hidden_size,
-                              mla, self._weight_bytes, self._kv_bytes)
-        if where is None:  # no MLA tables for this hardware: the roofline alone
-            eff = default_coefficients(self.hardware.name)
-            return KernelTime(f"mla {phase}", layers * query / min(eff.attention_memory_eff,
-                                                                    eff.linear_memory_eff), True)
-        if phase == "generation":
-            row = self._decode_rows.get(("mla", batch))
-            if row is None:
-                row = self._decode_rows[("mla", batch)] = where.table.row(where.shape_index, batch)
-            found = row.at(length)
-        else:
-            found = where.table.lookup(where.shape_index, (batch, length))
-        time_s = found.value_s
-        exact = where.exact and found.in_range
-        if not exact:
-            time_s *= self._ratio(query, _mla_roofline(
-                self.hardware, phase, found.anchor[0], found.anchor[1], where.table_shape[0],
-                DEEPSEEK_V3_HIDDEN, DEEPSEEK_V3_MLA,
-                1.0 if where.table.meta["filters"]["gemm_type"] == "fp8_block" else 2.0,
-                where.table_kv_bytes))
-        return KernelTime(f"mla {phase}", layers * time_s, not exact)
-
-    @staticmethod
-    def _ratio(query_s: float, anchor_s: float) -> float:
-        return query_s / anchor_s if anchor_s > 0 else 1.0
 
     # ---- Executor protocol --------------------------------------------------------------
     def plan_cost(self, plan: Plan) -> MeasuredIterationCost:
@@ -591,47 +603,84 @@ class MeasuredCostModel:
                               first_step: int = 0) -> list[float]:
         """What `execute` would return for each of `num_steps` decode-only iterations of one
         batch, sequence i on `context_tokens[i] + j` cached tokens at step j (from
-        `first_step`): the same `_step_time` of the same terms, step by step."""
-        num_seqs = len(context_tokens)
-        batch = self._batch_terms_of(num_seqs, num_seqs, num_seqs)
-        return [_step_time(batch, self._decode_attention(num_seqs, kv_global, kv_local))
-                for kv_global, kv_local in self._lockstep_kv(context_tokens, num_steps, first_step)]
+        `first_step`)."""
+        return self._lockstep(context_tokens, num_steps, first_step)
 
     def ran_lockstep_decodes(self, context_tokens: list[int], num_steps: int) -> None:
-        """The engine ran the first `num_steps` of those iterations: count their lookups."""
+        """The engine ran the first `num_steps` of those iterations: count their lookups (a
+        decode lookup is in range when its kind's table is exact and its row covers the
+        step's mean length, as in `_decode_kernel`)."""
         num_seqs = len(context_tokens)
         batch = self._batch_terms_of(num_seqs, num_seqs, num_seqs)
-        for kv_global, kv_local in self._lockstep_kv(context_tokens, num_steps, 0):
-            self._count(batch, self._decode_attention(num_seqs, kv_global, kv_local))
+        kv_global, kv_local = self._lockstep_kv(context_tokens, num_steps, 0)
+        extrapolated = num_steps * batch.num_extrapolated
+        for kind in self._kinds:
+            where = kind.generation
+            if where is None or not where.exact:
+                extrapolated += num_steps
+                continue
+            row = self._row(kind, num_seqs)
+            kv = kv_local if kind.decode_capped else kv_global
+            extrapolated += sum(1 for tokens in kv if not row.covers(tokens / num_seqs))
+        self.lookups_extrapolated += extrapolated
+        self.lookups_in_range += num_steps * (len(batch.kernels) + len(self._kinds)) - extrapolated
 
     def _lockstep_kv(self, context_tokens: list[int], num_steps: int,
-                     first_step: int) -> list[tuple[int, int]]:
-        """(cached tokens read, those within the sliding window) at each of the steps."""
+                     first_step: int) -> tuple[list[int], list[int]]:
+        """Cached tokens the batch reads at each step, in all and within the sliding window."""
         num_seqs, total = len(context_tokens), sum(context_tokens)
         steps = range(first_step, first_step + num_steps)
+        kv_global = [total + num_seqs * j for j in steps]
         window = self.model.sliding_window
         if not window:
-            return [(total + num_seqs * j, 0) for j in steps]
+            return kv_global, [0] * num_steps
         contexts = np.asarray(context_tokens, dtype=np.int64)[None, :] + np.asarray(steps)[:, None]
-        capped = np.minimum(contexts, window).sum(axis=1).tolist()
-        return [(total + num_seqs * j, local) for j, local in zip(steps, capped)]
+        return kv_global, np.minimum(contexts, window).sum(axis=1).tolist()
+
+    def _lockstep(self, context_tokens: list[int], num_steps: int, first_step: int) -> list[float]:
+        """Decode steps of one batch: a short run step by step through `_decode_attention`
+        (what `execute` does), a long one as arrays over the steps where every lookup lies
+        inside its table (`Row.interior`: `Row.at`'s arithmetic, so the same bits) and step by
+        step for the others; every step summed by `_step_time`."""
+        num_seqs = len(context_tokens)
+        batch = self._batch_terms_of(num_seqs, num_seqs, num_seqs)
+        kv_global, kv_local = self._lockstep_kv(context_tokens, num_steps, first_step)
+        if num_steps < ARRAY_STEPS:
+            return [_step_time(batch, self._decode_attention(num_seqs, g, l))
+                    for g, l in zip(kv_global, kv_local)]
+        in_one_go = np.ones(num_steps, dtype=bool)
+        kernels = []
+        for kind in self._kinds:
+            if kind.generation is None or not kind.generation.exact:
+                in_one_go[:] = False
+                break
+            kv = np.asarray(kv_local if kind.decode_capped else kv_global, dtype=np.int64)
+            values, inside = self._row(kind, num_seqs).interior(kv / num_seqs)
+            in_one_go &= inside
+            kernels.append(KernelTime(kind.decode_name, kind.layers * values, False))
+        times = (_step_time(batch, tuple(kernels)) if in_one_go.any()
+                 else np.zeros(num_steps)).tolist()
+        for j in np.flatnonzero(~in_one_go).tolist():
+            times[j] = _step_time(batch, self._decode_attention(num_seqs, kv_global[j],
+                                                                kv_local[j]))
+        return times
 
     def _count(self, batch: BatchTerms, attention: tuple[KernelTime, ...]) -> None:
         attention_extrapolated = sum(1 for k in attention if k.extrapolated)
         self.lookups_in_range += batch.num_in_range + len(attention) - attention_extrapolated
         self.lookups_extrapolated += batch.num_extrapolated + attention_extrapolated
 
-    def lookup_counts(self) -> tuple[int, int]:
-        """(in range, extrapolated) kernel lookups of the iterations executed so far."""
-        return self.lookups_in_range, self.lookups_extrapolated
-
 
 # ---- helpers ------------------------------------------------------------------------------
+def _ratio(query_s: float, anchor_s: float) -> float:
+    return query_s / anchor_s if anchor_s > 0 else 1.0
+
+
 def _equivalent_shape(table: KernelTable, heads: int, kv_heads: int,
                       head_dim: int) -> tuple[int, float] | None:
-    """(shape index, batch factor) of the model's attention shape in `table`: the shape
-    itself, else heads h' over fewer KV heads g' with h'/g' = h/g at g/g' times the batch
-    (the same work: the kernels parallelize over sequences x KV heads)."""
+    """(shape index, batch factor) of an attention shape in `table`: the shape itself, else
+    heads h' over fewer KV heads g' with h'/g' = h/g at g/g' times the batch (the same work:
+    the kernels parallelize over sequences x KV heads, each KV head serving its group)."""
     index = table.shape_index((heads, kv_heads, head_dim))
     if index is not None:
         return index, 1.0
@@ -647,87 +696,9 @@ def _equivalent_shape(table: KernelTable, heads: int, kv_heads: int,
     return None
 
 
-def _nearest_shape(table: KernelTable, shape: tuple[int, ...]) -> int:
-    """The measured shape closest to `shape` in log distance over every shape column."""
-    shapes = table.shapes.astype(np.float64)
-    distance = (np.log(shapes) - np.log(np.asarray(shape, dtype=np.float64))) ** 2
-    return int(np.argmin(distance.sum(axis=1)))
-
-
 def _equivalent_prompt(pairs_per_row: float, window: int | None) -> float:
     """The prompt length whose causal prefill attends `pairs_per_row` (query, key) pairs
-    (each query sees at most `window` keys when a window is given)."""
+    (each query seeing at most `window` keys when a window is given)."""
     if window is not None and pairs_per_row > window * (window + 1) / 2:
         return window + (pairs_per_row - window * (window + 1) / 2) / window
     return (math.sqrt(1.0 + 8.0 * pairs_per_row) - 1.0) / 2.0
-
-
-def _window_pairs(prompt: float, window: int) -> float:
-    """Pairs a fresh prompt of `prompt` tokens attends under a `window` (inverse of the above)."""
-    return attended_pairs(0, int(round(prompt)), window)
-
-
-def _roofline_s(hardware: HardwareSpec, flops: float, nbytes: float, dtype: str = "bf16") -> float:
-    return max(flops / hardware.compute_peak(dtype), nbytes / hardware.mem_bandwidth_bytes_s)
-
-
-def _gemm_roofline(hardware: HardwareSpec, m: float, n: float, k: float,
-                   weight_bytes: float) -> float:
-    dtype = "fp8" if weight_bytes == 1.0 else "bf16"
-    return _roofline_s(hardware, 2.0 * m * n * k,
-                       (m * k + m * n) * ACTIVATION_BYTES + n * k * weight_bytes, dtype)
-
-
-def _moe_roofline(hardware: HardwareSpec, tokens: float, hidden: int, inter: int, topk: int,
-                  experts: int, tp: int, weight_bytes: float, gated: bool) -> float:
-    matrices = 3 if gated else 2
-    expert_params = matrices * hidden * inter / tp
-    touched = expected_distinct_experts(experts, topk, max(1, int(round(tokens))))
-    return _roofline_s(hardware, 2.0 * tokens * topk * expert_params,
-                       touched * expert_params * weight_bytes + 2 * tokens * hidden * ACTIVATION_BYTES)
-
-
-def _allreduce_roofline(hardware: HardwareSpec, gpus: int, message_bytes: float) -> float:
-    """Ring all-reduce: each GPU sends and receives 2 (n - 1) / n of the message."""
-    return (2.0 * (gpus - 1) / gpus * message_bytes / hardware.interconnect_bandwidth_bytes_s
-            + hardware.interconnect_latency_s)
-
-
-def _attention_roofline(hardware: HardwareSpec, phase: str, batch: float, length: float,
-                        shape: tuple[int, int, int], kv_bytes: float) -> float:
-    """One attention call: decode reads `length` cached tokens per row; a prefill of
-    `length` tokens per row attends causally and writes its KV."""
-    heads, kv_heads, head_dim = shape
-    if phase == "generation":
-        flops = 4.0 * batch * heads * length * head_dim
-        nbytes = batch * (length * 2 * kv_heads * head_dim * kv_bytes
-                          + 2 * heads * head_dim * ACTIVATION_BYTES)
-    else:
-        flops = 4.0 * batch * heads * head_dim * length * (length + 1) / 2
-        nbytes = batch * length * (2 * heads * head_dim * ACTIVATION_BYTES
-                                   + 2 * kv_heads * head_dim * (ACTIVATION_BYTES + kv_bytes))
-    return _roofline_s(hardware, flops, nbytes)
-
-
-def _mla_roofline(hardware: HardwareSpec, phase: str, batch: float, length: float, heads: int,
-                  hidden: int, mla: MLASpec, weight_bytes: float, kv_bytes: float) -> float:
-    """One MLA module (projections, attention, output) at `heads` heads per GPU: decode of one
-    token per row on `length` cached tokens (up-projections absorbed), or a prefill of
-    `length` tokens per row."""
-    qk = mla.qk_nope_head_dim + mla.qk_rope_head_dim
-    latent = mla.kv_lora_rank + mla.qk_rope_head_dim
-    q_params = (hidden * heads * qk if mla.q_lora_rank is None
-                else hidden * mla.q_lora_rank + mla.q_lora_rank * heads * qk)
-    params = (q_params + hidden * latent + mla.kv_lora_rank * heads * (mla.qk_nope_head_dim
-              + mla.v_head_dim) + heads * mla.v_head_dim * hidden)
-    if phase == "generation":
-        tokens = batch
-        flops = 2.0 * tokens * params + 2.0 * batch * heads * length * (latent + mla.kv_lora_rank)
-        nbytes = params * weight_bytes + batch * length * latent * kv_bytes
-    else:
-        tokens = batch * length
-        pairs = batch * length * (length + 1) / 2
-        flops = 2.0 * tokens * params + 2.0 * heads * pairs * (qk + mla.v_head_dim)
-        nbytes = params * weight_bytes + tokens * (latent * kv_bytes + 2 * hidden * ACTIVATION_BYTES)
-    return _roofline_s(hardware, flops, nbytes)
-
