@@ -33,12 +33,13 @@ MS = 1e-3
 
 
 class Lookup(NamedTuple):
-    """A table's latency at a query point: `value_s` at `anchor`, which is the query itself
-    when `in_range`, else the nearest measured point (to be scaled by the caller)."""
+    """A table's latency at a query point. In range, `value_s` is the query's own and
+    `anchor` is None; otherwise it is the latency at `anchor`, the nearest measured point, for
+    the caller to scale."""
 
     value_s: float
     in_range: bool
-    anchor: tuple[float, ...]
+    anchor: tuple[float, ...] | None
 
 
 def lerp(x, x0, x1, y0, y1):
@@ -50,55 +51,87 @@ def lerp(x, x0, x1, y0, y1):
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """A 2-D table reduced along its first axis at one value of it: latency over the second
-    axis, over the prefix of that axis where both bracketing rows were measured. The decode
-    path prices many steps of one batch size against one Row."""
+    """A linear table reduced to one axis: every other axis interpolated at fixed values
+    (e.g. a GEMM's n and k, a decode batch size), latency over the prefix of the remaining
+    axis where every corner was measured. A model's GEMM at any token count, or many decode
+    steps of one batch, then cost a 1-D interpolation each."""
 
+    axis: int
+    """Position of the remaining axis among the table's axes."""
+    fixed: tuple[float, ...]
+    """The other axes' values, clamped to their measured ranges."""
+    fixed_in_range: bool
+    log_space: bool
+    """Coordinates and values are logarithms (the table's interpolation space)."""
     xs: tuple[float, ...]
     ys: tuple[float, ...]
-    first_axis: float
-    """The first-axis value the row is taken at (clamped to the measured range)."""
-    first_in_range: bool
     xs_array: np.ndarray
     ys_array: np.ndarray
 
     def at(self, x: float) -> Lookup:
-        """Linear interpolation at `x`; at or outside the row's ends, the end (flagged unless
-        it is the query)."""
+        """Interpolation at `x`; at or outside the row's ends, the end (flagged unless it is
+        the query)."""
         xs, ys = self.xs, self.ys
-        if x <= xs[0] or x >= xs[-1]:
-            edge = 0 if x <= xs[0] else -1
-            return Lookup(ys[edge], self.covers(x), (self.first_axis, xs[edge]))
-        i = bisect.bisect_right(xs, x)
-        return Lookup(lerp(x, xs[i - 1], xs[i], ys[i - 1], ys[i]), self.first_in_range,
-                      (self.first_axis, x))
+        c = math.log(x) if self.log_space else x
+        if c <= xs[0] or c >= xs[-1]:
+            edge = 0 if c <= xs[0] else -1
+            value = math.exp(ys[edge]) if self.log_space else ys[edge]
+            if self.covers(x):
+                return Lookup(value, True, None)
+            edge_x = math.exp(xs[edge]) if self.log_space else xs[edge]
+            return Lookup(value, False, self._point(edge_x))
+        i = bisect.bisect_right(xs, c)
+        value = lerp(c, xs[i - 1], xs[i], ys[i - 1], ys[i])
+        if self.log_space:
+            value = math.exp(value)
+        if self.fixed_in_range:
+            return Lookup(value, True, None)
+        return Lookup(value, False, self._point(x))
 
     def covers(self, x: float) -> bool:
         """Whether `at(x)` is inside the measured range (`Lookup.in_range`)."""
-        return self.first_in_range and self.xs[0] <= x <= self.xs[-1]
+        c = math.log(x) if self.log_space else x
+        return self.fixed_in_range and self.xs[0] <= c <= self.xs[-1]
 
     def interior(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`at(x)` for an array of points strictly inside the row, where the values are
+        """`at(x)` for an array of points strictly inside a linear row, where the values are
         `at`'s to the bit; the mask says which points those are (the others are left to
         `at`)."""
+        if self.log_space:
+            raise ValueError("interior() keeps at()'s bits for linear rows only")
         xs = self.xs_array
-        if len(xs) < 2 or not self.first_in_range:
+        if len(xs) < 2 or not self.fixed_in_range:
             return np.zeros(len(x)), np.zeros(len(x), dtype=bool)
         inside = (x > xs[0]) & (x < xs[-1])
         i = np.minimum(np.maximum(xs.searchsorted(x, side="right"), 1), len(xs) - 1)
         ys = self.ys_array
         return lerp(x, xs[i - 1], xs[i], ys[i - 1], ys[i]), inside
 
+    def _point(self, x: float) -> tuple[float, ...]:
+        return self.fixed[:self.axis] + (x,) + self.fixed[self.axis:]
 
-def _reduce(corners, steps: list[tuple[float, float, float] | None]) -> float:
+
+def _cell(coords: list[float], c: float) -> tuple[int, int, float | None]:
+    """The grid slice(s) holding coordinate `c` (inside the axis): (low, high, None) at a
+    grid coordinate (low == high; an unmeasured neighbour must not turn a measured point into
+    NaN), else the bracketing pair and `c`."""
+    i = min(max(bisect.bisect_right(coords, c), 1), len(coords) - 1)
+    if len(coords) == 1 or c == coords[i - 1]:
+        return i - 1, i - 1, None
+    if c == coords[i]:
+        return i, i, None
+    return i - 1, i, c
+
+
+def _reduce(corners, cells: list[tuple[float, float, float] | None]):
     """Collapse nested corner lists axis by axis: an axis at a grid coordinate has one slice,
     an axis between two has both, interpolated at its (coordinate, low, high)."""
-    if not steps:
+    if not cells:
         return corners
-    step, rest = steps[0], steps[1:]
-    if step is None:
+    cell, rest = cells[0], cells[1:]
+    if cell is None:
         return _reduce(corners[0], rest)
-    c, c0, c1 = step
+    c, c0, c1 = cell
     return lerp(c, c0, c1, _reduce(corners[0], rest), _reduce(corners[1], rest))
 
 
@@ -123,6 +156,7 @@ class KernelTable:
             self._values = values_s
         self.axes = tuple(axes)
         self._coords_lists = tuple(c.tolist() for c in self._coords)
+        self._axes_lists = tuple(a.tolist() for a in self.axes)
 
     @property
     def shape_columns(self) -> tuple[str, ...]:
@@ -138,34 +172,26 @@ class KernelTable:
 
     def lookup(self, shape_index: int, point: tuple[float, ...]) -> Lookup:
         """Latency of shape `shape_index` at `point` (one value per axis)."""
-        clamped = tuple(min(max(float(x), float(a[0])), float(a[-1]))
-                        for x, a in zip(point, self.axes))
+        point = tuple(float(x) for x in point)
+        clamped = tuple(min(max(x, a[0]), a[-1]) for x, a in zip(point, self._axes_lists))
         value = self._interpolate(shape_index, clamped)
         if math.isnan(value):
             clamped = self._nearest_measured(shape_index, clamped)
             value = self._interpolate(shape_index, clamped)
-        in_range = clamped == tuple(float(x) for x in point)
-        return Lookup(math.exp(value) if self.log_space else value, in_range, clamped)
+        in_range = clamped == point
+        return Lookup(math.exp(value) if self.log_space else value, in_range,
+                      None if in_range else clamped)
 
     def _interpolate(self, shape_index: int, point: tuple[float, ...]) -> float:
         """Multilinear interpolation inside the grid (point within every axis's range), in
-        the table's space; NaN when a corner of the cell was not measured. Only the cell's
-        corners are read; at a grid coordinate only that slice (an unmeasured neighbour must
-        not turn a measured point into NaN)."""
-        cell: list[slice] = []
-        steps: list[tuple[float, float, float] | None] = []
+        the table's space, reading only the cell's corners; NaN when a corner was not
+        measured."""
+        slices, cells = [], []
         for coords, x in zip(self._coords_lists, point):
-            c = math.log(x) if self.log_space else x
-            i = min(max(bisect.bisect_right(coords, c), 1), len(coords) - 1)
-            if len(coords) == 1 or c == coords[i - 1] or c == coords[i]:
-                j = i if len(coords) > 1 and c == coords[i] and c != coords[i - 1] else i - 1
-                cell.append(slice(j, j + 1))
-                steps.append(None)
-            else:
-                cell.append(slice(i - 1, i + 1))
-                steps.append((c, coords[i - 1], coords[i]))
-        corners = self._values[(shape_index, *cell)].tolist()
-        return _reduce(corners, steps)
+            low, high, c = _cell(coords, math.log(x) if self.log_space else x)
+            slices.append(slice(low, high + 1))
+            cells.append(None if c is None else (c, coords[low], coords[high]))
+        return float(_reduce(self._values[(shape_index, *slices)].tolist(), cells))
 
     def _nearest_measured(self, shape_index: int, point: tuple[float, ...]) -> tuple[float, ...]:
         """The measured grid point nearest `point`, distance in grid steps along each axis."""
@@ -184,23 +210,26 @@ class KernelTable:
                     - np.log(np.asarray(shape, dtype=np.float64))) ** 2
         return int(np.argmin(distance.sum(axis=1)))
 
-    def row(self, shape_index: int, first: float) -> Row:
-        """This 2-D linear table reduced at `first` along its first axis (see `Row`)."""
-        if self.log_space or len(self.axes) != 2:
-            raise ValueError(f"kernel table {self.name}: rows are for 2-D linear tables")
-        axis0, axis1 = self.axes
-        clamped = min(max(first, float(axis0[0])), float(axis0[-1]))
-        i = min(max(int(np.searchsorted(axis0, clamped, side="right")), 1), len(axis0) - 1)
-        lo, hi = self._values[shape_index, i - 1], self._values[shape_index, i]
-        x0, x1 = float(axis0[i - 1]), float(axis0[i])
-        combined = lo if clamped == x0 else hi if clamped == x1 else lerp(clamped, x0, x1, lo, hi)
-        measured = ~np.isnan(combined)
+    def row(self, shape_index: int, axis: int, fixed: tuple[float, ...]) -> Row:
+        """This table reduced to `axis`, the other axes at `fixed` (see `Row`)."""
+        others = [a for i, a in enumerate(self._axes_lists) if i != axis]
+        other_coords = [c for i, c in enumerate(self._coords_lists) if i != axis]
+        clamped = tuple(min(max(float(x), a[0]), a[-1]) for x, a in zip(fixed, others))
+        grid = np.moveaxis(self._values[shape_index], axis, 0)
+        for coords, x in zip(other_coords, clamped):  # each reduction removes grid axis 1
+            c = math.log(x) if self.log_space else x
+            low, high, between = _cell(coords, c)
+            grid = grid[:, low] if between is None else lerp(
+                c, coords[low], coords[high], grid[:, low], grid[:, high])
+        measured = ~np.isnan(grid)
         if not measured[0]:
             raise ValueError(f"kernel table {self.name}: shape {self.shapes[shape_index]} is "
-                             f"not measured at its shortest {self.meta['axis_columns'][1]}")
+                             f"not measured at its smallest {self.meta['axis_columns'][axis]}")
         prefix = len(measured) if measured.all() else int(np.argmin(measured))
-        xs, ys = axis1[:prefix].astype(np.float64), combined[:prefix].astype(np.float64)
-        return Row(tuple(xs.tolist()), tuple(ys.tolist()), clamped, clamped == first, xs, ys)
+        xs = np.asarray(self._coords[axis][:prefix], dtype=np.float64)
+        ys = np.asarray(grid[:prefix], dtype=np.float64)
+        return Row(axis, clamped, clamped == tuple(float(x) for x in fixed), self.log_space,
+                   tuple(xs.tolist()), tuple(ys.tolist()), xs, ys)
 
 
 class KernelTables:

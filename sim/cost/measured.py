@@ -239,7 +239,9 @@ class MeasuredCostModel:
         self.lookups_in_range = 0
         self.lookups_extrapolated = 0
         self._batch_terms: dict[tuple[int, int, int], BatchTerms] = {}
+        self._per_tokens: dict[int, tuple[KernelTime, ...]] = {}
         self._rows: dict[tuple[str, int], Row] = {}
+        self._gemm_rows: dict[tuple[int, int], Row] = {}
         self._precompute()
 
     @property
@@ -428,15 +430,24 @@ class MeasuredCostModel:
             terms = self._batch_terms[key] = self._terms_of_batch(*key)
         return terms
 
-    def _terms_of_batch(self, num_seqs: int, total_new: int, num_sampling: int) -> BatchTerms:
-        kernels: list[KernelTime] = []
-        if total_new:
-            kernels += [self._gemm(name, total_new, n, k, layers)
-                        for name, n, k, layers in self._gemms]
+    def _token_kernels(self, total_new: int) -> tuple[KernelTime, ...]:
+        """The kernels every computed token goes through (GEMMs, MoE, all-reduce), cached by
+        token count: prefill steps of different batches often compute as many tokens."""
+        kernels = self._per_tokens.get(total_new)
+        if kernels is None:
+            if len(self._per_tokens) >= BATCH_TERMS_CACHE:
+                self._per_tokens.clear()
+            found = [self._gemm(name, total_new, n, k, layers)
+                     for name, n, k, layers in self._gemms]
             if self.model.moe is not None:
-                kernels.append(self._moe(total_new))
+                found.append(self._moe(total_new))
             if self._num_allreduces:
-                kernels.append(self._allreduce(total_new))
+                found.append(self._allreduce(total_new))
+            kernels = self._per_tokens[total_new] = tuple(found)
+        return kernels
+
+    def _terms_of_batch(self, num_seqs: int, total_new: int, num_sampling: int) -> BatchTerms:
+        kernels = list(self._token_kernels(total_new)) if total_new else []
         if num_sampling:
             kernels.append(self._gemm("lm_head", num_sampling, self.model.vocab_size // self.tp,
                                       self.model.hidden_size, 1))
@@ -460,13 +471,17 @@ class MeasuredCostModel:
 
     # ---- kernels ------------------------------------------------------------------------
     def _gemm(self, name: str, m: int, n: int, k: int, layers: int) -> KernelTime:
-        found = self._gemm_table.lookup(0, (m, n, k))
-        time_s = found.value_s
-        exact = found.in_range and self._gemm_native
-        if not exact:
-            time_s *= _ratio(roofline.gemm_s(self.hardware, m, n, k, self._weight_bytes),
-                             roofline.gemm_s(self.hardware, *found.anchor, self._gemm_table_bytes))
-        return KernelTime(f"gemm {name}", layers * time_s, not exact)
+        row = self._gemm_rows.get((n, k))
+        if row is None:
+            row = self._gemm_rows[(n, k)] = self._gemm_table.row(0, 0, (n, k))
+        found = row.at(m)
+        if found.in_range and self._gemm_native:
+            return KernelTime(f"gemm {name}", layers * found.value_s, False)
+        anchor = found.anchor or (m, n, k)  # in range, but at another dtype
+        time_s = found.value_s * _ratio(
+            roofline.gemm_s(self.hardware, m, n, k, self._weight_bytes),
+            roofline.gemm_s(self.hardware, *anchor, self._gemm_table_bytes))
+        return KernelTime(f"gemm {name}", layers * time_s, True)
 
     def _moe(self, tokens: int) -> KernelTime:
         m, moe = self.model, self.model.moe
@@ -485,7 +500,7 @@ class MeasuredCostModel:
             anchor = tuple(int(v) for v in table.shapes[index])
             time_s *= _ratio(
                 roofline.moe_s(self.hardware, tokens, *shape, self._weight_bytes, m.gated_mlp),
-                roofline.moe_s(self.hardware, found.anchor[0], *anchor,
+                roofline.moe_s(self.hardware, (found.anchor or (tokens,))[0], *anchor,
                                self._weight_bytes if native else 2.0, m.gated_mlp))
         return KernelTime("moe", m.num_moe_layers * time_s, not exact)
 
@@ -510,9 +525,10 @@ class MeasuredCostModel:
         exact = exact and found.in_range
         if not exact:
             gpus = int(table.shapes[index][0])
+            anchor_elements = (found.anchor or (elements,))[0]
             time_s *= _ratio(roofline.allreduce_s(self.hardware, self.tp, message_bytes),
                              roofline.allreduce_s(self.hardware, gpus,
-                                                  found.anchor[0] * ACTIVATION_BYTES))
+                                                  anchor_elements * ACTIVATION_BYTES))
         return KernelTime(f"all-reduce {name}", self._num_allreduces * time_s, not exact)
 
     def _query_s(self, phase: str, batch: float, length: float) -> float:
@@ -535,33 +551,45 @@ class MeasuredCostModel:
         (`kv_local` within the sliding window): one kernel per layer kind, at the mean length."""
         if not num_decodes:
             return ()
-        kernels = []
-        for kind in self._kinds:
-            kv = kv_local if kind.decode_capped else kv_global
-            kernels.append(self._decode_kernel(kind, num_decodes, kv / num_decodes))
-        return tuple(kernels)
+        return tuple(self._decode_kernel(kind, num_decodes,
+                                         (kv_local if kind.decode_capped else kv_global) / num_decodes,
+                                         self._row(kind, num_decodes))
+                     for kind in self._kinds)
 
-    def _decode_kernel(self, kind: _LayerKind, num_decodes: int, length: float) -> KernelTime:
+    def _decode_steps(self, num_decodes: int, kv_global: list[int],
+                      kv_local: list[int]) -> list[tuple[KernelTime, ...]]:
+        """`_decode_attention` of each step of a run, its row looked up once per kind."""
+        per_kind = []
+        price = self._decode_kernel
+        for kind in self._kinds:
+            row = self._row(kind, num_decodes)
+            kv = kv_local if kind.decode_capped else kv_global
+            per_kind.append([price(kind, num_decodes, tokens / num_decodes, row) for tokens in kv])
+        return list(zip(*per_kind))
+
+    def _decode_kernel(self, kind: _LayerKind, num_decodes: int, length: float,
+                       row: Row | None) -> KernelTime:
         where = kind.generation
-        if where is None:
+        if where is None or row is None:
             return KernelTime(kind.decode_name, kind.layers * self._untabled_attention_s(
                 "generation", num_decodes, length), True)
-        row = self._rows.get((kind.name, num_decodes)) or self._row(kind, num_decodes)
         found = row.at(length)
         if where.exact and found.in_range:
             return KernelTime(kind.decode_name, kind.layers * found.value_s, False)
+        anchor = found.anchor or (num_decodes * where.batch_factor, length)
         time_s = found.value_s * _ratio(self._query_s("generation", num_decodes, length),
-                                        where.anchor_s(self.hardware, "generation", *found.anchor))
+                                        where.anchor_s(self.hardware, "generation", *anchor))
         return KernelTime(kind.decode_name, kind.layers * time_s, True)
 
-    def _row(self, kind: _LayerKind, num_decodes: int) -> Row:
-        """The decode table of `kind` at a batch of `num_decodes` (cached per batch size)."""
-        row = self._rows.get((kind.name, num_decodes))
-        if row is None:
+    def _row(self, kind: _LayerKind, num_decodes: int) -> Row | None:
+        """The decode table of `kind` at a batch of `num_decodes` (cached per batch size;
+        None when this hardware has no table for it)."""
+        key = (kind.name, num_decodes)
+        row = self._rows.get(key)
+        if row is None and kind.generation is not None:
             where = kind.generation
-            assert where is not None
-            row = self._rows[(kind.name, num_decodes)] = where.table.row(
-                where.shape_index, num_decodes * where.batch_factor)
+            row = self._rows[key] = where.table.row(where.shape_index, 1,
+                                                    (num_decodes * where.batch_factor,))
         return row
 
     def _prefill_attention(self, chunks: list[tuple[int, int]]) -> tuple[KernelTime, ...]:
@@ -578,13 +606,18 @@ class MeasuredCostModel:
                 kernels.append(KernelTime(name, kind.layers * self._untabled_attention_s(
                     "context", count, prompt), True))
                 continue
-            found = where.table.lookup(where.shape_index, (
-                count * where.batch_factor, _equivalent_prompt(pairs_per_row, where.table_window)))
+            point = (count * where.batch_factor,
+                     _equivalent_prompt(pairs_per_row, where.table_window))
+            key = (kind.prefill_name, count)
+            row = self._rows.get(key)
+            if row is None:
+                row = self._rows[key] = where.table.row(where.shape_index, 1, point[:1])
+            found = row.at(point[1])
             time_s = found.value_s
             exact = where.exact and found.in_range
             if not exact:
                 time_s *= _ratio(self._query_s("context", count, prompt),
-                                 where.anchor_s(self.hardware, "context", *found.anchor))
+                                 where.anchor_s(self.hardware, "context", *(found.anchor or point)))
             kernels.append(KernelTime(name, kind.layers * time_s, not exact))
         return tuple(kernels)
 
@@ -616,12 +649,15 @@ class MeasuredCostModel:
         extrapolated = num_steps * batch.num_extrapolated
         for kind in self._kinds:
             where = kind.generation
-            if where is None or not where.exact:
+            row = self._row(kind, num_seqs)
+            if row is None or not where.exact:
                 extrapolated += num_steps
                 continue
-            row = self._row(kind, num_seqs)
             kv = kv_local if kind.decode_capped else kv_global
-            extrapolated += sum(1 for tokens in kv if not row.covers(tokens / num_seqs))
+            # The mean length only grows over a run and a row covers an interval: with both
+            # ends covered, so is every step.
+            if not (row.covers(kv[0] / num_seqs) and row.covers(kv[-1] / num_seqs)):
+                extrapolated += sum(1 for tokens in kv if not row.covers(tokens / num_seqs))
         self.lookups_extrapolated += extrapolated
         self.lookups_in_range += num_steps * (len(batch.kernels) + len(self._kinds)) - extrapolated
 
@@ -646,16 +682,17 @@ class MeasuredCostModel:
         batch = self._batch_terms_of(num_seqs, num_seqs, num_seqs)
         kv_global, kv_local = self._lockstep_kv(context_tokens, num_steps, first_step)
         if num_steps < ARRAY_STEPS:
-            return [_step_time(batch, self._decode_attention(num_seqs, g, l))
-                    for g, l in zip(kv_global, kv_local)]
+            return [_step_time(batch, attention)
+                    for attention in self._decode_steps(num_seqs, kv_global, kv_local)]
         in_one_go = np.ones(num_steps, dtype=bool)
         kernels = []
         for kind in self._kinds:
-            if kind.generation is None or not kind.generation.exact:
+            row = self._row(kind, num_seqs)
+            if row is None or not kind.generation.exact:
                 in_one_go[:] = False
                 break
             kv = np.asarray(kv_local if kind.decode_capped else kv_global, dtype=np.int64)
-            values, inside = self._row(kind, num_seqs).interior(kv / num_seqs)
+            values, inside = row.interior(kv / num_seqs)
             in_one_go &= inside
             kernels.append(KernelTime(kind.decode_name, kind.layers * values, False))
         times = (_step_time(batch, tuple(kernels)) if in_one_go.any()
