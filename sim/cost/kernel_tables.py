@@ -165,10 +165,10 @@ class KernelTable:
     def shape_index(self, shape: tuple[int, ...]) -> int | None:
         return self._shape_index.get(tuple(int(v) for v in shape))
 
-    def measured(self, shape_index: int, cell: tuple[int, ...]) -> float:
-        """The latency stored at a grid cell, seconds (NaN if not measured)."""
-        value = float(self._values[(shape_index, *cell)])
-        return math.exp(value) if self.log_space else value
+    def grid_s(self, shape_index: int) -> np.ndarray:
+        """The measured latencies of one shape over the axes, seconds (NaN: not measured)."""
+        values = self._values[shape_index]
+        return np.exp(values) if self.log_space else values.copy()
 
     def lookup(self, shape_index: int, point: tuple[float, ...]) -> Lookup:
         """Latency of shape `shape_index` at `point` (one value per axis)."""
