@@ -3,6 +3,11 @@ single steps and decode runs, and its wiring (`--cost-model`, summary keys, erro
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from sim.api import build_cost_model, simulate
@@ -145,3 +150,21 @@ def test_coefficient_files_are_checked():
         MeasuredCoefficients.from_json(fields | {"step_overhead_s": -1.0})
     with pytest.raises(ValueError, match="no measured coefficients for engine 'sglang'"):
         measured_coefficients("sglang")
+
+
+def test_measured_replay_imports_numpy_only(tmp_path):
+    """The shipped table is read with numpy: pyarrow (the build step's) and the heavy
+    frameworks stay out of a measured replay."""
+    code = (
+        "import sys\n"
+        "from sim.cli import main\n"
+        "main(['replay', '--quiet', '--max-requests', '20', '--cost-model', 'measured', "
+        f"'--out', r'{tmp_path}'])\n"
+        "heavy = {'pyarrow', 'pandas', 'torch', 'triton', 'streamlit', 'ray'} & set(sys.modules)\n"
+        "print('HEAVY', sorted(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert "HEAVY []" in out.stdout
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["cost_model"] == "measured:vllm-0.24.0/h100"
