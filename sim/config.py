@@ -20,7 +20,7 @@ from policies.registry import ALLOCATORS, ROUTERS, SCHEDULERS, SPECULATORS, look
 from sim.cost.catalog import get_hardware, get_model
 from sim.cost.coefficients import Coefficients, default_coefficients, load_coefficients
 from sim.cost.kernel_tables import shipped_tables
-from sim.cost.measured import MeasuredCoefficients, measured_coefficients
+from sim.cost.measured_coefficients import MeasuredCoefficients, measured_coefficients
 from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes
 from sim.machine_speed import SpeedTrace, read_speed_trace
 from sim.spec.acceptance import DEFAULT_ACCEPTANCE, AcceptanceModel, parse_acceptance

@@ -14,8 +14,8 @@ from sim.api import build_cost_model, simulate
 from sim.cli import main
 from sim.config import ReplayOptions, options_from_toml, resolve
 from sim.cost.catalog import get_hardware, get_model
-from sim.cost.measured import (ARRAY_STEPS, MeasuredCoefficients, MeasuredCostModel,
-                               measured_coefficients)
+from sim.cost.measured import ARRAY_STEPS, MeasuredCostModel
+from sim.cost.measured_coefficients import MeasuredCoefficients, measured_coefficients
 from sim.spec.drafting import draft_cost_model
 
 

@@ -7,13 +7,16 @@ DIR is a copy of aiconfigurator's `systems/` folder (`data/<gpu>/<op>/<framework
 (pyarrow, imported here only: the simulator reads FILE with numpy alone) and what servesim
 prices is kept as dense grids, one grid per kernel shape, NaN where nothing was measured:
 
-| table | shape columns | axes | rows kept |
-|---|---|---|---|
-| `gemm/{bf16,fp8}` | - | m, n, k | `gemm_dtype` bfloat16 / fp8 (per-tensor scaled) |
-| `{context,generation}_attention/{bf16,fp8}/window{W}` | heads, KV heads, head dim (of one kernel call) | batch, input length / cached KV length | bf16 compute, KV dtype bf16 / fp8, beam 1 |
-| `moe/{bf16,fp8}` | hidden, expert width, top-k, experts, MoE TP | tokens | EP 1; per shape the `balanced` routing if measured, else the mildest power law |
-| `mla_{context,generation}/{kv}/{gemm}` | heads per GPU | batch, input length / cached KV length | whole MLA modules (projections + attention) of DeepSeek-V3, bf16 compute, GEMMs bf16 / fp8_block |
-| `allreduce/{custom_graph,custom_eager,nccl}` | GPUs | message elements (bf16) | vLLM's custom all-reduce inside / outside a CUDA graph; NCCL all_reduce |
+- `gemm/{bf16,fp8}`: axes m, n, k; `gemm_dtype` bfloat16, fp8 (per-tensor scaled).
+- `{context,generation}_attention/{bf16,fp8}/window{W}`: a grid per (heads, KV heads, head
+  dim) of one kernel call over batch and input length (context) or cached KV length
+  (generation); bf16 compute, KV dtype bf16 / fp8, beam 1.
+- `moe/{bf16,fp8}`: a grid per (hidden, expert width, top-k, experts, MoE TP) over tokens; EP
+  1; per shape the `balanced` routing if measured, else the mildest power law.
+- `mla_{context,generation}/{kv}/{gemm}`: whole MLA modules (projections and attention) of
+  DeepSeek-V3 per heads per GPU over batch and length; bf16 compute, GEMMs bf16 / fp8_block.
+- `allreduce/{custom_graph,custom_eager,nccl}`: a grid per GPU count over message elements
+  (bf16): vLLM's custom all-reduce inside / outside a CUDA graph, NCCL all_reduce.
 
 Latencies stay in the source's milliseconds (`meta.units`). The file is one `.npz`: arrays
 named `<hardware>/<table>/{shapes,axis0,axis1,...,values}` (MoE tables also `distribution`, an
@@ -47,7 +50,8 @@ MLA_GEMM_TYPES: dict[str, str] = {"bfloat16": "bf16", "fp8_block": "fp8"}
 MOE_DISTRIBUTIONS = ("balanced", "power_law_1.01", "power_law_1.2")
 """Routing distributions in order of preference (the first one measured for a shape is kept)."""
 ALLREDUCE_BACKENDS = {"vllm_graph": "custom_graph", "vllm_eager": "custom_eager"}
-README_SOURCE = re.compile(r"`ai-dynamo/aiconfigurator`[^`]*`([^`]+)`\s+at\s+commit\s+([0-9a-f]{7,40})")
+README_SOURCE = re.compile(
+    r"`ai-dynamo/aiconfigurator`[^`]*`([^`]+)`\s+at\s+commit\s+([0-9a-f]{7,40})")
 
 Columns = dict[str, np.ndarray]
 
@@ -335,7 +339,8 @@ def _grid(folder: Path, source: Source, rows: np.ndarray, shape_columns: tuple[s
         "file": str(relative),
         "framework": framework,
         "version": source.version,
-        "versions_in_rows": sorted({str(v) for v in columns["version"][index]}) if "version" in columns else [],
+        "versions_in_rows": (sorted({str(v) for v in columns["version"][index]})
+                             if "version" in columns else []),
         "kernel_sources": sorted({str(v) for v in columns["kernel_source"][index]}),
         "rows": int(len(index)),
         "repeated_keys": sum(1 for latencies in measured.values() if len(latencies) > 1),

@@ -139,13 +139,11 @@ class KernelTable:
     """One table of the kernel file: `shapes` ([S, C] ints) and a grid per shape."""
 
     def __init__(self, name: str, meta: dict[str, Any], shapes: np.ndarray,
-                 axes: tuple[np.ndarray, ...], values_ms: np.ndarray,
-                 extra: dict[str, np.ndarray]) -> None:
+                 axes: tuple[np.ndarray, ...], values_ms: np.ndarray) -> None:
         self.name = name
         self.meta = meta
         self.log_space = meta["interpolation"] == "log"
         self.shapes = shapes
-        self.extra = extra
         self._shape_index = {tuple(int(v) for v in row): i for i, row in enumerate(shapes)}
         values_s = values_ms.astype(np.float64) * MS
         if self.log_space:
@@ -157,10 +155,6 @@ class KernelTable:
         self.axes = tuple(axes)
         self._coords_lists = tuple(c.tolist() for c in self._coords)
         self._axes_lists = tuple(a.tolist() for a in self.axes)
-
-    @property
-    def shape_columns(self) -> tuple[str, ...]:
-        return tuple(self.meta["shape_columns"])
 
     def shape_index(self, shape: tuple[int, ...]) -> int | None:
         return self._shape_index.get(tuple(int(v) for v in shape))
@@ -263,10 +257,8 @@ class KernelTables:
                 prefix = f"{self.hardware}/{name}/"
                 axes = tuple(np.asarray(self._file[f"{prefix}axis{i}"], dtype=np.float64)
                              for i in range(len(table_meta["axis_columns"])))
-                extra = {key[len(prefix):]: self._file[key] for key in self._file.files
-                         if key.startswith(prefix) and key[len(prefix):] == "distribution"}
                 self._tables[name] = KernelTable(name, table_meta, self._file[prefix + "shapes"],
-                                                 axes, self._file[prefix + "values"], extra)
+                                                 axes, self._file[prefix + "values"])
         return self._tables[name]
 
 

@@ -23,21 +23,16 @@ Batched attention is one kernel call per layer: D decodes at their mean cached l
 kernels split work by sequence and KV head and read every cached token once, so a ragged batch
 costs about what a uniform one with the same total KV does); P chunks as P prompts of the
 uniform length whose causal (query, key) pairs add up to the chunks' own (cached prefixes
-included). A model shape the attention tables lack is mapped to an equivalent measured one
-where one exists (heads h over KV heads g at batch B does the work of h'/g' = h/g at batch
-B g / g': the kernels parallelize over sequences x KV heads), else to the nearest measured
-shape, scaled by the roofline and flagged. Every lookup outside the measured range, or of a
-shape or dtype the tables lack, is the nearest measured point times the roofline's ratio
-between the query and that point, and counts as extrapolated (`lookup_counts`).
+included). `sim.cost.kernel_shapes` says which table and shape price each kernel. A lookup
+outside the measured range, or of a shape or dtype the tables lack, is the nearest measured
+point times the roofline's ratio between the query and that point
+(`sim.cost.kernel_roofline`), and counts as extrapolated (`lookups_extrapolated`, beside
+`lookups_in_range`, over the iterations executed).
 """
 
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import dataclass, fields, replace
-from importlib import resources
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -46,70 +41,19 @@ from policies.types import Plan, StepResult
 from sim.cost import kernel_roofline as roofline
 from sim.cost.coefficients import default_coefficients
 from sim.cost.kernel_roofline import ACTIVATION_BYTES
-from sim.cost.kernel_tables import KernelTable, KernelTables, Row, shipped_tables
+from sim.cost.kernel_shapes import LayerKind, dtype_table, equivalent_prompt, layer_kinds
+from sim.cost.kernel_tables import KernelTables, Row, shipped_tables
+from sim.cost.measured_coefficients import MeasuredCoefficients
 from sim.cost.roofline import CostModel, attended_pairs, plan_shape
-from sim.cost.specs import HardwareSpec, MLASpec, ModelSpec, dtype_bytes
+from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes
 
 UNTABLED_KERNELS_PER_LAYER = 5
 """Small kernels of a decoder layer with no table: two fused residual-add + RMSNorm, rotary
 embedding, the KV-cache write, SiLU-and-mul (vLLM's Llama-style layer)."""
-DEEPSEEK_V3_MLA = MLASpec(kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=128,
-                          v_head_dim=128, q_lora_rank=1536)
-DEEPSEEK_V3_HIDDEN = 7168
-"""The MLA module tables measure DeepSeek-V3's attention module (huggingface.co/deepseek-ai/
-DeepSeek-V3/blob/main/config.json: hidden 7168, q_lora_rank 1536, kv_lora_rank 512,
-qk_rope_head_dim 64, qk_nope_head_dim 128, v_head_dim 128) at several heads per GPU."""
 BATCH_TERMS_CACHE = 4096
 ARRAY_STEPS = 32
 """Decode runs of at least this many steps are priced as arrays (shorter ones cost less
 step by step than numpy's per-call overhead)."""
-TABLE_DTYPES = {"bf16": "bf16", "fp16": "bf16", "fp8": "fp8"}
-"""servesim dtype -> the tables measured at it (fp16 kernels run as fast as bf16 ones)."""
-
-
-@dataclass(frozen=True, slots=True)
-class MeasuredCoefficients:
-    """The measured model's named coefficients (see data/measured_coefficients.json)."""
-
-    step_overhead_s: float
-    per_sequence_overhead_s: float
-    untabled_bandwidth_eff: float
-    untabled_kernel_latency_s: float
-    cuda_graph_max_tokens: int
-    custom_allreduce_max_bytes: float
-    provenance: str = ""
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "provenance":
-                continue
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"measured coefficient {f.name}={value!r} must be a number >= 0")
-        if not 0.0 < self.untabled_bandwidth_eff <= 1.0:
-            raise ValueError(f"untabled_bandwidth_eff={self.untabled_bandwidth_eff} must lie in (0, 1]")
-
-    @classmethod
-    def from_json(cls, data: dict) -> MeasuredCoefficients:
-        known = {f.name for f in fields(cls)}
-        unknown, missing = set(data) - known, known - set(data) - {"provenance"}
-        if unknown or missing:
-            raise ValueError(f"measured coefficients: unknown keys {sorted(unknown)}, missing "
-                             f"{sorted(missing)}")
-        return cls(**data)
-
-
-def measured_coefficients(engine: str = "vllm", path: str | Path | None = None) -> MeasuredCoefficients:
-    """The engine's coefficients from `path` (default: the shipped file)."""
-    try:
-        text = (Path(path).read_text() if path is not None else resources.files("sim.cost")
-                .joinpath("data/measured_coefficients.json").read_text())
-        table = json.loads(text)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read measured coefficients {path}: {exc}") from None
-    if engine not in table:
-        raise ValueError(f"no measured coefficients for engine {engine!r} (have {sorted(table)})")
-    return MeasuredCoefficients.from_json(table[engine])
 
 
 class KernelTime(NamedTuple):
@@ -158,60 +102,6 @@ class MeasuredIterationCost:
     @property
     def time_s(self) -> float:
         return _step_time(self.batch, self.attention)
-
-
-@dataclass(frozen=True, slots=True)
-class _Attention:
-    """Where one phase of a layer kind's attention is looked up: the table and shape row, the
-    batch multiplier of an equivalent shape, the window the table's kernel applies (None: full
-    attention), whether shape and dtypes are the model's own, and what the table measured (for
-    the roofline ratio of an extrapolation)."""
-
-    table: KernelTable
-    shape_index: int
-    batch_factor: float
-    table_window: int | None
-    exact: bool
-    table_shape: tuple[int, int, int]
-    table_kv_bytes: float
-    table_weight_bytes: float
-    mla: bool
-
-    def anchor_s(self, hardware: HardwareSpec, phase: str, batch: float, length: float) -> float:
-        """Roofline time of the table's own kernel at a point of its grid."""
-        if self.mla:
-            return roofline.mla_module_s(hardware, phase, batch, length, self.table_shape[0],
-                                         DEEPSEEK_V3_HIDDEN, DEEPSEEK_V3_MLA,
-                                         self.table_weight_bytes, self.table_kv_bytes)
-        if phase == "context" and self.table_window is not None:
-            length = _equivalent_prompt(attended_pairs(0, round(length), self.table_window), None)
-        return roofline.attention_s(hardware, phase, batch, length, self.table_shape,
-                                    self.table_kv_bytes)
-
-
-@dataclass(frozen=True, slots=True)
-class _LayerKind:
-    """Layers that attend alike (global, sliding-window local, or MLA), and where their
-    prefill and decode attention are looked up (None: no table on this hardware)."""
-
-    name: str
-    layers: int
-    window: int | None
-    context: _Attention | None
-    generation: _Attention | None
-    decode_name: str = ""
-    prefill_name: str = ""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "decode_name", f"decode attention {self.name}")
-        object.__setattr__(self, "prefill_name", f"prefill attention {self.name}")
-
-    @property
-    def decode_capped(self) -> bool:
-        """Decodes read the window-capped KV: a full-attention table stands in for the
-        windowed kernel."""
-        return self.window is not None and (self.generation is None
-                                            or self.generation.table_window is None)
 
 
 class MeasuredCostModel:
@@ -274,18 +164,9 @@ class MeasuredCostModel:
         self._heads = m.num_heads // tp
         self._kv_heads = max(1, m.num_kv_heads // tp)
         self._gemms = self._gemm_shapes()
-        self._gemm_table, self._gemm_native = self._table_for("gemm", self.weight_dtype)
+        self._gemm_table, self._gemm_native = dtype_table(self.tables, "gemm", self.weight_dtype)
         self._gemm_table_bytes = 1.0 if self._gemm_native and self._weight_bytes == 1.0 else 2.0
-        if m.mla is not None:
-            kinds = [_LayerKind("mla", m.num_attention_layers, None, self._resolve_mla("context"),
-                                self._resolve_mla("generation"))]
-        else:
-            kinds = [_LayerKind(kind, m.count_layers(kind), window,
-                                self._resolve_attention("context", window),
-                                self._resolve_attention("generation", window))
-                     for kind, window in (("global", None), ("local", m.sliding_window))
-                     if m.count_layers(kind)]
-        self._kinds = tuple(kinds)
+        self._kinds = layer_kinds(self.tables, m, tp, self.weight_dtype, self.kv_dtype)
 
         d = m.attn_head_dim
         up = 2 if m.gated_mlp else 1
@@ -327,66 +208,6 @@ class MeasuredCostModel:
             gemms += [("shared gate_up", up * shared, m.hidden_size, m.num_moe_layers),
                       ("shared down", m.hidden_size, shared, m.num_moe_layers)]
         return [g for g in gemms if g[1] and g[2] and g[3]]
-
-    def _table_for(self, family: str, dtype: str) -> tuple[KernelTable, bool]:
-        """The `family/<dtype>` table measured at `dtype`, else the bf16 one (not native)."""
-        native = TABLE_DTYPES.get(dtype)
-        if native is not None:
-            table = self.tables.get(f"{family}/{native}")
-            if table is not None:
-                return table, True
-        table = self.tables.get(f"{family}/bf16")
-        if table is None:
-            raise ValueError(f"the {self.tables.engine} kernel tables of {self.hardware.name} "
-                             f"have no {family} table")
-        return table, False
-
-    def _resolve_attention(self, phase: str, window: int | None) -> _Attention:
-        """The table and shape for this model's attention (see `_equivalent_shape`): the KV
-        dtype's own table first, the window's own table before the full-attention one; else
-        the nearest measured shape (not exact)."""
-        h, g, d = self._heads, self._kv_heads, self.model.attn_head_dim
-        native = TABLE_DTYPES.get(self.kv_dtype)
-        for kv in ([native] if native else []) + ["bf16"]:
-            for table_window in ([window] if window else []) + [None]:
-                table = self.tables.get(f"{phase}_attention/{kv}/window{table_window or 0}")
-                found = _equivalent_shape(table, h, g, d) if table is not None else None
-                if found is not None:
-                    return self._attention_at(table, *found, table_window, kv == native)
-        table = self.tables.get(f"{phase}_attention/bf16/window0")
-        if table is None:
-            raise ValueError(f"the {self.tables.engine} kernel tables of {self.hardware.name} "
-                             f"have no {phase} attention table")
-        return self._attention_at(table, table.nearest_shape((h, g, d)), 1.0, None, False)
-
-    @staticmethod
-    def _attention_at(table: KernelTable, index: int, factor: float, window: int | None,
-                      exact: bool) -> _Attention:
-        kv = table.meta["filters"]["kv_cache_dtype"]
-        shape = tuple(int(v) for v in table.shapes[index])
-        return _Attention(table, index, factor, window, exact, shape,
-                          dtype_bytes("fp8" if kv == "fp8" else "bf16"), 2.0, False)
-
-    def _resolve_mla(self, phase: str) -> _Attention | None:
-        """The MLA module table at this model's heads per GPU (None: no MLA tables here).
-        Exact only for DeepSeek-V3's MLA and hidden size at the model's dtypes."""
-        native_kv = TABLE_DTYPES.get(self.kv_dtype)
-        native_gemm = TABLE_DTYPES.get(self.weight_dtype)
-        for kv in ([native_kv] if native_kv else []) + ["bf16"]:
-            for gemm in ([native_gemm] if native_gemm else []) + ["bf16"]:
-                table = self.tables.get(f"mla_{phase}/{kv}/{gemm}")
-                if table is None:
-                    continue
-                index = table.shape_index((self._heads,))
-                exact = (index is not None and kv == native_kv and gemm == native_gemm
-                         and self.model.mla == DEEPSEEK_V3_MLA
-                         and self.model.hidden_size == DEEPSEEK_V3_HIDDEN)
-                if index is None:
-                    index = table.nearest_shape((self._heads,))
-                return _Attention(table, index, 1.0, None, exact,
-                                  (int(table.shapes[index][0]), 1, 0), dtype_bytes(kv),
-                                  dtype_bytes(gemm), True)
-        return None
 
     # ---- iteration cost -----------------------------------------------------------------
     def breakdown(self, new_tokens: list[int], context_tokens: list[int],
@@ -486,7 +307,7 @@ class MeasuredCostModel:
     def _moe(self, tokens: int) -> KernelTime:
         m, moe = self.model, self.model.moe
         assert moe is not None
-        table, native = self._table_for("moe", self.weight_dtype)
+        table, native = dtype_table(self.tables, "moe", self.weight_dtype)
         shape = (m.hidden_size, moe.expert_intermediate_size, moe.experts_per_token,
                  moe.num_experts, self.tp)
         index = table.shape_index(shape)
@@ -567,7 +388,7 @@ class MeasuredCostModel:
             per_kind.append([price(kind, num_decodes, tokens / num_decodes, row) for tokens in kv])
         return list(zip(*per_kind))
 
-    def _decode_kernel(self, kind: _LayerKind, num_decodes: int, length: float,
+    def _decode_kernel(self, kind: LayerKind, num_decodes: int, length: float,
                        row: Row | None) -> KernelTime:
         where = kind.generation
         if where is None or row is None:
@@ -581,7 +402,7 @@ class MeasuredCostModel:
                                         where.anchor_s(self.hardware, "generation", *anchor))
         return KernelTime(kind.decode_name, kind.layers * time_s, True)
 
-    def _row(self, kind: _LayerKind, num_decodes: int) -> Row | None:
+    def _row(self, kind: LayerKind, num_decodes: int) -> Row | None:
         """The decode table of `kind` at a batch of `num_decodes` (cached per batch size;
         None when this hardware has no table for it)."""
         key = (kind.name, num_decodes)
@@ -599,7 +420,7 @@ class MeasuredCostModel:
         kernels = []
         for kind in self._kinds:
             pairs_per_row = sum(attended_pairs(ctx, n, kind.window) for n, ctx in chunks) / count
-            prompt = _equivalent_prompt(pairs_per_row, None)
+            prompt = equivalent_prompt(pairs_per_row, None)
             name = kind.prefill_name
             where = kind.context
             if where is None:
@@ -607,7 +428,7 @@ class MeasuredCostModel:
                     "context", count, prompt), True))
                 continue
             point = (count * where.batch_factor,
-                     _equivalent_prompt(pairs_per_row, where.table_window))
+                     equivalent_prompt(pairs_per_row, where.table_window))
             key = (kind.prefill_name, count)
             row = self._rows.get(key)
             if row is None:
@@ -711,31 +532,3 @@ class MeasuredCostModel:
 # ---- helpers ------------------------------------------------------------------------------
 def _ratio(query_s: float, anchor_s: float) -> float:
     return query_s / anchor_s if anchor_s > 0 else 1.0
-
-
-def _equivalent_shape(table: KernelTable, heads: int, kv_heads: int,
-                      head_dim: int) -> tuple[int, float] | None:
-    """(shape index, batch factor) of an attention shape in `table`: the shape itself, else
-    heads h' over fewer KV heads g' with h'/g' = h/g at g/g' times the batch (the same work:
-    the kernels parallelize over sequences x KV heads, each KV head serving its group)."""
-    index = table.shape_index((heads, kv_heads, head_dim))
-    if index is not None:
-        return index, 1.0
-    if heads % kv_heads:
-        return None
-    group = heads // kv_heads
-    measured_kv = sorted({int(s[1]) for s in table.shapes if int(s[2]) == head_dim}, reverse=True)
-    for kv in measured_kv:
-        if kv < kv_heads and kv_heads % kv == 0:
-            index = table.shape_index((group * kv, kv, head_dim))
-            if index is not None:
-                return index, kv_heads / kv
-    return None
-
-
-def _equivalent_prompt(pairs_per_row: float, window: int | None) -> float:
-    """The prompt length whose causal prefill attends `pairs_per_row` (query, key) pairs
-    (each query seeing at most `window` keys when a window is given)."""
-    if window is not None and pairs_per_row > window * (window + 1) / 2:
-        return window + (pairs_per_row - window * (window + 1) / 2) / window
-    return (math.sqrt(1.0 + 8.0 * pairs_per_row) - 1.0) / 2.0
