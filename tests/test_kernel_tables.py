@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sim.cli import main
 from sim.cost.kernel_build import build
 from sim.cost.kernel_tables import KernelTables, lerp, shipped_tables
 from tests.helpers import SHARED
@@ -23,7 +24,7 @@ needs_source = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> tuple[Path, Path, dict]:
+def built(tmp_path_factory) -> tuple[Path, Path, dict, Path]:
     """A table built from a subset of the H100 files: GEMMs, both vLLM versions of attention
     (the newer must win), the custom all-reduce and NCCL."""
     pytest.importorskip("pyarrow")
@@ -36,7 +37,7 @@ def built(tmp_path_factory) -> tuple[Path, Path, dict]:
     out = root.parent / "table" / "vllm.npz"
     meta = build(root, out, build_date="2026-12-05", source_commit="095f58a",
                  source_path="aic-core/src/aiconfigurator_core/systems/")
-    return source, out, meta
+    return source, out, meta, root
 
 
 def _parquet_rows(path: Path) -> dict[str, np.ndarray]:
@@ -48,7 +49,7 @@ def _parquet_rows(path: Path) -> dict[str, np.ndarray]:
 
 @needs_source
 def test_built_table_holds_the_parquet_rows_at_their_grid_points(built):
-    source, out, _ = built
+    source, out, _, _ = built
     tables = KernelTables(out, "h100")
     rows = _parquet_rows(source / "gemm/vllm/0.24.0/gemm_perf.parquet")
     gemm = tables.get("gemm/bf16")
@@ -73,7 +74,7 @@ def test_built_table_holds_the_parquet_rows_at_their_grid_points(built):
 
 @needs_source
 def test_build_keeps_the_newest_version_and_records_provenance(built):
-    _, out, meta = built
+    _, out, meta, _ = built
     entry = meta["hardware"]["h100"]
     assert entry["engine_version"] == "0.24.0"
     assert entry["tables"]["generation_attention/bf16/window0"]["version"] == "0.24.0"
@@ -85,6 +86,25 @@ def test_build_keeps_the_newest_version_and_records_provenance(built):
         (AICONFIGURATOR / "LICENSE").read_text()[:200])
     stored = json.loads(str(np.load(out)["meta"]))
     assert stored == meta
+
+
+@needs_source
+def test_calibrate_kernels_command_builds_and_reports(built, tmp_path, capsys):
+    _, _, meta, root = built
+    out = tmp_path / "cli" / "vllm.npz"
+    assert main(["calibrate", "--kernels", str(root), "--out", str(out), "--date", "2026-12-05",
+                 "--source-commit", "095f58a", "--source-path", "systems/"]) == 0
+    printed = capsys.readouterr().out
+    assert "h100: vLLM 0.24.0" in printed and "gemm/bf16: 35742 rows" in printed
+    assert KernelTables(out, "h100").meta["hardware"] == meta["hardware"]
+
+
+def test_calibrate_kernels_command_errors_are_one_line(tmp_path, capsys):
+    assert main(["calibrate", "--kernels", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == "error: give --out FILE.npz: where to write the kernel table\n"
+    assert main(["calibrate", "--kernels", str(tmp_path), "--out", str(tmp_path / "t.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no data/ folder" in err and err.count("\n") == 1
 
 
 def test_build_rejects_bad_inputs(tmp_path):
