@@ -171,12 +171,16 @@ class MeasuredCostModel:
         d = m.attn_head_dim
         up = 2 if m.gated_mlp else 1
         inter = m.intermediate_size if m.moe is None else m.moe.expert_intermediate_size
-        # Bytes the untabled kernels of one layer move per token (read + write, per rank).
+        # Bytes the untabled kernels move per token (read + write, per rank): every layer's
+        # two norms and activation; rotary and the KV write in attention layers (MLA's are
+        # inside its module tables).
         norms = 2 * 4 * m.hidden_size * ACTIVATION_BYTES
-        rotary = 2 * (self._heads + self._kv_heads) * d * ACTIVATION_BYTES if m.mla is None else 0.0
-        kv_write = 2 * self._kv_heads * d * (ACTIVATION_BYTES + self._kv_bytes) if m.mla is None else 0.0
         activation = (up + 1) * inter / tp * ACTIVATION_BYTES if m.gated_mlp else 0.0
-        self._untabled_bytes_per_token = m.num_layers * (norms + rotary + kv_write + activation)
+        rotary = 2 * (self._heads + self._kv_heads) * d * ACTIVATION_BYTES
+        kv_write = 2 * self._kv_heads * d * (ACTIVATION_BYTES + self._kv_bytes)
+        attention_layers = m.num_attention_layers if m.mla is None else 0
+        self._untabled_bytes_per_token = (m.num_layers * (norms + activation)
+                                          + attention_layers * (rotary + kv_write))
         self._untabled_kernels = m.num_layers * UNTABLED_KERNELS_PER_LAYER
         self._ssm_layers = m.count_layers("ssm")
         self._ssm_state_bytes_rank = m.ssm_state_bytes(self.kv_dtype) / tp
