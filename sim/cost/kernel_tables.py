@@ -7,7 +7,7 @@ most tables (latency grows about linearly in tokens, batch, KV length and GEMM d
 which multilinear interpolation reproduces exactly), and in log-log space for context
 attention and MoE, whose cost grows as a power of the input length or token count. A query
 outside the measured range (or in a cell with an unmeasured corner) is answered at an anchor,
-the nearest point that was measured, and flagged: the caller scales it by the roofline's ratio
+the nearest point inside the measured range, and flagged: the caller scales it by the roofline's ratio
 between the query and the anchor (`Lookup.anchor`), and counts it as extrapolated.
 
 Interpolation error, measured by leaving out every interior grid point in turn and predicting it
@@ -34,8 +34,8 @@ MS = 1e-3
 
 class Lookup(NamedTuple):
     """A table's latency at a query point. In range, `value_s` is the query's own and
-    `anchor` is None; otherwise it is the latency at `anchor`, the nearest measured point, for
-    the caller to scale."""
+    `anchor` is None; otherwise it is the latency at `anchor`, the nearest point inside the
+    measured range, for the caller to scale."""
 
     value_s: float
     in_range: bool
