@@ -16,6 +16,11 @@ their speed ratio. Times cover trace loading, resolve and simulate; CPU seconds 
 thread the simulator runs on) are reported beside wall seconds because this machine is shared.
 The baseline of a case larger than --baseline-cap requests runs on its first --baseline-cap
 requests instead, and the ratio compares requests per CPU-second.
+
+Last, the cost models on the bundled trace (Llama-3-8B/H100, fast-forward on): the roofline
+and the measured model (`--cost-model measured`), each the fastest of --repeats fresh runs by
+CPU time, and the measured model's CPU time as a multiple of the roofline's (target: at most
+1.5x).
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ POLICIES = {
 }
 VIDUR = {"model": "llama-2-70b", "tp": 2, "hardware": "a100", "block_size": 16,
          "max_num_seqs": 128}
+BUNDLED = {"model": "llama-3-8b", "hardware": "h100"}
+"""The bundled trace (no `trace` option) with the replay defaults."""
+COST_MODELS_CASE = "bundled cost models"
 
 CHILD = """
 import json, resource, sys, time
@@ -110,6 +118,8 @@ def main() -> int:
     parser.add_argument("--baseline-cap", type=int, default=100_000,
                         help="run the baseline of bigger cases on their first N requests")
     parser.add_argument("--out", help="also write the results as JSON here")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of each cost model on the bundled trace (fastest kept)")
     args = parser.parse_args()
     results = {}
     print(f"{'case':<38} {'requests':>9} {'wall s':>7} {'cpu s':>7} {'req/cpu-s':>9} "
@@ -142,9 +152,31 @@ def main() -> int:
               f"{fast['requests_per_cpu_s']:>9.0f} {fast['peak_rss_mib']:>8.0f} "
               f"{base['cpu_s']:>9.2f}{'*' if capped else ' '} {speedup:>6.1f}x", flush=True)
     print("* baseline on the first --baseline-cap requests; speedup in requests per CPU-second")
+    if not args.only or any(part in COST_MODELS_CASE for part in args.only):
+        results[COST_MODELS_CASE] = compare_cost_models(args.repeats)
     if args.out:
         write_results(results, Path(args.out))
     return 0
+
+
+def compare_cost_models(repeats: int) -> dict:
+    """CPU time of the roofline and the measured model on the bundled trace, and their ratio."""
+    print(f"\n{'cost model (bundled trace)':<38} {'requests':>9} {'iterations':>10} {'cpu s':>7} "
+          f"{'ratio':>7}")
+    fastest = {}
+    for cost_model in ("roofline", "measured"):
+        runs = [run_case({**BUNDLED, "cost_model": cost_model}) for _ in range(max(1, repeats))]
+        errors = [run["error"] for run in runs if "error" in run]
+        if errors:
+            print(f"{cost_model:<38} error: {errors[0]}")
+            return {"error": errors[0]}
+        fastest[cost_model] = min(runs, key=lambda run: run["cpu_s"])
+    roofline_cpu_s = fastest["roofline"]["cpu_s"]
+    for cost_model, run in fastest.items():
+        print(f"{run['summary']['cost_model']:<38} {run['requests']:>9} "
+              f"{run['summary']['iterations']:>10} {run['cpu_s']:>7.2f} "
+              f"{run['cpu_s'] / roofline_cpu_s:>6.2f}x", flush=True)
+    return {**fastest, "measured_cpu_ratio": fastest["measured"]["cpu_s"] / roofline_cpu_s}
 
 
 def write_results(results: dict, path: Path) -> None:

@@ -17,6 +17,7 @@ from policies.registry import ALLOCATORS, SCHEDULERS, lookup
 from policies.types import Sequence
 from sim.config import SimConfig
 from sim.cost.memory import MemoryBudget, kv_budget, kv_layout
+from sim.cost.measured import MeasuredCostModel
 from sim.cost.roofline import CostModel
 from sim.machine_speed import SpeedScaledExecutor
 from sim.metrics import summarize
@@ -28,19 +29,44 @@ from traces.closed_loop import ClosedLoop
 ProgressFn = Callable[[int, int], None]
 
 
+SimCostModel = CostModel | MeasuredCostModel
 CostModelFactory = Callable[..., CostModel]
 """`CostModel` or a subclass (or any callable with its signature) that observes iterations."""
 
 
-def build_cost_model(config: SimConfig, cost_model: CostModelFactory = CostModel) -> CostModel:
+def build_cost_model(config: SimConfig, cost_model: CostModelFactory | None = None) -> SimCostModel:
+    """The configured cost model (`--cost-model`); `cost_model` replaces the roofline's class
+    (an observing subclass), and only prices with the roofline."""
     o = config.options
-    return cost_model(config.model, config.hardware, config.coefficients, tp=o.tp, pp=o.pp,
-                      weight_dtype=o.weight_dtype, kv_dtype=o.kv_dtype)
+    if config.measured is not None:
+        if cost_model is not None:
+            raise ValueError("a cost-model factory observes the roofline; --cost-model measured "
+                             "runs without one")
+        return MeasuredCostModel(config.model, config.hardware, config.measured, tp=o.tp,
+                                 pp=o.pp, weight_dtype=o.weight_dtype, kv_dtype=o.kv_dtype)
+    return (cost_model or CostModel)(config.model, config.hardware, config.coefficients, tp=o.tp,
+                                     pp=o.pp, weight_dtype=o.weight_dtype, kv_dtype=o.kv_dtype)
+
+
+def cost_model_summary(costs: list[SimCostModel]) -> dict[str, object]:
+    """summary.json's `cost_model` (e.g. `roofline`, `measured:vllm-0.24.0/h100`) and, for the
+    measured model, how many kernel lookups of the executed iterations were inside the
+    measured ranges and how many were extrapolated by the roofline."""
+    summary: dict[str, object] = {"cost_model": costs[0].name}
+    measured = [c for c in costs if isinstance(c, MeasuredCostModel)]
+    if measured:
+        in_range = sum(c.lookups_in_range for c in measured)
+        extrapolated = sum(c.lookups_extrapolated for c in measured)
+        total = in_range + extrapolated
+        summary.update(kernel_lookups_in_range=in_range,
+                       kernel_lookups_extrapolated=extrapolated,
+                       kernel_lookups_in_range_share=in_range / total if total else None)
+    return summary
 
 
 def build_engine(
     config: SimConfig,
-    cost: CostModel,
+    cost: SimCostModel,
     on_done: Callable[[Sequence], None] | None = None,
     executor_for: Callable[[KVAllocator], Executor] | None = None,
     beams: BeamReparenter | None = None,
@@ -98,13 +124,13 @@ def build_engine(
 
 def simulate(
     config: SimConfig, progress: ProgressFn | None = None, *,
-    cost_model: CostModelFactory = CostModel,
+    cost_model: CostModelFactory | None = None,
 ) -> Results:
     """Replay `config.trace` on the configured replicas (see `sim.cluster`);
     `progress(done, total)` is called as requests complete.
 
-    `cost_model` builds each engine's cost model, in engine order (one each, so an observing
-    subclass such as the dashboard's `sim.cost.intensity.RecordingCostModel` sees one
+    `cost_model` builds each engine's roofline cost model, in engine order (one each, so an
+    observing subclass such as the dashboard's `sim.cost.intensity.RecordingCostModel` sees one
     engine's iterations in that engine's order).
     """
     total = config.trace.num_rows
@@ -119,10 +145,11 @@ def simulate(
 
     cost = build_cost_model(config)
     budgets: list[MemoryBudget | None] = []
+    engine_costs: list[SimCostModel] = []
 
     def engine_factory(callback: Callable[[Sequence], None]) -> Engine:
-        engine, budget = build_engine(config, build_cost_model(config, cost_model), callback,
-                                      now=lambda: env.now)
+        engine_costs.append(build_cost_model(config, cost_model))
+        engine, budget = build_engine(config, engine_costs[-1], callback, now=lambda: env.now)
         budgets.append(budget)
         return engine
 
@@ -135,6 +162,6 @@ def simulate(
         env.process(cluster.arrivals(trace.requests))
     env.run(until=config.options.horizon_s)
     engines = cluster.engines
-    summary = summarize(config, engines, env.now)
+    summary = summarize(config, engines, env.now) | cost_model_summary(engine_costs)
     return Results(config=config, engines=engines, memory=budgets[0], summary=summary,
                    end_s=env.now)

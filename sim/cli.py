@@ -80,6 +80,8 @@ OPTION_HELP = {
     "kv_dtype": "KV cache dtype",
     "calibration": "coefficients JSON from servesim calibrate, or shared-fit (fits to the"
                    " shared A100/H100 profiles)",
+    "cost_model": "roofline: FLOPs and bytes against datasheet peaks; measured: kernel "
+                  "latencies measured inside vLLM (a100, h100, h200, l40s, b200), interpolated",
     "speed_trace": "a real run's measured machine speed (speed.csv from servesim validate): "
                    "scale each step's overhead and roofline terms by the machine's speed "
                    "factors at its start",

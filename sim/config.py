@@ -20,6 +20,8 @@ from traces import inference_perf
 from policies.registry import ALLOCATORS, ROUTERS, SCHEDULERS, SPECULATORS, lookup
 from sim.cost.catalog import get_hardware, get_model
 from sim.cost.coefficients import Coefficients, default_coefficients, load_coefficients
+from sim.cost.kernel_tables import shipped_tables
+from sim.cost.measured_coefficients import MeasuredCoefficients, measured_coefficients
 from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes
 from sim.machine_speed import SpeedTrace, read_speed_trace
 from sim.spec.acceptance import DEFAULT_ACCEPTANCE, AcceptanceModel, parse_acceptance
@@ -86,6 +88,9 @@ class ReplayOptions:
     weight_dtype: str = "bf16"
     kv_dtype: str = "bf16"
     calibration: str | None = None
+    cost_model: str = "roofline"
+    """`roofline`: FLOPs and bytes against peaks (`sim.cost.roofline`); `measured`: kernel
+    latencies measured inside vLLM (`sim.cost.measured`)."""
     speed_trace: str | None = None
     """A real run's measured machine speed (`sim.machine_speed`): each step's price is scaled
     by the factors at its start (overhead and roofline terms apart), to replay a run on a
@@ -111,7 +116,8 @@ class ReplayOptions:
     pace: str = "trace"
     """`trace`: requests arrive at their trace times; `asap`: all at 0 s, in trace order."""
     executor: str = "sim"
-    """`sim`: the roofline cost model in simulated time; `real`: the torch backend, wall clock."""
+    """`sim`: the cost model (`cost_model`) in simulated time; `real`: the torch backend,
+    wall clock."""
     weights: str | None = None
     """Real executor: a local Hugging Face directory of safetensors for --model."""
     temperature: float = 0.0
@@ -197,6 +203,8 @@ class SimConfig:
     tiny_draft_model: ModelSpec | None = None
     speed: SpeedTrace | None = None
     """`--speed-trace`, read; None without one."""
+    measured: MeasuredCoefficients | None = None
+    """`--cost-model measured`: its coefficients (the kernel tables load with the cost model)."""
 
 
 def load_workload(options: ReplayOptions) -> trace_io.Trace:
@@ -258,6 +266,7 @@ def parse_priority_mix(text: str) -> list[float]:
 
 PACES = ("trace", "asap")
 EXECUTORS = ("sim", "real")
+COST_MODELS = ("roofline", "measured")
 
 
 def _check_run_mode(options: ReplayOptions) -> None:
@@ -277,6 +286,27 @@ def _check_run_mode(options: ReplayOptions) -> None:
     elif options.speed_trace is not None:
         raise ValueError("--speed-trace replays a measured machine speed in the simulator; "
                          "the real executor runs at whatever speed the machine has")
+    if options.cost_model not in COST_MODELS:
+        raise ValueError(f"unknown cost model {options.cost_model!r}; choose one of: "
+                         f"{', '.join(COST_MODELS)}")
+    if options.cost_model == "measured":
+        given = [flag for flag, value in (("--executor real", options.executor == "real"),
+                                          ("--pp", options.pp != 1),
+                                          ("--calibration", options.calibration is not None),
+                                          ("--speed-trace", options.speed_trace is not None))
+                 if value]
+        if given:
+            raise ValueError(f"--cost-model measured does not combine with {', '.join(given)} "
+                             "(it prices one pipeline stage in simulated time from its own "
+                             "tables and coefficients); use --cost-model roofline")
+
+
+def _measured(options: ReplayOptions, hardware: HardwareSpec) -> MeasuredCoefficients | None:
+    """The measured model's coefficients, after checking its tables cover `hardware`."""
+    if options.cost_model != "measured":
+        return None
+    shipped_tables(hardware.name)
+    return measured_coefficients()
 
 
 def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimConfig:
@@ -344,7 +374,7 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
         parse_acceptance(options.spec_acceptance)  # unused, but a bad value is still an error
     speed = read_speed_trace(options.speed_trace) if options.speed_trace else None
     return SimConfig(trace, model, hardware, coefficients, options, max_model_len, max_tokens,
-                     policy_options, acceptance, draft, tiny, speed)
+                     policy_options, acceptance, draft, tiny, speed, _measured(options, hardware))
 
 
 def _resolve_speculation(

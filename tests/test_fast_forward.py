@@ -6,7 +6,8 @@ value within 1e-9 relative (the issue's bound; the construction in fact gives eq
 every request's status, token counts, preemptions and token times, and every row of every
 replica's iteration log. Cases cover each scheduler, allocator, preemption mode, forks, beams,
 speculation, routers, disaggregation, pipeline and tensor parallelism, sliding-window, MoE and
-hybrid models, and runs cut by a horizon; workloads are sized to queue, preempt and evict.
+hybrid models, and runs cut by a horizon; workloads are sized to queue, preempt and evict;
+and again with the measured cost model.
 """
 
 from __future__ import annotations
@@ -54,6 +55,27 @@ CASES = {
     "horizon": dict(HEAVY, horizon_s=20.0),
 }
 
+MEASURED_CASES = {
+    "continuous paged heavy": dict(HEAVY),
+    "chunked prefix tight": dict(TIGHT, scheduler="chunked", allocator="paged-prefix",
+                                 token_budget=512, chunked_order="prefill-first"),
+    "draft speculation": dict(LIGHT, speculator="draft", draft_model="llama-3.2-1b"),
+    "tensor parallel": dict(HEAVY, model="llama-3-70b", tp=4),
+    "sliding window": dict(HEAVY, model="gemma-3-12b"),
+    "moe": dict(HEAVY, model="mixtral-8x7b", tp=2),
+    "mla": dict(HEAVY, model="deepseek-v2-lite"),
+    "hybrid ssm": dict(HEAVY, model="jamba-v0.1", tp=4),
+    "long runs": dict(trace="synthetic:n=30,arrivals=poisson:0.2,prompt=fixed:100,"
+                            "output=fixed:600"),
+    # 64 sequences decode past the 8,191 cached tokens the batch-64 decode row was measured
+    # to: runs priced as arrays fall back to step-by-step pricing for the steps beyond.
+    "past the measured range": dict(model="llama-3.1-8b", pace="asap", max_num_seqs=64,
+                                    max_num_batched_tokens=16384,
+                                    trace="synthetic:n=64,arrivals=poisson:1000,"
+                                          "prompt=fixed:8150,output=fixed:120"),
+}
+"""Cases replayed again with `--cost-model measured` (pipeline parallelism is roofline-only)."""
+
 
 def _run(options: dict, fast_forward: bool):
     return simulate(resolve(ReplayOptions(fast_forward=fast_forward, **options)))
@@ -82,6 +104,14 @@ def assert_same_results(off, on) -> None:
 @pytest.mark.parametrize("name", list(CASES))
 def test_fast_forward_leaves_every_result_unchanged(name):
     assert_same_results(_run(CASES[name], False), _run(CASES[name], True))
+
+
+@pytest.mark.parametrize("name", list(MEASURED_CASES))
+def test_fast_forward_leaves_measured_results_unchanged(name):
+    options = dict(MEASURED_CASES[name], cost_model="measured")
+    off, on = _run(options, False), _run(options, True)
+    assert_same_results(off, on)
+    assert on.summary["kernel_lookups_in_range"] > 0
 
 
 def _count_steps(monkeypatch) -> list[int]:
@@ -123,16 +153,17 @@ def test_fast_forward_off_steps_every_iteration(monkeypatch):
     queue_policy=st.sampled_from(["fcfs", "spf", "srpt"]),
     replicas=st.sampled_from([1, 2]),
     seed=st.integers(0, 3),
+    cost_model=st.sampled_from(["roofline", "measured"]),
 )
 def test_fast_forward_equality_holds_for_drawn_configs(scheduler, allocator, rate_scale,
                                                        num_gpu_blocks, block_size, max_num_seqs,
                                                        n, preemption, queue_policy, replicas,
-                                                       seed):
+                                                       seed, cost_model):
     options = dict(max_requests=60, scheduler=scheduler, allocator=allocator,
                    rate_scale=rate_scale, num_gpu_blocks=num_gpu_blocks, block_size=block_size,
                    max_num_seqs=max_num_seqs, n=n, preemption=preemption,
                    queue_policy=queue_policy, replicas=replicas, router="least-outstanding",
-                   swap_space_gb=0.02, seed=seed)
+                   swap_space_gb=0.02, seed=seed, cost_model=cost_model)
     assert_same_results(_run(options, False), _run(options, True))
 
 

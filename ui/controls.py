@@ -66,8 +66,9 @@ COLLAPSED_SECTIONS = ("Replicas and router", "Speculative decoding", "Other")
 WORKLOAD_OPTIONS = ("trace", "trace_format", "arrivals", "max_requests", "window_start_s",
                     "window_end_s", "rate_scale", "seed", "horizon_s")
 SLO_OPTIONS = ("slo_ttft_s", "slo_tpot_s")
-SERVER_ONLY = ("calibration",)
-"""Options naming files on the server; the dashboard leaves them at their defaults."""
+SERVER_ONLY = ("calibration", "cost_model")
+"""Options the dashboard leaves at their defaults: files on the server, and the cost model
+(its roofline view records the roofline's FLOPs and bytes, which the measured model has not)."""
 
 TRACE_SOURCES = ("bundled", "upload", "synthetic", "spec")
 """`spec` takes the CLI's generated-workload strings (`synthetic:...`, `sessions:...`), not paths."""

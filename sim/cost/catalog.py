@@ -142,6 +142,14 @@ _HARDWARE: list[HardwareSpec] = [
                  "fp16": 362 * TFLOPS, "fp8": 733 * TFLOPS, "int8": 733 * TFLOPS},
                  mem_bandwidth_bytes_s=864 * GB, mem_capacity_bytes=48 * GB,
                  interconnect_bandwidth_bytes_s=32 * GB, host_link_bandwidth_bytes_s=32 * GB),
+    # NVIDIA Blackwell datasheet, HGX B200 column, per GPU (8 GPUs: 36 PFLOPS BF16 and 72 FP8
+    # with sparsity, 1,440 GB HBM3e at 62 TB/s): BF16 2,250 TFLOPS dense, FP8 4,500 dense,
+    # 180 GB at 7.7 TB/s; NVLink 5 1.8 TB/s bidirectional (900 per direction); hosts on
+    # PCIe Gen5 x16 (64 GB/s per direction).
+    HardwareSpec("b200", "NVIDIA B200-SXM-180GB", peak_flops={"bf16": 2250 * TFLOPS,
+                 "fp16": 2250 * TFLOPS, "fp8": 4500 * TFLOPS, "int8": 4500 * TFLOPS},
+                 mem_bandwidth_bytes_s=7700 * GB, mem_capacity_bytes=180 * GB,
+                 interconnect_bandwidth_bytes_s=900 * GB, host_link_bandwidth_bytes_s=64 * GB),
     # A nominal 2-core x86-64 server slice (the CI/dev machine class): 2 cores x 3 GHz x 32
     # fp32 FLOP/cycle (two AVX2 FMA units), ~20 GB/s DRAM, 24 GiB. Peaks are nominal: the real
     # backend's profiles replace them through calibration. "Interconnect" is shared memory.
@@ -166,6 +174,7 @@ HARDWARE_ALIASES: dict[str, str] = {
     "h100-sxm": "h100",
     "h100-80gb": "h100",
     "h200-sxm": "h200",
+    "b200-sxm": "b200",
 }
 
 

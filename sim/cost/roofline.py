@@ -179,6 +179,11 @@ class CostModel:
         self._num_allreduces = 2 * m.num_layers
 
     @property
+    def name(self) -> str:
+        """What summary.json's `cost_model` says."""
+        return "roofline"
+
+    @property
     def kv_bytes_per_token_replica(self) -> float:
         """KV bytes one token takes across the whole TP group (replicated heads count twice)."""
         return self._kv_bytes_per_token_rank * self.tp
@@ -199,10 +204,10 @@ class CostModel:
         global_kv = local_kv = 0
         window = self.model.sliding_window or 0
         for n, ctx in zip(new_tokens, context_tokens):
-            global_pairs += _attended_pairs(ctx, n, None)
+            global_pairs += attended_pairs(ctx, n, None)
             global_kv += ctx + n
             if window:
-                local_pairs += _attended_pairs(ctx, n, window)
+                local_pairs += attended_pairs(ctx, n, window)
                 local_kv += min(ctx, window) + n
         return self._cost(num_seqs, sum(new_tokens),
                           num_seqs if num_sampling is None else num_sampling,
@@ -349,26 +354,13 @@ class CostModel:
         return self.iteration_time([1] * len(context_tokens), context_tokens)
 
     # ---- Executor protocol --------------------------------------------------------------
-    def _plan_shape(self, plan: Plan) -> tuple[list[int], list[int], int]:
-        """(new tokens, context tokens, sampled positions) of a plan's rows; padding rows
-        compute like real ones (static batching)."""
-        chunks = plan.chunks + plan.padding
-        new = [ch.num_new_tokens for ch in chunks]
-        ctx = [ch.num_context_tokens for ch in chunks]
-        # A speculative verify needs logits at every token it computes; others at the last.
-        sampling = sum(
-            ch.num_new_tokens if ch.num_spec_tokens else 1
-            for ch in chunks if ch.num_context_tokens + ch.num_new_tokens >= ch.seq.num_known_tokens
-        )
-        return new, ctx, sampling
-
     def plan_cost(self, plan: Plan) -> IterationCost:
         """The whole-model breakdown of one plan (what the roofline view records)."""
-        return self.breakdown(*self._plan_shape(plan))
+        return self.breakdown(*plan_shape(plan))
 
     def execute(self, plan: Plan) -> StepResult:
         cost = self.plan_cost(plan)
-        compute_s = cost.time_s if self.pp == 1 else self._pipelined_time(*self._plan_shape(plan))
+        compute_s = cost.time_s if self.pp == 1 else self._pipelined_time(*plan_shape(plan))
         swap_s = self.swap_time(plan.swap_out_slots + plan.swap_in_slots)
         copy_s = self.copy_time(sum(tokens for _, _, tokens in plan.block_copies))
         return StepResult(compute_s + swap_s + copy_s)
@@ -426,7 +418,21 @@ class CostModel:
         return num_tokens * self._kv_bytes_per_token_rank / self.hardware.host_link_bandwidth_bytes_s
 
 
-def _attended_pairs(context: int, new: int, window: int | None) -> float:
+def plan_shape(plan: Plan) -> tuple[list[int], list[int], int]:
+    """(new tokens, context tokens, sampled positions) of a plan's rows; padding rows compute
+    like real ones (static batching)."""
+    chunks = plan.chunks + plan.padding
+    new = [ch.num_new_tokens for ch in chunks]
+    ctx = [ch.num_context_tokens for ch in chunks]
+    # A speculative verify needs logits at every token it computes; others at the last.
+    sampling = sum(
+        ch.num_new_tokens if ch.num_spec_tokens else 1
+        for ch in chunks if ch.num_context_tokens + ch.num_new_tokens >= ch.seq.num_known_tokens
+    )
+    return new, ctx, sampling
+
+
+def attended_pairs(context: int, new: int, window: int | None) -> float:
     """Sum over the `new` queries of the keys each attends to (itself included, causal)."""
     if window is None:
         return new * context + new * (new + 1) / 2

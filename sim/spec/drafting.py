@@ -26,6 +26,7 @@ from dataclasses import replace
 from typing import Protocol
 
 from policies.types import ScheduledChunk
+from sim.cost.measured import MeasuredCostModel
 from sim.cost.roofline import CostModel
 from sim.spec.acceptance import iid_expected_tokens
 
@@ -43,9 +44,14 @@ def _overhead_coefficients(cost: CostModel, pass_overhead_s: float, fused: bool)
     return cost.coefficients.with_values(**values)
 
 
-def draft_cost_model(target: CostModel, draft_spec, pass_overhead_s: float,
-                     fused: bool = False) -> CostModel:
-    """`draft_spec` on the target's hardware and TP degree, with per-pass overheads only."""
+def draft_cost_model(target: CostModel | MeasuredCostModel, draft_spec, pass_overhead_s: float,
+                     fused: bool = False) -> CostModel | MeasuredCostModel:
+    """`draft_spec` on the target's hardware and TP degree, priced the target's way, with
+    per-pass overheads only. (The measured model's kernel times carry their own launch
+    costs, so a fused pass is priced as a plain one there.)"""
+    if isinstance(target, MeasuredCostModel):
+        return target.with_model(draft_spec, step_overhead_s=pass_overhead_s,
+                                 per_sequence_overhead_s=0.0)
     return CostModel(draft_spec, target.hardware,
                      _overhead_coefficients(target, pass_overhead_s, fused), tp=target.tp,
                      weight_dtype=target.weight_dtype, kv_dtype=target.kv_dtype)

@@ -1,0 +1,538 @@
+"""The measured executor: an iteration priced as the sum of its kernels, each looked up in
+latencies measured inside vLLM (`sim.cost.kernel_tables`), plus the engine's own time per step.
+
+For one iteration on one tensor-parallel rank (all ranks run in lockstep), computing T tokens
+in S rows, of which D decode (one new token on a cached context) and P prefill chunks or
+speculative verifies:
+
+    time = GEMMs at m = T            QKV, O, gate+up, down (per layer); MoE router and shared
+                                     experts; SSM projections
+         + MoE(T)                    fused experts, per MoE layer
+         + all-reduce(T x hidden)    2 per layer at TP > 1: vLLM's custom all-reduce (in a CUDA
+                                     graph up to `cuda_graph_max_tokens`, else eager) up to
+                                     `custom_allreduce_max_bytes`, else NCCL
+         + LM head GEMM at m = sampled positions
+         + decode attention(D, mean cached KV length)       generation-attention table
+         + prefill attention(P, equivalent prompt length)   context-attention table
+           (MLA models: whole MLA modules, projections included, from the MLA tables)
+         + untabled kernels          norms, rotary, KV write, activation, SSM scans: bytes at
+                                     `untabled_bandwidth_eff` of peak plus a latency each
+         + engine overhead           step_overhead_s + per_sequence_overhead_s x S
+
+Batched attention is one kernel call per layer: D decodes at their mean cached length (decode
+kernels split work by sequence and KV head and read every cached token once, so a ragged batch
+costs about what a uniform one with the same total KV does); P chunks as P prompts of the
+uniform length whose causal (query, key) pairs add up to the chunks' own (cached prefixes
+included). `sim.cost.kernel_shapes` says which table and shape price each kernel. A lookup
+outside the measured range, or of a shape or dtype the tables lack, is the nearest measured
+point times the roofline's ratio between the query and that point
+(`sim.cost.kernel_roofline`), and counts as extrapolated (`lookups_extrapolated`, beside
+`lookups_in_range`, over the iterations executed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+import numpy as np
+
+from policies.types import Plan, StepResult
+from sim.cost import kernel_roofline as roofline
+from sim.cost.coefficients import default_coefficients
+from sim.cost.kernel_roofline import ACTIVATION_BYTES
+from sim.cost.kernel_shapes import LayerKind, dtype_table, equivalent_prompt, layer_kinds
+from sim.cost.kernel_tables import KernelTables, Row, shipped_tables
+from sim.cost.measured_coefficients import MeasuredCoefficients
+from sim.cost.roofline import CostModel, attended_pairs, plan_shape
+from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes
+
+UNTABLED_KERNELS_PER_LAYER = 5
+"""Small kernels of a decoder layer with no table: two fused residual-add + RMSNorm, rotary
+embedding, the KV-cache write, SiLU-and-mul (vLLM's Llama-style layer)."""
+BATCH_TERMS_CACHE = 4096
+ARRAY_STEPS = 32
+"""Decode runs of at least this many steps are priced as arrays (shorter ones cost less
+step by step than numpy's per-call overhead)."""
+
+
+class KernelTime(NamedTuple):
+    """One kernel family of an iteration: its time over every layer that runs it."""
+
+    name: str
+    time_s: float
+    extrapolated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BatchTerms:
+    """The parts of an iteration's price that depend on its batch shape only (rows, tokens,
+    sampled positions), not on the context it attends to."""
+
+    kernels: tuple[KernelTime, ...]
+    kernels_s: float
+    untabled_s: float
+    overhead_s: float
+    num_in_range: int
+    num_extrapolated: int
+
+
+def _step_time(batch: BatchTerms, attention: tuple[KernelTime, ...]):
+    """An iteration's time: the one sum every pricing path goes through, left to right, for
+    floats or numpy arrays of steps alike (so both give the same bits)."""
+    total = batch.kernels_s
+    for kernel in attention:
+        total += kernel.time_s
+    return total + batch.untabled_s + batch.overhead_s
+
+
+@dataclass(frozen=True, slots=True)
+class MeasuredIterationCost:
+    batch: BatchTerms
+    attention: tuple[KernelTime, ...]
+
+    @property
+    def kernels(self) -> tuple[KernelTime, ...]:
+        return self.batch.kernels + self.attention
+
+    @property
+    def overhead_s(self) -> float:
+        return self.batch.overhead_s
+
+    @property
+    def time_s(self) -> float:
+        return _step_time(self.batch, self.attention)
+
+
+class MeasuredCostModel:
+    """Measured-kernel executor for one replica: `model` on `tp` devices of `hardware`."""
+
+    def __init__(self, model: ModelSpec, hardware: HardwareSpec,
+                 coefficients: MeasuredCoefficients, *, tp: int = 1, pp: int = 1,
+                 weight_dtype: str = "bf16", kv_dtype: str = "bf16",
+                 tables: KernelTables | None = None) -> None:
+        if pp != 1:
+            raise ValueError("--cost-model measured prices one pipeline stage only: use --pp 1 "
+                             "(or --cost-model roofline)")
+        # The roofline model checks the configuration and owns the byte counts both share
+        # (KV bytes per token, swaps, copies); the measured model prices the compute.
+        self._roofline = CostModel(model, hardware, default_coefficients(hardware.name), tp=tp,
+                                   weight_dtype=weight_dtype, kv_dtype=kv_dtype)
+        self.model = model
+        self.hardware = hardware
+        self.coefficients = coefficients
+        self.tp = tp
+        self.pp = pp
+        self.weight_dtype = weight_dtype
+        self.kv_dtype = kv_dtype
+        self.tables = tables if tables is not None else shipped_tables(hardware.name)
+        self.lookups_in_range = 0
+        self.lookups_extrapolated = 0
+        self._batch_terms: dict[tuple[int, int, int], BatchTerms] = {}
+        self._per_tokens: dict[int, tuple[KernelTime, ...]] = {}
+        self._rows: dict[tuple[str, int], Row] = {}
+        self._gemm_rows: dict[tuple[int, int], Row] = {}
+        self._precompute()
+
+    @property
+    def name(self) -> str:
+        """What summary.json's `cost_model` says: the engine and version the tables measure."""
+        return f"measured:{self.tables.engine}/{self.hardware.name}"
+
+    @property
+    def kv_bytes_per_token_replica(self) -> float:
+        return self._roofline.kv_bytes_per_token_replica
+
+    def copy_time(self, num_tokens: int) -> float:
+        return self._roofline.copy_time(num_tokens)
+
+    def swap_time(self, num_tokens: int) -> float:
+        return self._roofline.swap_time(num_tokens)
+
+    def with_model(self, model: ModelSpec, **coefficients: float) -> MeasuredCostModel:
+        """`model` on this model's hardware, TP degree, dtypes and tables, with some
+        coefficients replaced (a draft model pays its own per-pass overhead only)."""
+        return MeasuredCostModel(model, self.hardware, replace(self.coefficients, **coefficients),
+                                 tp=self.tp, weight_dtype=self.weight_dtype,
+                                 kv_dtype=self.kv_dtype, tables=self.tables)
+
+    # ---- per-rank constants -------------------------------------------------------------
+    def _precompute(self) -> None:
+        m, tp = self.model, self.tp
+        self._weight_bytes = dtype_bytes(self.weight_dtype)
+        self._kv_bytes = dtype_bytes(self.kv_dtype)
+        self._heads = m.num_heads // tp
+        self._kv_heads = max(1, m.num_kv_heads // tp)
+        self._gemms = self._gemm_shapes()
+        self._gemm_table, self._gemm_native = dtype_table(self.tables, "gemm", self.weight_dtype)
+        self._gemm_table_bytes = 1.0 if self._gemm_native and self._weight_bytes == 1.0 else 2.0
+        self._kinds = layer_kinds(self.tables, m, tp, self.weight_dtype, self.kv_dtype)
+
+        d = m.attn_head_dim
+        up = 2 if m.gated_mlp else 1
+        inter = m.intermediate_size if m.moe is None else m.moe.expert_intermediate_size
+        # Bytes the untabled kernels move per token (read + write, per rank): every layer's
+        # two norms and activation; rotary and the KV write in attention layers (MLA's are
+        # inside its module tables).
+        norms = 2 * 4 * m.hidden_size * ACTIVATION_BYTES
+        activation = (up + 1) * inter / tp * ACTIVATION_BYTES if m.gated_mlp else 0.0
+        rotary = 2 * (self._heads + self._kv_heads) * d * ACTIVATION_BYTES
+        kv_write = 2 * self._kv_heads * d * (ACTIVATION_BYTES + self._kv_bytes)
+        attention_layers = m.num_attention_layers if m.mla is None else 0
+        self._untabled_bytes_per_token = (m.num_layers * (norms + activation)
+                                          + attention_layers * (rotary + kv_write))
+        self._untabled_kernels = m.num_layers * UNTABLED_KERNELS_PER_LAYER
+        self._ssm_layers = m.count_layers("ssm")
+        self._ssm_state_bytes_rank = m.ssm_state_bytes(self.kv_dtype) / tp
+        self._ssm_flops_per_token = (9.0 * self._ssm_layers * m.ssm.d_inner * m.ssm.d_state / tp
+                                     if m.ssm else 0.0)
+        self._num_allreduces = 2 * m.num_layers if tp > 1 else 0
+
+    def _gemm_shapes(self) -> list[tuple[str, int, int, int]]:
+        """(name, n, k, layers) of the GEMMs every computed token goes through, per rank."""
+        m, tp = self.model, self.tp
+        d = m.attn_head_dim
+        gemms: list[tuple[str, int, int, int]] = []
+        if m.mla is None:  # MLA projections are inside the MLA module tables
+            gemms += [("qkv", (self._heads + 2 * self._kv_heads) * d, m.hidden_size,
+                       m.num_attention_layers),
+                      ("o", m.hidden_size, self._heads * d, m.num_attention_layers)]
+        if m.ssm is not None:
+            s, layers = m.ssm, m.count_layers("ssm")
+            gemms += [("ssm in", 2 * s.d_inner // tp, m.hidden_size, layers),
+                      ("ssm x", s.dt_rank + 2 * s.d_state, s.d_inner // tp, layers),
+                      ("ssm dt", s.d_inner // tp, s.dt_rank, layers),
+                      ("ssm out", m.hidden_size, s.d_inner // tp, layers)]
+        up = 2 if m.gated_mlp else 1
+        gemms += [("gate_up", up * m.intermediate_size // tp, m.hidden_size, m.num_dense_mlp_layers),
+                  ("down", m.hidden_size, m.intermediate_size // tp, m.num_dense_mlp_layers)]
+        if m.moe is not None:
+            gemms.append(("router", m.moe.num_experts, m.hidden_size, m.num_moe_layers))
+            shared = m.moe.num_shared_experts * m.moe.expert_intermediate_size // tp
+            gemms += [("shared gate_up", up * shared, m.hidden_size, m.num_moe_layers),
+                      ("shared down", m.hidden_size, shared, m.num_moe_layers)]
+        return [g for g in gemms if g[1] and g[2] and g[3]]
+
+    # ---- iteration cost -----------------------------------------------------------------
+    def breakdown(self, new_tokens: list[int], context_tokens: list[int],
+                  num_sampling: int | None = None) -> MeasuredIterationCost:
+        """Cost of one iteration computing `new_tokens[i]` on top of `context_tokens[i]`;
+        `num_sampling` positions compute logits (default: one per row)."""
+        num_seqs = len(new_tokens)
+        sampling = num_seqs if num_sampling is None else num_sampling
+        batch = self._batch_terms_of(num_seqs, sum(new_tokens), sampling)
+        num_decodes = kv_global = kv_local = 0
+        prefills: list[tuple[int, int]] = []
+        window = self.model.sliding_window or 0
+        for n, ctx in zip(new_tokens, context_tokens):
+            if n == 1 and ctx > 0:
+                num_decodes += 1
+                kv_global += ctx
+                kv_local += min(ctx, window)
+            elif n > 0:
+                prefills.append((n, ctx))
+        attention = self._decode_attention(num_decodes, kv_global, kv_local)
+        if prefills:
+            attention += self._prefill_attention(prefills)
+        return MeasuredIterationCost(batch, attention)
+
+    def iteration_time(self, new_tokens: list[int], context_tokens: list[int],
+                       num_sampling: int | None = None) -> float:
+        return self.breakdown(new_tokens, context_tokens, num_sampling).time_s
+
+    def prefill_time(self, prompt_tokens: int) -> float:
+        return self.iteration_time([prompt_tokens], [0])
+
+    def decode_time(self, context_tokens: list[int]) -> float:
+        return self.iteration_time([1] * len(context_tokens), context_tokens)
+
+    def _batch_terms_of(self, num_seqs: int, total_new: int, num_sampling: int) -> BatchTerms:
+        key = (num_seqs, total_new, num_sampling)
+        terms = self._batch_terms.get(key)
+        if terms is None:
+            if len(self._batch_terms) >= BATCH_TERMS_CACHE:
+                self._batch_terms.clear()
+            terms = self._batch_terms[key] = self._terms_of_batch(*key)
+        return terms
+
+    def _token_kernels(self, total_new: int) -> tuple[KernelTime, ...]:
+        """The kernels every computed token goes through (GEMMs, MoE, all-reduce), cached by
+        token count: prefill steps of different batches often compute as many tokens."""
+        kernels = self._per_tokens.get(total_new)
+        if kernels is None:
+            if len(self._per_tokens) >= BATCH_TERMS_CACHE:
+                self._per_tokens.clear()
+            found = [self._gemm(name, total_new, n, k, layers)
+                     for name, n, k, layers in self._gemms]
+            if self.model.moe is not None:
+                found.append(self._moe(total_new))
+            if self._num_allreduces:
+                found.append(self._allreduce(total_new))
+            kernels = self._per_tokens[total_new] = tuple(found)
+        return kernels
+
+    def _terms_of_batch(self, num_seqs: int, total_new: int, num_sampling: int) -> BatchTerms:
+        kernels = list(self._token_kernels(total_new)) if total_new else []
+        if num_sampling:
+            kernels.append(self._gemm("lm_head", num_sampling, self.model.vocab_size // self.tp,
+                                      self.model.hidden_size, 1))
+        kernels_s = 0.0
+        for kernel in kernels:
+            kernels_s += kernel.time_s
+        c = self.coefficients
+        bandwidth = self.hardware.mem_bandwidth_bytes_s * c.untabled_bandwidth_eff
+        untabled_s = 0.0
+        if total_new:
+            untabled_s = (self._untabled_kernels * c.untabled_kernel_latency_s
+                          + self._untabled_bytes_per_token * total_new / bandwidth)
+            if self._ssm_layers:
+                untabled_s += self._ssm_layers * c.untabled_kernel_latency_s + max(
+                    self._ssm_flops_per_token * total_new / self.hardware.compute_peak("bf16"),
+                    2.0 * self._ssm_state_bytes_rank * num_seqs / bandwidth)
+        overhead_s = c.step_overhead_s + c.per_sequence_overhead_s * num_seqs
+        extrapolated = sum(1 for k in kernels if k.extrapolated)
+        return BatchTerms(tuple(kernels), kernels_s, untabled_s, overhead_s,
+                          len(kernels) - extrapolated, extrapolated)
+
+    # ---- kernels ------------------------------------------------------------------------
+    def _gemm(self, name: str, m: int, n: int, k: int, layers: int) -> KernelTime:
+        row = self._gemm_rows.get((n, k))
+        if row is None:
+            row = self._gemm_rows[(n, k)] = self._gemm_table.row(0, 0, (n, k))
+        found = row.at(m)
+        if found.in_range and self._gemm_native:
+            return KernelTime(f"gemm {name}", layers * found.value_s, False)
+        anchor = found.anchor or (m, n, k)  # in range, but at another dtype
+        time_s = found.value_s * _ratio(
+            roofline.gemm_s(self.hardware, m, n, k, self._weight_bytes),
+            roofline.gemm_s(self.hardware, *anchor, self._gemm_table_bytes))
+        return KernelTime(f"gemm {name}", layers * time_s, True)
+
+    def _moe(self, tokens: int) -> KernelTime:
+        m, moe = self.model, self.model.moe
+        assert moe is not None
+        table, native = dtype_table(self.tables, "moe", self.weight_dtype)
+        shape = (m.hidden_size, moe.expert_intermediate_size, moe.experts_per_token,
+                 moe.num_experts, self.tp)
+        index = table.shape_index(shape)
+        exact = native and index is not None
+        if index is None:
+            index = table.nearest_shape(shape)
+        found = table.lookup(index, (tokens,))
+        time_s = found.value_s
+        exact = exact and found.in_range
+        if not exact:
+            anchor = tuple(int(v) for v in table.shapes[index])
+            time_s *= _ratio(
+                roofline.moe_s(self.hardware, tokens, *shape, self._weight_bytes, m.gated_mlp),
+                roofline.moe_s(self.hardware, (found.anchor or (tokens,))[0], *anchor,
+                               self._weight_bytes if native else 2.0, m.gated_mlp))
+        return KernelTime("moe", m.num_moe_layers * time_s, not exact)
+
+    def _allreduce(self, tokens: int) -> KernelTime:
+        c = self.coefficients
+        elements = tokens * self.model.hidden_size
+        message_bytes = elements * ACTIVATION_BYTES
+        if message_bytes > c.custom_allreduce_max_bytes:
+            name = "nccl"
+        else:
+            name = "custom_graph" if tokens <= c.cuda_graph_max_tokens else "custom_eager"
+        table = self.tables.get(f"allreduce/{name}")
+        if table is None:
+            raise ValueError(f"the {self.tables.engine} kernel tables of {self.hardware.name} "
+                             f"have no {name} all-reduce table")
+        index = table.shape_index((self.tp,))
+        exact = index is not None
+        if index is None:
+            index = table.nearest_shape((self.tp,))
+        found = table.lookup(index, (elements,))
+        time_s = found.value_s
+        exact = exact and found.in_range
+        if not exact:
+            gpus = int(table.shapes[index][0])
+            anchor_elements = (found.anchor or (elements,))[0]
+            time_s *= _ratio(roofline.allreduce_s(self.hardware, self.tp, message_bytes),
+                             roofline.allreduce_s(self.hardware, gpus,
+                                                  anchor_elements * ACTIVATION_BYTES))
+        return KernelTime(f"all-reduce {name}", self._num_allreduces * time_s, not exact)
+
+    def _query_s(self, phase: str, batch: float, length: float) -> float:
+        """Roofline time of this model's own attention (or MLA module) call."""
+        m = self.model
+        if m.mla is not None:
+            return roofline.mla_module_s(self.hardware, phase, batch, length, self._heads,
+                                         m.hidden_size, m.mla, self._weight_bytes, self._kv_bytes)
+        return roofline.attention_s(self.hardware, phase, batch, length,
+                                    (self._heads, self._kv_heads, m.attn_head_dim), self._kv_bytes)
+
+    def _untabled_attention_s(self, phase: str, batch: float, length: float) -> float:
+        """An attention call with no table on this hardware: its roofline time at the
+        untabled kernels' bandwidth share."""
+        return self._query_s(phase, batch, length) / self.coefficients.untabled_bandwidth_eff
+
+    def _decode_attention(self, num_decodes: int, kv_global: int,
+                          kv_local: int) -> tuple[KernelTime, ...]:
+        """Decode attention of `num_decodes` rows reading `kv_global` cached tokens in all
+        (`kv_local` within the sliding window): one kernel per layer kind, at the mean length."""
+        if not num_decodes:
+            return ()
+        return tuple(self._decode_kernel(kind, num_decodes,
+                                         (kv_local if kind.decode_capped else kv_global) / num_decodes,
+                                         self._row(kind, num_decodes))
+                     for kind in self._kinds)
+
+    def _decode_steps(self, num_decodes: int, kv_global: list[int],
+                      kv_local: list[int]) -> list[tuple[KernelTime, ...]]:
+        """`_decode_attention` of each step of a run, its row looked up once per kind."""
+        per_kind = []
+        price = self._decode_kernel
+        for kind in self._kinds:
+            row = self._row(kind, num_decodes)
+            kv = kv_local if kind.decode_capped else kv_global
+            per_kind.append([price(kind, num_decodes, tokens / num_decodes, row) for tokens in kv])
+        return list(zip(*per_kind))
+
+    def _decode_kernel(self, kind: LayerKind, num_decodes: int, length: float,
+                       row: Row | None) -> KernelTime:
+        where = kind.generation
+        if where is None or row is None:
+            return KernelTime(kind.decode_name, kind.layers * self._untabled_attention_s(
+                "generation", num_decodes, length), True)
+        found = row.at(length)
+        if where.exact and found.in_range:
+            return KernelTime(kind.decode_name, kind.layers * found.value_s, False)
+        anchor = found.anchor or (num_decodes * where.batch_factor, length)
+        time_s = found.value_s * _ratio(self._query_s("generation", num_decodes, length),
+                                        where.anchor_s(self.hardware, "generation", *anchor))
+        return KernelTime(kind.decode_name, kind.layers * time_s, True)
+
+    def _row(self, kind: LayerKind, num_decodes: int) -> Row | None:
+        """The decode table of `kind` at a batch of `num_decodes` (cached per batch size;
+        None when this hardware has no table for it)."""
+        key = (kind.name, num_decodes)
+        row = self._rows.get(key)
+        if row is None and kind.generation is not None:
+            where = kind.generation
+            row = self._rows[key] = where.table.row(where.shape_index, 1,
+                                                    (num_decodes * where.batch_factor,))
+        return row
+
+    def _prefill_attention(self, chunks: list[tuple[int, int]]) -> tuple[KernelTime, ...]:
+        """Context attention of prefill chunks and verifies `(new, cached)`: one call per
+        layer kind, as that many prompts of the length with the same attended pairs."""
+        count = len(chunks)
+        kernels = []
+        for kind in self._kinds:
+            pairs_per_row = sum(attended_pairs(ctx, n, kind.window) for n, ctx in chunks) / count
+            prompt = equivalent_prompt(pairs_per_row, None)
+            name = kind.prefill_name
+            where = kind.context
+            if where is None:
+                kernels.append(KernelTime(name, kind.layers * self._untabled_attention_s(
+                    "context", count, prompt), True))
+                continue
+            point = (count * where.batch_factor,
+                     equivalent_prompt(pairs_per_row, where.table_window))
+            key = (kind.prefill_name, count)
+            row = self._rows.get(key)
+            if row is None:
+                row = self._rows[key] = where.table.row(where.shape_index, 1, point[:1])
+            found = row.at(point[1])
+            time_s = found.value_s
+            exact = where.exact and found.in_range
+            if not exact:
+                time_s *= _ratio(self._query_s("context", count, prompt),
+                                 where.anchor_s(self.hardware, "context", *(found.anchor or point)))
+            kernels.append(KernelTime(name, kind.layers * time_s, not exact))
+        return tuple(kernels)
+
+    # ---- Executor protocol --------------------------------------------------------------
+    def plan_cost(self, plan: Plan) -> MeasuredIterationCost:
+        return self.breakdown(*plan_shape(plan))
+
+    def execute(self, plan: Plan) -> StepResult:
+        cost = self.plan_cost(plan)
+        self._count(cost.batch, cost.attention)
+        swap_s = self.swap_time(plan.swap_out_slots + plan.swap_in_slots)
+        copy_s = self.copy_time(sum(tokens for _, _, tokens in plan.block_copies))
+        return StepResult(cost.time_s + swap_s + copy_s)
+
+    def lockstep_decode_times(self, context_tokens: list[int], num_steps: int,
+                              first_step: int = 0) -> list[float]:
+        """What `execute` would return for each of `num_steps` decode-only iterations of one
+        batch, sequence i on `context_tokens[i] + j` cached tokens at step j (from
+        `first_step`)."""
+        return self._lockstep(context_tokens, num_steps, first_step)
+
+    def ran_lockstep_decodes(self, context_tokens: list[int], num_steps: int) -> None:
+        """The engine ran the first `num_steps` of those iterations: count their lookups (a
+        decode lookup is in range when its kind's table is exact and its row covers the
+        step's mean length, as in `_decode_kernel`)."""
+        num_seqs = len(context_tokens)
+        batch = self._batch_terms_of(num_seqs, num_seqs, num_seqs)
+        kv_global, kv_local = self._lockstep_kv(context_tokens, num_steps, 0)
+        extrapolated = num_steps * batch.num_extrapolated
+        for kind in self._kinds:
+            where = kind.generation
+            row = self._row(kind, num_seqs)
+            if row is None or not where.exact:
+                extrapolated += num_steps
+                continue
+            kv = kv_local if kind.decode_capped else kv_global
+            # The mean length only grows over a run and a row covers an interval: with both
+            # ends covered, so is every step.
+            if not (row.covers(kv[0] / num_seqs) and row.covers(kv[-1] / num_seqs)):
+                extrapolated += sum(1 for tokens in kv if not row.covers(tokens / num_seqs))
+        self.lookups_extrapolated += extrapolated
+        self.lookups_in_range += num_steps * (len(batch.kernels) + len(self._kinds)) - extrapolated
+
+    def _lockstep_kv(self, context_tokens: list[int], num_steps: int,
+                     first_step: int) -> tuple[list[int], list[int]]:
+        """Cached tokens the batch reads at each step, in all and within the sliding window."""
+        num_seqs, total = len(context_tokens), sum(context_tokens)
+        steps = range(first_step, first_step + num_steps)
+        kv_global = [total + num_seqs * j for j in steps]
+        window = self.model.sliding_window
+        if not window:
+            return kv_global, [0] * num_steps
+        contexts = np.asarray(context_tokens, dtype=np.int64)[None, :] + np.asarray(steps)[:, None]
+        return kv_global, np.minimum(contexts, window).sum(axis=1).tolist()
+
+    def _lockstep(self, context_tokens: list[int], num_steps: int, first_step: int) -> list[float]:
+        """Decode steps of one batch: a short run step by step through `_decode_attention`
+        (what `execute` does), a long one as arrays over the steps where every lookup lies
+        inside its table (`Row.interior`: `Row.at`'s arithmetic, so the same bits) and step by
+        step for the others; every step summed by `_step_time`."""
+        num_seqs = len(context_tokens)
+        batch = self._batch_terms_of(num_seqs, num_seqs, num_seqs)
+        kv_global, kv_local = self._lockstep_kv(context_tokens, num_steps, first_step)
+        if num_steps < ARRAY_STEPS:
+            return [_step_time(batch, attention)
+                    for attention in self._decode_steps(num_seqs, kv_global, kv_local)]
+        in_one_go = np.ones(num_steps, dtype=bool)
+        kernels = []
+        for kind in self._kinds:
+            row = self._row(kind, num_seqs)
+            if row is None or not kind.generation.exact:
+                in_one_go[:] = False
+                break
+            kv = np.asarray(kv_local if kind.decode_capped else kv_global, dtype=np.int64)
+            values, inside = row.interior(kv / num_seqs)
+            in_one_go &= inside
+            kernels.append(KernelTime(kind.decode_name, kind.layers * values, False))
+        times = (_step_time(batch, tuple(kernels)) if in_one_go.any()
+                 else np.zeros(num_steps)).tolist()
+        for j in np.flatnonzero(~in_one_go).tolist():
+            times[j] = _step_time(batch, self._decode_attention(num_seqs, kv_global[j],
+                                                                kv_local[j]))
+        return times
+
+    def _count(self, batch: BatchTerms, attention: tuple[KernelTime, ...]) -> None:
+        attention_extrapolated = sum(1 for k in attention if k.extrapolated)
+        self.lookups_in_range += batch.num_in_range + len(attention) - attention_extrapolated
+        self.lookups_extrapolated += batch.num_extrapolated + attention_extrapolated
+
+
+# ---- helpers ------------------------------------------------------------------------------
+def _ratio(query_s: float, anchor_s: float) -> float:
+    return query_s / anchor_s if anchor_s > 0 else 1.0

@@ -1,0 +1,170 @@
+"""The measured cost model: plausible prices, flagged extrapolation, one pricing path for
+single steps and decode runs, and its wiring (`--cost-model`, summary keys, errors)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sim.api import build_cost_model, simulate
+from sim.cli import main
+from sim.config import ReplayOptions, options_from_toml, resolve
+from sim.cost.catalog import get_hardware, get_model
+from sim.cost.measured import ARRAY_STEPS, MeasuredCostModel
+from sim.cost.measured_coefficients import MeasuredCoefficients, measured_coefficients
+from sim.spec.drafting import draft_cost_model
+
+
+def measured(model: str, tp: int = 1, hardware: str = "h100", **kwargs) -> MeasuredCostModel:
+    return MeasuredCostModel(get_model(model), get_hardware(hardware), measured_coefficients(),
+                             tp=tp, **kwargs)
+
+
+def test_llama2_70b_tp4_decode_step_is_plausible_and_fully_measured():
+    """37 sequences at 700 cached tokens (vLLM's recorded run at 8 req/s holds ~37 running):
+    the weights stream once per step at most ~3.35 TB/s, so the GEMMs alone take >= 10 ms
+    on a 4-way shard of 69B parameters; every lookup is inside the tables."""
+    cost = measured("llama-2-70b", tp=4)
+    step = cost.breakdown([1] * 37, [700] * 37)
+    names = {k.name: k for k in step.kernels}
+    assert not any(k.extrapolated for k in step.kernels)
+    gemm_s = sum(k.time_s for k in step.kernels if k.name.startswith("gemm"))
+    assert 10e-3 < gemm_s < 20e-3
+    assert 0 < names["all-reduce custom_graph"].time_s < 4e-3
+    assert 0 < names["decode attention global"].time_s < gemm_s
+    assert 12e-3 < step.time_s < 30e-3
+    assert step.overhead_s == pytest.approx(1e-3 + 37 * 1e-5)
+
+
+def test_llama2_7b_mha_decode_uses_an_equivalent_measured_shape():
+    """The decode tables measure at most 8 KV heads; 32 heads over 32 KV heads is the work of
+    8 over 8 at four times the batch, so it stays in range."""
+    cost = measured("llama-2-7b")
+    step = cost.breakdown([1] * 9, [690] * 9)
+    assert not any(k.extrapolated for k in step.kernels)
+    assert 5e-3 < step.time_s < 12e-3
+    longer = cost.breakdown([1] * 9, [2000] * 9)
+    bigger = cost.breakdown([1] * 18, [690] * 18)
+    assert longer.time_s > step.time_s and bigger.time_s > step.time_s
+
+
+def test_lookups_outside_the_tables_are_flagged_and_still_priced():
+    """Llama-3's 128,256-token LM head is wider than any measured GEMM (65,536): it is the
+    widest one scaled by the roofline, about twice its time."""
+    cost = measured("llama-3-8b")
+    head = next(k for k in cost.breakdown([1] * 8, [500] * 8).kernels if k.name == "gemm lm_head")
+    assert head.extrapolated
+    widest = measured("llama-3-8b")._gemm("probe", 8, 65536, 4096, 1)
+    assert not widest.extrapolated
+    assert 1.5 * widest.time_s < head.time_s < 2.5 * widest.time_s
+    # A model no table measures (MLA that is not DeepSeek-V3's, on A100 without MLA tables).
+    mla = measured("deepseek-v2-lite", hardware="a100").breakdown([1] * 4, [300] * 4)
+    assert any(k.extrapolated for k in mla.kernels) and mla.time_s > 0
+
+
+@pytest.mark.parametrize("model, contexts, steps", [
+    ("llama-3-8b", [300, 500, 700], ARRAY_STEPS - 1),
+    ("llama-3-8b", [300, 500, 700], 3 * ARRAY_STEPS),
+    ("llama-3.1-8b", [8150] * 64, 120),  # crosses the end of the batch-64 row (8,191)
+    ("gemma-3-12b", [1000, 1020, 990], 80),  # sliding window: windowed and global tables
+    ("mistral-7b", [4050, 4090], 60),  # a window with no table of its own: capped KV
+    ("deepseek-v2-lite", [1000] * 5, 70),  # MLA modules, scaled from DeepSeek-V3's
+])
+def test_decode_runs_cost_what_each_step_costs_alone(model, contexts, steps):
+    """The fast-forward's run pricing equals `execute`'s per-step pricing bit for bit,
+    whichever way the run is priced (step by step, or as arrays with fallbacks)."""
+    cost = measured(model)
+    run = cost.lockstep_decode_times(contexts, steps, first_step=2)
+    alone = [cost.breakdown([1] * len(contexts), [c + 2 + j for c in contexts]).time_s
+             for j in range(steps)]
+    assert run == alone
+
+
+def test_lookup_counts_follow_executed_iterations():
+    cost = measured("llama-3.1-8b")
+    cost.ran_lockstep_decodes([8150] * 64, 120)
+    in_range, extrapolated = cost.lookups_in_range, cost.lookups_extrapolated
+    per_step = len(cost.breakdown([1] * 64, [8150] * 64).kernels)
+    assert in_range + extrapolated == 120 * per_step
+    # Steps past 8,191 cached tokens have their decode attention extrapolated.
+    assert extrapolated >= 120 - (8191 - 8150)
+
+
+def test_replay_names_the_cost_model_and_counts_lookups():
+    roofline = simulate(resolve(ReplayOptions(max_requests=60))).summary
+    assert roofline["cost_model"] == "roofline"
+    assert "kernel_lookups_in_range" not in roofline
+    result = simulate(resolve(ReplayOptions(max_requests=60, cost_model="measured")))
+    summary = result.summary
+    assert summary["cost_model"] == "measured:vllm-0.24.0/h100"
+    assert summary["kernel_lookups_in_range"] > summary["kernel_lookups_extrapolated"] > 0
+    share = summary["kernel_lookups_in_range_share"]
+    assert share == pytest.approx(summary["kernel_lookups_in_range"] / (
+        summary["kernel_lookups_in_range"] + summary["kernel_lookups_extrapolated"]))
+    assert summary["requests_finished"] == 60
+    assert summary["tpot_mean_s"] != roofline["tpot_mean_s"]
+
+
+def test_speculation_prices_the_draft_model_with_measured_kernels_too():
+    config = resolve(ReplayOptions(max_requests=30, cost_model="measured", speculator="draft",
+                                   draft_model="llama-3.2-1b"))
+    target = build_cost_model(config)
+    draft = draft_cost_model(target, config.draft_model, 0.0)
+    assert isinstance(draft, MeasuredCostModel) and draft.model.name == "llama-3.2-1b"
+    assert draft.coefficients.step_overhead_s == 0.0
+    assert simulate(config).summary["requests_finished"] == 30
+
+
+def test_cost_model_option_reads_from_toml(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('cost-model = "measured"\nmax_requests = 5\n')
+    options = ReplayOptions().updated(options_from_toml(path))
+    assert resolve(options).measured is not None
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cost-model", "bogus"], "error: unknown cost model 'bogus'; choose one of: roofline, measured"),
+    (["--cost-model", "measured", "--hardware", "cpu"], "error: no measured kernel tables for hardware 'cpu'"),
+    (["--cost-model", "measured", "--pp", "2", "--model", "llama-3-70b", "--tp", "4"],
+     "error: --cost-model measured does not combine with --pp"),
+    (["--cost-model", "measured", "--calibration", "shared-fit"],
+     "error: --cost-model measured does not combine with --calibration"),
+])
+def test_bad_cost_model_options_are_one_line_errors(capsys, args, message):
+    assert main(["replay", "--max-requests", "5", "--quiet", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+
+
+def test_coefficient_files_are_checked():
+    good = measured_coefficients()
+    assert "Priors, not fitted" in good.provenance
+    fields = {k: getattr(good, k) for k in good.__dataclass_fields__}
+    with pytest.raises(ValueError, match="unknown keys"):
+        MeasuredCoefficients.from_json(fields | {"bogus_s": 1.0})
+    with pytest.raises(ValueError, match="must be a number >= 0"):
+        MeasuredCoefficients.from_json(fields | {"step_overhead_s": -1.0})
+    with pytest.raises(ValueError, match="no measured coefficients for engine 'sglang'"):
+        measured_coefficients("sglang")
+
+
+def test_measured_replay_imports_numpy_only(tmp_path):
+    """The shipped table is read with numpy: pyarrow (the build step's) and the heavy
+    frameworks stay out of a measured replay."""
+    code = (
+        "import sys\n"
+        "from sim.cli import main\n"
+        "main(['replay', '--quiet', '--max-requests', '20', '--cost-model', 'measured', "
+        f"'--out', r'{tmp_path}'])\n"
+        "heavy = {'pyarrow', 'pandas', 'torch', 'triton', 'streamlit', 'ray'} & set(sys.modules)\n"
+        "print('HEAVY', sorted(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert "HEAVY []" in out.stdout
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["cost_model"] == "measured:vllm-0.24.0/h100"
