@@ -222,9 +222,9 @@ class HybridPagedAllocator:
         need += len(copied)
         window_units = self._num_units - self._num_full
         if window_units:
-            start = self._window_start(state, min(target, num_known))
+            start = self._window_start(state, min(num_tokens, num_known))
             need += window_units * (end - max(end_before, start))
-            slid = min(start, end_before) - state.window_start
+            slid = max(0, min(start, end_before) - state.window_start)
             for u in range(self._num_full, self._num_units):
                 need -= sum(pool.owners(block) == 1 for block in state.tables[u][:slid])
                 if slid > 0 and u in copied and end_before - 1 < state.window_start + slid:
@@ -237,16 +237,14 @@ class HybridPagedAllocator:
         held = state.num_tokens
         if not state.shared_tail or num_tokens <= held or not held % self.block_size:
             return set()
-        index = held // self.block_size
-        return {u for u, table in enumerate(state.tables)
-                if self.pool.owners(table[index - (state.window_start if u >= self._num_full else 0)]) > 1}
+        return {u for u, table in enumerate(state.tables) if self.pool.owners(table[-1]) > 1}
 
     def _grow(self, seq: Sequence, state: _SeqBlocks, num_tokens: int, num_known: int) -> None:
         """Hold `num_tokens` tokens (the caller checked `_growth_need`): copy shared edge
         blocks, cache blocks filled with committed tokens, slide the windows, take new blocks."""
         size, pool = self.block_size, self.pool
         held, target = state.num_tokens, max(state.num_tokens, num_tokens)
-        committed = min(target, num_known)
+        committed = min(num_tokens, num_known)
         end_before, end = -(-held // size), -(-target // size)
         for u in self._tail_copies(state, num_tokens):
             self._copy_tail(state, u)
@@ -349,22 +347,24 @@ class HybridPagedAllocator:
         return copies
 
     def shrink_slots(self, seq: Sequence, num_tokens: int) -> None:
-        """Give back the blocks past `num_tokens` (they held rejected drafts, never cached),
-        cache the blocks the accepted tokens filled, and slide the windows to match."""
+        """Give back the blocks past `num_tokens` (they held rejected drafts, never cached)
+        and slide the windows to match; blocks the accepted tokens filled are cached by the
+        next growth, or now if the window slides past them."""
         state = self._seqs.get(seq.seq_id)
-        if state is None or num_tokens >= state.num_tokens:
-            return
+        if state is None or num_tokens > state.num_tokens:
+            return  # (when every draft was accepted the window still slides to match)
         size = self.block_size
-        full_blocks = num_tokens // size
-        self._register(seq, state, state.num_registered, full_blocks)
-        state.num_registered = max(state.num_registered, full_blocks)
+        start = self._window_start(state, min(num_tokens, seq.num_known_tokens))
+        passed = min(num_tokens // size, start)
+        self._register(seq, state, state.num_registered, passed)
+        state.num_registered = max(state.num_registered, passed)
         keep = -(-num_tokens // size)
         self._release_tail(state, keep)
         if num_tokens % size:  # the new last block loses the rejected tokens it held
             units = self._num_units if keep - 1 >= state.window_start else self._num_full
             self._filled_slots -= units * (min(state.num_tokens, keep * size) - num_tokens)
         state.num_tokens = num_tokens
-        self._slide(state, self._window_start(state, min(num_tokens, seq.num_known_tokens)))
+        self._slide(state, start)
 
     def free(self, seq: Sequence) -> None:
         state = self._seqs.pop(seq.seq_id, None)
