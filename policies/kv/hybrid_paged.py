@@ -212,8 +212,18 @@ class HybridPagedAllocator:
             return 0
         return max(state.window_start, self.layout.window_start_block(num_committed, self.block_size))
 
+    def _fills_last_block(self, state: _SeqBlocks, num_tokens: int, num_committed: int) -> bool:
+        """Whether growing to `num_tokens` only writes into the partly filled last block of
+        each unit (most decode steps): no block to take, copy, cache or slide."""
+        held = state.num_tokens
+        return (0 < num_tokens - held <= -held % self.block_size and not state.shared_tail
+                and (not self.caching or num_committed // self.block_size <= state.num_registered)
+                and self._window_start(state, num_committed) == state.window_start)
+
     def _growth_need(self, state: _SeqBlocks, num_tokens: int, num_known: int) -> int:
         """Pool blocks `_grow` would take, net of the slid-out blocks it would free."""
+        if self._fills_last_block(state, num_tokens, min(num_tokens, num_known)):
+            return 0
         size, pool = self.block_size, self.pool
         held, target = state.num_tokens, max(state.num_tokens, num_tokens)
         end_before, end = -(-held // size), -(-target // size)
@@ -242,9 +252,13 @@ class HybridPagedAllocator:
     def _grow(self, seq: Sequence, state: _SeqBlocks, num_tokens: int, num_known: int) -> None:
         """Hold `num_tokens` tokens (the caller checked `_growth_need`): copy shared edge
         blocks, cache blocks filled with committed tokens, slide the windows, take new blocks."""
+        committed = min(num_tokens, num_known)
+        if self._fills_last_block(state, num_tokens, committed):
+            self._filled_slots += self._num_units * (num_tokens - state.num_tokens)
+            state.num_tokens = num_tokens
+            return
         size, pool = self.block_size, self.pool
         held, target = state.num_tokens, max(state.num_tokens, num_tokens)
-        committed = min(num_tokens, num_known)
         end_before, end = -(-held // size), -(-target // size)
         for u in self._tail_copies(state, num_tokens):
             self._copy_tail(state, u)
@@ -262,7 +276,9 @@ class HybridPagedAllocator:
         new_full = end - end_before
         new_window = end - max(end_before, start)
         for u, table in enumerate(state.tables):
-            table.extend(pool.take(new_full if u < self._num_full else new_window))
+            count = new_full if u < self._num_full else new_window
+            if count:
+                table.extend(pool.take(count))
         self._filled_slots += self._num_full * max(0, target - end_before * size)
         self._filled_slots += (self._num_units - self._num_full) * max(0, target - max(end_before, start) * size)
         state.num_tokens = target
