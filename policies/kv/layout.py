@@ -51,6 +51,16 @@ class KVLayout:
         """Every block maps to one block_size run of tokens (block tables index tokens)."""
         return self == KVLayout()
 
+    def window_start_token(self, num_tokens: int) -> int:
+        """First token whose KV a window unit of an `num_tokens`-token sequence keeps, token by
+        token (the radix tree's granularity): the last `window_tokens` of a sliding window,
+        the chunk of the last token of a chunked one."""
+        if num_tokens <= 0:
+            return 0
+        if self.chunked:
+            return (num_tokens - 1) // self.window_tokens * self.window_tokens
+        return max(0, num_tokens - self.window_tokens)
+
     def window_start_block(self, num_tokens: int, block_size: int) -> int:
         """Index of the first block a window unit of an `num_tokens`-token sequence keeps:
         the blocks before it hold only tokens that no later query reads."""
