@@ -85,8 +85,9 @@ class RadixNode:
     (`slots`, full_units per token) and window slots (`window_slots`, window_units per token,
     for the tokens from `window_from` on), all in token order. `parent` is None for the root
     and for evicted nodes. `pins` maps each live sequence whose window reaches this node to
-    the first of its tokens that window reads; `evictable_slots` is what eviction could free
-    here, `queued_access` the stamp of its newest eviction candidate entry."""
+    the first of its tokens that window reads, `min_pin` is the smallest (when there are
+    any); `evictable_slots` is what eviction could free here, `queued_access` the stamp of
+    its newest eviction candidate entry."""
 
     runs: list[KeyRun]
     slots: list[range]
@@ -99,6 +100,7 @@ class RadixNode:
     window_slots: list[range] = field(default_factory=list)
     window_from: int = 0
     pins: dict[int, int] = field(default_factory=dict)
+    min_pin: int = 0
     evictable_slots: int = 0
     queued_access: int = -1
 
@@ -317,7 +319,7 @@ class RadixAllocator:
         takes out of the cache."""
         reclaimed, start = 0, 0
         for node, same in steps:
-            needed = min(node.pins.values(), default=node.num_tokens)
+            needed = self._window_read_from(node)
             before = self._evictable_in(node, same, node.ref_count > 0, needed)
             if start + same > window_start:
                 needed = min(needed, max(0, window_start - start))
@@ -512,7 +514,7 @@ class RadixAllocator:
             parent = node.parent
             node.ref_count -= 1
             node.last_access = self._clock
-            node.pins.pop(seq.seq_id, None)
+            self._drop_pin(node, seq.seq_id)
             self._refresh(node)
             self._drop_if_empty(node)
             node = parent
@@ -529,8 +531,7 @@ class RadixAllocator:
     def _pin(self, seq_id: int, state: _SeqSlots, after: int) -> None:
         """Pin, on the path's nodes ending after position `after`, what the window reads."""
         for node, start in self._path_back(state, max(after, state.window_start)):
-            node.pins[seq_id] = max(0, state.window_start - start)
-            self._refresh(node)
+            self._set_pin(node, seq_id, max(0, state.window_start - start))
 
     def _slide(self, seq_id: int, state: _SeqSlots, window_start: int) -> None:
         """Move the window's start to `window_start`: the path's window KV before it is no
@@ -539,10 +540,10 @@ class RadixAllocator:
             return
         for node, start in self._path_back(state, state.window_start):
             if start + node.num_tokens <= window_start:
-                del node.pins[seq_id]
+                self._drop_pin(node, seq_id)
+                self._refresh(node)
             else:
-                node.pins[seq_id] = max(0, window_start - start)
-            self._refresh(node)
+                self._set_pin(node, seq_id, max(0, window_start - start))
         state.window_start = window_start
 
     def _slide_gain(self, seq_id: int, state: _SeqSlots, window_start: int) -> int:
@@ -551,11 +552,35 @@ class RadixAllocator:
         if window_start <= state.window_start:
             return gain
         for node, start in self._path_back(state, state.window_start):
+            if node.pins[seq_id] != node.min_pin:
+                continue  # another window reads from further back: nothing changes here
             others = min((o for s, o in node.pins.items() if s != seq_id), default=node.num_tokens)
             moved = node.num_tokens if start + node.num_tokens <= window_start else window_start - start
             needed = min(others, max(0, moved))
             gain += self._evictable_in(node, node.num_tokens, True, needed) - node.evictable_slots
         return gain
+
+    def _window_read_from(self, node: RadixNode) -> int:
+        """The first of `node`'s tokens a live window reads (its length when none does)."""
+        return node.min_pin if node.pins else node.num_tokens
+
+    def _set_pin(self, node: RadixNode, seq_id: int, offset: int) -> None:
+        """Pin `node` for `seq_id`'s window from token `offset`, keeping `min_pin` current
+        without a scan unless the smallest pin moves up."""
+        previous = node.pins.get(seq_id)
+        node.pins[seq_id] = offset
+        if len(node.pins) == 1 or offset < node.min_pin:
+            node.min_pin = offset
+        elif previous == node.min_pin and offset > previous:
+            node.min_pin = min(node.pins.values())
+        else:
+            return
+        self._refresh(node)
+
+    def _drop_pin(self, node: RadixNode, seq_id: int) -> None:
+        previous = node.pins.pop(seq_id, None)
+        if previous is not None and previous == node.min_pin and node.pins:
+            node.min_pin = min(node.pins.values())
 
     # ---- the tree -----------------------------------------------------------------------
     def _new_node_id(self) -> int:
@@ -571,8 +596,8 @@ class RadixAllocator:
     def _refresh(self, node: RadixNode) -> None:
         """Recount what eviction could free at `node` and queue it as a candidate if it can
         free something now (an unreferenced leaf, or window KV no window reads)."""
-        needed = min(node.pins.values(), default=node.num_tokens)
-        evictable = self._evictable_in(node, node.num_tokens, node.ref_count > 0, needed)
+        evictable = self._evictable_in(node, node.num_tokens, node.ref_count > 0,
+                                       self._window_read_from(node))
         self._evictable_slots += evictable - node.evictable_slots
         node.evictable_slots = evictable
         if self._can_evict_now(node) and node.queued_access != node.last_access:
@@ -605,13 +630,15 @@ class RadixAllocator:
         head = RadixNode(head_runs, head_slots, num_tokens, parent, self._new_node_id(),
                          ref_count=node.ref_count, last_access=node.last_access,
                          window_slots=head_window, window_from=min(node.window_from, num_tokens),
-                         pins={s: o for s, o in node.pins.items() if o < num_tokens})
+                         pins={s: o for s, o in node.pins.items() if o < num_tokens},
+                         min_pin=node.min_pin)
         parent.children[head_runs[0].first_key()] = head
         head.children[tail_runs[0].first_key()] = node
         node.runs, node.slots, node.parent = tail_runs, tail_slots, head
         node.window_slots = tail_window
         node.window_from = max(0, node.window_from - num_tokens)
         node.pins = {s: max(0, o - num_tokens) for s, o in node.pins.items()}
+        node.min_pin = max(0, node.min_pin - num_tokens)
         node.num_tokens -= num_tokens
         self._refresh(head)
         self._refresh(node)
@@ -666,8 +693,7 @@ class RadixAllocator:
     def _evict_window_front(self, node: RadixNode, num_slots: int) -> int:
         """Free the window KV at the front of `node` that no window reads, at least
         `num_slots` of it if there is that much; return how many slots."""
-        needed = min(node.pins.values(), default=node.num_tokens)
-        num_tokens = min(needed - node.window_from, -(-num_slots // self._window))
+        num_tokens = min(self._window_read_from(node) - node.window_from, -(-num_slots // self._window))
         freed, node.window_slots = split_extents(node.window_slots, self._window * num_tokens)
         self.pool.give(freed)
         node.window_from += num_tokens
