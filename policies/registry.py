@@ -72,7 +72,8 @@ ALLOCATORS: dict[str, PolicyEntry] = {
                     "sliding-window and chunked layers cache the blocks their window reads"),
         PolicyEntry("radix", RadixAllocator, RadixParams,
                     "SGLang RadixAttention: token-granular prefix matching in a radix tree of "
-                    "token slots, reference-counted paths, LRU leaf eviction"),
+                    "token slots, reference-counted paths, LRU leaf eviction; window layers' KV "
+                    "kept per node while a window reads it"),
         PolicyEntry("contiguous", ContiguousAllocator, ContiguousParams,
                     "one contiguous span per request reserved up front (--reserve max|pow2|oracle)"),
     ]

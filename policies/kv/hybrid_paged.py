@@ -180,13 +180,14 @@ class HybridPagedAllocator:
         hit = num_cached_tokens // size
         hashes = self._seq_hashes(seq, hit * size) if hit else []
         committed = min(num_tokens, seq.num_known_tokens)
-        window_from = min(hit, self.layout.window_start_block(committed, size)) if self._num_full < self._num_units else 0
-        tables = [[pool.cached((u, hashes[i])) for i in range(0 if u < self._num_full else window_from, hit)]
-                  for u in range(self._num_units)]
-        if any(block is None for table in tables for block in table):
+        window_from = 0
+        if self._num_full < self._num_units:
+            window_from = min(hit, self.layout.window_start_block(committed, size))
+        tables = self._cached_tables(hashes, hit, window_from)
+        if tables is None:
             raise ValueError(f"{num_cached_tokens} cached tokens claimed for request {seq.seq_id}, "
                              f"but the cache holds a shorter prefix of it")
-        state = _SeqBlocks(tables, window_from, [], hit * size, hit)  # type: ignore[arg-type]
+        state = _SeqBlocks(tables, window_from, [], hit * size, hit)
         reclaimed = sum(pool.is_free(block) for table in tables for block in table)
         need = reclaimed + self.layout.fixed_blocks + self._growth_need(state, num_tokens, seq.num_known_tokens)
         if need > pool.num_free - self._watermark_blocks:
@@ -206,6 +207,20 @@ class HybridPagedAllocator:
             self.query_blocks += seq.num_known_tokens // size
         self._grow(seq, state, num_tokens, seq.num_known_tokens)
         return True
+
+    def _cached_tables(self, hashes: list[int], hit: int, window_from: int) -> list[list[int]] | None:
+        """Each unit's cached blocks for a hit of `hit` blocks (window units' from block
+        `window_from`, the first they keep), or None if one is not cached."""
+        tables = []
+        for u in range(self._num_units):
+            table = []
+            for index in range(0 if u < self._num_full else window_from, hit):
+                block = self.pool.cached((u, hashes[index]))
+                if block is None:
+                    return None
+                table.append(block)
+            tables.append(table)
+        return tables
 
     def _window_start(self, state: _SeqBlocks, num_committed: int) -> int:
         if self._num_full == self._num_units:
