@@ -132,13 +132,15 @@ class HybridPagedAllocator:
         """The same question for a request not on this replica (cache-aware routing)."""
         if not self.caching:
             return 0
-        return self._longest_hit(block_hashes(request, self.block_size, request.prompt_tokens)) * self.block_size
+        hashes = block_hashes(request, self.block_size, request.prompt_tokens)
+        return self._longest_hit(hashes) * self.block_size
 
     def _longest_hit(self, hashes: list[int]) -> int:
         """Blocks of the longest prefix of `hashes` that is a hit for every unit."""
         pool, full_units = self.pool, range(self._num_full)
         hit = 0
-        while hit < len(hashes) and all(pool.cached((u, hashes[hit])) is not None for u in full_units):
+        while hit < len(hashes) and all(pool.cached((u, hashes[hit])) is not None
+                                        for u in full_units):
             hit += 1
         window_units = range(self._num_full, self._num_units)
         if not window_units:
@@ -189,7 +191,8 @@ class HybridPagedAllocator:
                              f"but the cache holds a shorter prefix of it")
         state = _SeqBlocks(tables, window_from, [], hit * size, hit)
         reclaimed = sum(pool.is_free(block) for table in tables for block in table)
-        need = reclaimed + self.layout.fixed_blocks + self._growth_need(state, num_tokens, seq.num_known_tokens)
+        need = (reclaimed + self.layout.fixed_blocks
+                + self._growth_need(state, num_tokens, seq.num_known_tokens))
         if need > pool.num_free - self._watermark_blocks:
             return False
         for table in tables:
@@ -294,8 +297,9 @@ class HybridPagedAllocator:
             count = new_full if u < self._num_full else new_window
             if count:
                 table.extend(pool.take(count))
+        window_units = self._num_units - self._num_full
         self._filled_slots += self._num_full * max(0, target - end_before * size)
-        self._filled_slots += (self._num_units - self._num_full) * max(0, target - max(end_before, start) * size)
+        self._filled_slots += window_units * max(0, target - max(end_before, start) * size)
         state.num_tokens = target
         self._register(seq, state, max(state.num_registered, end_before), full_blocks)
         state.num_registered = max(state.num_registered, full_blocks)

@@ -262,7 +262,8 @@ class RadixAllocator:
             return self._admit(seq, num_tokens, num_cached_tokens)
         window_start = self._window_start(state, min(num_tokens, seq.num_known_tokens))
         need = self._private_need(state.num_held_tokens, num_tokens, window_start)
-        if need > self.pool.num_free + self._evictable_slots + self._slide_gain(seq.seq_id, state, window_start):
+        gain = self._slide_gain(seq.seq_id, state, window_start)
+        if need > self.pool.num_free + self._evictable_slots + gain:
             return False
         self._slide(seq.seq_id, state, window_start)
         self._extend(seq, state, num_tokens)
@@ -284,11 +285,12 @@ class RadixAllocator:
     def _admit(self, seq: Sequence, num_tokens: int, num_cached_tokens: int) -> bool:
         steps, matched = [], 0
         if num_cached_tokens:
-            steps, matched = self._walk(token_key_runs(seq.request, 0, num_cached_tokens, seq.sample_index))
+            query = token_key_runs(seq.request, 0, num_cached_tokens, seq.sample_index)
+            steps, matched = self._walk(query)
         if matched != num_cached_tokens or self._window_hit(steps, matched) != matched:
+            window = " with the window KV a hit needs" if matched == num_cached_tokens else ""
             raise ValueError(f"{num_cached_tokens} cached tokens claimed for request "
-                             f"{seq.seq_id}, but the tree holds {matched} of its prefix"
-                             + (" with the window KV a hit needs" if matched == num_cached_tokens else ""))
+                             f"{seq.seq_id}, but the tree holds {matched} of its prefix{window}")
         committed = min(num_tokens, seq.num_known_tokens)
         window_start = self.layout.window_start_token(committed) if self._window else 0
         reclaimed = self._reclaimed(steps, window_start)
@@ -426,7 +428,8 @@ class RadixAllocator:
         first = max(start, state.private_window_from)
         if first >= stop:
             return stop - start, []
-        slots, state.private_window = split_extents(state.private_window, self._window * (stop - first))
+        slots, state.private_window = split_extents(state.private_window,
+                                                    self._window * (stop - first))
         state.private_window_from = stop
         return first - start, slots
 
@@ -459,7 +462,8 @@ class RadixAllocator:
             window_dropped = min(dropped, max(0, keep + dropped - state.private_window_from))
             self.pool.give(pop_tail_extents(state.private_window, self._window * window_dropped))
             state.private_window_from = min(state.private_window_from, keep)
-            self._slide(seq.seq_id, state, self._window_start(state, min(num_tokens, seq.num_known_tokens)))
+            committed = min(num_tokens, seq.num_known_tokens)
+            self._slide(seq.seq_id, state, self._window_start(state, committed))
 
     def fork(self, parent: Sequence, child: Sequence) -> bool:
         """`child` shares `parent`'s tree path by reference; `parent`'s private slots (tokens
@@ -467,8 +471,9 @@ class RadixAllocator:
         pool has no room for the copies."""
         source = self._seqs[parent.seq_id]
         num_private = source.num_held_tokens - source.num_cached_tokens
-        num_private_window = source.num_held_tokens - source.private_window_from if self._window else 0
-        if self._full * num_private + self._window * num_private_window > self.pool.num_free + self._evictable_slots:
+        num_private_window = source.num_held_tokens - source.private_window_from
+        need = self._full * num_private + self._window * num_private_window
+        if need > self.pool.num_free + self._evictable_slots:
             return False
         self._clock += 1
         node = source.node
@@ -693,7 +698,8 @@ class RadixAllocator:
     def _evict_window_front(self, node: RadixNode, num_slots: int) -> int:
         """Free the window KV at the front of `node` that no window reads, at least
         `num_slots` of it if there is that much; return how many slots."""
-        num_tokens = min(self._window_read_from(node) - node.window_from, -(-num_slots // self._window))
+        unread = self._window_read_from(node) - node.window_from
+        num_tokens = min(unread, -(-num_slots // self._window))
         freed, node.window_slots = split_extents(node.window_slots, self._window * num_tokens)
         self.pool.give(freed)
         node.window_from += num_tokens
