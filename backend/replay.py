@@ -139,6 +139,10 @@ def replay_real(
     if o.replicas != 1 or o.disaggregate is not None:
         raise ValueError("the real backend runs one replica: drop --replicas/--disaggregate "
                          "with --executor real")
+    if set(config.model.layer_kinds) != {"global"}:
+        raise ValueError(f"the real backend reads one token-indexed block table per sequence; "
+                         f"{config.model.name} has sliding-window or SSM layers, whose KV the "
+                         f"allocators keep per layer group: replay it in the simulator")
     if o.speculator not in ("none", "ngram", "draft"):
         raise ValueError(f"--speculator {o.speculator} does not run on the real backend yet "
                          f"(use none, ngram or draft with --executor real)")

@@ -11,7 +11,8 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping
 
 from policies.kv.contiguous import ContiguousAllocator, ContiguousParams
-from policies.kv.paged import PagedAllocator, PagedParams, PagedPrefixParams
+from policies.kv.hybrid_paged import make_paged_allocator
+from policies.kv.paged import PagedParams, PagedPrefixParams
 from policies.kv.radix import RadixAllocator, RadixParams
 from policies.router.prefix_affinity import PrefixAffinityParams, PrefixAffinityRouter
 from policies.router.simple import (
@@ -63,14 +64,16 @@ SCHEDULERS: dict[str, PolicyEntry] = {
 ALLOCATORS: dict[str, PolicyEntry] = {
     e.name: e
     for e in [
-        PolicyEntry("paged", PagedAllocator, PagedParams,
+        PolicyEntry("paged", make_paged_allocator, PagedParams,
                     "PagedAttention blocks, block tables, free list, all-or-nothing allocation"),
-        PolicyEntry("paged-prefix", PagedAllocator, PagedPrefixParams,
+        PolicyEntry("paged-prefix", make_paged_allocator, PagedPrefixParams,
                     "paged + automatic prefix caching: hash-chained full blocks, shared by "
-                    "reference count, LRU cached-free pool evicted lazily, tail blocks first"),
+                    "reference count, LRU cached-free pool evicted lazily, tail blocks first; "
+                    "sliding-window and chunked layers cache the blocks their window reads"),
         PolicyEntry("radix", RadixAllocator, RadixParams,
                     "SGLang RadixAttention: token-granular prefix matching in a radix tree of "
-                    "token slots, reference-counted paths, LRU leaf eviction"),
+                    "token slots, reference-counted paths, LRU leaf eviction; window layers' KV "
+                    "kept per node while a window reads it"),
         PolicyEntry("contiguous", ContiguousAllocator, ContiguousParams,
                     "one contiguous span per request reserved up front (--reserve max|pow2|oracle)"),
     ]

@@ -5,9 +5,9 @@ and on (runs of decode-only iterations jumped in one event), and compares: every
 value within 1e-9 relative (the issue's bound; the construction in fact gives equal bits),
 every request's status, token counts, preemptions and token times, and every row of every
 replica's iteration log. Cases cover each scheduler, allocator, preemption mode, forks, beams,
-speculation, routers, disaggregation, pipeline and tensor parallelism, sliding-window, MoE and
-hybrid models, and runs cut by a horizon; workloads are sized to queue, preempt and evict;
-and again with the measured cost model.
+speculation, routers, disaggregation, pipeline and tensor parallelism, sliding-window models
+(with prefix caching too), MoE and hybrid models, and runs cut by a horizon; workloads are sized
+to queue, preempt and evict; and again with the measured cost model.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from sim.config import ReplayOptions, resolve
 LIGHT = dict(max_requests=150)
 HEAVY = dict(max_requests=150, rate_scale=8.0)  # queueing: waiting work blocks admission
 TIGHT = dict(max_requests=120, rate_scale=4.0, num_gpu_blocks=900)  # preemption and eviction
+SESSIONS = ("sessions:n=40,turns=3,system=1500,user=lognormal:200:0.5,answer=lognormal:150:0.5,"
+            "arrivals=poisson:4,think=2")  # shared prefixes longer than Gemma-3's window
 
 CASES = {
     "continuous paged": dict(LIGHT),
@@ -52,6 +54,13 @@ CASES = {
     "sliding window": dict(HEAVY, model="gemma-3-12b"),
     "moe": dict(HEAVY, model="mixtral-8x7b", tp=2),
     "hybrid ssm": dict(HEAVY, model="jamba-v0.1", tp=4),
+    "sliding window paged-prefix": dict(trace=SESSIONS, model="gemma-3-12b",
+                                        allocator="paged-prefix", num_gpu_blocks=3000),
+    "sliding window prefix chunked n=2": dict(trace=SESSIONS, model="gemma-3-12b", n=2,
+                                              scheduler="chunked", allocator="paged-prefix",
+                                              num_gpu_blocks=3000),
+    "all-window prefix swap": dict(trace=SESSIONS, model="mistral-7b", allocator="paged-prefix",
+                                   preemption="swap", swap_space_gb=0.5, num_gpu_blocks=800),
     "horizon": dict(HEAVY, horizon_s=20.0),
 }
 

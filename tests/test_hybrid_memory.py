@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 
 from policies.kv.layout import KVLayout
-from policies.kv.paged import PagedAllocator, PagedParams
+from policies.kv.hybrid_paged import HybridPagedAllocator
+from policies.kv.paged import PagedParams
 from sim.api import build_cost_model, simulate
 from sim.config import ReplayOptions, resolve
 from sim.cost.catalog import get_model
@@ -38,13 +39,13 @@ def test_layouts_derived_from_the_specs():
 
 
 def test_sliding_window_blocks_stop_growing_at_the_window():
-    alloc = PagedAllocator(PagedParams(block_size=16, num_blocks=10_000, watermark=0.0,
-                                       layout=KVLayout(1, 5, 1024, 0)))
-    seq = make_seq(0, 100, 5000)
+    alloc = HybridPagedAllocator(PagedParams(block_size=16, num_blocks=10_000, watermark=0.0,
+                                             layout=KVLayout(1, 5, 1024, 0)))
+    seq = make_seq(0, 4096, 100)  # prefilled in chunks
     grown = []
     for tokens in (16, 1024, 2048, 4096):
         assert alloc.allocate_slots(seq, tokens)
-        grown.append(len(alloc.block_tables[0]))
+        grown.append(alloc.num_held_blocks(0))
     # 1 global unit grows with the context; 5 local units stop at 1024/16 + 1 blocks each.
     assert grown == [6, 64 + 5 * 64, 128 + 5 * 65, 256 + 5 * 65]
 

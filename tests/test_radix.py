@@ -142,7 +142,7 @@ def test_a_shared_node_is_evicted_only_after_its_children():
     assert alloc.allocate_slots(b, 6, alloc.match_prefix(b))
     alloc.free(a)
     alloc.free(b)
-    assert alloc.evictable_tokens == 8
+    assert alloc.evictable_slots == 8
     stranger = make_seq(2, 9, 1)
     assert alloc.allocate_slots(stranger, 9)
     # 4 free, then a's leaf, b's leaf, and only then the shared head, from its tail.
@@ -210,10 +210,9 @@ def test_admission_respects_the_watermark_and_growth_does_not():
     assert not alloc.allocate_slots(make_seq(4, 1, 1), 1)
 
 
-def test_models_with_window_or_state_layers_are_refused():
-    with pytest.raises(ValueError, match="radix caches full-attention KV only"):
-        RadixParams(block_size=16, num_blocks=10, layout=KVLayout(full_units=1, window_units=5,
-                                                                  window_tokens=1024))
+def test_models_with_ssm_layers_are_refused():
+    with pytest.raises(ValueError, match="SSM layers keep a recurrent state"):
+        RadixParams(block_size=16, num_blocks=10, layout=KVLayout(full_units=1, fixed_blocks=2))
 
 
 def test_listed_by_the_cli(capsys):
@@ -268,14 +267,14 @@ class RadixMachine(RuleBasedStateMachine):
 
         state = self.alloc._seqs.get(seq.seq_id)
         own_before = {s for e in state.private for s in e} if state else set()
-        before = (pool.num_free, self.alloc.evictable_tokens, sorted(pool.free_slots()))
+        before = (pool.num_free, self.alloc.evictable_slots, sorted(pool.free_slots()))
         pool.take = recording_take
         try:
             ok = self.alloc.allocate_slots(seq, num_tokens, num_cached)
         finally:
             del pool.take
         if not ok:
-            assert (pool.num_free, self.alloc.evictable_tokens, sorted(pool.free_slots())) == before
+            assert (pool.num_free, self.alloc.evictable_slots, sorted(pool.free_slots())) == before
             return False
         keys = reference_keys(seq.request, seq.num_known_tokens)
         self.held[seq.seq_id] = max(self.held.get(seq.seq_id, 0), num_tokens)
@@ -340,15 +339,15 @@ class RadixMachine(RuleBasedStateMachine):
     def evictable_is_what_eviction_frees(self) -> None:
         """A stranger can take exactly the free plus evictable slots, and not one more; taking
         them all leaves only referenced nodes in the tree."""
-        room = self.alloc.pool.num_free + self.alloc.evictable_tokens
+        room = self.alloc.pool.num_free + self.alloc.evictable_slots
         too_big = copy.deepcopy(self.alloc)
         assert not too_big.allocate_slots(make_seq(10_000, room + 1, 1), room + 1)
         if room:
             full = copy.deepcopy(self.alloc)
             assert full.allocate_slots(make_seq(10_001, room, 1), room)
-            assert full.pool.num_free == 0 and full.evictable_tokens == 0
+            assert full.pool.num_free == 0 and full.evictable_slots == 0
             assert full.stats()["evictions"] - self.alloc.stats()["evictions"] == (
-                self.alloc.evictable_tokens)
+                self.alloc.evictable_slots)
             assert all(node.ref_count > 0 for node in full.nodes())
 
     @invariant()
@@ -371,7 +370,7 @@ class RadixMachine(RuleBasedStateMachine):
         assert sorted(owned + free) == list(range(NUM_BLOCKS * BLOCK))  # disjoint, complete
         assert a.pool.num_free == len(free)
         evictable = sum(n.num_tokens for n in nodes if n.ref_count == 0)
-        assert a.evictable_tokens == evictable == a.usage().cached_free_slots
+        assert a.evictable_slots == evictable == a.usage().cached_free_slots
         u = a.usage()
         assert u.reserved_slots == u.filled_slots == u.total_slots - len(free) - evictable >= 0
         for node in nodes:  # every cached token holds the KV of its path
@@ -391,7 +390,7 @@ class RadixMachine(RuleBasedStateMachine):
             self.alloc.free(seq)
         u = self.alloc.usage()
         assert u.reserved_slots == 0 and u.filled_slots == 0
-        assert self.alloc.pool.num_free + self.alloc.evictable_tokens == NUM_BLOCKS * BLOCK
+        assert self.alloc.pool.num_free + self.alloc.evictable_slots == NUM_BLOCKS * BLOCK
         assert all(node.ref_count == 0 for node in self.alloc.nodes())
 
 

@@ -116,7 +116,8 @@ class KVAllocator(Protocol):
 
     def usage(self) -> KVUsage: ...
 
-    # Optional, for the simulator's decode fast-forward (paged and contiguous have it):
+    # Optional, for the simulator's decode fast-forward (paged, hybrid paged and contiguous
+    # have it):
     # grow_in_lockstep(seqs, num_steps) -> LockstepUsage | None does what num_steps rounds of
     # allocate_slots(seq, seq.num_known_tokens + round) over seqs would, or nothing and None.
 

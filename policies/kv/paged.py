@@ -1,4 +1,5 @@
-"""PagedAttention's block allocator, with optional automatic prefix caching (`paged-prefix`).
+"""PagedAttention's block allocator, with optional automatic prefix caching (`paged-prefix`),
+for the plain layout, every layer keeping every token (hybrid layouts: `hybrid_paged.py`).
 
 Blocks are handed out in the order vLLM's free-block queue would: never-used blocks in id
 order, then freed blocks in the order they were freed. Blocks are created lazily (a counter
@@ -52,10 +53,10 @@ class PagedParams(PoolParams):
 
     def __post_init__(self) -> None:
         PoolParams.__post_init__(self)
-        if self.enable_prefix_caching and not self.layout.is_plain:
+        if self.enable_prefix_caching and self.layout.fixed_blocks:
             raise ValueError(
-                "paged-prefix caches full-attention blocks only; this model's layers keep "
-                "sliding-window or recurrent state (use --allocator paged)"
+                "paged-prefix caches attention KV only; this model's SSM layers keep a "
+                "recurrent state a prefix hit cannot restore (use --allocator paged)"
             )
 
 
@@ -66,11 +67,13 @@ class PagedPrefixParams(PagedParams):
 
 class PagedAllocator:
     def __init__(self, params: PagedParams) -> None:
+        if not params.layout.is_plain:
+            raise ValueError("PagedAllocator keeps one token-indexed block table per sequence; "
+                             "a hybrid KV layout needs HybridPagedAllocator (make_paged_allocator)")
         self.block_size = params.block_size
         self.num_blocks = params.num_blocks
         self.caching = params.enable_prefix_caching
         self.layout = params.layout
-        self._plain = params.layout.is_plain  # one slot per token: sizes have closed forms
         self._watermark_blocks = int(params.watermark * params.num_blocks)
         self._next_fresh = 0
         self._free: deque[int] = deque()
@@ -112,12 +115,7 @@ class PagedAllocator:
         return live
 
     def blocks_for(self, num_tokens: int) -> int:
-        if self._plain:
-            return -(-max(0, num_tokens) // self.block_size)
-        return self.layout.blocks_for(num_tokens, self.block_size)
-
-    def _slots_for(self, num_tokens: int) -> int:
-        return num_tokens if self._plain else self.layout.slots_for(num_tokens, self.block_size)
+        return -(-max(0, num_tokens) // self.block_size)
 
     def never_fits_reason(self, request: Request) -> str | None:
         need = self.blocks_for(kv_tokens_needed(request))
@@ -207,8 +205,6 @@ class PagedAllocator:
     def fork(self, parent: Sequence, child: Sequence) -> bool:
         """`child` shares every block of `parent` by reference (parallel sampling, beam
         search); the partly filled last block is copied when either first writes to it."""
-        if not self._plain:
-            raise ValueError("forking samples needs a full-attention KV layout")
         table = self.block_tables[parent.seq_id]
         self.block_tables[child.seq_id] = list(table)
         extra = self._extra_owners
@@ -288,7 +284,7 @@ class PagedAllocator:
         fills one; those events run in the order the rounds would run them, so block ids,
         hashes and evictions come out exactly as step by step.
         """
-        if not self._plain or self._copies:
+        if self._copies:
             return None  # pending copies belong to the next step's plan
         size = self.block_size
         held_tokens, tables, extra_owners = self._num_tokens, self.block_tables, self._extra_owners
@@ -400,7 +396,7 @@ class PagedAllocator:
         previous = self._num_tokens.get(seq_id, 0)
         if num_tokens > previous:
             self._num_tokens[seq_id] = num_tokens
-            self._filled_slots += self._slots_for(num_tokens) - self._slots_for(previous)
+            self._filled_slots += num_tokens - previous
 
     def shrink_slots(self, seq: Sequence, num_tokens: int) -> None:
         """Give back the blocks past `num_tokens` (they held only rejected drafts, which were
@@ -410,7 +406,7 @@ class PagedAllocator:
         if table is None or num_tokens >= previous:
             return
         self._num_tokens[seq.seq_id] = num_tokens
-        self._filled_slots -= self._slots_for(previous) - self._slots_for(num_tokens)
+        self._filled_slots -= previous - num_tokens
         keep = self.blocks_for(num_tokens)
         self._release_tail(table, previous, keep)
         del table[keep:]
@@ -421,13 +417,12 @@ class PagedAllocator:
             return
         held = self._num_tokens.pop(seq.seq_id, 0)
         self._release_tail(table, held, 0)  # tail first: evicted before the shared head
-        self._filled_slots -= self._slots_for(held)
+        self._filled_slots -= held
         self._hashes.pop(seq.seq_id, None)
         self._num_registered.pop(seq.seq_id, None)
 
     def _tokens_in_block(self, num_tokens: int, index: int) -> int:
-        """Tokens of a `num_tokens`-token sequence in its block `index` (sharing, hence this
-        count, only happens with the plain layout)."""
+        """Tokens of a `num_tokens`-token sequence in its block `index`."""
         return max(0, min(self.block_size, num_tokens - index * self.block_size))
 
     def _release_tail(self, table: list[int], num_tokens: int, keep: int) -> None:

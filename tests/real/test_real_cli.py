@@ -49,6 +49,8 @@ def test_real_replay_is_deterministic_for_a_seed(tmp_path):
     (["--pace", "fast"], "unknown pace 'fast'"),
     (["--executor", "real", "--model", "tiny-llama", "--top-p", "0"], "top_p must be in"),
     (["--executor", "real", "--model", "mixtral-8x7b", "--hardware", "h100"], "dense gated-MLP"),
+    (["--executor", "real", "--model", "gemma-3-12b", "--hardware", "h100", "--allocator",
+      "paged-prefix"], "gemma-3-12b has sliding-window or SSM layers"),
     (["--executor", "real", "--model", "tiny-llama", "--weights", "/nonexistent"],
      "no *.safetensors"),
     (["--executor", "real", "--model", "tiny-llama", "--replicas", "2"], "runs one replica"),
