@@ -327,6 +327,19 @@ def test_bad_configs_are_one_clear_error_naming_the_file(tmp_path, data, message
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
+def test_dense_width_is_required_only_where_a_layer_is_dense(tmp_path):
+    data = json.loads((CONFIGS / "Qwen3-30B-A3B" / "config.json").read_text())
+    del data["intermediate_size"]  # every layer is MoE: the dense width sizes nothing
+    assert model_from_hf_config(_write(tmp_path, data)).param_count == 30_532_122_624
+    del data["moe_intermediate_size"]
+    with pytest.raises(ValueError, match="missing field 'moe_intermediate_size'"):
+        model_from_hf_config(_write(tmp_path, data))
+    data = json.loads((SMALL / "qwen3_moe.json").read_text())
+    del data["intermediate_size"]  # layers 0, 2, 3 are dense
+    with pytest.raises(ValueError, match="missing field 'intermediate_size'"):
+        model_from_hf_config(_write(tmp_path, data))
+
+
 def test_missing_paths(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         get_model(str(tmp_path / "nope" / "config.json"))

@@ -220,7 +220,8 @@ def _fields_of(data: dict[str, Any], file: Path) -> Fields:
     model_type = data.get("model_type")
     architectures = data.get("architectures") or []
     if model_type is None:
-        if not isinstance(architectures, list) or not architectures:
+        if not isinstance(architectures, list) or not architectures or not isinstance(
+                architectures[0], str):
             raise ValueError(f"{file}: missing field 'model_type' (and no 'architectures')")
         model_type = ARCHITECTURE_CLASSES.get(architectures[0])
         if model_type is None:
@@ -235,7 +236,7 @@ def _fields_of(data: dict[str, Any], file: Path) -> Fields:
         return Fields(text, data, MULTIMODAL[model_type], file, multimodal=True)
     if model_type not in READERS:
         known = sorted([*READERS, *MULTIMODAL])
-        named = f" ({architectures[0]})" if isinstance(architectures, list) and architectures else ""
+        named = f" ({architectures[0]})" if isinstance(architectures, list) and architectures and isinstance(architectures[0], str) else ""
         raise ValueError(f"{file}: unknown architecture {model_type!r}{named}; servesim knows "
                          f"model types: {', '.join(known)}")
     return Fields(data, data, model_type, file, multimodal=False)
@@ -243,9 +244,11 @@ def _fields_of(data: dict[str, Any], file: Path) -> Fields:
 
 # ---- shared pieces --------------------------------------------------------------------------
 
-def _base(f: Fields, name: str, hf_id: str, *, intermediate: str | None = "intermediate_size",
-          head_dim: bool = True) -> dict[str, Any]:
-    """The fields every family shares, as ModelSpec keyword arguments."""
+def _base(f: Fields, name: str, hf_id: str, *, intermediate: str = "intermediate_size",
+          expert_width: int | None = None, head_dim: bool = True) -> dict[str, Any]:
+    """The fields every family shares, as ModelSpec keyword arguments. The dense MLP width
+    `intermediate` is required unless `expert_width` is given (every layer is MoE); then it
+    is read if present and else taken to be the experts' (it sizes no layer)."""
     for flag in ("attention_bias", "mlp_bias"):
         if f.flag(flag):
             raise f.error(f"{flag}: true is not modelled (servesim counts no bias there)")
@@ -255,7 +258,8 @@ def _base(f: Fields, name: str, hf_id: str, *, intermediate: str | None = "inter
         name=name, hf_id=hf_id,
         num_layers=f.int("num_hidden_layers"),
         hidden_size=f.int("hidden_size"),
-        intermediate_size=f.int(intermediate) if intermediate else 1,
+        intermediate_size=(f.int(intermediate) if expert_width is None
+                           else f.int(intermediate, optional=True) or expert_width),
         num_heads=num_heads,
         num_kv_heads=num_heads if kv_heads is None else kv_heads,
         vocab_size=f.int("vocab_size"),
@@ -383,12 +387,13 @@ def _qwen3_moe(f: Fields, name: str, hf_id: str) -> ModelSpec:
     dense_only = set(f.int_list("mlp_only_layers") or [])
     moe = [i for i in range(num_layers)
            if num_experts and i not in dense_only and (i + 1) % step == 0]
-    spec = _base(f, name, hf_id, intermediate="intermediate_size" if len(moe) < num_layers else None)
+    expert_width = f.int("moe_intermediate_size") if moe else None
+    spec = _base(f, name, hf_id, expert_width=expert_width if len(moe) == num_layers else None)
     spec["qk_norm"] = True
     if moe:
         spec["moe"] = MoESpec(num_experts=num_experts,
                               experts_per_token=f.int("num_experts_per_tok"),
-                              expert_intermediate_size=f.int("moe_intermediate_size"),
+                              expert_intermediate_size=expert_width,
                               **_moe_layers(num_layers, moe))
     first_windowed = f.int("max_window_layers", minimum=0)
     spec["layer_pattern"], spec["sliding_window"] = _layer_kinds(
@@ -398,11 +403,12 @@ def _qwen3_moe(f: Fields, name: str, hf_id: str) -> ModelSpec:
 
 def _deepseek(f: Fields, name: str, hf_id: str) -> ModelSpec:
     num_layers = f.int("num_hidden_layers")
-    routed = f.int("n_routed_experts", optional=True)
+    routed = f.int("n_routed_experts", minimum=0, optional=True)
     first_dense = f.int("first_k_dense_replace", minimum=0)
     freq = f.int("moe_layer_freq")
     moe = [i for i in range(num_layers) if routed and i >= first_dense and i % freq == 0]
-    spec = _base(f, name, hf_id, intermediate="intermediate_size" if len(moe) < num_layers else None,
+    expert_width = f.int("moe_intermediate_size") if moe else None
+    spec = _base(f, name, hf_id, expert_width=expert_width if len(moe) == num_layers else None,
                  head_dim=False)
     q_lora = f.int("q_lora_rank", optional=True)
     spec["mla"] = MLASpec(kv_lora_rank=f.int("kv_lora_rank"),
@@ -412,7 +418,7 @@ def _deepseek(f: Fields, name: str, hf_id: str) -> ModelSpec:
     if moe:
         spec["moe"] = MoESpec(num_experts=routed,
                               experts_per_token=f.int("num_experts_per_tok"),
-                              expert_intermediate_size=f.int("moe_intermediate_size"),
+                              expert_intermediate_size=expert_width,
                               num_shared_experts=f.int("n_shared_experts", minimum=0, optional=True) or 0,
                               router_bias=f.raw("topk_method") == "noaux_tc",
                               **_moe_layers(num_layers, moe))
@@ -434,11 +440,13 @@ def _llama4(f: Fields, name: str, hf_id: str) -> ModelSpec:
     moe = explicit if explicit is not None else list(range(step - 1, num_layers, step))
     if any(i >= num_layers for i in moe):
         raise f.error(f"moe_layers must lie below num_hidden_layers ({num_layers}), got {moe}")
-    spec = _base(f, name, hf_id, intermediate="intermediate_size_mlp" if len(moe) < num_layers else None)
+    expert_width = f.int("intermediate_size") if moe else None
+    spec = _base(f, name, hf_id, intermediate="intermediate_size_mlp",
+                 expert_width=expert_width if len(moe) == num_layers else None)
     if moe:
         spec["moe"] = MoESpec(num_experts=f.int("num_local_experts"),
                               experts_per_token=f.int("num_experts_per_tok"),
-                              expert_intermediate_size=f.int("intermediate_size"),
+                              expert_intermediate_size=expert_width,
                               num_shared_experts=1, **_moe_layers(num_layers, moe))
     uses_rope = f.int_list("no_rope_layers") or [int((i + 1) % 4 != 0) for i in range(num_layers)]
     if len(uses_rope) != num_layers:
