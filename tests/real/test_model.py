@@ -34,21 +34,24 @@ def _dense_logits(model: LlamaModel, tokens: list[int]) -> torch.Tensor:
             out[:, :, i], out[:, :, i + d // 2] = a * c - b * s, a * s + b * c
         return out
 
+    def linear(x, proj):
+        return x @ proj.weight.T + (proj.bias if proj.bias is not None else 0.0)
+
     with torch.no_grad():
         h = model.embed_tokens.weight[tokens]
-        for layer in model.layers:
+        for layer, kind in zip(model.layers, spec.layer_kinds):
             at = layer.self_attn
+            window = spec.sliding_window if kind == "local" else None
             x = rms(h, layer.input_layernorm.weight)
-            q = rope((x @ at.q_proj.weight.T).view(n, heads, d))
-            k = rope((x @ at.k_proj.weight.T).view(n, kv_heads, d))
-            v = (x @ at.v_proj.weight.T).view(n, kv_heads, d)
+            q = rope(linear(x, at.q_proj).view(n, heads, d))
+            k = rope(linear(x, at.k_proj).view(n, kv_heads, d))
+            v = linear(x, at.v_proj).view(n, kv_heads, d)
             out = torch.zeros(n, heads, d)
             for head in range(heads):
                 kv = head // (heads // kv_heads)
                 scores = q[:, head] @ k[:, kv].T / math.sqrt(d)
                 for i in range(n):
                     for j in range(n):
-                        window = spec.sliding_window
                         if j > i or (window is not None and i - j >= window):
                             scores[i, j] = float("-inf")
                 out[:, head] = torch.softmax(scores, -1) @ v[:, kv]
@@ -82,10 +85,15 @@ def _chunked_logits(model: LlamaModel, tokens: list[int], chunks: list[int], use
     return torch.cat(rows)
 
 
-@pytest.mark.parametrize("window", [None, 5])
-def test_paged_chunked_forward_matches_dense_llama(window):
-    spec = dataclasses.replace(TINY, sliding_window=window, num_heads=4, num_kv_heads=1,
-                               head_dim=16, rope_theta=500.0)
+@pytest.mark.parametrize("shape", [
+    {},
+    {"sliding_window": 5},
+    {"sliding_window": 5, "layer_pattern": ("global", "local")},  # Gemma-style interleaving
+    {"qkv_bias": True, "tied_embeddings": True, "rms_norm_eps": 1e-6},  # Qwen2-style
+], ids=["llama", "sliding", "local-global", "qkv-bias-tied"])
+def test_paged_chunked_forward_matches_dense_llama(shape):
+    spec = dataclasses.replace(TINY, num_heads=4, num_kv_heads=1, head_dim=24,
+                               rope_theta=500.0, **shape)
     model = init_random(LlamaModel(spec), seed=1).eval()
     tokens = torch.randint(0, spec.vocab_size, (23,), generator=torch.Generator().manual_seed(2))
     expected = _dense_logits(model, tokens.tolist())
@@ -135,3 +143,25 @@ def test_loading_refuses_mismatched_or_missing_weights(tmp_path):
 def test_architectures_it_does_not_run_are_refused(name):
     with pytest.raises(ValueError, match="dense gated-MLP"):
         LlamaModel(get_model(name))
+
+
+@pytest.mark.parametrize("name,change,message", [
+    ("jamba-v0.1", {"moe": None}, "state-space \\(ssm\\) layers"),
+    ("llama-3-8b-cla2", {}, "shares one KV across 2 layers"),
+    ("tiny-llama", {"gated_mlp": False}, "has an ungated MLP"),
+])
+def test_shapes_it_cannot_compute_are_refused_with_the_reason(name, change, message):
+    with pytest.raises(ValueError, match=message):
+        LlamaModel(dataclasses.replace(get_model(name), **change))
+
+
+def test_seeded_tied_model_does_not_predict_each_token_after_itself():
+    """With O(1) tied embeddings (the untied scale) 115 of these 128 tokens would be their
+    own greedy successor: the embedding dominates the residual stream."""
+    from backend.recompute import next_token_logits
+
+    spec = dataclasses.replace(TINY, tied_embeddings=True, qkv_bias=True)
+    model = init_random(LlamaModel(spec), seed=2).eval()
+    tokens = range(0, spec.vocab_size, 4)
+    repeats = sum(int(next_token_logits(model, [t]).argmax()) == t for t in tokens)
+    assert repeats <= 4
