@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from backend.kernels import triton_takes_head_dim
 from backend.kernels.reference import paged_attention_ref
 from backend.kv_cache import KVCache
 from sim.cost.specs import ModelSpec
@@ -45,6 +46,12 @@ def _unsupported_parts(spec: ModelSpec) -> str:
                                         ("mixture of experts", spec.moe is not None),
                                         ("an ungated MLP", not spec.gated_mlp)) if present]
     return " and ".join(parts)
+
+
+def uses_triton(spec: ModelSpec, device: torch.device) -> bool:
+    """Attention runs the Triton kernels on CUDA when they take the model's head_dim, else
+    the torch reference (a head_dim of 80 or 96, say, runs correctly, only slower)."""
+    return device.type == "cuda" and triton_takes_head_dim(spec.attn_head_dim)
 
 
 @dataclass(slots=True)

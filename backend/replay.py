@@ -30,7 +30,8 @@ from backend.drafting import DraftModelDrafter, Drafter, NgramDrafter, SelfDraft
 from backend.gguf_weights import ChatTokenizer
 from backend.host_memory import keep_freed_host_memory
 from backend.kv_cache import KVCache
-from backend.model import LlamaModel, check_supported, init_random, load_hf_directory
+from backend.model import (LlamaModel, check_supported, init_random, load_hf_directory,
+                           uses_triton)
 from backend.runner import RealExecutor, run_wall_clock
 from backend.sampler import SamplingParams
 from backend.speed import SpeedMeter
@@ -174,7 +175,7 @@ def replay_real(
         kv = KVCache(num_layers=spec.num_layers, num_blocks=allocator.num_blocks,
                      block_size=allocator.block_size, num_kv_heads=spec.num_kv_heads,
                      head_dim=spec.attn_head_dim, dtype=dtype, device=device)
-        use_triton = device.type == "cuda"
+        use_triton = uses_triton(spec, device)
         drafter = build_drafter(o, model, kv, allocator, sampling, use_triton, draft)
         executors.append(RealExecutor(model, kv, allocator, sampling=sampling, seed=o.seed,
                                       use_triton=use_triton, drafter=drafter, beams=beams))
@@ -204,7 +205,8 @@ def build_drafter(o: ReplayOptions, model: LlamaModel, kv: KVCache, allocator: K
     if o.speculator == "ngram":
         return NgramDrafter()
     if draft is not None:
-        return DraftModelDrafter(draft, allocator, sampling, o.seed, use_triton)
+        draft_triton = uses_triton(draft.spec, draft.norm.weight.device)
+        return DraftModelDrafter(draft, allocator, sampling, o.seed, draft_triton)
     if o.speculator == "draft":
         return SelfDrafter(model, kv, allocator, sampling, o.seed, use_triton)
     return None

@@ -165,3 +165,14 @@ def test_seeded_tied_model_does_not_predict_each_token_after_itself():
     tokens = range(0, spec.vocab_size, 4)
     repeats = sum(int(next_token_logits(model, [t]).argmax()) == t for t in tokens)
     assert repeats <= 4
+
+
+@pytest.mark.parametrize("head_dim,device,expected", [
+    (64, "cuda", True), (128, "cuda", True), (96, "cuda", False), (8, "cuda", False),
+    (64, "cpu", False),
+])
+def test_triton_attention_only_for_head_dims_its_kernels_take(head_dim, device, expected):
+    from backend.model import uses_triton
+
+    spec = dataclasses.replace(TINY, head_dim=head_dim)
+    assert uses_triton(spec, torch.device(device)) is expected
