@@ -42,7 +42,8 @@ OPTION_HELP = {
     "window_start_s": "replay only requests arriving at or after this trace time (re-offset to 0)",
     "window_end_s": "replay only requests arriving before this trace time",
     "rate_scale": "replay at X times the trace's request rate",
-    "model": "model name (servesim list models)",
+    "model": "model name (servesim list models), or a Hugging Face config.json (or the"
+             " directory holding it)",
     "hardware": "hardware name (servesim list hardware)",
     "tp": "tensor parallel degree",
     "pp": "pipeline parallel degree (stages; the batch runs as pp micro-batches)",
@@ -74,7 +75,8 @@ OPTION_HELP = {
     "swap_space_gb": "host memory per device for swapped KV, GiB",
     "static_max_wait_s": "static batching: max wait for a batch to fill",
     "max_model_len": "context limit (default: the model's)",
-    "weight_dtype": "weight dtype: bf16|fp16|fp8|int8|int4",
+    "weight_dtype": "every weight at this dtype: bf16|fp16|fp8|int8|int4 (default: the"
+                    " model's own, from its config.json; catalog models bf16)",
     "kv_dtype": "KV cache dtype",
     "calibration": "coefficients JSON from servesim calibrate, or shared-fit (fits to the"
                    " shared A100/H100 profiles)",
@@ -155,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     roofline.add_argument("--spec-tokens", type=int, default=0,
                           help="draft tokens verified per decoding sequence (default: 0)")
     roofline.add_argument("--tp", type=int, default=1, help=OPTION_HELP["tp"])
-    roofline.add_argument("--weight-dtype", default="bf16", help=OPTION_HELP["weight_dtype"])
+    roofline.add_argument("--weight-dtype", default=None, help=OPTION_HELP["weight_dtype"])
     roofline.add_argument("--kv-dtype", default="bf16", help=OPTION_HELP["kv_dtype"])
     roofline.add_argument("--calibration", help=OPTION_HELP["calibration"])
     ui = sub.add_parser("ui", help="start the what-if dashboard (needs the ui extra)")
@@ -303,8 +305,9 @@ def run_roofline(args: argparse.Namespace, console: Console) -> int:
                      weight_dtype=args.weight_dtype, kv_dtype=args.kv_dtype)
     rows = intensity_table(cost, args.batch, args.context, args.spec_tokens)
     ridge = hardware.ridge_point_flops_per_byte
+    weights = cost.model.weight_dtype_label(args.weight_dtype)
     table = Table(title=(f"{cost.model.name} on {args.tp}x {hardware.name} "
-                         f"(weights {args.weight_dtype}, KV {args.kv_dtype}): ridge point "
+                         f"(weights {weights}, KV {args.kv_dtype}): ridge point "
                          f"{ridge:.0f} FLOP/byte"), title_justify="left")
     for col in ("phase", "group", "seqs", "new/seq", "context", "GFLOP", "MB moved",
                 "FLOP/byte", "time (ms)", "TFLOP/s", "bound"):

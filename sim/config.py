@@ -78,7 +78,9 @@ class ReplayOptions:
     """Host memory for swapped KV per device, GiB (vLLM's default 4)."""
     static_max_wait_s: float = 0.0
     max_model_len: int | None = None
-    weight_dtype: str = "bf16"
+    weight_dtype: str | None = None
+    """Every weight at this dtype; None: the model's own (its config's dtype, quantized
+    components at theirs; catalog models bf16)."""
     kv_dtype: str = "bf16"
     calibration: str | None = None
     speed_trace: str | None = None
@@ -277,7 +279,8 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
             raise ValueError("--disaggregate needs an iteration-level scheduler, not static")
         if options.kv_link_bandwidth_gb_s <= 0 or options.kv_link_latency_s < 0:
             raise ValueError("the KV link needs bandwidth > 0 and latency >= 0")
-    dtype_bytes(options.weight_dtype)
+    if options.weight_dtype is not None:
+        dtype_bytes(options.weight_dtype)
     dtype_bytes(options.kv_dtype)
     if options.calibration:
         coefficients = load_coefficients(options.calibration, hardware.name)

@@ -206,10 +206,21 @@ def summarize(config: SimConfig, engines: list[Engine], end_s: float) -> dict[st
     summary["kv_blocks_total"] = engines[0].scheduler.allocator.num_blocks
     summary["replicas"] = len(engines)
     summary["simulated_span_s"] = span
+    summary.update(_model_size(config))
     if config.options.speculator != "none":
         log = _combined_spec_log([engine.spec_log for engine in engines])
         summary.update(_speculation(log, config.options.spec_k, means["busy_s"]))
     return summary
+
+
+def _model_size(config: SimConfig) -> dict[str, Any]:
+    """The whole model's size, whatever its parallelism: parameters (active: per token, routed
+    experts counted top-k times) and KV bytes per token over all layers at `--kv-dtype`."""
+    model = config.model
+    kv_bytes = model.kv_bytes_per_token(config.options.kv_dtype)
+    return {"model_params_total": model.param_count,
+            "model_params_active": model.active_param_count,
+            "kv_bytes_per_token": int(kv_bytes) if float(kv_bytes).is_integer() else kv_bytes}
 
 
 def _combined_spec_log(logs: list[SpeculationLog]) -> SpeculationLog:

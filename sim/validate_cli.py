@@ -55,7 +55,8 @@ def add_profile_parser(sub: argparse._SubParsersAction) -> None:
                     "a profile JSON for `servesim calibrate`.")
     parser.add_argument("--executor", choices=["real"], required=True,
                         help="what to profile (only the real backend has timings to measure)")
-    parser.add_argument("--model", required=True, help="model name (servesim list models)")
+    parser.add_argument("--model", required=True,
+                        help="model name (servesim list models) or a Hugging Face config.json")
     parser.add_argument("--out", required=True, help="profile JSON to write")
     parser.add_argument("--hardware", help="catalog hardware name (default: this device)")
     parser.add_argument("--scheduler", default="continuous", help="scheduler (default: %(default)s)")

@@ -242,3 +242,24 @@ def test_prefix_and_speculation_panels_appear_only_with_their_keys():
     values = {m.label: m.value for m in at.metric}
     assert values["prefix_hit_rate"] == "0.25" and values["spec_tokens_per_step_mean"] == "2.5"
     assert values["spec_acceptance_rate"] == "0.6"
+
+
+def test_model_box_takes_an_uploaded_config_json():
+    config = (Path(__file__).parent / "data" / "hf_configs" / "Qwen3-8B" / "config.json").read_bytes()
+    at = start()
+    at.sidebar.file_uploader(key="model.config").set_value(("Qwen3-8B.json", config,
+                                                            "application/json")).run()
+    assert not at.exception and not at.error
+    assert cards(at)["Requests finished"] == "500"
+    assert cards(at)["TPOT P50 (s)"] != cards(start())["TPOT P50 (s)"]  # Qwen3-8B, not Llama-3-8B
+    at.sidebar.file_uploader(key="model.config").set_value(("bad.json", b'{"model_type": "gpt2"}',
+                                                            "application/json")).run()
+    message = at.error[0].value
+    assert message.startswith("error: bad.json: unknown architecture 'gpt2'")
+    assert "servesim-uploads" not in message
+
+
+def test_sweep_lines_take_catalog_models_not_paths():
+    at = start("Sweep")
+    at.text_area(key="sweep_configs").set_value("model=/etc/passwd").run()
+    assert "model takes a catalog name here" in at.error[0].value

@@ -21,10 +21,11 @@ from policies.scheduler.chunked import ORDERS
 from sim.cli import OPTION_HELP
 from sim.config import ReplayOptions
 from sim.cost.catalog import HARDWARE, MODELS
+from sim.cost.hf_config import model_from_hf_config
 from sim.cost.specs import DTYPE_BYTES
 from traces import TRACE_FORMATS
 from traces.synthetic import ARRIVALS_SYNTAX, LENGTHS_SYNTAX
-from ui.upload import UPLOAD_LIMIT_BYTES, UPLOAD_TYPES, UploadError, store_upload
+from ui.upload import UPLOAD_LIMIT_BYTES, UPLOAD_TYPES, UploadError, store_upload, user_message
 
 DEFAULTS = ReplayOptions(max_requests=500, slo_ttft_s=2.0, slo_tpot_s=0.1)
 """Dashboard defaults: the CLI's, with a 500-request slice (answers in about a second) and SLOs
@@ -41,12 +42,15 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "reserve": RESERVE_MODES,
     "preemption": PREEMPTION_MODES,
     "chunked_order": ORDERS,
-    "weight_dtype": tuple(DTYPE_BYTES),
+    "weight_dtype": (None, *DTYPE_BYTES),
     "kv_dtype": tuple(DTYPE_BYTES),
     "draft_model": (None, *MODELS),
     "tiny_draft_model": (None, *MODELS),
     "trace_format": (None, *TRACE_FORMATS),
 }
+
+MODEL_CONFIG_LIMIT_BYTES = 1024 * 1024
+"""Largest accepted config.json upload (real ones are a few kB)."""
 
 CONFIG_SECTIONS: dict[str, tuple[str, ...]] = {
     "Model and hardware": ("model", "hardware", "tp", "weight_dtype", "kv_dtype",
@@ -91,6 +95,8 @@ def _type_parts(name: str) -> tuple[str, bool]:
 def option_widget(name: str, default: Any, key: str, container: Any = st) -> Any:
     """One option's widget; returns its value (None leaves an optional option at its default)."""
     help_text = OPTION_HELP.get(name)
+    if name == "model":
+        return model_widget(default, key, container)
     if name in CHOICES:
         choices = CHOICES[name]
         return container.selectbox(name, choices, index=choices.index(default), key=key,
@@ -108,6 +114,27 @@ def option_widget(name: str, default: Any, key: str, container: Any = st) -> Any
                                       key=key, help=help_text, placeholder=placeholder)
     text = container.text_input(name, value=default or "", key=key, help=help_text)
     return text if text or not optional else None
+
+
+def model_widget(default: str, key: str, container: Any = st) -> str:
+    """The catalog drop-down, or an uploaded Hugging Face config.json in its place (stored as
+    trace uploads are, and read at once so a bad file is an error here, under its own name)."""
+    choices = CHOICES["model"]
+    name = container.selectbox("model", choices, index=choices.index(default), key=key,
+                               help="a catalog model (servesim list models)")
+    uploaded = container.file_uploader(
+        "or a Hugging Face config.json", type=["json"], key=f"{key}.config",
+        help="its architecture (and quantization) replaces the drop-down's model")
+    if uploaded is None:
+        return name
+    path = None
+    try:
+        path = store_upload(uploaded.name, uploaded.getvalue(), MODEL_CONFIG_LIMIT_BYTES)
+        model_from_hf_config(path)
+    except ValueError as exc:
+        container.error(f"error: {user_message(exc, path, uploaded.name)}")
+        return name
+    return str(path)
 
 
 def config_controls(prefix: str = "", defaults: ReplayOptions = DEFAULTS,

@@ -17,9 +17,12 @@ from typing import Any
 import pandas as pd
 
 from sim.config import ReplayOptions
+from sim.cost.hf_config import looks_like_path
 from ui.data import RunView, slo_attainment
 
 _CONVERTERS = {"int": int, "float": float, "str": str}
+MODEL_OPTIONS = ("model", "draft_model", "tiny_draft_model")
+"""Options naming models: catalog names only in sweep lines (no server paths)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,9 @@ def parse_configs(text: str) -> list[SweepConfig]:
                                  f"name (e.g. scheduler=static)")
             if key in ("rate_scale", "trace"):
                 raise ValueError(f"line {number}: {key} is set by the sweep itself")
+            if key in MODEL_OPTIONS and looks_like_path(value.strip()):
+                raise ValueError(f"line {number}: {key} takes a catalog name here; upload a "
+                                 f"config.json as the model in the sidebar instead")
             overrides[key] = _convert(key, value.strip())
         label = line or "base"
         if label in (c.label for c in configs):

@@ -8,7 +8,10 @@ datasheets (dense tensor-core peaks, i.e. without 2:4 sparsity).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from policies.registry import UnknownNameError
+from sim.cost.hf_config import looks_like_path, model_from_hf_config
 from sim.cost.specs import HardwareSpec, MLASpec, ModelSpec, MoESpec, SSMSpec
 
 GB = 1e9
@@ -178,7 +181,17 @@ def _lookup(kind: str, name: str, table: dict, aliases: dict[str, str]):
 
 
 def get_model(name: str) -> ModelSpec:
-    return _lookup("model", name, MODELS, MODEL_ALIASES)
+    """A catalog model by name (or alias), else the Hugging Face config at path `name` (a
+    `config.json` or the directory holding it)."""
+    key = name.strip().lower()
+    if MODEL_ALIASES.get(key, key) in MODELS:
+        return _lookup("model", name, MODELS, MODEL_ALIASES)
+    if Path(name).expanduser().exists() or looks_like_path(name):
+        return model_from_hf_config(name)
+    try:
+        return _lookup("model", name, MODELS, MODEL_ALIASES)
+    except UnknownNameError as exc:
+        raise UnknownNameError(f"{exc}; or give the path of a Hugging Face config.json") from None
 
 
 def get_hardware(name: str) -> HardwareSpec:

@@ -84,7 +84,7 @@ def kv_budget(
     per_block = kv_layout(cost, block_size)[1]
     if kv_per_device <= 0:
         raise ImpossibleConfigError(
-            f"{cost.model.name} ({cost.weight_dtype}) needs {weights / 1e9:.1f} GB of weights and "
+            f"{cost.model.name} ({cost.model.weight_dtype_label(cost.weight_dtype)}) needs {weights / 1e9:.1f} GB of weights and "
             f"{reserve / 1e9:.1f} GB of activations per device, but {cost.hardware.name} offers "
             f"{device / 1e9:.1f} GB at gpu_memory_utilization {gpu_memory_utilization}: "
             f"raise --tp or --pp, quantize the weights, or pick a larger device"

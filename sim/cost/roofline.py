@@ -104,7 +104,7 @@ class CostModel:
         *,
         tp: int = 1,
         pp: int = 1,
-        weight_dtype: str = "bf16",
+        weight_dtype: str | None = None,
         kv_dtype: str = "bf16",
     ) -> None:
         if tp < 1:
@@ -120,6 +120,7 @@ class CostModel:
         self.tp = tp
         self.pp = pp
         self.weight_dtype = weight_dtype
+        """An override of every weight's dtype; None: the model's own (possibly mixed) ones."""
         self.kv_dtype = kv_dtype
         self._batch_terms: dict[tuple[int, int, int], tuple[OpGroupCost, OpGroupCost, float, float]] = {}
         self._precompute()
@@ -127,21 +128,21 @@ class CostModel:
     # ---- per-rank constants -------------------------------------------------------------
     def _precompute(self) -> None:
         m, tp = self.model, self.tp
-        w = dtype_bytes(self.weight_dtype)
         a = dtype_bytes(ACTIVATION_DTYPE)
-        compute_dtype = self.weight_dtype if self.weight_dtype in ("fp8", "int8") else "bf16"
+        gemm_dtype = m.gemm_dtype(self.weight_dtype)
+        compute_dtype = gemm_dtype if gemm_dtype in ("fp8", "int8") else "bf16"
         self._peak_flops = self.hardware.compute_peak(compute_dtype)
         self._bandwidth = self.hardware.mem_bandwidth_bytes_s
 
         # Every non-embedding weight is a GEMM operand (attention, SSM and MLP projections);
-        # of the routed experts only those some token in the batch picks are read.
-        non_embedding = m.param_count - m.embedding_params()
+        # of the routed experts only those some token in the batch picks are read. Bytes are
+        # each component's own (a quantized checkpoint may keep some in bf16).
+        weight_bytes = m.component_weight_bytes(self.weight_dtype)
+        non_embedding_bytes = m.weight_bytes(self.weight_dtype) - weight_bytes["embedding"] - weight_bytes["lm_head"]
         active_non_embedding = m.active_param_count - m.embedding_params()
-        routed_experts = 0
         if m.moe is not None:
-            routed_experts = m.num_moe_layers * m.moe.num_experts * m.expert_params()
-            self._expert_bytes = m.num_moe_layers * m.expert_params() * w / tp
-        self._always_read_weight_bytes = (non_embedding - routed_experts) * w / tp
+            self._expert_bytes = weight_bytes["experts"] / m.moe.num_experts / tp
+        self._always_read_weight_bytes = (non_embedding_bytes - weight_bytes["experts"]) / tp
         self._linear_flops_per_token = 2.0 * active_non_embedding / tp
 
         # Activations in/out of each GEMM per token and layer (per rank).
@@ -173,7 +174,8 @@ class CostModel:
         )
 
         self._lm_head_flops_per_seq = 2.0 * m.hidden_size * m.vocab_size / tp
-        self._lm_head_bytes = m.hidden_size * m.vocab_size * w / tp
+        lm_head = "embedding" if m.tied_embeddings else "lm_head"
+        self._lm_head_bytes = weight_bytes[lm_head] / tp
 
         self._allreduce_bytes_per_token = m.hidden_size * a
         self._num_allreduces = 2 * m.num_layers

@@ -7,8 +7,13 @@ cost model, the allocators and (later) the real backend all read one source of t
 Counting conventions (stated because published "7B" figures differ on them):
 - parameters include embeddings, the LM head (once when tied), norms and biases;
 - "active" parameters of an MoE model count the experts one token is routed to, plus shared
-  experts, attention and embeddings;
+  experts, the router, attention and embeddings;
 - FLOPs are 2 per multiply-accumulate.
+
+Weight bytes follow the checkpoint: every weight at `ModelSpec.weight_dtype` except the linear
+weights a quantized checkpoint stores at `QuantizedWeights.dtype` (counted per component and
+layer, so a checkpoint that keeps attention or routers in bf16 is counted as such). A dtype
+given explicitly (`--weight-dtype`) overrides all of that and puts every weight at that dtype.
 """
 
 from __future__ import annotations
@@ -47,8 +52,9 @@ class MLASpec:
 
 @dataclass(frozen=True, slots=True)
 class MoESpec:
-    """Mixture of experts. Layer i is an MoE layer when i >= `first_moe_layer` and
-    (i - first_moe_layer) is a multiple of `layer_period`; the others use the dense MLP."""
+    """Mixture of experts. Layer i is an MoE layer when i >= `first_moe_layer`,
+    (i - first_moe_layer) is a multiple of `layer_period` and i is not in `dense_layers`;
+    the others use the dense MLP. Shared experts have the routed experts' width."""
 
     num_experts: int
     experts_per_token: int
@@ -56,6 +62,15 @@ class MoESpec:
     num_shared_experts: int = 0
     first_moe_layer: int = 0
     layer_period: int = 1
+    dense_layers: tuple[int, ...] = ()
+    """Exceptions to the period (Qwen3-MoE's `mlp_only_layers`, Llama-4's `moe_layers`)."""
+    router_bias: bool = False
+    """A per-expert bias on the router's scores (DeepSeek-V3's `e_score_correction_bias`)."""
+
+    def layers(self, num_layers: int) -> list[int]:
+        """Indices of the MoE layers among `num_layers`."""
+        return [i for i in range(self.first_moe_layer, num_layers, self.layer_period)
+                if i not in self.dense_layers]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +94,33 @@ class SSMSpec:
 
     def state_elements(self) -> int:
         return self.d_inner * (self.d_state + self.d_conv)
+
+
+WEIGHT_COMPONENTS = ("embedding", "lm_head", "attention", "mlp", "experts", "shared_experts",
+                     "router", "ssm", "vectors")
+"""What weight bytes are counted by. Each component but `vectors` is one weight matrix (or a
+set of them) per instance: `attention`, `mlp` (dense), `experts` (all routed experts of a
+layer), `shared_experts`, `router` and `ssm` have one instance per layer that has them,
+`embedding` and an untied `lm_head` one each. `vectors` are the norms and biases, never
+quantized."""
+QUANTIZABLE_COMPONENTS = WEIGHT_COMPONENTS[1:-2]
+"""Linear weights a quantized checkpoint may store at its quantized dtype (embeddings are
+lookups and stay at the model's dtype; SSM layers are not quantized here)."""
+
+
+@dataclass(frozen=True, slots=True)
+class QuantizedWeights:
+    """Which linear weights a quantized checkpoint stores at `dtype`: per component, how many
+    of its instances (layers) are quantized; the rest stay at the model's `weight_dtype`."""
+
+    dtype: str
+    method: str
+    """The `quant_method` of the checkpoint's `quantization_config` (provenance only)."""
+    num_quantized: tuple[tuple[str, int], ...]
+    """(component, instances quantized) for components of `QUANTIZABLE_COMPONENTS`."""
+
+    def count(self, component: str) -> int:
+        return dict(self.num_quantized).get(component, 0)
 
 
 LAYER_KINDS = ("global", "local", "ssm")
@@ -112,6 +154,13 @@ class ModelSpec:
     kv_sharing: int = 1
     """Cross-layer attention (CLA): this many adjacent attention layers share one KV."""
     ssm: SSMSpec | None = None
+    qk_norm: bool = False
+    """A per-head RMSNorm (head_dim weights) on queries and on keys (Qwen3, Gemma-3)."""
+    norms_per_layer: int = 2
+    """Hidden-size norms per layer: 2 (pre-attention, pre-MLP); Gemma-3 adds post-norms: 4."""
+    weight_dtype: str = "bf16"
+    """The checkpoint's dtype (`torch_dtype`) of every weight not quantized."""
+    quantization: QuantizedWeights | None = None
 
     def __post_init__(self) -> None:
         kinds = set(self.layer_kinds)
@@ -123,6 +172,12 @@ class ModelSpec:
             raise ValueError(f"{self.name}: ssm layers need an SSMSpec")
         if not kinds & {"global", "local"}:
             raise ValueError(f"{self.name}: servesim models need at least one attention layer")
+        dtype_bytes(self.weight_dtype)
+        if self.quantization is not None:
+            dtype_bytes(self.quantization.dtype)
+            unknown = {c for c, _ in self.quantization.num_quantized} - set(QUANTIZABLE_COMPONENTS)
+            if unknown:
+                raise ValueError(f"{self.name}: cannot quantize {sorted(unknown)}")
 
     # ---- shapes -------------------------------------------------------------------------
     @property
@@ -151,8 +206,7 @@ class ModelSpec:
     def num_moe_layers(self) -> int:
         if self.moe is None:
             return 0
-        first, period = self.moe.first_moe_layer, self.moe.layer_period
-        return len(range(first, self.num_layers, period))
+        return len(self.moe.layers(self.num_layers))
 
     @property
     def num_dense_mlp_layers(self) -> int:
@@ -175,8 +229,15 @@ class ModelSpec:
         q = h * nh * d
         kv = 2 * h * self.num_kv_heads * d
         out = nh * d * h
-        bias = (nh + 2 * self.num_kv_heads) * d if self.qkv_bias else 0
-        return q + kv + out + bias
+        return q + kv + out + self.attention_vector_params_per_layer()
+
+    def attention_vector_params_per_layer(self) -> int:
+        """The norms and biases inside one attention layer (never quantized)."""
+        if self.mla is not None:
+            return self.mla.kv_lora_rank + (self.mla.q_lora_rank or 0)
+        d = self.attn_head_dim
+        bias = (self.num_heads + 2 * self.num_kv_heads) * d if self.qkv_bias else 0
+        return bias + (2 * d if self.qk_norm else 0)
 
     def _mlp_params(self, intermediate: int) -> int:
         return (3 if self.gated_mlp else 2) * self.hidden_size * intermediate
@@ -192,7 +253,7 @@ class ModelSpec:
         assert self.moe is not None
         m = self.moe
         routed = m.experts_per_token if active_only else m.num_experts
-        router = self.hidden_size * m.num_experts
+        router = self.hidden_size * m.num_experts + (m.num_experts if m.router_bias else 0)
         return (routed + m.num_shared_experts) * self.expert_params() + router
 
     def embedding_params(self) -> int:
@@ -200,7 +261,7 @@ class ModelSpec:
         return copies * self.vocab_size * self.hidden_size
 
     def _params(self, active_only: bool) -> int:
-        norms = (2 * self.num_layers + 1) * self.hidden_size
+        norms = (self.norms_per_layer * self.num_layers + 1) * self.hidden_size
         layers = self.num_attention_layers * self.attention_params_per_layer()
         if self.ssm is not None:
             layers += self.count_layers("ssm") * self.ssm.params(self.hidden_size)
@@ -217,9 +278,71 @@ class ModelSpec:
     def active_param_count(self) -> int:
         return self._params(active_only=True)
 
-    def weight_bytes(self, dtype: str = "bf16") -> float:
-        """All weights at `dtype` (what must fit in device memory)."""
-        return self.param_count * dtype_bytes(dtype)
+    def component_params(self) -> dict[str, tuple[int, int]]:
+        """(instances, parameters per instance) of each of `WEIGHT_COMPONENTS`: together they
+        sum to `param_count`."""
+        h = self.hidden_size
+        vectors = ((self.norms_per_layer * self.num_layers + 1) * h
+                   + self.num_attention_layers * self.attention_vector_params_per_layer())
+        parts = {
+            "embedding": (1, self.vocab_size * h),
+            "lm_head": (0 if self.tied_embeddings else 1, self.vocab_size * h),
+            "attention": (self.num_attention_layers,
+                          self.attention_params_per_layer() - self.attention_vector_params_per_layer()),
+            "mlp": (self.num_dense_mlp_layers, self.dense_mlp_params_per_layer()),
+            "experts": (0, 0), "shared_experts": (0, 0), "router": (0, 0),
+            "ssm": (self.count_layers("ssm"), self.ssm.params(h) if self.ssm else 0),
+        }
+        if self.moe is not None:
+            m, layers = self.moe, self.num_moe_layers
+            parts["experts"] = (layers, m.num_experts * self.expert_params())
+            parts["shared_experts"] = (layers, m.num_shared_experts * self.expert_params())
+            parts["router"] = (layers, h * m.num_experts)
+            vectors += layers * m.num_experts if m.router_bias else 0
+        parts["vectors"] = (1, vectors)
+        return parts
+
+    def component_weight_bytes(self, dtype: str | None = None) -> dict[str, float]:
+        """Bytes of each weight component: at `dtype` when given (an override), else at the
+        checkpoint's own dtypes (quantized instances at the quantized dtype)."""
+        base = dtype_bytes(dtype or self.weight_dtype)
+        quant = self.quantization if dtype is None else None
+        result = {}
+        for component, (instances, params) in self.component_params().items():
+            quantized = min(quant.count(component), instances) if quant else 0
+            result[component] = (instances - quantized) * params * base
+            if quantized:
+                result[component] += quantized * params * dtype_bytes(quant.dtype)
+        return result
+
+    def weight_bytes(self, dtype: str | None = None) -> float:
+        """All weights (what must fit in device memory): at `dtype` when given, else at the
+        checkpoint's own (possibly mixed) dtypes."""
+        if dtype is not None:
+            return self.param_count * dtype_bytes(dtype)
+        total = 0.0
+        for nbytes in self.component_weight_bytes().values():
+            total += nbytes
+        return total
+
+    def gemm_dtype(self, dtype: str | None = None) -> str:
+        """The dtype of the big GEMM weights (dense MLPs and experts): `dtype` when given, else
+        the quantized dtype when it holds most of those weights, else `weight_dtype`."""
+        if dtype is not None:
+            return dtype
+        if self.quantization is None:
+            return self.weight_dtype
+        parts = self.component_params()
+        big = ("mlp", "experts", "shared_experts")
+        total = sum(parts[c][0] * parts[c][1] for c in big)
+        quantized = sum(min(self.quantization.count(c), parts[c][0]) * parts[c][1] for c in big)
+        return self.quantization.dtype if 2 * quantized > total else self.weight_dtype
+
+    def weight_dtype_label(self, dtype: str | None = None) -> str:
+        """How the weights are stored, for messages: `fp8`, or `fp8+bf16` when mixed."""
+        if dtype is not None or self.quantization is None:
+            return dtype or self.weight_dtype
+        return f"{self.quantization.dtype}+{self.weight_dtype}"
 
     # ---- KV cache -----------------------------------------------------------------------
     def kv_elements_per_token_per_layer(self) -> int:
