@@ -103,7 +103,7 @@ set of them) per instance: `attention`, `mlp` (dense), `experts` (all routed exp
 layer), `shared_experts`, `router` and `ssm` have one instance per layer that has them,
 `embedding` and an untied `lm_head` one each. `vectors` are the norms and biases, never
 quantized."""
-QUANTIZABLE_COMPONENTS = WEIGHT_COMPONENTS[1:-2]
+QUANTIZABLE_COMPONENTS = ("lm_head", "attention", "mlp", "experts", "shared_experts", "router")
 """Linear weights a quantized checkpoint may store at its quantized dtype (embeddings are
 lookups and stay at the model's dtype; SSM layers are not quantized here)."""
 
