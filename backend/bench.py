@@ -11,6 +11,7 @@ import torch
 from backend.clocks import TimedExecutor, timer_for
 from backend.host_memory import keep_freed_host_memory
 from backend.kv_cache import KVCache
+from backend.model import uses_triton
 from backend.replay import build_drafter, build_model, pick_device
 from backend.runner import RealExecutor
 from backend.sampler import SamplingParams
@@ -55,7 +56,7 @@ class RealEngines:
         config = config or self.config(**overrides)
         o = config.options
         sampling = SamplingParams(o.temperature, o.top_k, o.top_p)
-        use_triton = self.device.type == "cuda"
+        use_triton = uses_triton(self.model.spec, self.device)
         timed: list[TimedExecutor] = []
 
         def executor_for(allocator: KVAllocator) -> TimedExecutor:

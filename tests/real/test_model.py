@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from backend.model import BatchLayout, LlamaModel, init_random, load_hf_director
 from sim.cost.catalog import get_model
 
 TINY = get_model("tiny-llama")
+HF_CONFIGS = Path(__file__).parents[1] / "data" / "hf_configs"
 
 
 def _dense_logits(model: LlamaModel, tokens: list[int]) -> torch.Tensor:
@@ -34,21 +36,27 @@ def _dense_logits(model: LlamaModel, tokens: list[int]) -> torch.Tensor:
             out[:, :, i], out[:, :, i + d // 2] = a * c - b * s, a * s + b * c
         return out
 
+    def linear(x, proj):
+        return x @ proj.weight.T + (proj.bias if proj.bias is not None else 0.0)
+
+    def head_norm(x, norm):  # x [n, h, d]; Qwen3's per-head RMSNorm, when the model has it
+        return x if norm is None else rms(x, norm.weight)
+
     with torch.no_grad():
         h = model.embed_tokens.weight[tokens]
-        for layer in model.layers:
+        for layer, kind in zip(model.layers, spec.layer_kinds):
             at = layer.self_attn
+            window = spec.sliding_window if kind == "local" else None
             x = rms(h, layer.input_layernorm.weight)
-            q = rope((x @ at.q_proj.weight.T).view(n, heads, d))
-            k = rope((x @ at.k_proj.weight.T).view(n, kv_heads, d))
-            v = (x @ at.v_proj.weight.T).view(n, kv_heads, d)
+            q = rope(head_norm(linear(x, at.q_proj).view(n, heads, d), at.q_norm))
+            k = rope(head_norm(linear(x, at.k_proj).view(n, kv_heads, d), at.k_norm))
+            v = linear(x, at.v_proj).view(n, kv_heads, d)
             out = torch.zeros(n, heads, d)
             for head in range(heads):
                 kv = head // (heads // kv_heads)
                 scores = q[:, head] @ k[:, kv].T / math.sqrt(d)
                 for i in range(n):
                     for j in range(n):
-                        window = spec.sliding_window
                         if j > i or (window is not None and i - j >= window):
                             scores[i, j] = float("-inf")
                 out[:, head] = torch.softmax(scores, -1) @ v[:, kv]
@@ -82,11 +90,21 @@ def _chunked_logits(model: LlamaModel, tokens: list[int], chunks: list[int], use
     return torch.cat(rows)
 
 
-@pytest.mark.parametrize("window", [None, 5])
-def test_paged_chunked_forward_matches_dense_llama(window):
-    spec = dataclasses.replace(TINY, sliding_window=window, num_heads=4, num_kv_heads=1,
-                               head_dim=16, rope_theta=500.0)
+@pytest.mark.parametrize("shape", [
+    {},
+    {"sliding_window": 5},
+    {"sliding_window": 5, "layer_pattern": ("global", "local")},  # Gemma-style interleaving
+    {"qkv_bias": True, "tied_embeddings": True, "rms_norm_eps": 1e-6},  # Qwen2-style
+    {"qk_norm": True, "rms_norm_eps": 1e-6},  # Qwen3-style
+], ids=["llama", "sliding", "local-global", "qkv-bias-tied", "qk-norm"])
+def test_paged_chunked_forward_matches_dense_llama(shape):
+    spec = dataclasses.replace(TINY, num_heads=4, num_kv_heads=1, head_dim=24,
+                               rope_theta=500.0, **shape)
     model = init_random(LlamaModel(spec), seed=1).eval()
+    with torch.no_grad():  # seeded norms are all ones: make the per-head norms' weights count
+        for name, param in model.named_parameters():
+            if name.endswith(("q_norm.weight", "k_norm.weight")):
+                param.uniform_(0.5, 1.5, generator=torch.Generator().manual_seed(len(name)))
     tokens = torch.randint(0, spec.vocab_size, (23,), generator=torch.Generator().manual_seed(2))
     expected = _dense_logits(model, tokens.tolist())
     got = _chunked_logits(model, tokens.tolist(), [9, 1, 6, 1, 1, 5])
@@ -135,3 +153,49 @@ def test_loading_refuses_mismatched_or_missing_weights(tmp_path):
 def test_architectures_it_does_not_run_are_refused(name):
     with pytest.raises(ValueError, match="dense gated-MLP"):
         LlamaModel(get_model(name))
+
+
+@pytest.mark.parametrize("name,change,message", [
+    ("jamba-v0.1", {"moe": None}, "state-space \\(ssm\\) layers"),
+    ("llama-3-8b-cla2", {}, "shares one KV across 2 layers"),
+    ("tiny-llama", {"gated_mlp": False}, "has an ungated MLP"),
+    (str(HF_CONFIGS / "gemma-3-1b-it"), {}, "4 norms per layer \\(Gemma-style\\)"),
+    (str(HF_CONFIGS / "DeepSeek-R1"), {}, "MLA and mixture of experts"),
+    (str(HF_CONFIGS / "Qwen3-30B-A3B"), {}, "mixture of experts"),
+])
+def test_shapes_it_cannot_compute_are_refused_with_the_reason(name, change, message):
+    from backend.model import check_supported
+
+    with pytest.raises(ValueError, match=message):
+        check_supported(dataclasses.replace(get_model(name), **change))
+
+
+@pytest.mark.parametrize("name", ["Qwen3-8B", "Qwen2.5-7B", "Mistral-Nemo-Base-2407",
+                                  "Llama-2-7b-hf", "CodeLlama-34b-Instruct-hf"])
+def test_published_llama_family_configs_are_accepted(name):
+    from backend.model import check_supported
+
+    check_supported(get_model(str(HF_CONFIGS / name)))
+
+
+def test_seeded_tied_model_does_not_predict_each_token_after_itself():
+    """With O(1) tied embeddings (the untied scale) 115 of these 128 tokens would be their
+    own greedy successor: the embedding dominates the residual stream."""
+    from backend.recompute import next_token_logits
+
+    spec = dataclasses.replace(TINY, tied_embeddings=True, qkv_bias=True)
+    model = init_random(LlamaModel(spec), seed=2).eval()
+    tokens = range(0, spec.vocab_size, 4)
+    repeats = sum(int(next_token_logits(model, [t]).argmax()) == t for t in tokens)
+    assert repeats <= 4
+
+
+@pytest.mark.parametrize("head_dim,device,expected", [
+    (64, "cuda", True), (128, "cuda", True), (96, "cuda", False), (8, "cuda", False),
+    (64, "cpu", False),
+])
+def test_triton_attention_only_for_head_dims_its_kernels_take(head_dim, device, expected):
+    from backend.model import uses_triton
+
+    spec = dataclasses.replace(TINY, head_dim=head_dim)
+    assert uses_triton(spec, torch.device(device)) is expected
