@@ -145,6 +145,7 @@ def replay_real(
     if o.replicas != 1 or o.disaggregate is not None:
         raise ValueError("the real backend runs one replica: drop --replicas/--disaggregate "
                          "with --executor real")
+    check_supported(config.model)  # what the model cannot compute comes before layout limits
     if set(config.model.layer_kinds) != {"global"}:
         raise ValueError(f"the real backend reads one token-indexed block table per sequence; "
                          f"{config.model.name} has sliding-window or SSM layers, whose KV the "
