@@ -194,7 +194,8 @@ def test_llama4_text_config_moe_interleave_shared_expert_and_chunked_layers():
     assert m.layer_kinds == ("local", "local", "local", "global") and m.sliding_window == 64
     per_layer = 2 * 2 * 16 * 2
     assert m.kv_bytes_per_token("bf16") == 4 * per_layer
-    assert m.kv_footprint_bytes(1000) == (3 * 64 + 1000) * per_layer
+    # token 1000 is the 40th of its chunk (chunks of 64 start at 960): chunked layers hold 40
+    assert m.kv_footprint_bytes(1000) == (3 * 40 + 1000) * per_layer
 
 
 def test_llama4_chunked_attention_is_priced_no_higher_than_its_window():
@@ -434,3 +435,25 @@ def test_transformers_counts_the_same_parameters(directory):
     # DeepSeek-V3's router bias is a buffer in transformers, a stored weight in the checkpoint.
     count += sum(b.numel() for n, b in model.named_buffers() if "e_score_correction_bias" in n)
     assert count == get_model(str(CONFIGS / directory)).param_count
+
+
+def test_llama4_chunked_layers_keep_the_current_chunk_in_the_pool():
+    """Llama-4's chunked local attention reaches the KV pool as a chunked layout: a sequence's
+    local layers hold the blocks of the chunk its last token is in, not a sliding window."""
+    from sim.cost.catalog import get_hardware
+    from sim.cost.coefficients import default_coefficients
+    from sim.cost.memory import kv_layout
+    from sim.cost.roofline import CostModel
+
+    spec = model_from_hf_config(SMALL / "llama4.json")
+    assert spec.chunked_local_attention and spec.count_layers("local") > 0
+    hardware = get_hardware("h100")
+    layout, _ = kv_layout(CostModel(spec, hardware, default_coefficients("h100")), 16)
+    assert layout.chunked and layout.window_tokens == spec.sliding_window
+    chunk = spec.sliding_window
+    per_layer = spec.kv_bytes_per_token() / spec.num_distinct_kv_layers
+    locals_, globals_ = spec.num_kv_layers("local"), spec.num_kv_layers("global")
+    # one token into the second chunk: the local layers hold that one token only
+    assert spec.kv_footprint_bytes(chunk + 1) == pytest.approx(
+        (globals_ * (chunk + 1) + locals_ * 1) * per_layer)
+    assert spec.kv_footprint_bytes(chunk) == pytest.approx((globals_ + locals_) * chunk * per_layer)

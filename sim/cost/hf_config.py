@@ -430,8 +430,9 @@ def _deepseek(f: Fields, name: str, hf_id: str) -> ModelSpec:
 def _llama4(f: Fields, name: str, hf_id: str) -> ModelSpec:
     """Llama-4's text model. Its chunked-attention layers attend within fixed chunks of
     `attention_chunk_size` tokens, so their KV stops growing at the chunk, as a sliding
-    window's does: they are modelled as windowed ("local") layers with the chunk as the window,
-    for memory, and priced as a sliding window of that size, never less than a chunk costs.
+    window's does: they are local layers marked `chunked_local_attention`, so the KV pool keeps
+    the current chunk's blocks (vLLM's chunked local attention manager), and priced as a sliding
+    window of the chunk's size, never less than a chunk costs.
     The layers without RoPE (`no_rope_layers` 0) are the global ones; their missing rotary
     embedding changes nothing servesim prices. Its q/k L2 norms have no weights."""
     num_layers = f.int("num_hidden_layers")
@@ -454,6 +455,7 @@ def _llama4(f: Fields, name: str, hf_id: str) -> ModelSpec:
                       f"got {len(uses_rope)}")
     spec["layer_pattern"], spec["sliding_window"] = _layer_kinds(
         f, num_layers, lambda i: bool(uses_rope[i]), window_key="attention_chunk_size")
+    spec["chunked_local_attention"] = spec["sliding_window"] is not None
     return _build(f, spec, ModuleLayout(mlp_block="feed_forward", moe_block="feed_forward",
                                         router="router", shared_experts="shared_expert"))
 

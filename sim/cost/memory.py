@@ -60,7 +60,7 @@ def kv_layout(cost: CostModel, block_size: int) -> tuple[KVLayout, float]:
     block_bytes = block_size * unit * cost.kv_bytes_per_token_replica / (num_global + num_local)
     fixed = math.ceil(m.ssm_state_bytes(cost.kv_dtype) / block_bytes) if m.ssm else 0
     layout = KVLayout(num_global // unit, num_local // unit, m.sliding_window if num_local else 0,
-                      fixed)
+                      fixed, chunked=m.chunked_local_attention and num_local > 0)
     return layout, block_bytes
 
 

@@ -151,6 +151,9 @@ class ModelSpec:
     layer_pattern: tuple[str, ...] | None = None
     """Kinds of consecutive layers, repeated over the depth (e.g. 5 local + 1 global). None:
     every layer is local when `sliding_window` is set, else global."""
+    chunked_local_attention: bool = False
+    """Local layers attend within aligned chunks of `sliding_window` tokens (Llama-4's chunked
+    attention) instead of a window sliding with each token: the cache keeps the current chunk."""
     kv_sharing: int = 1
     """Cross-layer attention (CLA): this many adjacent attention layers share one KV."""
     ssm: SSMSpec | None = None
@@ -368,9 +371,12 @@ class ModelSpec:
 
     def kv_footprint_bytes(self, tokens: int, kv_dtype: str = "bf16") -> float:
         """Cache bytes of one request holding `tokens` tokens: global layers keep them all,
-        local layers the last `sliding_window`, SSM layers a constant state."""
+        local layers the last `sliding_window` (chunked ones the current chunk's tokens), SSM
+        layers a constant state."""
         per_layer = self.kv_elements_per_token_per_layer() * dtype_bytes(kv_dtype)
         window = min(tokens, self.sliding_window or 0)
+        if self.chunked_local_attention and tokens:
+            window = (tokens - 1) % window + 1
         return (self.num_kv_layers("global") * tokens + self.num_kv_layers("local") * window) * per_layer + (
             self.ssm_state_bytes(kv_dtype) if tokens else 0.0
         )
