@@ -10,6 +10,7 @@ weights load as they are; GGUF weights are un-permuted on load (see `backend/ggu
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from torch import nn
 from backend.kernels import triton_takes_head_dim
 from backend.kernels.reference import paged_attention_ref
 from backend.kv_cache import KVCache
-from sim.cost.specs import ModelSpec
+from sim.cost.specs import ModelSpec, RopeScaling
 
 
 _LOGIT_SPREAD = 4.0
@@ -39,6 +40,18 @@ def check_supported(spec: ModelSpec) -> None:
     if spec.kv_sharing != 1:
         raise ValueError(f"the real backend gives every layer its own KV; {spec.name} shares "
                          f"one KV across {spec.kv_sharing} layers (cross-layer attention)")
+    if spec.hidden_act != "silu":
+        raise ValueError(f"the real backend's gated MLP uses SiLU; {spec.name} has hidden_act "
+                         f"{spec.hidden_act!r}")
+    scaling = spec.rope_scaling
+    if scaling is not None and scaling.kind not in SCALED_ROPE_KINDS:
+        raise ValueError(f"the real backend applies rope_scaling of type "
+                         f"{' or '.join(SCALED_ROPE_KINDS)}; {spec.name} has {scaling.kind!r}")
+    if scaling is not None and scaling.kind == "llama3" and None in (
+            scaling.low_freq_factor, scaling.high_freq_factor,
+            scaling.original_max_position_embeddings):
+        raise ValueError(f"{spec.name}: llama3 rope_scaling needs low_freq_factor, "
+                         f"high_freq_factor and original_max_position_embeddings")
     if spec.norms_per_layer != 2:
         raise ValueError(f"the real backend runs Llama-family layers (a norm before attention "
                          f"and one before the MLP); {spec.name} has {spec.norms_per_layer} "
@@ -91,12 +104,35 @@ class RMSNorm(nn.Module):
         return (x.float() * torch.rsqrt(variance + self.eps)).to(x.dtype) * self.weight
 
 
+SCALED_ROPE_KINDS = ("linear", "llama3")
+"""The `rope_scaling` types the backend applies; it refuses the others (YaRN, dynamic, ...)."""
+
+
+def scaled_inv_freq(inv_freq: torch.Tensor, scaling: RopeScaling | None) -> torch.Tensor:
+    """RoPE frequencies after a config's `rope_scaling`, as Hugging Face computes them.
+
+    linear: every frequency divided by `factor`. llama3 (Llama 3.1 / 3.2): wavelengths shorter
+    than original_context / high_freq_factor kept, longer than original_context /
+    low_freq_factor divided by `factor`, and the band between blended linearly in
+    original_context / wavelength."""
+    if scaling is None:
+        return inv_freq
+    if scaling.kind == "linear":
+        return inv_freq / scaling.factor
+    low, high = scaling.low_freq_factor, scaling.high_freq_factor
+    original = scaling.original_max_position_embeddings
+    wavelength = 2 * math.pi / inv_freq
+    smooth = ((original / wavelength - low) / (high - low)).clamp(0.0, 1.0)
+    return (1 - smooth) * inv_freq / scaling.factor + smooth * inv_freq
+
+
 class Rotary:
     """cos/sin tables for every position up to the context length, built once."""
 
     def __init__(self, head_dim: int, max_positions: int, theta: float,
-                 device: torch.device) -> None:
-        inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+                 device: torch.device, scaling: RopeScaling | None = None) -> None:
+        inv_freq = scaled_inv_freq(
+            theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim), scaling)
         freqs = torch.outer(torch.arange(max_positions, dtype=torch.float64), inv_freq)
         angles = torch.cat([freqs, freqs], dim=-1)  # [max_positions, head_dim]
         self.cos = angles.cos().float().to(device)
@@ -204,7 +240,8 @@ class LlamaModel(nn.Module):
     def rotary(self) -> Rotary:
         if self._rotary is None or self._rotary.cos.device != self.norm.weight.device:
             self._rotary = Rotary(self.spec.attn_head_dim, self.spec.max_model_len,
-                                  self.spec.rope_theta, self.norm.weight.device)
+                                  self.spec.rope_theta, self.norm.weight.device,
+                                  self.spec.rope_scaling)
         return self._rotary
 
     @torch.inference_mode()

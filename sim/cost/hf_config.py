@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sim.cost.hf_quantization import ModuleLayout, quantized_weights
-from sim.cost.specs import MLASpec, ModelSpec, MoESpec
+from sim.cost.specs import MLASpec, ModelSpec, MoESpec, RopeScaling
 
 CONFIG_FILE = "config.json"
 
@@ -207,6 +207,36 @@ class Fields:
                 raise self.error(f"rope_parameters.rope_theta must be a positive number, got {theta!r}")
         return self.number("rope_theta")
 
+    def rope_scaling(self) -> RopeScaling | None:
+        """`rope_scaling`, or transformers 5's `rope_parameters` when its type is not the
+        default; None when the config scales nothing."""
+        params = self.data.get("rope_scaling")
+        key = "rope_scaling"
+        if params is None and isinstance(self.data.get("rope_parameters"), dict):
+            params, key = self.data["rope_parameters"], "rope_parameters"
+            params = params.get("full_attention", params)
+        if params is None:
+            return None
+        if not isinstance(params, dict):
+            raise self.error(f"{key} must be an object, got {params!r}")
+        kind = params.get("rope_type", params.get("type", "default"))
+        if kind == "default":
+            return None
+        factor = params.get("factor")
+        if not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 0:
+            raise self.error(f"{key}.factor must be a positive number, got {factor!r}")
+        original = params.get("original_max_position_embeddings")
+        return RopeScaling(str(kind), float(factor), params.get("low_freq_factor"),
+                           params.get("high_freq_factor"),
+                           int(original) if isinstance(original, (int, float)) else None)
+
+    def activation(self) -> str:
+        """The MLP activation: `hidden_act` (`hidden_activation` in Gemma configs)."""
+        value = self.data.get("hidden_act", self.data.get("hidden_activation", "silu"))
+        if not isinstance(value, str):
+            raise self.error(f"hidden_act must be a string, got {value!r}")
+        return value
+
     def outer_first(self, key: str) -> Any:
         """A field a multimodal config may give on either level (the text model's wins)."""
         if key in self.data:
@@ -267,6 +297,8 @@ def _base(f: Fields, name: str, hf_id: str, *, intermediate: str = "intermediate
         head_dim=f.int("head_dim", optional=True) if head_dim else None,
         tied_embeddings=_tied(f),
         rope_theta=f.rope_theta(),
+        rope_scaling=f.rope_scaling(),
+        hidden_act=f.activation(),
         rms_norm_eps=f.number("rms_norm_eps"),
         weight_dtype=_weight_dtype(f),
     )

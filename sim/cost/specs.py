@@ -40,6 +40,20 @@ def dtype_bytes(dtype: str) -> float:
 
 
 @dataclass(frozen=True, slots=True)
+class RopeScaling:
+    """A config's `rope_scaling` (RoPE frequencies stretched for long contexts). The cost model
+    ignores it; the real backend must apply it or refuse, since it changes every output.
+    `kind` is Hugging Face's `rope_type`; `low_freq_factor`/`high_freq_factor` and
+    `original_max_position_embeddings` matter for `llama3` only."""
+
+    kind: str
+    factor: float
+    low_freq_factor: float | None = None
+    high_freq_factor: float | None = None
+    original_max_position_embeddings: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class MLASpec:
     """DeepSeek's multi-head latent attention: the cache holds one latent per token and layer."""
 
@@ -148,6 +162,9 @@ class ModelSpec:
     rope_theta: float = 10000.0
     """RoPE base frequency; the cost model ignores it, the real backend's model needs it."""
     rms_norm_eps: float = 1e-5
+    rope_scaling: RopeScaling | None = None
+    hidden_act: str = "silu"
+    """The gated MLP's activation (Hugging Face's name); the cost model ignores it."""
     layer_pattern: tuple[str, ...] | None = None
     """Kinds of consecutive layers, repeated over the depth (e.g. 5 local + 1 global). None:
     every layer is local when `sliding_window` is set, else global."""

@@ -18,7 +18,7 @@ import torch
 
 from backend.model import LlamaModel, init_random
 from sim.cli import main
-from sim.cost.specs import ModelSpec
+from sim.cost.specs import ModelSpec, RopeScaling
 
 _COMMON = {"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 3,
            "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 320,
@@ -36,6 +36,16 @@ CONFIGS = {
     "mistral": {**_COMMON, "architectures": ["MistralForCausalLM"], "model_type": "mistral",
                 "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": False,
                 "sliding_window": 7},
+    # Llama 3.1's scaling with an original context of 32 tokens, so that at head_dim 16 some
+    # frequencies are kept, some divided by the factor and some blended.
+    "llama31": {**_COMMON, "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+                "rope_theta": 500.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": False,
+                "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                 "high_freq_factor": 4.0,
+                                 "original_max_position_embeddings": 32}},
+    "linear": {**_COMMON, "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+               "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": False,
+               "rope_scaling": {"type": "linear", "factor": 4.0}},
 }
 _SHAPE = {"num_layers": 3, "hidden_size": 64, "intermediate_size": 96, "num_heads": 4,
           "num_kv_heads": 2, "vocab_size": 320, "max_model_len": 256}
@@ -48,6 +58,9 @@ HAND_SPECS = {
     "qwen3": ModelSpec("qwen3", "qwen3", **_SHAPE, head_dim=32, qk_norm=True,
                        tied_embeddings=True, rope_theta=1000000.0, rms_norm_eps=1e-6),
     "mistral": ModelSpec("mistral", "mistral", **_SHAPE, sliding_window=7),
+    "llama31": ModelSpec("llama31", "llama31", **_SHAPE, rope_theta=500.0,
+                         rope_scaling=RopeScaling("llama3", 8.0, 1.0, 4.0, 32)),
+    "linear": ModelSpec("linear", "linear", **_SHAPE, rope_scaling=RopeScaling("linear", 4.0)),
 }
 TRACE = "synthetic:n=3,arrivals=poisson:50,prompt=uniform:4:40,output=fixed:10"
 WEIGHT_SEED = 11
@@ -127,7 +140,7 @@ def test_weights_that_do_not_fit_the_config_are_a_clear_error(tmp_path, capsys):
     assert code == 2 and err.startswith("error:") and "do not fit" in err
 
 
-@pytest.mark.parametrize("kind", ["llama", "qwen2", "qwen3", "mistral"])
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "qwen3", "mistral", "llama31", "linear"])
 def test_transformers_gives_the_same_greedy_tokens_from_the_same_directory(kind, tmp_path):
     """Three random prompts served together (continuous batching on paged KV of 4-token
     blocks) against transformers' `generate`, one prompt at a time."""
@@ -189,3 +202,28 @@ def test_quantized_checkpoint_weights_are_refused_in_one_line(tmp_path, capsys):
                  "--weights", str(tmp_path), "--trace", TRACE, "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error:") and "stores awq weights" in err
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("rope_scaling", {"rope_type": "yarn", "factor": 4.0}, "rope_scaling of type"),
+    ("hidden_act", "gelu", "hidden_act 'gelu'"),
+])
+def test_what_the_backend_cannot_compute_is_refused_in_one_line(field, value, words, tmp_path,
+                                                               capsys):
+    config = {**CONFIGS["llama"], field: value}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    code = main(["replay", "--quiet", "--executor", "real", "--model", str(tmp_path),
+                 "--trace", TRACE, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error:") and words in err and err.count("\n") == 1
+
+
+def test_llama3_scaling_changes_some_frequencies_and_keeps_others():
+    """The test config's scaling is not a no-op: at head_dim 16 and an original context of 32,
+    the highest frequencies stay, the lowest are divided by 8 and one band is blended."""
+    from backend.model import scaled_inv_freq
+
+    inv_freq = 500.0 ** (-torch.arange(0, 16, 2, dtype=torch.float64) / 16)
+    ratio = inv_freq / scaled_inv_freq(inv_freq, HAND_SPECS["llama31"].rope_scaling)
+    assert ratio[0] == 1.0 and ratio[-1] == pytest.approx(8.0)
+    assert any(1.0 < r < 8.0 for r in ratio.tolist())
