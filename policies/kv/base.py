@@ -128,3 +128,14 @@ class KVAllocator(Protocol):
 def kv_tokens_needed(request: Request) -> int:
     """KV slots a request needs at its longest: every token but the last sampled one."""
     return request.prompt_tokens + request.output_tokens - 1
+
+
+def blocks_never_fit_reason(need_blocks: int, num_tokens: int, num_blocks: int,
+                            watermark_blocks: int) -> str | None:
+    """Why a request needing `need_blocks` blocks at its longest cannot run even on an empty
+    pool of `num_blocks` (of which `watermark_blocks` are kept free), or None if it can."""
+    if need_blocks <= num_blocks - watermark_blocks:
+        return None
+    watermark = f" ({watermark_blocks} kept free as watermark)" if watermark_blocks else ""
+    return (f"needs {need_blocks} KV blocks ({num_tokens} tokens) but the whole pool has "
+            f"{num_blocks}{watermark}")

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policies.kv.base import KVUsage, LockstepUsage, kv_tokens_needed
+from policies.kv.base import KVUsage, LockstepUsage, blocks_never_fit_reason, kv_tokens_needed
 from policies.kv.block_hashes import block_hashes, extend_block_hashes
 from policies.kv.block_pool import BlockPool
 from policies.kv.paged import PagedAllocator, PagedParams
@@ -110,14 +110,9 @@ class HybridPagedAllocator:
         return list(self._seqs[seq_id].fixed)
 
     def never_fits_reason(self, request: Request) -> str | None:
-        need = self.blocks_for(kv_tokens_needed(request))
-        if need > self.num_blocks - self._watermark_blocks:
-            return (
-                f"needs {need} KV blocks ({kv_tokens_needed(request)} tokens) but the whole "
-                f"pool has {self.num_blocks}"
-                + (f" ({self._watermark_blocks} kept free as watermark)" if self._watermark_blocks else "")
-            )
-        return None
+        return blocks_never_fit_reason(self.blocks_for(kv_tokens_needed(request)),
+                                       kv_tokens_needed(request), self.num_blocks,
+                                       self._watermark_blocks)
 
     def match_prefix(self, seq: Sequence) -> int:
         """Leading tokens of `seq` every unit has cached as its layers need them (whole blocks);

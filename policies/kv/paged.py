@@ -33,7 +33,8 @@ from collections.abc import Iterable
 from itertools import accumulate, repeat
 from dataclasses import dataclass
 
-from policies.kv.base import KVUsage, LockstepUsage, PoolParams, kv_tokens_needed
+from policies.kv.base import (KVUsage, LockstepUsage, PoolParams, blocks_never_fit_reason,
+                               kv_tokens_needed)
 from policies.kv.block_hashes import block_hashes, extend_block_hashes
 from policies.types import Request, Sequence
 
@@ -118,14 +119,9 @@ class PagedAllocator:
         return -(-max(0, num_tokens) // self.block_size)
 
     def never_fits_reason(self, request: Request) -> str | None:
-        need = self.blocks_for(kv_tokens_needed(request))
-        if need > self.num_blocks - self._watermark_blocks:
-            return (
-                f"needs {need} KV blocks ({kv_tokens_needed(request)} tokens) but the whole "
-                f"pool has {self.num_blocks}"
-                + (f" ({self._watermark_blocks} kept free as watermark)" if self._watermark_blocks else "")
-            )
-        return None
+        return blocks_never_fit_reason(self.blocks_for(kv_tokens_needed(request)),
+                                       kv_tokens_needed(request), self.num_blocks,
+                                       self._watermark_blocks)
 
     def match_prefix(self, seq: Sequence) -> int:
         """Tokens of `seq`'s prompt already in the cache (whole blocks); the pool is untouched.

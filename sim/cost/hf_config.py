@@ -383,22 +383,24 @@ def _llama(f: Fields, name: str, hf_id: str) -> ModelSpec:
     return _build(f, spec, ModuleLayout())
 
 
-def _qwen2(f: Fields, name: str, hf_id: str) -> ModelSpec:
-    spec = _base(f, name, hf_id, head_dim=False)
-    spec["qkv_bias"] = True
+def _qwen_windows(f: Fields, spec: dict[str, Any]) -> ModelSpec:
+    """Qwen2/Qwen3: layers from `max_window_layers` on use the sliding window (when enabled)."""
     first_windowed = f.int("max_window_layers", minimum=0)
     spec["layer_pattern"], spec["sliding_window"] = _layer_kinds(
         f, spec["num_layers"], lambda i: i >= first_windowed)
     return _build(f, spec, ModuleLayout())
+
+
+def _qwen2(f: Fields, name: str, hf_id: str) -> ModelSpec:
+    spec = _base(f, name, hf_id, head_dim=False)
+    spec["qkv_bias"] = True
+    return _qwen_windows(f, spec)
 
 
 def _qwen3(f: Fields, name: str, hf_id: str) -> ModelSpec:
     spec = _base(f, name, hf_id)
     spec["qk_norm"] = True
-    first_windowed = f.int("max_window_layers", minimum=0)
-    spec["layer_pattern"], spec["sliding_window"] = _layer_kinds(
-        f, spec["num_layers"], lambda i: i >= first_windowed)
-    return _build(f, spec, ModuleLayout())
+    return _qwen_windows(f, spec)
 
 
 def _mixtral(f: Fields, name: str, hf_id: str) -> ModelSpec:
