@@ -109,7 +109,7 @@ class MeasuredCostModel:
 
     def __init__(self, model: ModelSpec, hardware: HardwareSpec,
                  coefficients: MeasuredCoefficients, *, tp: int = 1, pp: int = 1,
-                 weight_dtype: str = "bf16", kv_dtype: str = "bf16",
+                 weight_dtype: str | None = None, kv_dtype: str = "bf16",
                  tables: KernelTables | None = None) -> None:
         if pp != 1:
             raise ValueError("--cost-model measured prices one pipeline stage only: use --pp 1 "
@@ -124,6 +124,9 @@ class MeasuredCostModel:
         self.tp = tp
         self.pp = pp
         self.weight_dtype = weight_dtype
+        """An override of every weight's dtype; None: the model's own (possibly mixed) ones."""
+        self._gemm_dtype = model.gemm_dtype(weight_dtype)
+        """The dtype the GEMM and MoE tables are read at (the big weights' dtype)."""
         self.kv_dtype = kv_dtype
         self.tables = tables if tables is not None else shipped_tables(hardware.name)
         self.lookups_in_range = 0
@@ -159,14 +162,14 @@ class MeasuredCostModel:
     # ---- per-rank constants -------------------------------------------------------------
     def _precompute(self) -> None:
         m, tp = self.model, self.tp
-        self._weight_bytes = dtype_bytes(self.weight_dtype)
+        self._weight_bytes = dtype_bytes(self._gemm_dtype)
         self._kv_bytes = dtype_bytes(self.kv_dtype)
         self._heads = m.num_heads // tp
         self._kv_heads = max(1, m.num_kv_heads // tp)
         self._gemms = self._gemm_shapes()
-        self._gemm_table, self._gemm_native = dtype_table(self.tables, "gemm", self.weight_dtype)
+        self._gemm_table, self._gemm_native = dtype_table(self.tables, "gemm", self._gemm_dtype)
         self._gemm_table_bytes = 1.0 if self._gemm_native and self._weight_bytes == 1.0 else 2.0
-        self._kinds = layer_kinds(self.tables, m, tp, self.weight_dtype, self.kv_dtype)
+        self._kinds = layer_kinds(self.tables, m, tp, self._gemm_dtype, self.kv_dtype)
 
         d = m.attn_head_dim
         up = 2 if m.gated_mlp else 1
@@ -311,7 +314,7 @@ class MeasuredCostModel:
     def _moe(self, tokens: int) -> KernelTime:
         m, moe = self.model, self.model.moe
         assert moe is not None
-        table, native = dtype_table(self.tables, "moe", self.weight_dtype)
+        table, native = dtype_table(self.tables, "moe", self._gemm_dtype)
         shape = (m.hidden_size, moe.expert_intermediate_size, moe.experts_per_token,
                  moe.num_experts, self.tp)
         index = table.shape_index(shape)
