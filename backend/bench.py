@@ -66,7 +66,8 @@ class RealEngines:
                 use_triton=use_triton, drafter=drafter), self.timer))
             return timed[0]
 
-        engine, _ = build_engine(config, build_cost_model(config), executor_for=executor_for)
+        engine, _ = build_engine(config, build_cost_model(config), executor_for=executor_for,
+                                 token_indexed_pool=True)
         return engine, timed[0]
 
     def now_s(self) -> float:

@@ -146,10 +146,6 @@ def replay_real(
         raise ValueError("the real backend runs one replica: drop --replicas/--disaggregate "
                          "with --executor real")
     check_supported(config.model)  # what the model cannot compute comes before layout limits
-    if set(config.model.layer_kinds) != {"global"}:
-        raise ValueError(f"the real backend reads one token-indexed block table per sequence; "
-                         f"{config.model.name} has sliding-window or SSM layers, whose KV the "
-                         f"allocators keep per layer group: replay it in the simulator")
     if o.speculator not in ("none", "ngram", "draft"):
         raise ValueError(f"--speculator {o.speculator} does not run on the real backend yet "
                          f"(use none, ngram or draft with --executor real)")
@@ -202,7 +198,7 @@ def replay_real(
             closed_loop.finished()
 
     engine, _ = build_engine(config, build_cost_model(config), executor_for=executor_for,
-                             beams=beams, on_done=on_done)
+                             beams=beams, on_done=on_done, token_indexed_pool=True)
     executor = executors[0]
     loop_clock = {} if clock == "wall" else _cpu_loop_clock()
     between_steps = speed_meter.read_if_due if speed_meter is not None else None

@@ -13,6 +13,7 @@ import simpy
 from policies.beam import BeamParams, BeamReparenter, RandomBeamReparenter
 from policies.engine import Engine, Executor
 from policies.kv.base import KVAllocator
+from policies.kv.layout import KVLayout
 from policies.registry import ALLOCATORS, SCHEDULERS, lookup
 from policies.types import Sequence
 from sim.config import SimConfig
@@ -71,6 +72,7 @@ def build_engine(
     executor_for: Callable[[KVAllocator], Executor] | None = None,
     beams: BeamReparenter | None = None,
     now: Callable[[], float] | None = None,
+    token_indexed_pool: bool = False,
 ) -> tuple[Engine, MemoryBudget | None]:
     """The replica's engine; the memory budget is None when `num_gpu_blocks` was given.
 
@@ -82,6 +84,9 @@ def build_engine(
     with `beams` if given (the real backend's score-driven search), else with the simulator's
     random churn. With a speed trace (`--speed-trace`) the simulated executor's prices are
     scaled by the trace's factors at `now()`, the simulation's clock (`sim.machine_speed`).
+    `token_indexed_pool`: the executor keeps every layer's KV for every token in one block
+    table per sequence (the real backend, whose attention masks windows itself), so the
+    allocator gets the plain layout whatever the model's layer kinds.
     """
     o = config.options
     budget = None
@@ -95,6 +100,8 @@ def build_engine(
             budget = with_draft_memory(budget, config, cost)
         num_blocks = budget.num_blocks
     layout, block_bytes = kv_layout(cost, o.block_size)
+    if token_indexed_pool:
+        layout, block_bytes = KVLayout(), o.block_size * cost.kv_bytes_per_token_replica
     num_cpu_blocks = int(o.swap_space_gb * 1024**3 * o.tp * o.pp // block_bytes)
     options = dict(config.policy_options, num_blocks=num_blocks, num_cpu_blocks=num_cpu_blocks,
                    layout=layout)

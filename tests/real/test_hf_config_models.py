@@ -120,6 +120,18 @@ def test_config_dir_with_safetensors_serves_the_hand_built_model(kind, tmp_path)
     assert got == _recompute_outputs(model, model_dir)
 
 
+@pytest.mark.parametrize("allocator", ["paged", "paged-prefix"])
+def test_a_sliding_window_config_serves_past_its_window(allocator, tmp_path):
+    """Mistral's window of 7 tokens is far shorter than the trace's sequences: the real pool
+    keeps every token (one block table per sequence) and each layer's mask reads the window,
+    as the no-cache reference does, with the prefix-caching allocator too."""
+    model_dir = tmp_path / "mistral"
+    model = write_model_dir(model_dir, "mistral")
+    got = _replay_cli(model_dir, tmp_path / "out", "--weights", str(model_dir),
+                      "--allocator", allocator)
+    assert got == _recompute_outputs(model, model_dir)
+
+
 def test_config_dir_without_weights_serves_seeded_weights_of_its_shape(tmp_path):
     model_dir = tmp_path / "qwen2"
     write_model_dir(model_dir, "qwen2")
