@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich import box
 from rich.table import Table
 
 from sim import recorded
@@ -89,20 +90,24 @@ def recorded_table(reports: list[dict[str, Any]], rows: list[dict[str, Any]],
     """One line per run and stage: the relative error of each metric, and the verdicts."""
     medians = summary["median_abs_rel_error"]
     title = ("simulated vs recorded: median |rel. error| "
-             + ", ".join(f"{k} {_pct(v, signed=False)}" for k, v in medians.items())
+             + ", ".join(f"{k} {_pct(v)}" for k, v in medians.items())
              + f" (without {len(summary['excluded_runs'])} overloaded runs); overload verdicts "
              f"agree on {summary['overload_agreement']}/{summary['num_runs']}")
-    table = Table(title=title, title_justify="left")
-    metrics = [f"{m}_{s}" for m in recorded.METRICS for s in recorded.STATS]
-    for column in ("run", "stage", *metrics, "overloaded rec/sim"):
-        table.add_column(column, justify="left" if column == "run" else "right")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE)
+    table.add_column("run", no_wrap=True)
+    table.add_column("stage", justify="right")
+    for metric in recorded.METRICS:
+        table.add_column(f"{metric} error %\nmean/p90/p99", justify="right")
+    table.add_column("overloaded rec/sim", justify="right")
     verdicts = {r["run"]: r["overload"] for r in reports}
     by_stage: dict[tuple[str, int], dict[str, Any]] = {}
     for row in rows:
         by_stage.setdefault((row["run"], row["stage"]), {})[row["metric"]] = row["rel_error"]
     for (run, stage), errors in by_stage.items():
         verdict = verdicts[run]
-        table.add_row(run, str(stage), *(_pct(errors.get(m)) for m in metrics),
+        cells = ["/".join(_whole_pct(errors.get(f"{m}_{s}")) for s in recorded.STATS)
+                 for m in recorded.METRICS]
+        table.add_row(run, str(stage), *cells,
                       f"{_yes(verdict['recorded']['overloaded'])}/"
                       f"{_yes(verdict['simulated']['overloaded'])}")
     return table
@@ -112,10 +117,14 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
-def _pct(value: float | None, signed: bool = True) -> str:
+def _whole_pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:+.0f}"
+
+
+def _pct(value: float | None) -> str:
     if value is None:
         return "-"
-    return f"{100 * value:+.1f}%" if signed else f"{100 * value:.1f}%"
+    return f"{100 * value:.1f}%"
 
 
 def _clean(value: Any) -> Any:
