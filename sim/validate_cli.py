@@ -143,6 +143,7 @@ def run_validate(args: argparse.Namespace, console: Console, options: ReplayOpti
     if args.recorded is not None:
         from sim.recorded_cli import run_recorded
 
+        _refuse_real_only(args)
         return run_recorded(args, console)
     if args.max_requests_per_stage is not None:
         raise ValueError("--max-requests-per-stage applies to --recorded only")
@@ -162,6 +163,19 @@ def run_validate(args: argparse.Namespace, console: Console, options: ReplayOpti
     console.print(error_table(report))
     console.print(f"wrote {Path(args.out) / 'validation.json'}")
     return 0
+
+
+_REAL_ONLY_DEFAULTS = {"repeats": 3, "max_prompt_tokens": None, "max_output_tokens": None,
+                       "profile_each_repeat": False, "pool_profiles": False,
+                       "speed_replay": False, "grid": "default", "passes": None, "clock": "wall"}
+"""The options that steer real-backend runs, at their defaults; --recorded runs none."""
+
+
+def _refuse_real_only(args: argparse.Namespace) -> None:
+    for name, default in _REAL_ONLY_DEFAULTS.items():
+        if getattr(args, name) != default:
+            raise ValueError(f"--{name.replace('_', '-')} steers the real backend's runs; "
+                             "--recorded replays recorded runs in the simulator only")
 
 
 def error_table(report: dict) -> Table:

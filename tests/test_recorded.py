@@ -209,3 +209,11 @@ def test_measured_cost_model_passes_through(tmp_path):
     report = json.loads((out / "recorded.json").read_text())
     assert report["runs"][0]["cost_model"].startswith("measured")
     assert report["median_abs_rel_error"]["itl"] is not None
+
+
+def test_real_backend_options_are_refused_with_recorded(tmp_path, capsys):
+    root = tmp_path / "runs"
+    _make_run(root, "r", _stage((0.02, 0.03, 0.05), (0.3, 0.4, 0.5)))
+    assert main(["validate", "--recorded", str(root), "--out", str(tmp_path / "o"),
+                 "--repeats", "5"]) == 2
+    assert "--repeats steers the real backend" in capsys.readouterr().err
