@@ -206,8 +206,8 @@ def recorded_overloaded(run: RecordedRun) -> dict[str, Any]:
 
 
 def simulated_overloaded(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Simulated verdict: unfinished at the horizon over OVERLOAD_SHARE, or a stage's TTFT p90
-    (finished requests) > 10 s."""
+    """Simulated verdict: requests not finished at the horizon (unfinished or rejected) over
+    OVERLOAD_SHARE, or a stage's TTFT p90 (finished requests) > 10 s."""
     unfinished = sum(1 for r in rows if r["status"] != "finished")
     ttft_p90 = 0.0
     for stage in sorted({r["stage"] for r in rows}):
@@ -222,12 +222,13 @@ def simulated_overloaded(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def compare_run(run: RecordedRun, config: SimConfig, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The run's CSV rows and its overload verdicts, from the simulator's request rows."""
+    num_stages = len({r.stage for r in config.trace.requests})
+    if num_stages != len(run.stages):
+        raise ValueError(f"run {run.name}: the workload has {num_stages} stages but results/ "
+                         f"holds {len(run.stages)} stage_<i>_lifecycle_metrics.json")
     csv_rows = []
     for index, stage in enumerate(run.stages):
         requested = [r.output_tokens for r in config.trace.requests if r.stage == index]
-        if not requested:
-            raise ValueError(f"run {run.name}: the workload has no stage {index} but "
-                             f"stage_{index}_lifecycle_metrics.json exists")
         measured = recorded_stats(stage, float(np.mean(requested)))
         finished = [r for r in rows if r["stage"] == index and r["status"] == "finished"]
         simulated = simulated_stats(finished)

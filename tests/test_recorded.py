@@ -156,6 +156,8 @@ def test_passed_through_flags_and_a_simulated_collapse(tmp_path):
     (lambda run: (run / "results" / "stage_0_lifecycle_metrics.json").write_text('{"x": 1}'),
      "needs successes.latency"),
     (lambda run: shutil.rmtree(run.parents[1] / "model_configs"), "pass --model"),
+    (lambda run: (run / "results" / "stage_1_lifecycle_metrics.json").write_text(json.dumps(
+        _stage((0.02, 0.03, 0.05), (0.3, 0.4, 0.5)))), "the workload has 1 stages but"),
 ])
 def test_bad_layout_is_one_line_exit_2(tmp_path, capsys, breakage, message):
     run = _make_run(tmp_path / "runs", "r", _stage((0.02, 0.03, 0.05), (0.3, 0.4, 0.5)))
