@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.config import ReplayOptions, SimConfig, resolve
+from sim.config import ReplayOptions, SimConfig
 from traces.inference_perf.schema import RateStage, read_config
 from traces.trace import Trace
 

@@ -70,7 +70,7 @@ def run_recorded(args: argparse.Namespace, console: Console) -> int:
                           "p90/p99 from the percentiles of request latency and TTFT "
                           "(approximation); simulated: each request's tpot",
         "max_requests_per_stage": args.max_requests_per_stage,
-        "replay_flags": {k: v for k, v in given.items()},
+        "replay_flags": dict(given),
         "runs": reports,
     }
     out = Path(args.out)
