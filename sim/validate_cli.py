@@ -4,11 +4,13 @@ error against it.
     servesim profile --executor real --model M --out P.json [--scheduler S --allocator A ...]
     servesim validate --trace T --model M [--calibration C.json] [--repeats N]
                       [--scheduler ... --allocator ... --speculator ...] --out DIR
+    servesim validate --recorded DIR --out OUT [--max-requests-per-stage N] [replay flags]
 
 Both need the `backend` extra (torch); it is imported only inside these commands, so the
 simulator's own import path stays free of torch. `validate` takes every replay flag (the
 same `ReplayOptions` names); without `--calibration` it profiles this configuration and
-fits the cost model first (DIR/profile.json, DIR/calibration.json).
+fits the cost model first (DIR/profile.json, DIR/calibration.json). With `--recorded DIR` it
+needs no torch: it replays recorded inference-perf runs in the simulator (`sim.recorded_cli`).
 """
 
 from __future__ import annotations
@@ -75,6 +77,13 @@ def add_validate_parser(sub: argparse._SubParsersAction,
                     "simulator with a calibrated cost model, N times; write DIR/validation.json "
                     "(relative errors, medians and spread over repeats), per-request errors "
                     "and simulated-vs-measured CDF plots.")
+    parser.add_argument("--recorded", metavar="DIR",
+                        help="replay every recorded inference-perf run under DIR (exp-config."
+                             "yaml, results/) in the simulator and compare per stage: writes "
+                             "OUT/recorded.csv and OUT/recorded.json; no real backend")
+    parser.add_argument("--max-requests-per-stage", type=int,
+                        help="--recorded: replay only each stage's first N requests, at their "
+                             "send times (faster; default: all)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="real runs; errors are medians over them (default: 3)")
     parser.add_argument("--out", required=True, help="directory for validation.json and runs")
@@ -131,6 +140,13 @@ def run_profile(args: argparse.Namespace, console: Console) -> int:
 
 
 def run_validate(args: argparse.Namespace, console: Console, options: ReplayOptions) -> int:
+    if args.recorded is not None:
+        from sim.recorded_cli import run_recorded
+
+        _refuse_real_only(args)
+        return run_recorded(args, console)
+    if args.max_requests_per_stage is not None:
+        raise ValueError("--max-requests-per-stage applies to --recorded only")
     _need_torch("validate")
     from backend.validate import ValidateSettings, validate
 
@@ -147,6 +163,19 @@ def run_validate(args: argparse.Namespace, console: Console, options: ReplayOpti
     console.print(error_table(report))
     console.print(f"wrote {Path(args.out) / 'validation.json'}")
     return 0
+
+
+_REAL_ONLY_DEFAULTS = {"repeats": 3, "max_prompt_tokens": None, "max_output_tokens": None,
+                       "profile_each_repeat": False, "pool_profiles": False,
+                       "speed_replay": False, "grid": "default", "passes": None, "clock": "wall"}
+"""The options that steer real-backend runs, at their defaults; --recorded runs none."""
+
+
+def _refuse_real_only(args: argparse.Namespace) -> None:
+    for name, default in _REAL_ONLY_DEFAULTS.items():
+        if getattr(args, name) != default:
+            raise ValueError(f"--{name.replace('_', '-')} steers the real backend's runs; "
+                             "--recorded replays recorded runs in the simulator only")
 
 
 def error_table(report: dict) -> Table:
