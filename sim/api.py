@@ -43,10 +43,9 @@ def build_cost_model(config: SimConfig, cost_model: CostModelFactory | None = No
         if cost_model is not None:
             raise ValueError("a cost-model factory observes the roofline; --cost-model measured "
                              "runs without one")
-        # no --weight-dtype: the checkpoint's own, as the roofline reads it
+        # no --weight-dtype (None): the checkpoint's own dtypes, quantized parts included
         return MeasuredCostModel(config.model, config.hardware, config.measured, tp=o.tp,
-                                 pp=o.pp, weight_dtype=o.weight_dtype or config.model.weight_dtype,
-                                 kv_dtype=o.kv_dtype)
+                                 pp=o.pp, weight_dtype=o.weight_dtype, kv_dtype=o.kv_dtype)
     return (cost_model or CostModel)(config.model, config.hardware, config.coefficients, tp=o.tp,
                                      pp=o.pp, weight_dtype=o.weight_dtype, kv_dtype=o.kv_dtype)
 

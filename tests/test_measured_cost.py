@@ -168,3 +168,20 @@ def test_measured_replay_imports_numpy_only(tmp_path):
     assert "HEAVY []" in out.stdout
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["cost_model"] == "measured:vllm-0.24.0/h100"
+
+
+def test_measured_model_reads_an_fp8_checkpoint_at_fp8_without_an_override():
+    """No --weight-dtype means the checkpoint's own dtypes: a config.json whose MLP weights are
+    FP8 is priced from the FP8 GEMM tables, not at its bf16 torch_dtype."""
+    from pathlib import Path
+
+    from sim.cost.catalog import get_hardware
+    from sim.cost.hf_config import model_from_hf_config
+    from sim.cost.measured import MeasuredCostModel
+    from sim.cost.measured_coefficients import measured_coefficients
+
+    spec = model_from_hf_config(Path(__file__).parent / "data" / "hf_configs" / "small"
+                                / "qwen3_moe_fp8.json")
+    assert spec.weight_dtype == "bf16" and spec.gemm_dtype() == "fp8"
+    cost = MeasuredCostModel(spec, get_hardware("h100"), measured_coefficients())
+    assert cost._gemm_dtype == "fp8"
