@@ -44,13 +44,12 @@ from sim.cost.kernel_roofline import ACTIVATION_BYTES
 from sim.cost.kernel_shapes import LayerKind, dtype_table, equivalent_prompt, layer_kinds
 from sim.cost.kernel_tables import KernelTables, Row, shipped_tables
 from sim.cost.measured_coefficients import MeasuredCoefficients
-from sim.cost.roofline import CostModel, attended_pairs, plan_shape
+from sim.cost.roofline import CostModel, attended_pairs, cached, plan_shape
 from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes
 
 UNTABLED_KERNELS_PER_LAYER = 5
 """Small kernels of a decoder layer with no table: two fused residual-add + RMSNorm, rotary
 embedding, the KV-cache write, SiLU-and-mul (vLLM's Llama-style layer)."""
-BATCH_TERMS_CACHE = 4096
 ARRAY_STEPS = 32
 """Decode runs of at least this many steps are priced as arrays (shorter ones cost less
 step by step than numpy's per-call overhead)."""
@@ -250,29 +249,21 @@ class MeasuredCostModel:
         return self.iteration_time([1] * len(context_tokens), context_tokens)
 
     def _batch_terms_of(self, num_seqs: int, total_new: int, num_sampling: int) -> BatchTerms:
-        key = (num_seqs, total_new, num_sampling)
-        terms = self._batch_terms.get(key)
-        if terms is None:
-            if len(self._batch_terms) >= BATCH_TERMS_CACHE:
-                self._batch_terms.clear()
-            terms = self._batch_terms[key] = self._terms_of_batch(*key)
-        return terms
+        return cached(self._batch_terms, (num_seqs, total_new, num_sampling),
+                      lambda: self._terms_of_batch(num_seqs, total_new, num_sampling))
 
     def _token_kernels(self, total_new: int) -> tuple[KernelTime, ...]:
         """The kernels every computed token goes through (GEMMs, MoE, all-reduce), cached by
         token count: prefill steps of different batches often compute as many tokens."""
-        kernels = self._per_tokens.get(total_new)
-        if kernels is None:
-            if len(self._per_tokens) >= BATCH_TERMS_CACHE:
-                self._per_tokens.clear()
-            found = [self._gemm(name, total_new, n, k, layers)
-                     for name, n, k, layers in self._gemms]
-            if self.model.moe is not None:
-                found.append(self._moe(total_new))
-            if self._num_allreduces:
-                found.append(self._allreduce(total_new))
-            kernels = self._per_tokens[total_new] = tuple(found)
-        return kernels
+        return cached(self._per_tokens, total_new, lambda: self._kernels_for(total_new))
+
+    def _kernels_for(self, total_new: int) -> tuple[KernelTime, ...]:
+        found = [self._gemm(name, total_new, n, k, layers) for name, n, k, layers in self._gemms]
+        if self.model.moe is not None:
+            found.append(self._moe(total_new))
+        if self._num_allreduces:
+            found.append(self._allreduce(total_new))
+        return tuple(found)
 
     def _terms_of_batch(self, num_seqs: int, total_new: int, num_sampling: int) -> BatchTerms:
         kernels = list(self._token_kernels(total_new)) if total_new else []

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
@@ -35,9 +35,21 @@ from sim.cost.coefficients import Coefficients
 from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes, expected_distinct_experts
 
 ACTIVATION_DTYPE = "bf16"
+T = TypeVar("T")
 BATCH_TERMS_CACHE = 4096
 """Batch shapes whose context-free cost terms are kept (cleared when full: prefill shapes are
 many, decode shapes few and hot)."""
+
+
+def cached(cache: dict[Any, T], key: Any, build: Callable[[], T]) -> T:
+    """`cache[key]`, built on a miss; the cache is cleared when it holds BATCH_TERMS_CACHE
+    entries (a bound, not an LRU: hot decode shapes are rebuilt at once)."""
+    value = cache.get(key)
+    if value is None:
+        if len(cache) >= BATCH_TERMS_CACHE:
+            cache.clear()
+        value = cache[key] = build()
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,13 +270,8 @@ class CostModel:
     def _batch_terms_of(self, num_seqs: int, total_new: int,
                         num_sampling: int) -> tuple[OpGroupCost, OpGroupCost, float, float]:
         """`_terms_of_batch`, cached per batch shape."""
-        key = (num_seqs, total_new, num_sampling)
-        batch_terms = self._batch_terms.get(key)
-        if batch_terms is None:
-            if len(self._batch_terms) >= BATCH_TERMS_CACHE:
-                self._batch_terms.clear()
-            batch_terms = self._batch_terms[key] = self._terms_of_batch(*key)
-        return batch_terms
+        return cached(self._batch_terms, (num_seqs, total_new, num_sampling),
+                      lambda: self._terms_of_batch(num_seqs, total_new, num_sampling))
 
     def _terms_of_batch(self, num_seqs: int, total_new: int,
                         num_sampling: int) -> tuple[OpGroupCost, OpGroupCost, float, float]:
