@@ -40,6 +40,10 @@ def check_supported(spec: ModelSpec) -> None:
     if spec.kv_sharing != 1:
         raise ValueError(f"the real backend gives every layer its own KV; {spec.name} shares "
                          f"one KV across {spec.kv_sharing} layers (cross-layer attention)")
+    if spec.norms_per_layer != 2:
+        raise ValueError(f"the real backend runs Llama-family layers (a norm before attention "
+                         f"and one before the MLP); {spec.name} has {spec.norms_per_layer} "
+                         f"norms per layer (Gemma-style)")
     if spec.hidden_act != "silu":
         raise ValueError(f"the real backend's gated MLP uses SiLU; {spec.name} has hidden_act "
                          f"{spec.hidden_act!r}")
@@ -52,10 +56,6 @@ def check_supported(spec: ModelSpec) -> None:
             scaling.original_max_position_embeddings):
         raise ValueError(f"{spec.name}: llama3 rope_scaling needs low_freq_factor, "
                          f"high_freq_factor and original_max_position_embeddings")
-    if spec.norms_per_layer != 2:
-        raise ValueError(f"the real backend runs Llama-family layers (a norm before attention "
-                         f"and one before the MLP); {spec.name} has {spec.norms_per_layer} "
-                         f"norms per layer (Gemma-style)")
 
 
 def _unsupported_parts(spec: ModelSpec) -> str:
