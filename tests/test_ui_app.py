@@ -46,6 +46,7 @@ def test_default_run_renders_every_chart_and_card(default_app):
         assert values[label] not in ("", "-"), label
     assert [b.label for b in at.get("download_button")] == ["summary.json", "requests.csv",
                                                             "config.toml"]
+    assert any("priced by the roofline cost model" in c.value for c in at.caption)
     assert not at.error
 
 
