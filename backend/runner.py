@@ -32,7 +32,8 @@ from backend.sampler import (SamplingParams, generator_for, probabilities, sampl
                              verify_greedy, verify_rejection)
 from policies.engine import Engine
 from policies.kv.base import KVAllocator
-from policies.types import MAX_SAMPLES, Plan, Request, ScheduledChunk, Sequence, SeqStatus, StepResult
+from policies.types import (Plan, Request, ScheduledChunk, Sequence, SeqStatus, StepResult,
+                            sample_seq_id)
 from traces.closed_loop import ClosedLoop
 
 
@@ -55,11 +56,6 @@ def seeded_prompt(request: Request, vocab_size: int, seed: int) -> list[int]:
     gen = generator_for(seed, request.request_id, -1)
     rest = request.prompt_tokens - len(ids)
     return ids + torch.randint(0, vocab_size, (rest,), generator=gen).tolist()
-
-
-def sample_seq_id(request: Request, index: int) -> int:
-    """The engine's seq_id of `request`'s sample `index` (as `Sequence.seq_id` numbers them)."""
-    return request.request_id if index == 0 else -(request.request_id * MAX_SAMPLES + index)
 
 
 class RealExecutor:

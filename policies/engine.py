@@ -23,7 +23,8 @@ from typing import Callable, Protocol
 from policies.beam import BeamReparenter
 from policies.kv.base import LockstepUsage
 from policies.scheduler.base import Scheduler
-from policies.types import MAX_SAMPLES, Plan, Request, ScheduledChunk, Sequence, SeqStatus, StepResult
+from policies.types import (Plan, Request, ScheduledChunk, Sequence, SeqStatus, StepResult,
+                            sample_seq_id)
 
 
 class Executor(Protocol):
@@ -343,10 +344,8 @@ class Engine:
         """After a step, let the beam policy replace losing beams by copies of others; only
         beams that are in lockstep (running, at the same length) are compared."""
         for request_id in {c.seq.request.request_id for c in plan.chunks if c.seq.request.beam}:
-            beams = [self.sequences.get(request_id)] + [
-                self.sequences.get(-(request_id * MAX_SAMPLES + k))
-                for k in range(1, self.sequences[request_id].request.n)
-            ]
+            request = self.sequences[request_id].request
+            beams = [self.sequences.get(sample_seq_id(request, k)) for k in range(request.n)]
             if any(b is None or b.status is not SeqStatus.RUNNING for b in beams):
                 continue
             if len({b.num_computed_tokens for b in beams}) != 1:

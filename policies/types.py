@@ -62,6 +62,12 @@ MAX_SAMPLES = 1 << 16
 """Samples per request a sequence id can tell apart."""
 
 
+def sample_seq_id(request: Request, index: int) -> int:
+    """The seq_id of `request`'s sample `index`: the request id for sample 0, a negative id
+    for the others (the one place the encoding is written)."""
+    return request.request_id if index == 0 else -(request.request_id * MAX_SAMPLES + index)
+
+
 class SeqStatus(enum.Enum):
     WAITING = "waiting"
     RUNNING = "running"
@@ -102,10 +108,7 @@ class Sequence:
     creation, as the request and sample index are; the hot paths read it constantly)."""
 
     def __post_init__(self) -> None:
-        if self.sample_index == 0:
-            self.seq_id = self.request.request_id
-        else:
-            self.seq_id = -(self.request.request_id * MAX_SAMPLES + self.sample_index)
+        self.seq_id = sample_seq_id(self.request, self.sample_index)
 
     @property
     def num_known_tokens(self) -> int:

@@ -32,7 +32,7 @@ import simpy
 from policies.engine import Engine
 from policies.registry import ROUTERS, lookup
 from policies.router.base import Router
-from policies.types import MAX_SAMPLES, Request, Sequence
+from policies.types import Request, Sequence, sample_seq_id
 from sim.config import SimConfig
 from sim.cost.roofline import CostModel
 from sim.replica import SimReplica
@@ -132,8 +132,7 @@ class Cluster:
     def _finished_at_s(self, seq: Sequence) -> float:
         """When the request of `seq` ended: its last sample's finish (samples of `--n` may
         finish apart)."""
-        request_id = seq.request.request_id
-        others = [-(request_id * MAX_SAMPLES + k) for k in range(1, seq.request.n)]
+        others = [sample_seq_id(seq.request, k) for k in range(1, seq.request.n)]
         ends = [engine.sequences[i].finish_s for engine in self.engines for i in others
                 if i in engine.sequences]
         return max([seq.finish_s, *(end for end in ends if end is not None)])

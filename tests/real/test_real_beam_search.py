@@ -15,8 +15,8 @@ from backend.beam_search import BeamSearch, assign_slots
 from backend.model import LlamaModel, init_random
 from backend.recompute import beam_search_recompute, next_token_logits
 from backend.replay import replay_real, sample_outputs
-from backend.runner import RealExecutor, sample_seq_id, seeded_prompt
-from policies.types import Request
+from backend.runner import RealExecutor, seeded_prompt
+from policies.types import Request, sample_seq_id
 from sim.api import build_cost_model, build_engine
 from sim.cli import main
 from sim.config import resolve

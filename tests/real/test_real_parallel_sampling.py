@@ -14,9 +14,9 @@ import torch
 from backend.model import LlamaModel, init_random
 from backend.recompute import generate_recompute
 from backend.replay import replay_real, sample_outputs
-from backend.runner import RealExecutor, sample_seq_id, seeded_prompt
+from backend.runner import RealExecutor, seeded_prompt
 from backend.sampler import SamplingParams
-from policies.types import Request
+from policies.types import Request, sample_seq_id
 from sim.api import build_cost_model, build_engine
 from sim.cli import main
 from sim.config import ReplayOptions, resolve
