@@ -250,12 +250,12 @@ class MeasuredCostModel:
 
     def _batch_terms_of(self, num_seqs: int, total_new: int, num_sampling: int) -> BatchTerms:
         return cached(self._batch_terms, (num_seqs, total_new, num_sampling),
-                      lambda: self._terms_of_batch(num_seqs, total_new, num_sampling))
+                      self._terms_of_batch, num_seqs, total_new, num_sampling)
 
     def _token_kernels(self, total_new: int) -> tuple[KernelTime, ...]:
         """The kernels every computed token goes through (GEMMs, MoE, all-reduce), cached by
         token count: prefill steps of different batches often compute as many tokens."""
-        return cached(self._per_tokens, total_new, lambda: self._kernels_for(total_new))
+        return cached(self._per_tokens, total_new, self._kernels_for, total_new)
 
     def _kernels_for(self, total_new: int) -> tuple[KernelTime, ...]:
         found = [self._gemm(name, total_new, n, k, layers) for name, n, k, layers in self._gemms]

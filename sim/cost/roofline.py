@@ -41,14 +41,15 @@ BATCH_TERMS_CACHE = 4096
 many, decode shapes few and hot)."""
 
 
-def cached(cache: dict[Any, T], key: Any, build: Callable[[], T]) -> T:
-    """`cache[key]`, built on a miss; the cache is cleared when it holds BATCH_TERMS_CACHE
-    entries (a bound, not an LRU: hot decode shapes are rebuilt at once)."""
+def cached(cache: dict[Any, T], key: Any, build: Callable[..., T], *args: Any) -> T:
+    """`cache[key]`, built as `build(*args)` on a miss (no closure on the hot path); the cache
+    is cleared when it holds BATCH_TERMS_CACHE entries (a bound, not an LRU: hot decode shapes
+    are rebuilt at once)."""
     value = cache.get(key)
     if value is None:
         if len(cache) >= BATCH_TERMS_CACHE:
             cache.clear()
-        value = cache[key] = build()
+        value = cache[key] = build(*args)
     return value
 
 
@@ -271,7 +272,7 @@ class CostModel:
                         num_sampling: int) -> tuple[OpGroupCost, OpGroupCost, float, float]:
         """`_terms_of_batch`, cached per batch shape."""
         return cached(self._batch_terms, (num_seqs, total_new, num_sampling),
-                      lambda: self._terms_of_batch(num_seqs, total_new, num_sampling))
+                      self._terms_of_batch, num_seqs, total_new, num_sampling)
 
     def _terms_of_batch(self, num_seqs: int, total_new: int,
                         num_sampling: int) -> tuple[OpGroupCost, OpGroupCost, float, float]:
