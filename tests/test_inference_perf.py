@@ -139,24 +139,38 @@ def test_distributions_are_clamped_to_min_and_max():
 
 # ---- open-loop stages ----------------------------------------------------------------------
 
-def test_constant_stages_are_evenly_spaced_and_back_to_back():
+def test_constant_stages_fill_each_stage_with_rescaled_exponential_gaps():
+    """inference-perf's constant timer: int(rate x duration) exponential gaps rescaled to add
+    up to the stage, so the last request goes at the stage's end; stages run back to back."""
     requests = _trace(TWO_STAGES).requests
     times = np.array([r.arrival_time_s for r in requests])
-    assert np.allclose(times[:36], np.arange(36) * 0.5)
-    assert np.allclose(times[36:], 18 + np.arange(12) * 0.25)
     assert [r.request_id for r in requests] == list(range(48))
+    assert np.all(np.diff(times) > 0) and times[0] > 0
+    assert times[35] == pytest.approx(18.0, abs=1e-9) and times[47] == pytest.approx(21.0, abs=1e-9)
+    assert 18.0 < times[36] < 21.0
+    assert not np.allclose(np.diff(times[:36]), 0.5)  # random, not evenly spaced
 
 
-def test_poisson_stages_send_rate_times_duration_requests_inside_each_stage():
+def test_constant_gaps_are_exponential_at_the_stage_rate(tmp_path):
+    config = tmp_path / "long.yaml"
+    config.write_text(GOOD_DATA + "load: {type: constant, stages: [{rate: 10, duration: 400}]}\n")
+    gaps = np.diff([0.0] + [r.arrival_time_s for r in _trace(config).requests])
+    assert len(gaps) == 4000 and gaps.sum() == pytest.approx(400.0)
+    assert stats.kstest(gaps, "expon", args=(0, 1 / 10)).pvalue > 1e-3
+
+
+def test_poisson_stages_send_poisson_counts_per_second():
+    """inference-perf's Poisson timer: each second a Poisson(rate) count, spread over it."""
     requests = _trace(DATA / "random_poisson.json").requests
-    for stage, (start, duration, count) in enumerate([(0, 100, 500), (100, 50, 1000)]):
-        times = np.array([r.arrival_time_s for r in requests if r.stage == stage])
-        assert len(times) == count and np.all(np.diff(times) >= 0)
-        assert times.min() >= start and times.max() < start + duration
-        # A Poisson process given its count: uniform over the stage.
-        assert stats.kstest((times - start) / duration, "uniform").pvalue > 1e-3
-    gaps = np.diff([r.arrival_time_s for r in requests if r.stage == 1])
-    assert stats.kstest(gaps, "expon", args=(0, 1 / 20)).pvalue > 1e-3
+    stage0 = np.array([r.arrival_time_s for r in requests if r.stage == 0])
+    stage1 = np.array([r.arrival_time_s for r in requests if r.stage == 1])
+    assert len(stage0) == 500 and len(stage1) == 1000
+    assert np.all(np.diff(stage0) > 0) and np.all(np.diff(stage1) > 0)
+    # the next stage starts at the later of the stage's end (100 s) and its last send
+    assert stage1.min() > max(100.0, stage0.max())
+    counts = np.bincount(np.floor(stage1 - stage1.min()).astype(int))[:-1]  # whole seconds
+    assert counts.mean() == pytest.approx(20, rel=0.15)
+    assert counts.var() == pytest.approx(20, rel=0.5)  # Poisson: variance = mean
 
 
 def test_real_recorded_configs_read_as_inference_perf_read_them():
@@ -165,7 +179,8 @@ def test_real_recorded_configs_read_as_inference_perf_read_them():
     assert len({id(r.prompt_token_ids) for r in config.requests}) == 100  # 10 x 10 defaults
     # 100 and 447 tokens, each x1.046 (105 + 468): the recorded prompt_len mean is 574.9.
     assert {r.prompt_tokens for r in config.requests} == {573}
-    assert config.requests[4800].arrival_time_s == 600.0
+    assert config.requests[4799].arrival_time_s == pytest.approx(600.0)
+    assert 600.0 < config.requests[4800].arrival_time_s < 601.0
     assert any("interval" in note for note in config.notes)
     profile = _trace(DATA / "llama-2-70b-general.profile.yaml")  # JSON, alias names
     assert len({id(r.prompt_token_ids) for r in profile.requests}) == 9 * 5
@@ -178,7 +193,8 @@ def test_real_recorded_configs_read_as_inference_perf_read_them():
 def test_stage_column_in_requests_csv(tmp_path):
     rows = _run(tmp_path, "--trace", f"inference-perf:{TWO_STAGES}")
     assert [row["stage"] for row in rows] == ["0"] * 36 + ["1"] * 12
-    assert float(rows[36]["arrival_s"]) == 18.0
+    assert float(rows[35]["arrival_s"]) == pytest.approx(18.0, abs=1e-6)
+    assert 18.0 < float(rows[36]["arrival_s"]) < 21.0
     plain = _run(tmp_path, "--trace", "synthetic:n=5,arrivals=poisson:2,prompt=fixed:50,output=fixed:3")
     assert [row["stage"] for row in plain] == ["0"] * 5
 
@@ -220,8 +236,9 @@ def test_options_that_do_not_apply_are_errors(argv, message, capsys):
 
 def test_open_loop_transforms_still_apply():
     scaled = _trace(TWO_STAGES, rate_scale=2.0).requests
-    assert scaled[36].arrival_time_s == 9.0
-    windowed = _trace(TWO_STAGES, window_start_s=18.0).requests
+    plain = _trace(TWO_STAGES).requests
+    assert [r.arrival_time_s for r in scaled] == pytest.approx([r.arrival_time_s / 2 for r in plain])
+    windowed = _trace(TWO_STAGES, window_start_s=18.001).requests
     assert len(windowed) == 12 and {r.stage for r in windowed} == {1}
 
 

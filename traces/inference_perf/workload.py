@@ -3,12 +3,13 @@
 Stages run back to back from 0 s. Each stage restarts the prompt cycle at its first request,
 as inference-perf starts a fresh pass of its data generator per stage.
 
-- `constant`: int(rate x duration) requests spaced evenly, 1 / rate apart from the stage's
-  start. (inference-perf's own constant timer draws exponential gaps rescaled to fill the stage
-  exactly; docs/workloads.md says what that changes.)
-- `poisson`: int(rate x duration) requests (the count inference-perf sends) at the times of a
-  Poisson process of that rate conditioned on as many arrivals in the stage: sorted uniform
-  draws over [start, start + duration).
+- `constant`: int(rate x duration) requests whose gaps are exponential draws rescaled to add up
+  to the stage's duration, as inference-perf's `ConstantLoadTimer` sends them: random arrivals
+  at exactly the stage's rate, the last at the stage's end.
+- `poisson`: inference-perf's `PoissonLoadTimer`: each second a Poisson(rate) count of requests
+  (none: the second is skipped), spread over that second as a constant timer spreads a stage;
+  the stage sends its first int(rate x duration) requests, so it may end before or after its
+  duration (the next stage starts at the later of the two).
 - `concurrent`: closed-loop stages (`traces.closed_loop`): the requests carry no arrival time
   until the harness sends them.
 """
@@ -117,14 +118,36 @@ def _open_loop_times(load_type: str, stages: tuple[RateStage, ...],
     """Each stage's send times in seconds from the first stage's start (float64, ascending)."""
     times, start_s = [], 0.0
     for stage in stages:
-        count = stage.num_requests
         if load_type == "constant":
-            offsets_s = np.arange(count) / stage.rate_per_s
+            offsets_s = _constant_timer(stage.num_requests, stage.duration_s, rng)
         else:
-            offsets_s = np.sort(rng.uniform(0.0, stage.duration_s, count))
+            offsets_s = _poisson_timer(stage.num_requests, stage.rate_per_s, rng)
         times.append(start_s + offsets_s)
-        start_s += stage.duration_s
+        end_s = float(offsets_s[-1]) if len(offsets_s) else 0.0
+        start_s += max(stage.duration_s, end_s)
     return times
+
+
+def _constant_timer(count: int, duration_s: float, rng: np.random.Generator) -> np.ndarray:
+    """`count` send offsets whose exponential gaps are rescaled to add up to `duration_s`."""
+    if count == 0:
+        return np.zeros(0)
+    gaps = rng.exponential(1.0, count)
+    return np.cumsum(gaps * (duration_s / gaps.sum()))
+
+
+def _poisson_timer(count: int, rate_per_s: float, rng: np.random.Generator) -> np.ndarray:
+    """The first `count` send offsets of Poisson(rate) requests per second, each second's
+    requests spread over it by the constant timer."""
+    offsets: list[np.ndarray] = []
+    second, sent = 0, 0
+    while sent < count:
+        in_second = int(rng.poisson(rate_per_s))
+        if in_second:
+            offsets.append(second + _constant_timer(in_second, 1.0, rng))
+            sent += in_second
+        second += 1
+    return np.concatenate(offsets)[:count] if offsets else np.zeros(0)
 
 
 def _describe(config: InferencePerfConfig, num_prompts: int, inflation: float, seed: int) -> str:
