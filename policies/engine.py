@@ -109,6 +109,7 @@ class Engine:
         on_done: Callable[[Sequence], None] | None = None,
         beams: BeamReparenter | None = None,
         fast_forward: bool = False,
+        async_scheduling: bool = False,
     ) -> None:
         self.scheduler = scheduler
         self.executor = executor
@@ -122,6 +123,11 @@ class Engine:
         self._beams = beams
         self._on_done = on_done
         self.fast_forward = fast_forward
+        self.async_scheduling = async_scheduling
+        """Plan each step while the one before runs (vLLM's async scheduling): a request that
+        arrives during a step first runs in the step after next (`_admit_held`)."""
+        self._held: list[tuple[float, Sequence]] = []
+        self._last_end_s = -math.inf
 
     def submit(self, request: Request, now_s: float) -> Sequence:
         """Queue `request`, or reject it now if it could never run on this replica."""
@@ -130,7 +136,10 @@ class Engine:
             return self.reject(request, reason, now_s)
         seq = Sequence(request)
         self.sequences[request.request_id] = seq
-        self.scheduler.add(seq)
+        if self.async_scheduling:
+            self._held.append((now_s, seq))
+        else:
+            self.scheduler.add(seq)
         self.outstanding_tokens += request.total_tokens
         return seq
 
@@ -168,7 +177,20 @@ class Engine:
 
     @property
     def outstanding_requests(self) -> int:
-        return self.scheduler.num_waiting + self.scheduler.num_running
+        return self.scheduler.num_waiting + self.scheduler.num_running + len(self._held)
+
+    def _admit_held(self, now_s: float) -> None:
+        """Hand the scheduler the held arrivals the plan of the step starting at `now_s` can
+        see. Run back to back, that plan was made when the step before started, so it sees
+        the arrivals up to then; after an idle gap, every arrival up to `now_s`."""
+        cutoff_s = self.log.start_s[-1] if now_s == self._last_end_s and self.log.start_s else now_s
+        kept = []
+        for submitted_s, seq in self._held:
+            if submitted_s <= cutoff_s:
+                self.scheduler.add(seq)
+            else:
+                kept.append((submitted_s, seq))
+        self._held = kept
 
     def cached_prefix_tokens(self, request: Request) -> int:
         return self.scheduler.allocator.cached_prefix_tokens(request)
@@ -177,7 +199,13 @@ class Engine:
         """Run one iteration from `now_s`. With `fast_forward`, the decode-only iterations of
         the same batch that would follow it and start before `until_s` (when the caller may
         next change this engine's work: an arrival) run as part of this step too."""
+        if self._held:
+            self._admit_held(now_s)
         plan = self.scheduler.schedule(now_s)
+        if plan.is_empty and self._held:  # nothing planned ahead: the held ones go now
+            self._last_end_s = -math.inf
+            self._admit_held(now_s)
+            plan = self.scheduler.schedule(now_s)
         if plan.is_empty:
             return StepOutcome(None, plan.wake_at_s)
         plan.block_copies.extend(self.scheduler.allocator.take_copies())
@@ -185,9 +213,11 @@ class Engine:
         end_s = now_s + result.duration_s
         self._record(plan, now_s, result.duration_s)
         self._commit(plan, result, now_s, end_s)
-        if self.fast_forward and end_s < until_s and self._beams is None:
+        self._last_end_s = end_s
+        if self.fast_forward and end_s < until_s and self._beams is None and not self._held:
             span_end_s = self._fast_forward(plan, now_s, end_s, until_s, result.duration_s)
             if span_end_s is not None:
+                self._last_end_s = span_end_s
                 return StepOutcome(span_end_s - now_s)
         return StepOutcome(result.duration_s)
 

@@ -126,8 +126,19 @@ def build_engine(
     # decode runs cannot be jumped past it (`sim.cluster.Cluster.closed_loop`).
     fast_forward = o.fast_forward and executor_for is None and not config.trace.closed_loop
     engine = Engine(scheduler, executor, max_model_len=config.max_model_len, on_done=on_done,
-                    beams=beams, fast_forward=fast_forward)
+                    beams=beams, fast_forward=fast_forward,
+                    async_scheduling=async_scheduling(config, executor_for is not None))
     return engine, budget
+
+
+def async_scheduling(config: SimConfig, real_executor: bool) -> bool:
+    """Whether the engine plans each step while the one before runs (`--async-scheduling`):
+    `auto` follows the engine the measured cost model prices; the real backend never does."""
+    choice = config.options.async_scheduling
+    if choice == "auto":
+        return (not real_executor and config.measured is not None
+                and config.measured.async_scheduling)
+    return choice == "on"
 
 
 def simulate(

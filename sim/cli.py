@@ -105,6 +105,9 @@ OPTION_HELP = {
     "spec_inner_acceptance": "cascade: i.i.d. acceptance of the tiny drafter by the small one",
     "spec_draft_pass_overhead_s": "extra CPU overhead per non-fused draft pass",
     "pace": "trace: arrivals at trace times; asap: all at 0 s in trace order",
+    "async_scheduling": "auto|on|off: plan each step while the one before runs, as vLLM does "
+                        "since 0.14, so an arrival first runs in the step after next (auto: on "
+                        "with the measured vLLM cost model, else off)",
     "fast_forward": "jump runs of decode-only iterations in one event (same results, faster; "
                     "--no-fast-forward steps every iteration)",
     "executor": "sim: the cost model; real: run the model on tensors (torch) in wall-clock time",

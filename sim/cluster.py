@@ -65,6 +65,7 @@ class Cluster:
         self._prefill_router = self._router()
         self._decode_router = self._router()
         self._originals: dict[int, Request] = {}
+        self._frontend_s = config.frontend_latency_s
 
     def _router(self) -> Router:
         entry = lookup(ROUTERS, "router", self.config.options.router)
@@ -86,11 +87,14 @@ class Cluster:
         return min(self.next_arrival_s, self.env.peek())
 
     def arrivals(self, requests: list[Request]) -> Generator[simpy.Event, None, None]:
+        """Send each request at its trace time; its engine sees it `frontend_latency_s`
+        later (sim.config.SimConfig.frontend_latency_s)."""
         env = self.env
         for request in requests:
-            delay = request.arrival_time_s - env.now
+            queued_s = request.arrival_time_s + self._frontend_s
+            delay = queued_s - env.now
             if delay > 0:
-                self.next_arrival_s = min(request.arrival_time_s, self._end_s)
+                self.next_arrival_s = min(queued_s, self._end_s)
                 yield env.timeout(delay)
             self._send(request)
         self.next_arrival_s = self._end_s
@@ -103,7 +107,12 @@ class Cluster:
         self._loop = loop
         while True:
             for request in loop.due():
-                self._send(dataclasses.replace(request, arrival_time_s=self.env.now))
+                sent = dataclasses.replace(request, arrival_time_s=self.env.now)
+                if self._frontend_s > 0:
+                    queued = self.env.timeout(self._frontend_s, sent)
+                    queued.callbacks.append(lambda event: self._send(event.value))
+                else:
+                    self._send(sent)
             if loop.all_sent:
                 return
             self._slot_freed = self.env.event()

@@ -102,6 +102,10 @@ class ReplayOptions:
     fast_forward: bool = True
     """Run each stretch of decode-only iterations of an unchanged batch as one event (the
     results are the same as stepping one iteration at a time; only the cost differs)."""
+    async_scheduling: str = "auto"
+    """`on`: plan each step while the one before runs, as vLLM does by default since 0.14 (an
+    arrival first runs in the step after next); `off`: plan between steps; `auto`: what the
+    engine the cost model prices does (`on` for the measured vLLM model, else `off`)."""
     slo_ttft_s: float | None = None
     slo_tpot_s: float | None = None
     speculator: str = "none"
@@ -208,6 +212,13 @@ class SimConfig:
     measured: MeasuredCoefficients | None = None
     """`--cost-model measured`: its coefficients (the kernel tables load with the cost model)."""
 
+    @property
+    def frontend_latency_s(self) -> float:
+        """Time a request spends outside the engine's steps: sent to queued (HTTP,
+        tokenization) plus sampled to received (detokenization, streaming), lumped on the way
+        in. The measured engine's fitted coefficient; the roofline models none."""
+        return self.measured.frontend_latency_s if self.measured is not None else 0.0
+
 
 def load_workload(options: ReplayOptions) -> trace_io.Trace:
     spec = options.trace or str(trace_io.DEFAULT_TRACE_PATH)
@@ -269,6 +280,7 @@ def parse_priority_mix(text: str) -> list[float]:
 PACES = ("trace", "asap")
 EXECUTORS = ("sim", "real")
 COST_MODELS = ("roofline", "measured")
+ASYNC_SCHEDULING = ("auto", "on", "off")
 
 
 def _check_run_mode(options: ReplayOptions) -> None:
@@ -288,6 +300,12 @@ def _check_run_mode(options: ReplayOptions) -> None:
     elif options.speed_trace is not None:
         raise ValueError("--speed-trace replays a measured machine speed in the simulator; "
                          "the real executor runs at whatever speed the machine has")
+    if options.async_scheduling not in ASYNC_SCHEDULING:
+        raise ValueError(f"--async-scheduling must be one of {', '.join(ASYNC_SCHEDULING)}, got "
+                         f"{options.async_scheduling!r}")
+    if options.async_scheduling == "on" and options.executor == "real":
+        raise ValueError("--async-scheduling on is simulated only: the real backend plans "
+                         "between steps (use auto or off with --executor real)")
     if options.cost_model not in COST_MODELS:
         raise ValueError(f"unknown cost model {options.cost_model!r}; choose one of: "
                          f"{', '.join(COST_MODELS)}")

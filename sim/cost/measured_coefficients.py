@@ -28,12 +28,23 @@ class MeasuredCoefficients:
     """Largest step (tokens) run inside a CUDA graph; larger steps run eagerly."""
     custom_allreduce_max_bytes: float
     """Largest message vLLM's custom all-reduce takes; larger ones go to NCCL."""
+    frontend_latency_s: float
+    """Per request, outside the engine's steps: the API server's HTTP handling and
+    tokenization before the request is queued, detokenization and streaming after a token is
+    sampled. Adds to TTFT and E2E, not to the time between tokens."""
+    async_scheduling: bool
+    """The engine plans each step while the one before runs (vLLM's default since 0.14)."""
     provenance: str = ""
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name == "provenance":
+                continue
+            if f.name == "async_scheduling":
+                if not isinstance(value, bool):
+                    raise ValueError(f"measured coefficient async_scheduling={value!r} must be "
+                                     "true or false")
                 continue
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"measured coefficient {f.name}={value!r} must be a number >= 0")
