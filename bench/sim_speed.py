@@ -7,7 +7,9 @@ Cases: the full Azure conv and code traces (and, with --million, a 1,000,000-req
 trace drawn like Azure conv: lognormal prompt and output lengths with its medians, Poisson
 arrivals at its mean rate of 5.4 requests/s), each with continuous+paged, chunked+paged-prefix
 and draft speculation on Llama-3-8B/H100; and every workload in
-../shared/traces/vidur_workloads with Llama-2-70B, TP 2, A100, block 16, batch cap 128.
+../shared/traces/vidur_workloads with Llama-2-70B, TP 2, A100, block 16, batch cap 128. These
+cases use the replay's default cost model (`auto`: the measured kernels on H100 and A100;
+summaries name it in `cost_model`).
 
 Each case runs twice, each time in a fresh interpreter (so peak RSS, ru_maxrss, is its own):
 with the decode fast-forward (the default) and without it (the baseline: one SimPy event per

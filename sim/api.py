@@ -31,30 +31,36 @@ ProgressFn = Callable[[int, int], None]
 
 
 SimCostModel = CostModel | MeasuredCostModel
-CostModelFactory = Callable[..., CostModel]
-"""`CostModel` or a subclass (or any callable with its signature) that observes iterations."""
+ExecutorObserver = Callable[[Executor], Executor]
+"""Wraps a replica's simulated executor to watch the iterations it prices (the dashboard's
+`sim.cost.intensity.IterationRecorder`); it must return what the executor returns."""
 
 
-def build_cost_model(config: SimConfig, cost_model: CostModelFactory | None = None) -> SimCostModel:
-    """The configured cost model (`--cost-model`); `cost_model` replaces the roofline's class
-    (an observing subclass), and only prices with the roofline."""
+def roofline_cost_model(config: SimConfig) -> CostModel:
+    """The roofline model of one replica: it prices the run unless the measured model does,
+    and counts iterations' FLOPs and bytes either way."""
+    o = config.options
+    return CostModel(config.model, config.hardware, config.coefficients, tp=o.tp, pp=o.pp,
+                     weight_dtype=o.weight_dtype, kv_dtype=o.kv_dtype)
+
+
+def build_cost_model(config: SimConfig) -> SimCostModel:
+    """The cost model `resolve` chose (`--cost-model`, `SimConfig.cost_model_choice`)."""
     o = config.options
     if config.measured is not None:
-        if cost_model is not None:
-            raise ValueError("a cost-model factory observes the roofline; --cost-model measured "
-                             "runs without one")
         # no --weight-dtype (None): the checkpoint's own dtypes, quantized parts included
         return MeasuredCostModel(config.model, config.hardware, config.measured, tp=o.tp,
                                  pp=o.pp, weight_dtype=o.weight_dtype, kv_dtype=o.kv_dtype)
-    return (cost_model or CostModel)(config.model, config.hardware, config.coefficients, tp=o.tp,
-                                     pp=o.pp, weight_dtype=o.weight_dtype, kv_dtype=o.kv_dtype)
+    return roofline_cost_model(config)
 
 
-def cost_model_summary(costs: list[SimCostModel]) -> dict[str, object]:
-    """summary.json's `cost_model` (e.g. `roofline`, `measured:vllm-0.24.0/h100`) and, for the
-    measured model, how many kernel lookups of the executed iterations were inside the
-    measured ranges and how many were extrapolated by the roofline."""
-    summary: dict[str, object] = {"cost_model": costs[0].name}
+def cost_model_summary(config: SimConfig, costs: list[SimCostModel]) -> dict[str, object]:
+    """summary.json's `cost_model` (e.g. `roofline`, `measured:vllm-0.24.0/h100`), why it was
+    chosen (`cost_model_choice`) and, for the measured model, how many kernel lookups of the
+    executed iterations were inside the measured ranges and how many were extrapolated by the
+    roofline."""
+    summary: dict[str, object] = {"cost_model": costs[0].name,
+                                  "cost_model_choice": config.cost_model_choice}
     measured = [c for c in costs if isinstance(c, MeasuredCostModel)]
     if measured:
         in_range = sum(c.lookups_in_range for c in measured)
@@ -74,6 +80,7 @@ def build_engine(
     beams: BeamReparenter | None = None,
     now: Callable[[], float] | None = None,
     token_indexed_pool: bool = False,
+    observe: ExecutorObserver | None = None,
 ) -> tuple[Engine, MemoryBudget | None]:
     """The replica's engine; the memory budget is None when `num_gpu_blocks` was given.
 
@@ -87,7 +94,8 @@ def build_engine(
     scaled by the trace's factors at `now()`, the simulation's clock (`sim.machine_speed`).
     `token_indexed_pool`: the executor keeps every layer's KV for every token in one block
     table per sequence (the real backend, whose attention masks windows itself), so the
-    allocator gets the plain layout whatever the model's layer kinds.
+    allocator gets the plain layout whatever the model's layer kinds. `observe` wraps the
+    simulated executor, whichever it is (not the real one).
     """
     o = config.options
     budget = None
@@ -120,6 +128,8 @@ def build_engine(
             raise ValueError("a speed trace scales steps by the time they start: build the "
                              "engine with the simulation's clock (now=)")
         executor = SpeedScaledExecutor(executor, config.speed, now, cost)
+    if observe is not None and executor_for is None:
+        executor = observe(executor)
     if o.beam_width > 1 and beams is None:
         beams = RandomBeamReparenter(BeamParams(beam_churn=o.beam_churn, seed=o.seed))
     # A closed loop sends a request when one finishes, which only the finishing step reveals:
@@ -143,14 +153,14 @@ def async_scheduling(config: SimConfig, real_executor: bool) -> bool:
 
 def simulate(
     config: SimConfig, progress: ProgressFn | None = None, *,
-    cost_model: CostModelFactory | None = None,
+    observe: ExecutorObserver | None = None,
 ) -> Results:
     """Replay `config.trace` on the configured replicas (see `sim.cluster`);
     `progress(done, total)` is called as requests complete.
 
-    `cost_model` builds each engine's roofline cost model, in engine order (one each, so an
-    observing subclass such as the dashboard's `sim.cost.intensity.RecordingCostModel` sees one
-    engine's iterations in that engine's order).
+    `observe` wraps each engine's executor, in engine order (so an observer such as the
+    dashboard's `sim.cost.intensity.IterationRecorder` sees one engine's iterations in that
+    engine's order), whichever cost model prices them.
     """
     total = config.trace.num_rows
     done = len(config.trace.invalid_rows)
@@ -167,8 +177,9 @@ def simulate(
     engine_costs: list[SimCostModel] = []
 
     def engine_factory(callback: Callable[[Sequence], None]) -> Engine:
-        engine_costs.append(build_cost_model(config, cost_model))
-        engine, budget = build_engine(config, engine_costs[-1], callback, now=lambda: env.now)
+        engine_costs.append(build_cost_model(config))
+        engine, budget = build_engine(config, engine_costs[-1], callback, now=lambda: env.now,
+                                      observe=observe)
         budgets.append(budget)
         return engine
 
@@ -181,6 +192,6 @@ def simulate(
         env.process(cluster.arrivals(trace.requests))
     env.run(until=config.options.horizon_s)
     engines = cluster.engines
-    summary = summarize(config, engines, env.now) | cost_model_summary(engine_costs)
+    summary = summarize(config, engines, env.now) | cost_model_summary(config, engine_costs)
     return Results(config=config, engines=engines, memory=budgets[0], summary=summary,
                    end_s=env.now)

@@ -82,8 +82,11 @@ OPTION_HELP = {
     "kv_dtype": "KV cache dtype",
     "calibration": "coefficients JSON from servesim calibrate, or shared-fit (fits to the"
                    " shared A100/H100 profiles)",
-    "cost_model": "roofline: FLOPs and bytes against datasheet peaks; measured: kernel "
-                  "latencies measured inside vLLM (a100, h100, h200, l40s, b200), interpolated",
+    "cost_model": "auto: measured where the hardware has kernel tables and no roofline-only "
+                  "option (--pp > 1, --calibration, --speed-trace, --executor real) is set, "
+                  "else roofline; roofline: FLOPs and bytes against datasheet peaks; measured: "
+                  "kernel latencies measured inside vLLM (a100, h100, h200, l40s, b200), "
+                  "interpolated",
     "speed_trace": "a real run's measured machine speed (speed.csv from servesim validate): "
                    "scale each step's overhead and roofline terms by the machine's speed "
                    "factors at its start",
@@ -203,6 +206,8 @@ def run_replay(args: argparse.Namespace, console: Console) -> int:
     else:
         results = simulate(config)
     console.print(results_table(results))
+    console.print(f"[dim]cost model: {results.summary['cost_model']}, "
+                  f"{config.cost_model_choice}[/dim]")
     for note in config.trace.notes:
         console.print(f"[dim]trace: {note}[/dim]")
     if args.out:

@@ -20,7 +20,7 @@ from traces import inference_perf
 from policies.registry import ALLOCATORS, ROUTERS, SCHEDULERS, SPECULATORS, lookup
 from sim.cost.catalog import get_hardware, get_model
 from sim.cost.coefficients import Coefficients, default_coefficients, load_coefficients
-from sim.cost.kernel_tables import shipped_tables
+from sim.cost.kernel_tables import shipped_hardware, shipped_tables
 from sim.cost.measured_coefficients import MeasuredCoefficients, measured_coefficients
 from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes
 from sim.machine_speed import SpeedTrace, read_speed_trace
@@ -90,9 +90,11 @@ class ReplayOptions:
     components at theirs; catalog models bf16)."""
     kv_dtype: str = "bf16"
     calibration: str | None = None
-    cost_model: str = "roofline"
+    cost_model: str = "auto"
     """`roofline`: FLOPs and bytes against peaks (`sim.cost.roofline`); `measured`: kernel
-    latencies measured inside vLLM (`sim.cost.measured`)."""
+    latencies measured inside vLLM (`sim.cost.measured`); `auto`: `measured` where the
+    hardware has shipped kernel tables and no roofline-only option is set, else `roofline`
+    (`SimConfig.cost_model_choice` says which and why)."""
     speed_trace: str | None = None
     """A real run's measured machine speed (`sim.machine_speed`): each step's price is scaled
     by the factors at its start (overhead and roofline terms apart), to replay a run on a
@@ -210,7 +212,10 @@ class SimConfig:
     speed: SpeedTrace | None = None
     """`--speed-trace`, read; None without one."""
     measured: MeasuredCoefficients | None = None
-    """`--cost-model measured`: its coefficients (the kernel tables load with the cost model)."""
+    """The measured model's coefficients when it prices the run (the kernel tables load with
+    the cost model); None: the roofline does."""
+    cost_model_choice: str = ""
+    """Which cost model prices the run and why (summary.json's `cost_model_choice`)."""
 
     @property
     def frontend_latency_s(self) -> float:
@@ -279,8 +284,18 @@ def parse_priority_mix(text: str) -> list[float]:
 
 PACES = ("trace", "asap")
 EXECUTORS = ("sim", "real")
-COST_MODELS = ("roofline", "measured")
+COST_MODELS = ("auto", "roofline", "measured")
 ASYNC_SCHEDULING = ("auto", "on", "off")
+
+
+def _roofline_only(options: ReplayOptions) -> list[tuple[str, str]]:
+    """(flag, why) of each option set that only the roofline model prices."""
+    return [(flag, why) for flag, why, given in (
+        ("--executor real", "the real backend times its own steps", options.executor == "real"),
+        (f"--pp {options.pp}", "the kernel tables price one pipeline stage", options.pp != 1),
+        ("--calibration", "its coefficients are the roofline's", options.calibration is not None),
+        ("--speed-trace", "its factors scale the roofline's terms", options.speed_trace is not None))
+        if given]
 
 
 def _check_run_mode(options: ReplayOptions) -> None:
@@ -309,24 +324,32 @@ def _check_run_mode(options: ReplayOptions) -> None:
     if options.cost_model not in COST_MODELS:
         raise ValueError(f"unknown cost model {options.cost_model!r}; choose one of: "
                          f"{', '.join(COST_MODELS)}")
+    given = [flag for flag, _ in _roofline_only(options)]
+    if options.cost_model == "measured" and given:
+        raise ValueError(f"--cost-model measured does not combine with {', '.join(given)} "
+                         "(it prices one pipeline stage in simulated time from its own "
+                         "tables and coefficients); use --cost-model roofline")
+
+
+def _choose_cost_model(options: ReplayOptions,
+                       hardware: HardwareSpec) -> tuple[MeasuredCoefficients | None, str]:
+    """The measured model's coefficients when it prices the run (None: the roofline does),
+    and the choice in words. `auto` takes the measured model unless the hardware has no
+    shipped kernel tables or a roofline-only option is set; an explicit `measured` on
+    hardware without tables is an error."""
+    if options.cost_model == "roofline":
+        return None, "roofline (--cost-model roofline)"
     if options.cost_model == "measured":
-        given = [flag for flag, value in (("--executor real", options.executor == "real"),
-                                          ("--pp", options.pp != 1),
-                                          ("--calibration", options.calibration is not None),
-                                          ("--speed-trace", options.speed_trace is not None))
-                 if value]
-        if given:
-            raise ValueError(f"--cost-model measured does not combine with {', '.join(given)} "
-                             "(it prices one pipeline stage in simulated time from its own "
-                             "tables and coefficients); use --cost-model roofline")
-
-
-def _measured(options: ReplayOptions, hardware: HardwareSpec) -> MeasuredCoefficients | None:
-    """The measured model's coefficients, after checking its tables cover `hardware`."""
-    if options.cost_model != "measured":
-        return None
-    shipped_tables(hardware.name)
-    return measured_coefficients()
+        shipped_tables(hardware.name)
+        return measured_coefficients(), "measured (--cost-model measured)"
+    if hardware.name not in shipped_hardware():
+        return None, (f"auto: roofline (no measured kernel tables for {hardware.name}; tables "
+                      f"exist for {', '.join(shipped_hardware())})")
+    blocked = _roofline_only(options)
+    if blocked:
+        reasons = "; ".join(f"{flag}: {why}" for flag, why in blocked)
+        return None, f"auto: roofline ({reasons})"
+    return measured_coefficients(), f"auto: measured (kernel tables of {hardware.name})"
 
 
 def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimConfig:
@@ -394,8 +417,9 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
     elif options.spec_acceptance is not None:
         parse_acceptance(options.spec_acceptance)  # unused, but a bad value is still an error
     speed = read_speed_trace(options.speed_trace) if options.speed_trace else None
+    measured, choice = _choose_cost_model(options, hardware)
     return SimConfig(trace, model, hardware, coefficients, options, max_model_len, max_tokens,
-                     policy_options, acceptance, draft, tiny, speed, _measured(options, hardware))
+                     policy_options, acceptance, draft, tiny, speed, measured, choice)
 
 
 def _resolve_speculation(

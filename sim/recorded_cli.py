@@ -52,6 +52,7 @@ def run_recorded(args: argparse.Namespace, console: Console) -> int:
         reports.append({"run": run.name, "model": run.model_name, "engine": run.engine,
                         "workload": str(run.workload_path),
                         "cost_model": results.summary.get("cost_model"),
+                        "cost_model_choice": results.summary.get("cost_model_choice"),
                         "horizon_s": options.horizon_s,
                         "num_requests_replayed": len(config.trace.requests),
                         "overload": compared["overload"],

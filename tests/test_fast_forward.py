@@ -176,20 +176,24 @@ def test_fast_forward_equality_holds_for_drawn_configs(scheduler, allocator, rat
     assert_same_results(_run(options, False), _run(options, True))
 
 
-def test_dashboard_recording_cost_model_sees_every_iteration_either_way():
-    """The roofline view's per-iteration FLOPs and bytes stay parallel to the log."""
-    from sim.cost.intensity import RecordingCostModel
+@pytest.mark.parametrize("cost_model", ["roofline", "measured"])
+def test_dashboard_recorder_sees_every_iteration_either_way(cost_model):
+    """The roofline view's per-iteration FLOPs and bytes stay parallel to the log, whichever
+    cost model prices the run."""
+    from sim.api import roofline_cost_model
+    from sim.cost.intensity import IterationRecorder
 
     recorded = {}
     for fast_forward in (False, True):
-        models = []
+        config = resolve(ReplayOptions(fast_forward=fast_forward, cost_model=cost_model, **HEAVY))
+        recorders = []
 
-        def factory(*args, **kwargs):
-            models.append(RecordingCostModel(*args, **kwargs))
-            return models[-1]
+        def record(executor):
+            recorders.append(IterationRecorder(executor, roofline_cost_model(config)))
+            return recorders[-1]
 
-        result = simulate(resolve(ReplayOptions(fast_forward=fast_forward, **HEAVY)), cost_model=factory)
-        (model,) = models
-        assert len(model.flops) == len(model.bytes_moved) == len(result.engines[0].log)
-        recorded[fast_forward] = (list(model.flops), list(model.bytes_moved))
+        result = simulate(config, observe=record)
+        (recorder,) = recorders
+        assert len(recorder.flops) == len(recorder.bytes_moved) == len(result.engines[0].log)
+        recorded[fast_forward] = (list(recorder.flops), list(recorder.bytes_moved))
     assert recorded[True] == recorded[False]

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from sim.api import simulate
+from sim.api import build_cost_model, roofline_cost_model, simulate
 from sim.cli import main
 from sim.config import ReplayOptions, resolve
 from sim.cost.catalog import get_hardware, get_model
 from sim.cost.coefficients import default_coefficients
 from sim.cost.intensity import (
-    RecordingCostModel,
+    IterationRecorder,
     decode_rows,
     intensity_curve,
     intensity_table,
@@ -125,19 +125,45 @@ def test_roofline_bad_input_is_a_clear_error(argv, message, capsys):
     assert err.startswith("error: ") and message in err
 
 
-def test_recording_cost_model_keeps_one_row_per_iteration_and_changes_nothing():
-    config = resolve(ReplayOptions(max_requests=100))
+def _recorded(config):
+    """`simulate(config)` with each replica's executor observed by an `IterationRecorder`."""
+    counts = roofline_cost_model(config)
+    recorders = []
+
+    def record(executor):
+        recorders.append(IterationRecorder(executor, counts))
+        return recorders[-1]
+
+    return simulate(config, observe=record), recorders
+
+
+@pytest.mark.parametrize("cost_model", ["roofline", "measured"])
+def test_iteration_recorder_keeps_one_row_per_iteration_and_changes_nothing(cost_model):
+    config = resolve(ReplayOptions(max_requests=100, cost_model=cost_model))
     plain = simulate(config)
-    observed = simulate(config, cost_model=RecordingCostModel)
+    observed, (recorder,) = _recorded(config)
     assert observed.summary == plain.summary
-    recorder = observed.engine.executor
-    assert isinstance(recorder, RecordingCostModel)
+    assert observed.summary["cost_model"].startswith(cost_model)
+    assert observed.engine.executor is recorder
     assert len(recorder.flops) == len(recorder.bytes_moved) == len(observed.engine.log)
-    # The first iteration is the first request's prefill, alone.
+    # The first iteration is the first request's prefill, alone: the roofline counts its
+    # work, the model that priced the run times it.
     prompt = config.trace.requests[0].prompt_tokens
     assert observed.engine.log.new_tokens[0] == prompt and observed.engine.log.batch_size[0] == 1
-    expected = recorder.breakdown([prompt], [0])
+    expected = roofline_cost_model(config).breakdown([prompt], [0])
     assert recorder.flops[0] == expected.flops and recorder.bytes_moved[0] == expected.bytes
+    assert observed.engine.log.duration_s[0] == build_cost_model(config).prefill_time(prompt)
+
+
+def test_iteration_recorder_observes_a_speculative_executor_step_by_step():
+    """The speculative executor offers no decode fast-forward: the recorder says so (None)
+    and the engine steps every iteration, each recorded once."""
+    config = resolve(ReplayOptions(max_requests=30, speculator="ngram"))
+    plain = simulate(config)
+    observed, (recorder,) = _recorded(config)
+    assert observed.summary == plain.summary
+    assert recorder.lockstep_decode_times([100], 4) is None
+    assert len(recorder.flops) == len(observed.engine.log) > 0
 
 
 def test_ui_command_becomes_streamlit_on_loopback_8501_by_default(monkeypatch):

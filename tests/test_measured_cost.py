@@ -95,7 +95,7 @@ def test_lookup_counts_follow_executed_iterations():
 
 
 def test_replay_names_the_cost_model_and_counts_lookups():
-    roofline = simulate(resolve(ReplayOptions(max_requests=60))).summary
+    roofline = simulate(resolve(ReplayOptions(max_requests=60, cost_model="roofline"))).summary
     assert roofline["cost_model"] == "roofline"
     assert "kernel_lookups_in_range" not in roofline
     result = simulate(resolve(ReplayOptions(max_requests=60, cost_model="measured")))
@@ -127,7 +127,7 @@ def test_cost_model_option_reads_from_toml(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--cost-model", "bogus"], "error: unknown cost model 'bogus'; choose one of: roofline, measured"),
+    (["--cost-model", "bogus"], "error: unknown cost model 'bogus'; choose one of: auto, roofline, measured"),
     (["--cost-model", "measured", "--hardware", "cpu"], "error: no measured kernel tables for hardware 'cpu'"),
     (["--cost-model", "measured", "--pp", "2", "--model", "llama-3-70b", "--tp", "4"],
      "error: --cost-model measured does not combine with --pp"),

@@ -46,8 +46,20 @@ def test_default_run_renders_every_chart_and_card(default_app):
         assert values[label] not in ("", "-"), label
     assert [b.label for b in at.get("download_button")] == ["summary.json", "requests.csv",
                                                             "config.toml"]
-    assert any("priced by the roofline cost model" in c.value for c in at.caption)
+    assert any("priced by the measured:vllm-0.24.0/h100 cost model — auto: measured" in c.value
+               for c in at.caption)
     assert not at.error
+
+
+def test_choosing_the_roofline_cost_model_reprices_the_run_and_says_so():
+    at = start()
+    before = cards(at)
+    at.sidebar.selectbox(key="cost_model").set_value("roofline").run()
+    assert not at.exception and not at.error
+    assert any("priced by the roofline cost model — roofline (--cost-model roofline)" in c.value
+               for c in at.caption)
+    assert cards(at)["TPOT P50 (s)"] != before["TPOT P50 (s)"]
+    assert charts(at) == NUM_WHATIF_CHARTS
 
 
 @pytest.mark.parametrize("key,value,card,setup", [

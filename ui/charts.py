@@ -131,4 +131,5 @@ def attainment_curves(points: pd.DataFrame, target: float) -> alt.LayerChart:
 def view_title(view: RunView) -> str:
     o = view.options
     return (f"{view.trace_name}: {o.model} on {o.tp}x {o.hardware}, {o.scheduler} + {o.allocator}, "
-            f"rate x{o.rate_scale:g}; priced by the {view.summary['cost_model']} cost model")
+            f"rate x{o.rate_scale:g}; priced by the {view.summary['cost_model']} cost model "
+            f"— {view.summary['cost_model_choice']}")

@@ -19,7 +19,7 @@ from policies.registry import ALLOCATORS, ROUTERS, SCHEDULERS, SPECULATORS
 from policies.router.simple import LOAD_MEASURES
 from policies.scheduler.chunked import ORDERS
 from sim.cli import OPTION_HELP
-from sim.config import ReplayOptions
+from sim.config import COST_MODELS, ReplayOptions
 from sim.cost.catalog import HARDWARE, MODELS
 from sim.cost.hf_config import model_from_hf_config
 from sim.cost.specs import DTYPE_BYTES
@@ -35,6 +35,7 @@ so goodput and the sweep's capacity answer show on the first load."""
 CHOICES: dict[str, tuple[Any, ...]] = {
     "model": tuple(MODELS),
     "hardware": tuple(HARDWARE),
+    "cost_model": COST_MODELS,
     "scheduler": tuple(SCHEDULERS),
     "allocator": tuple(ALLOCATORS),
     "router": tuple(ROUTERS),
@@ -54,7 +55,7 @@ MODEL_CONFIG_LIMIT_BYTES = 1024 * 1024
 """Largest accepted config.json upload (real ones are a few kB)."""
 
 CONFIG_SECTIONS: dict[str, tuple[str, ...]] = {
-    "Model and hardware": ("model", "hardware", "tp", "weight_dtype", "kv_dtype",
+    "Model and hardware": ("model", "hardware", "cost_model", "tp", "weight_dtype", "kv_dtype",
                            "gpu_memory_utilization", "num_gpu_blocks", "max_model_len"),
     "Replicas and router": ("replicas", "router", "router_load", "disaggregate",
                             "kv_link_bandwidth_gb_s", "kv_link_latency_s"),
@@ -71,9 +72,8 @@ COLLAPSED_SECTIONS = ("Replicas and router", "Speculative decoding", "Other")
 WORKLOAD_OPTIONS = ("trace", "trace_format", "arrivals", "max_requests", "window_start_s",
                     "window_end_s", "rate_scale", "seed", "horizon_s")
 SLO_OPTIONS = ("slo_ttft_s", "slo_tpot_s")
-SERVER_ONLY = ("calibration", "cost_model")
-"""Options the dashboard leaves at their defaults: files on the server, and the cost model
-(its roofline view records the roofline's FLOPs and bytes, which the measured model has not)."""
+SERVER_ONLY = ("calibration",)
+"""Options the dashboard leaves at their defaults: files on the server."""
 
 TRACE_SOURCES = ("bundled", "upload", "synthetic", "spec")
 """`spec` takes the CLI's generated-workload strings (`synthetic:...`, `sessions:...`), not paths."""

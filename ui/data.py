@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from sim.config import ReplayOptions, options_to_toml
-from sim.cost.intensity import RecordingCostModel
+from sim.cost.intensity import IterationRecorder
 from policies.engine import Engine
 from sim.results import REQUEST_COLUMNS, Results
 
@@ -69,7 +69,7 @@ class RunView:
         return options_to_toml(options, header)
 
 
-def _iterations(engine: Engine, cost: RecordingCostModel, replica: int) -> pd.DataFrame:
+def _iterations(engine: Engine, recorder: IterationRecorder, replica: int) -> pd.DataFrame:
     log = engine.log
     return pd.DataFrame({
         "replica": replica,
@@ -82,15 +82,16 @@ def _iterations(engine: Engine, cost: RecordingCostModel, replica: int) -> pd.Da
         "kv_reserved_slots": np.asarray(log.kv_reserved_slots, dtype=np.int64),
         "kv_filled_slots": np.asarray(log.kv_filled_slots, dtype=np.int64),
         "kv_cached_free_slots": np.asarray(log.kv_cached_free_slots, dtype=np.int64),
-        "flops": np.frombuffer(cost.flops, dtype=np.float64),
-        "bytes_moved": np.frombuffer(cost.bytes_moved, dtype=np.float64),
+        "flops": np.frombuffer(recorder.flops, dtype=np.float64),
+        "bytes_moved": np.frombuffer(recorder.bytes_moved, dtype=np.float64),
     })
 
 
-def run_view(results: Results, costs: list[RecordingCostModel]) -> RunView:
-    """`costs[i]` is replica i's recording cost model (`simulate` builds them in order)."""
+def run_view(results: Results, recorders: list[IterationRecorder]) -> RunView:
+    """`recorders[i]` observed replica i's executor (`simulate` builds them in order)."""
     iterations = pd.concat(
-        [_iterations(engine, cost, i) for i, (engine, cost) in enumerate(zip(results.engines, costs))],
+        [_iterations(engine, recorder, i)
+         for i, (engine, recorder) in enumerate(zip(results.engines, recorders))],
         ignore_index=True)
     requests = pd.DataFrame(results.request_rows(), columns=list(REQUEST_COLUMNS))
     hardware = results.config.hardware

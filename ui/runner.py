@@ -1,4 +1,5 @@
-"""One dashboard run: the CLI's `resolve` and `simulate`, observed by a recording cost model.
+"""One dashboard run: the CLI's `resolve` and `simulate`, each replica's executor observed by
+an `IterationRecorder` (whichever cost model prices the run).
 
 `cached_run` is the only entry the pages use: results are cached per `ReplayOptions` (frozen,
 hashable, and naming every input, including an uploaded trace by its content-addressed path),
@@ -13,9 +14,10 @@ from typing import Callable
 
 import streamlit as st
 
-from sim.api import simulate
+from policies.engine import Executor
+from sim.api import roofline_cost_model, simulate
 from sim.config import ReplayOptions, resolve
-from sim.cost.intensity import RecordingCostModel
+from sim.cost.intensity import IterationRecorder
 from ui.data import RunView, run_view
 
 ProgressFn = Callable[[int, int], None]
@@ -24,14 +26,15 @@ ProgressFn = Callable[[int, int], None]
 def run(options: ReplayOptions, progress: ProgressFn | None = None) -> RunView:
     """Resolve and simulate `options`; ValueError (a clear message) on bad input."""
     config = resolve(options)
-    costs: list[RecordingCostModel] = []
+    counts = roofline_cost_model(config)
+    recorders: list[IterationRecorder] = []
 
-    def recording_cost_model(*args, **kwargs) -> RecordingCostModel:
-        costs.append(RecordingCostModel(*args, **kwargs))
-        return costs[-1]
+    def record(executor: Executor) -> IterationRecorder:
+        recorders.append(IterationRecorder(executor, counts))
+        return recorders[-1]
 
-    results = simulate(config, progress, cost_model=recording_cost_model)
-    return run_view(results, costs)
+    results = simulate(config, progress, observe=record)
+    return run_view(results, recorders)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

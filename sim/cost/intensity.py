@@ -8,17 +8,19 @@ reads; weight quantization halves or quarters the bytes; speculative verificatio
 tokens computes k + 1 tokens per weight read. Prefill of a long prompt is compute-bound.
 
 `servesim roofline` prints `intensity_table`; the dashboard plots the same rows and the
-per-iteration points a `RecordingCostModel` collects during a simulation.
+per-iteration points an `IterationRecorder` collects during a simulation.
 """
 
 from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from policies.types import Plan
+from policies.engine import Executor
+from policies.types import Plan, StepResult
 from sim.cost.roofline import CostModel, IterationCost
 
 DECODE_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -99,27 +101,56 @@ def intensity_curve(cost: CostModel, context_tokens: int, spec_tokens: int = 0) 
     return rows
 
 
-class RecordingCostModel(CostModel):
-    """A `CostModel` that also keeps each executed iteration's FLOPs and bytes moved.
+@runtime_checkable
+class LockstepPricing(Protocol):
+    """An executor that prices a run of decode-only steps of one batch in one go (the engine's
+    decode fast-forward; both cost models are, the speculative and speed-scaled executors
+    are not)."""
 
-    Columns are parallel to the engine's `IterationLog` (`execute` costs each executed plan
-    once; a decode fast-forward reports the iterations it ran through `ran_lockstep_decodes`),
-    so iteration i's intensity is `flops[i] / bytes_moved[i]`. KV swap copies to and
-    from the host are not counted: they move no FLOPs and use the host link, not HBM.
+    def lockstep_decode_times(self, context_tokens: list[int], num_steps: int,
+                              first_step: int = 0) -> list[float] | None: ...
+
+    def ran_lockstep_decodes(self, context_tokens: list[int], num_steps: int) -> None: ...
+
+
+class IterationRecorder:
+    """Wraps the executor that prices a run (either cost model, or an executor around one) and
+    keeps each executed iteration's FLOPs and bytes moved, as `counts` (the roofline model of
+    the same replica) counts them; the executor's prices pass through unchanged, so a point's
+    achieved FLOP/s is the roofline's work over the time the pricing model gave the step.
+
+    Columns are parallel to the engine's `IterationLog` (`execute` records each executed
+    plan once; a decode fast-forward reports the iterations it ran through
+    `ran_lockstep_decodes`), so iteration i's intensity is `flops[i] / bytes_moved[i]`. KV swap
+    copies to and from the host are not counted: they move no FLOPs and use the host link,
+    not HBM.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, inner: Executor, counts: CostModel) -> None:
+        self.inner = inner
+        self.counts = counts
+        self._lockstep = inner if isinstance(inner, LockstepPricing) else None
         self.flops = array("d")
         self.bytes_moved = array("d")
 
-    def plan_cost(self, plan: Plan) -> IterationCost:
-        cost = super().plan_cost(plan)
+    def execute(self, plan: Plan) -> StepResult:
+        result = self.inner.execute(plan)
+        cost = self.counts.plan_cost(plan)
         self.flops.append(cost.flops)
         self.bytes_moved.append(cost.bytes)
-        return cost
+        return result
+
+    def lockstep_decode_times(self, context_tokens: list[int], num_steps: int,
+                              first_step: int = 0) -> list[float] | None:
+        """The inner executor's prices; None (step one at a time) when it has none."""
+        if self._lockstep is None:
+            return None
+        return self._lockstep.lockstep_decode_times(context_tokens, num_steps, first_step)
 
     def ran_lockstep_decodes(self, context_tokens: list[int], num_steps: int) -> None:
-        cost = self.lockstep_decode_costs(context_tokens, num_steps)
+        # Only called after lockstep_decode_times priced the run, so _lockstep is set.
+        assert self._lockstep is not None
+        self._lockstep.ran_lockstep_decodes(context_tokens, num_steps)
+        cost = self.counts.lockstep_decode_costs(context_tokens, num_steps)
         self.flops.extend(np.broadcast_to(cost.flops, (num_steps,)).tolist())
         self.bytes_moved.extend(np.broadcast_to(cost.bytes, (num_steps,)).tolist())

@@ -18,6 +18,7 @@ points), over H100 vLLM 0.24.0 bf16 tables: docs/calibration.md, "Measured kerne
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -273,6 +274,13 @@ def _open(path: str | Path | None):
 
 
 _LOADED: dict[tuple[str, str], KernelTables] = {}
+
+
+@functools.cache
+def shipped_hardware() -> tuple[str, ...]:
+    """The hardware names the shipped tables cover (read once per process): what
+    `--cost-model auto` checks before choosing the measured model."""
+    return tuple(json.loads(str(_open(None)["meta"]))["hardware"])
 
 
 def shipped_tables(hardware: str) -> KernelTables:
