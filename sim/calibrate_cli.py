@@ -3,6 +3,7 @@
     servesim calibrate [PROFILE.json] [--shared DIR] [--hardware H] --out C.json
     servesim calibrate FRESH_PROFILE.json --check C.json [--tolerance PCT]
     servesim calibrate --kernels DIR --out FILE.npz [--hardware H] [--date D]
+    servesim calibrate --recorded DIR --out FILE.json [--max-requests-per-stage N] [--jobs J]
 
 With a PROFILE.json (servesim's profile format, `sim.cost.profiles.Profile`) it fits that
 profile's whole-iteration timings. Without one it fits the shared GPU profiles in DIR (default
@@ -14,6 +15,11 @@ C.json that this run did not fit are kept, so the shipped table is regenerated b
 With `--kernels DIR` (aiconfigurator's systems folder) it builds the measured model's kernel
 table instead (`sim.cost.kernel_build`; pyarrow is needed for this step only), e.g. the shipped
 one: `--kernels ../shared/calibration/aiconfigurator --out sim/cost/data/kernels/vllm.npz`.
+
+With `--recorded DIR` (recorded inference-perf runs of vLLM, as `servesim validate --recorded`
+reads them) it fits the measured engine's own terms by replaying the runs (`sim.engine_fit`)
+and writes them, with the fit's record and leave-one-model-out cross-validation, into the
+engine's entry of FILE.json, e.g. the shipped `sim/cost/data/measured_coefficients.json`.
 
 With `--check C.json` it is a drift check (`sim.cost.drift`): C.json's coefficients for the
 profile's hardware against a fresh fit of PROFILE.json; the exit status is 1 when they no
@@ -34,6 +40,7 @@ from sim.cost.catalog import get_hardware
 from sim.cost.coefficients import load_coefficients
 from sim.cost.drift import DRIFT_TOLERANCE_PCT, check_drift
 from sim.cost.profiles import TimingSample, read_profile, shared_samples
+from sim.engine_fit_cli import add_engine_fit_arguments, run_engine_fit
 
 DEFAULT_SHARED = Path("..") / "shared" / "calibration"
 SHARED_HARDWARE: tuple[str, ...] = ("a100", "h100")
@@ -69,12 +76,15 @@ def add_calibrate_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
                                                 "provenance (default: read from DIR/../README.md)")
     parser.add_argument("--source-path", help="--kernels: the source path in its repository "
                                               "(default: read from DIR/../README.md)")
+    add_engine_fit_arguments(parser)
     return parser
 
 
 def run_calibrate(args: argparse.Namespace, console: Console) -> int:
     if args.kernels is not None:
         return run_kernel_build(args, console)
+    if args.recorded is not None:
+        return run_engine_fit(args, console)
     if args.check is not None:
         return run_drift_check(args, console)
     if args.out is None:

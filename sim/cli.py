@@ -111,6 +111,9 @@ OPTION_HELP = {
     "async_scheduling": "auto|on|off: plan each step while the one before runs, as vLLM does "
                         "since 0.14, so an arrival first runs in the step after next (auto: on "
                         "with the measured vLLM cost model, else off)",
+    "measured_coefficients": "the measured model's engine coefficients, a JSON file as "
+                             "`servesim calibrate --recorded` writes it (default: the shipped "
+                             "fit)",
     "fast_forward": "jump runs of decode-only iterations in one event (same results, faster; "
                     "--no-fast-forward steps every iteration)",
     "executor": "sim: the cost model; real: run the model on tensors (torch) in wall-clock time",

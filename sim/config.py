@@ -95,6 +95,9 @@ class ReplayOptions:
     latencies measured inside vLLM (`sim.cost.measured`); `auto`: `measured` where the
     hardware has shipped kernel tables and no roofline-only option is set, else `roofline`
     (`SimConfig.cost_model_choice` says which and why)."""
+    measured_coefficients: str | None = None
+    """The measured model's engine coefficients: a JSON file as `servesim calibrate
+    --recorded` writes it (None: the shipped `sim/cost/data/measured_coefficients.json`)."""
     speed_trace: str | None = None
     """A real run's measured machine speed (`sim.machine_speed`): each step's price is scaled
     by the factors at its start (overhead and roofline terms apart), to replay a run on a
@@ -341,7 +344,7 @@ def _choose_cost_model(options: ReplayOptions,
         return None, "roofline (--cost-model roofline)"
     if options.cost_model == "measured":
         shipped_tables(hardware.name)
-        return measured_coefficients(), "measured (--cost-model measured)"
+        return _measured_coefficients(options), "measured (--cost-model measured)"
     if hardware.name not in shipped_hardware():
         return None, (f"auto: roofline (no measured kernel tables for {hardware.name}; tables "
                       f"exist for {', '.join(shipped_hardware())})")
@@ -349,7 +352,11 @@ def _choose_cost_model(options: ReplayOptions,
     if blocked:
         reasons = "; ".join(f"{flag}: {why}" for flag, why in blocked)
         return None, f"auto: roofline ({reasons})"
-    return measured_coefficients(), f"auto: measured (kernel tables of {hardware.name})"
+    return _measured_coefficients(options), f"auto: measured (kernel tables of {hardware.name})"
+
+
+def _measured_coefficients(options: ReplayOptions) -> MeasuredCoefficients:
+    return measured_coefficients(path=options.measured_coefficients)
 
 
 def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimConfig:
@@ -418,6 +425,9 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
         parse_acceptance(options.spec_acceptance)  # unused, but a bad value is still an error
     speed = read_speed_trace(options.speed_trace) if options.speed_trace else None
     measured, choice = _choose_cost_model(options, hardware)
+    if measured is None and options.measured_coefficients is not None:
+        raise ValueError(f"--measured-coefficients applies to the measured cost model only; "
+                         f"this run is priced by {choice}")
     return SimConfig(trace, model, hardware, coefficients, options, max_model_len, max_tokens,
                      policy_options, acceptance, draft, tiny, speed, measured, choice)
 

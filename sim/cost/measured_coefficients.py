@@ -35,11 +35,14 @@ class MeasuredCoefficients:
     async_scheduling: bool
     """The engine plans each step while the one before runs (vLLM's default since 0.14)."""
     provenance: str = ""
+    fit: dict | None = None
+    """The record of the fit to recorded runs that set the fitted terms (`sim.engine_fit`):
+    data, date, design, errors, leave-one-model-out cross-validation."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "provenance":
+            if f.name in ("provenance", "fit"):
                 continue
             if f.name == "async_scheduling":
                 if not isinstance(value, bool):
@@ -54,7 +57,7 @@ class MeasuredCoefficients:
     @classmethod
     def from_json(cls, data: dict) -> MeasuredCoefficients:
         known = {f.name for f in fields(cls)}
-        unknown, missing = set(data) - known, known - set(data) - {"provenance"}
+        unknown, missing = set(data) - known, known - set(data) - {"provenance", "fit"}
         if unknown or missing:
             raise ValueError(f"measured coefficients: unknown keys {sorted(unknown)}, missing "
                              f"{sorted(missing)}")
