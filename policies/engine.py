@@ -126,6 +126,9 @@ class Engine:
         self.async_scheduling = async_scheduling
         """Plan each step while the one before runs (vLLM's async scheduling): a request that
         arrives during a step first runs in the step after next (`_admit_held`)."""
+        self.arrivals_unobserved = False
+        """Nothing reads this engine's state when a request arrives (one replica, no router),
+        so with async scheduling a decode run may go one iteration past an arrival."""
         self._held: list[tuple[float, Sequence]] = []
         self._last_end_s = -math.inf
 
@@ -195,10 +198,13 @@ class Engine:
     def cached_prefix_tokens(self, request: Request) -> int:
         return self.scheduler.allocator.cached_prefix_tokens(request)
 
-    def step(self, now_s: float, until_s: float = math.inf) -> StepOutcome:
+    def step(self, now_s: float, until_s: float = math.inf,
+             stop_s: float = math.inf) -> StepOutcome:
         """Run one iteration from `now_s`. With `fast_forward`, the decode-only iterations of
         the same batch that would follow it and start before `until_s` (when the caller may
-        next change this engine's work: an arrival) run as part of this step too."""
+        next change this engine's work: an arrival) run as part of this step too; with async
+        scheduling and `arrivals_unobserved`, one more (an arrival changes nothing before the
+        step after next), but none that starts at or after `stop_s` (the caller's end)."""
         if self._held:
             self._admit_held(now_s)
         plan = self.scheduler.schedule(now_s)
@@ -214,27 +220,31 @@ class Engine:
         self._record(plan, now_s, result.duration_s)
         self._commit(plan, result, now_s, end_s)
         self._last_end_s = end_s
-        if self.fast_forward and end_s < until_s and self._beams is None and not self._held:
-            span_end_s = self._fast_forward(plan, now_s, end_s, until_s, result.duration_s)
+        grace = int(self.async_scheduling and self.arrivals_unobserved and until_s < stop_s)
+        if (self.fast_forward and (end_s < until_s or grace) and end_s < stop_s
+                and self._beams is None and not self._held):
+            span_end_s = self._fast_forward(plan, now_s, end_s, until_s, result.duration_s,
+                                            grace)
             if span_end_s is not None:
                 self._last_end_s = span_end_s
                 return StepOutcome(span_end_s - now_s)
         return StepOutcome(result.duration_s)
 
     def _fast_forward(self, plan: Plan, now_s: float, end_s: float, until_s: float,
-                      step_s: float) -> float | None:
+                      step_s: float, grace: int) -> float | None:
         """Run the decode-only iterations that follow `plan` (a step from `now_s` to `end_s`,
         which took `step_s`) while their batch stays the same (the scheduler's
         `repeated_batch`, or its `drained_batch` when nothing waits) and they start before
-        `until_s`; return when the last one ends (None if none ran). When sequences finish,
-        the rest of the batch goes on if nothing waits to join it."""
+        `until_s` (plus `grace` iterations); return when the last one ends (None if none
+        ran). When sequences finish, the rest of the batch goes on if nothing waits to join
+        it."""
         repeated = getattr(self.scheduler, "repeated_batch", None)
         if repeated is None:
             return None
         batch = repeated(plan) or self.scheduler.drained_batch()
         span_end_s = None
         while batch:
-            lockstep = self._run_lockstep(batch, now_s, end_s, until_s, step_s)
+            lockstep = self._run_lockstep(batch, now_s, end_s, until_s, step_s, grace)
             if lockstep is None:
                 break
             end_s, finished, step_s = lockstep
@@ -245,14 +255,15 @@ class Engine:
         return span_end_s
 
     def _run_lockstep(self, seqs: list[Sequence], now_s: float, end_s: float, until_s: float,
-                      step_s: float) -> tuple[float, bool, float] | None:
+                      step_s: float, grace: int = 0) -> tuple[float, bool, float] | None:
         """Run in one go the iterations in which batch `seqs` decodes one token each, from
         `end_s`, and return (when the last ends, whether sequences finished in it, the last
         one's duration); None if none ran. `step_s`, the duration of the step before, sizes
         the first batch of steps priced (as many as fit before `until_s` at that pace).
 
         They stop at the first iteration in which a sequence finishes (it ends the batch),
-        before an iteration that would start at or after `until_s`, and where the pool cannot
+        before an iteration that would start at or after `until_s` (`grace` of them may), and
+        where the pool cannot
         grow the batch (a preemption is due). Each iteration's end is accumulated exactly as
         the caller's clock would (`start + duration`), the caller's `now_s + (end - now_s)`
         must land on the same float, and every log row, token time, block, hash and
@@ -277,13 +288,15 @@ class Engine:
         chunk = 16
         if step_s > 0 and until_s < math.inf:
             chunk = max(1, math.ceil((until_s - end_s) / step_s))
-        while len(ends) < max_steps and t < until_s:
+        while len(ends) < max_steps and (t < until_s or grace):
             more = plan_times(contexts, min(chunk, max_steps - len(ends)), len(ends))
             if more is None:
                 return None
             for duration in more:
                 if t >= until_s:
-                    break
+                    if not grace:
+                        break
+                    grace -= 1
                 t += duration
                 durations.append(duration)
                 ends.append(t)

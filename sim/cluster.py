@@ -53,15 +53,18 @@ class Cluster:
         self._loop: ClosedLoop | None = None
         self._slot_freed = env.event()
         pools = config.options.pools
+        end_s = self._end_s
         if len(pools) == 1:
-            self.prefill = [SimReplica(env, build_engine(self._request_done), self._next_change_s)
-                            for _ in range(pools[0])]
+            self.prefill = [SimReplica(env, build_engine(self._request_done), self._next_change_s,
+                                       end_s) for _ in range(pools[0])]
             self.decode: list[SimReplica] = []
         else:
-            self.prefill = [SimReplica(env, build_engine(self._on_prefill_done), self._next_change_s)
-                            for _ in range(pools[0])]
-            self.decode = [SimReplica(env, build_engine(self._request_done), self._next_transfer_s)
-                           for _ in range(pools[1])]
+            self.prefill = [SimReplica(env, build_engine(self._on_prefill_done),
+                                       self._next_change_s, end_s) for _ in range(pools[0])]
+            self.decode = [SimReplica(env, build_engine(self._request_done),
+                                      self._next_transfer_s, end_s) for _ in range(pools[1])]
+        if pools == (1,):  # no router reads the replica when a request arrives
+            self.prefill[0].engine.arrivals_unobserved = True
         self._prefill_router = self._router()
         self._decode_router = self._router()
         self._originals: dict[int, Request] = {}

@@ -19,12 +19,15 @@ from policies.types import Request, Sequence
 
 class SimReplica:
     def __init__(self, env: simpy.Environment, engine: Engine,
-                 horizon: Callable[[], float] = lambda: math.inf) -> None:
+                 horizon: Callable[[], float] = lambda: math.inf,
+                 stop_s: float = math.inf) -> None:
         """`horizon()` is the earliest time anything outside may change this replica's work
-        (its next arrival): decode iterations the engine fast-forwards start before it."""
+        (its next arrival): decode iterations the engine fast-forwards start before it (one
+        after it at most, `Engine.step`), and none at or after `stop_s` (the run's end)."""
         self.env = env
         self.engine = engine
         self._horizon = horizon
+        self._stop_s = stop_s
         self._wakeup = env.event()
         self.process = env.process(self._run())
 
@@ -43,7 +46,7 @@ class SimReplica:
     def _run(self) -> Generator[simpy.Event, None, None]:
         env = self.env
         while True:
-            outcome = self.engine.step(env.now, self._horizon())
+            outcome = self.engine.step(env.now, self._horizon(), self._stop_s)
             if outcome.duration_s is not None:
                 yield env.timeout(outcome.duration_s)
                 continue
