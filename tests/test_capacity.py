@@ -77,12 +77,14 @@ def test_unknown_metric_and_unmeetable_slo_are_clear_errors():
 def test_capacity_matches_pollaczek_khinchine_for_md1():
     """Static batching, batch 1, identical requests: M/D/1. For a mean-wait SLO W the PK
     formula W = rho S / (2 (1 - rho)) gives the capacity rho = 2W / (S + 2W); at W = 0.75 S
-    that is rho = 0.6. The trace's nominal rate is 1/S, so rate_scale is rho."""
+    that is rho = 0.6. The trace's nominal rate is 1/S, so rate_scale is rho. (The roofline
+    engine: the measured vLLM one plans ahead and adds a frontend latency, not M/D/1.)"""
     prompt = 512
-    service_s = build_cost_model(resolve(ReplayOptions(), _one(prompt))).prefill_time(prompt)
+    service_s = build_cost_model(resolve(ReplayOptions(cost_model="roofline"),
+                                         _one(prompt))).prefill_time(prompt)
     options = ReplayOptions(
         trace=f"synthetic:n=5000,arrivals=poisson:{1 / service_s!r},prompt=fixed:{prompt},"
-              "output=fixed:1", scheduler="static", max_num_seqs=1, seed=3)
+              "output=fixed:1", scheduler="static", max_num_seqs=1, seed=3, cost_model="roofline")
     result = find_capacity(options, {"queue_mean_s": 0.75 * service_s}, seeds=2, rel_tol=0.02)
     assert result.rate_scale == pytest.approx(0.6, rel=0.04)
     assert result.rate_req_s == pytest.approx(0.6 / service_s, rel=0.06)
