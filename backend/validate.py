@@ -212,7 +212,7 @@ def _calibration(options: ReplayOptions, out: Path, settings: ValidateSettings,
     out.mkdir(parents=True, exist_ok=True)
     config = resolve(options, trace=_empty_trace())
     if options.calibration:
-        coefficients = load_coefficients(options.calibration, config.hardware.name)
+        coefficients = load_coefficients(options.calibration, config.hardware.coefficients_name)
         return {"path": options.calibration, "profiled_here": False,
                 "provenance": coefficients.provenance}
     grid = settings.grid.for_options(options)
