@@ -4,7 +4,7 @@
     servesim calibrate [PROFILE.json] [--shared DIR] [--hardware H] --out C.json
     servesim profile --executor real --model M --out P.json
     servesim validate --trace T --model M [--calibration C.json] [--repeats N] ... --out DIR
-    servesim list models|hardware|schedulers|allocators|speculators|routers
+    servesim list models|hardware|schedulers|allocators|speculators|routers [--spec HARDWARE]
     servesim roofline --model M --hardware H --batch B [--context N]
     servesim ui [--port N] [--host H]
     servesim sweep --grid GRID.toml --out DIR [--backend local|ray] [--address A]
@@ -46,7 +46,8 @@ OPTION_HELP = {
                         " (default 1.046, fitted to recorded vLLM runs; 1 for synthetic data)",
     "model": "model name (servesim list models), or a Hugging Face config.json (or the"
              " directory holding it)",
-    "hardware": "hardware name (servesim list hardware)",
+    "hardware": "hardware name (servesim list hardware), or a hardware spec file (YAML or JSON;"
+                " servesim list hardware --spec NAME writes one)",
     "tp": "tensor parallel degree",
     "pp": "pipeline parallel degree (stages; the batch runs as pp micro-batches)",
     "replicas": "identical replicas behind the router",
