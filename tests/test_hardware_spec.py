@@ -167,7 +167,8 @@ def test_catalog_tables_and_datasheet_gpus():
         assert spec.compute_peak("fp8") >= spec.compute_peak("bf16")
     assert HARDWARE["h20"].peak_flops["bf16"] == 148e12
     assert HARDWARE["mi300x"].mem_capacity_bytes == 192e9
-    assert HARDWARE["a10g"].mem_bandwidth_bytes_s == 600e9 and "fp8" not in HARDWARE["a10g"].peak_flops
+    assert HARDWARE["a10g"].mem_bandwidth_bytes_s == 600e9
+    assert "fp8" not in HARDWARE["a10g"].peak_flops
     assert get_hardware("RTX4090") is HARDWARE["rtx-4090"]
     assert all(target in HARDWARE for target in HARDWARE_ALIASES.values())
 
@@ -201,3 +202,23 @@ def test_spec_price_backs_gpu_price_and_a_given_price_wins(tmp_path):
     assert ranked[0].cell.values["hardware"] == priced
     with pytest.raises(ValueError, match="lacks a price for a100"):
         cheapest(ReplayOptions(), cells, {}, capacity)
+
+
+def test_docs_table_matches_the_catalog():
+    """docs/hardware.md lists every catalog entry with its aliases and numbers."""
+    from pathlib import Path
+
+    from sim.cost.catalog import aliases_of
+
+    doc = (Path(__file__).parent.parent / "docs" / "hardware.md").read_text()
+
+    def tflops(h, dtype):
+        return f"{h.peak_flops[dtype] / 1e12:g}" if dtype in h.peak_flops else "-"
+
+    for h in HARDWARE.values():
+        row = (f"| `{h.name}` | {', '.join(aliases_of(h.name, HARDWARE_ALIASES)) or '-'} | "
+               f"{h.description} | {tflops(h, 'bf16')} | {tflops(h, 'fp8')} | "
+               f"{tflops(h, 'int8')} | {h.mem_capacity_bytes / 1e9:g} | "
+               f"{h.mem_bandwidth_bytes_s / 1e9:g} | {h.interconnect_bandwidth_bytes_s / 1e9:g} | "
+               f"{h.host_link_bandwidth_bytes_s / 1e9:g} | {h.kernel_tables or '-'} |")
+        assert row in doc, row

@@ -155,7 +155,8 @@ def _optional_number(value: float | None) -> str:
 
 def hardware_to_yaml(spec: HardwareSpec) -> str:
     """`spec` as a spec file that `load_hardware_spec` reads back to the same numbers."""
-    peaks = "".join(f"  {dtype}: {_number_text(flops)}\n" for dtype, flops in spec.peak_flops.items())
+    peaks = "".join(f"  {dtype}: {_number_text(flops)}\n"
+                    for dtype, flops in spec.peak_flops.items())
     tables = json.dumps(spec.kernel_tables) if spec.kernel_tables else "null"
     return (
         f"# servesim hardware spec: {spec.description}\n"

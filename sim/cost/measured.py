@@ -115,7 +115,8 @@ class MeasuredCostModel:
                              "(or --cost-model roofline)")
         # The roofline model checks the configuration and owns the byte counts both share
         # (KV bytes per token, swaps, copies); the measured model prices the compute.
-        self._roofline = CostModel(model, hardware, default_coefficients(hardware.coefficients_name), tp=tp,
+        self._roofline = CostModel(model, hardware,
+                                   default_coefficients(hardware.coefficients_name), tp=tp,
                                    weight_dtype=weight_dtype, kv_dtype=kv_dtype)
         self.model = model
         self.hardware = hardware
