@@ -222,3 +222,9 @@ def test_docs_table_matches_the_catalog():
                f"{h.mem_bandwidth_bytes_s / 1e9:g} | {h.interconnect_bandwidth_bytes_s / 1e9:g} | "
                f"{h.host_link_bandwidth_bytes_s / 1e9:g} | {h.kernel_tables or '-'} |")
         assert row in doc, row
+
+
+def test_spec_of_an_unknown_name_is_a_clean_error(capsys):
+    assert main(["list", "hardware", "--spec", "h999"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown hardware 'h999'") and err.count("\n") == 1
