@@ -212,7 +212,7 @@ def _calibration(options: ReplayOptions, out: Path, settings: ValidateSettings,
     out.mkdir(parents=True, exist_ok=True)
     config = resolve(options, trace=_empty_trace())
     if options.calibration:
-        coefficients = load_coefficients(options.calibration, config.hardware.name)
+        coefficients = load_coefficients(options.calibration, config.hardware.coefficients_name)
         return {"path": options.calibration, "profiled_here": False,
                 "provenance": coefficients.provenance}
     grid = settings.grid.for_options(options)
@@ -277,7 +277,7 @@ def _written(result: FitResult, out: Path, config: SimConfig,
              say: Callable[[str], None]) -> dict[str, Any]:
     """Write a fit to OUT/calibration.json, and describe it."""
     path = write_coefficients(out / "calibration.json",
-                              {config.hardware.name: result.coefficients.to_json()})
+                              {config.hardware.coefficients_name: result.coefficients.to_json()})
     held = result.report.stats(split="held-out")
     every = result.report.stats(split="all")
     say(f"calibrated: held-out MAPE {held.mape_pct:.1f}% (max {held.max_error_pct:.1f}%)")
@@ -297,7 +297,7 @@ def _sim_options(options: ReplayOptions, real: Results, real_dir: Path) -> Repla
     """The simulator's options for the run `real`: its KV pool, its measured acceptance."""
     changes: dict[str, Any] = dict(REAL_ONLY_DEFAULTS, executor="sim",
                                    num_gpu_blocks=real.config.options.num_gpu_blocks,
-                                   hardware=real.config.hardware.name)
+                                   hardware=real.config.options.hardware)
     if options.speculator != "none":
         changes["spec_acceptance"] = str(write_acceptance(real, real_dir))
     return dataclasses.replace(options, **changes)

@@ -134,14 +134,15 @@ def _samples_by_hardware(args: argparse.Namespace) -> dict[str, list[TimingSampl
             raise ValueError("give a PROFILE.json or --shared, not both")
         profile = read_profile(args.profile)
         hardware = get_hardware(profile.hardware).name
-        if args.hardware is not None and get_hardware(args.hardware).name != hardware:
+        if args.hardware is not None and get_hardware(args.hardware).coefficients_name != hardware:
             raise ValueError(f"{args.profile} profiles {hardware}, not {args.hardware}")
         return {hardware: profile.timing_samples(Path(args.profile).name)}
     shared = Path(args.shared) if args.shared is not None else DEFAULT_SHARED
     if not shared.is_dir():
         raise ValueError(f"shared calibration folder not found: {shared} (give --shared DIR or "
                          "a PROFILE.json)")
-    names = [get_hardware(args.hardware).name] if args.hardware else list(SHARED_HARDWARE)
+    names = ([get_hardware(args.hardware).coefficients_name] if args.hardware
+             else list(SHARED_HARDWARE))
     return {hw: shared_samples(shared, hw) for hw in names}
 
 

@@ -4,7 +4,7 @@
     servesim calibrate [PROFILE.json] [--shared DIR] [--hardware H] --out C.json
     servesim profile --executor real --model M --out P.json
     servesim validate --trace T --model M [--calibration C.json] [--repeats N] ... --out DIR
-    servesim list models|hardware|schedulers|allocators|speculators|routers
+    servesim list models|hardware|schedulers|allocators|speculators|routers [--spec HARDWARE]
     servesim roofline --model M --hardware H --batch B [--context N]
     servesim ui [--port N] [--host H]
     servesim sweep --grid GRID.toml --out DIR [--backend local|ray] [--address A]
@@ -46,7 +46,8 @@ OPTION_HELP = {
                         " (default 1.046, fitted to recorded vLLM runs; 1 for synthetic data)",
     "model": "model name (servesim list models), or a Hugging Face config.json (or the"
              " directory holding it)",
-    "hardware": "hardware name (servesim list hardware)",
+    "hardware": "hardware name (servesim list hardware), or a hardware spec file (YAML or JSON;"
+                " servesim list hardware --spec NAME writes one)",
     "tp": "tensor parallel degree",
     "pp": "pipeline parallel degree (stages; the batch runs as pp micro-batches)",
     "replicas": "identical replicas behind the router",
@@ -159,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list", help="list known names")
     listing.add_argument("what", choices=["models", "hardware", "schedulers", "allocators",
                                                  "speculators", "routers"])
+    listing.add_argument("--spec", metavar="NAME",
+                         help="with hardware: print catalog GPU NAME as a hardware spec file "
+                              "(YAML), to edit and pass back as --hardware FILE")
     roofline = sub.add_parser(
         "roofline", help="arithmetic intensity of decode and prefill against the ridge point")
     roofline.add_argument("--model", required=True, help=OPTION_HELP["model"])
@@ -277,25 +281,35 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def run_list(what: str, console: Console) -> int:
+def run_list(what: str, console: Console, spec: str | None = None) -> int:
     from policies.registry import TABLES
-    from sim.cost.catalog import HARDWARE, MODELS
+    from sim.cost.catalog import (HARDWARE, HARDWARE_ALIASES, MODEL_ALIASES, MODELS,
+                                  aliases_of, get_hardware)
+    from sim.cost.hardware_spec import hardware_to_yaml
 
+    if spec is not None:
+        if what != "hardware":
+            raise ValueError("--spec goes with `servesim list hardware`")
+        print(hardware_to_yaml(get_hardware(spec)), end="")
+        return 0
     table = Table(title=what, title_justify="left")
     if what == "models":
-        for col in ("name", "hf id", "params (B)", "active (B)", "KV bytes/token (bf16)", "max len"):
+        for col in ("name", "aliases", "hf id", "params (B)", "active (B)",
+                    "KV bytes/token (bf16)", "max len"):
             table.add_column(col)
         for m in MODELS.values():
-            table.add_row(m.name, m.hf_id, f"{m.param_count / 1e9:.2f}",
-                          f"{m.active_param_count / 1e9:.2f}", f"{m.kv_bytes_per_token():,.0f}",
-                          str(m.max_model_len))
+            table.add_row(m.name, ", ".join(aliases_of(m.name, MODEL_ALIASES)), m.hf_id,
+                          f"{m.param_count / 1e9:.2f}", f"{m.active_param_count / 1e9:.2f}",
+                          f"{m.kv_bytes_per_token():,.0f}", str(m.max_model_len))
     elif what == "hardware":
-        for col in ("name", "device", "bf16 TFLOP/s", "mem GB/s", "mem GB", "link GB/s"):
+        for col in ("name", "aliases", "device", "bf16 TFLOP/s", "mem GB/s", "mem GB",
+                    "link GB/s", "kernel tables"):
             table.add_column(col)
         for h in HARDWARE.values():
-            table.add_row(h.name, h.description, f"{h.peak_flops['bf16'] / 1e12:g}",
-                          f"{h.mem_bandwidth_bytes_s / 1e9:g}", f"{h.mem_capacity_bytes / 1e9:g}",
-                          f"{h.interconnect_bandwidth_bytes_s / 1e9:g}")
+            table.add_row(h.name, ", ".join(aliases_of(h.name, HARDWARE_ALIASES)), h.description,
+                          f"{h.peak_flops['bf16'] / 1e12:g}", f"{h.mem_bandwidth_bytes_s / 1e9:g}",
+                          f"{h.mem_capacity_bytes / 1e9:g}",
+                          f"{h.interconnect_bandwidth_bytes_s / 1e9:g}", h.kernel_tables or "-")
     else:
         table.add_column("name")
         table.add_column("what it does")
@@ -313,9 +327,9 @@ def run_roofline(args: argparse.Namespace, console: Console) -> int:
 
     hardware = get_hardware(args.hardware)
     if args.calibration:
-        coefficients = load_coefficients(args.calibration, hardware.name)
+        coefficients = load_coefficients(args.calibration, hardware.coefficients_name)
     else:
-        coefficients = default_coefficients(hardware.name)
+        coefficients = default_coefficients(hardware.coefficients_name)
     cost = CostModel(get_model(args.model), hardware, coefficients, tp=args.tp,
                      weight_dtype=args.weight_dtype, kv_dtype=args.kv_dtype)
     rows = intensity_table(cost, args.batch, args.context, args.spec_tokens)
@@ -382,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_sweep_command(args, console)
         if args.command == "capacity":
             return run_capacity_command(args, console, replay_options(args))
-        return run_list(args.what, console)
+        return run_list(args.what, console, args.spec)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

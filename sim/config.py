@@ -343,16 +343,25 @@ def _choose_cost_model(options: ReplayOptions,
     if options.cost_model == "roofline":
         return None, "roofline (--cost-model roofline)"
     if options.cost_model == "measured":
-        shipped_tables(hardware.name)
+        shipped_tables(_kernel_tables_of(hardware))
         return _measured_coefficients(options), "measured (--cost-model measured)"
-    if hardware.name not in shipped_hardware():
+    if hardware.kernel_tables is None:
         return None, (f"auto: roofline (no measured kernel tables for {hardware.name}; tables "
                       f"exist for {', '.join(shipped_hardware())})")
     blocked = _roofline_only(options)
     if blocked:
         reasons = "; ".join(f"{flag}: {why}" for flag, why in blocked)
         return None, f"auto: roofline ({reasons})"
-    return _measured_coefficients(options), f"auto: measured (kernel tables of {hardware.name})"
+    return (_measured_coefficients(options),
+            f"auto: measured (kernel tables of {hardware.kernel_tables})")
+
+
+def _kernel_tables_of(hardware: HardwareSpec) -> str:
+    if hardware.kernel_tables is None:
+        raise ValueError(f"no measured kernel tables for hardware {hardware.name!r}; tables "
+                         f"exist for: {', '.join(shipped_hardware())} (a hardware spec file "
+                         "names the ones it uses with kernel_tables)")
+    return hardware.kernel_tables
 
 
 def _measured_coefficients(options: ReplayOptions) -> MeasuredCoefficients:
@@ -382,9 +391,9 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
         dtype_bytes(options.weight_dtype)
     dtype_bytes(options.kv_dtype)
     if options.calibration:
-        coefficients = load_coefficients(options.calibration, hardware.name)
+        coefficients = load_coefficients(options.calibration, hardware.coefficients_name)
     else:
-        coefficients = default_coefficients(hardware.name)
+        coefficients = default_coefficients(hardware.coefficients_name)
     max_model_len = options.max_model_len or model.max_model_len
     if max_model_len < 1:
         raise ValueError(f"max_model_len must be >= 1, got {max_model_len}")

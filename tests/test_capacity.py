@@ -140,4 +140,6 @@ def test_capacity_grid_command_names_the_cheapest_cell(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "cheapest: cell" in out and "USD per million requests" in out
     assert main(["capacity", "--trace", TRACE, "--slo", "ttft_p99=1", "--grid", str(grid)]) == 2
-    assert "--grid and --gpu-price go together" in capsys.readouterr().err
+    assert "--gpu-price lacks a price for a100, h100" in capsys.readouterr().err
+    assert main(["capacity", "--trace", TRACE, "--slo", "ttft_p99=1", "--gpu-price", "h100=3"]) == 2
+    assert "--gpu-price goes with --grid" in capsys.readouterr().err

@@ -21,6 +21,7 @@ from policies.scheduler.chunked import ORDERS
 from sim.cli import OPTION_HELP
 from sim.config import COST_MODELS, ReplayOptions
 from sim.cost.catalog import HARDWARE, MODELS
+from sim.cost.hardware_spec import load_hardware_spec
 from sim.cost.hf_config import model_from_hf_config
 from sim.cost.specs import DTYPE_BYTES
 from traces import TRACE_FORMATS
@@ -99,6 +100,8 @@ def option_widget(name: str, default: Any, key: str, container: Any = st) -> Any
     help_text = OPTION_HELP.get(name)
     if name == "model":
         return model_widget(default, key, container)
+    if name == "hardware":
+        return hardware_widget(default, key, container)
     if name in CHOICES:
         choices = CHOICES[name]
         return container.selectbox(name, choices, index=choices.index(default), key=key,
@@ -133,6 +136,27 @@ def model_widget(default: str, key: str, container: Any = st) -> str:
     try:
         path = store_upload(uploaded.name, uploaded.getvalue(), MODEL_CONFIG_LIMIT_BYTES)
         model_from_hf_config(path)
+    except ValueError as exc:
+        container.error(f"error: {user_message(exc, path, uploaded.name)}")
+        return name
+    return str(path)
+
+
+def hardware_widget(default: str, key: str, container: Any = st) -> str:
+    """The catalog drop-down, or an uploaded hardware spec file (YAML or JSON) in its place,
+    read at once so a bad file is an error here, under its own name."""
+    choices = CHOICES["hardware"]
+    name = container.selectbox("hardware", choices, index=choices.index(default), key=key,
+                               help="a catalog accelerator (servesim list hardware)")
+    uploaded = container.file_uploader(
+        "or a hardware spec file", type=["yaml", "yml", "json"], key=f"{key}.spec",
+        help="any accelerator: `servesim list hardware --spec h100` writes one to edit")
+    if uploaded is None:
+        return name
+    path = None
+    try:
+        path = store_upload(uploaded.name, uploaded.getvalue(), MODEL_CONFIG_LIMIT_BYTES)
+        load_hardware_spec(path)
     except ValueError as exc:
         container.error(f"error: {user_message(exc, path, uploaded.name)}")
         return name

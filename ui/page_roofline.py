@@ -27,8 +27,9 @@ def render() -> None:
                                    key="roof.spec", help="draft tokens verified per decode step")
     try:
         hardware = get_hardware(values["hardware"])
-        cost = CostModel(get_model(values["model"]), hardware, default_coefficients(hardware.name),
-                         tp=tp, weight_dtype=values["weight_dtype"], kv_dtype=values["kv_dtype"])
+        cost = CostModel(get_model(values["model"]), hardware,
+                         default_coefficients(hardware.coefficients_name), tp=tp,
+                         weight_dtype=values["weight_dtype"], kv_dtype=values["kv_dtype"])
         rows = intensity_table(cost, batch, context, spec)
     except ValueError as exc:
         st.error(f"error: {exc}")

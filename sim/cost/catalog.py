@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from policies.registry import UnknownNameError
+from sim.cost.hardware_spec import load_hardware_spec, looks_like_spec_path
 from sim.cost.hf_config import looks_like_path, model_from_hf_config
 from sim.cost.specs import HardwareSpec, MLASpec, ModelSpec, MoESpec, SSMSpec
 
@@ -127,32 +128,94 @@ _HARDWARE: list[HardwareSpec] = [
     HardwareSpec("a100", "NVIDIA A100-SXM4-80GB", peak_flops={"bf16": 312 * TFLOPS,
                  "fp16": 312 * TFLOPS, "int8": 624 * TFLOPS},
                  mem_bandwidth_bytes_s=2039 * GB, mem_capacity_bytes=80 * GB,
-                 interconnect_bandwidth_bytes_s=300 * GB, host_link_bandwidth_bytes_s=32 * GB),
+                 interconnect_bandwidth_bytes_s=300 * GB, host_link_bandwidth_bytes_s=32 * GB,
+                 kernel_tables="a100"),
     # NVIDIA H100 datasheet (SXM5): BF16 989 TFLOPS dense, FP8 1,979 dense, HBM3 3.35 TB/s,
     # NVLink 900 GB/s bidirectional (450 per direction), PCIe Gen5 x16 (64 GB/s per direction).
     HardwareSpec("h100", "NVIDIA H100-SXM5-80GB", peak_flops={"bf16": 989 * TFLOPS,
                  "fp16": 989 * TFLOPS, "fp8": 1979 * TFLOPS, "int8": 1979 * TFLOPS},
                  mem_bandwidth_bytes_s=3350 * GB, mem_capacity_bytes=80 * GB,
-                 interconnect_bandwidth_bytes_s=450 * GB, host_link_bandwidth_bytes_s=64 * GB),
+                 interconnect_bandwidth_bytes_s=450 * GB, host_link_bandwidth_bytes_s=64 * GB,
+                 kernel_tables="h100"),
     # NVIDIA H200 datasheet (SXM): same compute as H100, HBM3e 4.8 TB/s, 141 GB.
     HardwareSpec("h200", "NVIDIA H200-SXM-141GB", peak_flops={"bf16": 989 * TFLOPS,
                  "fp16": 989 * TFLOPS, "fp8": 1979 * TFLOPS, "int8": 1979 * TFLOPS},
                  mem_bandwidth_bytes_s=4800 * GB, mem_capacity_bytes=141 * GB,
-                 interconnect_bandwidth_bytes_s=450 * GB, host_link_bandwidth_bytes_s=64 * GB),
+                 interconnect_bandwidth_bytes_s=450 * GB, host_link_bandwidth_bytes_s=64 * GB,
+                 kernel_tables="h200"),
     # NVIDIA L40S datasheet: BF16 362 TFLOPS dense, FP8 733 dense, GDDR6 864 GB/s, 48 GB,
     # no NVLink: peers talk over PCIe Gen4 x16 (32 GB/s per direction).
     HardwareSpec("l40s", "NVIDIA L40S-48GB", peak_flops={"bf16": 362 * TFLOPS,
                  "fp16": 362 * TFLOPS, "fp8": 733 * TFLOPS, "int8": 733 * TFLOPS},
                  mem_bandwidth_bytes_s=864 * GB, mem_capacity_bytes=48 * GB,
-                 interconnect_bandwidth_bytes_s=32 * GB, host_link_bandwidth_bytes_s=32 * GB),
+                 interconnect_bandwidth_bytes_s=32 * GB, host_link_bandwidth_bytes_s=32 * GB,
+                 kernel_tables="l40s"),
     # NVIDIA Blackwell datasheet, HGX B200 column, per GPU (8 GPUs: 36 PFLOPS BF16 and 72 FP8
     # with sparsity, 1,440 GB HBM3e at 62 TB/s): BF16 2,250 TFLOPS dense, FP8 4,500 dense,
     # 180 GB at 7.7 TB/s; NVLink 5 1.8 TB/s bidirectional (900 per direction); hosts on
     # PCIe Gen5 x16 (64 GB/s per direction).
+    # https://resources.nvidia.com/en-us-blackwell-architecture/blackwell-datasheet and
+    # https://www.nvidia.com/en-us/data-center/hgx/
     HardwareSpec("b200", "NVIDIA B200-SXM-180GB", peak_flops={"bf16": 2250 * TFLOPS,
                  "fp16": 2250 * TFLOPS, "fp8": 4500 * TFLOPS, "int8": 4500 * TFLOPS},
                  mem_bandwidth_bytes_s=7700 * GB, mem_capacity_bytes=180 * GB,
-                 interconnect_bandwidth_bytes_s=900 * GB, host_link_bandwidth_bytes_s=64 * GB),
+                 interconnect_bandwidth_bytes_s=900 * GB, host_link_bandwidth_bytes_s=64 * GB,
+                 kernel_tables="b200"),
+    # NVIDIA H20 (the China-market Hopper; NVIDIA's product brief is not public, the figures
+    # below agree across https://willitrunai.com/es/gpus/h20-96gb and
+    # https://zangshuxian.com/new/674733024499207168): BF16/FP16 148 TFLOPS dense, FP8 and
+    # INT8 296 dense, 96 GB HBM3 at 4.0 TB/s, NVLink 900 GB/s bidirectional (450 per
+    # direction), PCIe Gen5 x16 (64 GB/s per direction).
+    HardwareSpec("h20", "NVIDIA H20-96GB", peak_flops={"bf16": 148 * TFLOPS,
+                 "fp16": 148 * TFLOPS, "fp8": 296 * TFLOPS, "int8": 296 * TFLOPS},
+                 mem_bandwidth_bytes_s=4000 * GB, mem_capacity_bytes=96 * GB,
+                 interconnect_bandwidth_bytes_s=450 * GB, host_link_bandwidth_bytes_s=64 * GB),
+    # NVIDIA L4 datasheet (https://www.nvidia.com/en-us/data-center/l4/): BF16/FP16 242 and
+    # FP8/INT8 485 TFLOPS with sparsity, so 121 and 242.5 dense; 24 GB GDDR6 at 300 GB/s;
+    # no NVLink: peers and host over PCIe Gen4 x16 (64 GB/s bidirectional, 32 per direction).
+    HardwareSpec("l4", "NVIDIA L4-24GB", peak_flops={"bf16": 121 * TFLOPS,
+                 "fp16": 121 * TFLOPS, "fp8": 242.5 * TFLOPS, "int8": 242.5 * TFLOPS},
+                 mem_bandwidth_bytes_s=300 * GB, mem_capacity_bytes=24 * GB,
+                 interconnect_bandwidth_bytes_s=32 * GB, host_link_bandwidth_bytes_s=32 * GB),
+    # NVIDIA A10G (AWS EC2 G5 only; AWS publishes no datasheet: the A10G column of
+    # https://www.baseten.co/blog/nvidia-a10-vs-a10g-for-ml-model-inference/): BF16/FP16 tensor
+    # 70 TFLOPS and INT8 140 TOPS dense (the A10 has 125/250), no FP8 (Ampere); 24 GB GDDR6
+    # at 600 GB/s; no NVLink: PCIe Gen4 x16 (32 GB/s per direction).
+    HardwareSpec("a10g", "NVIDIA A10G-24GB (AWS G5)", peak_flops={"bf16": 70 * TFLOPS,
+                 "fp16": 70 * TFLOPS, "int8": 140 * TFLOPS},
+                 mem_bandwidth_bytes_s=600 * GB, mem_capacity_bytes=24 * GB,
+                 interconnect_bandwidth_bytes_s=32 * GB, host_link_bandwidth_bytes_s=32 * GB),
+    # NVIDIA Ada Lovelace architecture whitepaper, GeForce RTX 4090 column
+    # (https://images.nvidia.com/aem-dam/Solutions/geforce/ada/nvidia-ada-gpu-architecture.pdf):
+    # dense tensor peaks with FP32 accumulate (what serving GEMMs use; GeForce runs them at half
+    # the FP16-accumulate rate): BF16/FP16 165.2 TFLOPS, FP8 330.3; INT8 660.6 TOPS; 24 GB
+    # GDDR6X at 1,008 GB/s. No NVLink: peers and host over PCIe Gen4 x16 (32 GB/s per
+    # direction).
+    HardwareSpec("rtx-4090", "NVIDIA GeForce RTX 4090-24GB", peak_flops={"bf16": 165.2 * TFLOPS,
+                 "fp16": 165.2 * TFLOPS, "fp8": 330.3 * TFLOPS, "int8": 660.6 * TFLOPS},
+                 mem_bandwidth_bytes_s=1008 * GB, mem_capacity_bytes=24 * GB,
+                 interconnect_bandwidth_bytes_s=32 * GB, host_link_bandwidth_bytes_s=32 * GB),
+    # NVIDIA RTX PRO 6000 Blackwell Server Edition datasheet
+    # (https://www.nvidia.com/en-us/data-center/rtx-pro-6000-blackwell-server-edition/): 96 GB
+    # GDDR7 at 1,597 GB/s, 4 PFLOPS FP4 with sparsity, PCIe Gen5 x16 (128 GB/s bidirectional,
+    # 64 per direction), no NVLink. Dense peaks: 2 PFLOPS FP4, halving per doubled width
+    # (FP8/INT8 1,000, BF16/FP16 500; the Blackwell RTX whitepaper's RTX PRO 6000 column gives
+    # 503.8 dense FP16 with FP32 accumulate at the workstation card's clocks).
+    HardwareSpec("rtx-pro-6000", "NVIDIA RTX PRO 6000 Blackwell Server Edition-96GB",
+                 peak_flops={"bf16": 500 * TFLOPS, "fp16": 500 * TFLOPS, "fp8": 1000 * TFLOPS,
+                             "int8": 1000 * TFLOPS},
+                 mem_bandwidth_bytes_s=1597 * GB, mem_capacity_bytes=96 * GB,
+                 interconnect_bandwidth_bytes_s=64 * GB, host_link_bandwidth_bytes_s=64 * GB),
+    # AMD Instinct MI300X data sheet (https://www.amd.com/content/dam/amd/en/documents/
+    # instinct-tech-docs/data-sheets/amd-instinct-mi300x-data-sheet.pdf): BF16/FP16 1,307.4
+    # TFLOPS dense (2,614.9 with sparsity), FP8 and INT8 2,614.9 dense; 192 GB HBM3 at 5.3 TB/s.
+    # No NVLink: 7 AMD Infinity Fabric links of 128 GB/s bidirectional each (896 GB/s peak
+    # aggregate, 448 per direction) join the 8 GPUs of a platform; host on PCIe Gen5 x16
+    # (64 GB/s per direction).
+    HardwareSpec("mi300x", "AMD Instinct MI300X-192GB", peak_flops={"bf16": 1307.4 * TFLOPS,
+                 "fp16": 1307.4 * TFLOPS, "fp8": 2614.9 * TFLOPS, "int8": 2614.9 * TFLOPS},
+                 mem_bandwidth_bytes_s=5300 * GB, mem_capacity_bytes=192 * GB,
+                 interconnect_bandwidth_bytes_s=448 * GB, host_link_bandwidth_bytes_s=64 * GB),
     # A nominal 2-core x86-64 server slice (the CI/dev machine class): 2 cores x 3 GHz x 32
     # fp32 FLOP/cycle (two AVX2 FMA units), ~20 GB/s DRAM, 24 GiB. Peaks are nominal: the real
     # backend's profiles replace them through calibration. "Interconnect" is shared memory.
@@ -178,6 +241,14 @@ HARDWARE_ALIASES: dict[str, str] = {
     "h100-80gb": "h100",
     "h200-sxm": "h200",
     "b200-sxm": "b200",
+    "h20-96gb": "h20",
+    "nvidia-l4": "l4",
+    "a10g-24gb": "a10g",
+    "rtx4090": "rtx-4090",
+    "geforce-rtx-4090": "rtx-4090",
+    "rtx-pro-6000-server": "rtx-pro-6000",
+    "rtx-pro-6000-blackwell": "rtx-pro-6000",
+    "mi300x-192gb": "mi300x",
 }
 
 
@@ -204,4 +275,20 @@ def get_model(name: str) -> ModelSpec:
 
 
 def get_hardware(name: str) -> HardwareSpec:
-    return _lookup("hardware", name, HARDWARE, HARDWARE_ALIASES)
+    """A catalog accelerator by name (or alias), else the hardware spec file (YAML or JSON) at
+    path `name`."""
+    key = name.strip().lower()
+    if HARDWARE_ALIASES.get(key, key) in HARDWARE:
+        return _lookup("hardware", name, HARDWARE, HARDWARE_ALIASES)
+    if Path(name).expanduser().is_file() or looks_like_spec_path(name):
+        return load_hardware_spec(name)
+    try:
+        return _lookup("hardware", name, HARDWARE, HARDWARE_ALIASES)
+    except UnknownNameError as exc:
+        raise UnknownNameError(f"{exc}; or give the path of a hardware spec file (YAML or "
+                               "JSON; servesim list hardware --spec NAME writes one)") from None
+
+
+def aliases_of(name: str, aliases: dict[str, str]) -> list[str]:
+    """The aliases that resolve to catalog entry `name`."""
+    return [alias for alias, target in aliases.items() if target == name]

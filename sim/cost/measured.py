@@ -115,7 +115,8 @@ class MeasuredCostModel:
                              "(or --cost-model roofline)")
         # The roofline model checks the configuration and owns the byte counts both share
         # (KV bytes per token, swaps, copies); the measured model prices the compute.
-        self._roofline = CostModel(model, hardware, default_coefficients(hardware.name), tp=tp,
+        self._roofline = CostModel(model, hardware,
+                                   default_coefficients(hardware.coefficients_name), tp=tp,
                                    weight_dtype=weight_dtype, kv_dtype=kv_dtype)
         self.model = model
         self.hardware = hardware
@@ -127,7 +128,9 @@ class MeasuredCostModel:
         self._gemm_dtype = model.gemm_dtype(weight_dtype)
         """The dtype the GEMM and MoE tables are read at (the big weights' dtype)."""
         self.kv_dtype = kv_dtype
-        self.tables = tables if tables is not None else shipped_tables(hardware.name)
+        if tables is None and hardware.kernel_tables is None:
+            raise ValueError(f"no measured kernel tables for hardware {hardware.name!r}")
+        self.tables = tables if tables is not None else shipped_tables(hardware.kernel_tables)
         self.lookups_in_range = 0
         self.lookups_extrapolated = 0
         self._batch_terms: dict[tuple[int, int, int], BatchTerms] = {}

@@ -446,6 +446,19 @@ class HardwareSpec:
     host_link_bandwidth_bytes_s: float
     """Device-to-host link (PCIe), for KV swap."""
     interconnect_latency_s: float = 5e-6
+    price_per_hour: float | None = None
+    """USD per GPU-hour, the price `servesim capacity --grid` ranks by when `--gpu-price` names
+    none for this hardware; None: unpriced (catalog GPUs: no cited list price)."""
+    kernel_tables: str | None = None
+    """The shipped measured kernel tables (`sim.cost.kernel_tables`) this device is priced by
+    under `--cost-model auto`/`measured`; None: it has none, and `auto` takes the roofline."""
+    coefficients: str | None = None
+    """The hardware key its roofline coefficients are looked up under (defaults and
+    calibration tables); None: its own `name`."""
+
+    @property
+    def coefficients_name(self) -> str:
+        return self.coefficients or self.name
 
     def compute_peak(self, dtype: str) -> float:
         """Peak FLOP/s for a compute dtype; weight-only quantized models compute in bf16."""

@@ -49,14 +49,31 @@ def num_gpus(options: ReplayOptions) -> int:
     return options.tp * options.pp * sum(options.pools)
 
 
-def cheapest(
-    base: ReplayOptions, cells: list[Cell], prices: dict[str, float], capacity_fn: CapacityFn,
-) -> list[PricedCell]:
-    """Every cell priced, cheapest first (grid order among equals)."""
-    configs = [base.updated(cell.values) for cell in cells]
-    unpriced = sorted({o.hardware for o in configs} - set(prices))
+def hardware_prices(hardware_names: set[str], given: dict[str, float]) -> dict[str, float]:
+    """USD per GPU-hour of each hardware: the `--gpu-price` given for it, else its spec's
+    `price_per_hour`; an error names those with neither."""
+    from sim.cost.catalog import get_hardware
+
+    prices = {}
+    for name in sorted(hardware_names):
+        price = given[name] if name in given else get_hardware(name).price_per_hour
+        if price is not None:
+            prices[name] = price
+    unpriced = sorted(hardware_names - set(prices))
     if unpriced:
-        raise ValueError(f"--gpu-price lacks a price for {', '.join(unpriced)}")
+        raise ValueError(f"--gpu-price lacks a price for {', '.join(unpriced)} (and no "
+                         "price_per_hour in its hardware spec)")
+    return prices
+
+
+def cheapest(
+    base: ReplayOptions, cells: list[Cell], given_prices: dict[str, float],
+    capacity_fn: CapacityFn,
+) -> list[PricedCell]:
+    """Every cell priced, cheapest first (grid order among equals). A hardware's price is the
+    one given (`--gpu-price`), else its spec's `price_per_hour`."""
+    configs = [base.updated(cell.values) for cell in cells]
+    prices = hardware_prices({o.hardware for o in configs}, given_prices)
     priced = []
     for cell, options in zip(cells, configs):
         gpus = num_gpus(options)

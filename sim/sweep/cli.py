@@ -55,9 +55,10 @@ def add_capacity_parser(sub: argparse._SubParsersAction, add_replay_flags) -> No
                           help="stop when a metric is within z standard errors of its bound"
                                " (default: 2)")
     capacity.add_argument("--grid", help="search every cell of this sweep grid (over the flags"
-                                         " given here) and rank them by price; needs --gpu-price")
+                                         " given here) and rank them by price per GPU-hour")
     capacity.add_argument("--gpu-price", help="with --grid: USD per GPU-hour by hardware,"
-                                              " e.g. h100=2.5,a100=1.6")
+                                              " e.g. h100=2.5,a100=1.6 (default: each hardware"
+                                              " spec's price_per_hour)")
     add_replay_flags(capacity)
 
 
@@ -65,8 +66,8 @@ def run_capacity_command(args: argparse.Namespace, console: Console, options) ->
     from sim.sweep.capacity import find_capacity, parse_slo
 
     slo = parse_slo(args.slo)
-    if (args.grid is None) != (args.gpu_price is None):
-        raise ValueError("--grid and --gpu-price go together (the cheapest cell of a grid)")
+    if args.grid is None and args.gpu_price is not None:
+        raise ValueError("--gpu-price goes with --grid (the cheapest cell of a grid)")
     if args.grid is not None:
         return _run_cheapest(args, console, options, slo)
     result = find_capacity(options, slo, seeds=args.seeds, rel_tol=args.rel_tol, z=args.z)
@@ -91,7 +92,8 @@ def _run_cheapest(args: argparse.Namespace, console: Console, options, slo) -> i
     from sim.sweep.grid import load_grid
 
     cells = load_grid(args.grid)
-    ranked = cheapest(options, cells, parse_prices(args.gpu_price), lambda o: find_capacity(
+    given = parse_prices(args.gpu_price) if args.gpu_price is not None else {}
+    ranked = cheapest(options, cells, given, lambda o: find_capacity(
         o, slo, seeds=args.seeds, rel_tol=args.rel_tol, z=args.z))
     keys = list(dict.fromkeys(key for cell in cells for key in cell.values))
     table = Table(title="cells by price per million requests", title_justify="left")
