@@ -6,7 +6,8 @@ Per finished request (rejected and unfinished ones are counted, not measured):
           (so it excludes the first token)
 - ITL   = every gap between consecutive output tokens of a request, pooled over requests
 - E2E   = finish - arrival
-- queue = first time the request was scheduled - arrival
+- queue = first time the request was scheduled - arrival (the send time: with the measured
+          vLLM engine it includes the frontend's latency before the engine queues it)
 Percentiles use linear interpolation (numpy's default). A metric with no samples is None
 (null in JSON).
 
