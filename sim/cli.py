@@ -27,6 +27,7 @@ from rich.table import Table
 
 from sim.calibrate_cli import add_calibrate_parser, run_calibrate
 from sim.config import ReplayOptions, options_from_toml, resolve
+from sim.extras import install_hint, require_extra
 from sim.validate_cli import add_profile_parser, add_validate_parser, run_profile, run_validate
 from sim.sweep.cli import (add_capacity_parser, add_sweep_parser, run_capacity_command,
                            run_sweep_command)
@@ -184,6 +185,8 @@ def replay_options(args: argparse.Namespace) -> ReplayOptions:
     if args.config:
         values.update(options_from_toml(args.config))
     values.update({n: getattr(args, n) for n in ReplayOptions.names() if hasattr(args, n)})
+    if values.get("executor") == "real":
+        require_extra("backend", "--executor real (the torch backend)")
     if values.get("executor") == "real" and "hardware" not in values:
         from backend.replay import detect_hardware
 
@@ -347,8 +350,9 @@ def run_ui(args: argparse.Namespace) -> NoReturn:
     from pathlib import Path
 
     ui_spec = importlib.util.find_spec("ui")
-    if importlib.util.find_spec("streamlit") is None or ui_spec is None or not ui_spec.origin:
-        raise ValueError("the dashboard needs the ui extra: pip install 'servesim[ui]'")
+    require_extra("ui", "the dashboard")
+    if ui_spec is None or not ui_spec.origin:
+        raise ValueError(f"the dashboard's ui package is missing: {install_hint('ui')}")
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must lie in 1..65535, got {args.port}")
     from ui.upload import UPLOAD_LIMIT_BYTES
