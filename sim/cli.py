@@ -28,6 +28,7 @@ from rich.table import Table
 from sim.calibrate_cli import add_calibrate_parser, run_calibrate
 from sim.config import ReplayOptions, options_from_toml, resolve
 from sim.extras import install_hint, require_extra
+from sim.run_notes import run_notes
 from sim.validate_cli import add_profile_parser, add_validate_parser, run_profile, run_validate
 from sim.sweep.cli import (add_capacity_parser, add_sweep_parser, run_capacity_command,
                            run_sweep_command)
@@ -216,6 +217,8 @@ def run_replay(args: argparse.Namespace, console: Console) -> int:
                   f"{config.cost_model_choice}[/dim]")
     for note in config.trace.notes:
         console.print(f"[dim]trace: {note}[/dim]")
+    for note in run_notes(config.trace, options, results.summary):
+        console.print(f"note: {note}", soft_wrap=True)
     if args.out:
         out = write_results(results, args.out)
         console.print(f"wrote summary.json, requests.csv and iterations.csv to {out}")
