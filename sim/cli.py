@@ -98,9 +98,12 @@ OPTION_HELP = {
     "slo_tpot_s": "TPOT SLO for goodput",
     "speculator": "speculative decoding: none|draft|tree|ngram|cascade (servesim list speculators)",
     "spec_k": "draft tokens per step (a tree's depth); the most, with --spec-dynamic",
-    "spec_acceptance": "acceptance model: an i.i.d. rate (0.7), per-position conditional rates"
+    "spec_acceptance": "acceptance model: an i.i.d. rate (0.7: each draft is accepted with"
+                       " probability 0.7 given every draft before it was; summary key"
+                       " spec_conditional_acceptance_rate), per-position conditional rates"
                        " (0.54,0.36,0.26), beta:MEAN:CONC per request, or a file of accepted"
-                       " counts; default 0.7",
+                       " counts; default 0.7. Not spec_acceptance_rate, which counts drafts"
+                       " after a rejection as rejected (0.7 at k=4: 0.443)",
     "spec_dynamic": "pick k per batch size from the cost model and shrink it as measured"
                     " acceptance falls (default: k fixed)",
     "draft_model": "draft model for draft/cascade (e.g. llama-3.2-1b, qwen2-0.5b)",
@@ -269,7 +272,8 @@ def results_table(results) -> Table:
         table.add_row(key, _fmt(s[key]), "", "", "")
     if o.speculator != "none":
         table.add_section()
-        for key in ("spec_tokens_per_step_mean", "spec_acceptance_rate", "spec_k_mean",
+        for key in ("spec_tokens_per_step_mean", "spec_accepted_share_of_proposed",
+                    "spec_conditional_acceptance_rate", "spec_k_mean",
                     "spec_draft_time_share", "spec_verify_time_share"):
             table.add_row(key, _fmt(s[key]), "", "", "")
     return table

@@ -15,8 +15,9 @@ from ui.upload import user_message
 OPTIONAL_PANELS: dict[str, tuple[str, ...]] = {
     "Prefix caching": ("prefix_hit_rate", "prefix_hit_rate_blocks", "prefix_hit_tokens",
                        "evictions"),
-    "Speculative decoding": ("spec_tokens_per_step_mean", "spec_acceptance_rate", "spec_k_mean",
-                             "spec_verifies", "spec_draft_time_share", "spec_verify_time_share"),
+    "Speculative decoding": ("spec_tokens_per_step_mean", "spec_acceptance_rate",
+                             "spec_conditional_acceptance_rate", "spec_k_mean", "spec_verifies",
+                             "spec_draft_time_share", "spec_verify_time_share"),
 }
 """Panels shown only when the summary's first key has a value (the features that fill it:
 a prefix-caching allocator, a speculator other than `none`)."""
