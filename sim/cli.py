@@ -232,14 +232,15 @@ def run_replay(args: argparse.Namespace, console: Console) -> int:
 
 def run_real_replay(config, out_dir: str | None, console: Console) -> int:
     """The torch backend: imported only here, so the simulator path never loads torch."""
-    from backend.replay import replay_real, sample_outputs, write_acceptance, write_outputs
+    from backend.replay import (output_decoder, replay_real, sample_outputs, write_acceptance,
+                                write_outputs)
     from sim.results import write_results
 
     results, outputs = replay_real(config)
     console.print(results_table(results))
     if out_dir:
         out = write_results(results, out_dir)
-        written = [write_outputs(outputs, out, sample_outputs(results))]
+        written = [write_outputs(outputs, out, sample_outputs(results), output_decoder(config))]
         if config.options.speculator != "none":
             written.append(write_acceptance(results, out))
         console.print(f"wrote {out / 'summary.json'}, {out / 'requests.csv'} and "
