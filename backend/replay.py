@@ -264,19 +264,38 @@ def sample_outputs(results: Results) -> dict[int, list[list[int]]]:
 
 
 def write_outputs(outputs: dict[int, list[int]], out_dir: str | Path,
-                  samples: dict[int, list[list[int]]] | None = None) -> Path:
+                  samples: dict[int, list[list[int]]] | None = None,
+                  decode: Callable[[list[int]], str] | None = None) -> Path:
     """`outputs.jsonl`; a request with parallel samples also gets `sample_output_token_ids`
     (all n samples' outputs, the first being `output_token_ids`), and so does a beam search:
-    its W best hypotheses, best first (the first, its answer, being `output_token_ids`)."""
+    its W best hypotheses, best first (the first, its answer, being `output_token_ids`). With
+    `decode` (the model's tokenizer, `output_decoder`) each row also gets the text:
+    `output_text`, and `sample_output_texts` beside `sample_output_token_ids`."""
     path = Path(out_dir) / "outputs.jsonl"
     samples = samples or {}
-    with path.open("w") as fh:
+    with path.open("w", encoding="utf-8") as fh:
         for request_id in sorted(outputs):
-            row = {"request_id": request_id, "output_token_ids": outputs[request_id]}
+            row: dict[str, object] = {"request_id": request_id,
+                                      "output_token_ids": outputs[request_id]}
+            if decode is not None:
+                row["output_text"] = decode(outputs[request_id])
             if request_id in samples:
                 row["sample_output_token_ids"] = samples[request_id]
-            fh.write(json.dumps(row) + "\n")
+                if decode is not None:
+                    row["sample_output_texts"] = [decode(ids) for ids in samples[request_id]]
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path
+
+
+def output_decoder(config: SimConfig) -> Callable[[list[int]], str] | None:
+    """Output ids to text with the tokenizer of the weights that ran: smollm2-135m's GGUF
+    tokenizer; None for seeded random weights (their ids are no one's words) and --weights
+    directories (loaded without a tokenizer)."""
+    if config.options.weights or config.model.name != "smollm2-135m":
+        return None
+    from backend.gguf_weights import load_tokenizer, open_gguf, require_gguf
+
+    return load_tokenizer(open_gguf(require_gguf())).decode
 
 
 def write_acceptance(results: Results, out_dir: str | Path) -> Path:

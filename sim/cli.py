@@ -27,6 +27,8 @@ from rich.table import Table
 
 from sim.calibrate_cli import add_calibrate_parser, run_calibrate
 from sim.config import ReplayOptions, options_from_toml, resolve
+from sim.extras import install_hint, require_extra
+from sim.run_notes import run_notes
 from sim.validate_cli import add_profile_parser, add_validate_parser, run_profile, run_validate
 from sim.sweep.cli import (add_capacity_parser, add_sweep_parser, run_capacity_command,
                            run_sweep_command)
@@ -97,9 +99,12 @@ OPTION_HELP = {
     "slo_tpot_s": "TPOT SLO for goodput",
     "speculator": "speculative decoding: none|draft|tree|ngram|cascade (servesim list speculators)",
     "spec_k": "draft tokens per step (a tree's depth); the most, with --spec-dynamic",
-    "spec_acceptance": "acceptance model: an i.i.d. rate (0.7), per-position conditional rates"
+    "spec_acceptance": "acceptance model: an i.i.d. rate (0.7: each draft is accepted with"
+                       " probability 0.7 given every draft before it was; summary key"
+                       " spec_conditional_acceptance_rate), per-position conditional rates"
                        " (0.54,0.36,0.26), beta:MEAN:CONC per request, or a file of accepted"
-                       " counts; default 0.7",
+                       " counts; default 0.7. Not spec_acceptance_rate, which counts drafts"
+                       " after a rejection as rejected (0.7 at k=4: 0.443)",
     "spec_dynamic": "pick k per batch size from the cost model and shrink it as measured"
                     " acceptance falls (default: k fixed)",
     "draft_model": "draft model for draft/cascade (e.g. llama-3.2-1b, qwen2-0.5b)",
@@ -188,6 +193,8 @@ def replay_options(args: argparse.Namespace) -> ReplayOptions:
     if args.config:
         values.update(options_from_toml(args.config))
     values.update({n: getattr(args, n) for n in ReplayOptions.names() if hasattr(args, n)})
+    if values.get("executor") == "real":
+        require_extra("backend", "--executor real (the torch backend)")
     if values.get("executor") == "real" and "hardware" not in values:
         from backend.replay import detect_hardware
 
@@ -217,6 +224,8 @@ def run_replay(args: argparse.Namespace, console: Console) -> int:
                   f"{config.cost_model_choice}[/dim]")
     for note in config.trace.notes:
         console.print(f"[dim]trace: {note}[/dim]")
+    for note in run_notes(config.trace, options, results.summary):
+        console.print(f"note: {note}", soft_wrap=True)
     if args.out:
         out = write_results(results, args.out)
         console.print(f"wrote summary.json, requests.csv and iterations.csv to {out}")
@@ -227,14 +236,15 @@ def run_replay(args: argparse.Namespace, console: Console) -> int:
 
 def run_real_replay(config, out_dir: str | None, console: Console) -> int:
     """The torch backend: imported only here, so the simulator path never loads torch."""
-    from backend.replay import replay_real, sample_outputs, write_acceptance, write_outputs
+    from backend.replay import (output_decoder, replay_real, sample_outputs, write_acceptance,
+                                write_outputs)
     from sim.results import write_results
 
     results, outputs = replay_real(config)
     console.print(results_table(results))
     if out_dir:
         out = write_results(results, out_dir)
-        written = [write_outputs(outputs, out, sample_outputs(results))]
+        written = [write_outputs(outputs, out, sample_outputs(results), output_decoder(config))]
         if config.options.speculator != "none":
             written.append(write_acceptance(results, out))
         console.print(f"wrote {out / 'summary.json'}, {out / 'requests.csv'} and "
@@ -267,7 +277,8 @@ def results_table(results) -> Table:
         table.add_row(key, _fmt(s[key]), "", "", "")
     if o.speculator != "none":
         table.add_section()
-        for key in ("spec_tokens_per_step_mean", "spec_acceptance_rate", "spec_k_mean",
+        for key in ("spec_tokens_per_step_mean", "spec_accepted_share_of_proposed",
+                    "spec_conditional_acceptance_rate", "spec_k_mean",
                     "spec_draft_time_share", "spec_verify_time_share"):
             table.add_row(key, _fmt(s[key]), "", "", "")
     return table
@@ -361,8 +372,9 @@ def run_ui(args: argparse.Namespace) -> NoReturn:
     from pathlib import Path
 
     ui_spec = importlib.util.find_spec("ui")
-    if importlib.util.find_spec("streamlit") is None or ui_spec is None or not ui_spec.origin:
-        raise ValueError("the dashboard needs the ui extra: pip install 'servesim[ui]'")
+    require_extra("ui", "the dashboard")
+    if ui_spec is None or not ui_spec.origin:
+        raise ValueError(f"the dashboard's ui package is missing: {install_hint('ui')}")
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must lie in 1..65535, got {args.port}")
     from ui.upload import UPLOAD_LIMIT_BYTES

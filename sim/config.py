@@ -24,6 +24,7 @@ from sim.cost.kernel_tables import shipped_hardware, shipped_tables
 from sim.cost.measured_coefficients import MeasuredCoefficients, measured_coefficients
 from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes
 from sim.machine_speed import SpeedTrace, read_speed_trace
+from sim.option_check import check_option
 from sim.spec.acceptance import DEFAULT_ACCEPTANCE, AcceptanceModel, parse_acceptance
 
 if sys.version_info >= (3, 11):
@@ -115,8 +116,9 @@ class ReplayOptions:
     slo_tpot_s: float | None = None
     speculator: str = "none"
     spec_k: int = 4
-    spec_acceptance: str | None = None
-    """A rate, a per-position rate list, beta:MEAN:CONC, or an acceptance trace file."""
+    spec_acceptance: str | float | None = None
+    """A rate, a per-position rate list, beta:MEAN:CONC, or an acceptance trace file (a TOML
+    file may give a rate as a number)."""
     spec_dynamic: bool = False
     draft_model: str | None = None
     tiny_draft_model: str | None = None
@@ -134,6 +136,13 @@ class ReplayOptions:
     temperature: float = 0.0
     top_k: int = 0
     top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        """Every value, from the CLI, a TOML file, a sweep grid or the dashboard, passes one
+        check keyed by the field's type (`sim.option_check`); integral floats become ints."""
+        for f in fields(self):
+            value = check_option(f.name, getattr(self, f.name), f.type)
+            object.__setattr__(self, f.name, value)
 
     @property
     def pools(self) -> tuple[int, ...]:
@@ -377,16 +386,12 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
     lookup(ALLOCATORS, "allocator", options.allocator)
     lookup(SPECULATORS, "speculator", options.speculator)
     lookup(ROUTERS, "router", options.router)
-    if options.replicas < 1:
-        raise ValueError(f"--replicas must be >= 1, got {options.replicas}")
     if options.disaggregate is not None:
         parse_pools(options.disaggregate)
         if options.replicas != 1:
             raise ValueError("give either --replicas N or --disaggregate P:D, not both")
         if options.scheduler == "static":
             raise ValueError("--disaggregate needs an iteration-level scheduler, not static")
-        if options.kv_link_bandwidth_gb_s <= 0 or options.kv_link_latency_s < 0:
-            raise ValueError("the KV link needs bandwidth > 0 and latency >= 0")
     if options.weight_dtype is not None:
         dtype_bytes(options.weight_dtype)
     dtype_bytes(options.kv_dtype)
@@ -398,18 +403,10 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
     if max_model_len < 1:
         raise ValueError(f"max_model_len must be >= 1, got {max_model_len}")
     max_tokens = options.max_num_batched_tokens or max(max_model_len, 2048)
-    if not (1 <= options.n <= 1024 and 1 <= options.beam_width <= 1024):
-        raise ValueError(f"--n and --beam-width must lie in [1, 1024], got {options.n}, {options.beam_width}")
     if options.n > 1 and options.beam_width > 1:
         raise ValueError("give either --n (parallel sampling) or --beam-width, not both")
     if (options.n > 1 or options.beam_width > 1) and options.disaggregate:
         raise ValueError("--n and --beam-width are not modelled with --disaggregate yet")
-    if not 0.0 <= options.beam_churn <= 1.0:
-        raise ValueError(f"--beam-churn must lie in [0, 1], got {options.beam_churn}")
-    if options.swap_space_gb < 0:
-        raise ValueError(f"--swap-space-gb must be >= 0, got {options.swap_space_gb}")
-    if options.num_gpu_blocks is not None and options.num_gpu_blocks < 1:
-        raise ValueError(f"--num-gpu-blocks must be >= 1, got {options.num_gpu_blocks}")
     if trace is None:
         trace = load_workload(options)
     policy_options = {
@@ -453,8 +450,6 @@ def _resolve_speculation(
         spec_inner_acceptance=options.spec_inner_acceptance,
     )
     entry.make_params(policy_options)
-    if options.spec_draft_pass_overhead_s < 0:
-        raise ValueError("--spec-draft-pass-overhead-s must be >= 0")
     acceptance = parse_acceptance(
         DEFAULT_ACCEPTANCE if options.spec_acceptance is None else options.spec_acceptance
     )

@@ -21,8 +21,12 @@ With a speculator other than `none` (the keys are absent with `none`, so plain r
 summary byte for byte), over every verify of every request:
 - `spec_tokens_per_step_mean`: tokens emitted per target verify pass (accepted drafts + the
   corrected or bonus token; at most k + 1); `spec_tokens_per_step_share_<n>` its distribution
-- `spec_acceptance_rate`: accepted / proposed drafts; `spec_acceptance_rate_pos<i>` the rate at
-  draft position i conditional on reaching it (the rates engines log); null if never reached
+- `spec_acceptance_rate`: accepted / proposed drafts, every draft after the first rejection
+  counted as rejected (so below `--spec-acceptance`: 0.7 at k = 4 gives 0.443);
+  `spec_accepted_share_of_proposed` the same number under a name that says so;
+  `spec_conditional_acceptance_rate`: accepted / reached drafts (a draft is reached when every
+  draft before it was accepted), the quantity `--spec-acceptance` sets (0.7 gives 0.7);
+  `spec_acceptance_rate_pos<i>` that rate at draft position i; null if never reached
 - `spec_k_mean`: drafts verified per verify (k after the dynamic rule and the caps)
 - `spec_draft_time_share`, `spec_verify_time_share`: drafting, and the target passes of steps
   that verified drafts, as shares of the replica's busy time (the rest is plain steps)
@@ -251,6 +255,8 @@ def _speculation(log: SpeculationLog, spec_k: int, busy_s: float) -> dict[str, A
         "spec_verifies": n,
         "spec_tokens_per_step_mean": ratio(sum(i * c for i, c in enumerate(histogram)), n),
         "spec_acceptance_rate": ratio(sum(accepted), log.num_proposed),
+        "spec_accepted_share_of_proposed": ratio(sum(accepted), log.num_proposed),
+        "spec_conditional_acceptance_rate": ratio(sum(accepted), sum(reached)),
         "spec_k_mean": ratio(log.num_proposed, n),
         "spec_draft_time_share": ratio(log.draft_s, busy_s),
         "spec_verify_time_share": ratio(log.verify_s, busy_s),

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 from pathlib import Path
 from typing import Callable
@@ -26,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sim.config import ReplayOptions
+from sim.extras import require_extra
 from sim.validation import HEADLINE_KEYS
 
 GRIDS = ("default", "tiny")
@@ -108,9 +108,7 @@ def add_validate_parser(sub: argparse._SubParsersAction,
 
 
 def _need_torch(command: str) -> None:
-    if importlib.util.find_spec("torch") is None:
-        raise ValueError(f"servesim {command} runs the real backend, which needs torch: "
-                         "pip install -e '.[backend]'")
+    require_extra("backend", f"servesim {command} runs the real backend, which")
 
 
 def _hardware(given: str | None) -> str:

@@ -143,3 +143,37 @@ def test_capacity_grid_command_names_the_cheapest_cell(tmp_path, capsys):
     assert "--gpu-price lacks a price for a100, h100" in capsys.readouterr().err
     assert main(["capacity", "--trace", TRACE, "--slo", "ttft_p99=1", "--gpu-price", "h100=3"]) == 2
     assert "--gpu-price goes with --grid" in capsys.readouterr().err
+
+
+def test_an_slo_no_rate_meets_stops_where_the_rate_no_longer_matters():
+    """Below some rate requests run alone and the metrics stop changing: halving further is
+    pointless, and the error says why instead of bisecting towards 1e-12."""
+    def summary(options):
+        return {"requests_unfinished": 0, "ttft_p99_s": 0.2 + 0.1 * max(options.rate_scale - 1, 0)}
+
+    with pytest.raises(ValueError, match=r"at rate_scale 1 and 0.5 the requests no longer wait"
+                                         r".*ttft_p99_s 0.2 s > 0.1 s"):
+        find_capacity(ReplayOptions(trace=TRACE, rate_scale=4), {"ttft_p99_s": 0.1}, seeds=1,
+                      summary_fn=summary)
+
+
+def test_the_downward_search_has_a_floor():
+    def summary(options):  # keeps changing with the rate, never meets
+        return {"requests_unfinished": 0, "ttft_p99_s": 1 + options.rate_scale}
+
+    with pytest.raises(ValueError, match="the search stopped at rate_scale"):
+        find_capacity(ReplayOptions(trace=TRACE), {"ttft_p99_s": 0.5}, seeds=1, max_probes=100,
+                      summary_fn=summary)
+
+
+def test_a_fixed_trace_runs_each_probe_once(capsys):
+    """The bundled trace file is fixed: seeds 0 and 1 give the same run, so --seeds 3 runs one
+    simulation per probe and says so; an SLO a lone request misses ends quickly and says why."""
+    argv = ["capacity", "--max-requests", "40", "--model", "llama-3-8b", "--hardware", "h100",
+            "--cost-model", "roofline", "--seeds", "3", "--rel-tol", "0.2"]
+    assert main([*argv, "--slo", "ttft_p99=0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "each probe ran once, not 3 times" in out
+    assert main([*argv, "--slo", "ttft_p99=0.0001"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no rate meets the SLOs") and "a request alone misses" in err

@@ -72,7 +72,7 @@ def test_list(what, expected, capsys):
     (["--trace", "/nonexistent/trace.csv"], "/nonexistent/trace.csv"),
     (["--model", "llama-2-70b", "--hardware", "a100"], "raise --tp"),
     (["--gpu-memory-utilization", "1.5"], "gpu_memory_utilization"),
-    (["--rate-scale", "0"], "factor"),
+    (["--rate-scale", "0"], "--rate-scale must be > 0"),
 ])
 def test_bad_input_is_a_clear_error_not_a_traceback(argv, message, capsys):
     assert main(["replay", "--quiet", "--max-requests", "5", *argv]) == 2

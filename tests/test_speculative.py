@@ -418,3 +418,14 @@ def test_crossover_speedup_above_1_5_at_low_batch_and_below_1_when_verify_domina
     assert rows[1] > 1.5 and rows[16] > 1.5
     assert rows[64] < rows[16]
     assert rows[256] < 1.0
+
+
+def test_the_two_acceptance_rates_have_names_that_tell_them_apart():
+    """`--spec-acceptance 0.7` at k = 4: 0.7 of reached drafts are accepted, but only
+    (0.7 + 0.49 + 0.343 + 0.2401) / 4 = 0.443 of proposed ones (after a rejection the rest of
+    the drafts are never accepted)."""
+    s = _run(_trace((0.0, 64, 20_000)), model="llama-3.1-8b", speculator="ngram", spec_k=4,
+             spec_acceptance="0.7").summary
+    assert s["spec_conditional_acceptance_rate"] == pytest.approx(0.7, abs=0.02)
+    assert s["spec_acceptance_rate"] == pytest.approx(1.7731 / 4, abs=0.02)
+    assert s["spec_accepted_share_of_proposed"] == s["spec_acceptance_rate"]

@@ -175,7 +175,7 @@ def test_ray_backend_without_ray_says_how_to_install_it(tmp_path, monkeypatch, c
     grid.write_text(f'trace = "{TRACE}"\n')
     assert main(["sweep", "--grid", str(grid), "--out", str(tmp_path / "o"),
                  "--backend", "ray", "--quiet"]) == 2
-    assert "pip install 'servesim[dist]'" in capsys.readouterr().err
+    assert "pip install -e '.[dist]'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flags,message", [

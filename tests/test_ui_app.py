@@ -301,3 +301,11 @@ def test_sweep_lines_take_catalog_models_not_paths():
     at = start("Sweep")
     at.text_area(key="sweep_configs").set_value("model=/etc/passwd").run()
     assert "model takes a catalog name here" in at.error[0].value
+
+
+def test_the_default_slice_is_said_next_to_the_headline_numbers(default_app):
+    """The dashboard replays 500 requests by default, `make demo` the whole trace: the page
+    says so under the cards, so the two sets of numbers are not mistaken for one."""
+    notes = [c.value for c in default_app.caption if "first 500 requests" in c.value]
+    assert len(notes) == 1
+    assert "make demo" in notes[0] and "clear max_requests" in notes[0]

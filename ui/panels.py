@@ -10,13 +10,15 @@ from sim.config import ReplayOptions
 from ui import charts, data
 from ui.data import RunView
 from ui.runner import cached_run
+from ui.controls import DEFAULTS
 from ui.upload import user_message
 
 OPTIONAL_PANELS: dict[str, tuple[str, ...]] = {
     "Prefix caching": ("prefix_hit_rate", "prefix_hit_rate_blocks", "prefix_hit_tokens",
                        "evictions"),
-    "Speculative decoding": ("spec_tokens_per_step_mean", "spec_acceptance_rate", "spec_k_mean",
-                             "spec_verifies", "spec_draft_time_share", "spec_verify_time_share"),
+    "Speculative decoding": ("spec_tokens_per_step_mean", "spec_acceptance_rate",
+                             "spec_conditional_acceptance_rate", "spec_k_mean", "spec_verifies",
+                             "spec_draft_time_share", "spec_verify_time_share"),
 }
 """Panels shown only when the summary's first key has a value (the features that fill it:
 a prefix-caching allocator, a speculator other than `none`)."""
@@ -55,6 +57,21 @@ def metric_cards(view: RunView, price_per_gpu_hour: float, baseline: RunView | N
         delta = None if base is None or value is None else fmt(value - base)
         columns[i % 5].metric(label, fmt(value), delta=delta,
                               delta_color="inverse" if better == "lower" else "normal")
+    note = slice_note(view)
+    if note:
+        st.caption(note)
+
+
+def slice_note(view: RunView) -> str | None:
+    """Why these numbers are not `make demo`'s: the dashboard replays a `max_requests` slice
+    by default (a one-second answer), the CLI the whole trace. None when nothing was cut."""
+    cap = view.options.max_requests
+    if cap is None or len(view.requests) < cap:
+        return None
+    return (f"These numbers cover the first {cap} requests of {view.trace_name} (max_requests "
+            f"= {cap}; the dashboard's default is {DEFAULTS.max_requests}, for a fast answer). "
+            "`make demo` and `servesim replay` without --max-requests replay the whole trace, "
+            "so their numbers differ: clear max_requests in the sidebar to match them.")
 
 
 def rejections(view: RunView) -> None:

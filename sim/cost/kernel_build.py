@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from sim.extras import install_hint
+
 FORMAT_VERSION = 1
 SOURCE_REPOSITORY = "ai-dynamo/aiconfigurator"
 SOURCE_LICENSE = "Apache-2.0 (Copyright NVIDIA CORPORATION & AFFILIATES)"
@@ -179,7 +181,7 @@ def _read_parquet(path: Path) -> Columns:
         import pyarrow.parquet as pq  # the build step's own dependency, never the simulator's
     except ImportError:
         raise ValueError("building kernel tables reads parquet with pyarrow: "
-                         "pip install 'servesim[calibrate]'") from None
+                         f"{install_hint('calibrate')}") from None
     try:
         table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises several types for a bad file

@@ -12,6 +12,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Iterator
 
+from sim.extras import install_hint
 from sim.sweep.cell import run_cell
 
 BACKENDS = ("local", "ray")
@@ -62,7 +63,7 @@ def _run_ray(
         import ray
     except ImportError:
         raise ValueError(
-            "--backend ray needs Ray: pip install 'servesim[dist]' (or use --backend local)"
+            f"--backend ray needs Ray (or use --backend local): {install_hint('dist')}"
         ) from None
     if not ray.is_initialized():
         if address is None:

@@ -6,6 +6,12 @@ SLOs when every request finishes and every SLO metric's mean over the seeds is a
 bound. Stopping is noise-aware: when a metric's mean lies within `z` standard errors of its
 bound, more bisection would only chase the seeds' noise, so the search stops there; otherwise
 it stops when the bracket is narrower than `rel_tol`.
+
+Two shortcuts keep a hopeless or deterministic search short. When the seed changes nothing (a
+fixed trace file: the first probe's first two seeds give the same summary) each probe runs once.
+When the rate falls so low that halving it again leaves every SLO metric unchanged (requests no
+longer wait for each other), no lower rate can meet the SLOs and the search says so, as it does
+below `MIN_RATE_SCALE_FACTOR` of the starting scale.
 """
 
 from __future__ import annotations
@@ -18,6 +24,11 @@ from typing import Any, Callable
 from sim.config import ReplayOptions, load_workload
 
 SummaryFn = Callable[[ReplayOptions], dict[str, Any]]
+
+MIN_RATE_SCALE_FACTOR = 1e-6
+"""The downward search gives up below this fraction of the starting rate scale."""
+SAME_LATENCY_REL_TOL = 1e-9
+"""Metrics this close at two rates are the same: the rate no longer matters."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +52,8 @@ class Capacity:
     stopped: str
     """`tolerance`, `noise` or `max_probes`."""
     probes: list[Probe] = field(default_factory=list)
+    seeds_per_probe: int = 1
+    """Runs per probe: `seeds`, or 1 when the seed changed nothing in the first probe."""
 
 
 def parse_slo(text: str) -> dict[str, float]:
@@ -79,26 +92,37 @@ def find_capacity(
         raise ValueError("capacity search scales arrival times; it needs --pace trace")
     base_rate = _mean_rate(options)
     probes: list[Probe] = []
+    seeds_per_probe = seeds
+
+    def run(scale: float, i: int) -> dict[str, Any]:
+        return summary_fn(options.updated({"rate_scale": scale, "seed": options.seed + i}))
 
     def probe(scale: float) -> Probe:
+        nonlocal seeds_per_probe
         if len(probes) >= max_probes:
             raise _OutOfProbes
-        runs = [summary_fn(options.updated({"rate_scale": scale, "seed": options.seed + i}))
-                for i in range(seeds)]
+        runs = [run(scale, i) for i in range(min(seeds_per_probe, 2))]
+        if not probes and len(runs) == 2 and runs[0] == runs[1]:
+            seeds_per_probe, runs = 1, runs[:1]  # the seed changes nothing: one run will do
+        runs += [run(scale, i) for i in range(len(runs), seeds_per_probe)]
         result = _judge(scale, runs, slo, z)
         probes.append(result)
         return result
 
     def done(scale: float, stopped: str) -> Capacity:
-        return Capacity(scale, scale * base_rate, stopped, probes)
+        return Capacity(scale, scale * base_rate, stopped, probes, seeds_per_probe)
 
     scale = options.rate_scale
+    floor = scale * MIN_RATE_SCALE_FACTOR
     try:
         first = probe(scale)
         if first.within_noise:
             return done(scale, "noise")
         low, high = (scale, None) if first.meets else (None, scale)
         while low is None or high is None:
+            if high is not None and scale / 2 < floor:
+                raise ValueError(f"no rate meets the SLOs: the search stopped at rate_scale "
+                                 f"{scale:g}, {MIN_RATE_SCALE_FACTOR:g} of the start")
             scale = scale * 2 if high is None else scale / 2
             result = probe(scale)
             if result.within_noise:
@@ -107,6 +131,7 @@ def find_capacity(
                 low = scale
             else:
                 high = scale
+                _stop_if_rate_no_longer_matters(probes, slo)
         while high - low > rel_tol * low:
             middle = (low + high) / 2
             result = probe(middle)
@@ -124,6 +149,24 @@ def find_capacity(
 
 class _OutOfProbes(Exception):
     pass
+
+
+def _stop_if_rate_no_longer_matters(probes: list[Probe], slo: dict[str, float]) -> None:
+    """ValueError when the last two failing probes (a rate and its half) have the same SLO
+    metrics: the requests no longer wait for each other, so no lower rate does better."""
+    before, last = probes[-2], probes[-1]
+    if before.meets or not before.rate_scale == 2 * last.rate_scale:
+        return
+    same = all(math.isclose(before.means[n], last.means[n], rel_tol=SAME_LATENCY_REL_TOL,
+                            abs_tol=1e-12) for n in slo)
+    if not same:
+        return
+    missed = [f"{n} {last.means[n]:.4g} s > {bound:g} s" for n, bound in slo.items()
+              if last.means[n] > bound]
+    why = ", ".join(missed) if missed else "some requests never finish"
+    raise ValueError(f"no rate meets the SLOs: at rate_scale {before.rate_scale:g} and "
+                     f"{last.rate_scale:g} the requests no longer wait for each other and the "
+                     f"metrics are the same ({why}); a request alone misses them")
 
 
 def _judge(scale: float, runs: list[dict[str, Any]], slo: dict[str, float], z: float) -> Probe:

@@ -83,6 +83,10 @@ def run_capacity_command(args: argparse.Namespace, console: Console, options) ->
     console.print(table)
     console.print(f"capacity: rate_scale {result.rate_scale:.4g} = {result.rate_req_s:.4g} req/s"
                   f" (stopped: {result.stopped})")
+    if result.seeds_per_probe < args.seeds:
+        console.print(f"note: seeds {options.seed} and {options.seed + 1} gave the same run (the "
+                      "trace and everything else are fixed), so each probe ran once, not "
+                      f"{args.seeds} times")
     return 0
 
 

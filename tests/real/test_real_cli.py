@@ -47,7 +47,7 @@ def test_real_replay_is_deterministic_for_a_seed(tmp_path):
     (["--temperature", "0.7"], "only apply to --executor real"),
     (["--executor", "gpu"], "unknown executor 'gpu'"),
     (["--pace", "fast"], "unknown pace 'fast'"),
-    (["--executor", "real", "--model", "tiny-llama", "--top-p", "0"], "top_p must be in"),
+    (["--executor", "real", "--model", "tiny-llama", "--top-p", "0"], "--top-p must lie in (0, 1]"),
     (["--executor", "real", "--model", "mixtral-8x7b", "--hardware", "h100"], "dense gated-MLP"),
     (["--executor", "real", "--model", "jamba-v0.1", "--hardware", "h100"], "dense gated-MLP"),
     (["--executor", "real", "--model", "tiny-llama", "--weights", "/nonexistent"],
@@ -91,3 +91,23 @@ def test_real_replay_runs_an_inference_perf_closed_loop(tmp_path, capsys):
     assert send == sorted(send) and send[2] > 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["prefix_hit_rate"] > 0  # repeated prompts hit on the real pool too
+
+
+def test_outputs_jsonl_of_a_model_with_a_tokenizer_gives_the_text(tmp_path, capsys):
+    """smollm2-135m runs its GGUF weights with their tokenizer: each row's text is its ids
+    decoded, the samples' texts beside their ids; tiny-llama (seeded weights) has none."""
+    from backend.gguf_weights import INSTALL_HINT, find_gguf, load_tokenizer, open_gguf
+
+    if find_gguf() is None:
+        pytest.skip(f"SmolLM2 weights not installed ({INSTALL_HINT})")
+    out = tmp_path / "out"
+    assert main(["replay", "--quiet", "--executor", "real", "--model", "smollm2-135m",
+                 "--trace", "synthetic:n=1,arrivals=poisson:50,prompt=fixed:12,output=fixed:6",
+                 "--n", "2", "--temperature", "1.0", "--out", str(out)]) == 0, \
+        capsys.readouterr().err
+    (row,) = [json.loads(line) for line in (out / "outputs.jsonl").read_text().splitlines()]
+    tokenizer = load_tokenizer(open_gguf(find_gguf()))
+    assert len(row["output_token_ids"]) == 6 and row["output_text"].strip()
+    assert row["output_text"] == tokenizer.decode(row["output_token_ids"])
+    assert row["sample_output_texts"] == [tokenizer.decode(ids)
+                                          for ids in row["sample_output_token_ids"]]
