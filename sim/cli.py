@@ -152,8 +152,18 @@ def _add_replay_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """A bad flag (unknown, missing, or a value of the wrong kind) is one `error:` line and
+    exit status 2, like every other bad input; `--help` shows the usage. Subcommands'
+    parsers are of this class too (argparse makes them with the parent's class)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="servesim", description="LLM-serving simulator")
+    parser = OneLineErrorParser(prog="servesim", description="LLM-serving simulator")
     sub = parser.add_subparsers(dest="command", required=True)
     replay = sub.add_parser("replay", help="replay a trace through the simulator")
     _add_replay_flags(replay)

@@ -96,3 +96,16 @@ def test_the_dashboard_gets_the_same_check():
         controls.build_options({"block_size": 0})
     with pytest.raises(ValueError, match="--replicas must be an integer"):
         controls.build_options({"replicas": "2"})
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["replay", "--tp", "2.5"], "error: servesim replay: argument --tp: invalid int value: '2.5'"),
+    (["replay", "--bogus"], "error: servesim: unrecognized arguments: --bogus"),
+    (["list", "nothing"], "error: servesim list: argument what: invalid choice: 'nothing'"),
+])
+def test_a_flag_argparse_cannot_read_is_a_one_line_error(capsys, argv, message):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
