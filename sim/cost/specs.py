@@ -446,6 +446,9 @@ class HardwareSpec:
     host_link_bandwidth_bytes_s: float
     """Device-to-host link (PCIe), for KV swap."""
     interconnect_latency_s: float = 5e-6
+    cuda_total_mem_bytes: float | None = None
+    """Total memory as cudaMemGetInfo reports it (less than the datasheet's: the driver keeps
+    some), which vLLM multiplies by gpu_memory_utilization; None where not recorded."""
 
     def compute_peak(self, dtype: str) -> float:
         """Peak FLOP/s for a compute dtype; weight-only quantized models compute in bf16."""
