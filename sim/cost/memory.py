@@ -1,13 +1,13 @@
 """How many KV blocks a replica's memory holds, derived the way vLLM V1 sizes its KV pool.
 
-vLLM V1 of early 2026 (v0.11 to v0.20; `Worker.init_device`, `Worker.determine_available_memory`
+vLLM V1 from late 2025 to mid 2026 (v0.11 to v0.20; `Worker.init_device`, `determine_available_memory`
 in vllm/v1/worker/gpu_worker.py, `memory_profiling` in vllm/utils/mem_utils.py) does, per device:
 
     requested   = total device memory (as cudaMemGetInfo reports it) x gpu_memory_utilization
     non-KV      = weights + peak activation + non-torch increase
     KV memory   = requested - non-KV            ("Available KV cache memory: X GiB")
     num_blocks  = KV memory // (page bytes per layer x layers), the minimum over workers
-                                                 ("GPU KV cache size: num_blocks x block_size tokens")
+                  ("GPU KV cache size: num_blocks x block_size tokens")
 
 - The baseline snapshot is taken after the CUDA context and NCCL communicators exist, so they
   sit outside the budget (in the 1 - gpu_memory_utilization headroom), as do the CUDA graphs:
@@ -180,10 +180,11 @@ def kv_budget(
     per_block = kv_layout(cost, block_size)[1]
     if kv_per_device <= 0:
         raise ImpossibleConfigError(
-            f"{cost.model.name} ({cost.model.weight_dtype_label(cost.weight_dtype)}) needs {weights / 1e9:.1f} GB of weights and "
-            f"{(activations + runtime) / 1e9:.1f} GB of activations and runtime per device, but "
-            f"{cost.hardware.name} offers {requested / 1e9:.1f} GB at gpu_memory_utilization "
-            f"{gpu_memory_utilization}: raise --tp or --pp, quantize the weights, or pick a larger device"
+            f"{cost.model.name} ({cost.model.weight_dtype_label(cost.weight_dtype)}) needs "
+            f"{weights / 1e9:.1f} GB of weights and {(activations + runtime) / 1e9:.1f} GB of "
+            f"activations and runtime per device, but {cost.hardware.name} offers "
+            f"{requested / 1e9:.1f} GB at gpu_memory_utilization {gpu_memory_utilization}: "
+            f"raise --tp or --pp, quantize the weights, or pick a larger device"
         )
     num_blocks = int(kv_per_device * devices // per_block)
     if num_blocks < 1:
