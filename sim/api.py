@@ -193,5 +193,7 @@ def simulate(
     env.run(until=config.options.horizon_s)
     engines = cluster.engines
     summary = summarize(config, engines, env.now) | cost_model_summary(config, engine_costs)
+    if budgets[0] is not None:
+        summary |= budgets[0].summary()
     return Results(config=config, engines=engines, memory=budgets[0], summary=summary,
                    end_s=env.now)

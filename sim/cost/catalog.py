@@ -136,7 +136,10 @@ _HARDWARE: list[HardwareSpec] = [
                  "fp16": 989 * TFLOPS, "fp8": 1979 * TFLOPS, "int8": 1979 * TFLOPS},
                  mem_bandwidth_bytes_s=3350 * GB, mem_capacity_bytes=80 * GB,
                  interconnect_bandwidth_bytes_s=450 * GB, host_link_bandwidth_bytes_s=64 * GB,
-                 kernel_tables="h100"),
+                 kernel_tables="h100",
+                 # vLLM's start-up log on H100 80GB: "Free memory on device (78.57/79.18 GiB)"
+                 # (llm-d/llm-d-benchmark, config_explorer/empirical-vllm-memory-results.md).
+                 cuda_total_mem_bytes=79.18 * GiB),
     # NVIDIA H200 datasheet (SXM): same compute as H100, HBM3e 4.8 TB/s, 141 GB.
     HardwareSpec("h200", "NVIDIA H200-SXM-141GB", peak_flops={"bf16": 989 * TFLOPS,
                  "fp16": 989 * TFLOPS, "fp8": 1979 * TFLOPS, "int8": 1979 * TFLOPS},

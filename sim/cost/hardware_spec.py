@@ -23,7 +23,7 @@ from sim.cost.specs import DTYPE_BYTES, HardwareSpec
 REQUIRED_FIELDS = ("name", "peak_flops", "mem_capacity_bytes", "mem_bandwidth_bytes_s",
                    "interconnect_bandwidth_bytes_s", "host_link_bandwidth_bytes_s")
 OPTIONAL_FIELDS = ("description", "interconnect_latency_s", "price_per_hour", "kernel_tables",
-                   "coefficients")
+                   "coefficients", "cuda_total_mem_bytes")
 POSITIVE_FIELDS = ("mem_capacity_bytes", "mem_bandwidth_bytes_s",
                    "interconnect_bandwidth_bytes_s", "host_link_bandwidth_bytes_s")
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
@@ -75,6 +75,9 @@ def hardware_from_dict(data: Any, source: str) -> HardwareSpec:
     if data.get("price_per_hour") is not None:
         values["price_per_hour"] = _number(data["price_per_hour"], "price_per_hour", source,
                                            positive=True)
+    if data.get("cuda_total_mem_bytes") is not None:
+        values["cuda_total_mem_bytes"] = _number(data["cuda_total_mem_bytes"],
+                                                 "cuda_total_mem_bytes", source, positive=True)
     if data.get("coefficients") is not None:
         values["coefficients"] = _text(data["coefficients"], "coefficients", source)
     if data.get("kernel_tables") is not None:
@@ -167,6 +170,8 @@ def hardware_to_yaml(spec: HardwareSpec) -> str:
         f"{peaks}"
         f"mem_capacity_bytes: {_number_text(spec.mem_capacity_bytes)}\n"
         f"mem_bandwidth_bytes_s: {_number_text(spec.mem_bandwidth_bytes_s)}\n"
+        f"cuda_total_mem_bytes: {_optional_number(spec.cuda_total_mem_bytes)}"
+        f"  # what the driver reports (vLLM sizes its pool from it); null: the capacity\n"
         f"interconnect_bandwidth_bytes_s: {_number_text(spec.interconnect_bandwidth_bytes_s)}"
         f"  # per direction; tensor-parallel all-reduce\n"
         f"interconnect_latency_s: {_number_text(spec.interconnect_latency_s)}\n"

@@ -446,6 +446,9 @@ class HardwareSpec:
     host_link_bandwidth_bytes_s: float
     """Device-to-host link (PCIe), for KV swap."""
     interconnect_latency_s: float = 5e-6
+    cuda_total_mem_bytes: float | None = None
+    """Total memory as cudaMemGetInfo reports it (less than the datasheet's: the driver keeps
+    some), which vLLM multiplies by gpu_memory_utilization; None where not recorded."""
     price_per_hour: float | None = None
     """USD per GPU-hour, the price `servesim capacity --grid` ranks by when `--gpu-price` names
     none for this hardware; None: unpriced (catalog GPUs: no cited list price)."""
