@@ -262,7 +262,7 @@ def search_family(base: ReplayOptions, family: Family, target: Target,
             replicas = search.colocated(estimate)
             candidate.replicas = replicas
             candidate.fewer = [search.run(replicas - 1) if replicas > 1
-                               else Probe(0, None, False, "no replica serves nothing")]
+                               else Probe(0, None, False, "zero replicas serve no request")]
     except _Infeasible as exc:
         candidate.reason = str(exc)
     except ValueError as exc:  # e.g. ImpossibleConfigError: the weights do not fit
@@ -273,7 +273,9 @@ def search_family(base: ReplayOptions, family: Family, target: Target,
         candidate.num_gpus = replicas * family.tp * base.pp
         candidate.summary = search.runs[(candidate.replicas, candidate.disaggregate)][1]
         candidate.options = non_default(chosen)
-        candidate.headroom_rate_scale = search.headroom(chosen)
+        # one colocated replica: its capacity search already found the highest scale it meets
+        candidate.headroom_rate_scale = (capacity if (candidate.replicas, candidate.disaggregate)
+                                         == (1, None) else search.headroom(chosen))
     candidate.probes = search.order
     candidate.num_simulations = search.num_simulations
     return candidate
