@@ -58,7 +58,7 @@ def run_plan_command(args: argparse.Namespace, console: Console,
                      replay_options: Callable[[argparse.Namespace], Any]) -> int:
     """`replay_options(args)` builds the shared options (flags over --config), once the
     plan's own list flags are taken out of `args`."""
-    from sim.plan.planner import PlanRequest, make_plan
+    from sim.plan.planner import PlanRequest, make_plan, parse_ints
     from sim.plan.report import answer_line, ranked_table, write_plan
     from sim.plan.search import MAX_NUM_SEQS, TOKEN_BUDGETS
     from sim.sweep.capacity import parse_slo
@@ -90,10 +90,10 @@ def run_plan_command(args: argparse.Namespace, console: Console,
         prices=parse_prices(args.gpu_price) if args.gpu_price else {},
         max_gpus=args.max_gpus,
         disaggregate=disaggregate == "auto",
-        tps=_ints(given["tp"], "--tp") if "tp" in given else None,
-        token_budgets=(_ints(given["token_budget"], "--token-budget")
+        tps=parse_ints(given["tp"], "--tp") if "tp" in given else None,
+        token_budgets=(parse_ints(given["token_budget"], "--token-budget")
                        if "token_budget" in given else list(TOKEN_BUDGETS)),
-        max_num_seqs=(_ints(given["max_num_seqs"], "--max-num-seqs")
+        max_num_seqs=(parse_ints(given["max_num_seqs"], "--max-num-seqs")
                       if "max_num_seqs" in given else list(MAX_NUM_SEQS)),
     )
 
@@ -127,9 +127,3 @@ def _names(text: str, flag: str) -> list[str]:
         raise ValueError(f"{flag} takes comma-separated names, got {text!r}")
     return names
 
-
-def _ints(text: str, flag: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",")]
-    except ValueError:
-        raise ValueError(f"{flag} takes comma-separated integers, got {text!r}") from None

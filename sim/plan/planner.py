@@ -87,6 +87,14 @@ class Plan:
         }
 
 
+def parse_ints(text: str, label: str) -> list[int]:
+    """'2048,8192' -> [2048, 8192]; `label` names the input in the error."""
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{label} takes comma-separated integers, got {text!r}") from None
+
+
 def check_request(request: PlanRequest) -> tuple[list[Family], Target, float]:
     """Every bad input as one ValueError before any simulation; the families to search."""
     base = request.base

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -141,13 +142,23 @@ def plan_rows(plan: Plan) -> list[dict[str, Any]]:
     return rows
 
 
+def plan_columns(plan: Plan) -> list[str]:
+    """plan.csv's columns: CSV_COLUMNS with the SLO metrics before the headroom."""
+    split = CSV_COLUMNS.index("headroom_rate_scale")
+    return [*CSV_COLUMNS[:split], *plan.target.slo, *CSV_COLUMNS[split:]]
+
+
+def plan_csv(plan: Plan) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=plan_columns(plan), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows([{k: "" if row[k] is None else row[k] for k in plan_columns(plan)}
+                      for row in plan_rows(plan)])
+    return buffer.getvalue()
+
+
 def _write_csv(plan: Plan, path: Path) -> Path:
-    rows = plan_rows(plan)
-    columns = list(CSV_COLUMNS[:-5]) + list(plan.target.slo) + list(CSV_COLUMNS[-5:])
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows([{k: "" if row[k] is None else row[k] for k in columns} for row in rows])
+    path.write_text(plan_csv(plan))
     return path
 
 
@@ -169,6 +180,10 @@ def plan_json(plan: Plan) -> dict[str, Any]:
     }
 
 
+def plan_json_text(plan: Plan) -> str:
+    return json.dumps(plan_json(plan), indent=2) + "\n"
+
+
 def best_toml_values(plan: Plan) -> dict[str, Any] | None:
     """The best configuration as replay options: BEST_KEYS always, others when not default."""
     options = best_options(plan)
@@ -185,7 +200,7 @@ def probe_dict(probe: Any) -> dict[str, Any]:
 
 
 def _write_json(plan: Plan, path: Path) -> Path:
-    path.write_text(json.dumps(plan_json(plan), indent=2) + "\n")
+    path.write_text(plan_json_text(plan))
     return path
 
 
