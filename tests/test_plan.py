@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given, settings, strategies as st
 
 from sim.cli import main
 from sim.config import ReplayOptions, options_from_toml
@@ -63,10 +64,38 @@ def test_an_optimistic_estimate_is_corrected_upward_by_verification():
 
     candidate = search_family(ReplayOptions(), _family(), _target(SLO, 10.0),
                               summary_fn=contended)
-    # estimate ceil(10 / 3.5) = 3; n replicas: (n + 3) / 4n <= 0.35 first holds at n = 8
+    # estimate ceil(10 / 3.5) = 3; n replicas: (n + 3) / 4n <= 0.35 first holds at n = 8;
+    # steps of 1, 2, 4 from 3 bracket it in (6, 10], bisection finds 8 and 7 failing
     assert candidate.replicas == 8
-    assert [p.replicas for p in candidate.probes] == [3, 4, 5, 6, 7, 8]
+    assert [p.replicas for p in candidate.probes] == [3, 4, 6, 10, 8, 7]
     assert not candidate.fewer[0].meets and candidate.fewer[0].replicas == 7
+
+
+@settings(max_examples=40, deadline=None)
+@given(per_replica=st.floats(0.5, 20), contention=st.floats(0, 0.5), target=st.floats(0.5, 60))
+def test_the_answer_passes_and_one_fewer_fails_for_any_monotone_simulator(
+        per_replica, contention, target):
+    """P99 TTFT grows with the load per replica, plus a routing loss per extra replica (kept
+    below what any number of replicas can absorb)."""
+    assume(target * contention < 0.9 * per_replica)
+
+    def simulator(options: ReplayOptions) -> dict:
+        n = options.replicas
+        load = options.rate_scale / n * (1 + contention * (n - 1))
+        return {"requests_total": 1, "requests_finished": 1, "requests_unfinished": 0,
+                "ttft_p99_s": load / per_replica}
+
+    slo = {"ttft_p99_s": 1.0}
+    candidate = search_family(ReplayOptions(), _family(), _target(slo, target, max_gpus=2000),
+                              summary_fn=simulator)
+    assert candidate.feasible, candidate.reason
+    assert len(candidate.probes) <= 2 * math.log2(candidate.replicas + 1) + 4
+    assert candidate.summary["ttft_p99_s"] <= 1.0
+    [fewer] = candidate.fewer
+    assert fewer.replicas == candidate.replicas - 1 and not fewer.meets
+    if fewer.replicas:
+        assert simulator(ReplayOptions(rate_scale=target, replicas=fewer.replicas))[
+            "ttft_p99_s"] > 1.0
 
 
 def test_a_split_grows_the_pool_its_failing_metric_points_at_and_is_minimal():

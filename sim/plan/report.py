@@ -19,9 +19,9 @@ from typing import Any
 
 from rich.table import Table
 
-from sim.config import ReplayOptions, _toml_value
+from sim.config import ReplayOptions
 from sim.plan.planner import Plan
-from sim.plan.search import Candidate
+from sim.plan.search import Candidate, Probe
 
 BEST_KEYS = ("model", "hardware", "tp", "pp", "replicas", "disaggregate", "scheduler",
              "token_budget", "max_num_seqs", "trace", "rate_scale")
@@ -114,7 +114,7 @@ def best_toml(plan: Plan) -> str:
         leading = name in BEST_KEYS
         if value is None or (not leading and value == getattr(defaults, name)):
             continue
-        lines.append(f"{name} = {_toml_value(value)}")
+        lines.append(f"{name} = {json.dumps(value)}")  # JSON scalars are valid TOML values
     return "\n".join(lines) + "\n"
 
 
@@ -194,7 +194,7 @@ def best_toml_values(plan: Plan) -> dict[str, Any] | None:
             if name in BEST_KEYS or getattr(options, name) != getattr(defaults, name)}
 
 
-def probe_dict(probe: Any) -> dict[str, Any]:
+def probe_dict(probe: Probe) -> dict[str, Any]:
     return {"replicas": probe.replicas, "disaggregate": probe.disaggregate,
             "meets": probe.meets, "misses": probe.misses}
 

@@ -3,10 +3,10 @@ fewest replicas that meet every SLO at the target load with every request finish
 
 Replica counts are searched, not enumerated: one replica's capacity (the highest rate scale it
 meets, `sim.sweep.capacity.find_capacity`) gives an estimate `ceil(target / capacity)`; that
-many replicas are then simulated behind the router at the target load, and the count moves up
-by one until it passes and down by one while it still passes. The probe of one replica fewer
-is kept: it is the evidence that the answer is minimal. A P:D split starts from the colocated
-answer and grows the pool the failing metrics point at (TTFT and queueing: prefill; the rest:
+many replicas are then simulated behind the router at the target load, and the count moves
+from there (steps of 1, 2, 4, ... then bisection, so a close estimate costs two or three runs)
+to the fewest that pass. The probe of one replica fewer is kept: it is the evidence that the
+answer is minimal. A P:D split starts from the colocated estimate and grows the pool the failing metrics point at (TTFT and queueing: prefill; the rest:
 decode), then shrinks either pool while it still passes.
 
 `search_family` runs one family in-process; `run_family` is its worker form (plain data in and
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Callable
 
 from sim.config import ReplayOptions
 from sim.cost.specs import ModelSpec
@@ -201,16 +201,13 @@ class _Search:
         return capacity.rate_scale
 
     def colocated(self, estimate: int) -> int:
-        """The fewest replicas that pass, from `estimate` by steps of one."""
+        """The fewest replicas that pass, searched from `estimate`."""
         limit = self.max_replicas()
-        replicas = min(max(1, estimate), limit)
-        while not self.run(replicas).meets:
-            if replicas == limit:
-                raise _Infeasible(f"{replicas} replicas ({replicas * self.family.tp} GPUs, "
-                                  f"--max-gpus) still miss: {self.run(replicas).misses}")
-            replicas += 1
-        while replicas > 1 and self.run(replicas - 1).meets:
-            replicas -= 1
+        replicas = fewest_passing(lambda n: self.run(n).meets, min(max(1, estimate), limit),
+                                  limit)
+        if replicas is None:
+            raise _Infeasible(f"{limit} replicas ({limit * self.family.tp} GPUs, --max-gpus) "
+                              f"still miss: {self.run(limit).misses}")
         return replicas
 
     def split(self, start: tuple[int, int]) -> tuple[int, int]:
@@ -244,6 +241,42 @@ class _Search:
                                  summary_fn=self.simulate).rate_scale
         except ValueError:  # met at the target by one seed, missed at every probe here
             return None
+
+
+def fewest_passing(passes: Callable[[int], bool], start: int, limit: int) -> int | None:
+    """The smallest n in [1, limit] with `passes(n)` (assumed monotone in n), or None.
+
+    From `start`, steps of 1, 2, 4, ... in the direction the first probe points, then
+    bisection: a good estimate costs two or three probes, a bad one logarithmically many. The
+    answer's n - 1 has always been probed and failed (0 fails by definition), so the caller
+    holds the proof of minimality.
+    """
+    step = 1
+    if passes(start):
+        low, high = 0, start
+        while high > 1:
+            probe = max(high - step, 1)
+            if not passes(probe):
+                low = probe
+                break
+            high, step = probe, step * 2
+    else:
+        low = start
+        while True:
+            if low == limit:
+                return None
+            probe = min(low + step, limit)
+            if passes(probe):
+                high = probe
+                break
+            low, step = probe, step * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        if passes(middle):
+            high = middle
+        else:
+            low = middle
+    return high
 
 
 def search_family(base: ReplayOptions, family: Family, target: Target,
