@@ -107,6 +107,15 @@ def test_a_split_grows_the_pool_its_failing_metric_points_at_and_is_minimal():
     assert {p.disaggregate: p.meets for p in candidate.fewer} == {"2:9": False, "3:8": False}
 
 
+def test_a_one_one_split_that_one_colocated_replica_beats_is_not_minimal():
+    candidate = search_family(ReplayOptions(), _family(disaggregated=True),
+                              _target(SLO, 1.0), summary_fn=_queue_summary)
+    assert not candidate.feasible
+    assert candidate.reason == ("P:D 1:1 is not minimal: one colocated replica (one fewer) meets "
+                                "the target")
+    assert [(p.replicas, p.disaggregate, p.meets) for p in candidate.fewer] == [(1, None, True)]
+
+
 def test_more_gpus_than_max_gpus_is_infeasible_with_the_reason():
     candidate = search_family(ReplayOptions(), _family(tp=2), _target(SLO, 10.0, max_gpus=4),
                               summary_fn=_queue_summary)
@@ -258,3 +267,19 @@ def test_in_process_plan_matches_a_worker_plan(planned):
     assert plan.best.replicas == h100["replicas"]
     assert plan.best.summary == h100["summary"]
     assert not math.isnan(plan.metrics(plan.best)["output_tok_s_per_gpu"])
+
+
+def test_disaggregate_auto_and_another_scheduler_search_their_own_families(tmp_path, capsys):
+    status = main(["plan", "--max-requests", "40", "--hardware", "h100", "--tp", "1",
+                   "--scheduler", "continuous", "--max-num-seqs", "256", "--rate-scale", "120",
+                   "--slo", "ttft_p99=0.5", "--disaggregate", "auto", "--workers", "1",
+                   "--quiet", "--out", str(tmp_path)])
+    assert status == 0
+    assert "continuous, 256 seqs" in capsys.readouterr().out.splitlines()[0]
+    data = json.loads((tmp_path / "plan.json").read_text())
+    [colocated, split] = data["candidates"]
+    assert colocated["family"]["token_budget"] is None  # budgets apply to chunked only
+    assert split["feasible"] and re.fullmatch(r"\d+:\d+", split["disaggregate"])
+    prefill, decode = map(int, split["disaggregate"].split(":"))
+    assert split["num_gpus"] == prefill + decode
+    assert all(not p["meets"] for p in split["fewer"]) and split["fewer"]

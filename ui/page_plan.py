@@ -10,7 +10,7 @@ from sim.cost.catalog import HARDWARE
 from sim.plan.planner import Plan, PlanRequest, make_plan, parse_ints
 from sim.plan.report import (answer_line, best_toml, describe, pareto_chart, plan_csv,
                              plan_json_text, plan_rows)
-from sim.plan.search import check_slo
+from sim.plan.search import Candidate, check_slo
 from sim.sweep.capacity import parse_slo
 from sim.sweep.cheapest import parse_prices
 from ui import controls
@@ -59,7 +59,7 @@ def render(workload: Workload, slos: dict, price_per_gpu_hour: float) -> None:
     if st.button("Run plan", key="run_plan", type="primary"):
         bar = st.progress(0.0, text="planning...")
 
-        def progress(done: int, total: int, candidate) -> None:
+        def progress(done: int, total: int, candidate: Candidate) -> None:
             bar.progress(done / total, text=f"searched {describe(candidate)} ({done}/{total})")
 
         try:

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from rich.console import Console
 
+from sim.config import ReplayOptions
 from sim.sweep.backends import BACKENDS
+
+if TYPE_CHECKING:
+    from sim.plan.search import Candidate
 
 PLAN_FLAGS = {
     "hardware": "comma-separated hardware to try, e.g. h100,h200,a100",
@@ -55,7 +59,7 @@ def add_plan_parser(sub: argparse._SubParsersAction,
 
 
 def run_plan_command(args: argparse.Namespace, console: Console,
-                     replay_options: Callable[[argparse.Namespace], Any]) -> int:
+                     replay_options: Callable[[argparse.Namespace], ReplayOptions]) -> int:
     """`replay_options(args)` builds the shared options (flags over --config), once the
     plan's own list flags are taken out of `args`."""
     from sim.plan.planner import PlanRequest, make_plan, parse_ints
@@ -68,7 +72,7 @@ def run_plan_command(args: argparse.Namespace, console: Console,
     for name in given:
         delattr(args, name)
     options = replay_options(args)
-    defaults = type(options)()
+    defaults = ReplayOptions()
     for name in PLAN_FLAGS:  # a --config file's values, when the flags did not set them
         if name not in given and getattr(options, name) != getattr(defaults, name):
             given[name] = str(getattr(options, name))
@@ -79,7 +83,8 @@ def run_plan_command(args: argparse.Namespace, console: Console,
     base = options.updated({
         "hardware": "h100", "disaggregate": None, "tp": 1, "token_budget": None,
         "max_num_seqs": 256, "rate_scale": 1.0,
-        "scheduler": options.scheduler if hasattr(args, "scheduler") else "chunked"})
+        "scheduler": (options.scheduler if hasattr(args, "scheduler")
+                      or options.scheduler != defaults.scheduler else "chunked")})
     request = PlanRequest(
         base=base,
         hardware=_names(given.get("hardware", defaults.hardware), "--hardware"),
@@ -97,7 +102,7 @@ def run_plan_command(args: argparse.Namespace, console: Console,
                       if "max_num_seqs" in given else list(MAX_NUM_SEQS)),
     )
 
-    def progress(done: int, total: int, candidate) -> None:
+    def progress(done: int, total: int, candidate: Candidate) -> None:
         if args.quiet:
             return
         from sim.plan.report import describe

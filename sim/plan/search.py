@@ -296,9 +296,7 @@ def search_family(base: ReplayOptions, family: Family, target: Target,
             candidate.replicas = replicas
             candidate.fewer = [search.run(replicas - 1) if replicas > 1
                                else Probe(0, None, False, "zero replicas serve no request")]
-    except _Infeasible as exc:
-        candidate.reason = str(exc)
-    except ValueError as exc:  # e.g. ImpossibleConfigError: the weights do not fit
+    except (_Infeasible, ValueError) as exc:  # ValueError: e.g. the weights do not fit
         candidate.reason = str(exc)
     else:
         chosen = search.layout(candidate.replicas, candidate.disaggregate)
@@ -324,6 +322,9 @@ def _disaggregated(search: _Search, candidate: Candidate, estimate: int) -> int:
     # 1:1 has no smaller split: one replica fewer is one colocated replica
     candidate.fewer = ([search.run(1, f"{p}:{d}") for p, d in smaller] if smaller
                        else [search.run(1)])
+    if not smaller and candidate.fewer[0].meets:
+        raise _Infeasible("P:D 1:1 is not minimal: one colocated replica (one fewer) meets the "
+                          "target")
     return prefill + decode
 
 
