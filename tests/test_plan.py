@@ -247,6 +247,7 @@ def test_no_configuration_exits_1_and_still_writes_why(tmp_path, capsys):
     (["--slo", "ttft_p99=2", "--tp", "x"], "--tp takes comma-separated integers"),
     (["--slo", "ttft_p99=2", "--max-gpus", "0"], "--max-gpus must be >= 1"),
     (["--slo", "ttft_p99=2", "--allocator", "nope"], "nope"),
+    (["--slo", "ttft_p99=2", "--executor", "real"], "plan runs the simulator"),
 ])
 def test_bad_input_is_one_error_line_with_status_2(extra, message, tmp_path, capsys):
     status = main(["plan", "--max-requests", "20", "--quiet", "--out", str(tmp_path), *extra])

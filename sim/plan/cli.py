@@ -71,6 +71,8 @@ def run_plan_command(args: argparse.Namespace, console: Console,
     given: dict[str, Any] = {name: getattr(args, name) for name in PLAN_FLAGS if hasattr(args, name)}
     for name in given:
         delattr(args, name)
+    if getattr(args, "executor", "sim") != "sim":  # before replay_options looks for a GPU
+        raise ValueError("plan runs the simulator: it needs --executor sim")
     options = replay_options(args)
     defaults = ReplayOptions()
     for name in PLAN_FLAGS:  # a --config file's values, when the flags did not set them
