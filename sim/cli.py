@@ -9,6 +9,7 @@
     servesim ui [--port N] [--host H]
     servesim sweep --grid GRID.toml --out DIR [--backend local|ray] [--address A]
     servesim capacity --slo ttft_p99=2,tpot_p99=0.1 [replay flags]
+    servesim plan --slo ttft_p99=2 --hardware h100,a100 [--rate R] [--gpu-price P] --out DIR
 
 Replay flags are generated from `ReplayOptions`, so the CLI, TOML config files and sweep grids
 share one set of names. Flags override the config file. Bad input ends with a one-line
@@ -28,6 +29,7 @@ from rich.table import Table
 from sim.calibrate_cli import add_calibrate_parser, run_calibrate
 from sim.config import ReplayOptions, options_from_toml, resolve
 from sim.extras import install_hint, require_extra
+from sim.plan.cli import add_plan_parser, run_plan_command
 from sim.run_notes import run_notes
 from sim.validate_cli import add_profile_parser, add_validate_parser, run_profile, run_validate
 from sim.sweep.cli import (add_capacity_parser, add_sweep_parser, run_capacity_command,
@@ -172,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_validate_parser(sub, _add_option_flags)
     add_sweep_parser(sub)
     add_capacity_parser(sub, _add_option_flags)
+    add_plan_parser(sub, _add_option_flags)
     listing = sub.add_parser("list", help="list known names")
     listing.add_argument("what", choices=["models", "hardware", "schedulers", "allocators",
                                                  "speculators", "routers"])
@@ -418,6 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_sweep_command(args, console)
         if args.command == "capacity":
             return run_capacity_command(args, console, replay_options(args))
+        if args.command == "plan":
+            return run_plan_command(args, console, replay_options)
         return run_list(args.what, console, args.spec)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -15,12 +15,14 @@ if CHECKOUT not in sys.path:  # Streamlit reruns this script on every interactio
 
 import streamlit as st  # noqa: E402
 
-from ui import controls, page_compare, page_roofline, page_sweep, page_whatif  # noqa: E402
+from ui import (controls, page_compare, page_plan, page_roofline, page_sweep,  # noqa: E402
+                page_whatif)
 
 PAGES = {
     "What-if": page_whatif.render,
     "A/B compare": page_compare.render,
     "Sweep": page_sweep.render,
+    "Plan": page_plan.render,
 }
 ROOFLINE = "Roofline"
 

@@ -10,19 +10,23 @@ import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from sim.extras import install_hint
 from sim.sweep.cell import run_cell
 
 BACKENDS = ("local", "ray")
 Outcome = dict[str, Any]
+Task = Callable[[dict[str, Any]], Outcome]
+"""What a worker runs per cell: a top-level function (a pool or Ray ships it by reference)
+that returns an error outcome rather than raising."""
 
 
 def run_cells(
     cells: dict[int, dict[str, Any]], backend: str, *, workers: int | None = None,
-    address: str | None = None,
+    address: str | None = None, task: Task = run_cell,
 ) -> Iterator[tuple[int, Outcome]]:
+    """Run `task(values)` per cell (by default one simulation, `run_cell`)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     if workers is not None and workers < 1:
@@ -32,15 +36,16 @@ def run_cells(
     if not cells:
         return iter(())
     if backend == "local":
-        return _run_local(cells, workers or os.cpu_count() or 1)
-    return _run_ray(cells, workers, address)
+        return _run_local(cells, workers or os.cpu_count() or 1, task)
+    return _run_ray(cells, workers, address, task)
 
 
-def _run_local(cells: dict[int, dict[str, Any]], workers: int) -> Iterator[tuple[int, Outcome]]:
+def _run_local(cells: dict[int, dict[str, Any]], workers: int,
+               task: Task) -> Iterator[tuple[int, Outcome]]:
     # spawn, not fork: a fresh interpreter inherits no threads (Ray's, rich's) from the driver.
     with ProcessPoolExecutor(max_workers=min(workers, len(cells)),
                              mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(run_cell, values): index for index, values in cells.items()}
+        futures = {pool.submit(task, values): index for index, values in cells.items()}
         for future in as_completed(futures):
             try:
                 outcome = future.result()
@@ -57,7 +62,7 @@ def ray_runtime_env() -> dict[str, Any]:
 
 
 def _run_ray(
-    cells: dict[int, dict[str, Any]], workers: int | None, address: str | None,
+    cells: dict[int, dict[str, Any]], workers: int | None, address: str | None, task: Task,
 ) -> Iterator[tuple[int, Outcome]]:
     try:
         import ray
@@ -71,7 +76,7 @@ def _run_ray(
                      log_to_driver=False)
         else:  # a cluster's nodes run their own installed servesim
             ray.init(address=address, log_to_driver=False)
-    remote = ray.remote(num_cpus=1, max_retries=0)(run_cell)
+    remote = ray.remote(num_cpus=1, max_retries=0)(task)
     pending = {remote.remote(values): index for index, values in cells.items()}
     while pending:
         (ref,), _ = ray.wait(list(pending), num_returns=1)

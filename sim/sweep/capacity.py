@@ -90,7 +90,7 @@ def find_capacity(
         raise ValueError("capacity search runs the simulator; it needs --executor sim")
     if options.pace != "trace":
         raise ValueError("capacity search scales arrival times; it needs --pace trace")
-    base_rate = _mean_rate(options)
+    base_rate = mean_rate(options)
     probes: list[Probe] = []
     seeds_per_probe = seeds
 
@@ -188,7 +188,8 @@ def _judge(scale: float, runs: list[dict[str, Any]], slo: dict[str, float], z: f
     return Probe(scale, means, stderrs, meets, within_noise)
 
 
-def _mean_rate(options: ReplayOptions) -> float:
+def mean_rate(options: ReplayOptions) -> float:
+    """The unscaled trace's mean arrival rate, requests/s: what `rate_scale` multiplies."""
     trace = load_workload(options.updated({"rate_scale": 1.0}))
     if trace.closed_loop:
         raise ValueError("capacity search scales a trace's arrival rate; the closed-loop trace "

@@ -1,0 +1,1 @@
+"""`servesim plan`: the cheapest minimal configurations meeting SLOs at a target load."""
