@@ -9,7 +9,8 @@ model or hardware added to its registry appears in its drop-down, with no change
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import streamlit as st
 
@@ -130,16 +131,7 @@ def model_widget(default: str, key: str, container: Any = st) -> str:
     uploaded = container.file_uploader(
         "or a Hugging Face config.json", type=["json"], key=f"{key}.config",
         help="its architecture (and quantization) replaces the drop-down's model")
-    if uploaded is None:
-        return name
-    path = None
-    try:
-        path = store_upload(uploaded.name, uploaded.getvalue(), MODEL_CONFIG_LIMIT_BYTES)
-        model_from_hf_config(path)
-    except ValueError as exc:
-        container.error(f"error: {user_message(exc, path, uploaded.name)}")
-        return name
-    return str(path)
+    return _checked_upload(uploaded, model_from_hf_config, name, container)
 
 
 def hardware_widget(default: str, key: str, container: Any = st) -> str:
@@ -151,15 +143,22 @@ def hardware_widget(default: str, key: str, container: Any = st) -> str:
     uploaded = container.file_uploader(
         "or a hardware spec file", type=["yaml", "yml", "json"], key=f"{key}.spec",
         help="any accelerator: `servesim list hardware --spec h100` writes one to edit")
+    return _checked_upload(uploaded, load_hardware_spec, name, container)
+
+
+def _checked_upload(uploaded: Any, read: Callable[[Path], object], fallback: str,
+                    container: Any) -> str:
+    """The stored path of `uploaded`, once `read` accepts it; `fallback` (the drop-down's
+    choice) when nothing was uploaded or the file is bad, the error shown under its name."""
     if uploaded is None:
-        return name
+        return fallback
     path = None
     try:
         path = store_upload(uploaded.name, uploaded.getvalue(), MODEL_CONFIG_LIMIT_BYTES)
-        load_hardware_spec(path)
+        read(path)
     except ValueError as exc:
         container.error(f"error: {user_message(exc, path, uploaded.name)}")
-        return name
+        return fallback
     return str(path)
 
 
