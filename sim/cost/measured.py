@@ -504,8 +504,7 @@ class MeasuredCostModel:
         batch = self._batch_terms_of(num_seqs, num_seqs, num_seqs)
         kv_global, kv_local = self._lockstep_kv(context_tokens, num_steps, first_step)
         if num_steps < ARRAY_STEPS:
-            return [_step_time(batch, attention)
-                    for attention in self._decode_steps(num_seqs, kv_global, kv_local)]
+            return self._short_run(batch, num_seqs, kv_global, kv_local)
         in_one_go = np.ones(num_steps, dtype=bool)
         kernels = []
         for kind in self._kinds:
@@ -523,6 +522,29 @@ class MeasuredCostModel:
             times[j] = _step_time(batch, self._decode_attention(num_seqs, kv_global[j],
                                                                 kv_local[j]))
         return times
+
+    def _short_run(self, batch: BatchTerms, num_seqs: int, kv_global: list[int],
+                   kv_local: list[int]) -> list[float]:
+        """A short run step by step: with one layer kind whose table holds every step, the
+        sum `_step_time` makes of `_decode_kernel`'s in-range value, without building the
+        kernels; otherwise through `_decode_steps`."""
+        kinds = self._kinds
+        row = self._row(kinds[0], num_seqs) if len(kinds) == 1 else None
+        if row is not None and kinds[0].generation.exact:
+            kind = kinds[0]
+            kv = kv_local if kind.decode_capped else kv_global
+            times = []
+            for tokens in kv:
+                found = row.at(tokens / num_seqs)
+                if not found.in_range:
+                    break
+                total = batch.kernels_s
+                total += kind.layers * found.value_s
+                times.append(total + batch.untabled_s + batch.overhead_s)
+            else:
+                return times
+        return [_step_time(batch, attention)
+                for attention in self._decode_steps(num_seqs, kv_global, kv_local)]
 
     def _count(self, batch: BatchTerms, attention: tuple[KernelTime, ...]) -> None:
         attention_extrapolated = sum(1 for k in attention if k.extrapolated)
