@@ -125,7 +125,7 @@ class Engine:
         self.fast_forward = fast_forward
         self.async_scheduling = async_scheduling
         """Plan each step while the one before runs (vLLM's async scheduling): a request that
-        arrives during a step first runs in the step after next (`_admit_held`)."""
+        arrives during a step first runs in the step after next (`_plan_cutoff_s`)."""
         self.arrivals_unobserved = False
         """Nothing reads this engine's state when a request arrives (one replica, no router),
         so with async scheduling a decode run may go one iteration past an arrival."""
@@ -182,11 +182,13 @@ class Engine:
     def outstanding_requests(self) -> int:
         return self.scheduler.num_waiting + self.scheduler.num_running + len(self._held)
 
-    def _admit_held(self, now_s: float) -> None:
-        """Hand the scheduler the held arrivals the plan of the step starting at `now_s` can
-        see. Run back to back, that plan was made when the step before started, so it sees
-        the arrivals up to then; after an idle gap, every arrival up to `now_s`."""
-        cutoff_s = self.log.start_s[-1] if now_s == self._last_end_s and self.log.start_s else now_s
+    def _plan_cutoff_s(self, now_s: float) -> float:
+        """The latest arrival the plan of the step starting at `now_s` can see: run back to
+        back, that plan was made when the step before started; after an idle gap, `now_s`."""
+        return self.log.start_s[-1] if now_s == self._last_end_s and self.log.start_s else now_s
+
+    def _admit_held(self, cutoff_s: float) -> None:
+        """Hand the scheduler the held arrivals submitted by `cutoff_s`."""
         kept = []
         for submitted_s, seq in self._held:
             if submitted_s <= cutoff_s:
@@ -206,10 +208,9 @@ class Engine:
         scheduling and `arrivals_unobserved`, one more (an arrival changes nothing before the
         step after next), but none that starts at or after `stop_s` (the caller's end)."""
         if self._held:
-            self._admit_held(now_s)
+            self._admit_held(self._plan_cutoff_s(now_s))
         plan = self.scheduler.schedule(now_s)
         if plan.is_empty and self._held:  # nothing planned ahead: the held ones go now
-            self._last_end_s = -math.inf
             self._admit_held(now_s)
             plan = self.scheduler.schedule(now_s)
         if plan.is_empty:
@@ -263,8 +264,7 @@ class Engine:
 
         They stop at the first iteration in which a sequence finishes (it ends the batch),
         before an iteration that would start at or after `until_s` (`grace` of them may), and
-        where the pool cannot
-        grow the batch (a preemption is due). Each iteration's end is accumulated exactly as
+        where the pool cannot grow the batch (a preemption is due). Each iteration's end is accumulated exactly as
         the caller's clock would (`start + duration`), the caller's `now_s + (end - now_s)`
         must land on the same float, and every log row, token time, block, hash and
         completion comes out as one step at a time would leave them: results do not change,
