@@ -24,7 +24,7 @@ from sim.machine_speed import SpeedScaledExecutor
 from sim.metrics import summarize
 from sim.cluster import Cluster
 from sim.results import Results
-from sim.spec.build import speculate, with_draft_memory
+from sim.speculation.build import speculate, with_draft_memory
 from traces.closed_loop import ClosedLoop
 
 ProgressFn = Callable[[int, int], None]

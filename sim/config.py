@@ -25,7 +25,7 @@ from sim.cost.measured_coefficients import MeasuredCoefficients, measured_coeffi
 from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes
 from sim.machine_speed import SpeedTrace, read_speed_trace
 from sim.option_check import check_option
-from sim.spec.acceptance import DEFAULT_ACCEPTANCE, AcceptanceModel, parse_acceptance
+from sim.speculation.acceptance import DEFAULT_ACCEPTANCE, AcceptanceModel, parse_acceptance
 
 if sys.version_info >= (3, 11):
     import tomllib

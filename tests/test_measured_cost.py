@@ -16,7 +16,7 @@ from sim.config import ReplayOptions, options_from_toml, resolve
 from sim.cost.catalog import get_hardware, get_model
 from sim.cost.measured import ARRAY_STEPS, MeasuredCostModel
 from sim.cost.measured_coefficients import MeasuredCoefficients, measured_coefficients
-from sim.spec.drafting import draft_cost_model
+from sim.speculation.drafting import draft_cost_model
 
 
 def measured(model: str, tp: int = 1, hardware: str = "h100", **kwargs) -> MeasuredCostModel:

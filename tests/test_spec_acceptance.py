@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.spec.acceptance import (BetaAcceptance, PositionalAcceptance, TraceAcceptance,
+from sim.speculation.acceptance import (BetaAcceptance, PositionalAcceptance, TraceAcceptance,
                                  iid_expected_tokens, parse_acceptance, widen)
 
 

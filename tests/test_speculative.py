@@ -22,8 +22,8 @@ from sim.api import build_cost_model, build_engine, simulate
 from sim.cli import main
 from sim.config import ReplayOptions, resolve
 from sim.results import write_results
-from sim.spec.acceptance import PositionalAcceptance, iid_expected_tokens
-from sim.spec.drafting import draft_cost_model
+from sim.speculation.acceptance import PositionalAcceptance, iid_expected_tokens
+from sim.speculation.drafting import draft_cost_model
 from tests.helpers import drive, make_seq
 from traces import Trace
 

@@ -4,7 +4,7 @@ A speculator is a policy like a scheduler: data in, data out, no clock, no tenso
 It decides k per request (fixed, or dynamic when `spec_dynamic` is set) and the shape of what
 the target verifies (a chain of k drafts, or a tree whose depth is k). What a draft costs and
 how many drafts survive is the executor's business: the simulator draws acceptance from an
-acceptance model (`sim/spec/`), a real backend runs the drafter and rejection sampling; both
+acceptance model (`sim/speculation/`), a real backend runs the drafter and rejection sampling; both
 report accepted counts through `StepResult.accepted_tokens`.
 
 Dynamic k (`spec_dynamic`), per request and step, is the smaller of two limits:

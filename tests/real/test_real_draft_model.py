@@ -15,7 +15,7 @@ from backend.drafting import layer_subset
 from backend.replay import replay_real
 from sim.cli import main
 from sim.config import resolve
-from sim.spec.acceptance import parse_acceptance
+from sim.speculation.acceptance import parse_acceptance
 from tests.real.tiny_llama import assert_speculation_keeps_distribution, tiny_options
 
 DRAFT = {"speculator": "draft", "draft_model": "tiny-llama-draft"}

@@ -15,7 +15,7 @@ from backend.replay import replay_real, write_acceptance
 from policies.types import Request
 from sim.cli import main
 from sim.config import resolve
-from sim.spec.acceptance import parse_acceptance
+from sim.speculation.acceptance import parse_acceptance
 from tests.real.tiny_llama import assert_speculation_keeps_distribution, tiny_options
 from traces.trace import Trace
 

@@ -28,7 +28,7 @@ from typing import Protocol
 from policies.types import ScheduledChunk
 from sim.cost.measured import MeasuredCostModel
 from sim.cost.roofline import CostModel
-from sim.spec.acceptance import iid_expected_tokens
+from sim.speculation.acceptance import iid_expected_tokens
 
 
 class DraftCost(Protocol):

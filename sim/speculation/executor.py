@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from policies.types import Plan, StepResult
 from sim.cost.roofline import CostModel
-from sim.spec.acceptance import AcceptanceModel, RequestStream
-from sim.spec.drafting import DraftCost
+from sim.speculation.acceptance import AcceptanceModel, RequestStream
+from sim.speculation.drafting import DraftCost
 
 
 class SpeculativeExecutor:

@@ -18,9 +18,9 @@ from policies.types import Request, ScheduledChunk, Sequence
 from sim.config import SimConfig
 from sim.cost.memory import ImpossibleConfigError, MemoryBudget
 from sim.cost.roofline import CostModel
-from sim.spec.drafting import (CascadeDraftCost, DraftCost, ModelDraftCost, NoDraftCost,
+from sim.speculation.drafting import (CascadeDraftCost, DraftCost, ModelDraftCost, NoDraftCost,
                                TreeDraftCost, draft_cost_model)
-from sim.spec.executor import SpeculativeExecutor
+from sim.speculation.executor import SpeculativeExecutor
 
 
 def k_by_batch(config: SimConfig, speculator, target: CostModel, drafting: DraftCost,
