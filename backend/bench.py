@@ -19,7 +19,7 @@ from backend.speed import SpeedMeter
 from policies.engine import Engine
 from policies.kv.base import KVAllocator
 from policies.types import Request
-from sim.api import build_cost_model, build_engine
+from sim.assembly import build_cost_model, build_engine
 from sim.config import ReplayOptions, SimConfig, resolve
 from traces import Trace
 

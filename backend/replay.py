@@ -38,7 +38,7 @@ from backend.sampler import SamplingParams
 from backend.speed import SpeedMeter
 from policies.kv.base import KVAllocator
 from policies.types import Sequence
-from sim.api import build_cost_model, build_engine
+from sim.assembly import build_cost_model, build_engine
 from sim.config import ReplayOptions, SimConfig
 from sim.cost.memory import kv_budget
 from sim.cost.specs import ModelSpec

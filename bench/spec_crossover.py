@@ -25,7 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from policies.types import Request  # noqa: E402
-from sim.api import build_cost_model, simulate  # noqa: E402
+from sim.api import simulate  # noqa: E402
+from sim.assembly import build_cost_model  # noqa: E402
 from sim.config import ReplayOptions, resolve  # noqa: E402
 from traces import Trace  # noqa: E402
 

@@ -105,7 +105,7 @@ class Cluster:
     def closed_loop(self, loop: ClosedLoop) -> Generator[simpy.Event, None, None]:
         """Send `loop`'s requests, each at the instant a slot of its stage frees (the start,
         or an earlier request's finish), with that instant as its arrival time. The engines
-        do not fast-forward decodes here (`sim.api.build_engine`): a finish changes their
+        do not fast-forward decodes here (`sim.assembly.build_engine`): a finish changes their
         work at once, and only the step that finishes a request reveals when."""
         self._loop = loop
         while True:

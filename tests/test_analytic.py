@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sim.api import build_cost_model, simulate
+from sim.api import simulate
+from sim.assembly import build_cost_model
 from sim.config import ReplayOptions, resolve
 from traces import ArrivalProcess, LengthDistribution, Trace, synthetic_trace
 from policies.types import Request

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sim.api import build_cost_model
+from sim.assembly import build_cost_model
 from sim.cli import main
 from sim.config import ReplayOptions, resolve
 from sim.sweep.capacity import find_capacity, parse_slo

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from policies.types import Request
-from sim.api import build_cost_model, simulate
+from sim.api import simulate
+from sim.assembly import build_cost_model
 from sim.config import ReplayOptions, resolve
 from traces import Trace
 

@@ -180,7 +180,7 @@ def test_fast_forward_equality_holds_for_drawn_configs(scheduler, allocator, rat
 def test_dashboard_recorder_sees_every_iteration_either_way(cost_model):
     """The roofline view's per-iteration FLOPs and bytes stay parallel to the log, whichever
     cost model prices the run."""
-    from sim.api import roofline_cost_model
+    from sim.assembly import roofline_cost_model
     from sim.cost.intensity import IterationRecorder
 
     recorded = {}

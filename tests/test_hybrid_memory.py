@@ -9,7 +9,8 @@ import pytest
 from policies.kv.layout import KVLayout
 from policies.kv.hybrid_paged import HybridPagedAllocator
 from policies.kv.paged import PagedParams
-from sim.api import build_cost_model, simulate
+from sim.api import simulate
+from sim.assembly import build_cost_model
 from sim.config import ReplayOptions, resolve
 from sim.cost.catalog import get_model
 from sim.cost.memory import kv_budget, kv_layout

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sim.api import build_cost_model, roofline_cost_model, simulate
+from sim.api import simulate
+from sim.assembly import build_cost_model, roofline_cost_model
 from sim.cli import main
 from sim.config import ReplayOptions, resolve
 from sim.cost.catalog import get_hardware, get_model

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sim.api import build_cost_model, simulate
+from sim.api import simulate
+from sim.assembly import build_cost_model
 from sim.cli import main
 from sim.config import ReplayOptions, options_from_toml, resolve
 from sim.cost.catalog import get_hardware, get_model

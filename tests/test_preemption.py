@@ -8,7 +8,8 @@ from policies.engine import Engine
 from policies.kv.paged import PagedAllocator, PagedParams
 from policies.scheduler.continuous import ContinuousParams, ContinuousScheduler
 from policies.types import Plan, Request, SeqStatus
-from sim.api import build_cost_model, simulate
+from sim.api import simulate
+from sim.assembly import build_cost_model
 from sim.config import ReplayOptions, resolve
 from tests.helpers import FixedCostExecutor, drive
 

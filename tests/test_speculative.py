@@ -18,7 +18,8 @@ from policies.scheduler.continuous import ContinuousParams, ContinuousScheduler
 from policies.speculative.base import SpecParams, choose_k
 from policies.speculative.planner import SpeculativeScheduler
 from policies.types import Request, SeqStatus, StepResult
-from sim.api import build_cost_model, build_engine, simulate
+from sim.api import simulate
+from sim.assembly import build_cost_model, build_engine
 from sim.cli import main
 from sim.config import ReplayOptions, resolve
 from sim.results import write_results

@@ -17,7 +17,7 @@ from backend.replay import replay_real, sample_outputs
 from backend.runner import RealExecutor, seeded_prompt
 from backend.sampler import SamplingParams
 from policies.types import Request, sample_seq_id
-from sim.api import build_cost_model, build_engine
+from sim.assembly import build_cost_model, build_engine
 from sim.cli import main
 from sim.config import ReplayOptions, resolve
 from tests.real.tiny_llama import kv_pool_for
