@@ -33,6 +33,7 @@ demo: $(CORE_STAMP)
 	@echo "servesim is $(VENV)/bin/servesim; `source $(VENV)/bin/activate` puts it on PATH"
 
 test: $(TEST_STAMP)
+	$(VENV)/bin/lint-imports --no-logo
 	$(PY) -m pytest
 
 ui: $(UI_STAMP)

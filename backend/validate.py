@@ -34,11 +34,9 @@ from backend.clocks import timer_for
 from backend.profile import ProfileGrid, machine_info, profile_real, speed_probe_s
 from backend.replay import pick_device, replay_real, write_acceptance
 from backend.speed import Reading, SpeedMeter
-from sim.api import simulate
-from sim.calibrate_cli import write_coefficients
 from sim.config import ReplayOptions, SimConfig, resolve
 from sim.cost.calibrate import FitResult, fit
-from sim.cost.coefficients import load_coefficients
+from sim.cost.coefficients import load_coefficients, write_coefficients
 from sim.cost.profiles import TimingSample, profile_from_json
 from sim.machine_speed import (Reference, fit_at_reference_speed, reference_of, speed_trace,
                                 write_speed_trace)
@@ -47,6 +45,10 @@ from sim.validation import PER_REQUEST_METRICS, per_request_errors, validation_r
 from traces import Trace, cap_lengths
 
 WARM_UP_TRACE = "synthetic:n=4,arrivals=poisson:1000,prompt=fixed:64,output=fixed:8"
+
+Simulate = Callable[[SimConfig], Results]
+"""The simulator (`sim.api.simulate`), handed in by the command that runs a validation: the
+backend never imports the SimPy harness (pyproject.toml's `[tool.importlinter]`)."""
 
 REAL_ONLY_DEFAULTS = {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "weights": None}
 """Options the simulator refuses (they only mean something to the real executor)."""
@@ -86,8 +88,10 @@ class ValidateSettings:
 
 
 def validate(options: ReplayOptions, out_dir: str | Path, settings: ValidateSettings,
-             say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
-    """Run the validation and write its files into `out_dir`; returns validation.json."""
+             simulate: Simulate, say: Callable[[str], None] = lambda text: None
+             ) -> dict[str, Any]:
+    """Run the validation and write its files into `out_dir`; returns validation.json.
+    `simulate` runs the simulated side (`sim.api.simulate`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     options = dataclasses.replace(options, executor="real")

@@ -29,7 +29,6 @@ longer fit it.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from rich.console import Console
@@ -37,7 +36,7 @@ from rich.table import Table
 
 from sim.cost.calibrate import ALL, HOLDOUT_EVERY, ErrorStats, FitResult, fit
 from sim.cost.catalog import get_hardware
-from sim.cost.coefficients import load_coefficients
+from sim.cost.coefficients import load_coefficients, write_coefficients
 from sim.cost.drift import DRIFT_TOLERANCE_PCT, check_drift
 from sim.cost.profiles import TimingSample, read_profile, shared_samples
 from sim.engine_fit_cli import add_engine_fit_arguments, run_engine_fit
@@ -144,23 +143,6 @@ def _samples_by_hardware(args: argparse.Namespace) -> dict[str, list[TimingSampl
     names = ([get_hardware(args.hardware).coefficients_name] if args.hardware
              else list(SHARED_HARDWARE))
     return {hw: shared_samples(shared, hw) for hw in names}
-
-
-def write_coefficients(path: str | Path, entries: dict[str, dict]) -> Path:
-    """Write `{hardware: coefficients}` into `path`, keeping other hardware keys there."""
-    path = Path(path)
-    table: dict = {}
-    if path.exists():
-        try:
-            table = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: exists but is not valid JSON ({exc})") from None
-        if not isinstance(table, dict) or "linear_compute_eff" in table:
-            raise ValueError(f"{path}: exists but is not a table keyed by hardware; "
-                             "choose another --out")
-    table.update(entries)
-    path.write_text(json.dumps(table, indent=2) + "\n")
-    return path
 
 
 def error_table(hardware: str, result: FitResult) -> Table:

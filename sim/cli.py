@@ -378,11 +378,11 @@ def run_roofline(args: argparse.Namespace, console: Console) -> int:
 
 
 def run_ui(args: argparse.Namespace) -> NoReturn:
-    """Become `streamlit run ui/app.py` (exec, so signals reach Streamlit and no child is left
-    behind); streamlit is never imported into the simulator's process."""
+    """Become `python -m ui` (which becomes `streamlit run ui/app.py`): the dashboard runs as
+    its own program, so neither streamlit nor the ui package is imported here (exec, so
+    signals reach Streamlit and no child is left behind)."""
     import importlib.util
     import os
-    from pathlib import Path
 
     ui_spec = importlib.util.find_spec("ui")
     require_extra("ui", "the dashboard")
@@ -390,15 +390,9 @@ def run_ui(args: argparse.Namespace) -> NoReturn:
         raise ValueError(f"the dashboard's ui package is missing: {install_hint('ui')}")
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must lie in 1..65535, got {args.port}")
-    from ui.upload import UPLOAD_LIMIT_BYTES
-
-    app = Path(ui_spec.origin).parent / "app.py"
-    command = [sys.executable, "-m", "streamlit", "run", str(app),
-               "--server.port", str(args.port), "--server.address", args.host,
-               "--server.headless", "true", "--browser.gatherUsageStats", "false",
-               "--server.maxUploadSize", str(-(-UPLOAD_LIMIT_BYTES // (1024 * 1024)))]
     print(f"servesim dashboard on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
-    os.execv(sys.executable, command)
+    os.execv(sys.executable, [sys.executable, "-m", "ui", "--port", str(args.port),
+                              "--host", args.host])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -147,6 +147,7 @@ def run_validate(args: argparse.Namespace, console: Console, options: ReplayOpti
         raise ValueError("--max-requests-per-stage applies to --recorded only")
     _need_torch("validate")
     from backend.validate import ValidateSettings, validate
+    from sim.api import simulate
 
     options = dataclasses.replace(options, hardware=_hardware(
         options.hardware if "hardware" in vars(args) else None))
@@ -156,7 +157,7 @@ def run_validate(args: argparse.Namespace, console: Console, options: ReplayOpti
                                 profile_each_repeat=args.profile_each_repeat,
                                 pool_profiles=args.pool_profiles,
                                 speed_replay=args.speed_replay)
-    report = validate(options, args.out, settings,
+    report = validate(options, args.out, settings, simulate,
                       lambda text: console.print(f"[dim]{text}[/dim]"))
     console.print(error_table(report))
     console.print(f"wrote {Path(args.out) / 'validation.json'}")

@@ -168,12 +168,21 @@ def test_iteration_recorder_observes_a_speculative_executor_step_by_step():
 
 
 def test_ui_command_becomes_streamlit_on_loopback_8501_by_default(monkeypatch):
+    """`servesim ui` becomes `python -m ui` (the simulator imports no ui), which becomes
+    `streamlit run ui/app.py` with the port and host it was given."""
     pytest.importorskip("streamlit", reason="servesim ui needs the ui extra")
+    from ui.__main__ import main as ui_main
+
     calls = []
     monkeypatch.setattr(os, "execv", lambda path, command: calls.append((path, command)))
     main(["ui"])
     main(["ui", "--port", "9000", "--host", "0.0.0.0"])
-    (path, first), (_, second) = calls
+    assert [command for _, command in calls] == [
+        [sys.executable, "-m", "ui", "--port", "8501", "--host", "127.0.0.1"],
+        [sys.executable, "-m", "ui", "--port", "9000", "--host", "0.0.0.0"]]
+    for _, command in list(calls):
+        ui_main(command[3:])
+    (path, first), (_, second) = calls[2:]
     assert path == sys.executable and first[0] == sys.executable
     assert first[1:4] == ["-m", "streamlit", "run"]
     assert Path(first[4]) == Path(__file__).resolve().parents[1] / "ui" / "app.py"

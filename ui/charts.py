@@ -6,7 +6,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from sim.cost.intensity import IntensityRow
+from sim.public import IntensityRow
 from ui.data import KV_STATES, RunView
 
 

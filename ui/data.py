@@ -14,10 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.config import ReplayOptions, options_to_toml
-from sim.cost.intensity import IterationRecorder
-from policies.engine import Engine
-from sim.results import REQUEST_COLUMNS, Results
+from sim.public import (REQUEST_COLUMNS, Engine, IterationRecorder, ReplayOptions, Results,
+                        options_to_toml)
 
 SUMMARY_CARDS: tuple[tuple[str, str, str], ...] = (
     ("TTFT P50 (s)", "ttft_p50_s", "lower"),

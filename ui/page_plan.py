@@ -6,13 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from sim.cost.catalog import HARDWARE
-from sim.plan.planner import Plan, PlanRequest, make_plan, parse_ints
-from sim.plan.report import (answer_line, best_toml, describe, pareto_chart, plan_csv,
-                             plan_json_text, plan_rows)
-from sim.plan.search import Candidate, check_slo
-from sim.sweep.capacity import parse_slo
-from sim.sweep.cheapest import parse_prices
+from sim.public import (HARDWARE, Candidate, Plan, PlanRequest, answer_line, best_toml,
+                        check_slo, describe, make_plan, pareto_chart, parse_ints, parse_prices,
+                        parse_slo, plan_csv, plan_json_text, plan_rows)
 from ui import controls
 from ui.controls import Workload
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from sim.cost.catalog import get_hardware, get_model
-from sim.cost.coefficients import default_coefficients
-from sim.cost.intensity import intensity_curve, intensity_table
-from sim.cost.roofline import CostModel
+from sim.public import (CostModel, default_coefficients, get_hardware, get_model,
+                        intensity_curve, intensity_table)
 from ui import charts, controls
 
 

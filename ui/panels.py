@@ -6,7 +6,7 @@ from typing import Any
 
 import streamlit as st
 
-from sim.config import ReplayOptions
+from sim.public import ReplayOptions
 from ui import charts, data
 from ui.data import RunView
 from ui.runner import cached_run

@@ -14,10 +14,8 @@ from typing import Callable
 
 import streamlit as st
 
-from policies.engine import Executor
-from sim.api import roofline_cost_model, simulate
-from sim.config import ReplayOptions, resolve
-from sim.cost.intensity import IterationRecorder
+from sim.api import simulate
+from sim.public import Executor, IterationRecorder, ReplayOptions, resolve, roofline_cost_model
 from ui.data import RunView, run_view
 
 ProgressFn = Callable[[int, int], None]

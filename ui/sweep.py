@@ -16,8 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from sim.config import ReplayOptions
-from sim.cost.hf_config import looks_like_path
+from sim.public import ReplayOptions, looks_like_path
 from ui.data import RunView, slo_attainment
 
 _CONVERTERS = {"int": int, "float": float, "str": str}

@@ -15,7 +15,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from traces.inference_perf import TRACE_PREFIX
+from sim.public import TRACE_PREFIX
 
 UPLOAD_LIMIT_BYTES = 32 * 1024 * 1024
 """Largest accepted upload: about 500k trace rows, replayed in about a minute."""

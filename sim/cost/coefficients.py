@@ -110,3 +110,20 @@ def load_coefficients(path: str | Path, hardware: str | None = None) -> Coeffici
     if hardware is not None and hardware in data:
         return Coefficients.from_json(data[hardware])
     raise ValueError(f"{path}: no coefficients for hardware {hardware!r} (keys: {sorted(data)})")
+
+
+def write_coefficients(path: str | Path, entries: dict[str, dict]) -> Path:
+    """Write `{hardware: coefficients}` into `path`, keeping other hardware keys there."""
+    path = Path(path)
+    table: dict = {}
+    if path.exists():
+        try:
+            table = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: exists but is not valid JSON ({exc})") from None
+        if not isinstance(table, dict) or "linear_compute_eff" in table:
+            raise ValueError(f"{path}: exists but is not a table keyed by hardware; "
+                             "choose another --out")
+    table.update(entries)
+    path.write_text(json.dumps(table, indent=2) + "\n")
+    return path
