@@ -18,6 +18,7 @@ from typing import Any
 import traces as trace_io
 from traces import inference_perf
 from policies.registry import ALLOCATORS, ROUTERS, SCHEDULERS, SPECULATORS, lookup
+from policies.scheduler.base import TakesTransfers
 from sim.cost.catalog import get_hardware, get_model
 from sim.cost.coefficients import Coefficients, default_coefficients, load_coefficients
 from sim.cost.kernel_tables import shipped_hardware, shipped_tables
@@ -390,8 +391,10 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
         parse_pools(options.disaggregate)
         if options.replicas != 1:
             raise ValueError("give either --replicas N or --disaggregate P:D, not both")
-        if options.scheduler == "static":
-            raise ValueError("--disaggregate needs an iteration-level scheduler, not static")
+        if not issubclass(lookup(SCHEDULERS, "scheduler", options.scheduler).policy,
+                          TakesTransfers):
+            raise ValueError(f"--disaggregate needs a scheduler that takes KV hand-offs "
+                             f"(an iteration-level one), not {options.scheduler}")
     if options.weight_dtype is not None:
         dtype_bytes(options.weight_dtype)
     dtype_bytes(options.kv_dtype)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from policies.registry import SCHEDULERS
+from policies.scheduler.base import TakesTransfers
+from policies.speculative.planner import SpeculativeScheduler
 from policies.types import Request
 from sim.api import simulate
 from sim.assembly import build_cost_model
@@ -59,6 +62,23 @@ def test_bad_disaggregation_options_are_clear_errors():
             resolve(ReplayOptions(disaggregate=value), _trace(Request(0, 0.0, 10, 2)))
     with pytest.raises(ValueError, match="not both"):
         resolve(ReplayOptions(disaggregate="1:1", replicas=2), _trace(Request(0, 0.0, 10, 2)))
+    with pytest.raises(ValueError, match="takes KV hand-offs.*not static"):
+        resolve(ReplayOptions(disaggregate="1:1", scheduler="static"),
+                _trace(Request(0, 0.0, 10, 2)))
+
+
+def test_decode_pools_take_schedulers_that_declare_transfers():
+    """`TakesTransfers` is what the decode side needs: every iteration-level scheduler, and
+    the speculative wrapper around one, has it; static batching does not."""
+    takes = {name for name, entry in SCHEDULERS.items()
+             if issubclass(entry.policy, TakesTransfers)}
+    assert takes == set(SCHEDULERS) - {"static"}
+    assert issubclass(SpeculativeScheduler, TakesTransfers)
+    for name in sorted(takes):
+        results = simulate(resolve(ReplayOptions(disaggregate="1:1", scheduler=name),
+                                   _trace(Request(0, 0.0, 100, 4))))
+        assert results.summary["requests_finished"] == 1
+        assert [len(e.sequences) for e in results.engines] == [1, 1]
 
 
 def test_when_disaggregation_helps_and_when_it_does_not(capsys):

@@ -9,7 +9,7 @@ batch's max wait) can be stated, and answers with a `Plan`.
 from __future__ import annotations
 
 from collections import deque
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from policies.kv.base import KVAllocator
 from policies.types import Plan, Sequence, SeqStatus
@@ -34,6 +34,19 @@ class Scheduler(Protocol):
 
     @property
     def num_running(self) -> int: ...
+
+
+@runtime_checkable
+class TakesTransfers(Protocol):
+    """A scheduler that can run a disaggregated decode replica (`--disaggregate P:D`): it
+    takes sequences prefilled elsewhere (`Engine.submit_transferred`), gives each memory for
+    its whole context, and runs it once its KV has arrived. A scheduler declares the ability
+    by having this method; one without it (static batching) is refused for decode pools."""
+
+    def add_transfer(self, seq: Sequence, transfer_s: float) -> None:
+        """Queue `seq`, whose prompt and first token were computed elsewhere and whose KV
+        takes `transfer_s` to arrive once this replica has given it memory."""
+        raise NotImplementedError
 
 
 def admit(seq: Sequence, num_cached_tokens: int) -> None:
