@@ -99,14 +99,15 @@ def test_same_seed_gives_byte_identical_summary(tmp_path):
 
 def test_simulator_path_imports_no_heavy_frameworks(tmp_path):
     """A replay loads none of the frameworks, nor scipy's optimizers (0.45 s of every start
-    when `sim.cost.calibrate` imported them eagerly): only fits need those."""
+    when `sim.cost.calibrate` imported them eagerly: only fits need them), nor what only YAML
+    hardware specs (yaml) and local sweeps (the process pool) need."""
     code = (
         "import sys\n"
         "from sim.cli import main\n"
         f"main(['replay', '--quiet', '--max-requests', '50', '--out', r'{tmp_path}'])\n"
         "import sim.api\n"
-        "heavy = {'torch', 'triton', 'streamlit', 'ray', 'altair', 'pandas', 'scipy.optimize'}"
-        " & set(sys.modules)\n"
+        "heavy = {'torch', 'triton', 'streamlit', 'ray', 'altair', 'pandas', 'scipy.optimize',"
+        " 'yaml', 'concurrent.futures.process'} & set(sys.modules)\n"
         "print('HEAVY', sorted(heavy))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -16,8 +16,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sim.cost.specs import DTYPE_BYTES, HardwareSpec
 
 REQUIRED_FIELDS = ("name", "peak_flops", "mem_capacity_bytes", "mem_bandwidth_bytes_s",
@@ -42,16 +40,24 @@ def load_hardware_spec(path: str | Path) -> HardwareSpec:
         text = file.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"{file}: cannot read the hardware spec ({exc})") from None
+    return hardware_from_dict(_parse(file, text), str(file))
+
+
+def _parse(file: Path, text: str) -> Any:
+    if file.suffix.lower() == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{file}: not valid JSON ({exc})") from None
+    import yaml  # only YAML spec files need it, not every start
+
     try:
-        data = json.loads(text) if file.suffix.lower() == ".json" else yaml.safe_load(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{file}: not valid JSON ({exc})") from None
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
         raise ValueError(f"{file}: not valid YAML{line} "
                          f"({getattr(exc, 'problem', None) or exc})") from None
-    return hardware_from_dict(data, str(file))
 
 
 def hardware_from_dict(data: Any, source: str) -> HardwareSpec:

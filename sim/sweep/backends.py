@@ -7,8 +7,6 @@ dies yields an error outcome instead of ending the sweep.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -42,6 +40,10 @@ def run_cells(
 
 def _run_local(cells: dict[int, dict[str, Any]], workers: int,
                task: Task) -> Iterator[tuple[int, Outcome]]:
+    # imported here: the process pool's modules take ~20 ms, which only a sweep should pay
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
     # spawn, not fork: a fresh interpreter inherits no threads (Ray's, rich's) from the driver.
     with ProcessPoolExecutor(max_workers=min(workers, len(cells)),
                              mp_context=get_context("spawn")) as pool:
