@@ -185,14 +185,14 @@ class HybridPagedAllocator:
             raise ValueError(f"{num_cached_tokens} cached tokens claimed for request {seq.seq_id}, "
                              f"but the cache holds a shorter prefix of it")
         state = _SeqBlocks(tables, window_from, [], hit * size, hit)
-        reclaimed = sum(pool.is_free(block) for table in tables for block in table)
+        reclaimed = sum(pool.is_cached_free(block) for table in tables for block in table)
         need = (reclaimed + self.layout.fixed_blocks
                 + self._growth_need(state, num_tokens, seq.num_known_tokens))
         if need > pool.num_free - self._watermark_blocks:
             return False
         for table in tables:
             for block in table:
-                if pool.is_free(block):
+                if pool.is_cached_free(block):
                     self._filled_slots += size
                 pool.hold(block)
         state.fixed = pool.take(self.layout.fixed_blocks)
@@ -249,7 +249,7 @@ class HybridPagedAllocator:
             need += window_units * (end - max(end_before, start))
             slid = max(0, min(start, end_before) - state.window_start)
             for u in range(self._num_full, self._num_units):
-                need -= sum(pool.owners(block) == 1 for block in state.tables[u][:slid])
+                need -= sum(not pool.is_shared(block) for block in state.tables[u][:slid])
                 if slid > 0 and u in copied and end_before - 1 < state.window_start + slid:
                     need -= 1  # the private copy of a shared edge block slides out too
         return need
@@ -260,7 +260,7 @@ class HybridPagedAllocator:
         held = state.num_tokens
         if not state.shared_tail or num_tokens <= held or not held % self.block_size:
             return set()
-        return {u for u, table in enumerate(state.tables) if self.pool.owners(table[-1]) > 1}
+        return {u for u, table in enumerate(state.tables) if self.pool.is_shared(table[-1])}
 
     def _grow(self, seq: Sequence, state: _SeqBlocks, num_tokens: int, num_known: int) -> None:
         """Hold `num_tokens` tokens (the caller checked `_growth_need`): copy shared edge
