@@ -144,7 +144,8 @@ class PrefixAllocatorMachine(RuleBasedStateMachine):
         queue = a.pool.free_queue()
         assert len(queue) == len(set(queue))  # stale entries a hit left behind never show
         assert a.num_free_blocks == len(queue) + a.pool.num_never_used()
-        free = set(queue) | set(range(a.num_blocks - a.pool.num_never_used(), a.num_blocks))
+        never_used = range(a.num_blocks - a.pool.num_never_used(), a.num_blocks)
+        free = set(queue) | set(never_used)
         assert not owned & free
         assert len(owned) + len(free) == a.num_blocks
         assert all(count > 0 for count in a.pool._extra_owners.values())

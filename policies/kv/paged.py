@@ -54,6 +54,7 @@ class PagedAllocator:
             raise ValueError("PagedAllocator keeps one token-indexed block table per sequence; "
                              "a hybrid KV layout needs HybridPagedAllocator (make_paged_allocator)")
         self.block_size = params.block_size
+        self.page_size = params.block_size
         self.num_blocks = params.num_blocks
         self.caching = params.enable_prefix_caching
         self.layout = params.layout
@@ -77,9 +78,9 @@ class PagedAllocator:
         """Blocks a new allocation may take: never used, freed, or cached-free."""
         return self.pool.num_free
 
-    def page_table(self, seq_id: int) -> tuple[int, list[int]]:
-        """(block size, block ids) of a sequence's KV: its block table."""
-        return self.block_size, self.block_tables[seq_id]
+    def page_table(self, seq_id: int) -> list[int]:
+        """The real backend's view of a sequence's KV: its block table (pages of `page_size`)."""
+        return self.block_tables[seq_id]
 
     def blocks_for(self, num_tokens: int) -> int:
         return -(-max(0, num_tokens) // self.block_size)
