@@ -42,6 +42,7 @@ from policies.kv.base import KVUsage, LockstepUsage, blocks_never_fit_reason, kv
 from policies.kv.block_hashes import block_hashes, extend_block_hashes
 from policies.kv.block_pool import BlockPool
 from policies.kv.paged import PagedAllocator, PagedParams
+from policies.kv.prefix_stats import PrefixHitCounts
 from policies.types import Request, Sequence
 
 
@@ -81,10 +82,7 @@ class HybridPagedAllocator:
         self._hashes: dict[int, list[int]] = {}
         self._filled_slots = 0  # tokens in owned blocks, each block counted once
         self._copies: list[tuple[int, int, int]] = []
-        self.hit_tokens = 0
-        self.query_tokens = 0
-        self.hit_blocks = 0
-        self.query_blocks = 0
+        self.prefix_counts = PrefixHitCounts()
 
     # ---- queries ------------------------------------------------------------------------
     @property
@@ -199,10 +197,7 @@ class HybridPagedAllocator:
         self._filled_slots += size * len(state.fixed)
         self._seqs[seq.seq_id] = state
         if self.caching:
-            self.hit_tokens += num_cached_tokens
-            self.query_tokens += seq.num_known_tokens
-            self.hit_blocks += hit
-            self.query_blocks += seq.num_known_tokens // size
+            self.prefix_counts.record(num_cached_tokens, seq.num_known_tokens, size)
         self._grow(seq, state, num_tokens, seq.num_known_tokens)
         return True
 
@@ -462,10 +457,4 @@ class HybridPagedAllocator:
         )
 
     def stats(self) -> dict[str, int]:
-        return {
-            "prefix_hit_tokens": self.hit_tokens,
-            "prefix_query_tokens": self.query_tokens,
-            "prefix_hit_blocks": self.hit_blocks,
-            "prefix_query_blocks": self.query_blocks,
-            "evictions": self.pool.evictions,
-        }
+        return self.prefix_counts.stats(self.pool.evictions)

@@ -27,6 +27,7 @@ from policies.kv.base import (KVUsage, LockstepUsage, PoolParams, blocks_never_f
                                kv_tokens_needed)
 from policies.kv.block_hashes import block_hashes, extend_block_hashes
 from policies.kv.block_pool import BlockPool
+from policies.kv.prefix_stats import PrefixHitCounts
 from policies.types import Request, Sequence
 
 
@@ -67,10 +68,7 @@ class PagedAllocator:
         self._filled_slots = 0
         self._shared_slots = 0  # filled slots counted once per extra owner of a shared block
         self._copies: list[tuple[int, int, int]] = []
-        self.hit_tokens = 0
-        self.query_tokens = 0
-        self.hit_blocks = 0
-        self.query_blocks = 0
+        self.prefix_counts = PrefixHitCounts()
 
     # ---- queries ------------------------------------------------------------------------
     @property
@@ -202,10 +200,7 @@ class PagedAllocator:
         table = cached + pool.take(new_blocks)
         self.block_tables[seq.seq_id] = table
         if self.caching:
-            self.hit_tokens += num_cached_tokens
-            self.query_tokens += seq.num_known_tokens
-            self.hit_blocks += hit_blocks
-            self.query_blocks += seq.num_known_tokens // self.block_size
+            self.prefix_counts.record(num_cached_tokens, seq.num_known_tokens, self.block_size)
             self._num_registered[seq.seq_id] = hit_blocks
             self._register_hashes(seq, table, num_tokens)
         self._set_filled(seq.seq_id, num_tokens)
@@ -343,10 +338,4 @@ class PagedAllocator:
         )
 
     def stats(self) -> dict[str, int]:
-        return {
-            "prefix_hit_tokens": self.hit_tokens,
-            "prefix_query_tokens": self.query_tokens,
-            "prefix_hit_blocks": self.hit_blocks,
-            "prefix_query_blocks": self.query_blocks,
-            "evictions": self.pool.evictions,
-        }
+        return self.prefix_counts.stats(self.pool.evictions)
