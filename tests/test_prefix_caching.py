@@ -10,6 +10,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from policies.engine import Engine
 from policies.kv.block_hashes import block_hashes
+from policies.kv.hybrid_paged import make_paged_allocator
+from policies.kv.layout import KVLayout
 from policies.kv.paged import PagedAllocator, PagedPrefixParams
 from policies.scheduler.continuous import ContinuousParams, ContinuousScheduler
 from policies.types import Request, Sequence
@@ -234,3 +236,19 @@ def test_the_free_queue_stays_bounded_when_hits_keep_reclaiming_cached_blocks():
     assert alloc.stats()["prefix_hit_blocks"] == 999 * 9
     alloc.pool._compact_free_queue()  # compaction keeps the live entries' order
     assert alloc.pool.free_queue() == queue and alloc.num_free_blocks == 4096
+
+
+@pytest.mark.parametrize("layout", [KVLayout(), KVLayout(full_units=1, window_units=2,
+                                                          window_tokens=8)])
+def test_a_hit_longer_than_the_cache_holds_is_refused_with_nothing_taken(layout):
+    """`allocate_slots`' cached-token count must be a `match_prefix` answer; a longer claim
+    is a caller's bug, refused before the pool changes (plain and hybrid layouts alike)."""
+    alloc = make_paged_allocator(PagedPrefixParams(block_size=4, num_blocks=32, watermark=0.0,
+                                                   layout=layout))
+    assert alloc.allocate_slots(seq_with_ids(0, list(range(9))), 9)
+    free_before = alloc.num_free_blocks
+    other = seq_with_ids(1, [50 + i for i in range(9)])
+    assert alloc.match_prefix(other) == 0
+    with pytest.raises(ValueError, match="cache holds a shorter prefix"):
+        alloc.allocate_slots(other, 9, 8)
+    assert alloc.num_free_blocks == free_before

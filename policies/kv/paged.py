@@ -189,6 +189,9 @@ class PagedAllocator:
         hit_blocks = num_cached_tokens // self.block_size
         hashes = self._block_hashes(seq, num_cached_tokens) if self.caching else []
         cached = [pool.cached(h) for h in hashes[:hit_blocks]]
+        if None in cached:
+            raise ValueError(f"{num_cached_tokens} cached tokens claimed for request "
+                             f"{seq.seq_id}, but the cache holds a shorter prefix of it")
         reclaimed = sum(map(pool.is_cached_free, cached))
         new_blocks = self.blocks_for(num_tokens) - hit_blocks
         if new_blocks + reclaimed > pool.num_free - self._watermark_blocks:
