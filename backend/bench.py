@@ -10,7 +10,7 @@ import torch
 
 from backend.clocks import TimedExecutor, timer_for
 from backend.host_memory import keep_freed_host_memory
-from backend.kv_cache import KVCache
+from backend.kv_cache import KVCache, require_page_tables
 from backend.model import uses_triton
 from backend.replay import build_drafter, build_model, pick_device
 from backend.runner import RealExecutor
@@ -59,7 +59,8 @@ class RealEngines:
         use_triton = uses_triton(self.model.spec, self.device)
         timed: list[TimedExecutor] = []
 
-        def executor_for(allocator: KVAllocator) -> TimedExecutor:
+        def executor_for(policy_allocator: KVAllocator) -> TimedExecutor:
+            allocator = require_page_tables(policy_allocator)
             drafter = build_drafter(o, self.model, self.kv, allocator, sampling, use_triton)
             timed.append(TimedExecutor(RealExecutor(
                 self.model, self.kv, allocator, sampling=sampling, seed=o.seed,

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from backend.kv_cache import KVCache, page_table
+from backend.kv_cache import KVCache
 from backend.model import BatchLayout, LlamaModel
 from backend.sampler import SamplingParams, generator_for, probabilities
-from policies.kv.base import KVAllocator
+from policies.kv.base import PageTableAllocator
 
 MAX_NGRAM = 3
 
@@ -103,7 +103,7 @@ class ModelDrafter(Drafter):
     the tokens from `_resume(job)` up to the last sampled one, each next one the previous
     draft. Subclasses say which model, layers and KV pool, and from where to resume."""
 
-    def __init__(self, model: LlamaModel, kv: KVCache, allocator: KVAllocator,
+    def __init__(self, model: LlamaModel, kv: KVCache, allocator: PageTableAllocator,
                  sampling: SamplingParams, seed: int, use_triton: bool,
                  layers: list[int] | None = None) -> None:
         self.model = model
@@ -160,7 +160,7 @@ class ModelDrafter(Drafter):
         query_start, context_lens = [0], []
         page_size = 1
         for job, (ids, start) in zip(jobs, spans):
-            page_size, pages = page_table(self.allocator, job.seq_id)
+            page_size, pages = self.allocator.page_size, self.allocator.page_table(job.seq_id)
             page_ids = torch.tensor(pages, dtype=torch.long)
             new_pos = torch.arange(start, start + len(ids))
             tokens.extend(ids)
@@ -187,7 +187,7 @@ class SelfDrafter(ModelDrafter):
     module docstring): the context is always there, so each chain starts at the last
     sampled token."""
 
-    def __init__(self, model: LlamaModel, kv: KVCache, allocator: KVAllocator,
+    def __init__(self, model: LlamaModel, kv: KVCache, allocator: PageTableAllocator,
                  sampling: SamplingParams, seed: int, use_triton: bool) -> None:
         skipped = skipped_layers(model.spec.num_layers)
         super().__init__(model, kv, allocator, sampling, seed, use_triton,
@@ -206,7 +206,7 @@ class DraftModelDrafter(ModelDrafter):
     computed it, the draft never fed it). A preempted sequence starts over.
     """
 
-    def __init__(self, draft: LlamaModel, allocator: KVAllocator, sampling: SamplingParams,
+    def __init__(self, draft: LlamaModel, allocator: PageTableAllocator, sampling: SamplingParams,
                  seed: int, use_triton: bool) -> None:
         spec = draft.spec
         kv = KVCache(num_layers=spec.num_layers, num_blocks=allocator.num_blocks,

@@ -1,7 +1,7 @@
 """The physical KV pool, addressed by exactly the ids the policy allocator hands out.
 
     k[layer]  [num_blocks, block_size, kv_heads, head_dim]      (v alike)
-               ^ block id from PagedAllocator.block_tables
+               ^ block id from the allocator's `page_table(seq_id)`
 
 A paged sequence's position p lives in block `table[p // block_size]`, slot `p % block_size`.
 A contiguous allocator hands out slot spans instead; the same memory viewed as single-slot
@@ -15,6 +15,8 @@ from __future__ import annotations
 from typing import Sequence as Seq
 
 import torch
+
+from policies.kv.base import KVAllocator, PageTableAllocator
 
 
 class KVCache:
@@ -95,17 +97,10 @@ class KVCache:
         self.v[:, index] = v.to(self.v.device, non_blocking=True)
 
 
-def page_table(allocator: object, seq_id: int) -> tuple[int, list[int]]:
-    """`(page_size, page ids)` of a sequence's KV under the allocator that placed it.
-
-    Paged allocators (anything with `block_tables`) give their block ids; contiguous ones give
-    their span as single-slot pages.
-    """
-    tables = getattr(allocator, "block_tables", None)
-    if tables is not None:
-        return allocator.block_size, tables[seq_id]  # type: ignore[attr-defined]
-    spans = getattr(allocator, "spans", None)
-    if spans is not None:
-        start, length = spans[seq_id]
-        return 1, list(range(start, start + length))
-    raise TypeError(f"{type(allocator).__name__} exposes neither block_tables nor spans")
+def require_page_tables(allocator: KVAllocator) -> PageTableAllocator:
+    """`allocator`, if this pool can address the KV it places (it keeps page tables)."""
+    if not isinstance(allocator, PageTableAllocator):
+        raise ValueError(f"the real backend reads KV through page tables, which "
+                         f"{type(allocator).__name__} does not keep: use --allocator paged, "
+                         f"paged-prefix or contiguous with --executor real")
+    return allocator

@@ -30,13 +30,13 @@ from backend.clocks import CpuClock, TimedExecutor, timer_for
 from backend.drafting import DraftModelDrafter, Drafter, NgramDrafter, SelfDrafter
 from backend.gguf_weights import ChatTokenizer
 from backend.host_memory import keep_freed_host_memory
-from backend.kv_cache import KVCache
+from backend.kv_cache import KVCache, require_page_tables
 from backend.model import (LlamaModel, check_supported, init_random, load_hf_directory,
                            uses_triton)
 from backend.runner import RealExecutor, run_wall_clock
 from backend.sampler import SamplingParams
 from backend.speed import SpeedMeter
-from policies.kv.base import KVAllocator
+from policies.kv.base import KVAllocator, PageTableAllocator
 from policies.types import Sequence
 from sim.assembly import build_cost_model, build_engine
 from sim.config import ReplayOptions, SimConfig
@@ -179,7 +179,8 @@ def replay_real(
     executors: list[RealExecutor] = []
     beams = BeamSearch(o.length_penalty, tokenizer.eos_token_id if tokenizer else None)
 
-    def executor_for(allocator: KVAllocator) -> RealExecutor | TimedExecutor:
+    def executor_for(policy_allocator: KVAllocator) -> RealExecutor | TimedExecutor:
+        allocator = require_page_tables(policy_allocator)
         kv = KVCache(num_layers=spec.num_layers, num_blocks=allocator.num_blocks,
                      block_size=allocator.block_size, num_kv_heads=spec.num_kv_heads,
                      head_dim=spec.attn_head_dim, dtype=dtype, device=device)
@@ -214,7 +215,8 @@ def replay_real(
     return results, outputs
 
 
-def build_drafter(o: ReplayOptions, model: LlamaModel, kv: KVCache, allocator: KVAllocator,
+def build_drafter(o: ReplayOptions, model: LlamaModel, kv: KVCache,
+                  allocator: PageTableAllocator,
                   sampling: SamplingParams, use_triton: bool,
                   draft: LlamaModel | None = None) -> Drafter | None:
     """The real drafter `--speculator` asks for: n-gram lookup, the separate `draft` model on

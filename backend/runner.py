@@ -26,12 +26,12 @@ import torch
 
 from backend.beam_search import BeamSearch, Hypothesis
 from backend.drafting import Drafter, DraftRequest, Drafts
-from backend.kv_cache import KVCache, page_table
+from backend.kv_cache import KVCache
 from backend.model import BatchLayout, LlamaModel
 from backend.sampler import (SamplingParams, generator_for, probabilities, sample,
                              verify_greedy, verify_rejection)
 from policies.engine import Engine
-from policies.kv.base import KVAllocator
+from policies.kv.base import PageTableAllocator
 from policies.types import (Plan, Request, ScheduledChunk, Sequence, SeqStatus, StepResult,
                             sample_seq_id)
 from traces.closed_loop import ClosedLoop
@@ -63,7 +63,7 @@ class RealExecutor:
         self,
         model: LlamaModel,
         kv: KVCache,
-        allocator: KVAllocator,
+        allocator: PageTableAllocator,
         *,
         sampling: SamplingParams = SamplingParams(),
         seed: int = 0,
@@ -282,8 +282,8 @@ class RealExecutor:
     def _copy(self, source: int, destination: int, num_tokens: int) -> None:
         """A copy the allocator asked for: a shared partial block before a sample writes into
         it (paged: block ids), or a forked sample's whole span (contiguous: slot offsets)."""
-        if hasattr(self.allocator, "block_tables"):
-            source, destination = (b * self.allocator.block_size for b in (source, destination))
+        page_size = self.allocator.page_size
+        source, destination = source * page_size, destination * page_size
         self.kv.copy_slots(source, destination, num_tokens)
         if self.drafter is not None:
             self.drafter.copy_slots(source, destination, num_tokens)
@@ -309,7 +309,7 @@ class RealExecutor:
         for chunk in plan.chunks:
             saved = self._swapped.pop(chunk.seq.seq_id, None)
             if saved is not None:
-                _, pages = page_table(self.allocator, chunk.seq.seq_id)
+                pages = self.allocator.page_table(chunk.seq.seq_id)
                 self.kv.swap_in(saved, pages[: saved[0].shape[1]])
 
     def _pack(self, chunks: list[ScheduledChunk],
@@ -333,7 +333,7 @@ class RealExecutor:
             first, end = chunk.num_context_tokens, chunk.num_context_tokens + chunk.num_new_tokens
             tokens.extend(ids[first:end])
             positions.extend(range(first, end))
-            page_size, pages = page_table(self.allocator, seq.seq_id)
+            page_size, pages = self.allocator.page_size, self.allocator.page_table(seq.seq_id)
             self._pages[seq.seq_id] = list(pages)
             page_ids = torch.tensor(pages, dtype=torch.long)
             new_pos = torch.arange(first, end)

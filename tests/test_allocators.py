@@ -127,7 +127,8 @@ class AllocatorMachine(RuleBasedStateMachine):
         paged = self.allocs[0]
         owned = [b for table in paged.block_tables.values() for b in table]
         assert len(owned) == len(set(owned))
-        free = set(paged.free_queue()) | set(range(paged._next_fresh, paged.num_blocks))
+        never_used = range(paged.num_blocks - paged.pool.num_never_used(), paged.num_blocks)
+        free = set(paged.pool.free_queue()) | set(never_used)
         assert not free & set(owned)
         assert len(free) + len(owned) == paged.num_blocks
 

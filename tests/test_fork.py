@@ -21,7 +21,7 @@ def test_fork_shares_blocks_and_copies_the_partial_tail_on_write():
     parent, child = Sequence(request), Sequence(request, sample_index=1)
     assert alloc.allocate_slots(parent, 10)
     assert alloc.fork(parent, child)
-    assert alloc.block_tables[child.seq_id] == [0, 1, 2] and alloc.owners(2) == 2
+    assert alloc.block_tables[child.seq_id] == [0, 1, 2] and alloc.pool.owners(2) == 2
     assert alloc.usage().filled_slots == 10  # one physical copy of the prompt
     assert alloc.allocate_slots(child, 11)  # writes into shared block 2: copy it first
     assert alloc.block_tables[child.seq_id] == [0, 1, 3]
@@ -31,7 +31,7 @@ def test_fork_shares_blocks_and_copies_the_partial_tail_on_write():
     assert alloc.usage().filled_slots == 8 + 3 + 3
     alloc.free(parent)
     alloc.free(child)
-    assert alloc.num_free_blocks == 8 and alloc.usage().filled_slots == 0 and not alloc._extra_owners
+    assert alloc.num_free_blocks == 8 and alloc.usage().filled_slots == 0 and not alloc.pool._extra_owners
 
 
 def test_contiguous_fork_copies_the_whole_prompt():

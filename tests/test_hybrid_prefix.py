@@ -463,7 +463,7 @@ class PlainLayoutEquivalenceMachine(RuleBasedStateMachine):
             return
         for seq_id in self.live:
             assert self.plain.block_tables[seq_id] == self.hybrid.unit_tables(seq_id)[0]
-        assert self.plain.free_queue() == self.hybrid.pool.free_queue()
+        assert self.plain.pool.free_queue() == self.hybrid.pool.free_queue()
         assert self.plain.usage() == self.hybrid.usage()
         assert self.plain.stats() == self.hybrid.stats()
         assert self.plain.take_copies() == self.hybrid.take_copies()

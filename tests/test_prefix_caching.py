@@ -10,6 +10,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from policies.engine import Engine
 from policies.kv.block_hashes import block_hashes
+from policies.kv.hybrid_paged import make_paged_allocator
+from policies.kv.layout import KVLayout
 from policies.kv.paged import PagedAllocator, PagedPrefixParams
 from policies.scheduler.continuous import ContinuousParams, ContinuousScheduler
 from policies.types import Request, Sequence
@@ -39,7 +41,7 @@ def test_shared_prefix_blocks_are_shared_by_reference():
     assert alloc.match_prefix(b) == 8  # blocks [0..3] and [4..7] are identical
     assert alloc.allocate_slots(b, 11, 8)
     assert alloc.block_tables[1] == [0, 1, 3]
-    assert [alloc.owners(b) for b in range(5)] == [2, 2, 1, 1, 0]
+    assert [alloc.pool.owners(b) for b in range(5)] == [2, 2, 1, 1, 0]
     usage = alloc.usage()
     assert usage.reserved_slots == 16 and usage.filled_slots == 10 + 3
     assert alloc.stats()["prefix_hit_tokens"] == 8
@@ -116,7 +118,7 @@ class PrefixAllocatorMachine(RuleBasedStateMachine):
             table = self.alloc.block_tables[seq.seq_id]
             hashes = block_hashes(seq.request, 2, length)
             for i in range(cached // 2):  # a hit returns exactly the content asked for
-                assert self.alloc._block_hash[table[i]] == hashes[i]
+                assert self.alloc.pool.key_of(table[i]) == hashes[i]
         else:
             assert self.alloc.num_free_blocks == free_before
 
@@ -141,26 +143,27 @@ class PrefixAllocatorMachine(RuleBasedStateMachine):
     def consistent(self) -> None:
         a = self.alloc
         owned = {b for table in a.block_tables.values() for b in table}
-        queue = a.free_queue()
+        queue = a.pool.free_queue()
         assert len(queue) == len(set(queue))  # stale entries a hit left behind never show
-        assert a.num_free_blocks == len(queue) + a.num_blocks - a._next_fresh
-        free = set(queue) | set(range(a._next_fresh, a.num_blocks))
+        assert a.num_free_blocks == len(queue) + a.pool.num_never_used()
+        never_used = range(a.num_blocks - a.pool.num_never_used(), a.num_blocks)
+        free = set(queue) | set(never_used)
         assert not owned & free
         assert len(owned) + len(free) == a.num_blocks
-        assert all(count > 0 for count in a._extra_owners.values())
-        assert set(a._extra_owners) <= owned
+        assert all(count > 0 for count in a.pool._extra_owners.values())
+        assert set(a.pool._extra_owners) <= owned
         for block in range(a.num_blocks):
-            assert a.owners(block) == sum(table.count(block) for table in a.block_tables.values())
-        assert a._cached_free == {b for b in queue if b in a._block_hash}
-        assert a.usage().cached_free_slots == 2 * len(a._cached_free)
-        assert {b: h for h, b in a._hash_to_block.items()} == a._block_hash
+            assert a.pool.owners(block) == sum(table.count(block) for table in a.block_tables.values())
+        assert a.pool._cached_free == {b for b in queue if b in a.pool._key_of}
+        assert a.usage().cached_free_slots == 2 * len(a.pool._cached_free)
+        assert {b: h for h, b in a.pool._block_of.items()} == a.pool._key_of
         u = a.usage()
         assert 0 <= u.filled_slots <= u.reserved_slots <= u.total_slots
 
     def teardown(self) -> None:
         for seq in self.live.values():
             self.alloc.free(seq)
-        assert self.alloc.num_free_blocks == 10 and not self.alloc._extra_owners
+        assert self.alloc.num_free_blocks == 10 and not self.alloc.pool._extra_owners
         assert self.alloc.usage().reserved_slots == 0 == self.alloc.usage().filled_slots
 
 
@@ -219,7 +222,7 @@ def test_sessions_workload_hits_the_shared_history():
 def test_the_free_queue_stays_bounded_when_hits_keep_reclaiming_cached_blocks():
     """A prompt admitted and freed over and over, in a pool with never-used blocks left,
     leaves a stale queue entry per reclaimed block each time; compaction bounds them."""
-    from policies.kv.paged import COMPACT_AT_STALE
+    from policies.kv.block_pool import COMPACT_AT_STALE
 
     alloc = prefix_alloc(num_blocks=4096, block_size=4)
     prompt = list(range(40))  # ten full blocks, nine reusable (the last is recomputed)
@@ -227,9 +230,25 @@ def test_the_free_queue_stays_bounded_when_hits_keep_reclaiming_cached_blocks():
         seq = seq_with_ids(request_id, prompt)
         assert alloc.allocate_slots(seq, len(prompt), alloc.match_prefix(seq))
         alloc.free(seq)
-    assert len(alloc._free) <= 2 * COMPACT_AT_STALE + 10
-    queue = alloc.free_queue()
+    assert len(alloc.pool._free) <= 2 * COMPACT_AT_STALE + 10
+    queue = alloc.pool.free_queue()
     assert len(queue) == len(set(queue)) and alloc.num_free_blocks == 4096
     assert alloc.stats()["prefix_hit_blocks"] == 999 * 9
-    alloc._compact_free_queue()  # compaction keeps the live entries' order
-    assert alloc.free_queue() == queue and alloc.num_free_blocks == 4096
+    alloc.pool._compact_free_queue()  # compaction keeps the live entries' order
+    assert alloc.pool.free_queue() == queue and alloc.num_free_blocks == 4096
+
+
+@pytest.mark.parametrize("layout", [KVLayout(), KVLayout(full_units=1, window_units=2,
+                                                          window_tokens=8)])
+def test_a_hit_longer_than_the_cache_holds_is_refused_with_nothing_taken(layout):
+    """`allocate_slots`' cached-token count must be a `match_prefix` answer; a longer claim
+    is a caller's bug, refused before the pool changes (plain and hybrid layouts alike)."""
+    alloc = make_paged_allocator(PagedPrefixParams(block_size=4, num_blocks=32, watermark=0.0,
+                                                   layout=layout))
+    assert alloc.allocate_slots(seq_with_ids(0, list(range(9))), 9)
+    free_before = alloc.num_free_blocks
+    other = seq_with_ids(1, [50 + i for i in range(9)])
+    assert alloc.match_prefix(other) == 0
+    with pytest.raises(ValueError, match="cache holds a shorter prefix"):
+        alloc.allocate_slots(other, 9, 8)
+    assert alloc.num_free_blocks == free_before

@@ -105,7 +105,7 @@ def test_paged_shrink_returns_the_rejected_tail_blocks_tail_first():
     assert alloc.block_tables[0] == [0, 1, 2, 3]
     alloc.shrink_slots(seq, 8)  # 1 of 6 drafts accepted: 8 tokens of KV stay
     assert alloc.block_tables[0] == [0, 1]
-    assert alloc.free_queue() == [3, 2]  # the free queue's tail, newest last
+    assert alloc.pool.free_queue() == [3, 2]  # the free queue's tail, newest last
     usage = alloc.usage()
     assert (usage.reserved_slots, usage.filled_slots) == (8, 8)
     alloc.shrink_slots(seq, 9)  # never grows

@@ -16,7 +16,7 @@ or grown to by the engine after a step.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from policies.kv.layout import KVLayout
 from policies.types import Request, Sequence
@@ -123,6 +123,19 @@ class KVAllocator(Protocol):
 
     def stats(self) -> dict[str, int]:
         """Cumulative counters (prefix hits and queries in tokens and blocks, evictions)."""
+
+
+@runtime_checkable
+class PageTableAllocator(KVAllocator, Protocol):
+    """An allocator whose placements the real backend's KV pool can address: every
+    sequence's KV lies in pages of `page_size` token slots (a paged allocator's blocks; a
+    contiguous allocator's span as single-slot pages), and `take_copies`' sources and
+    destinations are page ids."""
+
+    page_size: int
+
+    def page_table(self, seq_id: int) -> list[int]:
+        """The page ids that hold sequence `seq_id`'s KV, in token order."""
 
 
 def kv_tokens_needed(request: Request) -> int:

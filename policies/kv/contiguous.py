@@ -47,6 +47,7 @@ class ContiguousParams:
 class ContiguousAllocator:
     def __init__(self, params: ContiguousParams) -> None:
         self.block_size = params.block_size
+        self.page_size = 1  # the real backend addresses spans slot by slot
         self.num_blocks = params.num_blocks
         self.max_model_len = params.max_model_len
         self.reserve = params.reserve
@@ -80,6 +81,11 @@ class ContiguousAllocator:
                 f"pool of {self.total_slots} slots"
             )
         return None
+
+    def page_table(self, seq_id: int) -> list[int]:
+        """The real backend's view of a sequence's KV: its span, as single-slot pages."""
+        start, length = self.spans[seq_id]
+        return list(range(start, start + length))
 
     def blocks_for(self, num_tokens: int) -> int:
         return -(-self.layout.slots_for(num_tokens, self.block_size) // self.block_size)

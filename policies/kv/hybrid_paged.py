@@ -42,6 +42,7 @@ from policies.kv.base import KVUsage, LockstepUsage, blocks_never_fit_reason, kv
 from policies.kv.block_hashes import block_hashes, extend_block_hashes
 from policies.kv.block_pool import BlockPool
 from policies.kv.paged import PagedAllocator, PagedParams
+from policies.kv.prefix_stats import PrefixHitCounts
 from policies.types import Request, Sequence
 
 
@@ -81,10 +82,7 @@ class HybridPagedAllocator:
         self._hashes: dict[int, list[int]] = {}
         self._filled_slots = 0  # tokens in owned blocks, each block counted once
         self._copies: list[tuple[int, int, int]] = []
-        self.hit_tokens = 0
-        self.query_tokens = 0
-        self.hit_blocks = 0
-        self.query_blocks = 0
+        self.prefix_counts = PrefixHitCounts()
 
     # ---- queries ------------------------------------------------------------------------
     @property
@@ -185,24 +183,21 @@ class HybridPagedAllocator:
             raise ValueError(f"{num_cached_tokens} cached tokens claimed for request {seq.seq_id}, "
                              f"but the cache holds a shorter prefix of it")
         state = _SeqBlocks(tables, window_from, [], hit * size, hit)
-        reclaimed = sum(pool.is_free(block) for table in tables for block in table)
+        reclaimed = sum(pool.is_cached_free(block) for table in tables for block in table)
         need = (reclaimed + self.layout.fixed_blocks
                 + self._growth_need(state, num_tokens, seq.num_known_tokens))
         if need > pool.num_free - self._watermark_blocks:
             return False
         for table in tables:
             for block in table:
-                if pool.is_free(block):
+                if pool.is_cached_free(block):
                     self._filled_slots += size
                 pool.hold(block)
         state.fixed = pool.take(self.layout.fixed_blocks)
         self._filled_slots += size * len(state.fixed)
         self._seqs[seq.seq_id] = state
         if self.caching:
-            self.hit_tokens += num_cached_tokens
-            self.query_tokens += seq.num_known_tokens
-            self.hit_blocks += hit
-            self.query_blocks += seq.num_known_tokens // size
+            self.prefix_counts.record(num_cached_tokens, seq.num_known_tokens, size)
         self._grow(seq, state, num_tokens, seq.num_known_tokens)
         return True
 
@@ -249,7 +244,7 @@ class HybridPagedAllocator:
             need += window_units * (end - max(end_before, start))
             slid = max(0, min(start, end_before) - state.window_start)
             for u in range(self._num_full, self._num_units):
-                need -= sum(pool.owners(block) == 1 for block in state.tables[u][:slid])
+                need -= sum(not pool.is_shared(block) for block in state.tables[u][:slid])
                 if slid > 0 and u in copied and end_before - 1 < state.window_start + slid:
                     need -= 1  # the private copy of a shared edge block slides out too
         return need
@@ -260,7 +255,7 @@ class HybridPagedAllocator:
         held = state.num_tokens
         if not state.shared_tail or num_tokens <= held or not held % self.block_size:
             return set()
-        return {u for u, table in enumerate(state.tables) if self.pool.owners(table[-1]) > 1}
+        return {u for u, table in enumerate(state.tables) if self.pool.is_shared(table[-1])}
 
     def _grow(self, seq: Sequence, state: _SeqBlocks, num_tokens: int, num_known: int) -> None:
         """Hold `num_tokens` tokens (the caller checked `_growth_need`): copy shared edge
@@ -462,10 +457,4 @@ class HybridPagedAllocator:
         )
 
     def stats(self) -> dict[str, int]:
-        return {
-            "prefix_hit_tokens": self.hit_tokens,
-            "prefix_query_tokens": self.query_tokens,
-            "prefix_hit_blocks": self.hit_blocks,
-            "prefix_query_blocks": self.query_blocks,
-            "evictions": self.pool.evictions,
-        }
+        return self.prefix_counts.stats(self.pool.evictions)

@@ -1,9 +1,10 @@
 """PagedAttention's block allocator, with optional automatic prefix caching (`paged-prefix`),
 for the plain layout, every layer keeping every token (hybrid layouts: `hybrid_paged.py`).
 
-Blocks are handed out in the order vLLM's free-block queue would: never-used blocks in id
-order, then freed blocks in the order they were freed. Blocks are created lazily (a counter
-marks the first never-used id), so a pool of millions of blocks costs no memory until used.
+The allocator keeps each sequence's block table, prefix hashes, copy-on-write and forks, as
+vLLM v1's KVCacheManager does; the blocks themselves (free queue, owner counts, the hash ->
+block cache) live in a `BlockPool` (`block_pool.py`), handed out in the order vLLM's
+free-block queue would: never-used blocks in id order, then freed blocks oldest first.
 
     block table of a 37-token sequence, block_size 16:
     [ b0: 16 slots full ][ b1: 16 slots full ][ b2: 5 used, 11 empty ]
@@ -11,41 +12,23 @@ marks the first never-used id), so a pool of millions of blocks costs no memory 
 
 With prefix caching, each full block of committed tokens carries a chained content hash
 (`block_hashes.py`); blocks are reference counted, so requests with a common prefix share
-them. A block whose last owner leaves keeps its hash and joins the free queue's tail: it is
-"cached-free", reusable by a later hit until allocation pops it from the queue's head and
-evicts its hash (lazy LRU eviction). A sequence frees its blocks tail first, so the blocks
-least likely to be shared (the ends of prompts) are evicted first.
-
-    free queue:  head -> [fresh ids ...][b9 (hash)][b4][b7 (hash)] <- tail (newest freed)
-                 allocation pops the head; a hit removes a cached block from anywhere
-
-The queue is a deque, so taking and giving back blocks costs a few C calls per sequence. A
-hit that takes a cached block out of the middle leaves its entry behind as stale (counted
-per block); stale entries always precede a block's live one, so the head skips them. Owner
-counts are kept only for shared blocks (`_extra_owners`): a block outside the free queue
-has one owner unless listed there, so unshared runs never touch a per-block count.
+them. A block whose last owner leaves keeps its hash: it is cached-free, reusable by a later
+hit until allocation reaches it in the pool's LRU queue and evicts it. A sequence frees its
+blocks tail first, so the blocks least likely to be shared (the ends of prompts) are evicted
+first.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable
 from itertools import accumulate, repeat
 from dataclasses import dataclass
 
 from policies.kv.base import (KVUsage, LockstepUsage, PoolParams, blocks_never_fit_reason,
                                kv_tokens_needed)
 from policies.kv.block_hashes import block_hashes, extend_block_hashes
+from policies.kv.block_pool import BlockPool
+from policies.kv.prefix_stats import PrefixHitCounts
 from policies.types import Request, Sequence
-
-
-def consume(calls: Iterable[object]) -> None:
-    """Run a lazy `map` of calls for their effect, looping in C (bulk evictions)."""
-    deque(calls, maxlen=0)
-
-
-COMPACT_AT_STALE = 1024
-"""Stale free-queue entries tolerated before compaction, whatever the queue's length."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,18 +55,12 @@ class PagedAllocator:
             raise ValueError("PagedAllocator keeps one token-indexed block table per sequence; "
                              "a hybrid KV layout needs HybridPagedAllocator (make_paged_allocator)")
         self.block_size = params.block_size
+        self.page_size = params.block_size
         self.num_blocks = params.num_blocks
         self.caching = params.enable_prefix_caching
         self.layout = params.layout
         self._watermark_blocks = int(params.watermark * params.num_blocks)
-        self._next_fresh = 0
-        self._free: deque[int] = deque()
-        self._stale: dict[int, int] = {}  # per block: entries in `_free` a hit took back
-        self._num_stale = 0
-        self._extra_owners: dict[int, int] = {}  # owners beyond the first, shared blocks only
-        self._block_hash: dict[int, int] = {}
-        self._hash_to_block: dict[int, int] = {}
-        self._cached_free: set[int] = set()  # hashed blocks in the free queue
+        self.pool = BlockPool(params.num_blocks)
         self.block_tables: dict[int, list[int]] = {}
         self._num_tokens: dict[int, int] = {}
         self._hashes: dict[int, list[int]] = {}
@@ -91,29 +68,17 @@ class PagedAllocator:
         self._filled_slots = 0
         self._shared_slots = 0  # filled slots counted once per extra owner of a shared block
         self._copies: list[tuple[int, int, int]] = []
-        self.hit_tokens = 0
-        self.query_tokens = 0
-        self.hit_blocks = 0
-        self.query_blocks = 0
-        self.evictions = 0
+        self.prefix_counts = PrefixHitCounts()
 
     # ---- queries ------------------------------------------------------------------------
     @property
     def num_free_blocks(self) -> int:
         """Blocks a new allocation may take: never used, freed, or cached-free."""
-        return self.num_blocks - self._next_fresh + len(self._free) - self._num_stale
+        return self.pool.num_free
 
-    def free_queue(self) -> list[int]:
-        """The freed blocks allocation would take after the never-used ids, head first (for
-        tests and inspection: this walks the whole queue)."""
-        skip = dict(self._stale)
-        live = []
-        for block in self._free:
-            if skip.get(block):
-                skip[block] -= 1
-            else:
-                live.append(block)
-        return live
+    def page_table(self, seq_id: int) -> list[int]:
+        """The real backend's view of a sequence's KV: its block table (pages of `page_size`)."""
+        return self.block_tables[seq_id]
 
     def blocks_for(self, num_tokens: int) -> int:
         return -(-max(0, num_tokens) // self.block_size)
@@ -133,7 +98,7 @@ class PagedAllocator:
             return 0
         hits = 0
         for block_hash in self._block_hashes(seq, seq.num_known_tokens):
-            if block_hash not in self._hash_to_block:
+            if self.pool.cached(block_hash) is None:
                 break
             hits += 1
         max_blocks = (seq.num_known_tokens - 1) // self.block_size
@@ -146,7 +111,7 @@ class PagedAllocator:
             return 0
         hits = 0
         for block_hash in block_hashes(request, self.block_size, request.prompt_tokens):
-            if block_hash not in self._hash_to_block:
+            if self.pool.cached(block_hash) is None:
                 break
             hits += 1
         return hits * self.block_size
@@ -175,7 +140,7 @@ class PagedAllocator:
         if shared_tail is not None:
             self._copy_on_write(seq_id, table, shared_tail)
         if missing:
-            table.extend(self._pop_blocks(missing))
+            table.extend(self.pool.take(missing))
         self._register_hashes(seq, table, num_tokens)
         self._set_filled(seq_id, num_tokens)
         return True
@@ -187,14 +152,14 @@ class PagedAllocator:
         index = held // self.block_size
         if num_tokens <= held or held % self.block_size == 0 or index >= len(table):
             return None
-        return index if table[index] in self._extra_owners else None
+        return index if self.pool.is_shared(table[index]) else None
 
     def _copy_on_write(self, seq_id: int, table: list[int], index: int) -> None:
         """Give `seq_id` its own copy of the shared block at `index` before it writes there."""
         held_in_block = self._num_tokens[seq_id] - index * self.block_size
         source = table[index]
-        table[index] = self._pop_block()
-        self._drop_extra_owner(source)
+        table[index] = self.pool.take_one()
+        self.pool.release(source)  # another owner keeps it
         self._shared_slots -= held_in_block
         self._copies.append((source, table[index], held_in_block))
 
@@ -203,9 +168,8 @@ class PagedAllocator:
         search); the partly filled last block is copied when either first writes to it."""
         table = self.block_tables[parent.seq_id]
         self.block_tables[child.seq_id] = list(table)
-        extra = self._extra_owners
         for block in table:
-            extra[block] = extra.get(block, 0) + 1
+            self.pool.hold(block)
         held = self._num_tokens.get(parent.seq_id, 0)
         self._num_tokens[child.seq_id] = held
         self._filled_slots += held
@@ -221,30 +185,25 @@ class PagedAllocator:
         return copies
 
     def _admit(self, seq: Sequence, num_tokens: int, num_cached_tokens: int) -> bool:
+        pool = self.pool
         hit_blocks = num_cached_tokens // self.block_size
         hashes = self._block_hashes(seq, num_cached_tokens) if self.caching else []
-        cached = [self._hash_to_block[h] for h in hashes[:hit_blocks]]
-        reclaimed = sum(1 for b in cached if b in self._cached_free)
+        cached = [pool.cached(h) for h in hashes[:hit_blocks]]
+        if None in cached:
+            raise ValueError(f"{num_cached_tokens} cached tokens claimed for request "
+                             f"{seq.seq_id}, but the cache holds a shorter prefix of it")
+        reclaimed = sum(map(pool.is_cached_free, cached))
         new_blocks = self.blocks_for(num_tokens) - hit_blocks
-        if new_blocks + reclaimed > self.num_free_blocks - self._watermark_blocks:
+        if new_blocks + reclaimed > pool.num_free - self._watermark_blocks:
             return False
         for block in cached:
-            if block in self._cached_free:  # reclaimed: its queue entry goes stale
-                self._cached_free.remove(block)
-                self._stale[block] = self._stale.get(block, 0) + 1
-                self._num_stale += 1
-                if self._num_stale > max(COMPACT_AT_STALE, len(self._free) // 2):
-                    self._compact_free_queue()
-            else:
-                self._extra_owners[block] = self._extra_owners.get(block, 0) + 1
+            if not pool.is_cached_free(block):  # owned: now shared
                 self._shared_slots += self.block_size
-        table = cached + self._pop_blocks(new_blocks)
+            pool.hold(block)
+        table = cached + pool.take(new_blocks)
         self.block_tables[seq.seq_id] = table
         if self.caching:
-            self.hit_tokens += num_cached_tokens
-            self.query_tokens += seq.num_known_tokens
-            self.hit_blocks += hit_blocks
-            self.query_blocks += seq.num_known_tokens // self.block_size
+            self.prefix_counts.record(num_cached_tokens, seq.num_known_tokens, self.block_size)
             self._num_registered[seq.seq_id] = hit_blocks
             self._register_hashes(seq, table, num_tokens)
         self._set_filled(seq.seq_id, num_tokens)
@@ -262,11 +221,7 @@ class PagedAllocator:
             return
         hashes = self._block_hashes(seq, num_full * self.block_size)
         for i in range(done, num_full):
-            block = table[i]
-            if block in self._block_hash or hashes[i] in self._hash_to_block:
-                continue  # already cached, or the same content lives in another block
-            self._block_hash[block] = hashes[i]
-            self._hash_to_block[hashes[i]] = block
+            self.pool.register(table[i], hashes[i])
         self._num_registered[seq.seq_id] = num_full
 
     def grow_in_lockstep(self, seqs: list[Sequence], num_steps: int) -> LockstepUsage | None:
@@ -282,8 +237,8 @@ class PagedAllocator:
         """
         if self._copies:
             return None  # pending copies belong to the next step's plan
-        size = self.block_size
-        held_tokens, tables, extra_owners = self._num_tokens, self.block_tables, self._extra_owners
+        size, pool = self.block_size, self.pool
+        held_tokens, tables = self._num_tokens, self.block_tables
         shared = self._shared_slots > 0  # else no block has a second owner
         events: list[tuple[int, int, int]] = []  # (round, sequence order, 0 new block / 1 register)
         for order, seq in enumerate(seqs):
@@ -293,7 +248,7 @@ class PagedAllocator:
             # Round r asks for held + 1 + r tokens: a new block when held + r is a multiple
             # of the block size, a full block to register when held + 1 + r is.
             first_new = -held % size
-            if first_new and shared and tables[seq.seq_id][held // size] in extra_owners:
+            if first_new and shared and pool.is_shared(tables[seq.seq_id][held // size]):
                 return None  # round 0 would copy a shared partial block first
             if first_new < num_steps:
                 events.append((first_new, order, 0))  # usually the only one (steps < size)
@@ -306,7 +261,7 @@ class PagedAllocator:
         new_blocks = [0] * num_steps
         for round_, _, kind in events:
             new_blocks[round_] += 1 - kind
-        if sum(new_blocks) > self.num_free_blocks:
+        if sum(new_blocks) > pool.num_free:
             return None
         events.sort()
         evictions = [0] * num_steps
@@ -314,79 +269,22 @@ class PagedAllocator:
             seq = seqs[order]
             table = tables[seq.seq_id]
             if kind == 0:
-                before = self.evictions
-                table.append(self._pop_block())
-                evictions[round_] += self.evictions - before
+                before = pool.evictions
+                table.append(pool.take_one())
+                evictions[round_] += pool.evictions - before
             else:
                 self._register_full_blocks(seq, table, (seq.num_known_tokens + round_) // size)
         for seq in seqs:
             held_tokens[seq.seq_id] += num_steps
         first_filled = self._filled_slots - self._shared_slots + len(seqs)
         self._filled_slots += len(seqs) * num_steps
-        used_before = (self.num_blocks - self.num_free_blocks) * size - sum(new_blocks) * size
-        cached_before = (len(self._cached_free) + sum(evictions)) * size
+        used_before = (self.num_blocks - pool.num_free) * size - sum(new_blocks) * size
+        cached_before = (pool.num_cached_free + sum(evictions)) * size
         return LockstepUsage(
             [used_before + size * n for n in accumulate(new_blocks)],
             list(range(first_filled, first_filled + len(seqs) * num_steps, len(seqs))),
             [cached_before - size * n for n in accumulate(evictions)],
         )
-
-    def _pop_blocks(self, count: int) -> list[int]:
-        """`count` blocks from the free queue's head, as `_pop_block` takes them."""
-        fresh = min(count, self.num_blocks - self._next_fresh)
-        blocks = list(range(self._next_fresh, self._next_fresh + fresh))
-        self._next_fresh += fresh
-        if count > fresh:
-            if self._num_stale:
-                reused = [self._pop_freed() for _ in range(count - fresh)]
-            else:
-                reused = list(map(deque.popleft, repeat(self._free, count - fresh)))
-            if self._block_hash:
-                consume(map(self._evict, reused))
-            blocks += reused
-        return blocks
-
-    def _pop_block(self) -> int:
-        """The free queue's head (never-used ids first) with one owner; a cached-free block
-        loses its hash (it is evicted)."""
-        if self._next_fresh < self.num_blocks:
-            block = self._next_fresh
-            self._next_fresh += 1
-        else:
-            block = self._pop_freed()
-            if self._block_hash:
-                self._evict(block)
-        return block
-
-    def _compact_free_queue(self) -> None:
-        """Drop the stale entries (once they are half the queue, so the cost is amortized):
-        hits that keep reclaiming cached blocks while allocation seldom reaches the queue's
-        head would otherwise grow it without bound."""
-        self._free = deque(self.free_queue())
-        self._stale.clear()
-        self._num_stale = 0
-
-    def _pop_freed(self) -> int:
-        """The oldest freed block still free, skipping entries a prefix hit took back."""
-        free_queue, stale = self._free, self._stale
-        while True:
-            block = free_queue.popleft()
-            left = stale.get(block)
-            if not left:
-                return block
-            self._num_stale -= 1
-            if left == 1:
-                del stale[block]
-            else:
-                stale[block] = left - 1
-
-    def _evict(self, block: int) -> None:
-        """A cached-free block taken for new content loses its hash."""
-        evicted = self._block_hash.pop(block, None)
-        if evicted is not None:
-            del self._hash_to_block[evicted]
-            self._cached_free.remove(block)
-            self.evictions += 1
 
     def _set_filled(self, seq_id: int, num_tokens: int) -> None:
         previous = self._num_tokens.get(seq_id, 0)
@@ -425,37 +323,12 @@ class PagedAllocator:
         """Drop one owner of each block of `table` (a `num_tokens`-token sequence's) from the
         last down to index `keep`; a block left with none joins the free queue's tail (still
         cached if it carries a hash)."""
-        free_queue, hashed = self._free, self._block_hash
         if not self._shared_slots:  # every block has one owner: release them in bulk
-            tail = table[keep:] if keep else table
-            free_queue.extend(reversed(tail))
-            if hashed:
-                self._cached_free.update(block for block in tail if block in hashed)
+            self.pool.release_many(table[keep:][::-1])
             return
-        extra_owners = self._extra_owners
         for index in range(len(table) - 1, keep - 1, -1):
-            block = table[index]
-            if block in extra_owners:
-                self._drop_extra_owner(block)
+            if not self.pool.release(table[index]):  # another sequence still holds it
                 self._shared_slots -= self._tokens_in_block(num_tokens, index)
-            else:
-                free_queue.append(block)
-                if block in hashed:
-                    self._cached_free.add(block)
-
-    def _drop_extra_owner(self, block: int) -> None:
-        owners = self._extra_owners[block]
-        if owners == 1:
-            del self._extra_owners[block]
-        else:
-            self._extra_owners[block] = owners - 1
-
-    def owners(self, block: int) -> int:
-        """How many sequences hold `block` (0: free or never used); for tests and
-        inspection, as it walks the free queue."""
-        if block >= self._next_fresh or block in self.free_queue():
-            return 0
-        return 1 + self._extra_owners.get(block, 0)
 
     # ---- accounting ---------------------------------------------------------------------
     def usage(self) -> KVUsage:
@@ -464,14 +337,8 @@ class PagedAllocator:
             total_slots=self.num_blocks * self.block_size,
             reserved_slots=used_blocks * self.block_size,
             filled_slots=self._filled_slots - self._shared_slots,
-            cached_free_slots=len(self._cached_free) * self.block_size,
+            cached_free_slots=self.pool.num_cached_free * self.block_size,
         )
 
     def stats(self) -> dict[str, int]:
-        return {
-            "prefix_hit_tokens": self.hit_tokens,
-            "prefix_query_tokens": self.query_tokens,
-            "prefix_hit_blocks": self.hit_blocks,
-            "prefix_query_blocks": self.query_blocks,
-            "evictions": self.evictions,
-        }
+        return self.prefix_counts.stats(self.pool.evictions)

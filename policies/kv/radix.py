@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from typing import Hashable, Iterator
 
 from policies.kv.base import KVUsage, PoolParams, kv_tokens_needed
+from policies.kv.prefix_stats import PrefixHitCounts
 from policies.kv.slot_pool import SlotPool, append_extent, pop_tail_extents, split_extents
 from policies.kv.token_keys import (KeyRun, append_run, common_length, drop_tail_runs, split_runs,
                                     token_key_runs)
@@ -156,10 +157,7 @@ class RadixAllocator:
         self._candidates: list[tuple[int, int, RadixNode]] = []  # heap, stale entries skipped
         self._seqs: dict[int, _SeqSlots] = {}
         self._copies: list[tuple[int, int, int]] = []
-        self.hit_tokens = 0
-        self.query_tokens = 0
-        self.hit_blocks = 0
-        self.query_blocks = 0
+        self.prefix_counts = PrefixHitCounts()
         self.evicted_slots = 0
 
     # ---- queries ------------------------------------------------------------------------
@@ -309,10 +307,7 @@ class RadixAllocator:
                           private_window_from=num_cached_tokens, window_start=window_start)
         self._seqs[seq.seq_id] = state
         self._pin(seq.seq_id, state, 0)
-        self.hit_tokens += num_cached_tokens
-        self.query_tokens += seq.num_known_tokens
-        self.hit_blocks += num_cached_tokens // self.block_size
-        self.query_blocks += seq.num_known_tokens // self.block_size
+        self.prefix_counts.record(num_cached_tokens, seq.num_known_tokens, self.block_size)
         self._extend(seq, state, num_tokens)
         return True
 
@@ -742,10 +737,4 @@ class RadixAllocator:
     def stats(self) -> dict[str, int]:
         """Block counts are whole `block_size` runs of hit and queried tokens, comparable with
         `paged-prefix`; `evictions` counts evicted slots (tokens, on the plain layout)."""
-        return {
-            "prefix_hit_tokens": self.hit_tokens,
-            "prefix_query_tokens": self.query_tokens,
-            "prefix_hit_blocks": self.hit_blocks,
-            "prefix_query_blocks": self.query_blocks,
-            "evictions": self.evicted_slots,
-        }
+        return self.prefix_counts.stats(self.evicted_slots)

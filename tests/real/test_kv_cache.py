@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backend.kv_cache import KVCache, page_table
+from backend.kv_cache import KVCache, require_page_tables
 from policies.kv.contiguous import ContiguousAllocator, ContiguousParams
 from policies.kv.paged import PagedAllocator, PagedParams
+from policies.kv.radix import RadixAllocator, RadixParams
 from tests.helpers import make_seq
 
 
@@ -29,8 +30,8 @@ def test_write_lands_in_the_allocators_blocks():
     allocator.free(first)
     third = make_seq(2, 9, 1)
     assert allocator.allocate_slots(third, 9)
-    page_size, pages = page_table(allocator, 2)
-    assert (page_size, pages) == (4, [3, 4, 5])  # never-used blocks first, in id order
+    pages = allocator.page_table(2)
+    assert (allocator.page_size, pages) == (4, [3, 4, 5])  # never-used blocks first, in id order
     cache = _cache()
     positions = torch.arange(9)
     slots = torch.tensor(pages)[positions // 4] * 4 + positions % 4
@@ -48,7 +49,7 @@ def test_contiguous_spans_are_single_slot_pages():
                                                      reserve="oracle"))
     assert allocator.allocate_slots(make_seq(0, 3, 3), 5)
     assert allocator.allocate_slots(make_seq(1, 4, 2), 5)
-    assert page_table(allocator, 1) == (1, [5, 6, 7, 8, 9])
+    assert (allocator.page_size, allocator.page_table(1)) == (1, [5, 6, 7, 8, 9])
     cache = _cache()
     k_pages, _ = cache.pages(0, 1)
     assert k_pages.shape == (24, 1, 2, 8)
@@ -56,9 +57,12 @@ def test_contiguous_spans_are_single_slot_pages():
     assert cache.k[0, 1, 3].eq(1.0).all()
 
 
-def test_page_table_refuses_an_allocator_it_cannot_address():
-    with pytest.raises(TypeError, match="neither block_tables nor spans"):
-        page_table(object(), 0)
+def test_the_pool_refuses_an_allocator_it_cannot_address():
+    paged = PagedAllocator(PagedParams(block_size=4, num_blocks=6))
+    assert require_page_tables(paged) is paged
+    radix = RadixAllocator(RadixParams(block_size=4, num_blocks=6))
+    with pytest.raises(ValueError, match="RadixAllocator does not keep: use --allocator paged"):
+        require_page_tables(radix)
 
 
 def test_copy_blocks_copies_every_layer_and_nothing_else():

@@ -57,6 +57,8 @@ def test_real_replay_is_deterministic_for_a_seed(tmp_path):
      "--speculator tree does not run on the real backend yet"),
     (["--executor", "real", "--model", "tiny-llama", "--allocator", "contiguous",
       "--preemption", "swap"], "use a paged allocator with --preemption swap"),
+    (["--executor", "real", "--model", "tiny-llama", "--allocator", "radix"],
+     "use --allocator paged, paged-prefix or contiguous"),
     (["--executor", "real", "--model", "tiny-llama", "--max-model-len", "5000"],
      "exceeds tiny-llama's context of 4096"),
 ])
