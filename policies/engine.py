@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import math
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from policies.beam import BeamReparenter
-from policies.kv.base import LockstepUsage
+from policies.beam import BeamReparenter, reparent_beams
+from policies.logs import IterationLog, SpeculationLog
+from policies.samples import SampleForks, forks_after
 from policies.scheduler.base import Scheduler
-from policies.types import (Plan, Request, ScheduledChunk, Sequence, SeqStatus, StepResult,
-                            sample_seq_id)
+from policies.types import Plan, Request, ScheduledChunk, Sequence, SeqStatus, StepResult
 
 
 class Executor(Protocol):
@@ -34,61 +34,6 @@ class Executor(Protocol):
     side effects) and `ran_lockstep_decodes(context_tokens, num_steps)` (they ran)."""
 
     def execute(self, plan: Plan) -> StepResult: ...
-
-
-@dataclass(slots=True)
-class IterationLog:
-    """One row per executed iteration, in compact columns (no per-iteration objects; counts
-    as 4-byte ints, which overflow loudly, so a million-request trace's log stays small)."""
-
-    start_s: array = field(default_factory=lambda: array("d"))
-    duration_s: array = field(default_factory=lambda: array("d"))
-    batch_size: array = field(default_factory=lambda: array("i"))
-    new_tokens: array = field(default_factory=lambda: array("i"))
-    prefill_tokens: array = field(default_factory=lambda: array("i"))
-    num_waiting: array = field(default_factory=lambda: array("i"))
-    kv_reserved_slots: array = field(default_factory=lambda: array("i"))
-    kv_filled_slots: array = field(default_factory=lambda: array("i"))
-    kv_cached_free_slots: array = field(default_factory=lambda: array("i"))
-
-    def __len__(self) -> int:
-        return len(self.start_s)
-
-
-@dataclass(slots=True)
-class SpeculationLog:
-    """Counters over every verify of every sequence; all zero when nothing speculates.
-
-    `emitted_histogram[n]` counts verifies that emitted n tokens (accepted drafts + 1).
-    `reached_by_position[i]` counts verifies whose draft at position i + 1 was looked at (it
-    was proposed and every draft before it was accepted), `accepted_by_position[i]` those that
-    accepted it: their ratio is the conditional acceptance rate engines log per position.
-    """
-
-    num_verifies: int = 0
-    num_proposed: int = 0
-    emitted_histogram: list[int] = field(default_factory=list)
-    reached_by_position: list[int] = field(default_factory=list)
-    accepted_by_position: list[int] = field(default_factory=list)
-    draft_s: float = 0.0
-    """Drafting time over every step (a draft model also ingests prefills in plain steps)."""
-    verify_s: float = 0.0
-    """Target time of the steps that verified drafts (their duration less their drafting)."""
-
-    def record(self, num_spec_tokens: int, num_accepted: int) -> None:
-        self.num_verifies += 1
-        self.num_proposed += num_spec_tokens
-        _bump(self.emitted_histogram, num_accepted + 1)
-        for position in range(min(num_accepted + 1, num_spec_tokens)):
-            _bump(self.reached_by_position, position)
-            if position < num_accepted:
-                _bump(self.accepted_by_position, position)
-
-
-def _bump(counts: list[int], index: int) -> None:
-    if index >= len(counts):
-        counts.extend([0] * (index + 1 - len(counts)))
-    counts[index] += 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +64,7 @@ class Engine:
         self.spec_log = SpeculationLog()
         self.kv_total_slots = scheduler.allocator.usage().total_slots
         self.outstanding_tokens = 0
-        self._open_samples: dict[int, int] = {}
+        self._samples = SampleForks()
         self._beams = beams
         self._on_done = on_done
         self.fast_forward = fast_forward
@@ -307,7 +252,8 @@ class Engine:
         usages = grow(seqs, num_steps) if num_steps else None
         if usages is None:
             return None
-        self._log_lockstep(len(seqs), end_s, ends, durations[:num_steps], usages)
+        self.log.record_decode_run(len(seqs), end_s, ends, durations[:num_steps],
+                                   self.scheduler.num_waiting, usages)
         last_s = ends[-1]
         for seq in seqs:
             seq.num_computed_tokens += num_steps
@@ -322,23 +268,6 @@ class Engine:
         if ran is not None:
             ran(contexts, num_steps)
         return last_s, finished, durations[num_steps - 1]
-
-    def _log_lockstep(self, batch_size: int, first_start_s: float, ends: array,
-                      durations: list[float], usage: LockstepUsage) -> None:
-        """The log rows `_record` would write for each of those iterations."""
-        log = self.log
-        num_steps = len(ends)
-        log.start_s.append(first_start_s)
-        log.start_s.extend(ends[:-1])
-        log.duration_s.extend(durations)
-        sizes = array("i", [batch_size]) * num_steps
-        log.batch_size.extend(sizes)
-        log.new_tokens.extend(sizes)
-        log.prefill_tokens.extend(array("i", [0]) * num_steps)
-        log.num_waiting.extend(array("i", [self.scheduler.num_waiting]) * num_steps)
-        log.kv_reserved_slots.extend(usage.reserved_slots)
-        log.kv_filled_slots.extend(usage.filled_slots)
-        log.kv_cached_free_slots.extend(usage.cached_free_slots)
 
     def _commit(self, plan: Plan, result: StepResult, start_s: float, end_s: float) -> None:
         speculated = False
@@ -357,46 +286,25 @@ class Engine:
             seq.num_output_tokens += num_emitted
             for _ in range(num_emitted):
                 seq.token_times_s.append(end_s)
-            if seq.sample_index == 0 and seq.request.n > 1 and seq.num_output_tokens == num_emitted:
+            if forks_after(seq, num_emitted):
                 self._fork_samples(seq, end_s)
             if seq.is_done_generating:
                 self._finish(seq, end_s)
         if self._beams is not None:
-            self._reparent_beams(plan)
+            reparent_beams(self._beams, plan, self.sequences, self.scheduler.allocator)
 
         self.spec_log.draft_s += result.draft_s
         if speculated:
             self.spec_log.verify_s += end_s - start_s - result.draft_s
 
     def _fork_samples(self, parent: Sequence, end_s: float) -> None:
-        """The prefill sampled n first tokens: samples 1..n-1 start from `parent`'s KV."""
-        self._open_samples[parent.seq_id] = parent.request.n
-        for index in range(1, parent.request.n):
-            child = Sequence(parent.request, num_computed_tokens=parent.num_computed_tokens,
-                             num_output_tokens=1, first_scheduled_s=parent.first_scheduled_s,
-                             sample_index=index)
-            child.token_times_s.append(end_s)
+        for child in self._samples.fork(parent, end_s):
             self.sequences[child.seq_id] = child
             self.outstanding_tokens += parent.request.output_tokens
             if child.is_done_generating:
                 self._finish(child, end_s, scheduled=False)
             else:
                 self.scheduler.fork(parent, child)
-
-    def _reparent_beams(self, plan: Plan) -> None:
-        """After a step, let the beam policy replace losing beams by copies of others; only
-        beams that are in lockstep (running, at the same length) are compared."""
-        for request_id in {c.seq.request.request_id for c in plan.chunks if c.seq.request.beam}:
-            request = self.sequences[request_id].request
-            beams = [self.sequences.get(sample_seq_id(request, k)) for k in range(request.n)]
-            if any(b is None or b.status is not SeqStatus.RUNNING for b in beams):
-                continue
-            if len({b.num_computed_tokens for b in beams}) != 1:
-                continue
-            allocator = self.scheduler.allocator
-            for loser, donor in self._beams.reparent(beams):
-                allocator.free(loser)
-                allocator.fork(donor, loser)
 
     def _finish(self, seq: Sequence, end_s: float, scheduled: bool = True) -> None:
         seq.status = SeqStatus.FINISHED
@@ -405,13 +313,7 @@ class Engine:
         self.outstanding_tokens -= request.total_tokens if seq.sample_index == 0 else request.output_tokens
         if scheduled:
             self.scheduler.on_finished(seq)
-        # The request is done when its last sample is.
-        remaining = self._open_samples.get(request.request_id, 1) - 1
-        if remaining:
-            self._open_samples[request.request_id] = remaining
-            return
-        self._open_samples.pop(request.request_id, None)
-        if self._on_done:
+        if self._samples.close(request) and self._on_done:
             self._on_done(self.sequences[request.request_id])
 
     def _commit_verify(self, chunk: ScheduledChunk, result: StepResult) -> int:
@@ -433,17 +335,5 @@ class Engine:
         return accepted
 
     def _record(self, plan: Plan, start_s: float, duration_s: float) -> None:
-        log = self.log
-        usage = self.scheduler.allocator.usage()
-        log.start_s.append(start_s)
-        log.duration_s.append(duration_s)
-        log.batch_size.append(len(plan.chunks) + len(plan.padding))
-        log.new_tokens.append(plan.num_new_tokens)
-        log.prefill_tokens.append(
-            sum(c.num_new_tokens for c in plan.chunks if not c.num_spec_tokens
-                and (c.num_new_tokens > 1 or c.num_context_tokens < c.seq.request.prompt_tokens))
-        )
-        log.num_waiting.append(self.scheduler.num_waiting)
-        log.kv_reserved_slots.append(usage.reserved_slots)
-        log.kv_filled_slots.append(usage.filled_slots)
-        log.kv_cached_free_slots.append(usage.cached_free_slots)
+        self.log.record(plan, start_s, duration_s, self.scheduler.num_waiting,
+                        self.scheduler.allocator.usage())

@@ -46,11 +46,7 @@ class ChunkedScheduler(ContinuousScheduler):
     params: ChunkedParams
 
     def schedule(self, now_s: float) -> Plan:
-        plan = Plan()
-        self._receive_transfers(now_s)
-        self._order_waiting()
-        if self.swapped:
-            self._swap_in(plan)
+        plan, _ = self._open_plan(now_s)
         budget = self.params.token_budget
         decodes = [s for s in self.running if s.num_computed_tokens >= s.request.prompt_tokens]
         prefills = [s for s in self.running if s.num_computed_tokens < s.request.prompt_tokens]

@@ -127,13 +127,21 @@ class ContinuousScheduler:
         self.running.remove(seq)
         self.allocator.free(seq)
 
-    def schedule(self, now_s: float) -> Plan:
+    def _open_plan(self, now_s: float) -> tuple[Plan, bool]:
+        """Every iteration's opening: sequences transferred in join, the queue is put in
+        policy order, and swapped-out sequences come back (before any new prompt, oldest
+        first) while they fit. Returns the plan so far and whether any were swapped out."""
         plan = Plan()
         self._receive_transfers(now_s)
         self._order_waiting()
-        if self.swapped:
+        swapping = bool(self.swapped)
+        if swapping:
             self._swap_in(plan)
-        else:
+        return plan, swapping
+
+    def schedule(self, now_s: float) -> Plan:
+        plan, swapping = self._open_plan(now_s)
+        if not swapping:
             self._admit_prefills(plan)
         if not plan.chunks:
             self._schedule_decodes(plan)

@@ -23,11 +23,7 @@ class OrcaParams(QueueingParams):
 
 class OrcaScheduler(ContinuousScheduler):
     def schedule(self, now_s: float) -> Plan:
-        plan = Plan()
-        self._receive_transfers(now_s)
-        self._order_waiting()
-        if self.swapped:
-            self._swap_in(plan)
+        plan, _ = self._open_plan(now_s)
         index = 0
         while index < len(self.running):
             seq = self.running[index]
