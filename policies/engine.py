@@ -16,11 +16,11 @@ slots of its rejected drafts are given back through the allocator's `shrink_slot
 from __future__ import annotations
 
 import math
-from array import array
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from policies.beam import BeamReparenter, reparent_beams
+from policies.fast_forward import DecodeFastForward
 from policies.logs import IterationLog, SpeculationLog
 from policies.samples import SampleForks, forks_after
 from policies.scheduler.base import Scheduler
@@ -28,10 +28,8 @@ from policies.types import Plan, Request, ScheduledChunk, Sequence, SeqStatus, S
 
 
 class Executor(Protocol):
-    """Runs plans. A simulated executor may also offer the decode fast-forward's two methods:
-    `lockstep_decode_times(context_tokens, num_steps, first_step) -> list[float] | None`
-    (what `execute` would return for each of those decode-only steps of one batch, without
-    side effects) and `ran_lockstep_decodes(context_tokens, num_steps)` (they ran)."""
+    """Runs plans. A simulated executor may also price runs of decode-only steps in one go
+    (`policies.fast_forward.LockstepPricing`)."""
 
     def execute(self, plan: Plan) -> StepResult: ...
 
@@ -67,7 +65,11 @@ class Engine:
         self._samples = SampleForks()
         self._beams = beams
         self._on_done = on_done
-        self.fast_forward = fast_forward
+        self._fast_forward = DecodeFastForward.of(
+            scheduler, scheduler.allocator, executor, self.log,
+            lambda: self.scheduler.num_waiting, self._finish) if fast_forward else None
+        """Decode runs jumped in one step, when the scheduler, allocator and executor all
+        declare their part (`policies.fast_forward`)."""
         self.async_scheduling = async_scheduling
         """Plan each step while the one before runs (vLLM's async scheduling): a request that
         arrives during a step first runs in the step after next (`_plan_cutoff_s`)."""
@@ -167,107 +169,14 @@ class Engine:
         self._commit(plan, result, now_s, end_s)
         self._last_end_s = end_s
         grace = int(self.async_scheduling and self.arrivals_unobserved and until_s < stop_s)
-        if (self.fast_forward and (end_s < until_s or grace) and end_s < stop_s
+        if (self._fast_forward is not None and (end_s < until_s or grace) and end_s < stop_s
                 and self._beams is None and not self._held):
-            span_end_s = self._fast_forward(plan, now_s, end_s, until_s, result.duration_s,
-                                            grace)
+            span_end_s = self._fast_forward.run(plan, now_s, end_s, until_s, result.duration_s,
+                                                grace)
             if span_end_s is not None:
                 self._last_end_s = span_end_s
                 return StepOutcome(span_end_s - now_s)
         return StepOutcome(result.duration_s)
-
-    def _fast_forward(self, plan: Plan, now_s: float, end_s: float, until_s: float,
-                      step_s: float, grace: int) -> float | None:
-        """Run the decode-only iterations that follow `plan` (a step from `now_s` to `end_s`,
-        which took `step_s`) while their batch stays the same (the scheduler's
-        `repeated_batch`, or its `drained_batch` when nothing waits) and they start before
-        `until_s` (plus `grace` iterations); return when the last one ends (None if none
-        ran). When sequences finish, the rest of the batch goes on if nothing waits to join
-        it."""
-        repeated = getattr(self.scheduler, "repeated_batch", None)
-        if repeated is None:
-            return None
-        batch = repeated(plan) or self.scheduler.drained_batch()
-        span_end_s = None
-        while batch:
-            lockstep = self._run_lockstep(batch, now_s, end_s, until_s, step_s, grace)
-            if lockstep is None:
-                break
-            end_s, finished, step_s = lockstep
-            span_end_s = end_s
-            if not finished or end_s >= until_s:
-                break
-            batch = self.scheduler.drained_batch()
-        return span_end_s
-
-    def _run_lockstep(self, seqs: list[Sequence], now_s: float, end_s: float, until_s: float,
-                      step_s: float, grace: int = 0) -> tuple[float, bool, float] | None:
-        """Run in one go the iterations in which batch `seqs` decodes one token each, from
-        `end_s`, and return (when the last ends, whether sequences finished in it, the last
-        one's duration); None if none ran. `step_s`, the duration of the step before, sizes
-        the first batch of steps priced (as many as fit before `until_s` at that pace).
-
-        They stop at the first iteration in which a sequence finishes (it ends the batch),
-        before an iteration that would start at or after `until_s` (`grace` of them may), and
-        where the pool cannot grow the batch (a preemption is due). Each iteration's end is accumulated exactly as
-        the caller's clock would (`start + duration`), the caller's `now_s + (end - now_s)`
-        must land on the same float, and every log row, token time, block, hash and
-        completion comes out as one step at a time would leave them: results do not change,
-        only their cost.
-        """
-        plan_times = getattr(self.executor, "lockstep_decode_times", None)
-        grow = getattr(self.scheduler.allocator, "grow_in_lockstep", None)
-        if plan_times is None or grow is None:
-            return None
-        contexts, remaining = [], []
-        for seq in seqs:  # each must be decoding: outputs sampled, KV for all but the last
-            request, computed, outputs = seq.request, seq.num_computed_tokens, seq.num_output_tokens
-            if not outputs or request.prompt_tokens + outputs - computed != 1:
-                return None
-            contexts.append(computed)
-            remaining.append(request.output_tokens - outputs)
-        max_steps = min(remaining)
-        durations: list[float] = []
-        ends = array("d")
-        t = end_s
-        chunk = 16
-        if step_s > 0 and until_s < math.inf:
-            chunk = max(1, math.ceil((until_s - end_s) / step_s))
-        while len(ends) < max_steps and (t < until_s or grace):
-            more = plan_times(contexts, min(chunk, max_steps - len(ends)), len(ends))
-            if more is None:
-                return None
-            for duration in more:
-                if t >= until_s:
-                    if not grace:
-                        break
-                    grace -= 1
-                t += duration
-                durations.append(duration)
-                ends.append(t)
-            chunk *= 2
-        while ends and now_s + (ends[-1] - now_s) != ends[-1]:
-            ends.pop()
-        num_steps = len(ends)
-        usages = grow(seqs, num_steps) if num_steps else None
-        if usages is None:
-            return None
-        self.log.record_decode_run(len(seqs), end_s, ends, durations[:num_steps],
-                                   self.scheduler.num_waiting, usages)
-        last_s = ends[-1]
-        for seq in seqs:
-            seq.num_computed_tokens += num_steps
-            seq.num_output_tokens += num_steps
-            seq.token_times_s.extend(ends)
-        finished = num_steps == max_steps
-        if finished:
-            for seq, left in zip(seqs, remaining):
-                if left == num_steps:
-                    self._finish(seq, last_s)
-        ran = getattr(self.executor, "ran_lockstep_decodes", None)
-        if ran is not None:
-            ran(contexts, num_steps)
-        return last_s, finished, durations[num_steps - 1]
 
     def _commit(self, plan: Plan, result: StepResult, start_s: float, end_s: float) -> None:
         speculated = False

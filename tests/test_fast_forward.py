@@ -143,6 +143,38 @@ def test_fast_forward_jumps_most_iterations(monkeypatch):
     assert calls[0] < iterations / 4
 
 
+@pytest.mark.parametrize("scheduler", ["continuous", "chunked", "orca"])
+def test_each_declaring_scheduler_jumps_and_keeps_results(monkeypatch, scheduler):
+    """Continuous, chunked and Orca each declare `RepeatsDecodeBatch` themselves: each one's
+    claim (its decode-only plans repeat) holds, and its runs are jumped."""
+    options = dict(LIGHT, scheduler=scheduler)
+    off = _run(options, False)
+    calls = _count_steps(monkeypatch)
+    on = _run(options, True)
+    assert_same_results(off, on)
+    assert calls[0] < len(on.engines[0].log) / 4
+
+
+def test_fast_forward_abilities_are_declared_per_class():
+    from policies.fast_forward import GrowsInLockstep, LockstepPricing, RepeatsDecodeBatch
+    from policies.kv.contiguous import ContiguousAllocator
+    from policies.kv.hybrid_paged import HybridPagedAllocator
+    from policies.kv.paged import PagedAllocator
+    from policies.registry import SCHEDULERS
+    from sim.cost.measured import MeasuredCostModel
+    from sim.cost.roofline import CostModel
+
+    def declared(cls, protocol):
+        return protocol in cls.__mro__
+
+    schedulers = {name: declared(entry.policy, RepeatsDecodeBatch)
+                  for name, entry in SCHEDULERS.items()}
+    assert schedulers == {"continuous": True, "chunked": True, "orca": True, "static": False}
+    for allocator in (PagedAllocator, HybridPagedAllocator, ContiguousAllocator):
+        assert declared(allocator, GrowsInLockstep)
+    assert declared(CostModel, LockstepPricing) and declared(MeasuredCostModel, LockstepPricing)
+
+
 def test_fast_forward_off_steps_every_iteration(monkeypatch):
     calls = _count_steps(monkeypatch)
     result = _run(LIGHT, False)

@@ -33,6 +33,7 @@ from collections.abc import Iterable
 from itertools import accumulate, repeat
 from dataclasses import dataclass
 
+from policies.fast_forward import GrowsInLockstep
 from policies.kv.base import (KVUsage, LockstepUsage, PoolParams, blocks_never_fit_reason,
                                kv_tokens_needed)
 from policies.kv.block_hashes import block_hashes, extend_block_hashes
@@ -66,7 +67,7 @@ class PagedPrefixParams(PagedParams):
     enable_prefix_caching: bool = True
 
 
-class PagedAllocator:
+class PagedAllocator(GrowsInLockstep):
     def __init__(self, params: PagedParams) -> None:
         if not params.layout.is_plain:
             raise ValueError("PagedAllocator keeps one token-indexed block table per sequence; "

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policies.scheduler.continuous import ContinuousScheduler, QueueingParams
+from policies.scheduler.continuous import QueuedDecodeRuns, QueueingParams
 from policies.scheduler.queue_order import victim_index
 from policies.types import Plan, ScheduledChunk, Sequence
 
@@ -42,7 +42,7 @@ class ChunkedParams(QueueingParams):
             raise ValueError(f"unknown chunked order {self.chunked_order!r}; choose one of {ORDERS}")
 
 
-class ChunkedScheduler(ContinuousScheduler):
+class ChunkedScheduler(QueuedDecodeRuns):
     params: ChunkedParams
 
     def schedule(self, now_s: float) -> Plan:

@@ -30,6 +30,7 @@ from typing import Any, Callable, TypeVar
 
 import numpy as np
 
+from policies.fast_forward import LockstepPricing
 from policies.types import Plan, StepResult
 from sim.cost.coefficients import Coefficients
 from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes, expected_distinct_experts
@@ -65,6 +66,10 @@ class OpGroupCost:
 
     @property
     def time_s(self) -> float:
+        """The slower of compute and memory, plus the fixed time; over numpy arrays of
+        iterations (a decode run) element by element."""
+        if isinstance(self.compute_s, np.ndarray) or isinstance(self.memory_s, np.ndarray):
+            return np.maximum(self.compute_s, self.memory_s) + self.fixed_s
         return max(self.compute_s, self.memory_s) + self.fixed_s
 
     @property
@@ -78,8 +83,8 @@ class IterationCost:
     comm_s: float
     overhead_s: float
 
-    # Plain left-to-right sums (not `sum()`, which Python 3.12 made compensated): the decode
-    # fast-forward repeats them over numpy arrays and must get the same bits.
+    # Plain left-to-right sums (not `sum()`, which Python 3.12 made compensated), for floats
+    # or numpy arrays of a decode run's iterations alike: both give the same bits.
     @property
     def time_s(self) -> float:
         total = 0.0
@@ -106,7 +111,7 @@ class IterationCost:
         return self.flops / self.bytes if self.bytes else float("inf")
 
 
-class CostModel:
+class CostModel(LockstepPricing):
     """Roofline executor for one replica: `model` on `tp` devices of `hardware`."""
 
     def __init__(
@@ -378,40 +383,22 @@ class CostModel:
     def lockstep_decode_times(self, context_tokens: list[int], num_steps: int,
                               first_step: int = 0) -> list[float] | None:
         """What `execute` would return for each of `num_steps` decode-only iterations of one
-        fixed batch (see `lockstep_decode_costs`); None under pipeline parallelism, whose
-        micro-batch split has no closed form here (the engine then steps one at a time)."""
+        fixed batch: `_cost` of each step, as `breakdown` of its plan calls it (with no
+        sliding window, a step's batch totals are a count and a sum, so each step is priced
+        on its own; otherwise `lockstep_decode_costs` prices all at once over arrays). None
+        under pipeline parallelism, whose micro-batch split has no closed form here (the
+        engine then steps one at a time)."""
         if self.pp != 1:
             return None
-        if not self.model.sliding_window:
-            total_context, num_seqs = sum(context_tokens), len(context_tokens)
-            return self._decode_times(num_seqs, range(
-                total_context + num_seqs * (first_step + 1),
-                total_context + num_seqs * (first_step + num_steps + 1), num_seqs))
-        cost = self.lockstep_decode_costs(context_tokens, num_steps, first_step)
-        time_s = 0.0
-        for group in cost.groups:  # IterationCost.time_s, in its order, over arrays
-            time_s = time_s + (np.maximum(group.compute_s, group.memory_s) + group.fixed_s)
-        time_s = time_s + cost.comm_s + cost.overhead_s
-        return time_s.tolist() if isinstance(time_s, np.ndarray) else [time_s] * num_steps
-
-    def _decode_times(self, num_seqs: int, kv_tokens: range) -> list[float]:
-        """`_cost(num_seqs, num_seqs, num_seqs, kv, kv, 0.0, 0).time_s` for each total `kv` of
-        KV tokens read, without building the breakdown objects: the same float operations in
-        the same order (adding the zero local-window terms too), so the same bits. Decode
-        steps of a model without sliding windows are the simulator's hottest pricing."""
-        linear, lm_head, comm_s, overhead_s = self._batch_terms_of(num_seqs, num_seqs, num_seqs)
-        c = self.coefficients
-        flops_per_pair, no_local_flops = self._global_attn_flops, self._local_attn_flops * 0.0
-        bytes_per_kv, no_local_bytes = self._global_kv_bytes, self._local_kv_bytes * 0
-        state_flops = self._ssm_flops_per_token * num_seqs
-        state_bytes = 2.0 * self._ssm_state_bytes_rank * num_seqs
-        compute_rate = self._peak_flops * c.attention_compute_eff
-        memory_rate = self._bandwidth * c.attention_memory_eff
-        before, after = 0.0 + linear.time_s, lm_head.time_s
-        return [before + (max((flops_per_pair * float(kv) + no_local_flops + state_flops) / compute_rate,
-                              (bytes_per_kv * kv + no_local_bytes + state_bytes) / memory_rate)
-                          + 0.0) + after + comm_s + overhead_s
-                for kv in kv_tokens]
+        if self.model.sliding_window:
+            times = self.lockstep_decode_costs(context_tokens, num_steps, first_step).time_s
+            return times.tolist() if isinstance(times, np.ndarray) else [times] * num_steps
+        num_seqs, total_context = len(context_tokens), sum(context_tokens)
+        cost = self._cost
+        return [cost(num_seqs, num_seqs, num_seqs, float(kv), kv, 0.0, 0).time_s
+                for kv in range(total_context + num_seqs * (first_step + 1),
+                                total_context + num_seqs * (first_step + num_steps + 1),
+                                num_seqs)]
 
     def ran_lockstep_decodes(self, context_tokens: list[int], num_steps: int) -> None:
         """The engine ran the first `num_steps` of those iterations (a hook for observers
