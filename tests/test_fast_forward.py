@@ -35,6 +35,13 @@ CASES = {
     "continuous paged swap": dict(TIGHT, preemption="swap", swap_space_gb=0.05),
     "continuous contiguous pow2": dict(HEAVY, allocator="contiguous", reserve="pow2"),
     "continuous radix": dict(TIGHT, allocator="radix"),
+    "continuous radix light": dict(LIGHT, allocator="radix"),
+    "chunked radix sessions": dict(trace=SESSIONS, scheduler="chunked", allocator="radix",
+                                   num_gpu_blocks=1500),
+    "radix n=2 swap": dict(TIGHT, allocator="radix", n=2, preemption="swap",
+                           swap_space_gb=0.05),
+    "radix sliding window": dict(trace=SESSIONS, model="gemma-3-12b", allocator="radix",
+                                 num_gpu_blocks=3000),
     "chunked paged-prefix": dict(HEAVY, scheduler="chunked", allocator="paged-prefix"),
     "chunked prefix tight": dict(TIGHT, scheduler="chunked", allocator="paged-prefix",
                                  token_budget=512, chunked_order="prefill-first"),
@@ -160,6 +167,7 @@ def test_fast_forward_abilities_are_declared_per_class():
     from policies.kv.contiguous import ContiguousAllocator
     from policies.kv.hybrid_paged import HybridPagedAllocator
     from policies.kv.paged import PagedAllocator
+    from policies.kv.radix import RadixAllocator
     from policies.registry import SCHEDULERS
     from sim.cost.measured import MeasuredCostModel
     from sim.cost.roofline import CostModel
@@ -170,7 +178,7 @@ def test_fast_forward_abilities_are_declared_per_class():
     schedulers = {name: declared(entry.policy, RepeatsDecodeBatch)
                   for name, entry in SCHEDULERS.items()}
     assert schedulers == {"continuous": True, "chunked": True, "orca": True, "static": False}
-    for allocator in (PagedAllocator, HybridPagedAllocator, ContiguousAllocator):
+    for allocator in (PagedAllocator, HybridPagedAllocator, ContiguousAllocator, RadixAllocator):
         assert declared(allocator, GrowsInLockstep)
     assert declared(CostModel, LockstepPricing) and declared(MeasuredCostModel, LockstepPricing)
 
@@ -184,7 +192,7 @@ def test_fast_forward_off_steps_every_iteration(monkeypatch):
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     scheduler=st.sampled_from(["continuous", "chunked", "orca"]),
-    allocator=st.sampled_from(["paged", "paged-prefix", "contiguous"]),
+    allocator=st.sampled_from(["paged", "paged-prefix", "contiguous", "radix"]),
     rate_scale=st.sampled_from([0.5, 2.0, 8.0]),
     num_gpu_blocks=st.sampled_from([None, 700, 2000]),
     block_size=st.sampled_from([1, 16, 32]),
