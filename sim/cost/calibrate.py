@@ -41,7 +41,6 @@ from datetime import date
 from itertools import product
 
 import numpy as np
-from scipy.optimize import least_squares
 
 from sim.cost.catalog import get_hardware
 from sim.cost.coefficients import Coefficients, default_coefficients
@@ -308,6 +307,8 @@ def fit(samples: list[TimingSample], *, holdout_every: int = HOLDOUT_EVERY,
         fit_date: str | None = None, start: Coefficients | None = None) -> FitResult:
     """Fit coefficients to `samples` (one hardware) and report errors on held-out and all
     points. The provenance names the files, the date and the held-out MAPE."""
+    from scipy.optimize import least_squares  # slow to import: only fits need it
+
     hardware = _one_hardware(samples)
     start = start if start is not None else default_coefficients("_generic")
     held_out = holdout_mask(samples, holdout_every)
