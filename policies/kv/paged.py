@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from policies.fast_forward import GrowsInLockstep
 from policies.kv.base import (KVUsage, LockstepUsage, PoolParams, blocks_never_fit_reason,
                                kv_tokens_needed)
-from policies.kv.block_hashes import block_hashes, extend_block_hashes
+from policies.kv.block_hashes import extend_block_hashes, iter_block_hashes
 from policies.types import Request, Sequence
 
 
@@ -146,7 +146,7 @@ class PagedAllocator(GrowsInLockstep):
         if not self.caching:
             return 0
         hits = 0
-        for block_hash in block_hashes(request, self.block_size, request.prompt_tokens):
+        for block_hash in iter_block_hashes(request, self.block_size, request.prompt_tokens):
             if block_hash not in self._hash_to_block:
                 break
             hits += 1
