@@ -277,10 +277,10 @@ class RadixAllocator(GrowsInLockstep):
         or a sequence's tokens would not simply extend its own leaf.
 
         Each sequence then only takes slots and extends its leaf, which no other sequence
-        reads and eviction never picks: so its slots can be taken in one go (evicting what
-        the rounds would evict, in the same order: the least recently used candidates are
-        the same throughout) and its tokens inserted at once, each leaf stamped with the
-        clock its last round would give it. Counts, the tree, stamps and evictions come out
+        reads and eviction never picks: so what the rounds would evict can be evicted first,
+        in one go (in the same order: the least recently used candidates are the same
+        throughout), each sequence's slots taken at once and its tokens inserted at once,
+        its leaf stamped with the clock its last round would give it. Counts, the tree, stamps and evictions come out
         as round by round; only which free slot ids each sequence holds may differ, which
         nothing in a simulation reads.
         """
@@ -301,9 +301,12 @@ class RadixAllocator(GrowsInLockstep):
         free, evictable = self.pool.num_free, self._evictable_slots
         if per_round * num_steps > free + evictable:
             return None
+        shortfall = per_round * num_steps - free
+        if shortfall > 0:
+            self._evict(shortfall)  # what the rounds' takes would evict, in one go
         last_round_clock = self._clock + (num_steps - 1) * len(seqs)
         for order, (seq, state) in enumerate(zip(seqs, states)):
-            for extent in self._take(self._full * num_steps):
+            for extent in self.pool.take(self._full * num_steps):
                 append_extent(state.private, extent)
             state.num_held_tokens += num_steps
             self._clock = last_round_clock + order  # `_insert` steps it to this round's stamp
