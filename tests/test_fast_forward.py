@@ -165,6 +165,14 @@ def test_each_declaring_scheduler_jumps_and_keeps_results(monkeypatch, scheduler
     assert calls[0] < len(on.engines[0].log) / 4
 
 
+def test_disaggregated_decode_replicas_jump_between_hand_offs(monkeypatch):
+    """A decode replica's runs end at the next hand-off that can happen, not at the next
+    event anywhere in the cluster (another replica's step): most of its iterations jump."""
+    calls = _count_steps(monkeypatch)
+    result = _run(dict(LIGHT, disaggregate="1:3"), True)
+    assert calls[0] < sum(len(engine.log) for engine in result.engines) / 4
+
+
 def test_fast_forward_abilities_are_declared_per_class():
     from policies.fast_forward import GrowsInLockstep, LockstepPricing, RepeatsDecodeBatch
     from policies.kv.contiguous import ContiguousAllocator
