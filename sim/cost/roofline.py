@@ -66,11 +66,7 @@ class OpGroupCost:
 
     @property
     def time_s(self) -> float:
-        """The slower of compute and memory, plus the fixed time; over numpy arrays of
-        iterations (a decode run) element by element."""
-        if isinstance(self.compute_s, np.ndarray) or isinstance(self.memory_s, np.ndarray):
-            return np.maximum(self.compute_s, self.memory_s) + self.fixed_s
-        return max(self.compute_s, self.memory_s) + self.fixed_s
+        return group_time_s(self.compute_s, self.memory_s, self.fixed_s)
 
     @property
     def arithmetic_intensity(self) -> float:
@@ -87,10 +83,7 @@ class IterationCost:
     # or numpy arrays of a decode run's iterations alike: both give the same bits.
     @property
     def time_s(self) -> float:
-        total = 0.0
-        for g in self.groups:
-            total += g.time_s
-        return total + self.comm_s + self.overhead_s
+        return iteration_time_s([g.time_s for g in self.groups], self.comm_s, self.overhead_s)
 
     @property
     def flops(self) -> float:
@@ -109,6 +102,23 @@ class IterationCost:
     @property
     def arithmetic_intensity(self) -> float:
         return self.flops / self.bytes if self.bytes else float("inf")
+
+
+def group_time_s(compute_s: Any, memory_s: Any, fixed_s: float) -> Any:
+    """An op group's time: the slower of compute and memory, plus the fixed time; over numpy
+    arrays of iterations (a decode run) element by element."""
+    if isinstance(compute_s, np.ndarray) or isinstance(memory_s, np.ndarray):
+        return np.maximum(compute_s, memory_s) + fixed_s
+    return max(compute_s, memory_s) + fixed_s
+
+
+def iteration_time_s(group_times_s: list, comm_s: Any, overhead_s: float) -> Any:
+    """An iteration's time from its op groups' times, summed left to right (floats or arrays
+    alike), then communication and overhead: every pricing path goes through here."""
+    total = 0.0
+    for time_s in group_times_s:
+        total += time_s
+    return total + comm_s + overhead_s
 
 
 class CostModel(LockstepPricing):
@@ -262,16 +272,20 @@ class CostModel(LockstepPricing):
         numpy arrays (one element per iteration): the arithmetic is the same."""
         linear, lm_head, comm_s, overhead_s = self._batch_terms_of(num_seqs, total_new, num_sampling)
         c = self.coefficients
-        attention = self._group(
-            "attention",
-            self._global_attn_flops * global_pairs + self._local_attn_flops * local_pairs
-            + self._ssm_flops_per_token * total_new,
-            self._global_kv_bytes * global_kv + self._local_kv_bytes * local_kv
-            + 2.0 * self._ssm_state_bytes_rank * num_seqs,
-            c.attention_compute_eff,
-            c.attention_memory_eff,
-        )
+        flops, nbytes = self._attention_work(num_seqs, total_new, global_pairs, global_kv,
+                                             local_pairs, local_kv)
+        attention = self._group("attention", flops, nbytes, c.attention_compute_eff,
+                                c.attention_memory_eff)
         return IterationCost((linear, attention, lm_head), comm_s, overhead_s)
+
+    def _attention_work(self, num_seqs: int, total_new: int, global_pairs: Any, global_kv: Any,
+                        local_pairs: Any, local_kv: Any) -> tuple[Any, Any]:
+        """(FLOPs, bytes) of an iteration's attention (see `_cost`)."""
+        flops = (self._global_attn_flops * global_pairs + self._local_attn_flops * local_pairs
+                 + self._ssm_flops_per_token * total_new)
+        nbytes = (self._global_kv_bytes * global_kv + self._local_kv_bytes * local_kv
+                  + 2.0 * self._ssm_state_bytes_rank * num_seqs)
+        return flops, nbytes
 
     def _batch_terms_of(self, num_seqs: int, total_new: int,
                         num_sampling: int) -> tuple[OpGroupCost, OpGroupCost, float, float]:
@@ -324,14 +338,12 @@ class CostModel(LockstepPricing):
 
     def _group(self, name: str, flops: float, nbytes: float, ceff: float, meff: float,
                fixed_s: float = 0.0) -> OpGroupCost:
-        return OpGroupCost(
-            name,
-            flops,
-            nbytes,
-            flops / (self._peak_flops * ceff),
-            nbytes / (self._bandwidth * meff),
-            fixed_s,
-        )
+        return OpGroupCost(name, flops, nbytes, *self._seconds(flops, nbytes, ceff, meff),
+                           fixed_s)
+
+    def _seconds(self, flops: Any, nbytes: Any, ceff: float, meff: float) -> tuple[Any, Any]:
+        """(compute, memory) seconds of `flops` and `nbytes` at the given efficiencies."""
+        return flops / (self._peak_flops * ceff), nbytes / (self._bandwidth * meff)
 
     def iteration_time(
         self, new_tokens: list[int], context_tokens: list[int], num_sampling: int | None = None
@@ -383,9 +395,10 @@ class CostModel(LockstepPricing):
     def lockstep_decode_times(self, context_tokens: list[int], num_steps: int,
                               first_step: int = 0) -> list[float] | None:
         """What `execute` would return for each of `num_steps` decode-only iterations of one
-        fixed batch: `_cost` of each step, as `breakdown` of its plan calls it (with no
-        sliding window, a step's batch totals are a count and a sum, so each step is priced
-        on its own; otherwise `lockstep_decode_costs` prices all at once over arrays). None
+        fixed batch, through the functions `_cost` prices a plan with (with no sliding
+        window, a step's batch totals are a count and a sum, so each step is priced on its
+        own without building its breakdown; otherwise `lockstep_decode_costs` prices all at
+        once over arrays). None
         under pipeline parallelism, whose micro-batch split has no closed form here (the
         engine then steps one at a time)."""
         if self.pp != 1:
@@ -394,11 +407,19 @@ class CostModel(LockstepPricing):
             times = self.lockstep_decode_costs(context_tokens, num_steps, first_step).time_s
             return times.tolist() if isinstance(times, np.ndarray) else [times] * num_steps
         num_seqs, total_context = len(context_tokens), sum(context_tokens)
-        cost = self._cost
-        return [cost(num_seqs, num_seqs, num_seqs, float(kv), kv, 0.0, 0).time_s
-                for kv in range(total_context + num_seqs * (first_step + 1),
-                                total_context + num_seqs * (first_step + num_steps + 1),
-                                num_seqs)]
+        linear, lm_head, comm_s, overhead_s = self._batch_terms_of(num_seqs, num_seqs, num_seqs)
+        c = self.coefficients
+        ceff, meff = c.attention_compute_eff, c.attention_memory_eff
+        linear_s, lm_head_s = linear.time_s, lm_head.time_s
+        work, seconds = self._attention_work, self._seconds
+        times = []
+        for kv in range(total_context + num_seqs * (first_step + 1),
+                        total_context + num_seqs * (first_step + num_steps + 1), num_seqs):
+            compute_s, memory_s = seconds(*work(num_seqs, num_seqs, float(kv), kv, 0.0, 0),
+                                          ceff, meff)
+            times.append(iteration_time_s(
+                [linear_s, group_time_s(compute_s, memory_s, 0.0), lm_head_s], comm_s, overhead_s))
+        return times
 
     def ran_lockstep_decodes(self, context_tokens: list[int], num_steps: int) -> None:
         """The engine ran the first `num_steps` of those iterations (a hook for observers
