@@ -86,6 +86,8 @@ class Engine:
             return self.reject(request, reason, now_s)
         seq = Sequence(request)
         self.sequences[request.request_id] = seq
+        if self._fast_forward is not None:
+            self._fast_forward.forget()
         if self.async_scheduling:
             self._held.append((now_s, seq))
         else:
@@ -114,6 +116,8 @@ class Engine:
             if self._on_done:
                 self._on_done(seq)
             return
+        if self._fast_forward is not None:
+            self._fast_forward.forget()
         self.scheduler.add_transfer(seq, transfer_s)
         self.outstanding_tokens += seq.request.total_tokens
 
@@ -154,6 +158,15 @@ class Engine:
         next change this engine's work: an arrival) run as part of this step too; with async
         scheduling and `arrivals_unobserved`, one more (an arrival changes nothing before the
         step after next), but none that starts at or after `stop_s` (the caller's end)."""
+        grace = int(self.async_scheduling and self.arrivals_unobserved and until_s < stop_s)
+        fast_forward = self._fast_forward
+        if fast_forward is not None and not self._held and self._beams is None:
+            span_end_s = (fast_forward.resume(now_s, until_s, grace)
+                          if now_s < stop_s and (now_s < until_s or grace) else None)
+            if span_end_s is not None:
+                self._last_end_s = span_end_s
+                return StepOutcome(span_end_s - now_s)
+            fast_forward.forget()
         if self._held:
             self._admit_held(self._plan_cutoff_s(now_s))
         plan = self.scheduler.schedule(now_s)
@@ -168,11 +181,9 @@ class Engine:
         self._record(plan, now_s, result.duration_s)
         self._commit(plan, result, now_s, end_s)
         self._last_end_s = end_s
-        grace = int(self.async_scheduling and self.arrivals_unobserved and until_s < stop_s)
-        if (self._fast_forward is not None and (end_s < until_s or grace) and end_s < stop_s
+        if (fast_forward is not None and (end_s < until_s or grace) and end_s < stop_s
                 and self._beams is None and not self._held):
-            span_end_s = self._fast_forward.run(plan, now_s, end_s, until_s, result.duration_s,
-                                                grace)
+            span_end_s = fast_forward.run(plan, now_s, end_s, until_s, result.duration_s, grace)
             if span_end_s is not None:
                 self._last_end_s = span_end_s
                 return StepOutcome(span_end_s - now_s)

@@ -86,6 +86,9 @@ class DecodeFastForward:
         self._log = log
         self._num_waiting = num_waiting
         self._finish = finish
+        self._resumable: list[Sequence] | None = None
+        """The batch of the last run, when only its deadline stopped it."""
+        self._last_step_s = 0.0
 
     @classmethod
     def of(cls, scheduler: object, allocator: object, executor: object, log: IterationLog,
@@ -107,6 +110,27 @@ class DecodeFastForward:
         it."""
         scheduler = self._scheduler
         batch = scheduler.repeated_batch(plan) or scheduler.drained_batch()
+        return self._runs_from(batch, now_s, end_s, until_s, step_s, grace)
+
+    def resume(self, now_s: float, until_s: float, grace: int) -> float | None:
+        """Go on with the last run's batch from `now_s`, when only its deadline (`until_s`
+        then: an arrival, which went to another replica) stopped it and nothing reached this
+        engine since (`forget`): the plan of the step at `now_s` would be the same repeated
+        batch, so it runs as part of the run. None when there is no such batch."""
+        batch, self._resumable = self._resumable, None
+        if batch is None or len(batch) != self._scheduler.num_running:
+            return None
+        return self._runs_from(batch, now_s, now_s, until_s, self._last_step_s, grace)
+
+    def forget(self) -> None:
+        """Work reached the engine (or it planned a step): the last run cannot resume."""
+        self._resumable = None
+
+    def _runs_from(self, batch: list[Sequence] | None, now_s: float, end_s: float,
+                   until_s: float, step_s: float, grace: int) -> float | None:
+        """Lockstep runs of `batch` from `end_s`, then of the batch left when sequences
+        finish and nothing waits; when the last one ends (None if none ran)."""
+        self._resumable = None
         span_end_s = None
         while batch:
             lockstep = self._run_lockstep(batch, now_s, end_s, until_s, step_s, grace)
@@ -114,9 +138,12 @@ class DecodeFastForward:
                 break
             end_s, finished, step_s = lockstep
             span_end_s = end_s
-            if not finished or end_s >= until_s:
+            if not finished:
+                self._resumable, self._last_step_s = batch, step_s
                 break
-            batch = scheduler.drained_batch()
+            if end_s >= until_s:
+                break
+            batch = self._scheduler.drained_batch()
         return span_end_s
 
     def _run_lockstep(self, seqs: list[Sequence], now_s: float, end_s: float, until_s: float,

@@ -173,6 +173,27 @@ def test_disaggregated_decode_replicas_jump_between_hand_offs(monkeypatch):
     assert calls[0] < sum(len(engine.log) for engine in result.engines) / 4
 
 
+def test_a_run_resumes_past_an_arrival_routed_elsewhere(monkeypatch):
+    """A replica whose run an arrival stopped, and which the router passed over, goes on
+    with the same batch without planning a step (`DecodeFastForward.resume`)."""
+    from policies.fast_forward import DecodeFastForward
+
+    options = dict(LIGHT, replicas=4, router="round-robin")
+    off = _run(options, False)
+    resumed = [0]
+    resume = DecodeFastForward.resume
+
+    def counting_resume(self, *args):
+        span_end_s = resume(self, *args)
+        resumed[0] += span_end_s is not None
+        return span_end_s
+
+    monkeypatch.setattr(DecodeFastForward, "resume", counting_resume)
+    on = _run(options, True)
+    assert_same_results(off, on)
+    assert resumed[0] > len(on.engines) * 10
+
+
 def test_fast_forward_abilities_are_declared_per_class():
     from policies.fast_forward import GrowsInLockstep, LockstepPricing, RepeatsDecodeBatch
     from policies.kv.contiguous import ContiguousAllocator
