@@ -173,7 +173,9 @@ class DecodeFastForward:
         t = end_s
         chunk = FIRST_CHUNK_STEPS
         if step_s > 0 and until_s < math.inf:
-            chunk = max(1, math.ceil((until_s - end_s) / step_s))
+            # as many as fit at the last pace, and a little more: steps lengthen as the
+            # batch reads more KV, and a second pricing call costs more than a spare step
+            chunk = max(1, math.ceil((until_s - end_s) / step_s) + 2)
         while len(ends) < max_steps and (t < until_s or grace):
             more = self._executor.lockstep_decode_times(
                 contexts, min(chunk, max_steps - len(ends)), len(ends))
