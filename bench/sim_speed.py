@@ -1,7 +1,7 @@
 """Simulator speed: requests per second and peak RSS, fast-forward on against off, one run.
 
     python bench/sim_speed.py [--only SUBSTRING ...] [--max-requests N] [--million]
-                              [--baseline-cap N] [--out FILE.json]
+                              [--baseline-cap N] [--out FILE.json] [--targets]
 
 Cases: the full Azure conv and code traces (and, with --million, a 1,000,000-request synthetic
 trace drawn like Azure conv: lognormal prompt and output lengths with its medians, Poisson
@@ -19,6 +19,12 @@ thread the simulator runs on) are reported beside wall seconds because this mach
 The baseline of a case larger than --baseline-cap requests runs on its first --baseline-cap
 requests instead, and the ratio compares requests per CPU-second.
 
+`--targets` runs only the issue's speed targets instead (#17): the full Azure conv trace
+(Llama-3-8B/H100, the default cost model `auto`, measured on H100) under each policy mix, the
+1,000,000-request synthetic trace, Vidur's synth_10k workload as a whole `servesim replay`
+process, and two whole `servesim replay` commands (wall clock, best of 3, startup included);
+each row prints its measurement, the target and their ratio (targets are not asserted).
+
 Last, the cost models on the bundled trace (Llama-3-8B/H100, fast-forward on): the roofline
 and the measured model (`--cost-model measured`), each the fastest of --repeats fresh runs by
 CPU time, and the measured model's CPU time as a multiple of the roofline's (target: at most
@@ -30,12 +36,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_TRACES = ROOT.parent / "shared" / "traces"
+SHARED_TRACES = next((folder / "shared" / "traces" for folder in ROOT.parents
+                      if (folder / "shared" / "traces").is_dir()),
+                     ROOT.parent / "shared" / "traces")
+"""../shared/traces beside the checkout (or beside a folder above it: a git worktree)."""
 AZURE = SHARED_TRACES / "azure_llm_inference_2023"
 MILLION = ("synthetic:n=1000000,arrivals=poisson:5.4,prompt=lognormal:1020:0.5,"
            "output=lognormal:129:1.0")
@@ -49,6 +60,30 @@ VIDUR = {"model": "llama-2-70b", "tp": 2, "hardware": "a100", "block_size": 16,
 BUNDLED = {"model": "llama-3-8b", "hardware": "h100"}
 """The bundled trace (no `trace` option) with the replay defaults."""
 COST_MODELS_CASE = "bundled cost models"
+CONV = {"trace": str(AZURE / "AzureLLMInferenceTrace_conv.csv"), "model": "llama-3-8b",
+        "hardware": "h100"}
+CPU_TARGETS = {  # case: (options, CPU seconds of trace loading, resolve and simulate)
+    "conv continuous+paged": (CONV, 3.0),
+    "conv chunked+paged-prefix": ({**CONV, **POLICIES["chunked+paged-prefix"]}, 5.0),
+    "conv draft speculation": ({**CONV, **POLICIES["draft"]}, 8.0),
+    "conv radix": ({**CONV, "allocator": "radix"}, 6.0),
+    "conv 4 replicas prefix-affinity": ({**CONV, "replicas": 4, "router": "prefix-affinity",
+                                         "allocator": "paged-prefix"}, 8.0),
+    "conv disaggregated 1:3": ({**CONV, "disaggregate": "1:3"}, 8.0),
+    "synthetic-1M continuous+paged": ({**CONV, "trace": MILLION}, 120.0),
+}
+MILLION_PEAK_MIB = 3 * 1024
+VIDUR_SYNTH_10K = ["--trace", str(SHARED_TRACES / "vidur_workloads" / "synth_10k.csv"),
+                   "--model", "llama-2-70b", "--tp", "2", "--hardware", "a100",
+                   "--num-gpu-blocks", "3328", "--scheduler", "chunked"]
+"""Vidur's own event loop takes 24 s on it; servesim's whole process: <= 1 CPU s."""
+CONV_ARGS = ["--trace", CONV["trace"], "--model", "llama-3-8b", "--hardware", "h100"]
+COMMAND_TARGETS = {  # case: (replay arguments, wall seconds of the whole command, best of 3)
+    "command: conv chunked+paged-prefix": (CONV_ARGS + ["--scheduler", "chunked",
+                                                        "--allocator", "paged-prefix"], 8.0),
+    "command: conv draft speculation": (CONV_ARGS + ["--speculator", "draft",
+                                                     "--draft-model", "llama-3.2-1b"], 12.0),
+}
 
 CHILD = """
 import json, resource, sys, time
@@ -122,7 +157,14 @@ def main() -> int:
     parser.add_argument("--out", help="also write the results as JSON here")
     parser.add_argument("--repeats", type=int, default=3,
                         help="runs of each cost model on the bundled trace (fastest kept)")
+    parser.add_argument("--targets", action="store_true",
+                        help="run only the speed targets of issue #17 (see above)")
     args = parser.parse_args()
+    if args.targets:
+        results = run_targets(args.only, args.million)
+        if args.out:
+            write_results(results, Path(args.out))
+        return 0
     results = {}
     print(f"{'case':<38} {'requests':>9} {'wall s':>7} {'cpu s':>7} {'req/cpu-s':>9} "
           f"{'peak MiB':>8} {'off cpu s':>9} {'speedup':>7}")
@@ -159,6 +201,51 @@ def main() -> int:
     if args.out:
         write_results(results, Path(args.out))
     return 0
+
+
+def run_targets(only: list[str], million: bool) -> dict:
+    """Each target row once (the commands best of 3), printed against its target."""
+    print(f"{'target (issue #17)':<38} {'measured':>9} {'target':>7} {'ratio':>6}")
+    results = {}
+
+    def report(name: str, value: float, target: float, unit: str, extra: str = "") -> None:
+        verdict = "ok" if value <= target else "MISSED"
+        print(f"{name:<38} {value:>8.2f}{unit} {target:>6.1f}{unit} {value / target:>5.2f}x "
+              f"{verdict}{extra}", flush=True)
+        results[name] = {"measured": value, "target": target, "unit": unit}
+
+    for name, (options, target_cpu_s) in CPU_TARGETS.items():
+        if (only and not any(part in name for part in only)) or ("1M" in name and not million):
+            continue
+        run = run_case(options)
+        if "error" in run:
+            print(f"{name:<38} error: {run['error']}")
+            continue
+        extra = ""
+        if "1M" in name:
+            extra = f"  peak {run['peak_rss_mib']:.0f} MiB (target {MILLION_PEAK_MIB})"
+        report(name, run["cpu_s"], target_cpu_s, "s", extra)
+    if not only or any(part in "vidur synth_10k whole process" for part in only):
+        report("vidur synth_10k whole process (cpu)", replay_command(VIDUR_SYNTH_10K)[1], 1.0, "s")
+    for name, (arguments, target_wall_s) in COMMAND_TARGETS.items():
+        if only and not any(part in name for part in only):
+            continue
+        report(name, min(replay_command(arguments)[0] for _ in range(3)), target_wall_s, "s")
+    return results
+
+
+def replay_command(arguments: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one whole `servesim replay` process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "sim.cli", "replay", *arguments], cwd=ROOT,
+                          capture_output=True, text=True)
+    wall_s = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"servesim replay {' '.join(arguments)} failed: {done.stderr.strip()}")
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall_s, cpu_s
 
 
 def compare_cost_models(repeats: int) -> dict:

@@ -15,7 +15,8 @@ import random
 from dataclasses import dataclass
 from typing import Protocol
 
-from policies.types import Sequence
+from policies.kv.base import KVAllocator
+from policies.types import Plan, Sequence, SeqStatus, sample_seq_id
 
 
 class BeamReparenter(Protocol):
@@ -50,3 +51,19 @@ class RandomBeamReparenter:
                 pairs.append((beam, rng.choice(donors)))
                 losers.add(beam.seq_id)
         return pairs
+
+
+def reparent_beams(reparenter: BeamReparenter, plan: Plan, sequences: dict[int, Sequence],
+                   allocator: KVAllocator) -> None:
+    """After a step, let `reparenter` replace losing beams by copies of others; only beams
+    that are in lockstep (running, at the same length) are compared."""
+    for request_id in {c.seq.request.request_id for c in plan.chunks if c.seq.request.beam}:
+        request = sequences[request_id].request
+        beams = [sequences.get(sample_seq_id(request, k)) for k in range(request.n)]
+        if any(b is None or b.status is not SeqStatus.RUNNING for b in beams):
+            continue
+        if len({b.num_computed_tokens for b in beams}) != 1:
+            continue
+        for loser, donor in reparenter.reparent(beams):
+            allocator.free(loser)
+            allocator.fork(donor, loser)

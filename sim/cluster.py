@@ -24,6 +24,7 @@ not as back-pressure on prefills.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import math
 from typing import Callable, Generator
 
@@ -68,6 +69,7 @@ class Cluster:
         self._prefill_router = self._router()
         self._decode_router = self._router()
         self._originals: dict[int, Request] = {}
+        self._handoffs: list[float] = []  # heap of pending hand-off times
         self._frontend_s = config.frontend_latency_s
 
     def _router(self) -> Router:
@@ -85,9 +87,14 @@ class Cluster:
         return self.next_arrival_s
 
     def _next_transfer_s(self) -> float:
-        """A decode replica's work also changes when a prefilled sequence is handed over,
-        which follows some other event; the next pending event bounds it."""
-        return min(self.next_arrival_s, self.env.peek())
+        """A decode replica's work also changes when a prefilled sequence is handed over: at
+        a hand-off already under way, or at the end of a prefill step yet to start, which
+        starts when a busy prefill replica's current step ends or an arrival wakes an idle
+        one."""
+        now_s = self.env.now
+        return min(self.next_arrival_s, self._handoffs[0] if self._handoffs else math.inf,
+                   *(replica.busy_until_s for replica in self.prefill
+                     if replica.busy_until_s >= now_s))
 
     def arrivals(self, requests: list[Request]) -> Generator[simpy.Event, None, None]:
         """Send each request at its trace time; its engine sees it `frontend_latency_s`
@@ -170,7 +177,9 @@ class Cluster:
 
     def _hand_off(self, prefilled: Sequence, original: Request,
                   first_token_s: float) -> Generator[simpy.Event, None, None]:
+        heapq.heappush(self._handoffs, first_token_s)
         yield self.env.timeout(first_token_s - self.env.now)
+        heapq.heappop(self._handoffs)
         seq = Sequence(original, num_computed_tokens=original.prompt_tokens, num_output_tokens=1,
                        num_preemptions=prefilled.num_preemptions,
                        num_recomputed_tokens=prefilled.num_recomputed_tokens,

@@ -39,7 +39,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from policies.engine import Engine, SpeculationLog
+from policies.engine import Engine
+from policies.logs import SpeculationLog
 from policies.types import Sequence, SeqStatus
 from sim.config import SimConfig
 from sim.pooled_stats import pooled_mean_and_percentiles

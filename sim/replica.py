@@ -29,6 +29,8 @@ class SimReplica:
         self._horizon = horizon
         self._stop_s = stop_s
         self._wakeup = env.event()
+        self.busy_until_s = -math.inf
+        """When the step (or decode run) under way ends; in the past when idle."""
         self.process = env.process(self._run())
 
     def submit(self, request: Request) -> None:
@@ -48,6 +50,7 @@ class SimReplica:
         while True:
             outcome = self.engine.step(env.now, self._horizon(), self._stop_s)
             if outcome.duration_s is not None:
+                self.busy_until_s = env.now + outcome.duration_s
                 yield env.timeout(outcome.duration_s)
                 continue
             self._wakeup = env.event()

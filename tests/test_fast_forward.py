@@ -35,6 +35,13 @@ CASES = {
     "continuous paged swap": dict(TIGHT, preemption="swap", swap_space_gb=0.05),
     "continuous contiguous pow2": dict(HEAVY, allocator="contiguous", reserve="pow2"),
     "continuous radix": dict(TIGHT, allocator="radix"),
+    "continuous radix light": dict(LIGHT, allocator="radix"),
+    "chunked radix sessions": dict(trace=SESSIONS, scheduler="chunked", allocator="radix",
+                                   num_gpu_blocks=1500),
+    "radix n=2 swap": dict(TIGHT, allocator="radix", n=2, preemption="swap",
+                           swap_space_gb=0.05),
+    "radix sliding window": dict(trace=SESSIONS, model="gemma-3-12b", allocator="radix",
+                                 num_gpu_blocks=3000),
     "chunked paged-prefix": dict(HEAVY, scheduler="chunked", allocator="paged-prefix"),
     "chunked prefix tight": dict(TIGHT, scheduler="chunked", allocator="paged-prefix",
                                  token_budget=512, chunked_order="prefill-first"),
@@ -49,6 +56,9 @@ CASES = {
     "replicas prefix-affinity": dict(HEAVY, replicas=2, router="prefix-affinity",
                                      allocator="paged-prefix"),
     "disaggregated": dict(HEAVY, disaggregate="1:2"),
+    "disaggregated 1:3 light": dict(LIGHT, disaggregate="1:3"),
+    "disaggregated 2:3 chunked radix": dict(HEAVY, disaggregate="2:3", scheduler="chunked",
+                                            allocator="radix"),
     "pipeline parallel": dict(LIGHT, model="llama-3-70b", tp=4, pp=2),
     "tensor parallel": dict(HEAVY, model="llama-3-70b", tp=4),
     "sliding window": dict(HEAVY, model="gemma-3-12b"),
@@ -143,6 +153,68 @@ def test_fast_forward_jumps_most_iterations(monkeypatch):
     assert calls[0] < iterations / 4
 
 
+@pytest.mark.parametrize("scheduler", ["continuous", "chunked", "orca"])
+def test_each_declaring_scheduler_jumps_and_keeps_results(monkeypatch, scheduler):
+    """Continuous, chunked and Orca each declare `RepeatsDecodeBatch` themselves: each one's
+    claim (its decode-only plans repeat) holds, and its runs are jumped."""
+    options = dict(LIGHT, scheduler=scheduler)
+    off = _run(options, False)
+    calls = _count_steps(monkeypatch)
+    on = _run(options, True)
+    assert_same_results(off, on)
+    assert calls[0] < len(on.engines[0].log) / 4
+
+
+def test_disaggregated_decode_replicas_jump_between_hand_offs(monkeypatch):
+    """A decode replica's runs end at the next hand-off that can happen, not at the next
+    event anywhere in the cluster (another replica's step): most of its iterations jump."""
+    calls = _count_steps(monkeypatch)
+    result = _run(dict(LIGHT, disaggregate="1:3"), True)
+    assert calls[0] < sum(len(engine.log) for engine in result.engines) / 4
+
+
+def test_a_run_resumes_past_an_arrival_routed_elsewhere(monkeypatch):
+    """A replica whose run an arrival stopped, and which the router passed over, goes on
+    with the same batch without planning a step (`DecodeFastForward.resume`)."""
+    from policies.fast_forward import DecodeFastForward
+
+    options = dict(LIGHT, replicas=4, router="round-robin")
+    off = _run(options, False)
+    resumed = [0]
+    resume = DecodeFastForward.resume
+
+    def counting_resume(self, *args):
+        span_end_s = resume(self, *args)
+        resumed[0] += span_end_s is not None
+        return span_end_s
+
+    monkeypatch.setattr(DecodeFastForward, "resume", counting_resume)
+    on = _run(options, True)
+    assert_same_results(off, on)
+    assert resumed[0] > len(on.engines) * 10
+
+
+def test_fast_forward_abilities_are_declared_per_class():
+    from policies.fast_forward import GrowsInLockstep, LockstepPricing, RepeatsDecodeBatch
+    from policies.kv.contiguous import ContiguousAllocator
+    from policies.kv.hybrid_paged import HybridPagedAllocator
+    from policies.kv.paged import PagedAllocator
+    from policies.kv.radix import RadixAllocator
+    from policies.registry import SCHEDULERS
+    from sim.cost.measured import MeasuredCostModel
+    from sim.cost.roofline import CostModel
+
+    def declared(cls, protocol):
+        return protocol in cls.__mro__
+
+    schedulers = {name: declared(entry.policy, RepeatsDecodeBatch)
+                  for name, entry in SCHEDULERS.items()}
+    assert schedulers == {"continuous": True, "chunked": True, "orca": True, "static": False}
+    for allocator in (PagedAllocator, HybridPagedAllocator, ContiguousAllocator, RadixAllocator):
+        assert declared(allocator, GrowsInLockstep)
+    assert declared(CostModel, LockstepPricing) and declared(MeasuredCostModel, LockstepPricing)
+
+
 def test_fast_forward_off_steps_every_iteration(monkeypatch):
     calls = _count_steps(monkeypatch)
     result = _run(LIGHT, False)
@@ -152,7 +224,7 @@ def test_fast_forward_off_steps_every_iteration(monkeypatch):
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     scheduler=st.sampled_from(["continuous", "chunked", "orca"]),
-    allocator=st.sampled_from(["paged", "paged-prefix", "contiguous"]),
+    allocator=st.sampled_from(["paged", "paged-prefix", "contiguous", "radix"]),
     rate_scale=st.sampled_from([0.5, 2.0, 8.0]),
     num_gpu_blocks=st.sampled_from([None, 700, 2000]),
     block_size=st.sampled_from([1, 16, 32]),

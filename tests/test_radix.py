@@ -452,3 +452,50 @@ def test_sessions_workload_hits_the_shared_history_at_least_as_well_as_paged_pre
     tree = simulate(resolve(ReplayOptions(trace=spec, allocator="radix"))).summary
     assert tree["prefix_hit_rate"] >= paged["prefix_hit_rate"] > 0.6
     assert tree["requests_finished"] == paged["requests_finished"] == 180
+
+
+@pytest.mark.parametrize("num_blocks", [40, 8])
+def test_lockstep_growth_equals_rounds_of_allocation(num_blocks):
+    """The decode fast-forward's growth: the same usage after each round, tree, stamps and
+    evictions as the rounds of `allocate_slots` it stands for (at 8 blocks the rounds evict
+    cached leaves of finished requests; slot ids may differ)."""
+    def setup():
+        alloc = radix(num_blocks=num_blocks)
+        for i in range(3):  # finished requests leave cached leaves behind
+            done = seq_with_ids(10 + i, [50 + i] * 5)
+            assert alloc.allocate_slots(done, 5, 0)
+            alloc.free(done)
+        seqs = []
+        for i in range(2):
+            seq = seq_with_ids(i, [*range(6), i], output=40)
+            assert alloc.allocate_slots(seq, 7, alloc.match_prefix(seq))
+            seq.num_computed_tokens, seq.num_output_tokens = 7, 1
+            assert alloc.allocate_slots(seq, 8)  # its first decode gives it its own leaf
+            seq.num_computed_tokens, seq.num_output_tokens = 8, 2
+            seqs.append(seq)
+        return alloc, seqs
+
+    stepped, seqs_a = setup()
+    rows = []
+    for _ in range(5):
+        for seq in seqs_a:
+            assert stepped.allocate_slots(seq, seq.num_known_tokens)
+        rows.append(stepped.usage())
+        for seq in seqs_a:
+            seq.num_computed_tokens += 1
+            seq.num_output_tokens += 1
+    jumped, seqs_b = setup()
+    usage = jumped.grow_in_lockstep(seqs_b, 5)
+    assert usage.reserved_slots == [u.reserved_slots for u in rows]
+    assert usage.filled_slots == [u.filled_slots for u in rows]
+    assert usage.cached_free_slots == [u.cached_free_slots for u in rows]
+    def tree(alloc):  # every node's place, keys, stamp and slot count (not the slot ids)
+        return sorted((n.node_id, n.parent.node_id, tuple(node_keys(n)), n.ref_count,
+                       n.last_access, sum(map(len, n.slots))) for n in alloc.nodes())
+
+    assert tree(stepped) == tree(jumped)
+    assert stepped._clock == jumped._clock
+    assert stepped.evicted_slots == jumped.evicted_slots
+    assert (stepped.evicted_slots > 0) == (num_blocks == 8)
+    assert jumped.grow_in_lockstep(seqs_b, 10_000) is None  # more than the pool: nothing done
+    assert jumped.usage() == stepped.usage()

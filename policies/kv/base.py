@@ -116,10 +116,8 @@ class KVAllocator(Protocol):
 
     def usage(self) -> KVUsage: ...
 
-    # Optional, for the simulator's decode fast-forward (paged, hybrid paged and contiguous
-    # have it):
-    # grow_in_lockstep(seqs, num_steps) -> LockstepUsage | None does what num_steps rounds of
-    # allocate_slots(seq, seq.num_known_tokens + round) over seqs would, or nothing and None.
+    # An allocator may also grow a decoding batch many steps at once for the decode
+    # fast-forward, by declaring `policies.fast_forward.GrowsInLockstep`.
 
     def stats(self) -> dict[str, int]:
         """Cumulative counters (prefix hits and queries in tokens and blocks, evictions)."""

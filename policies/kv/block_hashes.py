@@ -21,6 +21,8 @@ are reproducible.
 
 from __future__ import annotations
 
+from typing import Iterator
+
 from policies.types import Request
 
 _ROOT = 0x5E57E51
@@ -40,6 +42,15 @@ def block_hashes(request: Request, block_size: int, num_tokens: int) -> list[int
     hashes: list[int] = []
     extend_block_hashes(hashes, request, block_size, num_tokens)
     return hashes
+
+
+def iter_block_hashes(request: Request, block_size: int, num_tokens: int) -> Iterator[int]:
+    """`block_hashes`, one at a time: a prefix lookup that stops at its first miss computes
+    no more (a cache-aware router asks every replica about every arrival)."""
+    parent = _ROOT
+    for index in range(num_tokens // block_size):
+        parent = hash((parent, _block_key(request, block_size, index, 0)))
+        yield parent
 
 
 def _block_key(request: Request, block_size: int, index: int, sample_index: int) -> tuple:

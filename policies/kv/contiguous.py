@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
+from policies.fast_forward import GrowsInLockstep
 from policies.kv.base import KVUsage, LockstepUsage, kv_tokens_needed
 from policies.kv.layout import KVLayout
 from policies.types import Request, Sequence
@@ -44,7 +45,7 @@ class ContiguousParams:
             raise ValueError("reserve='max' needs max_model_len")
 
 
-class ContiguousAllocator:
+class ContiguousAllocator(GrowsInLockstep):
     def __init__(self, params: ContiguousParams) -> None:
         self.block_size = params.block_size
         self.page_size = 1  # the real backend addresses spans slot by slot

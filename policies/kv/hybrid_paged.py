@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from policies.fast_forward import GrowsInLockstep
 from policies.kv.base import KVUsage, LockstepUsage, blocks_never_fit_reason, kv_tokens_needed
 from policies.kv.block_hashes import block_hashes, extend_block_hashes
 from policies.kv.block_pool import BlockPool
@@ -68,7 +69,7 @@ class _SeqBlocks:
     shared_tail: bool = False  # a fork may share the partly filled last block
 
 
-class HybridPagedAllocator:
+class HybridPagedAllocator(GrowsInLockstep):
     def __init__(self, params: PagedParams) -> None:
         self.block_size = params.block_size
         self.num_blocks = params.num_blocks

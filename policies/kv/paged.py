@@ -23,9 +23,10 @@ from __future__ import annotations
 from itertools import accumulate, repeat
 from dataclasses import dataclass
 
+from policies.fast_forward import GrowsInLockstep
 from policies.kv.base import (KVUsage, LockstepUsage, PoolParams, blocks_never_fit_reason,
                                kv_tokens_needed)
-from policies.kv.block_hashes import block_hashes, extend_block_hashes
+from policies.kv.block_hashes import extend_block_hashes, iter_block_hashes
 from policies.kv.block_pool import BlockPool
 from policies.kv.prefix_stats import PrefixHitCounts
 from policies.types import Request, Sequence
@@ -49,7 +50,7 @@ class PagedPrefixParams(PagedParams):
     enable_prefix_caching: bool = True
 
 
-class PagedAllocator:
+class PagedAllocator(GrowsInLockstep):
     def __init__(self, params: PagedParams) -> None:
         if not params.layout.is_plain:
             raise ValueError("PagedAllocator keeps one token-indexed block table per sequence; "
@@ -110,7 +111,7 @@ class PagedAllocator:
         if not self.caching:
             return 0
         hits = 0
-        for block_hash in block_hashes(request, self.block_size, request.prompt_tokens):
+        for block_hash in iter_block_hashes(request, self.block_size, request.prompt_tokens):
             if self.pool.cached(block_hash) is None:
                 break
             hits += 1

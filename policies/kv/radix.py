@@ -58,7 +58,8 @@ import heapq
 from dataclasses import dataclass, field
 from typing import Hashable, Iterator
 
-from policies.kv.base import KVUsage, PoolParams, kv_tokens_needed
+from policies.fast_forward import GrowsInLockstep
+from policies.kv.base import KVUsage, LockstepUsage, PoolParams, kv_tokens_needed
 from policies.kv.prefix_stats import PrefixHitCounts
 from policies.kv.slot_pool import SlotPool, append_extent, pop_tail_extents, split_extents
 from policies.kv.token_keys import (KeyRun, append_run, common_length, drop_tail_runs, split_runs,
@@ -140,7 +141,7 @@ def _match_edge(edge: list[KeyRun], query: list[KeyRun], qi: int, q_skip: int) -
     return matched, qi, q_skip
 
 
-class RadixAllocator:
+class RadixAllocator(GrowsInLockstep):
     def __init__(self, params: RadixParams) -> None:
         self.block_size = params.block_size
         self.num_blocks = params.num_blocks
@@ -266,6 +267,56 @@ class RadixAllocator:
         self._slide(seq.seq_id, state, window_start)
         self._extend(seq, state, num_tokens)
         return True
+
+    def grow_in_lockstep(self, seqs: list[Sequence], num_steps: int) -> LockstepUsage | None:
+        """Do at once what `num_steps` rounds of `allocate_slots(seq, seq.num_known_tokens +
+        round)` over `seqs`, in order, would do, and return the usage after each round; None,
+        with nothing changed, when a round could not be served, the layout has window layers,
+        or a sequence's tokens would not simply extend its own leaf.
+
+        Each sequence then only takes slots and extends its leaf, which no other sequence
+        reads and eviction never picks: so what the rounds would evict can be evicted first,
+        in one go (in the same order: the least recently used candidates are the same
+        throughout), each sequence's slots taken at once and its tokens inserted at once,
+        its leaf stamped with the clock its last round would give it. Counts, the tree, stamps and evictions come out
+        as round by round; only which free slot ids each sequence holds may differ, which
+        nothing in a simulation reads.
+        """
+        if self._window or self._copies or not num_steps:
+            return None
+        states = []
+        for seq in seqs:
+            state = self._seqs.get(seq.seq_id)
+            held = seq.num_known_tokens - 1
+            if (state is None or state.num_held_tokens != held or state.num_cached_tokens != held
+                    or state.private):
+                return None
+            node = state.node
+            if node is self.root or node.ref_count != 1 or node.children:
+                return None  # the first round would start a new leaf: step it
+            states.append(state)
+        per_round = self._full * len(seqs)
+        free, evictable = self.pool.num_free, self._evictable_slots
+        if per_round * num_steps > free + evictable:
+            return None
+        shortfall = per_round * num_steps - free
+        if shortfall > 0:
+            self._evict(shortfall)  # what the rounds' takes would evict, in one go
+        last_round_clock = self._clock + (num_steps - 1) * len(seqs)
+        for order, (seq, state) in enumerate(zip(seqs, states)):
+            for extent in self.pool.take(self._full * num_steps):
+                append_extent(state.private, extent)
+            state.num_held_tokens += num_steps
+            self._clock = last_round_clock + order  # `_insert` steps it to this round's stamp
+            self._insert(seq, state, state.num_held_tokens)
+        total = self.pool.num_slots
+        reserved, cached_free = [], []
+        for num_round in range(1, num_steps + 1):
+            evicted = max(0, per_round * num_round - free)
+            cached_free.append(evictable - evicted)
+            reserved.append(total - max(0, free - per_round * num_round) - evictable + evicted)
+        return LockstepUsage(reserved_slots=reserved, filled_slots=list(reserved),
+                             cached_free_slots=cached_free)
 
     def _window_start(self, state: _SeqSlots, num_committed: int) -> int:
         if not self._window:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policies.scheduler.continuous import ContinuousScheduler, QueueingParams
+from policies.scheduler.continuous import QueuedDecodeRuns, QueueingParams
 from policies.scheduler.queue_order import victim_index
 from policies.types import Plan, ScheduledChunk, Sequence
 
@@ -42,15 +42,11 @@ class ChunkedParams(QueueingParams):
             raise ValueError(f"unknown chunked order {self.chunked_order!r}; choose one of {ORDERS}")
 
 
-class ChunkedScheduler(ContinuousScheduler):
+class ChunkedScheduler(QueuedDecodeRuns):
     params: ChunkedParams
 
     def schedule(self, now_s: float) -> Plan:
-        plan = Plan()
-        self._receive_transfers(now_s)
-        self._order_waiting()
-        if self.swapped:
-            self._swap_in(plan)
+        plan, _ = self._open_plan(now_s)
         budget = self.params.token_budget
         decodes = [s for s in self.running if s.num_computed_tokens >= s.request.prompt_tokens]
         prefills = [s for s in self.running if s.num_computed_tokens < s.request.prompt_tokens]

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from policies.fast_forward import RepeatsDecodeBatch
 from policies.kv.base import KVAllocator
 from policies.kv.swap import PREEMPTION_MODES, SwapSpace
 from policies.scheduler.queue_order import check_queue_policy, victim_index, waiting_key
@@ -56,7 +57,10 @@ class ContinuousParams(QueueingParams):
             raise ValueError("max_num_batched_tokens must be >= 1")
 
 
-class ContinuousScheduler:
+class QueueingScheduler:
+    """The queues and moves every iteration-level scheduler here shares (admission, swap,
+    preemption, forks, transfers); a subclass decides each iteration's plan in `schedule`."""
+
     def __init__(self, params: QueueingParams, allocator: KVAllocator) -> None:
         self.params = params
         self.allocator = allocator
@@ -127,17 +131,17 @@ class ContinuousScheduler:
         self.running.remove(seq)
         self.allocator.free(seq)
 
-    def schedule(self, now_s: float) -> Plan:
+    def _open_plan(self, now_s: float) -> tuple[Plan, bool]:
+        """Every iteration's opening: sequences transferred in join, the queue is put in
+        policy order, and swapped-out sequences come back (before any new prompt, oldest
+        first) while they fit. Returns the plan so far and whether any were swapped out."""
         plan = Plan()
         self._receive_transfers(now_s)
         self._order_waiting()
-        if self.swapped:
+        swapping = bool(self.swapped)
+        if swapping:
             self._swap_in(plan)
-        else:
-            self._admit_prefills(plan)
-        if not plan.chunks:
-            self._schedule_decodes(plan)
-        return self._wake_for_transfers(plan)
+        return plan, swapping
 
     def _start(self, seq: Sequence, num_cached: int, plan: Plan) -> None:
         """Move the head of the queue, `seq`, into the running batch with `num_cached` tokens
@@ -146,12 +150,39 @@ class ContinuousScheduler:
         self.running.append(seq)
         plan.num_admitted += 1
 
+    def _swap_in(self, plan: Plan) -> None:
+        while self.swapped and len(self.running) < self.params.max_num_seqs:
+            seq = self.swapped[0]
+            if not self.allocator.allocate_slots(seq, seq.num_known_tokens):
+                break
+            self.swapped.popleft()
+            self.swap_space.release(seq)
+            seq.status = SeqStatus.RUNNING
+            self.running.append(seq)
+            plan.swap_in_slots += seq.num_computed_tokens
+
+    def _preempt(self, victim: Sequence, plan: Plan) -> None:
+        if self.params.preemption == "swap" and self.swap_space.try_hold(victim):
+            self.allocator.free(victim)
+            victim.status = SeqStatus.SWAPPED
+            victim.num_preemptions += 1
+            victim.num_swaps += 1
+            self.swapped.appendleft(victim)
+            plan.preempted.append(victim)
+            plan.swap_out_slots += victim.num_computed_tokens
+        else:
+            preempt_by_recompute(victim, self.allocator, self.waiting, plan)
+
+
+class QueuedDecodeRuns(QueueingScheduler, RepeatsDecodeBatch):
+    """The decode fast-forward's scheduler side for a `QueueingScheduler` whose `schedule()`,
+    once every running sequence decodes and nothing is admitted, swapped, preempted or
+    transferred, plans exactly one token for each running sequence in `running` order, and
+    admits waiting work only when a seat, budget or memory frees up: what a subclass
+    declares by inheriting this (continuous, chunked and Orca each do, with a test each)."""
+
     def repeated_batch(self, plan: Plan) -> list[Sequence] | None:
-        """The batch every later `schedule()` would decode, after `plan` is committed, until a
-        request arrives, a sequence finishes or the KV pool cannot grow the batch: each
-        running sequence one token, in this order (the engine's decode fast-forward asks,
-        and checks that each of them is indeed decoding).
-        None unless `plan` decoded every running sequence and admitted, preempted, swapped
+        """The running batch, in order (the engine checks that each is decoding); None unless `plan` decoded every running sequence and admitted, preempted, swapped
         and copied nothing, with no transfer pending. Then whatever kept the waiting and
         swapped work out (the sequence cap, a pool that decode growth only fills further, a
         budget the same batch uses up) keeps it out, unless a sequence finished in `plan`
@@ -168,23 +199,21 @@ class ContinuousScheduler:
         return batch
 
     def drained_batch(self) -> list[Sequence] | None:
-        """When nothing waits to join the running batch: that batch, which every later
-        `schedule()` decodes as `repeated_batch` describes if all of it is decoding (after a
-        step that admitted the last waiting prompts, or one in which sequences finished)."""
+        """The running batch when nothing waits to join it (after a step that admitted the
+        last waiting prompts, or one in which sequences finished)."""
         if self.waiting or self.swapped or self.incoming or self.transferring or not self.running:
             return None
         return list(self.running)
 
-    def _swap_in(self, plan: Plan) -> None:
-        while self.swapped and len(self.running) < self.params.max_num_seqs:
-            seq = self.swapped[0]
-            if not self.allocator.allocate_slots(seq, seq.num_known_tokens):
-                break
-            self.swapped.popleft()
-            self.swap_space.release(seq)
-            seq.status = SeqStatus.RUNNING
-            self.running.append(seq)
-            plan.swap_in_slots += seq.num_computed_tokens
+
+class ContinuousScheduler(QueuedDecodeRuns):
+    def schedule(self, now_s: float) -> Plan:
+        plan, swapping = self._open_plan(now_s)
+        if not swapping:
+            self._admit_prefills(plan)
+        if not plan.chunks:
+            self._schedule_decodes(plan)
+        return self._wake_for_transfers(plan)
 
     def _admit_prefills(self, plan: Plan) -> None:
         budget = self.params.max_num_batched_tokens
@@ -237,15 +266,3 @@ class ContinuousScheduler:
             self.waiting.popleft()
             self.waiting.append(victim)
         return True
-
-    def _preempt(self, victim: Sequence, plan: Plan) -> None:
-        if self.params.preemption == "swap" and self.swap_space.try_hold(victim):
-            self.allocator.free(victim)
-            victim.status = SeqStatus.SWAPPED
-            victim.num_preemptions += 1
-            victim.num_swaps += 1
-            self.swapped.appendleft(victim)
-            plan.preempted.append(victim)
-            plan.swap_out_slots += victim.num_computed_tokens
-        else:
-            preempt_by_recompute(victim, self.allocator, self.waiting, plan)

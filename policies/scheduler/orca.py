@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policies.scheduler.continuous import ContinuousScheduler, QueueingParams
+from policies.scheduler.continuous import QueuedDecodeRuns, QueueingParams
 from policies.types import Plan, ScheduledChunk
 
 
@@ -21,13 +21,9 @@ class OrcaParams(QueueingParams):
     """Orca has no token budget: only the sequence cap and the shared queueing knobs."""
 
 
-class OrcaScheduler(ContinuousScheduler):
+class OrcaScheduler(QueuedDecodeRuns):
     def schedule(self, now_s: float) -> Plan:
-        plan = Plan()
-        self._receive_transfers(now_s)
-        self._order_waiting()
-        if self.swapped:
-            self._swap_in(plan)
+        plan, _ = self._open_plan(now_s)
         index = 0
         while index < len(self.running):
             seq = self.running[index]

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from policies.engine import Executor
+from policies.fast_forward import LockstepPricing
 from policies.types import Plan, StepResult
 from sim.cost.roofline import CostModel, IterationCost
 
@@ -101,19 +101,7 @@ def intensity_curve(cost: CostModel, context_tokens: int, spec_tokens: int = 0) 
     return rows
 
 
-@runtime_checkable
-class LockstepPricing(Protocol):
-    """An executor that prices a run of decode-only steps of one batch in one go (the engine's
-    decode fast-forward; both cost models are, the speculative and speed-scaled executors
-    are not)."""
-
-    def lockstep_decode_times(self, context_tokens: list[int], num_steps: int,
-                              first_step: int = 0) -> list[float] | None: ...
-
-    def ran_lockstep_decodes(self, context_tokens: list[int], num_steps: int) -> None: ...
-
-
-class IterationRecorder:
+class IterationRecorder(LockstepPricing):
     """Wraps the executor that prices a run (either cost model, or an executor around one) and
     keeps each executed iteration's FLOPs and bytes moved, as `counts` (the roofline model of
     the same replica) counts them; the executor's prices pass through unchanged, so a point's

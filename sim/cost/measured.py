@@ -37,6 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from policies.fast_forward import LockstepPricing
 from policies.types import Plan, StepResult
 from sim.cost import kernel_roofline as roofline
 from sim.cost.coefficients import default_coefficients
@@ -77,11 +78,16 @@ class BatchTerms:
 
 
 def _step_time(batch: BatchTerms, attention: tuple[KernelTime, ...]):
+    """An iteration's time from its kernels (see `_step_time_s`)."""
+    return _step_time_s(batch, [kernel.time_s for kernel in attention])
+
+
+def _step_time_s(batch: BatchTerms, attention_s: list):
     """An iteration's time: the one sum every pricing path goes through, left to right, for
     floats or numpy arrays of steps alike (so both give the same bits)."""
     total = batch.kernels_s
-    for kernel in attention:
-        total += kernel.time_s
+    for time_s in attention_s:
+        total += time_s
     return total + batch.untabled_s + batch.overhead_s
 
 
@@ -103,7 +109,7 @@ class MeasuredIterationCost:
         return _step_time(self.batch, self.attention)
 
 
-class MeasuredCostModel:
+class MeasuredCostModel(LockstepPricing):
     """Measured-kernel executor for one replica: `model` on `tp` devices of `hardware`."""
 
     def __init__(self, model: ModelSpec, hardware: HardwareSpec,
@@ -525,9 +531,9 @@ class MeasuredCostModel:
 
     def _short_run(self, batch: BatchTerms, num_seqs: int, kv_global: list[int],
                    kv_local: list[int]) -> list[float]:
-        """A short run step by step: with one layer kind whose table holds every step, the
-        sum `_step_time` makes of `_decode_kernel`'s in-range value, without building the
-        kernels; otherwise through `_decode_steps`."""
+        """A short run step by step: with one layer kind whose table holds every step, its
+        in-range values (what `_decode_kernel` returns) summed by `_step_time_s` without
+        building the kernels; otherwise through `_decode_steps`."""
         kinds = self._kinds
         row = self._row(kinds[0], num_seqs) if len(kinds) == 1 else None
         if row is not None and kinds[0].generation.exact:
@@ -538,9 +544,7 @@ class MeasuredCostModel:
                 found = row.at(tokens / num_seqs)
                 if not found.in_range:
                     break
-                total = batch.kernels_s
-                total += kind.layers * found.value_s
-                times.append(total + batch.untabled_s + batch.overhead_s)
+                times.append(_step_time_s(batch, (kind.layers * found.value_s,)))
             else:
                 return times
         return [_step_time(batch, attention)

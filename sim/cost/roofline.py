@@ -30,6 +30,7 @@ from typing import Any, Callable, TypeVar
 
 import numpy as np
 
+from policies.fast_forward import LockstepPricing
 from policies.types import Plan, StepResult
 from sim.cost.coefficients import Coefficients
 from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes, expected_distinct_experts
@@ -65,7 +66,7 @@ class OpGroupCost:
 
     @property
     def time_s(self) -> float:
-        return max(self.compute_s, self.memory_s) + self.fixed_s
+        return group_time_s(self.compute_s, self.memory_s, self.fixed_s)
 
     @property
     def arithmetic_intensity(self) -> float:
@@ -78,14 +79,11 @@ class IterationCost:
     comm_s: float
     overhead_s: float
 
-    # Plain left-to-right sums (not `sum()`, which Python 3.12 made compensated): the decode
-    # fast-forward repeats them over numpy arrays and must get the same bits.
+    # Plain left-to-right sums (not `sum()`, which Python 3.12 made compensated), for floats
+    # or numpy arrays of a decode run's iterations alike: both give the same bits.
     @property
     def time_s(self) -> float:
-        total = 0.0
-        for g in self.groups:
-            total += g.time_s
-        return total + self.comm_s + self.overhead_s
+        return iteration_time_s([g.time_s for g in self.groups], self.comm_s, self.overhead_s)
 
     @property
     def flops(self) -> float:
@@ -106,7 +104,24 @@ class IterationCost:
         return self.flops / self.bytes if self.bytes else float("inf")
 
 
-class CostModel:
+def group_time_s(compute_s: Any, memory_s: Any, fixed_s: float) -> Any:
+    """An op group's time: the slower of compute and memory, plus the fixed time; over numpy
+    arrays of iterations (a decode run) element by element."""
+    if isinstance(compute_s, np.ndarray) or isinstance(memory_s, np.ndarray):
+        return np.maximum(compute_s, memory_s) + fixed_s
+    return max(compute_s, memory_s) + fixed_s
+
+
+def iteration_time_s(group_times_s: list, comm_s: Any, overhead_s: float) -> Any:
+    """An iteration's time from its op groups' times, summed left to right (floats or arrays
+    alike), then communication and overhead: every pricing path goes through here."""
+    total = 0.0
+    for time_s in group_times_s:
+        total += time_s
+    return total + comm_s + overhead_s
+
+
+class CostModel(LockstepPricing):
     """Roofline executor for one replica: `model` on `tp` devices of `hardware`."""
 
     def __init__(
@@ -257,16 +272,20 @@ class CostModel:
         numpy arrays (one element per iteration): the arithmetic is the same."""
         linear, lm_head, comm_s, overhead_s = self._batch_terms_of(num_seqs, total_new, num_sampling)
         c = self.coefficients
-        attention = self._group(
-            "attention",
-            self._global_attn_flops * global_pairs + self._local_attn_flops * local_pairs
-            + self._ssm_flops_per_token * total_new,
-            self._global_kv_bytes * global_kv + self._local_kv_bytes * local_kv
-            + 2.0 * self._ssm_state_bytes_rank * num_seqs,
-            c.attention_compute_eff,
-            c.attention_memory_eff,
-        )
+        flops, nbytes = self._attention_work(num_seqs, total_new, global_pairs, global_kv,
+                                             local_pairs, local_kv)
+        attention = self._group("attention", flops, nbytes, c.attention_compute_eff,
+                                c.attention_memory_eff)
         return IterationCost((linear, attention, lm_head), comm_s, overhead_s)
+
+    def _attention_work(self, num_seqs: int, total_new: int, global_pairs: Any, global_kv: Any,
+                        local_pairs: Any, local_kv: Any) -> tuple[Any, Any]:
+        """(FLOPs, bytes) of an iteration's attention (see `_cost`)."""
+        flops = (self._global_attn_flops * global_pairs + self._local_attn_flops * local_pairs
+                 + self._ssm_flops_per_token * total_new)
+        nbytes = (self._global_kv_bytes * global_kv + self._local_kv_bytes * local_kv
+                  + 2.0 * self._ssm_state_bytes_rank * num_seqs)
+        return flops, nbytes
 
     def _batch_terms_of(self, num_seqs: int, total_new: int,
                         num_sampling: int) -> tuple[OpGroupCost, OpGroupCost, float, float]:
@@ -319,14 +338,12 @@ class CostModel:
 
     def _group(self, name: str, flops: float, nbytes: float, ceff: float, meff: float,
                fixed_s: float = 0.0) -> OpGroupCost:
-        return OpGroupCost(
-            name,
-            flops,
-            nbytes,
-            flops / (self._peak_flops * ceff),
-            nbytes / (self._bandwidth * meff),
-            fixed_s,
-        )
+        return OpGroupCost(name, flops, nbytes, *self._seconds(flops, nbytes, ceff, meff),
+                           fixed_s)
+
+    def _seconds(self, flops: Any, nbytes: Any, ceff: float, meff: float) -> tuple[Any, Any]:
+        """(compute, memory) seconds of `flops` and `nbytes` at the given efficiencies."""
+        return flops / (self._peak_flops * ceff), nbytes / (self._bandwidth * meff)
 
     def iteration_time(
         self, new_tokens: list[int], context_tokens: list[int], num_sampling: int | None = None
@@ -378,40 +395,31 @@ class CostModel:
     def lockstep_decode_times(self, context_tokens: list[int], num_steps: int,
                               first_step: int = 0) -> list[float] | None:
         """What `execute` would return for each of `num_steps` decode-only iterations of one
-        fixed batch (see `lockstep_decode_costs`); None under pipeline parallelism, whose
-        micro-batch split has no closed form here (the engine then steps one at a time)."""
+        fixed batch, through the functions `_cost` prices a plan with (with no sliding
+        window, a step's batch totals are a count and a sum, so each step is priced on its
+        own without building its breakdown; otherwise `lockstep_decode_costs` prices all at
+        once over arrays). None
+        under pipeline parallelism, whose micro-batch split has no closed form here (the
+        engine then steps one at a time)."""
         if self.pp != 1:
             return None
-        if not self.model.sliding_window:
-            total_context, num_seqs = sum(context_tokens), len(context_tokens)
-            return self._decode_times(num_seqs, range(
-                total_context + num_seqs * (first_step + 1),
-                total_context + num_seqs * (first_step + num_steps + 1), num_seqs))
-        cost = self.lockstep_decode_costs(context_tokens, num_steps, first_step)
-        time_s = 0.0
-        for group in cost.groups:  # IterationCost.time_s, in its order, over arrays
-            time_s = time_s + (np.maximum(group.compute_s, group.memory_s) + group.fixed_s)
-        time_s = time_s + cost.comm_s + cost.overhead_s
-        return time_s.tolist() if isinstance(time_s, np.ndarray) else [time_s] * num_steps
-
-    def _decode_times(self, num_seqs: int, kv_tokens: range) -> list[float]:
-        """`_cost(num_seqs, num_seqs, num_seqs, kv, kv, 0.0, 0).time_s` for each total `kv` of
-        KV tokens read, without building the breakdown objects: the same float operations in
-        the same order (adding the zero local-window terms too), so the same bits. Decode
-        steps of a model without sliding windows are the simulator's hottest pricing."""
+        if self.model.sliding_window:
+            times = self.lockstep_decode_costs(context_tokens, num_steps, first_step).time_s
+            return times.tolist() if isinstance(times, np.ndarray) else [times] * num_steps
+        num_seqs, total_context = len(context_tokens), sum(context_tokens)
         linear, lm_head, comm_s, overhead_s = self._batch_terms_of(num_seqs, num_seqs, num_seqs)
         c = self.coefficients
-        flops_per_pair, no_local_flops = self._global_attn_flops, self._local_attn_flops * 0.0
-        bytes_per_kv, no_local_bytes = self._global_kv_bytes, self._local_kv_bytes * 0
-        state_flops = self._ssm_flops_per_token * num_seqs
-        state_bytes = 2.0 * self._ssm_state_bytes_rank * num_seqs
-        compute_rate = self._peak_flops * c.attention_compute_eff
-        memory_rate = self._bandwidth * c.attention_memory_eff
-        before, after = 0.0 + linear.time_s, lm_head.time_s
-        return [before + (max((flops_per_pair * float(kv) + no_local_flops + state_flops) / compute_rate,
-                              (bytes_per_kv * kv + no_local_bytes + state_bytes) / memory_rate)
-                          + 0.0) + after + comm_s + overhead_s
-                for kv in kv_tokens]
+        ceff, meff = c.attention_compute_eff, c.attention_memory_eff
+        linear_s, lm_head_s = linear.time_s, lm_head.time_s
+        work, seconds = self._attention_work, self._seconds
+        times = []
+        for kv in range(total_context + num_seqs * (first_step + 1),
+                        total_context + num_seqs * (first_step + num_steps + 1), num_seqs):
+            compute_s, memory_s = seconds(*work(num_seqs, num_seqs, float(kv), kv, 0.0, 0),
+                                          ceff, meff)
+            times.append(iteration_time_s(
+                [linear_s, group_time_s(compute_s, memory_s, 0.0), lm_head_s], comm_s, overhead_s))
+        return times
 
     def ran_lockstep_decodes(self, context_tokens: list[int], num_steps: int) -> None:
         """The engine ran the first `num_steps` of those iterations (a hook for observers

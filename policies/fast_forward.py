@@ -1,0 +1,212 @@
+"""The decode fast-forward: a run of decode-only iterations of one batch, done in one go.
+
+Between two events that can change a replica's work (an arrival, a finish), the iterations
+of a continuous-batching engine often repeat: the same batch, each sequence one more token.
+Instead of one schedule/execute/commit per iteration, the engine asks three parties at once:
+
+    scheduler  RepeatsDecodeBatch   which batch every later `schedule()` would decode
+    allocator  GrowsInLockstep      KV growth of that batch over num_steps rounds
+    executor   LockstepPricing      each of those iterations' durations
+
+and writes the log rows, token times and completions the step-by-step loop would have
+written: results do not change (bit for bit), only their cost. Each ability is an optional
+protocol a class declares by subclassing it (a scheduler, allocator or executor that does not
+is simply stepped one iteration at a time); the subclass supplies every method.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from typing import Callable, Protocol, runtime_checkable
+
+from policies.kv.base import LockstepUsage
+from policies.logs import IterationLog
+from policies.types import Plan, Sequence
+
+FIRST_CHUNK_STEPS = 16
+"""Iterations priced in the first batch of a run with no deadline (then doubling)."""
+
+
+@runtime_checkable
+class RepeatsDecodeBatch(Protocol):
+    """A scheduler that can say which batch its next `schedule()` calls would decode."""
+
+    def repeated_batch(self, plan: Plan) -> list[Sequence] | None:
+        """The batch every later `schedule()` would decode, after `plan` is committed, until
+        a request arrives, a sequence finishes or the KV pool cannot grow the batch: each
+        sequence one token, in this order. None when `plan` does not start such a run."""
+        raise NotImplementedError
+
+    def drained_batch(self) -> list[Sequence] | None:
+        """When nothing waits to join the running batch: that batch (which then repeats as
+        `repeated_batch` says, if all of it is decoding); None otherwise."""
+        raise NotImplementedError
+
+
+@runtime_checkable
+class GrowsInLockstep(Protocol):
+    """A KV allocator that grows a decoding batch by many tokens at once."""
+
+    def grow_in_lockstep(self, seqs: list[Sequence], num_steps: int) -> LockstepUsage | None:
+        """Do what `num_steps` rounds of `allocate_slots(seq, seq.num_known_tokens + round)`
+        over `seqs`, in order, would do, and return the usage after each round; or nothing
+        and None when a round could not be served (a preemption is due) or would do more
+        than grow (a copy)."""
+        raise NotImplementedError
+
+
+@runtime_checkable
+class LockstepPricing(Protocol):
+    """An executor that prices a run of decode-only iterations of one batch in one go."""
+
+    def lockstep_decode_times(self, context_tokens: list[int], num_steps: int,
+                              first_step: int = 0) -> list[float] | None:
+        """What `execute` would return for each of `num_steps` iterations in which sequence
+        i decodes on `context_tokens[i] + j` cached tokens at step j (from `first_step`),
+        without side effects; None when it cannot say (the engine then steps one by one)."""
+        raise NotImplementedError
+
+    def ran_lockstep_decodes(self, context_tokens: list[int], num_steps: int) -> None:
+        """The engine ran the first `num_steps` of those iterations (for counters and
+        observers; pricing them had no side effects)."""
+        raise NotImplementedError
+
+
+class DecodeFastForward:
+    """Runs the decode-only iterations that follow a step, for one engine."""
+
+    def __init__(self, scheduler: RepeatsDecodeBatch, allocator: GrowsInLockstep,
+                 executor: LockstepPricing, log: IterationLog,
+                 num_waiting: Callable[[], int],
+                 finish: Callable[[Sequence, float], None]) -> None:
+        self._scheduler = scheduler
+        self._allocator = allocator
+        self._executor = executor
+        self._log = log
+        self._num_waiting = num_waiting
+        self._finish = finish
+        self._resumable: list[Sequence] | None = None
+        """The batch of the last run, when only its deadline stopped it."""
+        self._last_step_s = 0.0
+
+    @classmethod
+    def of(cls, scheduler: object, allocator: object, executor: object, log: IterationLog,
+           num_waiting: Callable[[], int],
+           finish: Callable[[Sequence, float], None]) -> DecodeFastForward | None:
+        """The fast-forward of an engine whose three parties all declare their part; None
+        (step by step) when one does not."""
+        if (isinstance(scheduler, RepeatsDecodeBatch) and isinstance(allocator, GrowsInLockstep)
+                and isinstance(executor, LockstepPricing)):
+            return cls(scheduler, allocator, executor, log, num_waiting, finish)
+        return None
+
+    def run(self, plan: Plan, now_s: float, end_s: float, until_s: float, step_s: float,
+            grace: int) -> float | None:
+        """Run the decode-only iterations that follow `plan` (a step from `now_s` to `end_s`,
+        which took `step_s`) while their batch stays the same and they start before
+        `until_s` (plus `grace` iterations); return when the last one ends (None if none
+        ran). When sequences finish, the rest of the batch goes on if nothing waits to join
+        it."""
+        scheduler = self._scheduler
+        batch = scheduler.repeated_batch(plan) or scheduler.drained_batch()
+        return self._runs_from(batch, now_s, end_s, until_s, step_s, grace)
+
+    def resume(self, now_s: float, until_s: float, grace: int) -> float | None:
+        """Go on with the last run's batch from `now_s`, when only its deadline (`until_s`
+        then: an arrival, which went to another replica) stopped it and nothing reached this
+        engine since (`forget`): the plan of the step at `now_s` would be the same repeated
+        batch, so it runs as part of the run. None when there is no such batch."""
+        batch, self._resumable = self._resumable, None
+        if batch is None or len(batch) != self._scheduler.num_running:
+            return None
+        return self._runs_from(batch, now_s, now_s, until_s, self._last_step_s, grace)
+
+    def forget(self) -> None:
+        """Work reached the engine (or it planned a step): the last run cannot resume."""
+        self._resumable = None
+
+    def _runs_from(self, batch: list[Sequence] | None, now_s: float, end_s: float,
+                   until_s: float, step_s: float, grace: int) -> float | None:
+        """Lockstep runs of `batch` from `end_s`, then of the batch left when sequences
+        finish and nothing waits; when the last one ends (None if none ran)."""
+        self._resumable = None
+        span_end_s = None
+        while batch:
+            lockstep = self._run_lockstep(batch, now_s, end_s, until_s, step_s, grace)
+            if lockstep is None:
+                break
+            end_s, finished, step_s = lockstep
+            span_end_s = end_s
+            if not finished:
+                self._resumable, self._last_step_s = batch, step_s
+                break
+            if end_s >= until_s:
+                break
+            batch = self._scheduler.drained_batch()
+        return span_end_s
+
+    def _run_lockstep(self, seqs: list[Sequence], now_s: float, end_s: float, until_s: float,
+                      step_s: float, grace: int) -> tuple[float, bool, float] | None:
+        """Run in one go the iterations in which batch `seqs` decodes one token each, from
+        `end_s`, and return (when the last ends, whether sequences finished in it, the last
+        one's duration); None if none ran. `step_s`, the duration of the step before, sizes
+        the first batch of steps priced (as many as fit before `until_s` at that pace).
+
+        They stop at the first iteration in which a sequence finishes (it ends the batch),
+        before an iteration that would start at or after `until_s` (`grace` of them may), and
+        where the pool cannot grow the batch (a preemption is due). Each iteration's end is
+        accumulated exactly as the caller's clock would (`start + duration`), the caller's
+        `now_s + (end - now_s)` must land on the same float, and every log row, token time,
+        block, hash and completion comes out as one step at a time would leave them.
+        """
+        contexts, remaining = [], []
+        for seq in seqs:  # each must be decoding: outputs sampled, KV for all but the last
+            request, computed, outputs = seq.request, seq.num_computed_tokens, seq.num_output_tokens
+            if not outputs or request.prompt_tokens + outputs - computed != 1:
+                return None
+            contexts.append(computed)
+            remaining.append(request.output_tokens - outputs)
+        max_steps = min(remaining)
+        durations: list[float] = []
+        ends = array("d")
+        t = end_s
+        chunk = FIRST_CHUNK_STEPS
+        if step_s > 0 and until_s < math.inf:
+            # as many as fit at the last pace, and a little more: steps lengthen as the
+            # batch reads more KV, and a second pricing call costs more than a spare step
+            chunk = max(1, math.ceil((until_s - end_s) / step_s) + 2)
+        while len(ends) < max_steps and (t < until_s or grace):
+            more = self._executor.lockstep_decode_times(
+                contexts, min(chunk, max_steps - len(ends)), len(ends))
+            if more is None:
+                return None
+            for duration in more:
+                if t >= until_s:
+                    if not grace:
+                        break
+                    grace -= 1
+                t += duration
+                durations.append(duration)
+                ends.append(t)
+            chunk *= 2
+        while ends and now_s + (ends[-1] - now_s) != ends[-1]:
+            ends.pop()
+        num_steps = len(ends)
+        usages = self._allocator.grow_in_lockstep(seqs, num_steps) if num_steps else None
+        if usages is None:
+            return None
+        self._log.record_decode_run(len(seqs), end_s, ends, durations[:num_steps],
+                                    self._num_waiting(), usages)
+        last_s = ends[-1]
+        for seq in seqs:
+            seq.num_computed_tokens += num_steps
+            seq.num_output_tokens += num_steps
+            seq.token_times_s.extend(ends)
+        finished = num_steps == max_steps
+        if finished:
+            for seq, left in zip(seqs, remaining):
+                if left == num_steps:
+                    self._finish(seq, last_s)
+        self._executor.ran_lockstep_decodes(contexts, num_steps)
+        return last_s, finished, durations[num_steps - 1]

@@ -1,0 +1,103 @@
+"""What an engine records as it runs: one row per iteration, and speculation's counters.
+
+Both are written by `policies.engine.Engine` (and its decode fast-forward, which appends the
+rows of a whole run at once) and read by `sim.metrics`.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass, field
+
+from policies.kv.base import KVUsage, LockstepUsage
+from policies.types import Plan
+
+
+@dataclass(slots=True)
+class IterationLog:
+    """One row per executed iteration, in compact columns (no per-iteration objects; counts
+    as 4-byte ints, which overflow loudly, so a million-request trace's log stays small)."""
+
+    start_s: array = field(default_factory=lambda: array("d"))
+    duration_s: array = field(default_factory=lambda: array("d"))
+    batch_size: array = field(default_factory=lambda: array("i"))
+    new_tokens: array = field(default_factory=lambda: array("i"))
+    prefill_tokens: array = field(default_factory=lambda: array("i"))
+    num_waiting: array = field(default_factory=lambda: array("i"))
+    kv_reserved_slots: array = field(default_factory=lambda: array("i"))
+    kv_filled_slots: array = field(default_factory=lambda: array("i"))
+    kv_cached_free_slots: array = field(default_factory=lambda: array("i"))
+
+    def __len__(self) -> int:
+        return len(self.start_s)
+
+    def record(self, plan: Plan, start_s: float, duration_s: float, num_waiting: int,
+               usage: KVUsage) -> None:
+        """The row of one executed `plan`. A chunk counts as prefill when it computes prompt
+        tokens (or several tokens at once without verifying drafts: a recompute)."""
+        self.start_s.append(start_s)
+        self.duration_s.append(duration_s)
+        self.batch_size.append(len(plan.chunks) + len(plan.padding))
+        self.new_tokens.append(plan.num_new_tokens)
+        self.prefill_tokens.append(
+            sum(c.num_new_tokens for c in plan.chunks if not c.num_spec_tokens
+                and (c.num_new_tokens > 1 or c.num_context_tokens < c.seq.request.prompt_tokens))
+        )
+        self.num_waiting.append(num_waiting)
+        self.kv_reserved_slots.append(usage.reserved_slots)
+        self.kv_filled_slots.append(usage.filled_slots)
+        self.kv_cached_free_slots.append(usage.cached_free_slots)
+
+    def record_decode_run(self, batch_size: int, first_start_s: float, ends_s: array,
+                          durations_s: list[float], num_waiting: int,
+                          usage: LockstepUsage) -> None:
+        """The rows `record` would write for each iteration of a run in which a batch of
+        `batch_size` sequences decodes one token each, back to back from `first_start_s`."""
+        num_steps = len(ends_s)
+        self.start_s.append(first_start_s)
+        self.start_s.extend(ends_s[:-1])
+        self.duration_s.extend(durations_s)
+        sizes = array("i", [batch_size]) * num_steps
+        self.batch_size.extend(sizes)
+        self.new_tokens.extend(sizes)
+        self.prefill_tokens.extend(array("i", [0]) * num_steps)
+        self.num_waiting.extend(array("i", [num_waiting]) * num_steps)
+        self.kv_reserved_slots.extend(usage.reserved_slots)
+        self.kv_filled_slots.extend(usage.filled_slots)
+        self.kv_cached_free_slots.extend(usage.cached_free_slots)
+
+
+@dataclass(slots=True)
+class SpeculationLog:
+    """Counters over every verify of every sequence; all zero when nothing speculates.
+
+    `emitted_histogram[n]` counts verifies that emitted n tokens (accepted drafts + 1).
+    `reached_by_position[i]` counts verifies whose draft at position i + 1 was looked at (it
+    was proposed and every draft before it was accepted), `accepted_by_position[i]` those that
+    accepted it: their ratio is the conditional acceptance rate engines log per position.
+    """
+
+    num_verifies: int = 0
+    num_proposed: int = 0
+    emitted_histogram: list[int] = field(default_factory=list)
+    reached_by_position: list[int] = field(default_factory=list)
+    accepted_by_position: list[int] = field(default_factory=list)
+    draft_s: float = 0.0
+    """Drafting time over every step (a draft model also ingests prefills in plain steps)."""
+    verify_s: float = 0.0
+    """Target time of the steps that verified drafts (their duration less their drafting)."""
+
+    def record(self, num_spec_tokens: int, num_accepted: int) -> None:
+        self.num_verifies += 1
+        self.num_proposed += num_spec_tokens
+        _bump(self.emitted_histogram, num_accepted + 1)
+        for position in range(min(num_accepted + 1, num_spec_tokens)):
+            _bump(self.reached_by_position, position)
+            if position < num_accepted:
+                _bump(self.accepted_by_position, position)
+
+
+def _bump(counts: list[int], index: int) -> None:
+    if index >= len(counts):
+        counts.extend([0] * (index + 1 - len(counts)))
+    counts[index] += 1
