@@ -1,5 +1,6 @@
 """The README is the front door: short, opening with the two set-up commands, linking every docs
-page, and naming only paths that exist in a clone. Docs links must resolve inside the repo too.
+page, and naming only paths that exist in a clone. Docs links must resolve inside the repo too,
+and bench/README.md describes every bench script.
 """
 
 from __future__ import annotations
@@ -120,3 +121,10 @@ def test_every_path_in_the_readme_layout_exists():
     assert len(paths) >= 8, "the layout block lists too few paths to be the repo's layout"
     missing = [p for p in paths if not (ROOT / p).exists()]
     assert not missing, f"README layout names paths that do not exist: {missing}"
+
+
+def test_every_bench_script_is_described_in_bench_readme():
+    text = (ROOT / "bench" / "README.md").read_text(encoding="utf-8")
+    scripts = sorted(p.name for p in (ROOT / "bench").iterdir() if p.suffix in (".py", ".sh"))
+    undescribed = [name for name in scripts if f"`{name}`" not in text]
+    assert not undescribed, f"bench scripts bench/README.md does not describe: {undescribed}"
