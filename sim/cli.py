@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sim.calibrate_cli import add_calibrate_parser, run_calibrate
+from policies.decoding.block_diffusion import DiffusionParams
 from sim.config import ReplayOptions, options_from_toml, resolve
 from sim.extras import install_hint, require_extra
 from sim.plan.cli import add_plan_parser, run_plan_command
@@ -116,6 +117,7 @@ OPTION_HELP = {
     "spec_inner_acceptance": "cascade: i.i.d. acceptance of the tiny drafter by the small one",
     "spec_draft_pass_overhead_s": "extra CPU overhead per non-fused draft pass",
     "pace": "trace: arrivals at trace times; asap: all at 0 s in trace order",
+    **{f.name: f.metadata["help"] for f in fields(DiffusionParams)},
     "async_scheduling": "auto|on|off: plan each step while the one before runs, as vLLM does "
                         "since 0.14, so an arrival first runs in the step after next (auto: on "
                         "with the measured vLLM cost model, else off)",
