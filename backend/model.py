@@ -77,7 +77,9 @@ class BatchLayout:
 
     `slots` [T] are the flat pool slots the new tokens' K/V go to; `page_tables` [B, max_pages]
     (int32) with `page_size`; `query_start` [B + 1] and `context_lens` [B] as python lists for
-    the reference path and as tensors for the kernels.
+    the reference path and as tensors for the kernels. `attend_ends` [T], when set, bounds the
+    keys each token sees (exclusive position) in place of the causal mask (block diffusion);
+    the torch reference attends then.
     """
 
     positions: torch.Tensor
@@ -87,6 +89,7 @@ class BatchLayout:
     query_start: list[int]
     context_lens: list[int]
     use_triton: bool = False
+    attend_ends: torch.Tensor | None = None
 
     @property
     def is_decode_only(self) -> bool:
@@ -182,10 +185,10 @@ class Attention(nn.Module):
     def _attend(self, q: torch.Tensor, k_pages: torch.Tensor, v_pages: torch.Tensor,
                 layout: BatchLayout) -> torch.Tensor:
         scale = self.head_dim ** -0.5
-        if not layout.use_triton:
+        if not layout.use_triton or layout.attend_ends is not None:
             return paged_attention_ref(q, k_pages, v_pages, layout.page_tables,
                                        layout.query_start, layout.context_lens, scale,
-                                       self.sliding_window)
+                                       self.sliding_window, layout.attend_ends)
         from backend.kernels import triton_paged
 
         context_lens = torch.tensor(layout.context_lens, device=q.device)

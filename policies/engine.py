@@ -181,6 +181,8 @@ class Engine:
                 f"prompt + output = {request.total_tokens} tokens exceeds "
                 f"max_model_len {self.max_model_len}"
             )
+        if self.decoding is not None:
+            request = self.decoding.kv_request(request)
         return self.scheduler.allocator.never_fits_reason(request)
 
     @property

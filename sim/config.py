@@ -460,7 +460,10 @@ def _check_decoding(options: ReplayOptions, policy_options: dict[str, Any]) -> N
     conflicts = [flag for flag, given in (
         (f"--speculator {options.speculator}", options.speculator != "none"),
         ("--n", options.n > 1), ("--beam-width", options.beam_width > 1),
-        ("--disaggregate", options.disaggregate is not None)) if given]
+        ("--disaggregate", options.disaggregate is not None),
+        ("--allocator contiguous --reserve oracle (prompt + output - 1 slots; a last block's "
+         "every position holds KV)", options.allocator == "contiguous"
+         and options.reserve == "oracle")) if given]
     if conflicts:
         raise ValueError(f"--decoding block-diffusion does not combine with "
                          f"{', '.join(conflicts)}")

@@ -43,12 +43,12 @@ class DiffusionExecutor:
 
     def _num_committed(self, seq: Sequence) -> int:
         threshold = self.policy.threshold
+        masked = seq.num_block_tokens - seq.num_block_committed
         if threshold is None:
-            return self.policy.num_to_commit(seq)
+            return self.policy.num_to_commit(masked)
         rng = self._rngs.get(seq.seq_id)
         if rng is None:
             rng = np.random.default_rng(np.random.SeedSequence(
                 [self.seed, DIFFUSION_STREAM, seq.seq_id & 0xFFFFFFFF]))
             self._rngs[seq.seq_id] = rng
-        masked = seq.num_block_tokens - seq.num_block_committed
-        return self.policy.num_to_commit(seq, num_cleared=int(rng.binomial(masked, 1.0 - threshold)))
+        return self.policy.num_to_commit(masked, num_cleared=int(rng.binomial(masked, 1.0 - threshold)))

@@ -30,11 +30,11 @@ needed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from policies.kv.base import KVAllocator
 from policies.scheduler.base import Scheduler
-from policies.types import Plan, ScheduledChunk, Sequence
+from policies.types import Plan, Request, ScheduledChunk, Sequence
 
 DECODINGS = ("ar", "block-diffusion")
 DEFAULT_THRESHOLD = 0.9
@@ -113,28 +113,35 @@ class BlockDiffusion:
         self.params = params
         self.threshold = params.threshold
 
+    @staticmethod
+    def kv_request(request: Request) -> Request:
+        """`request` as the KV pool must see it: every output position holds KV at its longest
+        (the last block's positions attend to each other), one more than autoregressive
+        decoding, which never computes its last token's KV."""
+        return replace(request, output_tokens=request.output_tokens + 1)
+
     def start_block(self, seq: Sequence) -> None:
         """Give `seq` its next block (the rest of its outputs, at most B), if it has none."""
         if not seq.num_block_tokens:
             seq.num_block_tokens = min(self.params.diffusion_block, seq.num_remaining_outputs)
             seq.num_block_committed = 0
 
-    def num_to_commit(self, seq: Sequence, confidences: list[float] | None = None,
+    def num_to_commit(self, num_masked: int, confidences: list[float] | None = None,
                       num_cleared: int | None = None) -> int:
-        """Positions `seq`'s next step commits: fixed, B / S (or what is left); threshold,
-        those whose confidence clears T, from `confidences` of the still-masked positions (the
-        real backend) or their count `num_cleared` (the simulator's draw), at least one."""
-        masked = seq.num_block_tokens - seq.num_block_committed
+        """Positions the next step of a block with `num_masked` masked ones commits: fixed,
+        B / S (or what is left); threshold, those whose confidence clears T, from the masked
+        positions' `confidences` (the real backend) or their count `num_cleared` (the
+        simulator's draw), at least one."""
         if self.threshold is None:
-            return min(self.params.positions_per_step, masked)
+            return min(self.params.positions_per_step, num_masked)
         if confidences is not None:
-            if len(confidences) != masked:
-                raise RuntimeError(f"request {seq.seq_id}: {len(confidences)} confidences for "
-                                   f"{masked} masked positions")
+            if len(confidences) != num_masked:
+                raise RuntimeError(f"{len(confidences)} confidences for {num_masked} masked "
+                                   f"positions")
             num_cleared = sum(1 for c in confidences if c >= self.threshold)
         if num_cleared is None:
             raise ValueError("a threshold commit needs the confidences or their cleared count")
-        return max(1, min(masked, num_cleared))
+        return max(1, min(num_masked, num_cleared))
 
     def commit(self, chunk: ScheduledChunk, committed_tokens: dict[int, int]) -> int:
         """Advance `chunk.seq` past the chunk and return the tokens it emits (a finished
@@ -146,7 +153,7 @@ class BlockDiffusion:
         masked = seq.num_block_tokens - seq.num_block_committed
         committed = committed_tokens.get(seq.seq_id)
         if committed is None or not 1 <= committed <= masked or (
-                self.threshold is None and committed != self.num_to_commit(seq)):
+                self.threshold is None and committed != self.num_to_commit(masked)):
             raise RuntimeError(f"executor reported {committed!r} committed positions for "
                                f"request {seq.seq_id}, which had {masked} masked")
         seq.num_computed_tokens = seq.num_final_tokens  # the block's own KV is not final
