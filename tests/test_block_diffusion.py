@@ -200,3 +200,25 @@ def test_replay_help_lists_the_flags(capsys):
     out = capsys.readouterr().out
     for flag in ("--decoding", "--diffusion-block", "--diffusion-steps", "--diffusion-commit"):
         assert flag in out
+
+
+def test_roofline_view_puts_denoising_between_decode_and_prefill(capsys):
+    from sim.cost.intensity import intensity_curve, intensity_table
+
+    cost = CostModel(get_model("llama-3-8b"), get_hardware("h100"), default_coefficients("h100"))
+    rows = {(r.phase, r.group): r for r in intensity_table(cost, 8, 2048, 0, 32)}
+    decode, denoise = rows[("decode", "linear")], rows[("denoise", "linear")]
+    assert denoise.intensity_flops_per_byte > 25 * decode.intensity_flops_per_byte
+    assert denoise.intensity_flops_per_byte < rows[("prefill", "linear")].intensity_flops_per_byte
+    curve = intensity_curve(cost, 2048, 0, 32)
+    denoise_curve = [r for r in curve if r.phase == "denoise"]
+    assert [r.num_seqs for r in denoise_curve] == [r.num_seqs for r in curve
+                                                   if r.phase == "decode"]
+    # Compute-bound at a batch 1/32 of where decode turns: decode is memory-bound throughout.
+    assert all(r.memory_bound for r in curve if r.phase == "decode")
+    assert any(not r.memory_bound for r in denoise_curve)
+    assert main(["roofline", "--model", "llama-3-8b", "--hardware", "h100", "--batch", "8",
+                 "--diffusion-block", "16"]) == 0
+    assert "denoise" in capsys.readouterr().out
+    assert main(["roofline", "--model", "llama-3-8b", "--hardware", "h100", "--batch", "8",
+                 "--diffusion-block", "-1"]) == 2
