@@ -260,7 +260,7 @@ def test_roofline_page_matches_the_cli_numbers():
     assert decode["FLOP/byte"] > 100
     # A 32-position denoising step at batch 256 is compute-bound where decode is not yet.
     denoise = at.dataframe[0].value.query("phase == 'denoise' and group == 'linear'").iloc[0]
-    assert denoise["FLOP/byte"] > 25 * decode["FLOP/byte"] and denoise["bound"] == "compute"
+    assert denoise["FLOP/byte"] > 5 * decode["FLOP/byte"] and denoise["bound"] == "compute"
 
 
 def _optional_panels_script(extra: dict) -> AppTest:
