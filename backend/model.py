@@ -19,6 +19,7 @@ from torch import nn
 
 from backend.kernels import triton_takes_head_dim
 from backend.kernels.reference import paged_attention_ref
+from backend.kernels.torch_paged import context_slots, paged_decode_attention_torch
 from backend.kv_cache import KVCache
 from sim.cost.specs import ModelSpec, RopeScaling
 
@@ -90,10 +91,20 @@ class BatchLayout:
     context_lens: list[int]
     use_triton: bool = False
     attend_ends: torch.Tensor | None = None
+    _decode_gather: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def is_decode_only(self) -> bool:
         return len(self.query_start) - 1 == self.query_start[-1]
+
+    def decode_gather(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every sequence's context slots [B, L_max] and lengths [B], built once per step
+        for all layers' batched decode attention."""
+        if self._decode_gather is None:
+            lengths = torch.tensor(self.context_lens, device=self.page_tables.device)
+            self._decode_gather = (context_slots(self.page_tables, lengths, self.page_size),
+                                   lengths)
+        return self._decode_gather
 
 
 class RMSNorm(nn.Module):
@@ -141,13 +152,23 @@ class Rotary:
         self.cos = angles.cos().float().to(device)
         self.sin = angles.sin().float().to(device)
 
-    def apply(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def at(self, positions: torch.Tensor) -> PositionRotation:
+        """The rotation of a batch's tokens, looked up once per step for every layer."""
+        return PositionRotation(self.cos[positions][:, None, :], self.sin[positions][:, None, :])
+
+
+@dataclass(frozen=True, slots=True)
+class PositionRotation:
+    """cos/sin [T, 1, head_dim] of a batch's token positions."""
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
         """x [T, heads, head_dim] rotated by each token's position."""
-        cos = self.cos[positions][:, None, :]  # [T, 1, D]
-        sin = self.sin[positions][:, None, :]
         half = x.shape[-1] // 2
         rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-        return (x.float() * cos + rotated.float() * sin).to(x.dtype)
+        return (x.float() * self.cos + rotated.float() * self.sin).to(x.dtype)
 
 
 class Attention(nn.Module):
@@ -168,15 +189,15 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(d, spec.rms_norm_eps) if spec.qk_norm else None
 
     def forward(self, x: torch.Tensor, layer: int, layout: BatchLayout, kv: KVCache,
-                rotary: Rotary) -> torch.Tensor:
+                rotation: PositionRotation) -> torch.Tensor:
         num_tokens = x.shape[0]
         q = self.q_proj(x).view(num_tokens, self.num_heads, self.head_dim)  # [T, H, D]
         k = self.k_proj(x).view(num_tokens, self.num_kv_heads, self.head_dim)  # [T, KVH, D]
         v = self.v_proj(x).view(num_tokens, self.num_kv_heads, self.head_dim)  # [T, KVH, D]
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q = rotary.apply(q, layout.positions)
-        k = rotary.apply(k, layout.positions)
+        q = rotation.apply(q)
+        k = rotation.apply(k)
         kv.write(layer, layout.slots, k, v)
         k_pages, v_pages = kv.pages(layer, layout.page_size)
         out = self._attend(q, k_pages, v_pages, layout)  # [T, H, D]
@@ -185,10 +206,18 @@ class Attention(nn.Module):
     def _attend(self, q: torch.Tensor, k_pages: torch.Tensor, v_pages: torch.Tensor,
                 layout: BatchLayout) -> torch.Tensor:
         scale = self.head_dim ** -0.5
-        if not layout.use_triton or layout.attend_ends is not None:
+        if layout.attend_ends is not None:  # block diffusion's mask: the torch reference
             return paged_attention_ref(q, k_pages, v_pages, layout.page_tables,
                                        layout.query_start, layout.context_lens, scale,
                                        self.sliding_window, layout.attend_ends)
+        if not layout.use_triton and layout.is_decode_only:
+            slots, context_lens = layout.decode_gather()
+            return paged_decode_attention_torch(q, k_pages, v_pages, slots, context_lens, scale,
+                                                self.sliding_window)
+        if not layout.use_triton:
+            return paged_attention_ref(q, k_pages, v_pages, layout.page_tables,
+                                       layout.query_start, layout.context_lens, scale,
+                                       self.sliding_window)
         from backend.kernels import triton_paged
 
         context_lens = torch.tensor(layout.context_lens, device=q.device)
@@ -252,11 +281,11 @@ class LlamaModel(nn.Module):
                 layers: list[int] | None = None) -> torch.Tensor:
         """token_ids [T] -> final hidden states [T, hidden]; K/V of every token written.
         `layers` runs only those layers (a self-speculative draft skips some)."""
-        rotary = self.rotary()
+        rotation = self.rotary().at(layout.positions)
         h = self.embed_tokens(token_ids)  # [T, hidden]
         for index in range(len(self.layers)) if layers is None else layers:
             layer = self.layers[index]
-            h = h + layer.self_attn(layer.input_layernorm(h), index, layout, kv, rotary)
+            h = h + layer.self_attn(layer.input_layernorm(h), index, layout, kv, rotation)
             h = h + layer.mlp(layer.post_attention_layernorm(h))
         return self.norm(h)
 

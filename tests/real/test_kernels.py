@@ -11,42 +11,13 @@ import torch
 triton_paged = pytest.importorskip("backend.kernels.triton_paged", reason="needs triton")
 from backend.kernels.reference import paged_attention_ref  # noqa: E402
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-# (num_heads, num_kv_heads, head_dim, page_size, context_lens, new_lens, sliding_window)
-CASES = [
-    (4, 2, 16, 4, [5, 17, 33], [5, 3, 1], None),       # prompt, chunk over a prefix, decode
-    (4, 1, 32, 8, [40, 9], [20, 9], None),               # MQA, a chunk longer than BLOCK_M
-    (6, 3, 16, 1, [12, 30], [12, 1], None),              # page size 1 (contiguous spans)
-    (2, 2, 16, 16, [50, 7], [18, 7], 8),                 # MHA with a sliding window
-]
-
-
-def _random_case(seed, num_heads, num_kv_heads, head_dim, page_size, context_lens, new_lens,
-                 dtype):
-    gen = torch.Generator().manual_seed(seed)
-    pages_per_seq = [-(-length // page_size) for length in context_lens]
-    num_pages = sum(pages_per_seq) + 3
-    # Pages handed out in a scrambled order, as a long-running free list would.
-    order = torch.randperm(num_pages, generator=gen)
-    tables = torch.zeros(len(context_lens), max(pages_per_seq), dtype=torch.int32)
-    used = 0
-    for b, count in enumerate(pages_per_seq):
-        tables[b, :count] = order[used:used + count]
-        used += count
-    k = torch.randn(num_pages, page_size, num_kv_heads, head_dim, generator=gen)
-    v = torch.randn(num_pages, page_size, num_kv_heads, head_dim, generator=gen)
-    q = torch.randn(sum(new_lens), num_heads, head_dim, generator=gen)
-    query_start = [0]
-    for n in new_lens:
-        query_start.append(query_start[-1] + n)
-    to = {"device": DEVICE, "dtype": dtype}
-    return q.to(**to), k.to(**to), v.to(**to), tables.to(DEVICE), query_start
+from tests.real.paged_cases import CASES, DEVICE, random_case  # noqa: E402
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))
 def test_prefill_kernel_matches_reference(case):
     heads, kv_heads, dim, page, ctx, new, window = CASES[case]
-    q, k, v, tables, qs = _random_case(case, heads, kv_heads, dim, page, ctx, new, torch.float32)
+    q, k, v, tables, qs = random_case(case, heads, kv_heads, dim, page, ctx, new, torch.float32)
     scale = dim ** -0.5
     expected = paged_attention_ref(q, k, v, tables, qs, ctx, scale, window)
     got = triton_paged.paged_prefill_attention(
@@ -60,7 +31,7 @@ def test_prefill_kernel_matches_reference(case):
 def test_decode_kernel_matches_reference(case):
     heads, kv_heads, dim, page, ctx, _, window = CASES[case]
     new = [1] * len(ctx)
-    q, k, v, tables, qs = _random_case(100 + case, heads, kv_heads, dim, page, ctx, new,
+    q, k, v, tables, qs = random_case(100 + case, heads, kv_heads, dim, page, ctx, new,
                                        torch.float32)
     scale = dim ** -0.5
     expected = paged_attention_ref(q, k, v, tables, qs, ctx, scale, window)
@@ -73,7 +44,7 @@ def test_decode_kernel_matches_reference(case):
 
 def test_reference_decode_equals_dense_softmax_attention():
     """The reference itself, against attention written out by hand for one sequence."""
-    q, k, v, tables, qs = _random_case(7, 2, 1, 16, 4, [6], [1], torch.float32)
+    q, k, v, tables, qs = random_case(7, 2, 1, 16, 4, [6], [1], torch.float32)
     out = paged_attention_ref(q, k, v, tables, qs, [6], 0.25)
     slots = [int(tables[0, p // 4]) * 4 + p % 4 for p in range(6)]
     keys = k.reshape(-1, 1, 16)[slots, 0]  # [6, 16]
@@ -86,7 +57,7 @@ def test_reference_decode_equals_dense_softmax_attention():
 @pytest.mark.skipif(DEVICE != "cuda", reason="half precision kernels need CUDA")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_kernels_in_half_precision_on_cuda(dtype):
-    q, k, v, tables, qs = _random_case(11, 8, 2, 64, 16, [300, 1000], [300, 1], dtype)
+    q, k, v, tables, qs = random_case(11, 8, 2, 64, 16, [300, 1000], [300, 1], dtype)
     expected = paged_attention_ref(q, k, v, tables, qs, [300, 1000], 0.125)
     got = triton_paged.paged_prefill_attention(
         q, k, v, tables, torch.tensor(qs, device=DEVICE), torch.tensor([300, 1000],
