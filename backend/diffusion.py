@@ -33,17 +33,17 @@ def attend_ends(first: int, end: int, prompt_tokens: int, total_tokens: int,
 
 
 def denoise(logits: torch.Tensor, block_ids: list[int], mask_token_id: int,
-            policy: BlockDiffusion) -> int:
-    """One denoising step of a block from its logits [b, vocab]: commit the most confident
-    still-masked positions (as many as `policy` says, greedy tokens; the mask token is never a
-    prediction) into `block_ids` in place, and return how many. Ties go to the earlier
-    position."""
+            policy: BlockDiffusion, num_block_steps: int) -> int:
+    """Step `num_block_steps` + 1 of a block, from its logits [b, vocab]: commit the most
+    confident still-masked positions (as many as `policy` says, greedy tokens; the mask token
+    is never a prediction) into `block_ids` in place, and return how many. Ties go to the
+    earlier position."""
     logits = logits.float().clone()
     logits[:, mask_token_id] = float("-inf")
     confidence, tokens = torch.softmax(logits, dim=-1).max(dim=-1)  # [b], [b]
     masked = [i for i, token in enumerate(block_ids) if token == mask_token_id]
     scores = confidence.tolist()
-    count = policy.num_to_commit(len(masked), [scores[i] for i in masked])
+    count = policy.num_to_commit(len(masked), num_block_steps, [scores[i] for i in masked])
     for i in sorted(masked, key=lambda i: (-scores[i], i))[:count]:
         block_ids[i] = int(tokens[i])
     return count

@@ -53,12 +53,14 @@ def block_diffusion_recompute(model: LlamaModel, prompt_ids: list[int], num_toke
     num_steps = 0
     while len(outputs) < num_tokens:
         block = [mask] * min(block_size, num_tokens - len(outputs))
+        block_steps = 0
         while mask in block:
             tokens = list(prompt_ids) + outputs + block
             ends = attend_ends(0, len(tokens), len(prompt_ids), total, block_size)
             hidden = full_pass(model, tokens, ends)[-len(block):]
-            denoise(model.logits(hidden), block, mask, policy)
-            num_steps += 1
+            denoise(model.logits(hidden), block, mask, policy, block_steps)
+            block_steps += 1
+        num_steps += block_steps
         outputs += block
     return outputs, num_steps
 

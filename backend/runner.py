@@ -225,7 +225,7 @@ class RealExecutor:
         with none masked left becomes outputs. Returns how many committed."""
         block = self._blocks[seq.seq_id]
         count = denoise(self.model.logits(hidden), block, self.model.spec.mask_token_id,
-                        self.decoding)
+                        self.decoding, seq.num_block_steps)
         if seq.num_block_committed + count == len(block):
             del self._blocks[seq.seq_id]
             self._emit(seq, block)

@@ -113,6 +113,8 @@ class Sequence:
     """Block diffusion: positions of the block being denoised (0 otherwise, and once done)."""
     num_block_committed: int = 0
     """Block diffusion: positions of that block committed by the steps so far."""
+    num_block_steps: int = 0
+    """Block diffusion: denoising steps that block has taken."""
     num_diffusion_steps: int = 0
     """Block diffusion: denoising steps this sequence ran (one forward pass over a block each)."""
     seq_id: int = field(init=False)

@@ -8,7 +8,8 @@ causal pairs, B(B-1)/2 fewer per step, negligible next to the context's.)
 Commits: under `fixed` the policy's count is exact, the real engine commits the same. Under
 `threshold:T` the simulator needs a model of how many masked positions clear T per step: each
 still-masked position clears it independently with probability 1 - T (T = 1: one per step,
-T -> 0: the whole block in one step), at least one commits, drawn from a stream of its own per
+T -> 0: the whole block in one step), at least one commits (all that are left at a block's
+S-th step, as in the real engine), drawn from a stream of its own per
 request (`SeedSequence([seed, DIFFUSION_STREAM, request])`), so runs are reproducible.
 """
 
@@ -45,10 +46,11 @@ class DiffusionExecutor:
         threshold = self.policy.threshold
         masked = seq.num_block_tokens - seq.num_block_committed
         if threshold is None:
-            return self.policy.num_to_commit(masked)
+            return self.policy.num_to_commit(masked, seq.num_block_steps)
         rng = self._rngs.get(seq.seq_id)
         if rng is None:
             rng = np.random.default_rng(np.random.SeedSequence(
                 [self.seed, DIFFUSION_STREAM, seq.seq_id & 0xFFFFFFFF]))
             self._rngs[seq.seq_id] = rng
-        return self.policy.num_to_commit(masked, num_cleared=int(rng.binomial(masked, 1.0 - threshold)))
+        return self.policy.num_to_commit(masked, seq.num_block_steps,
+                                         num_cleared=int(rng.binomial(masked, 1.0 - threshold)))

@@ -123,11 +123,13 @@ def test_summary_keys_and_tokens_per_step():
     assert "diffusion_steps_total" not in plain.summary
 
 
-@pytest.mark.parametrize("threshold,expected", [(1.0, 64), (1e-9, 4)])
-def test_threshold_extremes(threshold, expected):
-    """T = 1: no position clears it, one commits per step; T -> 0: a block per step."""
+@pytest.mark.parametrize("threshold,steps,expected", [
+    (1.0, 64, 64), (1.0, 4, 16), (1e-9, 4, 4)])
+def test_threshold_extremes(threshold, steps, expected):
+    """T = 1: no position clears it, one commits per step until the S-th step commits the
+    rest; T -> 0: a block per step."""
     options = ReplayOptions(model="tiny-diffusion", hardware="cpu", decoding="block-diffusion",
-                            diffusion_block=16, diffusion_steps=4,
+                            diffusion_block=16, diffusion_steps=steps,
                             diffusion_commit=f"threshold:{threshold}")
     summary = simulate(resolve(options, _trace((0.0, 20, 64)))).summary
     assert summary["diffusion_steps_total"] == expected
@@ -137,7 +139,7 @@ def test_threshold_draws_are_seeded_and_in_between():
     def steps(seed: int) -> int:
         options = ReplayOptions(model="tiny-diffusion", hardware="cpu", seed=seed,
                                 decoding="block-diffusion", diffusion_block=32,
-                                diffusion_steps=8, diffusion_commit="threshold:0.7")
+                                diffusion_steps=32, diffusion_commit="threshold:0.7")
         return simulate(resolve(options, _trace((0.0, 20, 256), (0.0, 10, 256)))).summary[
             "diffusion_steps_total"]
 
@@ -174,7 +176,6 @@ def test_block_diffusion_speeds_up_a_lone_request_on_h100():
     ({"diffusion_commit": "threshold:1.5"}, "0 < T <= 1"),
     ({"diffusion_commit": "threshold:high"}, "0 < T <= 1"),
     ({"diffusion_commit": "greedy"}, "fixed or threshold"),
-    ({"diffusion_commit": "threshold", "diffusion_steps": 64}, "exceeds the block"),
     ({"speculator": "ngram"}, "does not combine with --speculator ngram"),
     ({"n": 2}, "does not combine with --n"),
     ({"allocator": "contiguous", "reserve": "oracle"}, "--reserve oracle"),
@@ -185,6 +186,13 @@ def test_bad_knobs_are_one_line_errors(options, message):
     with pytest.raises(ValueError, match=message):
         resolve(ReplayOptions(model="tiny-diffusion", hardware="cpu",
                               decoding="block-diffusion", **options), _trace((0.0, 5, 5)))
+
+
+def test_replay_options_default_to_the_policy_defaults():
+    """The knobs are declared once on `DiffusionParams`; the options mirror them."""
+    options, params = ReplayOptions(), DiffusionParams()
+    for name in ("decoding", "diffusion_block", "diffusion_steps", "diffusion_commit"):
+        assert getattr(options, name) == getattr(params, name)
 
 
 def test_bad_values_from_the_cli(capsys):

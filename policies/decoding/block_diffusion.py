@@ -16,7 +16,8 @@ back to the committed tokens before it (a bidirectional block cannot be split).
 Which positions commit (per step, among those still masked):
     fixed            B / S of them (the last block, shorter, takes ceil(size / (B / S)) steps)
     threshold:T      every position whose confidence (top probability) is >= T, and at least
-                     the most confident one (Fast-dLLM's rule); the real backend reads the
+                     the most confident one (Fast-dLLM's rule), and all that are left at a
+                     block's S-th step (S caps a block's steps); the real backend reads the
                      confidences, the simulator draws how many clear T (`sim/decoding.py`)
 The real backend commits the most confident masked positions, however many.
 
@@ -51,7 +52,8 @@ class DiffusionParams:
     diffusion_block: int = field(default=32, metadata={
         "help": "block diffusion: output positions per block (B)"})
     diffusion_steps: int = field(default=8, metadata={
-        "help": "block diffusion: denoising steps per block (S); fixed commits B/S per step"})
+        "help": "block diffusion: denoising steps per block (S): fixed commits B/S per step; "
+                "threshold commits the rest at a block's S-th step"})
     diffusion_commit: str = field(default="fixed", metadata={
         "help": "block diffusion: fixed (B/S positions per step) or threshold[:T] (positions "
                 f"with confidence >= T, at least one; T defaults to {DEFAULT_THRESHOLD})"})
@@ -69,9 +71,6 @@ class DiffusionParams:
             raise ValueError(f"--diffusion-commit fixed commits B/S positions per step: "
                              f"--diffusion-block {self.diffusion_block} is not divisible by "
                              f"--diffusion-steps {self.diffusion_steps}")
-        if threshold is not None and self.diffusion_steps > self.diffusion_block:
-            raise ValueError(f"--diffusion-steps {self.diffusion_steps} exceeds the block of "
-                             f"{self.diffusion_block} positions")
 
     @property
     def enabled(self) -> bool:
@@ -125,15 +124,20 @@ class BlockDiffusion:
         if not seq.num_block_tokens:
             seq.num_block_tokens = min(self.params.diffusion_block, seq.num_remaining_outputs)
             seq.num_block_committed = 0
+            seq.num_block_steps = 0
 
-    def num_to_commit(self, num_masked: int, confidences: list[float] | None = None,
+    def num_to_commit(self, num_masked: int, num_block_steps: int,
+                      confidences: list[float] | None = None,
                       num_cleared: int | None = None) -> int:
-        """Positions the next step of a block with `num_masked` masked ones commits: fixed,
-        B / S (or what is left); threshold, those whose confidence clears T, from the masked
-        positions' `confidences` (the real backend) or their count `num_cleared` (the
-        simulator's draw), at least one."""
+        """Positions the next step of a block commits, with `num_masked` masked ones after
+        `num_block_steps` steps: fixed, B / S (or what is left); threshold, those whose
+        confidence clears T, from the masked positions' `confidences` (the real backend) or
+        their count `num_cleared` (the simulator's draw), at least one, and all of them at
+        the S-th step."""
         if self.threshold is None:
             return min(self.params.positions_per_step, num_masked)
+        if num_block_steps + 1 >= self.params.diffusion_steps:
+            return num_masked
         if confidences is not None:
             if len(confidences) != num_masked:
                 raise RuntimeError(f"{len(confidences)} confidences for {num_masked} masked "
@@ -152,19 +156,22 @@ class BlockDiffusion:
             return 0
         masked = seq.num_block_tokens - seq.num_block_committed
         committed = committed_tokens.get(seq.seq_id)
-        if committed is None or not 1 <= committed <= masked or (
-                self.threshold is None and committed != self.num_to_commit(masked)):
+        least = self.num_to_commit(masked, seq.num_block_steps, num_cleared=0)
+        if committed is None or not least <= committed <= masked or (
+                self.threshold is None and committed != least):
             raise RuntimeError(f"executor reported {committed!r} committed positions for "
                                f"request {seq.seq_id}, which had {masked} masked")
         seq.num_computed_tokens = seq.num_final_tokens  # the block's own KV is not final
         seq.num_diffusion_steps += 1
         seq.num_block_committed += committed
+        seq.num_block_steps += 1
         if seq.num_block_committed < seq.num_block_tokens:
             return 0
         emitted = seq.num_block_tokens
         seq.num_block_tokens = min(self.params.diffusion_block,
                                    seq.num_remaining_outputs - emitted)
         seq.num_block_committed = 0
+        seq.num_block_steps = 0
         return emitted
 
 
