@@ -160,9 +160,6 @@ def replay_real(
                          f"context of {config.model.max_model_len} (its RoPE table)")
     decoding = None
     if diffusion_params(o).enabled:
-        if config.model.mask_token_id is None:
-            raise ValueError(f"--decoding block-diffusion needs a model with a mask token "
-                             f"(tiny-diffusion); {config.model.name} has none")
         if not sampling.is_greedy:
             raise ValueError("block diffusion on the real backend commits greedy tokens: drop "
                              "--temperature with --decoding block-diffusion")
