@@ -456,6 +456,12 @@ def _check_decoding(options: ReplayOptions, policy_options: dict[str, Any]) -> N
     """Block diffusion's knobs, and what it does not combine with, as one-line errors."""
     params = diffusion_params(options)
     if not params.enabled:
+        defaults = DiffusionParams()
+        given = [f"--{name.replace('_', '-')}" for name in
+                 ("diffusion_block", "diffusion_steps", "diffusion_commit")
+                 if getattr(params, name) != getattr(defaults, name)]
+        if given:
+            raise ValueError(f"{', '.join(given)} only apply to --decoding block-diffusion")
         return
     conflicts = [flag for flag, given in (
         (f"--speculator {options.speculator}", options.speculator != "none"),

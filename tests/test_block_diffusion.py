@@ -175,6 +175,12 @@ def test_block_diffusion_speeds_up_a_lone_request_on_h100():
     assert bd["e2e_mean_s"] < 0.5 * ar["e2e_mean_s"]
 
 
+def test_diffusion_knobs_without_block_diffusion_are_an_error():
+    with pytest.raises(ValueError, match="--diffusion-steps only apply to --decoding block-diffusion"):
+        resolve(ReplayOptions(model="tiny-diffusion", hardware="cpu", diffusion_steps=4),
+                _trace((0.0, 5, 5)))
+
+
 @pytest.mark.parametrize("options,message", [
     ({"diffusion_block": 30, "diffusion_steps": 8}, "not divisible"),
     ({"diffusion_commit": "threshold:0"}, "0 < T <= 1"),

@@ -4,8 +4,6 @@ takes the same denoising steps per request as the simulator on the same trace.""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
@@ -107,7 +105,7 @@ def test_real_backend_refusals(overrides, message):
 def test_autoregressive_decoding_of_tiny_diffusion_is_unchanged():
     """Without --decoding block-diffusion the mask token is an ordinary id: AR runs as on any
     Llama-shaped model."""
-    results, outputs = replay_real(resolve(dataclasses.replace(_options(), decoding="ar")))
+    results, outputs = replay_real(resolve(tiny_options(model="tiny-diffusion")))
     assert results.summary["requests_finished"] == 6
     assert "diffusion_steps_total" not in results.summary
     assert all(len(outputs[r.request_id]) == r.output_tokens
