@@ -85,7 +85,8 @@ def test_real_and_simulated_engines_take_the_same_steps(overrides):
     and token counts, and both summary keys agree."""
     real, _ = replay_real(resolve(_options(**overrides)))
     sim = simulate(resolve(_options(executor="sim", **overrides)))
-    for column in ("batch_size", "new_tokens", "num_waiting", "kv_reserved_slots"):
+    for column in ("batch_size", "new_tokens", "prefill_tokens", "num_waiting", "kv_reserved_slots",
+                   "kv_filled_slots"):
         assert list(getattr(real.engine.log, column)) == list(getattr(sim.engine.log, column))
     assert ({i: s.num_diffusion_steps for i, s in real.engine.sequences.items()}
             == {i: s.num_diffusion_steps for i, s in sim.engine.sequences.items()})
