@@ -56,7 +56,8 @@ class DiffusionParams:
                 "threshold commits the rest at a block's S-th step"})
     diffusion_commit: str = field(default="fixed", metadata={
         "help": "block diffusion: fixed (B/S positions per step) or threshold[:T] (positions "
-                f"with confidence >= T, at least one; T defaults to {DEFAULT_THRESHOLD})"})
+                f"with confidence >= T, at least one, the rest at the S-th step; T defaults to "
+                f"{DEFAULT_THRESHOLD})"})
 
     def __post_init__(self) -> None:
         if self.decoding not in DECODINGS:
