@@ -12,6 +12,8 @@ times them.
 
 from __future__ import annotations
 
+import dataclasses
+
 import time
 from typing import Callable
 
@@ -77,7 +79,8 @@ class TimedExecutor:
         end_s = self.timer()
         # The drafting's share of the forward pass, on this clock.
         share = (end_s - execute_start_s) / result.duration_s if result.duration_s > 0 else 1.0
-        return StepResult(end_s - began_s, result.accepted_tokens, result.draft_s * share)
+        return dataclasses.replace(result, duration_s=end_s - began_s,
+                                   draft_s=result.draft_s * share)
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)

@@ -78,7 +78,9 @@ class BatchLayout:
 
     `slots` [T] are the flat pool slots the new tokens' K/V go to; `page_tables` [B, max_pages]
     (int32) with `page_size`; `query_start` [B + 1] and `context_lens` [B] as python lists for
-    the reference path and as tensors for the kernels.
+    the reference path and as tensors for the kernels. `attend_ends` [T], when set, bounds the
+    keys each token sees (exclusive position) in place of the causal mask (block diffusion);
+    the torch reference attends then.
     """
 
     positions: torch.Tensor
@@ -88,6 +90,7 @@ class BatchLayout:
     query_start: list[int]
     context_lens: list[int]
     use_triton: bool = False
+    attend_ends: torch.Tensor | None = None
     _decode_gather: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
@@ -203,6 +206,10 @@ class Attention(nn.Module):
     def _attend(self, q: torch.Tensor, k_pages: torch.Tensor, v_pages: torch.Tensor,
                 layout: BatchLayout) -> torch.Tensor:
         scale = self.head_dim ** -0.5
+        if layout.attend_ends is not None:  # block diffusion's mask: the torch reference
+            return paged_attention_ref(q, k_pages, v_pages, layout.page_tables,
+                                       layout.query_start, layout.context_lens, scale,
+                                       self.sliding_window, layout.attend_ends)
         if not layout.use_triton and layout.is_decode_only:
             slots, context_lens = layout.decode_gather()
             return paged_decode_attention_torch(q, k_pages, v_pages, slots, context_lens, scale,

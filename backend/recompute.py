@@ -8,14 +8,23 @@ import math
 
 import torch
 
+from backend.diffusion import attend_ends, denoise
 from backend.kv_cache import KVCache
 from backend.model import BatchLayout, LlamaModel
 from backend.sampler import SamplingParams, generator_for, sample
+from policies.decoding.block_diffusion import BlockDiffusion
 
 
 def next_token_logits(model: LlamaModel, token_ids: list[int]) -> torch.Tensor:
     """Logits [V] after `token_ids`, from a fresh full forward pass (its scratch cache holds
     only that pass's own K/V, laid out position = slot)."""
+    return model.logits(full_pass(model, token_ids)[-1:])[0]
+
+
+def full_pass(model: LlamaModel, token_ids: list[int],
+              attend_ends: list[int] | None = None) -> torch.Tensor:
+    """Hidden states [T, hidden] of a fresh forward pass over `token_ids` (causal, or each
+    token seeing keys before its `attend_ends` entry)."""
     spec = model.spec
     device = model.norm.weight.device
     length = len(token_ids)
@@ -23,11 +32,37 @@ def next_token_logits(model: LlamaModel, token_ids: list[int]) -> torch.Tensor:
                       num_kv_heads=spec.num_kv_heads, head_dim=spec.attn_head_dim,
                       dtype=model.norm.weight.dtype, device=device)
     positions = torch.arange(length, device=device)
+    ends = None if attend_ends is None else torch.tensor(attend_ends, device=device)
     layout = BatchLayout(positions=positions, slots=positions,
                          page_tables=positions.to(torch.int32)[None, :], page_size=1,
-                         query_start=[0, length], context_lens=[length])
-    hidden = model(torch.tensor(token_ids, device=device), layout, scratch)
-    return model.logits(hidden[-1:])[0]
+                         query_start=[0, length], context_lens=[length], attend_ends=ends)
+    return model(torch.tensor(token_ids, device=device), layout, scratch)
+
+
+def block_diffusion_recompute(model: LlamaModel, prompt_ids: list[int], num_tokens: int,
+                              policy: BlockDiffusion) -> tuple[list[int], int]:
+    """`num_tokens` outputs after `prompt_ids` by block diffusion without any KV reuse: every
+    denoising step recomputes the whole sequence (prompt, finished blocks, the block) under
+    the block mask. Returns the outputs and the number of denoising steps."""
+    mask = model.spec.mask_token_id
+    if mask is None:
+        raise ValueError(f"{model.spec.name} has no mask token to denoise")
+    block_size = policy.params.diffusion_block
+    total = len(prompt_ids) + num_tokens
+    outputs: list[int] = []
+    num_steps = 0
+    while len(outputs) < num_tokens:
+        block = [mask] * min(block_size, num_tokens - len(outputs))
+        block_steps = 0
+        while mask in block:
+            tokens = list(prompt_ids) + outputs + block
+            ends = attend_ends(0, len(tokens), len(prompt_ids), total, block_size)
+            hidden = full_pass(model, tokens, ends)[-len(block):]
+            denoise(model.logits(hidden), block, mask, policy, block_steps)
+            block_steps += 1
+        num_steps += block_steps
+        outputs += block
+    return outputs, num_steps
 
 
 def generate_recompute(model: LlamaModel, prompt_ids: list[int], num_tokens: int, *,

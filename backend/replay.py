@@ -36,10 +36,11 @@ from backend.model import (LlamaModel, check_supported, init_random, load_hf_dir
 from backend.runner import RealExecutor, run_wall_clock
 from backend.sampler import SamplingParams
 from backend.speed import SpeedMeter
+from policies.decoding.block_diffusion import BlockDiffusion
 from policies.kv.base import KVAllocator, PageTableAllocator
 from policies.types import Sequence
 from sim.assembly import build_cost_model, build_engine
-from sim.config import ReplayOptions, SimConfig
+from sim.config import ReplayOptions, SimConfig, diffusion_params
 from sim.cost.memory import kv_budget
 from sim.cost.specs import ModelSpec
 from sim.metrics import summarize
@@ -157,6 +158,12 @@ def replay_real(
     if config.max_model_len > config.model.max_model_len:
         raise ValueError(f"--max-model-len {config.max_model_len} exceeds {config.model.name}'s "
                          f"context of {config.model.max_model_len} (its RoPE table)")
+    decoding = None
+    if diffusion_params(o).enabled:
+        if not sampling.is_greedy:
+            raise ValueError("block diffusion on the real backend commits greedy tokens: drop "
+                             "--temperature with --decoding block-diffusion")
+        decoding = BlockDiffusion(diffusion_params(o))
     device = pick_device()
     timer = timer_for(clock, device)
     if device.type == "cpu":
@@ -187,7 +194,8 @@ def replay_real(
         use_triton = uses_triton(spec, device)
         drafter = build_drafter(o, model, kv, allocator, sampling, use_triton, draft)
         executors.append(RealExecutor(model, kv, allocator, sampling=sampling, seed=o.seed,
-                                      use_triton=use_triton, drafter=drafter, beams=beams))
+                                      use_triton=use_triton, drafter=drafter, beams=beams,
+                                      decoding=decoding))
         return executors[0] if clock == "wall" else TimedExecutor(executors[0], timer)
 
     trace = config.trace

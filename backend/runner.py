@@ -9,7 +9,10 @@ gets its drafts from the drafter (`backend/drafting.py`) before the pass, is com
 last sampled token plus the drafts, and emits what greedy or rejection-sampling verification
 keeps; the accepted count goes back in `StepResult.accepted_tokens`. The beams of a beam
 search pick their tokens together (`backend/beam_search.py`), which also tells the engine
-which beams to replace by copies of others.
+which beams to replace by copies of others. With block diffusion (`decoding`), a denoising
+chunk's block positions hold the mask token or what earlier steps committed, attend under the
+block mask (`backend/diffusion.py`), and commit their most confident positions; the count goes
+back in `StepResult.committed_tokens`, and a finished block's tokens become outputs.
 
 It keeps each request's token ids: the prompt (`Request.prompt_token_ids`, or seeded ids of
 the given length for length-only traces) followed by the sampled outputs, so a sequence
@@ -25,11 +28,13 @@ from typing import Callable, Iterable
 import torch
 
 from backend.beam_search import BeamSearch, Hypothesis
+from backend.diffusion import attend_ends, denoise
 from backend.drafting import Drafter, DraftRequest, Drafts
 from backend.kv_cache import KVCache
 from backend.model import BatchLayout, LlamaModel
 from backend.sampler import (SamplingParams, generator_for, probabilities, sample,
                              verify_greedy, verify_rejection)
+from policies.decoding.block_diffusion import BlockDiffusion
 from policies.engine import Engine
 from policies.kv.base import PageTableAllocator
 from policies.types import (Plan, Request, ScheduledChunk, Sequence, SeqStatus, StepResult,
@@ -70,8 +75,16 @@ class RealExecutor:
         use_triton: bool = False,
         drafter: Drafter | None = None,
         beams: BeamSearch | None = None,
+        decoding: BlockDiffusion | None = None,
     ) -> None:
+        if decoding is not None and model.spec.mask_token_id is None:
+            raise ValueError(f"--decoding block-diffusion needs a model with a mask token "
+                             f"(tiny-diffusion); {model.spec.name} has none")
         self.model = model
+        self.decoding = decoding
+        self._blocks: dict[int, list[int]] = {}
+        """Each diffusing sequence's current block: the mask token or committed ids (kept
+        across preemptions, as its outputs are)."""
         self.kv = kv
         self.allocator = allocator
         self.sampling = sampling
@@ -99,6 +112,8 @@ class RealExecutor:
         bad = [t for t in ids if not 0 <= t < vocab_size]
         if bad:
             return f"prompt token ids {bad[:3]} lie outside the vocabulary of {vocab_size}"
+        if self.decoding is not None and self.model.spec.mask_token_id in ids:
+            return f"the prompt holds the mask token {self.model.spec.mask_token_id}"
         if len(ids) != request.prompt_tokens:
             return f"{len(ids)} prompt token ids for a {request.prompt_tokens}-token prompt"
         return None
@@ -111,6 +126,10 @@ class RealExecutor:
                 ids = list(request.prompt_token_ids)
             else:
                 ids = seeded_prompt(request, self.model.spec.vocab_size, self.seed)
+                mask = self.model.spec.mask_token_id
+                if mask is not None:  # a seeded prompt never holds the mask token
+                    ids = [(t + 1) % self.model.spec.vocab_size if t == mask else t
+                           for t in ids]
             self.token_ids[request.request_id] = ids
         return ids
 
@@ -156,9 +175,14 @@ class RealExecutor:
         hidden = self.model(token_ids, layout, self.kv)  # [T, hidden]
         sampling_rows, sampled_chunks = [], []
         accepted: dict[int, int] = {}
+        committed: dict[int, int] = {}
         for index, chunk in enumerate(plan.chunks):
             seq = chunk.seq
-            if chunk.num_spec_tokens:
+            if chunk.num_block_tokens:
+                end = layout.query_start[index + 1]
+                committed[seq.seq_id] = self._denoise(
+                    seq, hidden[end - chunk.num_block_tokens:end])
+            elif chunk.num_spec_tokens:
                 rows = hidden[layout.query_start[index]:layout.query_start[index + 1]]
                 emitted = self._verify(seq, rows, drafts[seq.seq_id])
                 accepted[seq.seq_id] = len(emitted) - 1
@@ -185,7 +209,27 @@ class RealExecutor:
             self._pages.pop(chunk.seq.seq_id, None)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return StepResult(time.perf_counter() - start_s, accepted, draft_s if accepted else 0.0)
+        return StepResult(time.perf_counter() - start_s, accepted, draft_s if accepted else 0.0,
+                          committed)
+
+    def _block(self, seq: Sequence) -> list[int]:
+        """`seq`'s current block ids, all masks when it starts."""
+        block = self._blocks.get(seq.seq_id)
+        if block is None or len(block) != seq.num_block_tokens:
+            block = [self.model.spec.mask_token_id] * seq.num_block_tokens
+            self._blocks[seq.seq_id] = block
+        return block
+
+    def _denoise(self, seq: Sequence, hidden: torch.Tensor) -> int:
+        """Commit positions of `seq`'s block from its hidden states [b, hidden]; a block
+        with none masked left becomes outputs. Returns how many committed."""
+        block = self._blocks[seq.seq_id]
+        count = denoise(self.model.logits(hidden), block, self.model.spec.mask_token_id,
+                        self.decoding, seq.num_block_steps)
+        if seq.num_block_committed + count == len(block):
+            del self._blocks[seq.seq_id]
+            self._emit(seq, block)
+        return count
 
     def _fork_first_tokens(self, parent: Sequence, logits: torch.Tensor) -> None:
         """The prompt's prefill samples a first token for every parallel sample (the engine
@@ -321,10 +365,13 @@ class RealExecutor:
         slots: list[torch.Tensor] = []
         tables: list[list[int]] = []
         query_start, context_lens = [0], []
+        ends: list[int] = []
         page_size = 1
         for chunk in chunks:
             seq = chunk.seq
             ids = self._ids(seq)
+            if seq.num_block_tokens:
+                ids = ids + self._block(seq)
             if len(ids) != seq.num_known_tokens:
                 raise RuntimeError(f"request {seq.seq_id}: {len(ids)} token ids held but "
                                    f"{seq.num_known_tokens} known to the engine")
@@ -333,6 +380,10 @@ class RealExecutor:
             first, end = chunk.num_context_tokens, chunk.num_context_tokens + chunk.num_new_tokens
             tokens.extend(ids[first:end])
             positions.extend(range(first, end))
+            if self.decoding is not None:
+                ends.extend(attend_ends(first, end, seq.request.prompt_tokens,
+                                        seq.request.total_tokens,
+                                        self.decoding.params.diffusion_block))
             page_size, pages = self.allocator.page_size, self.allocator.page_table(seq.seq_id)
             self._pages[seq.seq_id] = list(pages)
             page_ids = torch.tensor(pages, dtype=torch.long)
@@ -354,6 +405,7 @@ class RealExecutor:
             query_start=query_start,
             context_lens=context_lens,
             use_triton=self.use_triton,
+            attend_ends=torch.tensor(ends, device=device) if self.decoding else None,
         )
         return torch.tensor(tokens, device=device), layout
 

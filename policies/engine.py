@@ -11,6 +11,8 @@ rejected (with a reason) or, if the caller stops early, still waiting/running.
 A speculative verify chunk (`num_spec_tokens = k > 0`) emits the executor's accepted count
 plus one token, all stamped at the step's end (so ITL shows speculation's bursts), and the
 slots of its rejected drafts are given back through the allocator's `shrink_slots`.
+With a `decoding` policy (block diffusion) that policy commits every chunk instead and says
+how many tokens it emits (a finished block's, all stamped at the step's end).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from policies.beam import BeamReparenter, reparent_beams
+from policies.decoding.block_diffusion import BlockDiffusion
 from policies.fast_forward import DecodeFastForward
 from policies.logs import IterationLog, SpeculationLog
 from policies.samples import SampleForks, forks_after
@@ -53,6 +56,7 @@ class Engine:
         beams: BeamReparenter | None = None,
         fast_forward: bool = False,
         async_scheduling: bool = False,
+        decoding: BlockDiffusion | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.executor = executor
@@ -78,6 +82,7 @@ class Engine:
         so with async scheduling a decode run may go one iteration past an arrival."""
         self._held: list[tuple[float, Sequence]] = []
         self._last_end_s = -math.inf
+        self.decoding = decoding
 
     def submit(self, request: Request, now_s: float) -> Sequence:
         """Queue `request`, or reject it now if it could never run on this replica."""
@@ -127,6 +132,8 @@ class Engine:
                 f"prompt + output = {request.total_tokens} tokens exceeds "
                 f"max_model_len {self.max_model_len}"
             )
+        if self.decoding is not None:
+            request = self.decoding.kv_request(request)
         return self.scheduler.allocator.never_fits_reason(request)
 
     @property
@@ -195,7 +202,11 @@ class Engine:
             seq = chunk.seq
             if seq.first_scheduled_s is None:
                 seq.first_scheduled_s = start_s
-            if chunk.num_spec_tokens:
+            if self.decoding is not None:
+                num_emitted = self.decoding.commit(chunk, result.committed_tokens)
+                if not num_emitted:
+                    continue
+            elif chunk.num_spec_tokens:
                 num_emitted = 1 + self._commit_verify(chunk, result)
                 speculated = True
             else:

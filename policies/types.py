@@ -16,6 +16,12 @@ its last sampled token plus k draft tokens (`num_spec_tokens = k`); if the execu
 or bonus token), `num_computed_tokens` advances by 1 + a, and the KV slots of the k - a
 rejected drafts go back to the allocator. A request never drafts past its output length
 (k <= remaining outputs - 1), so it emits exactly its trace's output length.
+
+Block diffusion (`policies/decoding/block_diffusion.py`) fits it too: the block being denoised
+is `num_block_tokens` more known tokens (mask tokens the model reads, or positions committed
+in earlier steps of the block) that are never counted as computed, so every scheduler
+allocates and schedules them like prompt tokens; `num_final_tokens` (prompt + outputs) are the
+ones whose ids are final, the only ones a prefix cache may keep.
 """
 
 from __future__ import annotations
@@ -103,6 +109,14 @@ class Sequence:
     num_draft_tokens_reached: int = 0
     num_draft_tokens_accepted: int = 0
     sample_index: int = 0
+    num_block_tokens: int = 0
+    """Block diffusion: positions of the block being denoised (0 otherwise, and once done)."""
+    num_block_committed: int = 0
+    """Block diffusion: positions of that block committed by the steps so far."""
+    num_block_steps: int = 0
+    """Block diffusion: denoising steps that block has taken."""
+    num_diffusion_steps: int = 0
+    """Block diffusion: denoising steps this sequence ran (one forward pass over a block each)."""
     seq_id: int = field(init=False)
     """The request id for a request's first sample; negative ids for the others (fixed at
     creation, as the request and sample index are; the hot paths read it constantly)."""
@@ -112,7 +126,13 @@ class Sequence:
 
     @property
     def num_known_tokens(self) -> int:
-        """Prompt plus outputs sampled so far: the tokens whose KV can be computed now."""
+        """Prompt plus outputs sampled so far (plus a diffusion block's positions): the tokens
+        whose KV can be computed now."""
+        return self.request.prompt_tokens + self.num_output_tokens + self.num_block_tokens
+
+    @property
+    def num_final_tokens(self) -> int:
+        """Prompt plus outputs: the tokens whose ids will not change (a prefix cache's)."""
         return self.request.prompt_tokens + self.num_output_tokens
 
     @property
@@ -141,12 +161,17 @@ class ScheduledChunk:
     A speculative verify sets `num_spec_tokens` = k, the most drafts this step can accept (a
     chain's length, a tree's depth); `num_new_tokens` then counts the last sampled token plus
     every draft node verified (1 + k for a chain, 1 + the tree's node count for a tree).
+
+    A block-diffusion denoising step sets `num_block_tokens` = the block's positions, the
+    chunk's last ones (bidirectional among themselves); the tokens before them are committed
+    ones whose final KV this step computes.
     """
 
     seq: Sequence
     num_new_tokens: int
     num_context_tokens: int
     num_spec_tokens: int = 0
+    num_block_tokens: int = 0
 
 
 @dataclass(slots=True)
@@ -191,8 +216,11 @@ class StepResult:
     `accepted_tokens` maps the seq_id of every chunk with `num_spec_tokens > 0` to how many of
     its drafts were accepted (a prefix, 0..num_spec_tokens); it is empty when nothing
     speculates. `draft_s` is the part of `duration_s` spent drafting (the rest verifies).
+    `committed_tokens` maps the seq_id of every denoising chunk (`num_block_tokens > 0`) to
+    the block positions that step committed.
     """
 
     duration_s: float
     accepted_tokens: dict[int, int] = field(default_factory=dict)
     draft_s: float = 0.0
+    committed_tokens: dict[int, int] = field(default_factory=dict)

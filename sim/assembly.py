@@ -12,15 +12,17 @@ from __future__ import annotations
 from typing import Callable
 
 from policies.beam import BeamParams, BeamReparenter, RandomBeamReparenter
+from policies.decoding.block_diffusion import BlockDiffusion, BlockDiffusionScheduler
 from policies.engine import Engine, Executor
 from policies.kv.base import KVAllocator
 from policies.kv.layout import KVLayout
 from policies.registry import ALLOCATORS, SCHEDULERS, lookup
 from policies.types import Sequence
-from sim.config import SimConfig
+from sim.config import SimConfig, diffusion_params
 from sim.cost.memory import MemoryBudget, kv_budget, kv_layout
 from sim.cost.measured import MeasuredCostModel
 from sim.cost.roofline import CostModel
+from sim.decoding import DiffusionExecutor
 from sim.machine_speed import SpeedScaledExecutor
 from sim.speculation.build import speculate, with_draft_memory
 
@@ -84,7 +86,10 @@ def build_engine(
     speculative one around `cost` (or the real one, which drafts and verifies on tensors);
     with `none` both are exactly as without. Beam search (`beam_width` > 1) reparents beams
     with `beams` if given (the real backend's score-driven search), else with the simulator's
-    random churn. With a speed trace (`--speed-trace`) the simulated executor's prices are
+    random churn. With `--decoding block-diffusion` the scheduler is wrapped to denoise blocks
+    (`policies.decoding.block_diffusion`) and the simulated executor reports each step's
+    commits (`sim.decoding`); the real executor builds the same policy from the options.
+    With a speed trace (`--speed-trace`) the simulated executor's prices are
     scaled by the trace's factors at `now()`, the simulation's clock (`sim.machine_speed`).
     `token_indexed_pool`: the executor keeps every layer's KV for every token in one block
     table per sequence (the real backend, whose attention masks windows itself), so the
@@ -115,6 +120,11 @@ def build_engine(
     executor = cost
     if config.acceptance is not None:
         scheduler, executor = speculate(config, scheduler, cost, options)
+    decoding = None
+    if diffusion_params(o).enabled:
+        decoding = BlockDiffusion(diffusion_params(o))
+        scheduler = BlockDiffusionScheduler(scheduler, decoding)
+        executor = DiffusionExecutor(executor, decoding, o.seed)
     if executor_for is not None:
         executor = executor_for(allocator)
     elif config.speed is not None:
@@ -128,9 +138,11 @@ def build_engine(
         beams = RandomBeamReparenter(BeamParams(beam_churn=o.beam_churn, seed=o.seed))
     # A closed loop sends a request when one finishes, which only the finishing step reveals:
     # decode runs cannot be jumped past it (`sim.cluster.Cluster.closed_loop`).
-    fast_forward = o.fast_forward and executor_for is None and not config.trace.closed_loop
+    # Fast-forward jumps runs of one-token decodes, which block diffusion never has.
+    fast_forward = (o.fast_forward and executor_for is None and not config.trace.closed_loop
+                    and decoding is None)
     engine = Engine(scheduler, executor, max_model_len=config.max_model_len, on_done=on_done,
-                    beams=beams, fast_forward=fast_forward,
+                    beams=beams, fast_forward=fast_forward, decoding=decoding,
                     async_scheduling=async_scheduling(config, executor_for is not None))
     return engine, budget
 

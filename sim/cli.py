@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sim.calibrate_cli import add_calibrate_parser, run_calibrate
+from policies.decoding.block_diffusion import DiffusionParams
 from sim.config import ReplayOptions, options_from_toml, resolve
 from sim.extras import install_hint, require_extra
 from sim.plan.cli import add_plan_parser, run_plan_command
@@ -116,6 +117,7 @@ OPTION_HELP = {
     "spec_inner_acceptance": "cascade: i.i.d. acceptance of the tiny drafter by the small one",
     "spec_draft_pass_overhead_s": "extra CPU overhead per non-fused draft pass",
     "pace": "trace: arrivals at trace times; asap: all at 0 s in trace order",
+    **{f.name: f.metadata["help"] for f in fields(DiffusionParams)},
     "async_scheduling": "auto|on|off: plan each step while the one before runs, as vLLM does "
                         "since 0.14, so an arrival first runs in the step after next (auto: on "
                         "with the measured vLLM cost model, else off)",
@@ -182,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="with hardware: print catalog GPU NAME as a hardware spec file "
                               "(YAML), to edit and pass back as --hardware FILE")
     roofline = sub.add_parser(
-        "roofline", help="arithmetic intensity of decode and prefill against the ridge point")
+        "roofline", help="arithmetic intensity of decode, block-diffusion denoising and prefill "
+                         "against the ridge point")
     roofline.add_argument("--model", required=True, help=OPTION_HELP["model"])
     roofline.add_argument("--hardware", required=True, help=OPTION_HELP["hardware"])
     roofline.add_argument("--batch", type=int, required=True, help="sequences per iteration")
@@ -191,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "length of the prefill rows (default: 1024)")
     roofline.add_argument("--spec-tokens", type=int, default=0,
                           help="draft tokens verified per decoding sequence (default: 0)")
+    roofline.add_argument("--diffusion-block", type=int, default=32,
+                          help="positions per block of the block-diffusion denoising rows "
+                               "(0: none; default: 32)")
     roofline.add_argument("--tp", type=int, default=1, help=OPTION_HELP["tp"])
     roofline.add_argument("--weight-dtype", default=None, help=OPTION_HELP["weight_dtype"])
     roofline.add_argument("--kv-dtype", default="bf16", help=OPTION_HELP["kv_dtype"])
@@ -356,7 +362,8 @@ def run_roofline(args: argparse.Namespace, console: Console) -> int:
         coefficients = default_coefficients(hardware.coefficients_name)
     cost = CostModel(get_model(args.model), hardware, coefficients, tp=args.tp,
                      weight_dtype=args.weight_dtype, kv_dtype=args.kv_dtype)
-    rows = intensity_table(cost, args.batch, args.context, args.spec_tokens)
+    rows = intensity_table(cost, args.batch, args.context, args.spec_tokens,
+                           args.diffusion_block)
     ridge = hardware.ridge_point_flops_per_byte
     weights = cost.model.weight_dtype_label(args.weight_dtype)
     table = Table(title=(f"{cost.model.name} on {args.tp}x {hardware.name} "
@@ -366,7 +373,7 @@ def run_roofline(args: argparse.Namespace, console: Console) -> int:
                 "FLOP/byte", "time (ms)", "TFLOP/s", "bound"):
         table.add_column(col, justify="left" if col in ("phase", "group", "bound") else "right")
     for row in rows:
-        if row.group == "total" or (row.phase == "prefill" and row.group == "linear"):
+        if row.group == "total" or (row.phase != "decode" and row.group == "linear"):
             table.add_section()
         table.add_row(row.phase, row.group, str(row.num_seqs), str(row.new_tokens),
                       str(row.context_tokens), f"{row.flops / 1e9:.4g}",

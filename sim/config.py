@@ -17,6 +17,7 @@ from typing import Any
 
 import traces as trace_io
 from traces import inference_perf
+from policies.decoding.block_diffusion import DiffusionParams
 from policies.registry import ALLOCATORS, ROUTERS, SCHEDULERS, SPECULATORS, lookup
 from policies.scheduler.base import TakesTransfers
 from sim.cost.catalog import get_hardware, get_model
@@ -127,6 +128,12 @@ class ReplayOptions:
     spec_inner_k: int = 3
     spec_inner_acceptance: float = 0.6
     spec_draft_pass_overhead_s: float = 0.0
+    decoding: str = "ar"
+    """`ar` or `block-diffusion` (`policies.decoding.block_diffusion.DiffusionParams`, whose
+    fields these four are)."""
+    diffusion_block: int = 32
+    diffusion_steps: int = 8
+    diffusion_commit: str = "fixed"
     pace: str = "trace"
     """`trace`: requests arrive at their trace times; `asap`: all at 0 s, in trace order."""
     executor: str = "sim"
@@ -432,6 +439,7 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
         acceptance, draft, tiny = _resolve_speculation(options, policy_options)
     elif options.spec_acceptance is not None:
         parse_acceptance(options.spec_acceptance)  # unused, but a bad value is still an error
+    _check_decoding(options, policy_options)
     speed = read_speed_trace(options.speed_trace) if options.speed_trace else None
     measured, choice = _choose_cost_model(options, hardware)
     if measured is None and options.measured_coefficients is not None:
@@ -439,6 +447,41 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
                          f"this run is priced by {choice}")
     return SimConfig(trace, model, hardware, coefficients, options, max_model_len, max_tokens,
                      policy_options, acceptance, draft, tiny, speed, measured, choice)
+
+
+def diffusion_params(options: ReplayOptions) -> DiffusionParams:
+    """The decoding knobs of `options` (checked by `DiffusionParams`)."""
+    return DiffusionParams(options.decoding, options.diffusion_block, options.diffusion_steps,
+                           options.diffusion_commit)
+
+
+def _check_decoding(options: ReplayOptions, policy_options: dict[str, Any]) -> None:
+    """Block diffusion's knobs, and what it does not combine with, as one-line errors."""
+    params = diffusion_params(options)
+    if not params.enabled:
+        defaults = DiffusionParams()
+        given = [f"--{name.replace('_', '-')}" for name in
+                 ("diffusion_block", "diffusion_steps", "diffusion_commit")
+                 if getattr(params, name) != getattr(defaults, name)]
+        if given:
+            raise ValueError(f"{', '.join(given)} only apply to --decoding block-diffusion")
+        return
+    conflicts = [flag for flag, given in (
+        (f"--speculator {options.speculator}", options.speculator != "none"),
+        ("--n", options.n > 1), ("--beam-width", options.beam_width > 1),
+        ("--disaggregate", options.disaggregate is not None),
+        ("--allocator contiguous --reserve oracle (prompt + output - 1 slots; a last block's "
+         "every position holds KV)", options.allocator == "contiguous"
+         and options.reserve == "oracle")) if given]
+    if conflicts:
+        raise ValueError(f"--decoding block-diffusion does not combine with "
+                         f"{', '.join(conflicts)}")
+    budget_name, budget = (("--token-budget", policy_options["token_budget"])
+                           if options.scheduler == "chunked" else
+                           ("--max-num-batched-tokens", policy_options["max_num_batched_tokens"]))
+    if options.scheduler in ("chunked", "continuous") and params.diffusion_block > budget:
+        raise ValueError(f"--diffusion-block {params.diffusion_block} exceeds {budget_name} "
+                         f"{budget}: a block's denoising step is one pass over all of it")
 
 
 def _resolve_speculation(

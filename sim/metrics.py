@@ -216,7 +216,18 @@ def summarize(config: SimConfig, engines: list[Engine], end_s: float) -> dict[st
     if config.options.speculator != "none":
         log = _combined_spec_log([engine.spec_log for engine in engines])
         summary.update(_speculation(log, config.options.spec_k, means["busy_s"]))
+    if config.options.decoding == "block-diffusion":
+        summary.update(_diffusion(sequences))
     return summary
+
+
+def _diffusion(sequences: list[Sequence]) -> dict[str, Any]:
+    """Denoising steps summed over requests, and positions committed per step (every position
+    a step committed, in finished blocks or not)."""
+    steps = sum(s.num_diffusion_steps for s in sequences)
+    committed = sum(s.num_output_tokens + s.num_block_committed for s in sequences)
+    return {"diffusion_steps_total": steps,
+            "tokens_per_step_mean": committed / steps if steps else None}
 
 
 def _model_size(config: SimConfig) -> dict[str, Any]:

@@ -75,6 +75,8 @@ BOUNDS: dict[str, Bound] = {
     "spec_inner_k": _AT_LEAST_ONE,
     "spec_inner_acceptance": _SHARE,
     "spec_draft_pass_overhead_s": _NON_NEGATIVE,
+    "diffusion_block": _AT_LEAST_ONE,
+    "diffusion_steps": _AT_LEAST_ONE,
     "temperature": _NON_NEGATIVE,
     "top_k": _NON_NEGATIVE,
     "top_p": Bound(0.0, low_open=True, high=1.0),

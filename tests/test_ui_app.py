@@ -67,6 +67,7 @@ def test_choosing_the_roofline_cost_model_reprices_the_run_and_says_so():
     # Max-length reservation binds only when the pool is small for the load.
     ("allocator", "contiguous", "TTFT P99 (s)", {"num_gpu_blocks": 2500, "rate_scale": 4.0}),
     ("speculator", "tree", "TPOT P50 (s)", {}),
+    ("decoding", "block-diffusion", "TPOT P50 (s)", {}),
 ])
 def test_changing_a_policy_changes_the_metrics(key, value, card, setup):
     at = start()
@@ -79,6 +80,8 @@ def test_changing_a_policy_changes_the_metrics(key, value, card, setup):
     assert charts(at) == NUM_WHATIF_CHARTS
     if key == "speculator":
         assert [h.value for h in at.subheader] == ["Speculative decoding"]
+    if key == "decoding":
+        assert [h.value for h in at.subheader] == ["Block diffusion"]
 
 
 def test_speculator_that_needs_a_draft_model_says_so():
@@ -255,6 +258,9 @@ def test_roofline_page_matches_the_cli_numbers():
     at.number_input(key="roof.batch").set_value(256).run()
     decode = at.dataframe[0].value.query("phase == 'decode' and group == 'linear'").iloc[0]
     assert decode["FLOP/byte"] > 100
+    # A 32-position denoising step at batch 256 is compute-bound where decode is not yet.
+    denoise = at.dataframe[0].value.query("phase == 'denoise' and group == 'linear'").iloc[0]
+    assert denoise["FLOP/byte"] > 5 * decode["FLOP/byte"] and denoise["bound"] == "compute"
 
 
 def _optional_panels_script(extra: dict) -> AppTest:

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import streamlit as st
 
+from policies.decoding.block_diffusion import DECODINGS
 from policies.kv.contiguous import RESERVE_MODES
 from policies.kv.swap import PREEMPTION_MODES
 from policies.registry import ALLOCATORS, ROUTERS, SCHEDULERS, SPECULATORS
@@ -42,6 +43,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "allocator": tuple(ALLOCATORS),
     "router": tuple(ROUTERS),
     "speculator": tuple(SPECULATORS),
+    "decoding": DECODINGS,
     "router_load": LOAD_MEASURES,
     "reserve": RESERVE_MODES,
     "preemption": PREEMPTION_MODES,
@@ -68,9 +70,11 @@ CONFIG_SECTIONS: dict[str, tuple[str, ...]] = {
     "Speculative decoding": ("speculator", "spec_k", "spec_acceptance", "spec_dynamic",
                              "draft_model", "tiny_draft_model", "spec_tree_width", "spec_inner_k",
                              "spec_inner_acceptance", "spec_draft_pass_overhead_s"),
+    "Block diffusion": ("decoding", "diffusion_block", "diffusion_steps", "diffusion_commit"),
 }
-COLLAPSED_SECTIONS = ("Replicas and router", "Speculative decoding", "Other")
-"""Sections that start closed: their defaults (one replica, no speculation) rarely change."""
+COLLAPSED_SECTIONS = ("Replicas and router", "Speculative decoding", "Block diffusion", "Other")
+"""Sections that start closed: their defaults (one replica, no speculation, autoregressive
+decoding) rarely change."""
 WORKLOAD_OPTIONS = ("trace", "trace_format", "arrivals", "max_requests", "window_start_s",
                     "window_end_s", "rate_scale", "seed", "horizon_s")
 SLO_OPTIONS = ("slo_ttft_s", "slo_tpot_s")

@@ -1,4 +1,5 @@
-"""Roofline: where decode and prefill sit against the ridge point, as `servesim roofline`."""
+"""Roofline: where decode, block-diffusion denoising and prefill sit against the ridge point,
+as `servesim roofline`."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ def render() -> None:
     values = {name: controls.option_widget(name, getattr(controls.DEFAULTS, name), f"roof.{name}",
                                            column)
               for name, column in zip(("model", "hardware", "weight_dtype", "kv_dtype"), columns)}
-    columns = st.columns(4)
+    columns = st.columns(5)
     tp = columns[0].number_input("tp", value=1, min_value=1, step=1, key="roof.tp")
     batch = columns[1].number_input("batch", value=1, min_value=1, max_value=4096, step=1,
                                     key="roof.batch")
@@ -23,12 +24,16 @@ def render() -> None:
                                       key="roof.context")
     spec = columns[3].number_input("spec tokens (k)", value=0, min_value=0, max_value=16, step=1,
                                    key="roof.spec", help="draft tokens verified per decode step")
+    block = columns[4].number_input("diffusion block", value=32, min_value=0, max_value=1024,
+                                    step=8, key="roof.block",
+                                    help="positions a block-diffusion denoising step computes "
+                                         "per sequence (0: none)")
     try:
         hardware = get_hardware(values["hardware"])
         cost = CostModel(get_model(values["model"]), hardware,
                          default_coefficients(hardware.coefficients_name), tp=tp,
                          weight_dtype=values["weight_dtype"], kv_dtype=values["kv_dtype"])
-        rows = intensity_table(cost, batch, context, spec)
+        rows = intensity_table(cost, batch, context, spec, block)
     except ValueError as exc:
         st.error(f"error: {exc}")
         return
@@ -36,13 +41,15 @@ def render() -> None:
     st.caption(f"Ridge point of {hardware.name}: {ridge:.0f} FLOP/byte (bf16 peak / memory "
                f"bandwidth). Below it an op group is memory-bound. Same numbers: `servesim "
                f"roofline --model {values['model']} --hardware {hardware.name} --batch {batch} "
-               f"--context {context}" + (f" --spec-tokens {spec}" if spec else "") + "`")
-    curve = charts.intensity_points(intensity_curve(cost, context, spec))
-    curve["label"] = [f"decode batch {n}" if p == "decode" else f"prefill {t} tokens"
+               f"--context {context}" + (f" --spec-tokens {spec}" if spec else "")
+               + f" --diffusion-block {block}`")
+    curve = charts.intensity_points(intensity_curve(cost, context, spec, block))
+    curve["label"] = [f"prefill {t} tokens" if p == "prefill" else f"{p} batch {n}"
                       for p, n, t in zip(curve["phase"], curve["num_seqs"], curve["new_tokens"])]
     st.altair_chart(charts.roofline(curve, hardware.peak_flops["bf16"],
                                     hardware.mem_bandwidth_bytes_s,
-                                    "Decode over batch size and prefill over prompt length",
+                                    "Decode and block-diffusion denoising over batch size, "
+                                    "prefill over prompt length",
                                     color="phase"), width="stretch")
     table = pd.DataFrame([{
         "phase": r.phase, "group": r.group, "seqs": r.num_seqs, "new tokens/seq": r.new_tokens,

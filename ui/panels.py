@@ -19,9 +19,10 @@ OPTIONAL_PANELS: dict[str, tuple[str, ...]] = {
     "Speculative decoding": ("spec_tokens_per_step_mean", "spec_acceptance_rate",
                              "spec_conditional_acceptance_rate", "spec_k_mean", "spec_verifies",
                              "spec_draft_time_share", "spec_verify_time_share"),
+    "Block diffusion": ("tokens_per_step_mean", "diffusion_steps_total"),
 }
 """Panels shown only when the summary's first key has a value (the features that fill it:
-a prefix-caching allocator, a speculator other than `none`)."""
+a prefix-caching allocator, a speculator other than `none`, block-diffusion decoding)."""
 
 
 def run_or_error(options: ReplayOptions, upload_name: str | None = None) -> RunView | None:

@@ -11,7 +11,9 @@ Layout (shared with the kernels):
 
 A sequence's new tokens are its last `n` positions: query i sits at position
 `context_len - n + i` and sees keys at positions <= its own (causal within the new chunk, all of
-the cached prefix), or only the last `sliding_window` of them.
+the cached prefix), or only the last `sliding_window` of them. With `attend_ends` [T] query t
+sees keys at positions < attend_ends[t] instead (block diffusion: the whole of its own block,
+`backend/diffusion.py`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def paged_attention_ref(
     context_lens: list[int],
     scale: float,
     sliding_window: int | None = None,
+    attend_ends: torch.Tensor | None = None,
 ) -> torch.Tensor:
     num_heads = q.shape[1]
     num_pages, page_size, num_kv_heads, head_dim = k_pages.shape
@@ -51,7 +54,10 @@ def paged_attention_ref(
         scores = torch.einsum("nhd,lhd->hnl", q[start:end].float(), k.float()) * scale
         key_pos = torch.arange(context_len, device=q.device)
         query_pos = context_len - num_new + torch.arange(num_new, device=q.device)
-        hidden = key_pos[None, :] > query_pos[:, None]  # [n, L]
+        if attend_ends is None:
+            hidden = key_pos[None, :] > query_pos[:, None]  # [n, L]
+        else:
+            hidden = key_pos[None, :] >= attend_ends[start:end, None]  # [n, L]
         if sliding_window is not None:
             hidden |= key_pos[None, :] <= query_pos[:, None] - sliding_window
         scores.masked_fill_(hidden, float("-inf"))

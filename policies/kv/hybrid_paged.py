@@ -118,7 +118,7 @@ class HybridPagedAllocator(GrowsInLockstep):
         the last known token is always left to compute, since its logits are needed."""
         if not self.caching:
             return 0
-        limit = (seq.num_known_tokens - 1) // self.block_size
+        limit = (seq.num_final_tokens - 1) // self.block_size
         hashes = self._seq_hashes(seq, limit * self.block_size)
         return self._longest_hit(hashes[:limit]) * self.block_size
 
@@ -166,16 +166,16 @@ class HybridPagedAllocator(GrowsInLockstep):
         state = self._seqs.get(seq.seq_id)
         if state is None:
             return self._admit(seq, num_tokens, num_cached_tokens)
-        if self._growth_need(state, num_tokens, seq.num_known_tokens) > self.pool.num_free:
+        if self._growth_need(state, num_tokens, seq.num_final_tokens) > self.pool.num_free:
             return False
-        self._grow(seq, state, num_tokens, seq.num_known_tokens)
+        self._grow(seq, state, num_tokens, seq.num_final_tokens)
         return True
 
     def _admit(self, seq: Sequence, num_tokens: int, num_cached_tokens: int) -> bool:
         size, pool = self.block_size, self.pool
         hit = num_cached_tokens // size
         hashes = self._seq_hashes(seq, hit * size) if hit else []
-        committed = min(num_tokens, seq.num_known_tokens)
+        committed = min(num_tokens, seq.num_final_tokens)
         window_from = 0
         if self._num_full < self._num_units:
             window_from = min(hit, self.layout.window_start_block(committed, size))
@@ -186,7 +186,7 @@ class HybridPagedAllocator(GrowsInLockstep):
         state = _SeqBlocks(tables, window_from, [], hit * size, hit)
         reclaimed = sum(pool.is_cached_free(block) for table in tables for block in table)
         need = (reclaimed + self.layout.fixed_blocks
-                + self._growth_need(state, num_tokens, seq.num_known_tokens))
+                + self._growth_need(state, num_tokens, seq.num_final_tokens))
         if need > pool.num_free - self._watermark_blocks:
             return False
         for table in tables:
@@ -199,7 +199,7 @@ class HybridPagedAllocator(GrowsInLockstep):
         self._seqs[seq.seq_id] = state
         if self.caching:
             self.prefix_counts.record(num_cached_tokens, seq.num_known_tokens, size)
-        self._grow(seq, state, num_tokens, seq.num_known_tokens)
+        self._grow(seq, state, num_tokens, seq.num_final_tokens)
         return True
 
     def _cached_tables(self, hashes: list[int], hit: int, window_from: int) -> list[list[int]] | None:

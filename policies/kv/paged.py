@@ -98,11 +98,11 @@ class PagedAllocator(GrowsInLockstep):
         if not self.caching:
             return 0
         hits = 0
-        for block_hash in self._block_hashes(seq, seq.num_known_tokens):
+        for block_hash in self._block_hashes(seq, seq.num_final_tokens):
             if self.pool.cached(block_hash) is None:
                 break
             hits += 1
-        max_blocks = (seq.num_known_tokens - 1) // self.block_size
+        max_blocks = (seq.num_final_tokens - 1) // self.block_size
         return min(hits, max_blocks) * self.block_size
 
     def cached_prefix_tokens(self, request: Request) -> int:
@@ -214,7 +214,7 @@ class PagedAllocator(GrowsInLockstep):
         """Cache the blocks this allocation fills with committed tokens (their KV is computed
         this step); slots beyond the known tokens (speculative ones) are never cached."""
         if self.caching:
-            self._register_full_blocks(seq, table, min(num_tokens, seq.num_known_tokens) // self.block_size)
+            self._register_full_blocks(seq, table, min(num_tokens, seq.num_final_tokens) // self.block_size)
 
     def _register_full_blocks(self, seq: Sequence, table: list[int], num_full: int) -> None:
         done = self._num_registered.get(seq.seq_id, 0)

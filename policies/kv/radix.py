@@ -184,7 +184,7 @@ class RadixAllocator(GrowsInLockstep):
     def match_prefix(self, seq: Sequence) -> int:
         """Leading committed tokens of `seq` in the tree, to the token, without side effects;
         the last known token is always left to compute, since its logits are needed."""
-        limit = seq.num_known_tokens - 1
+        limit = seq.num_final_tokens - 1
         if limit <= 0:
             return 0
         return self._window_hit(*self._walk(token_key_runs(seq.request, 0, limit, seq.sample_index)))
@@ -340,7 +340,7 @@ class RadixAllocator(GrowsInLockstep):
             window = " with the window KV a hit needs" if matched == num_cached_tokens else ""
             raise ValueError(f"{num_cached_tokens} cached tokens claimed for request "
                              f"{seq.seq_id}, but the tree holds {matched} of its prefix{window}")
-        committed = min(num_tokens, seq.num_known_tokens)
+        committed = min(num_tokens, seq.num_final_tokens)
         window_start = self.layout.window_start_token(committed) if self._window else 0
         reclaimed = self._reclaimed(steps, window_start)
         need = self._private_need(num_cached_tokens, num_tokens, window_start)
@@ -392,7 +392,7 @@ class RadixAllocator(GrowsInLockstep):
                 self._take_private_window(state, num_tokens)
             state.num_held_tokens = num_tokens
         cached_before = state.num_cached_tokens
-        self._insert(seq, state, min(num_tokens, seq.num_known_tokens))
+        self._insert(seq, state, min(num_tokens, seq.num_final_tokens))
         if self._window and state.num_cached_tokens > cached_before:
             self._pin(seq.seq_id, state, cached_before)
 
@@ -508,7 +508,7 @@ class RadixAllocator(GrowsInLockstep):
             window_dropped = min(dropped, max(0, keep + dropped - state.private_window_from))
             self.pool.give(pop_tail_extents(state.private_window, self._window * window_dropped))
             state.private_window_from = min(state.private_window_from, keep)
-            committed = min(num_tokens, seq.num_known_tokens)
+            committed = min(num_tokens, seq.num_final_tokens)
             self._slide(seq.seq_id, state, self._window_start(state, committed))
 
     def fork(self, parent: Sequence, child: Sequence) -> bool:

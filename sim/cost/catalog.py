@@ -120,6 +120,12 @@ _MODELS: list[ModelSpec] = [
     ModelSpec("tiny-llama-draft", "servesim/tiny-llama-draft (seeded random)", num_layers=1,
               hidden_size=32, intermediate_size=64, num_heads=2, num_kv_heads=1,
               vocab_size=512, max_model_len=4096, tied_embeddings=False),
+    # servesim's seeded-random block-diffusion test model: tiny-llama's shape with a mask
+    # token (the last id, never drawn for seeded prompts) that `--decoding block-diffusion`
+    # denoises with a block mask on the real backend (`backend/diffusion.py`).
+    ModelSpec("tiny-diffusion", "servesim/tiny-diffusion (seeded random)", num_layers=2,
+              hidden_size=64, intermediate_size=128, num_heads=4, num_kv_heads=2,
+              vocab_size=512, max_model_len=4096, tied_embeddings=False, mask_token_id=511),
 ]
 
 _HARDWARE: list[HardwareSpec] = [

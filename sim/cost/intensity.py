@@ -5,7 +5,10 @@ An op group whose intensity lies below it is memory-bound at the peaks: batch-1 
 dense model reads every weight to do 2 FLOPs per weight element, so it sits near 1 FLOP/byte.
 Batching multiplies the FLOPs done per weight byte; GQA shrinks the KV bytes that attention
 reads; weight quantization halves or quarters the bytes; speculative verification of k draft
-tokens computes k + 1 tokens per weight read. Prefill of a long prompt is compute-bound.
+tokens computes k + 1 tokens per weight read. Prefill of a long prompt is compute-bound. A
+block-diffusion denoising step computes a whole block of B positions per sequence over the same
+KV a decode reads (with logits at every one), so it does about B times a decode's FLOPs for
+about a decode's bytes and turns compute-bound at about 1/B of the batch size a decode needs.
 
 `servesim roofline` prints `intensity_table`; the dashboard plots the same rows and the
 per-iteration points an `IterationRecorder` collects during a simulation.
@@ -32,7 +35,8 @@ class IntensityRow:
     """One op group (or the whole iteration, group "total") of one batch shape."""
 
     phase: str
-    """"decode" (each sequence computes 1 + spec_tokens tokens) or "prefill" (whole prompts)."""
+    """"decode" (each sequence computes 1 + spec_tokens tokens), "denoise" (a block-diffusion
+    step: each sequence computes a block of positions) or "prefill" (whole prompts)."""
     group: str
     num_seqs: int
     new_tokens: int
@@ -75,6 +79,15 @@ def decode_rows(cost: CostModel, batch: int, context_tokens: int, spec_tokens: i
     return _rows("decode", breakdown, batch, new, context_tokens)
 
 
+def denoise_rows(cost: CostModel, batch: int, context_tokens: int,
+                 block_tokens: int) -> list[IntensityRow]:
+    """`batch` sequences each denoising a block of `block_tokens` positions on
+    `context_tokens` of KV, with logits at every position (block diffusion)."""
+    breakdown = cost.breakdown([block_tokens] * batch, [context_tokens] * batch,
+                               num_sampling=batch * block_tokens)
+    return _rows("denoise", breakdown, batch, block_tokens, context_tokens)
+
+
 def prefill_rows(cost: CostModel, batch: int, prompt_tokens: int) -> list[IntensityRow]:
     """`batch` whole prompts of `prompt_tokens` tokens each, from an empty cache."""
     breakdown = cost.breakdown([prompt_tokens] * batch, [0] * batch)
@@ -82,21 +95,31 @@ def prefill_rows(cost: CostModel, batch: int, prompt_tokens: int) -> list[Intens
 
 
 def intensity_table(cost: CostModel, batch: int, context_tokens: int,
-                    spec_tokens: int = 0) -> list[IntensityRow]:
-    """What `servesim roofline` prints: decode at (batch, context), then prefill of that context."""
+                    spec_tokens: int = 0, diffusion_block: int = 0) -> list[IntensityRow]:
+    """What `servesim roofline` prints: decode at (batch, context), a denoising step of a
+    `diffusion_block`-position block there (none when 0), then prefill of that context."""
     if batch < 1:
         raise ValueError(f"--batch must be >= 1, got {batch}")
     if context_tokens < 1:
         raise ValueError(f"--context must be >= 1, got {context_tokens}")
     if spec_tokens < 0:
         raise ValueError(f"--spec-tokens must be >= 0, got {spec_tokens}")
-    return (decode_rows(cost, batch, context_tokens, spec_tokens)
+    if diffusion_block < 0:
+        raise ValueError(f"--diffusion-block must be >= 0, got {diffusion_block}")
+    denoise = (denoise_rows(cost, batch, context_tokens, diffusion_block)
+               if diffusion_block else [])
+    return (decode_rows(cost, batch, context_tokens, spec_tokens) + denoise
             + prefill_rows(cost, batch, context_tokens))
 
 
-def intensity_curve(cost: CostModel, context_tokens: int, spec_tokens: int = 0) -> list[IntensityRow]:
-    """Whole-iteration rows for decode over `DECODE_BATCHES` and prefill over `PREFILL_TOKENS`."""
+def intensity_curve(cost: CostModel, context_tokens: int, spec_tokens: int = 0,
+                    diffusion_block: int = 0) -> list[IntensityRow]:
+    """Whole-iteration rows for decode (and denoising steps of `diffusion_block` positions,
+    when > 0) over `DECODE_BATCHES`, and prefill over `PREFILL_TOKENS`."""
     rows = [decode_rows(cost, b, context_tokens, spec_tokens)[-1] for b in DECODE_BATCHES]
+    if diffusion_block:
+        rows += [denoise_rows(cost, b, context_tokens, diffusion_block)[-1]
+                 for b in DECODE_BATCHES]
     rows += [prefill_rows(cost, 1, n)[-1] for n in PREFILL_TOKENS]
     return rows
 

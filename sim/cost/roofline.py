@@ -442,9 +442,10 @@ def plan_shape(plan: Plan) -> tuple[list[int], list[int], int]:
     chunks = plan.chunks + plan.padding
     new = [ch.num_new_tokens for ch in chunks]
     ctx = [ch.num_context_tokens for ch in chunks]
-    # A speculative verify needs logits at every token it computes; others at the last.
+    # A speculative verify needs logits at every token it computes, a denoising step at every
+    # block position; others at the last.
     sampling = sum(
-        ch.num_new_tokens if ch.num_spec_tokens else 1
+        ch.num_new_tokens if ch.num_spec_tokens else ch.num_block_tokens or 1
         for ch in chunks if ch.num_context_tokens + ch.num_new_tokens >= ch.seq.num_known_tokens
     )
     return new, ctx, sampling

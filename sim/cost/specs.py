@@ -181,6 +181,9 @@ class ModelSpec:
     weight_dtype: str = "bf16"
     """The checkpoint's dtype (`torch_dtype`) of every weight not quantized."""
     quantization: QuantizedWeights | None = None
+    mask_token_id: int | None = None
+    """A masked-diffusion model's mask token (`--decoding block-diffusion` on the real backend
+    feeds it at positions not yet committed); None for autoregressive models."""
 
     def __post_init__(self) -> None:
         kinds = set(self.layer_kinds)
