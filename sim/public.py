@@ -10,11 +10,13 @@ from __future__ import annotations
 
 # Options in, results out: what a run is configured with and what it returns.
 from sim.assembly import ExecutorObserver, roofline_cost_model
+from sim.cli import OPTION_HELP
 from sim.config import COST_MODELS, ReplayOptions, SimConfig, options_to_toml, resolve
 from sim.results import REQUEST_COLUMNS, Results
 from policies.engine import Engine, Executor
 
 # Policies by name, and the choices of their options (the dashboard's pickers).
+from policies.decoding.block_diffusion import DECODINGS
 from policies.kv.contiguous import RESERVE_MODES
 from policies.kv.swap import PREEMPTION_MODES
 from policies.registry import ALLOCATORS, ROUTERS, SCHEDULERS, SPECULATORS, TABLES
@@ -47,7 +49,7 @@ __all__ = [
     "ExecutorObserver", "roofline_cost_model", "COST_MODELS", "ReplayOptions", "SimConfig",
     "options_to_toml", "resolve", "REQUEST_COLUMNS", "Results", "Engine", "Executor",
     "RESERVE_MODES", "PREEMPTION_MODES", "ALLOCATORS", "ROUTERS", "SCHEDULERS", "SPECULATORS",
-    "TABLES", "LOAD_MEASURES", "ORDERS",
+    "TABLES", "LOAD_MEASURES", "ORDERS", "DECODINGS", "OPTION_HELP",
     "HARDWARE", "MODELS", "get_hardware", "get_model", "default_coefficients",
     "load_hardware_spec", "looks_like_path", "model_from_hf_config", "IntensityRow",
     "IterationRecorder", "intensity_curve", "intensity_table", "CostModel", "DTYPE_BYTES",

@@ -14,20 +14,10 @@ from typing import Any, Callable
 
 import streamlit as st
 
-from policies.decoding.block_diffusion import DECODINGS
-from policies.kv.contiguous import RESERVE_MODES
-from policies.kv.swap import PREEMPTION_MODES
-from policies.registry import ALLOCATORS, ROUTERS, SCHEDULERS, SPECULATORS
-from policies.router.simple import LOAD_MEASURES
-from policies.scheduler.chunked import ORDERS
-from sim.cli import OPTION_HELP
-from sim.config import COST_MODELS, ReplayOptions
-from sim.cost.catalog import HARDWARE, MODELS
-from sim.cost.hardware_spec import load_hardware_spec
-from sim.cost.hf_config import model_from_hf_config
-from sim.cost.specs import DTYPE_BYTES
-from traces import TRACE_FORMATS
-from traces.synthetic import ARRIVALS_SYNTAX, LENGTHS_SYNTAX
+from sim.public import (ALLOCATORS, ARRIVALS_SYNTAX, COST_MODELS, DECODINGS, DTYPE_BYTES,
+                        HARDWARE, LENGTHS_SYNTAX, LOAD_MEASURES, MODELS, OPTION_HELP, ORDERS,
+                        PREEMPTION_MODES, RESERVE_MODES, ROUTERS, SCHEDULERS, SPECULATORS,
+                        TRACE_FORMATS, ReplayOptions, load_hardware_spec, model_from_hf_config)
 from ui.upload import (UPLOAD_LIMIT_BYTES, UPLOAD_TYPES, UploadError, store_upload, trace_spec,
                        user_message)
 
