@@ -33,8 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from policies.kv.base import KVAllocator
-from policies.scheduler.base import Scheduler
+from policies.scheduler.base import Scheduler, WrappedScheduler
 from policies.types import Plan, Request, ScheduledChunk, Sequence
 
 DECODINGS = ("ar", "block-diffusion")
@@ -176,26 +175,14 @@ class BlockDiffusion:
         return emitted
 
 
-class BlockDiffusionScheduler:
+class BlockDiffusionScheduler(WrappedScheduler):
     """Any scheduler, decoding by block diffusion: the inner scheduler plans as usual (a
     block is known tokens to it), then each chunk is marked as a denoising step when it
     reaches the block's end, or cut back to the committed tokens when it would split it."""
 
     def __init__(self, inner: Scheduler, policy: BlockDiffusion) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.policy = policy
-
-    @property
-    def allocator(self) -> KVAllocator:
-        return self.inner.allocator
-
-    @property
-    def num_waiting(self) -> int:
-        return self.inner.num_waiting
-
-    @property
-    def num_running(self) -> int:
-        return self.inner.num_running
 
     def add(self, seq: Sequence) -> None:
         self.policy.start_block(seq)
@@ -206,9 +193,6 @@ class BlockDiffusionScheduler:
 
     def add_transfer(self, seq: Sequence, transfer_s: float) -> None:
         raise ValueError("block diffusion does not run on disaggregated replicas")
-
-    def on_finished(self, seq: Sequence) -> None:
-        self.inner.on_finished(seq)
 
     def schedule(self, now_s: float) -> Plan:
         plan = self.inner.schedule(now_s)

@@ -49,6 +49,41 @@ class TakesTransfers(Protocol):
         raise NotImplementedError
 
 
+class WrappedScheduler:
+    """A scheduler around another one (speculation, block diffusion): everything is the
+    inner scheduler's except `schedule`, which a subclass rewrites from the inner plan."""
+
+    def __init__(self, inner: Scheduler) -> None:
+        self.inner = inner
+
+    @property
+    def allocator(self) -> KVAllocator:
+        return self.inner.allocator
+
+    @property
+    def num_waiting(self) -> int:
+        return self.inner.num_waiting
+
+    @property
+    def num_running(self) -> int:
+        return self.inner.num_running
+
+    def add(self, seq: Sequence) -> None:
+        self.inner.add(seq)
+
+    def fork(self, parent: Sequence, child: Sequence) -> None:
+        self.inner.fork(parent, child)
+
+    def add_transfer(self, seq: Sequence, transfer_s: float) -> None:
+        self.inner.add_transfer(seq, transfer_s)
+
+    def on_finished(self, seq: Sequence) -> None:
+        self.inner.on_finished(seq)
+
+    def schedule(self, now_s: float) -> Plan:
+        return self.inner.schedule(now_s)
+
+
 def admit(seq: Sequence, num_cached_tokens: int) -> None:
     """Mark `seq` running with its prefix-cache hit already computed. A sequence coming back
     after a recompute preemption counts the tokens it computes again as recomputed."""

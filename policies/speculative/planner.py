@@ -12,42 +12,17 @@ scheduler, gives every present and future scheduler speculation for free.
 
 from __future__ import annotations
 
-from policies.kv.base import KVAllocator
-from policies.scheduler.base import Scheduler
+from policies.scheduler.base import Scheduler, WrappedScheduler
 from policies.speculative.base import Speculator
-from policies.types import Plan, Sequence
+from policies.types import Plan
 
 
-class SpeculativeScheduler:
+class SpeculativeScheduler(WrappedScheduler):
     def __init__(self, inner: Scheduler, speculator: Speculator,
                  max_num_batched_tokens: int) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.speculator = speculator
         self.max_num_batched_tokens = max_num_batched_tokens
-
-    @property
-    def allocator(self) -> KVAllocator:
-        return self.inner.allocator
-
-    @property
-    def num_waiting(self) -> int:
-        return self.inner.num_waiting
-
-    @property
-    def num_running(self) -> int:
-        return self.inner.num_running
-
-    def add(self, seq: Sequence) -> None:
-        self.inner.add(seq)
-
-    def fork(self, parent: Sequence, child: Sequence) -> None:
-        self.inner.fork(parent, child)
-
-    def add_transfer(self, seq: Sequence, transfer_s: float) -> None:
-        self.inner.add_transfer(seq, transfer_s)
-
-    def on_finished(self, seq: Sequence) -> None:
-        self.inner.on_finished(seq)
 
     def schedule(self, now_s: float) -> Plan:
         plan = self.inner.schedule(now_s)
