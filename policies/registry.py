@@ -24,6 +24,7 @@ from policies.scheduler.orca import OrcaParams, OrcaScheduler
 from policies.scheduler.static import StaticParams, StaticScheduler
 from policies.speculative.cascade import CascadeParams, CascadeSpeculator
 from policies.speculative.draft import DraftParams, DraftSpeculator
+from policies.speculative.lookahead import LookaheadParams, LookaheadSpeculator
 from policies.speculative.ngram import NgramParams, NgramSpeculator
 from policies.speculative.none import NoSpecParams, NoSpeculator
 from policies.speculative.tree import TreeParams, TreeSpeculator
@@ -91,6 +92,9 @@ SPECULATORS: dict[str, PolicyEntry] = {
                     "prompt lookup: no draft model, no draft cost"),
         PolicyEntry("cascade", CascadeSpeculator, CascadeParams,
                     "tiny drafter -> small drafter (--draft-model) -> target, not fused"),
+        PolicyEntry("lookahead", LookaheadSpeculator, LookaheadParams,
+                    "lookahead decoding: Jacobi window (--lookahead-window) feeds an n-gram "
+                    "pool verified in the same pass; no draft model"),
     ]
 }
 

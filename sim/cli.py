@@ -28,6 +28,7 @@ from rich.table import Table
 
 from sim.calibrate_cli import add_calibrate_parser, run_calibrate
 from policies.decoding.block_diffusion import DiffusionParams
+from policies.speculative.lookahead import LookaheadParams
 from sim.config import ReplayOptions, options_from_toml, resolve
 from sim.extras import install_hint, require_extra
 from sim.plan.cli import add_plan_parser, run_plan_command
@@ -100,7 +101,7 @@ OPTION_HELP = {
     "horizon_s": "stop the simulation at this simulated time",
     "slo_ttft_s": "TTFT SLO for goodput",
     "slo_tpot_s": "TPOT SLO for goodput",
-    "speculator": "speculative decoding: none|draft|tree|ngram|cascade (servesim list speculators)",
+    "speculator": "speculative decoding: none|draft|tree|ngram|cascade|lookahead (servesim list speculators)",
     "spec_k": "draft tokens per step (a tree's depth); the most, with --spec-dynamic",
     "spec_acceptance": "acceptance model: an i.i.d. rate (0.7: each draft is accepted with"
                        " probability 0.7 given every draft before it was; summary key"
@@ -118,6 +119,7 @@ OPTION_HELP = {
     "spec_draft_pass_overhead_s": "extra CPU overhead per non-fused draft pass",
     "pace": "trace: arrivals at trace times; asap: all at 0 s in trace order",
     **{f.name: f.metadata["help"] for f in fields(DiffusionParams)},
+    **{f.name: f.metadata["help"] for f in fields(LookaheadParams) if "help" in f.metadata},
     "async_scheduling": "auto|on|off: plan each step while the one before runs, as vLLM does "
                         "since 0.14, so an arrival first runs in the step after next (auto: on "
                         "with the measured vLLM cost model, else off)",

@@ -128,6 +128,10 @@ class ReplayOptions:
     spec_inner_k: int = 3
     spec_inner_acceptance: float = 0.6
     spec_draft_pass_overhead_s: float = 0.0
+    lookahead_window: int = 5
+    lookahead_ngram: int = 4
+    lookahead_guesses: int = 5
+    """Lookahead decoding's knobs (`policies.speculative.lookahead.LookaheadParams`)."""
     decoding: str = "ar"
     """`ar` or `block-diffusion` (`policies.decoding.block_diffusion.DiffusionParams`, whose
     fields these four are)."""
@@ -494,6 +498,8 @@ def _resolve_speculation(
         draft_model=options.draft_model, tiny_draft_model=options.tiny_draft_model,
         spec_tree_width=options.spec_tree_width, spec_inner_k=options.spec_inner_k,
         spec_inner_acceptance=options.spec_inner_acceptance,
+        lookahead_window=options.lookahead_window, lookahead_ngram=options.lookahead_ngram,
+        lookahead_guesses=options.lookahead_guesses,
     )
     entry.make_params(policy_options)
     acceptance = parse_acceptance(

@@ -162,7 +162,7 @@ def _held_tokens(alloc, seq_id: int) -> int | None:
                   min_size=1, max_size=20),
     scheduler=st.sampled_from(sorted(SCHEDULERS)),
     allocator=st.sampled_from(sorted(ALLOCATORS)),
-    speculator=st.sampled_from(["draft", "tree", "ngram", "cascade"]),
+    speculator=st.sampled_from(["draft", "tree", "ngram", "cascade", "lookahead"]),
     spec_k=st.integers(0, 6),
     width=st.integers(1, 3),
     dynamic=st.booleans(),
