@@ -14,6 +14,15 @@ runs the same requests without and with speculation, repeated over max(1, 64 / B
 in docs/speculative.md with
 
     .venv/bin/python bench/spec_crossover.py
+    .venv/bin/python bench/spec_crossover.py --speculators   # draft vs ngram vs lookahead
+
+The `--speculators` table puts the three side by side on the GPU-bound engine. Lookahead's
+pass carries 1 + (W + G)(N - 1) tokens per request against draft's and ngram's 1 + k, so its
+linear layers reach the roofline's ridge (compute-bound) at a batch (W + G)(N - 1) / k times
+smaller; the table states each one's pass tokens at the crossover and the ridge. Acceptance:
+draft 0.8 (as above); ngram and lookahead 0.45 i.i.d. at k = N - 1 = 4 (1.8 tokens per step, the
+step compression Fu et al. report for lookahead on MT-bench with Llama-2-7B-chat; prompt lookup
+on chat is lower still, so ngram is shown at the same rate only for the cost comparison).
 """
 
 from __future__ import annotations
@@ -90,6 +99,58 @@ def roofline_terms(batch_sizes=BATCH_SIZES, k: int = 4) -> list[str]:
     return lines
 
 
+SPECULATOR_ROWS = (
+    ("draft, k=4", SPEC),
+    ("ngram, k=4", dict(speculator="ngram", spec_k=4, spec_acceptance="0.45")),
+    ("lookahead W=5 N=5 G=5", dict(speculator="lookahead", lookahead_window=5,
+                                   lookahead_ngram=5, lookahead_guesses=5,
+                                   spec_acceptance="0.45")),
+    ("lookahead W=15 N=5 G=15", dict(speculator="lookahead", lookahead_window=15,
+                                     lookahead_ngram=5, lookahead_guesses=15,
+                                     spec_acceptance="0.45")),
+)
+
+
+def pass_tokens(options: dict) -> int:
+    """Tokens one request's verify pass carries."""
+    if options["speculator"] == "lookahead":
+        return 1 + (options["lookahead_window"] + options["lookahead_guesses"]) * (
+            options["lookahead_ngram"] - 1)
+    return 1 + options["spec_k"]
+
+
+def ridge_tokens() -> int:
+    """The fewest tokens per step at which the target's linear layers are compute-bound."""
+    cost = build_cost_model(resolve(ReplayOptions(**(BASE | {"calibration": GPU_BOUND})),
+                                    closed_loop_trace(1)))
+    ctx = PROMPT_TOKENS + OUTPUT_TOKENS // 2
+    tokens = 1
+    while True:
+        lin = cost.breakdown([tokens], [ctx], tokens).groups[0]
+        if lin.compute_s >= lin.memory_s:
+            return tokens
+        tokens += 1
+
+
+def speculator_table(batch_sizes=BATCH_SIZES) -> None:
+    """Speedup of each speculator against plain decoding per batch, and its crossover."""
+    print(f"Linear layers turn compute-bound at {ridge_tokens()} tokens per step.\n")
+    print("| speculator | pass tokens / request | " +
+          " | ".join(f"B={b}" for b in batch_sizes) + " | stops paying at B | "
+          "pass tokens per step there |")
+    print("|---|---:|" + "---:|" * (len(batch_sizes) + 2))
+    plain = {b: run(b, calibration=GPU_BOUND)["tpot_mean_s"] for b in batch_sizes}
+    for label, options in SPECULATOR_ROWS:
+        speedups = {b: plain[b] / run(b, calibration=GPU_BOUND, **options)["tpot_mean_s"]
+                    for b in batch_sizes}
+        stop = next((b for b in batch_sizes if speedups[b] < 1.0), None)
+        tokens = pass_tokens(options)
+        print(f"| {label} | {tokens} | " +
+              " | ".join(f"{speedups[b]:.2f}x" for b in batch_sizes) +
+              f" | {_fmt(stop, 'd')} | {_fmt(stop and stop * tokens, 'd')} |")
+    print()
+
+
 def _fmt(value, spec: str, suffix: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{suffix}"
 
@@ -114,7 +175,11 @@ def print_table(rows: list[dict], dynamic: list[dict] | None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.parse_args()
+    parser.add_argument("--speculators", action="store_true",
+                        help="only the draft / ngram / lookahead comparison table")
+    if parser.parse_args().speculators:
+        speculator_table()
+        return
     for title, calibration in (("GPU-bound engine (bench/h100_gpu_bound.json)", GPU_BOUND),
                                ("fitted H100 coefficients with CPU overhead (--calibration "
                                 "shared-fit)", "shared-fit")):

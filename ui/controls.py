@@ -59,7 +59,8 @@ CONFIG_SECTIONS: dict[str, tuple[str, ...]] = {
     "KV cache": ("allocator", "block_size", "reserve"),
     "Speculative decoding": ("speculator", "spec_k", "spec_acceptance", "spec_dynamic",
                              "draft_model", "tiny_draft_model", "spec_tree_width", "spec_inner_k",
-                             "spec_inner_acceptance", "spec_draft_pass_overhead_s"),
+                             "spec_inner_acceptance", "spec_draft_pass_overhead_s",
+                             "lookahead_window", "lookahead_ngram", "lookahead_guesses"),
     "Block diffusion": ("decoding", "diffusion_block", "diffusion_steps", "diffusion_commit"),
 }
 COLLAPSED_SECTIONS = ("Replicas and router", "Speculative decoding", "Block diffusion", "Other")
