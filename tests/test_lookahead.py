@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from policies.speculative.jacobi import LookaheadState, NgramPool
 from policies.speculative.lookahead import LookaheadParams, LookaheadSpeculator
+from tests.helpers import make_seq
 
 
 def cyclic_model(period: int):
@@ -96,6 +97,11 @@ def test_speculator_shape():
     assert speculator.num_draft_tokens(None, 1) == 3
     assert speculator.num_verify_nodes(3) == 24
     assert speculator.fused
+    dynamic = LookaheadSpeculator(LookaheadParams(
+        lookahead_ngram=4, spec_dynamic=True, spec_min_accept_prob=0.01,
+        spec_k_by_batch=((1, 6), (8, 2), (64, 0))))
+    seq = make_seq(0, prompt=16, output=32)
+    assert [dynamic.num_draft_tokens(seq, b) for b in (1, 8, 64)] == [3, 2, 0]
 
 
 @pytest.mark.parametrize("field, value, flag", [

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from policies.speculative.base import SpecParams
+from policies.speculative.base import SpecParams, choose_k
 from policies.types import Sequence
 
 
 @dataclass(frozen=True, slots=True)
 class LookaheadParams(SpecParams):
-    """Lookahead's knobs; `spec_k` does not apply (a step drafts N - 1)."""
+    """Lookahead's knobs; a step drafts N - 1 (`spec_k` caps it only under `spec_dynamic`)."""
 
     lookahead_window: int = field(default=5, metadata={
         "help": "lookahead: Jacobi window W (columns of the lookahead branch)"})
@@ -63,6 +63,10 @@ class LookaheadSpeculator:
         self.params = params
 
     def num_draft_tokens(self, seq: Sequence, num_decoding: int) -> int:
+        """N - 1, or fewer levels under `spec_dynamic` (the batch table and the request's
+        measured acceptance, as every speculator)."""
+        if self.params.spec_dynamic:
+            return min(self.params.num_levels, choose_k(self.params, seq, num_decoding))
         return self.params.num_levels
 
     def num_verify_nodes(self, num_draft_tokens: int) -> int:
