@@ -10,7 +10,7 @@ from array import array
 from dataclasses import dataclass, field
 
 from policies.kv.base import KVUsage, LockstepUsage
-from policies.types import Plan
+from policies.types import Plan, ScheduledChunk
 
 
 @dataclass(slots=True)
@@ -33,16 +33,12 @@ class IterationLog:
 
     def record(self, plan: Plan, start_s: float, duration_s: float, num_waiting: int,
                usage: KVUsage) -> None:
-        """The row of one executed `plan`. A chunk counts as prefill when it computes prompt
-        tokens (or several tokens at once without verifying drafts: a recompute)."""
+        """The row of one executed `plan`; its prefill tokens as `_prefill_tokens` counts."""
         self.start_s.append(start_s)
         self.duration_s.append(duration_s)
         self.batch_size.append(len(plan.chunks) + len(plan.padding))
         self.new_tokens.append(plan.num_new_tokens)
-        self.prefill_tokens.append(
-            sum(c.num_new_tokens for c in plan.chunks if not c.num_spec_tokens
-                and (c.num_new_tokens > 1 or c.num_context_tokens < c.seq.request.prompt_tokens))
-        )
+        self.prefill_tokens.append(sum(_prefill_tokens(c) for c in plan.chunks))
         self.num_waiting.append(num_waiting)
         self.kv_reserved_slots.append(usage.reserved_slots)
         self.kv_filled_slots.append(usage.filled_slots)
@@ -101,3 +97,16 @@ def _bump(counts: list[int], index: int) -> None:
     if index >= len(counts):
         counts.extend([0] * (index + 1 - len(counts)))
     counts[index] += 1
+
+
+def _prefill_tokens(chunk: ScheduledChunk) -> int:
+    """A chunk's tokens that are prefill: all of them when it computes prompt tokens or
+    several tokens at once without verifying drafts (a recompute); of a block-diffusion
+    denoising step only the prompt tokens it carries (the block's positions are decoding)."""
+    if chunk.num_spec_tokens:
+        return 0
+    start, end = chunk.num_context_tokens, chunk.num_context_tokens + chunk.num_new_tokens
+    prompt_tokens = chunk.seq.request.prompt_tokens
+    if chunk.num_block_tokens:
+        return max(0, min(end, prompt_tokens) - start)
+    return chunk.num_new_tokens if chunk.num_new_tokens > 1 or start < prompt_tokens else 0

@@ -13,6 +13,7 @@ from sim.assembly import ExecutorObserver, roofline_cost_model
 from sim.cli import OPTION_HELP
 from sim.config import COST_MODELS, ReplayOptions, SimConfig, options_to_toml, resolve
 from sim.results import REQUEST_COLUMNS, Results
+from sim.run_notes import run_notes
 from policies.engine import Engine, Executor
 
 # Policies by name, and the choices of their options (the dashboard's pickers).
@@ -49,7 +50,7 @@ __all__ = [
     "ExecutorObserver", "roofline_cost_model", "COST_MODELS", "ReplayOptions", "SimConfig",
     "options_to_toml", "resolve", "REQUEST_COLUMNS", "Results", "Engine", "Executor",
     "RESERVE_MODES", "PREEMPTION_MODES", "ALLOCATORS", "ROUTERS", "SCHEDULERS", "SPECULATORS",
-    "TABLES", "LOAD_MEASURES", "ORDERS", "DECODINGS", "OPTION_HELP",
+    "TABLES", "LOAD_MEASURES", "ORDERS", "DECODINGS", "OPTION_HELP", "run_notes",
     "HARDWARE", "MODELS", "get_hardware", "get_model", "default_coefficients",
     "load_hardware_spec", "looks_like_path", "model_from_hf_config", "IntensityRow",
     "IterationRecorder", "intensity_curve", "intensity_table", "CostModel", "DTYPE_BYTES",

@@ -56,6 +56,9 @@ def test_lone_request_plans_and_bursts():
     assert list(seq.token_times_s) == [4.0] * 8 + [8.0] * 8 + [10.0] * 4
     assert seq.num_diffusion_steps == 10
     assert allocator.usage().reserved_slots == 0
+    # Only the prompt is prefill; every denoising step (and the blocks folded into the next
+    # block's first step) is decoding, as the dashboard's iteration kinds show it.
+    assert list(engine.log.prefill_tokens) == [10] + [0] * 9
 
 
 def test_kv_grows_a_block_at_a_time():

@@ -187,6 +187,13 @@ def test_run_view_of_several_replicas_keeps_each_replicas_iterations():
     assert (view.iterations["flops"] > 0).all()
 
 
+def test_run_view_carries_the_run_notes_the_cli_prints(view):
+    assert view.run_notes == ()  # the bundled trace's default run needs no note
+    routed = run(OPTIONS.updated({"replicas": 2, "router": "prefix-affinity"}))
+    assert len(routed.run_notes) == 1
+    assert "--allocator paged caches none" in routed.run_notes[0]
+
+
 def test_trace_spec_tells_inference_perf_configs_from_trace_files(tmp_path):
     yaml_config = tmp_path / "bench.yml"
     yaml_config.write_text("data: {type: random}\n")

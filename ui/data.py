@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from sim.public import (REQUEST_COLUMNS, Engine, IterationRecorder, ReplayOptions, Results,
-                        options_to_toml)
+                        options_to_toml, run_notes)
 
 SUMMARY_CARDS: tuple[tuple[str, str, str], ...] = (
     ("TTFT P50 (s)", "ttft_p50_s", "lower"),
@@ -46,6 +46,9 @@ class RunView:
     """One replica's KV pool (every replica has the same)."""
     trace_name: str
     trace_notes: tuple[str, ...]
+    run_notes: tuple[str, ...]
+    """What the CLI prints under its results table (`sim.run_notes`): numbers that look like a
+    failure but are what the inputs imply."""
     ridge_flops_per_byte: float
     peak_flops_s: float
     mem_bandwidth_bytes_s: float
@@ -101,6 +104,7 @@ def run_view(results: Results, recorders: list[IterationRecorder]) -> RunView:
         kv_total_slots=results.engine.kv_total_slots,
         trace_name=results.config.trace.name,
         trace_notes=tuple(results.config.trace.notes),
+        run_notes=tuple(run_notes(results.config.trace, results.config.options, results.summary)),
         ridge_flops_per_byte=hardware.ridge_point_flops_per_byte,
         peak_flops_s=hardware.peak_flops["bf16"],
         mem_bandwidth_bytes_s=hardware.mem_bandwidth_bytes_s,

@@ -140,3 +140,5 @@ def exports(view: RunView, upload_name: str | None, key: str = "") -> None:
                           mime="application/toml", key=f"{key}dl_toml")
     if view.trace_notes:
         st.caption("trace: " + "; ".join(view.trace_notes))
+    for note in view.run_notes:
+        st.info(note)
