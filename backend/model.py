@@ -80,7 +80,10 @@ class BatchLayout:
     (int32) with `page_size`; `query_start` [B + 1] and `context_lens` [B] as python lists for
     the reference path and as tensors for the kernels. `attend_ends` [T], when set, bounds the
     keys each token sees (exclusive position) in place of the causal mask (block diffusion);
-    the torch reference attends then.
+    the torch reference attends then. `chunk_masks`, when set, gives per sequence an [n, n]
+    mask among its n new tokens (None: causal) in place of the causal one (lookahead's window
+    and candidates); `positions` then carry each token's own position, not its slot order,
+    and the torch reference attends.
     """
 
     positions: torch.Tensor
@@ -91,6 +94,7 @@ class BatchLayout:
     context_lens: list[int]
     use_triton: bool = False
     attend_ends: torch.Tensor | None = None
+    chunk_masks: list[torch.Tensor | None] | None = None
     _decode_gather: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
@@ -206,10 +210,12 @@ class Attention(nn.Module):
     def _attend(self, q: torch.Tensor, k_pages: torch.Tensor, v_pages: torch.Tensor,
                 layout: BatchLayout) -> torch.Tensor:
         scale = self.head_dim ** -0.5
-        if layout.attend_ends is not None:  # block diffusion's mask: the torch reference
+        if layout.attend_ends is not None or layout.chunk_masks is not None:
+            # block diffusion's or lookahead's mask: the torch reference
             return paged_attention_ref(q, k_pages, v_pages, layout.page_tables,
                                        layout.query_start, layout.context_lens, scale,
-                                       self.sliding_window, layout.attend_ends)
+                                       self.sliding_window, layout.attend_ends,
+                                       layout.chunk_masks)
         if not layout.use_triton and layout.is_decode_only:
             slots, context_lens = layout.decode_gather()
             return paged_decode_attention_torch(q, k_pages, v_pages, slots, context_lens, scale,

@@ -38,7 +38,11 @@ def paged_attention_ref(
     scale: float,
     sliding_window: int | None = None,
     attend_ends: torch.Tensor | None = None,
+    chunk_masks: list[torch.Tensor | None] | None = None,
 ) -> torch.Tensor:
+    """`chunk_masks[b]` [n, n] (bool), when given for sequence b, replaces the causal mask
+    among its n new tokens (a token tree or lookahead's 2D window: token i sees new token j
+    where it is True); every new token still sees the whole context before the chunk."""
     num_heads = q.shape[1]
     num_pages, page_size, num_kv_heads, head_dim = k_pages.shape
     group = num_heads // num_kv_heads
@@ -54,7 +58,11 @@ def paged_attention_ref(
         scores = torch.einsum("nhd,lhd->hnl", q[start:end].float(), k.float()) * scale
         key_pos = torch.arange(context_len, device=q.device)
         query_pos = context_len - num_new + torch.arange(num_new, device=q.device)
-        if attend_ends is None:
+        mask = None if chunk_masks is None else chunk_masks[b]
+        if mask is not None:
+            hidden = torch.zeros(num_new, context_len, dtype=torch.bool, device=q.device)
+            hidden[:, context_len - num_new:] = ~mask  # [n, L]
+        elif attend_ends is None:
             hidden = key_pos[None, :] > query_pos[:, None]  # [n, L]
         else:
             hidden = key_pos[None, :] >= attend_ends[start:end, None]  # [n, L]
