@@ -194,13 +194,16 @@ def test_speculation_never_leaks_kv_never_overshoots_and_keeps_output_lengths(
                 for i, (t, p, o) in enumerate(reqs)]
 
     original_step = engine.step
+    # Lookahead drafts N - 1 per step (spec_k caps it only with spec_dynamic).
+    max_drafts = (spec.params.lookahead_ngram - 1 if speculator == "lookahead" and not dynamic
+                  else spec_k)
 
     def checked_step(now_s):
         before = {i: s.num_output_tokens for i, s in engine.sequences.items()}
         outcome = original_step(now_s)
         for seq_id, seq in engine.sequences.items():
             emitted = seq.num_output_tokens - before.get(seq_id, 0)
-            assert emitted <= max(spec_k, 0) + 1  # at most k + 1 tokens per verify
+            assert emitted <= max(max_drafts, 0) + 1  # at most k + 1 tokens per verify
             assert seq.num_output_tokens <= seq.request.output_tokens
             holds_kv = _held_tokens(alloc, seq_id) is not None
             if seq.status in (SeqStatus.RUNNING, SeqStatus.FINISHED) and holds_kv:
