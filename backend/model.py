@@ -210,20 +210,17 @@ class Attention(nn.Module):
     def _attend(self, q: torch.Tensor, k_pages: torch.Tensor, v_pages: torch.Tensor,
                 layout: BatchLayout) -> torch.Tensor:
         scale = self.head_dim ** -0.5
-        if layout.attend_ends is not None or layout.chunk_masks is not None:
-            # block diffusion's or lookahead's mask: the torch reference
+        # block diffusion's or lookahead's mask runs on the torch reference only
+        masked = layout.attend_ends is not None or layout.chunk_masks is not None
+        if not masked and not layout.use_triton and layout.is_decode_only:
+            slots, context_lens = layout.decode_gather()
+            return paged_decode_attention_torch(q, k_pages, v_pages, slots, context_lens, scale,
+                                                self.sliding_window)
+        if masked or not layout.use_triton:
             return paged_attention_ref(q, k_pages, v_pages, layout.page_tables,
                                        layout.query_start, layout.context_lens, scale,
                                        self.sliding_window, layout.attend_ends,
                                        layout.chunk_masks)
-        if not layout.use_triton and layout.is_decode_only:
-            slots, context_lens = layout.decode_gather()
-            return paged_decode_attention_torch(q, k_pages, v_pages, slots, context_lens, scale,
-                                                self.sliding_window)
-        if not layout.use_triton:
-            return paged_attention_ref(q, k_pages, v_pages, layout.page_tables,
-                                       layout.query_start, layout.context_lens, scale,
-                                       self.sliding_window)
         from backend.kernels import triton_paged
 
         context_lens = torch.tensor(layout.context_lens, device=q.device)
