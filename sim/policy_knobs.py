@@ -8,10 +8,10 @@ not an option of this process (the options are a frozen dataclass built from thi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from policies.knobs import DeclaredKnob, check_knob, collect_knobs, declared_knobs
-from policies.registry import OPTION_PARAMS, TABLES
+from policies.registry import OPTION_PARAMS, TABLES, PolicyEntry
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +35,15 @@ class KnobOption:
     """`select`, `number`, `checkbox` or `text`."""
 
 
-def _declarations() -> dict[str, tuple[DeclaredKnob, str, tuple[str, ...]]]:
-    """Every knob by option name, with the kind declaring it first and its policies."""
+def declarations(tables: Mapping[str, Mapping[str, PolicyEntry]] = TABLES,
+                 option_params: Mapping[str, type] = OPTION_PARAMS,
+                 ) -> dict[str, tuple[DeclaredKnob, str, tuple[str, ...]]]:
+    """Every knob of the registry by option name, in registry order, with the kind declaring
+    it first and the policies of that kind that read it."""
     holders: list[tuple[str, str | None, type]] = [
-        (kind, name, entry.params) for kind, table in TABLES.items()
+        (kind, name, entry.params) for kind, table in tables.items()
         for name, entry in table.items()]
-    holders += [(kind, None, params) for kind, params in OPTION_PARAMS.items()]
+    holders += [(kind, None, params) for kind, params in option_params.items()]
     declared = collect_knobs(params for _, _, params in holders)
     found: dict[str, tuple[DeclaredKnob, str, tuple[str, ...]]] = {}
     for option, knob in declared.items():
@@ -51,10 +54,10 @@ def _declarations() -> dict[str, tuple[DeclaredKnob, str, tuple[str, ...]]]:
     return found
 
 
-_DECLARED = _declarations()
+_DECLARED = declarations()
 
 KNOBS: dict[str, DeclaredKnob] = {name: knob for name, (knob, _, _) in _DECLARED.items()}
-"""Every policy knob by option name, in registry order."""
+"""Every policy knob by option name, in registry order, as this process's options have them."""
 
 
 def _widget(knob: DeclaredKnob) -> str:
