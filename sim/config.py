@@ -452,7 +452,8 @@ def _check_decoding(options: ReplayOptions, policy_options: dict[str, Any]) -> N
     if conflicts:
         raise ValueError(f"--decoding block-diffusion does not combine with "
                          f"{', '.join(conflicts)}")
-    budget_name, budget = (("--token-budget", policy_options["token_budget"])
+    scheduler = lookup(SCHEDULERS, "scheduler", options.scheduler)
+    budget_name, budget = (("--token-budget", scheduler.make_params(policy_options).token_budget)
                            if options.scheduler == "chunked" else
                            ("--max-num-batched-tokens", policy_options["max_num_batched_tokens"]))
     if options.scheduler in ("chunked", "continuous") and params.diffusion_block > budget:

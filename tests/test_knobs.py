@@ -183,6 +183,10 @@ def test_the_unset_token_budget_follows_the_engine_budget():
     assert budget() == 2048
     assert budget(max_num_batched_tokens=700) == 700
     assert budget(max_num_batched_tokens=700, token_budget=300) == 300
+    diffusion = ReplayOptions(scheduler="chunked", trace=TRACE, decoding="block-diffusion",
+                              diffusion_block=4096, diffusion_steps=8)
+    with pytest.raises(ValueError, match="exceeds --token-budget 2048"):
+        resolve(diffusion)
 
 
 def test_a_knob_declared_twice_differently_is_a_programming_error():
