@@ -1,14 +1,20 @@
 """Policies by name: one table per kind. Adding a policy is one class plus one line here.
 
-Each entry pairs a policy class with its frozen params dataclass; `make` fills the params from
-a flat options mapping (the CLI's option names), taking only the fields the params declare, so
-every policy reads exactly the knobs it has.
+Each entry pairs a policy class with its frozen params dataclass; `make_params` fills the
+params from a flat options mapping (the run options' names), taking only the fields the params
+declare, so every policy reads exactly the knobs it has. A params field declared with
+`policies.knobs.knob` is a run option: its flag, TOML key, sweep-grid key and dashboard control
+are generated from this table (see `policies/knobs.py`), so a policy with a knob is still one
+class plus one line here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
+
+from policies.decoding.block_diffusion import DiffusionParams
+from policies.knobs import params_from_options
 
 from policies.kv.contiguous import ContiguousAllocator, ContiguousParams
 from policies.kv.hybrid_paged import make_paged_allocator
@@ -42,8 +48,7 @@ class PolicyEntry:
     summary: str
 
     def make_params(self, options: Mapping[str, Any]) -> Any:
-        accepted = {f.name for f in fields(self.params)}
-        return self.params(**{k: v for k, v in options.items() if k in accepted and v is not None})
+        return params_from_options(self.params, options)
 
 
 SCHEDULERS: dict[str, PolicyEntry] = {
@@ -114,6 +119,10 @@ TABLES: dict[str, dict[str, PolicyEntry]] = {
     "schedulers": SCHEDULERS, "allocators": ALLOCATORS, "speculators": SPECULATORS,
     "routers": ROUTERS,
 }
+
+OPTION_PARAMS: dict[str, type] = {"decoding": DiffusionParams}
+"""Params no table selects by name whose knobs are run options too, by kind: the decoding mode
+(`--decoding` is itself one of `DiffusionParams`' knobs)."""
 
 
 def lookup(table: Mapping[str, Any], kind: str, name: str) -> Any:

@@ -11,8 +11,8 @@
     servesim capacity --slo ttft_p99=2,tpot_p99=0.1 [replay flags]
     servesim plan --slo ttft_p99=2 --hardware h100,a100 [--rate R] [--gpu-price P] --out DIR
 
-Replay flags are generated from `ReplayOptions`, so the CLI, TOML config files and sweep grids
-share one set of names. Flags override the config file. Bad input ends with a one-line
+Replay flags are generated from `ReplayOptions` (engine options and the registered policies'
+knobs), so the CLI, TOML config files and sweep grids share one set of names. Flags override the config file. Bad input ends with a one-line
 `error:` message and exit status 2, never a traceback.
 """
 
@@ -27,11 +27,10 @@ from rich.console import Console
 from rich.table import Table
 
 from sim.calibrate_cli import add_calibrate_parser, run_calibrate
-from policies.decoding.block_diffusion import DiffusionParams
-from policies.speculative.lookahead import LookaheadParams
 from sim.config import ReplayOptions, options_from_toml, resolve
 from sim.extras import install_hint, require_extra
 from sim.plan.cli import add_plan_parser, run_plan_command
+from sim.policy_knobs import KNOB_OPTIONS
 from sim.run_notes import run_notes
 from sim.validate_cli import add_profile_parser, add_validate_parser, run_profile, run_validate
 from sim.sweep.cli import (add_capacity_parser, add_sweep_parser, run_capacity_command,
@@ -58,31 +57,21 @@ OPTION_HELP = {
     "pp": "pipeline parallel degree (stages; the batch runs as pp micro-batches)",
     "replicas": "identical replicas behind the router",
     "router": "router across replicas (servesim list routers)",
-    "router_load": "least-outstanding: count requests or tokens",
     "disaggregate": "P:D prefill replicas feeding decode replicas (Splitwise/DistServe)",
     "kv_link_bandwidth_gb_s": "disaggregation: prefill-to-decode link per device, GB/s",
     "kv_link_latency_s": "disaggregation: KV transfer latency",
     "scheduler": "scheduler (servesim list schedulers)",
     "allocator": "KV allocator (servesim list allocators)",
-    "max_num_seqs": "max sequences per iteration (static: batch size)",
     "max_num_batched_tokens": "token budget per iteration (default max(max_model_len, 2048))",
-    "token_budget": "chunked scheduler: tokens per iteration, decodes and prefill chunks"
-                    " together (default --max-num-batched-tokens or 2048)",
-    "long_prefill_token_threshold": "chunked: cap on one prompt's chunk per iteration (0: none)",
-    "chunked_order": "chunked: decode-first (Sarathi) or prefill-first",
     "n": "parallel samples per request, sharing the prompt's KV (copy-on-write)",
     "beam_width": "beam search width: beams share KV, losers become copies of leaders",
     "beam_churn": "beam search: chance per step that a beam is replaced by another's copy",
     "length_penalty": "real beam search: rank answers by sum_logprob / length ** this",
-    "queue_policy": "waiting order and preemption victims: fcfs|priority|spf|srpt|edf",
     "priority_mix": "shares of priority classes 0, 1, ... drawn per request, e.g. 0.2,0.8",
     "block_size": "KV block size in tokens",
     "gpu_memory_utilization": "share of device memory the engine may use",
     "num_gpu_blocks": "KV pool size in blocks per replica, overriding the memory model",
-    "reserve": "contiguous allocator reservation: max|pow2|oracle",
-    "preemption": "what a preempted sequence loses: recompute (its KV) or swap (KV to host memory)",
     "swap_space_gb": "host memory per device for swapped KV, GiB",
-    "static_max_wait_s": "static batching: max wait for a batch to fill",
     "max_model_len": "context limit (default: the model's)",
     "weight_dtype": "every weight at this dtype: bf16|fp16|fp8|int8|int4 (default: the"
                     " model's own, from its config.json; catalog models bf16)",
@@ -102,24 +91,14 @@ OPTION_HELP = {
     "slo_ttft_s": "TTFT SLO for goodput",
     "slo_tpot_s": "TPOT SLO for goodput",
     "speculator": "speculative decoding: none|draft|tree|ngram|cascade|lookahead (servesim list speculators)",
-    "spec_k": "draft tokens per step (a tree's depth); the most, with --spec-dynamic",
     "spec_acceptance": "acceptance model: an i.i.d. rate (0.7: each draft is accepted with"
                        " probability 0.7 given every draft before it was; summary key"
                        " spec_conditional_acceptance_rate), per-position conditional rates"
                        " (0.54,0.36,0.26), beta:MEAN:CONC per request, or a file of accepted"
                        " counts; default 0.7. Not spec_acceptance_rate, which counts drafts"
                        " after a rejection as rejected (0.7 at k=4: 0.443)",
-    "spec_dynamic": "pick k per batch size from the cost model and shrink it as measured"
-                    " acceptance falls (default: k fixed)",
-    "draft_model": "draft model for draft/cascade (e.g. llama-3.2-1b, qwen2-0.5b)",
-    "tiny_draft_model": "cascade: the tiny drafter feeding the draft model (default: n-gram, free)",
-    "spec_tree_width": "tree: candidates per level",
-    "spec_inner_k": "cascade: tokens the tiny drafter proposes per small-drafter pass",
-    "spec_inner_acceptance": "cascade: i.i.d. acceptance of the tiny drafter by the small one",
     "spec_draft_pass_overhead_s": "extra CPU overhead per non-fused draft pass",
     "pace": "trace: arrivals at trace times; asap: all at 0 s in trace order",
-    **{f.name: f.metadata["help"] for f in fields(DiffusionParams)},
-    **{f.name: f.metadata["help"] for f in fields(LookaheadParams) if "help" in f.metadata},
     "async_scheduling": "auto|on|off: plan each step while the one before runs, as vLLM does "
                         "since 0.14, so an arrival first runs in the step after next (auto: on "
                         "with the measured vLLM cost model, else off)",
@@ -133,7 +112,9 @@ OPTION_HELP = {
     "temperature": "real executor: sampling temperature (0 = greedy)",
     "top_k": "real executor: top-k filter (0 = off)",
     "top_p": "real executor: nucleus filter (1 = off)",
+    **{knob.name: knob.help for knob in KNOB_OPTIONS},
 }
+"""Each option's help: the engine's options here, the policy knobs' from their declarations."""
 
 
 def _add_option_flags(parser: argparse.ArgumentParser) -> None:

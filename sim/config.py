@@ -1,7 +1,9 @@
 """Run configuration: `ReplayOptions` are what a user types, `SimConfig` is what runs.
 
 `ReplayOptions` holds plain values whose names are the CLI's option names (dashes become
-underscores), so a TOML file, the CLI and a sweep grid all speak the same keys. `resolve`
+underscores), so a TOML file, the CLI and a sweep grid all speak the same keys. Its fields are
+the engine's options, written here, and every registered policy's knobs, generated from the
+registry (`sim.policy_knobs`; a knob is declared on its policy's params). `resolve`
 does the I/O (reading the trace and calibration files) and the lookups, and returns a
 `SimConfig` of ready objects; `sim.api.simulate(SimConfig)` is then pure.
 """
@@ -18,6 +20,7 @@ from typing import Any
 import traces as trace_io
 from traces import inference_perf
 from policies.decoding.block_diffusion import DiffusionParams
+from policies.knobs import declared_knobs, params_from_options
 from policies.registry import ALLOCATORS, ROUTERS, SCHEDULERS, SPECULATORS, lookup
 from policies.scheduler.base import TakesTransfers
 from sim.cost.catalog import get_hardware, get_model
@@ -27,6 +30,7 @@ from sim.cost.measured_coefficients import MeasuredCoefficients, measured_coeffi
 from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes
 from sim.machine_speed import SpeedTrace, read_speed_trace
 from sim.option_check import check_option
+from sim.policy_knobs import knob_fields, knob_values
 from sim.speculation.acceptance import DEFAULT_ACCEPTANCE, AcceptanceModel, parse_acceptance
 
 if sys.version_info >= (3, 11):
@@ -36,7 +40,11 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 
 @dataclass(frozen=True, slots=True)
+@knob_fields
 class ReplayOptions:
+    """The engine's options (below) and, generated after them, one field per policy knob
+    (`spec_k`, `token_budget`, `reserve`, ...: `sim.policy_knobs.KNOBS`)."""
+
     trace: str = ""
     """Trace file path, a `synthetic:...`, `sessions:...` or `inference-perf:PATH` spec;
     empty: the bundled trace."""
@@ -55,7 +63,6 @@ class ReplayOptions:
     pp: int = 1
     replicas: int = 1
     router: str = "round-robin"
-    router_load: str = "tokens"
     disaggregate: str | None = None
     """`P:D`: P prefill replicas feeding D decode replicas (instead of `replicas`)."""
     kv_link_bandwidth_gb_s: float = 50.0
@@ -63,12 +70,7 @@ class ReplayOptions:
     kv_link_latency_s: float = 0.0002
     scheduler: str = "continuous"
     allocator: str = "paged"
-    max_num_seqs: int = 256
     max_num_batched_tokens: int | None = None
-    token_budget: int | None = None
-    long_prefill_token_threshold: int = 0
-    chunked_order: str = "decode-first"
-    queue_policy: str = "fcfs"
     n: int = 1
     """Parallel samples per request (each generates the trace's output length)."""
     beam_width: int = 1
@@ -82,11 +84,8 @@ class ReplayOptions:
     block_size: int = 16
     gpu_memory_utilization: float = 0.9
     num_gpu_blocks: int | None = None
-    reserve: str = "max"
-    preemption: str = "recompute"
     swap_space_gb: float = 4.0
     """Host memory for swapped KV per device, GiB (vLLM's default 4)."""
-    static_max_wait_s: float = 0.0
     max_model_len: int | None = None
     weight_dtype: str | None = None
     """Every weight at this dtype; None: the model's own (its config's dtype, quantized
@@ -117,27 +116,10 @@ class ReplayOptions:
     slo_ttft_s: float | None = None
     slo_tpot_s: float | None = None
     speculator: str = "none"
-    spec_k: int = 4
     spec_acceptance: str | float | None = None
     """A rate, a per-position rate list, beta:MEAN:CONC, or an acceptance trace file (a TOML
     file may give a rate as a number)."""
-    spec_dynamic: bool = False
-    draft_model: str | None = None
-    tiny_draft_model: str | None = None
-    spec_tree_width: int = 2
-    spec_inner_k: int = 3
-    spec_inner_acceptance: float = 0.6
     spec_draft_pass_overhead_s: float = 0.0
-    lookahead_window: int = 5
-    lookahead_ngram: int = 4
-    lookahead_guesses: int = 5
-    """Lookahead decoding's knobs (`policies.speculative.lookahead.LookaheadParams`)."""
-    decoding: str = "ar"
-    """`ar` or `block-diffusion` (`policies.decoding.block_diffusion.DiffusionParams`, whose
-    fields these four are)."""
-    diffusion_block: int = 32
-    diffusion_steps: int = 8
-    diffusion_commit: str = "fixed"
     pace: str = "trace"
     """`trace`: requests arrive at their trace times; `asap`: all at 0 s, in trace order."""
     executor: str = "sim"
@@ -423,20 +405,12 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
         raise ValueError("--n and --beam-width are not modelled with --disaggregate yet")
     if trace is None:
         trace = load_workload(options)
-    policy_options = {
-        "max_num_seqs": options.max_num_seqs,
+    policy_options = {  # every knob by its option name, and what the engine fills in
+        **knob_values(options),
         "max_num_batched_tokens": max_tokens,
-        "token_budget": options.token_budget or options.max_num_batched_tokens or 2048,
-        "long_prefill_token_threshold": options.long_prefill_token_threshold,
-        "chunked_order": options.chunked_order,
-        "router_load": options.router_load,
-        "queue_policy": options.queue_policy,
         "slo_ttft_s": options.slo_ttft_s or 1.0,
-        "max_wait_s": options.static_max_wait_s,
         "block_size": options.block_size,
         "max_model_len": max_model_len,
-        "reserve": options.reserve,
-        "preemption": options.preemption,
     }
     acceptance, draft, tiny = None, None, None
     if options.speculator != "none":
@@ -455,18 +429,16 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
 
 def diffusion_params(options: ReplayOptions) -> DiffusionParams:
     """The decoding knobs of `options` (checked by `DiffusionParams`)."""
-    return DiffusionParams(options.decoding, options.diffusion_block, options.diffusion_steps,
-                           options.diffusion_commit)
+    return params_from_options(DiffusionParams, knob_values(options))
 
 
 def _check_decoding(options: ReplayOptions, policy_options: dict[str, Any]) -> None:
     """Block diffusion's knobs, and what it does not combine with, as one-line errors."""
     params = diffusion_params(options)
     if not params.enabled:
-        defaults = DiffusionParams()
-        given = [f"--{name.replace('_', '-')}" for name in
-                 ("diffusion_block", "diffusion_steps", "diffusion_commit")
-                 if getattr(params, name) != getattr(defaults, name)]
+        given = [knob.flag for knob in declared_knobs(DiffusionParams)
+                 if knob.option != "decoding"
+                 and getattr(params, knob.field_name) != knob.default]
         if given:
             raise ValueError(f"{', '.join(given)} only apply to --decoding block-diffusion")
         return
@@ -480,7 +452,8 @@ def _check_decoding(options: ReplayOptions, policy_options: dict[str, Any]) -> N
     if conflicts:
         raise ValueError(f"--decoding block-diffusion does not combine with "
                          f"{', '.join(conflicts)}")
-    budget_name, budget = (("--token-budget", policy_options["token_budget"])
+    scheduler = lookup(SCHEDULERS, "scheduler", options.scheduler)
+    budget_name, budget = (("--token-budget", scheduler.make_params(policy_options).token_budget)
                            if options.scheduler == "chunked" else
                            ("--max-num-batched-tokens", policy_options["max_num_batched_tokens"]))
     if options.scheduler in ("chunked", "continuous") and params.diffusion_block > budget:
@@ -492,16 +465,7 @@ def _resolve_speculation(
     options: ReplayOptions, policy_options: dict[str, Any]
 ) -> tuple[AcceptanceModel, ModelSpec | None, ModelSpec | None]:
     """Validate the speculator's knobs now (a clear error before any simulation)."""
-    entry = lookup(SPECULATORS, "speculator", options.speculator)
-    policy_options.update(
-        spec_k=options.spec_k, spec_dynamic=options.spec_dynamic,
-        draft_model=options.draft_model, tiny_draft_model=options.tiny_draft_model,
-        spec_tree_width=options.spec_tree_width, spec_inner_k=options.spec_inner_k,
-        spec_inner_acceptance=options.spec_inner_acceptance,
-        lookahead_window=options.lookahead_window, lookahead_ngram=options.lookahead_ngram,
-        lookahead_guesses=options.lookahead_guesses,
-    )
-    entry.make_params(policy_options)
+    lookup(SPECULATORS, "speculator", options.speculator).make_params(policy_options)
     acceptance = parse_acceptance(
         DEFAULT_ACCEPTANCE if options.spec_acceptance is None else options.spec_acceptance
     )

@@ -4,38 +4,21 @@ The CLI, TOML config files, sweep grids and the dashboard all end in a `ReplayOp
 `__post_init__` runs `check_option` on each field: the field's declared type decides what is
 accepted, so a new option is checked the moment it is declared. Integer options take integers
 (an integral float such as `2.0` becomes `2`); float options take integers or floats; strings
-take strings; bool options take only true/false. A bound from `BOUNDS` then rejects values
-no run can use (a block size of 0, a negative horizon) before anything divides by them.
+take strings; bool options take only true/false. A bound then rejects values no run can use
+(a block size of 0, a negative horizon) before anything divides by them: an engine option's
+from `BOUNDS`, a policy knob's range and choices from its declaration (`policies.knobs`), with
+the same messages.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
+from policies.knobs import Bound
+from sim.policy_knobs import check_knob_option
+
 _TYPE_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
-
-
-@dataclass(frozen=True, slots=True)
-class Bound:
-    """`low <= value` (`low < value` when `low_open`), and `value <= high` when given."""
-
-    low: float
-    low_open: bool = False
-    high: float | None = None
-
-    def admits(self, value: float) -> bool:
-        above = value > self.low if self.low_open else value >= self.low
-        return above and (self.high is None or value <= self.high)
-
-    def describe(self) -> str:
-        low = f"> {self.low:g}" if self.low_open else f">= {self.low:g}"
-        if self.high is None:
-            return f"must be {low}"
-        if self.low_open:
-            return f"must lie in ({self.low:g}, {self.high:g}]"
-        return f"must lie in [{self.low:g}, {self.high:g}]"
 
 
 _POSITIVE = Bound(0.0, low_open=True)
@@ -54,10 +37,7 @@ BOUNDS: dict[str, Bound] = {
     "replicas": _AT_LEAST_ONE,
     "kv_link_bandwidth_gb_s": _POSITIVE,
     "kv_link_latency_s": _NON_NEGATIVE,
-    "max_num_seqs": _AT_LEAST_ONE,
     "max_num_batched_tokens": _AT_LEAST_ONE,
-    "token_budget": _AT_LEAST_ONE,
-    "long_prefill_token_threshold": _NON_NEGATIVE,
     "n": Bound(1, high=1024),
     "beam_width": Bound(1, high=1024),
     "beam_churn": _SHARE,
@@ -65,26 +45,18 @@ BOUNDS: dict[str, Bound] = {
     "gpu_memory_utilization": Bound(0.0, low_open=True, high=1.0),
     "num_gpu_blocks": _AT_LEAST_ONE,
     "swap_space_gb": _NON_NEGATIVE,
-    "static_max_wait_s": _NON_NEGATIVE,
     "max_model_len": _AT_LEAST_ONE,
     "seed": _NON_NEGATIVE,
     "horizon_s": _POSITIVE,
     "slo_ttft_s": _POSITIVE,
     "slo_tpot_s": _POSITIVE,
-    "spec_tree_width": _AT_LEAST_ONE,
-    "spec_inner_k": _AT_LEAST_ONE,
-    "spec_inner_acceptance": _SHARE,
     "spec_draft_pass_overhead_s": _NON_NEGATIVE,
-    "lookahead_window": _AT_LEAST_ONE,
-    "lookahead_ngram": Bound(2),
-    "lookahead_guesses": _AT_LEAST_ONE,
-    "diffusion_block": _AT_LEAST_ONE,
-    "diffusion_steps": _AT_LEAST_ONE,
     "temperature": _NON_NEGATIVE,
     "top_k": _NON_NEGATIVE,
     "top_p": Bound(0.0, low_open=True, high=1.0),
 }
-"""Values outside these bounds are errors; None (where a field allows it) means "default"."""
+"""Engine options' bounds (policy knobs declare their own); values outside them are errors;
+None (where a field allows it) means "default"."""
 
 
 def parse_type(type_text: str) -> tuple[tuple[str, ...], bool]:
@@ -112,6 +84,7 @@ def check_option(name: str, value: Any, type_text: str) -> Any:
     bound = BOUNDS.get(name)
     if bound is not None and isinstance(converted, (int, float)) and not bound.admits(converted):
         raise ValueError(f"{_flag(name)} {bound.describe()}, got {converted!r} (option {name})")
+    check_knob_option(name, converted)
     return converted
 
 

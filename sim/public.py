@@ -12,6 +12,7 @@ from __future__ import annotations
 from sim.assembly import ExecutorObserver, roofline_cost_model
 from sim.cli import OPTION_HELP
 from sim.config import COST_MODELS, ReplayOptions, SimConfig, options_to_toml, resolve
+from sim.policy_knobs import KNOB_OPTIONS, KnobOption
 from sim.results import REQUEST_COLUMNS, Results
 from sim.run_notes import run_notes
 from policies.engine import Engine, Executor
@@ -51,6 +52,7 @@ __all__ = [
     "options_to_toml", "resolve", "REQUEST_COLUMNS", "Results", "Engine", "Executor",
     "RESERVE_MODES", "PREEMPTION_MODES", "ALLOCATORS", "ROUTERS", "SCHEDULERS", "SPECULATORS",
     "TABLES", "LOAD_MEASURES", "ORDERS", "DECODINGS", "OPTION_HELP", "run_notes",
+    "KNOB_OPTIONS", "KnobOption",
     "HARDWARE", "MODELS", "get_hardware", "get_model", "default_coefficients",
     "load_hardware_spec", "looks_like_path", "model_from_hf_config", "IntensityRow",
     "IterationRecorder", "intensity_curve", "intensity_table", "CostModel", "DTYPE_BYTES",

@@ -227,7 +227,7 @@ def test_speculation_never_leaks_kv_never_overshoots_and_keeps_output_lengths(
         assert seq.status is SeqStatus.FINISHED
         assert seq.num_output_tokens == r.output_tokens == len(seq.token_times_s)
         assert list(seq.token_times_s) == sorted(seq.token_times_s)
-    assert len(engine.spec_log.emitted_histogram) <= spec_k + 2
+    assert len(engine.spec_log.emitted_histogram) <= max(max_drafts, 0) + 2
     usage = alloc.usage()
     assert usage.reserved_slots == 0 and usage.filled_slots == 0
 

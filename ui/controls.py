@@ -1,9 +1,11 @@
 """Input widgets generated from `ReplayOptions` and the policy and spec registries.
 
 Every widget is labelled with the option's CLI name and keyed by it (with a prefix for the A/B
-columns), so the dashboard, the CLI and the exported TOML speak one set of names. An option
-added to `ReplayOptions` appears under "Other" with a widget chosen from its type, and a policy,
-model or hardware added to its registry appears in its drop-down, with no change here.
+columns), so the dashboard, the CLI and the exported TOML speak one set of names. A policy,
+model or hardware added to its registry appears in its drop-down, and a policy's knob
+(`sim.public.KNOB_OPTIONS`) in its kind's section with the widget, choices and range it
+declares, with no change here; an engine option added to `ReplayOptions` appears under "Other"
+with a widget chosen from its type.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from typing import Any, Callable
 
 import streamlit as st
 
-from sim.public import (ALLOCATORS, ARRIVALS_SYNTAX, COST_MODELS, DECODINGS, DTYPE_BYTES,
-                        HARDWARE, LENGTHS_SYNTAX, LOAD_MEASURES, MODELS, OPTION_HELP, ORDERS,
-                        PREEMPTION_MODES, RESERVE_MODES, ROUTERS, SCHEDULERS, SPECULATORS,
-                        TRACE_FORMATS, ReplayOptions, load_hardware_spec, model_from_hf_config)
+from sim.public import (ALLOCATORS, ARRIVALS_SYNTAX, COST_MODELS, DTYPE_BYTES, HARDWARE,
+                        KNOB_OPTIONS, LENGTHS_SYNTAX, MODELS, OPTION_HELP, ROUTERS, SCHEDULERS,
+                        SPECULATORS, TRACE_FORMATS, KnobOption, ReplayOptions,
+                        load_hardware_spec, model_from_hf_config)
 from ui.upload import (UPLOAD_LIMIT_BYTES, UPLOAD_TYPES, UploadError, store_upload, trace_spec,
                        user_message)
 
@@ -33,36 +35,47 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "allocator": tuple(ALLOCATORS),
     "router": tuple(ROUTERS),
     "speculator": tuple(SPECULATORS),
-    "decoding": DECODINGS,
-    "router_load": LOAD_MEASURES,
-    "reserve": RESERVE_MODES,
-    "preemption": PREEMPTION_MODES,
-    "chunked_order": ORDERS,
     "weight_dtype": (None, *DTYPE_BYTES),
     "kv_dtype": tuple(DTYPE_BYTES),
     "draft_model": (None, *MODELS),
     "tiny_draft_model": (None, *MODELS),
     "trace_format": (None, *TRACE_FORMATS),
+    **{k.name: k.choices for k in KNOB_OPTIONS if k.widget == "select"},
 }
+"""Drop-down choices: registries and catalogs, and each knob's declared choices (the
+draft-model knobs take the model catalog, which no policy knows)."""
+KNOBS: dict[str, KnobOption] = {k.name: k for k in KNOB_OPTIONS}
 
 MODEL_CONFIG_LIMIT_BYTES = 1024 * 1024
 """Largest accepted config.json upload (real ones are a few kB)."""
 
-CONFIG_SECTIONS: dict[str, tuple[str, ...]] = {
+KIND_SECTIONS = {"schedulers": "Scheduler", "allocators": "KV cache",
+                 "speculators": "Speculative decoding", "routers": "Replicas and router",
+                 "decoding": "Block diffusion"}
+"""The section of each kind of policy: its knobs follow the section's engine options."""
+ENGINE_SECTIONS: dict[str, tuple[str, ...]] = {
     "Model and hardware": ("model", "hardware", "cost_model", "tp", "weight_dtype", "kv_dtype",
                            "gpu_memory_utilization", "num_gpu_blocks", "max_model_len"),
-    "Replicas and router": ("replicas", "router", "router_load", "disaggregate",
-                            "kv_link_bandwidth_gb_s", "kv_link_latency_s"),
-    "Scheduler": ("scheduler", "max_num_seqs", "max_num_batched_tokens", "token_budget",
-                  "long_prefill_token_threshold", "chunked_order", "static_max_wait_s",
-                  "preemption", "swap_space_gb"),
-    "KV cache": ("allocator", "block_size", "reserve"),
-    "Speculative decoding": ("speculator", "spec_k", "spec_acceptance", "spec_dynamic",
-                             "draft_model", "tiny_draft_model", "spec_tree_width", "spec_inner_k",
-                             "spec_inner_acceptance", "spec_draft_pass_overhead_s",
-                             "lookahead_window", "lookahead_ngram", "lookahead_guesses"),
-    "Block diffusion": ("decoding", "diffusion_block", "diffusion_steps", "diffusion_commit"),
+    "Replicas and router": ("replicas", "router", "disaggregate", "kv_link_bandwidth_gb_s",
+                            "kv_link_latency_s"),
+    "Scheduler": ("scheduler", "max_num_batched_tokens", "swap_space_gb"),
+    "KV cache": ("allocator", "block_size"),
+    "Speculative decoding": ("speculator", "spec_acceptance", "spec_draft_pass_overhead_s"),
+    "Block diffusion": (),
 }
+"""The engine's options (not any policy's knob) shown in each section."""
+
+
+def _config_sections() -> dict[str, tuple[str, ...]]:
+    sections = dict(ENGINE_SECTIONS)
+    for knob in KNOB_OPTIONS:
+        title = KIND_SECTIONS.get(knob.kind)
+        if title is not None:
+            sections[title] += (knob.name,)
+    return sections
+
+
+CONFIG_SECTIONS = _config_sections()
 COLLAPSED_SECTIONS = ("Replicas and router", "Speculative decoding", "Block diffusion", "Other")
 """Sections that start closed: their defaults (one replica, no speculation, autoregressive
 decoding) rarely change."""
@@ -92,8 +105,10 @@ def _type_parts(name: str) -> tuple[str, bool]:
 
 
 def option_widget(name: str, default: Any, key: str, container: Any = st) -> Any:
-    """One option's widget; returns its value (None leaves an optional option at its default)."""
+    """One option's widget; returns its value (None leaves an optional option at its default).
+    A knob's declared widget and range apply; other options' widgets follow their types."""
     help_text = OPTION_HELP.get(name)
+    knob = KNOBS.get(name)
     if name == "model":
         return model_widget(default, key, container)
     if name == "hardware":
@@ -104,15 +119,22 @@ def option_widget(name: str, default: Any, key: str, container: Any = st) -> Any
                                    help=help_text,
                                    format_func=lambda v: "auto" if v is None else str(v))
     base, optional = _type_parts(name)
+    widget = knob.widget if knob is not None else {
+        "bool": "checkbox", "int": "number", "float": "number"}.get(base, "text")
     placeholder = "default" if optional else None
-    if base == "bool":
+    if widget == "checkbox":
         return container.checkbox(name, value=default, key=key, help=help_text)
-    if base == "int":
-        return container.number_input(name, value=default, min_value=0, step=1, key=key,
-                                      help=help_text, placeholder=placeholder)
-    if base == "float":
-        return container.number_input(name, value=default, min_value=0.0, step=0.1, format="%g",
-                                      key=key, help=help_text, placeholder=placeholder)
+    if widget == "number":
+        low = knob.low if knob is not None and knob.low is not None else 0
+        high = knob.high if knob is not None else None
+        if base == "int":
+            return container.number_input(name, value=default, min_value=int(low),
+                                          max_value=None if high is None else int(high), step=1,
+                                          key=key, help=help_text, placeholder=placeholder)
+        return container.number_input(name, value=default, min_value=float(low),
+                                      max_value=None if high is None else float(high), step=0.1,
+                                      format="%g", key=key, help=help_text,
+                                      placeholder=placeholder)
     text = container.text_input(name, value=default or "", key=key, help=help_text)
     return text if text or not optional else None
 

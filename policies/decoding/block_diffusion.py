@@ -31,7 +31,9 @@ needed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+
+from policies.knobs import check_knobs, knob
 
 from policies.scheduler.base import Scheduler, WrappedScheduler
 from policies.types import Plan, Request, ScheduledChunk, Sequence
@@ -45,27 +47,20 @@ DEFAULT_THRESHOLD = 0.9
 class DiffusionParams:
     """The decoding knobs (`--decoding`, `--diffusion-*`)."""
 
-    decoding: str = field(default="ar", metadata={
-        "help": "ar: one token per decode step; block-diffusion: masked diffusion within "
-                "blocks of --diffusion-block positions, autoregressive across blocks"})
-    diffusion_block: int = field(default=32, metadata={
-        "help": "block diffusion: output positions per block (B)"})
-    diffusion_steps: int = field(default=8, metadata={
-        "help": "block diffusion: denoising steps per block (S): fixed commits B/S per step; "
-                "threshold commits the rest at a block's S-th step"})
-    diffusion_commit: str = field(default="fixed", metadata={
-        "help": "block diffusion: fixed (B/S positions per step) or threshold[:T] (positions "
-                f"with confidence >= T, at least one, the rest at the S-th step; T defaults to "
-                f"{DEFAULT_THRESHOLD})"})
+    decoding: str = knob("ar", choices=DECODINGS, help=(
+        "ar: one token per decode step; block-diffusion: masked diffusion within blocks of "
+        "--diffusion-block positions, autoregressive across blocks"))
+    diffusion_block: int = knob(32, min=1, help="block diffusion: output positions per block (B)")
+    diffusion_steps: int = knob(8, min=1, help=(
+        "block diffusion: denoising steps per block (S): fixed commits B/S per step; threshold "
+        "commits the rest at a block's S-th step"))
+    diffusion_commit: str = knob("fixed", help=(
+        "block diffusion: fixed (B/S positions per step) or threshold[:T] (positions with "
+        f"confidence >= T, at least one, the rest at the S-th step; T defaults to "
+        f"{DEFAULT_THRESHOLD})"))
 
     def __post_init__(self) -> None:
-        if self.decoding not in DECODINGS:
-            raise ValueError(f"unknown decoding {self.decoding!r}; choose one of: "
-                             f"{', '.join(DECODINGS)}")
-        if self.diffusion_block < 1:
-            raise ValueError(f"--diffusion-block must be >= 1, got {self.diffusion_block}")
-        if self.diffusion_steps < 1:
-            raise ValueError(f"--diffusion-steps must be >= 1, got {self.diffusion_steps}")
+        check_knobs(self)
         threshold = parse_commit(self.diffusion_commit)
         if threshold is None and self.diffusion_block % self.diffusion_steps:
             raise ValueError(f"--diffusion-commit fixed commits B/S positions per step: "

@@ -21,6 +21,7 @@ import bisect
 from dataclasses import dataclass
 
 from policies.fast_forward import GrowsInLockstep
+from policies.knobs import check_knobs, knob
 from policies.kv.base import KVUsage, LockstepUsage, kv_tokens_needed
 from policies.kv.layout import KVLayout
 from policies.types import Request, Sequence
@@ -33,12 +34,12 @@ class ContiguousParams:
     block_size: int = 16
     num_blocks: int = 0
     max_model_len: int = 0
-    reserve: str = "max"
+    reserve: str = knob("max", choices=RESERVE_MODES, help=(
+        "contiguous allocator reservation: max|pow2|oracle"))
     layout: KVLayout = KVLayout()
 
     def __post_init__(self) -> None:
-        if self.reserve not in RESERVE_MODES:
-            raise ValueError(f"unknown reserve mode {self.reserve!r}; choose one of {RESERVE_MODES}")
+        check_knobs(self)
         if self.num_blocks < 1 or self.block_size < 1:
             raise ValueError("the KV pool must hold at least one block of at least one slot")
         if self.reserve == "max" and self.max_model_len < 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from policies.knobs import check_knobs, knob
 from policies.router.base import ReplicaView
 from policies.types import Request
 
@@ -28,11 +29,11 @@ class RoundRobinRouter:
 
 @dataclass(frozen=True, slots=True)
 class LeastOutstandingParams:
-    router_load: str = "tokens"
+    router_load: str = knob("tokens", choices=LOAD_MEASURES, help=(
+        "least-outstanding: count requests or tokens"))
 
     def __post_init__(self) -> None:
-        if self.router_load not in LOAD_MEASURES:
-            raise ValueError(f"router load must be one of {LOAD_MEASURES}, got {self.router_load!r}")
+        check_knobs(self)
 
 
 def load_of(replica: ReplicaView, measure: str) -> int:

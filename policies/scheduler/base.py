@@ -9,10 +9,22 @@ batch's max wait) can be stated, and answers with a `Plan`.
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from policies.knobs import check_knobs, knob
 from policies.kv.base import KVAllocator
 from policies.types import Plan, Sequence, SeqStatus
+
+
+@dataclass(frozen=True, slots=True)
+class BatchCapParams:
+    """The sequence cap every scheduler has (a static batch's size)."""
+
+    max_num_seqs: int = knob(256, min=1, help="max sequences per iteration (static: batch size)")
+
+    def __post_init__(self) -> None:
+        check_knobs(self)
 
 
 class Scheduler(Protocol):

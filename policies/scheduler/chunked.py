@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from policies.knobs import knob
 from policies.scheduler.continuous import QueuedDecodeRuns, QueueingParams
 from policies.scheduler.queue_order import victim_index
 from policies.types import Plan, ScheduledChunk, Sequence
@@ -26,20 +27,15 @@ ORDERS = ("decode-first", "prefill-first")
 
 @dataclass(frozen=True, slots=True)
 class ChunkedParams(QueueingParams):
-    token_budget: int = 2048
-    long_prefill_token_threshold: int = 0
+    token_budget: int = knob(2048, min=1, unset_from="max_num_batched_tokens", help=(
+        "chunked scheduler: tokens per iteration, decodes and prefill chunks together "
+        "(default --max-num-batched-tokens or 2048)"))
+    long_prefill_token_threshold: int = knob(0, min=0, help=(
+        "chunked: cap on one prompt's chunk per iteration (0: none)"))
     """Cap on one request's prefill chunk per iteration (0: only the budget caps it), so that
     several prompts can progress together instead of one long prompt taking the budget."""
-    chunked_order: str = "decode-first"
-
-    def __post_init__(self) -> None:
-        QueueingParams.__post_init__(self)
-        if self.token_budget < 1:
-            raise ValueError("the token budget must be >= 1")
-        if self.long_prefill_token_threshold < 0:
-            raise ValueError("long_prefill_token_threshold must be >= 0")
-        if self.chunked_order not in ORDERS:
-            raise ValueError(f"unknown chunked order {self.chunked_order!r}; choose one of {ORDERS}")
+    chunked_order: str = knob("decode-first", choices=ORDERS, help=(
+        "chunked: decode-first (Sarathi) or prefill-first"))
 
 
 class ChunkedScheduler(QueuedDecodeRuns):

@@ -21,35 +21,34 @@ from collections import deque
 from dataclasses import dataclass
 
 from policies.fast_forward import RepeatsDecodeBatch
+from policies.knobs import knob
 from policies.kv.base import KVAllocator
 from policies.kv.swap import PREEMPTION_MODES, SwapSpace
-from policies.scheduler.queue_order import check_queue_policy, victim_index, waiting_key
-from policies.scheduler.base import admit, preempt_by_recompute
+from policies.scheduler.queue_order import QUEUE_POLICIES, victim_index, waiting_key
+from policies.scheduler.base import BatchCapParams, admit, preempt_by_recompute
 from policies.types import Plan, ScheduledChunk, Sequence, SeqStatus
 
 
 @dataclass(frozen=True, slots=True)
-class QueueingParams:
+class QueueingParams(BatchCapParams):
     """The knobs every scheduler built on `ContinuousScheduler` shares: the sequence cap,
-    what preemption costs, the host swap space, and the queue policy."""
+    what preemption costs, the host swap space, and the queue policy. The swap space and the
+    TTFT SLO (edf's deadlines) are the engine's: `--swap-space-gb` and `--slo-ttft-s`."""
 
-    max_num_seqs: int = 256
-    preemption: str = "recompute"
+    preemption: str = knob("recompute", choices=PREEMPTION_MODES, help=(
+        "what a preempted sequence loses: recompute (its KV) or swap (KV to host memory)"))
     num_cpu_blocks: int = 0
-    queue_policy: str = "fcfs"
+    queue_policy: str = knob("fcfs", choices=QUEUE_POLICIES, help=(
+        "waiting order and preemption victims: fcfs|priority|spf|srpt|edf"))
     slo_ttft_s: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.max_num_seqs < 1:
-            raise ValueError("max_num_seqs must be >= 1")
-        check_queue_policy(self.queue_policy)
-        if self.preemption not in PREEMPTION_MODES:
-            raise ValueError(f"unknown preemption mode {self.preemption!r}; choose one of {PREEMPTION_MODES}")
 
 
 @dataclass(frozen=True, slots=True)
 class ContinuousParams(QueueingParams):
     max_num_batched_tokens: int = 2048
+
+    """`max_num_batched_tokens` is the engine's budget (`--max-num-batched-tokens`, whose
+    default depends on the model's context), filled by the simulator."""
 
     def __post_init__(self) -> None:
         QueueingParams.__post_init__(self)

@@ -20,11 +20,6 @@ from policies.types import Sequence
 QUEUE_POLICIES = ("fcfs", "priority", "spf", "srpt", "edf")
 
 
-def check_queue_policy(policy: str) -> None:
-    if policy not in QUEUE_POLICIES:
-        raise ValueError(f"unknown queue policy {policy!r}; choose one of {QUEUE_POLICIES}")
-
-
 def waiting_key(policy: str, slo_ttft_s: float) -> Callable[[Sequence], float] | None:
     """Sort key for the waiting queue; None keeps the queue as it is (fcfs)."""
     if policy == "fcfs":

@@ -12,21 +12,16 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from policies.knobs import knob
 from policies.kv.base import KVAllocator
-from policies.scheduler.base import admit, preempt_by_recompute
+from policies.scheduler.base import BatchCapParams, admit, preempt_by_recompute
 from policies.types import Plan, ScheduledChunk, Sequence, SeqStatus
 
 
 @dataclass(frozen=True, slots=True)
-class StaticParams:
-    max_num_seqs: int = 256
-    max_wait_s: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.max_num_seqs < 1:
-            raise ValueError("max_num_seqs must be >= 1")
-        if self.max_wait_s < 0:
-            raise ValueError("static max wait must be >= 0 s")
+class StaticParams(BatchCapParams):
+    max_wait_s: float = knob(0.0, flag="--static-max-wait-s", min=0, help=(
+        "static batching: max wait for a batch to fill"))
 
 
 class StaticScheduler:

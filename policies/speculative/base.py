@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
+from policies.knobs import check_knobs, knob
 from policies.types import Sequence
 
 
@@ -39,15 +40,17 @@ from producing a summary with a key per position for thousands of positions."""
 class SpecParams:
     """Knobs every speculator has (the CLI's `--spec-*` options)."""
 
-    spec_k: int = 4
-    spec_dynamic: bool = False
+    spec_k: int = knob(4, min=0, max=MAX_SPEC_K, help=(
+        "draft tokens per step (a tree's depth); the most, with --spec-dynamic"))
+    spec_dynamic: bool = knob(False, help=(
+        "pick k per batch size from the cost model and shrink it as measured acceptance falls "
+        "(default: k fixed)"))
     spec_k_by_batch: tuple[tuple[int, int], ...] = ()
     """(max batch size, k) rows in increasing batch order; empty: no batch limit."""
     spec_min_accept_prob: float = 0.2
 
     def __post_init__(self) -> None:
-        if not 0 <= self.spec_k <= MAX_SPEC_K:
-            raise ValueError(f"--spec-k must lie in [0, {MAX_SPEC_K}], got {self.spec_k}")
+        check_knobs(self)
         batches = [batch for batch, _ in self.spec_k_by_batch]
         if batches != sorted(set(batches)) or any(k < 0 for _, k in self.spec_k_by_batch):
             raise ValueError(f"spec_k_by_batch needs increasing batch sizes and k >= 0, got "
@@ -56,6 +59,15 @@ class SpecParams:
             raise ValueError(
                 f"spec min accept probability must lie in (0, 1), got {self.spec_min_accept_prob}"
             )
+
+
+@dataclass(frozen=True, slots=True)
+class DraftModelParams(SpecParams):
+    """A speculator with a separate draft model (a catalog name or a config.json; the
+    simulator prices it, a real backend loads it)."""
+
+    draft_model: str | None = knob(None, help=(
+        "draft model for draft/cascade (e.g. llama-3.2-1b, qwen2-0.5b)"))
 
 
 class Speculator(Protocol):

@@ -11,23 +11,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policies.speculative.base import ChainSpeculator, SpecParams
+from policies.knobs import knob
+from policies.speculative.base import ChainSpeculator, DraftModelParams
 
 
 @dataclass(frozen=True, slots=True)
-class CascadeParams(SpecParams):
-    draft_model: str = ""
-    tiny_draft_model: str = ""
-    spec_inner_k: int = 3
-    spec_inner_acceptance: float = 0.6
+class CascadeParams(DraftModelParams):
+    tiny_draft_model: str | None = knob(None, help=(
+        "cascade: the tiny drafter feeding the draft model (default: n-gram, free)"))
+    spec_inner_k: int = knob(3, min=1, help=(
+        "cascade: tokens the tiny drafter proposes per small-drafter pass"))
+    spec_inner_acceptance: float = knob(0.6, min=0.0, max=1.0, help=(
+        "cascade: i.i.d. acceptance of the tiny drafter by the small one"))
 
     def __post_init__(self) -> None:
-        SpecParams.__post_init__(self)
+        DraftModelParams.__post_init__(self)
         if not self.draft_model:
             raise ValueError("--speculator cascade needs --draft-model (the small drafter)")
-        if self.spec_inner_k < 1:
-            raise ValueError(f"--spec-inner-k must be >= 1, got {self.spec_inner_k}")
-        if not 0.0 <= self.spec_inner_acceptance < 1.0:
+        if self.spec_inner_acceptance >= 1.0:
             raise ValueError(
                 f"--spec-inner-acceptance must lie in [0, 1), got {self.spec_inner_acceptance}"
             )

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policies.speculative.base import ChainSpeculator, SpecParams
+from policies.speculative.base import ChainSpeculator, DraftModelParams
 
 
 @dataclass(frozen=True, slots=True)
-class DraftParams(SpecParams):
-    draft_model: str = ""
-
+class DraftParams(DraftModelParams):
     def __post_init__(self) -> None:
-        SpecParams.__post_init__(self)
+        DraftModelParams.__post_init__(self)
         if not self.draft_model:
             raise ValueError("--speculator draft needs --draft-model (e.g. llama-3.2-1b)")
 

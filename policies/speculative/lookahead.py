@@ -17,8 +17,9 @@ whole, which is why lookahead stops paying at a smaller batch than a chain verif
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from policies.knobs import knob
 from policies.speculative.base import SpecParams, choose_k
 from policies.types import Sequence
 
@@ -27,22 +28,13 @@ from policies.types import Sequence
 class LookaheadParams(SpecParams):
     """Lookahead's knobs; a step drafts N - 1 (`spec_k` caps it only under `spec_dynamic`)."""
 
-    lookahead_window: int = field(default=5, metadata={
-        "help": "lookahead: Jacobi window W (columns of the lookahead branch)"})
-    lookahead_ngram: int = field(default=4, metadata={
-        "help": "lookahead: n-gram size N (the window keeps N - 1 levels; a step accepts at "
-                "most N - 1 drafts)"})
-    lookahead_guesses: int = field(default=5, metadata={
-        "help": "lookahead: n-gram candidates G verified per step"})
-
-    def __post_init__(self) -> None:
-        SpecParams.__post_init__(self)
-        if self.lookahead_window < 1:
-            raise ValueError(f"--lookahead-window must be >= 1, got {self.lookahead_window}")
-        if self.lookahead_ngram < 2:
-            raise ValueError(f"--lookahead-ngram must be >= 2, got {self.lookahead_ngram}")
-        if self.lookahead_guesses < 1:
-            raise ValueError(f"--lookahead-guesses must be >= 1, got {self.lookahead_guesses}")
+    lookahead_window: int = knob(5, min=1, help=(
+        "lookahead: Jacobi window W (columns of the lookahead branch)"))
+    lookahead_ngram: int = knob(4, min=2, help=(
+        "lookahead: n-gram size N (the window keeps N - 1 levels; a step accepts at most "
+        "N - 1 drafts)"))
+    lookahead_guesses: int = knob(5, min=1, help=(
+        "lookahead: n-gram candidates G verified per step"))
 
     @property
     def num_levels(self) -> int:

@@ -15,18 +15,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from policies.knobs import knob
 from policies.speculative.base import SpecParams, choose_k
 from policies.types import Sequence
 
 
 @dataclass(frozen=True, slots=True)
 class TreeParams(SpecParams):
-    spec_tree_width: int = 2
-
-    def __post_init__(self) -> None:
-        SpecParams.__post_init__(self)
-        if self.spec_tree_width < 1:
-            raise ValueError(f"--spec-tree-width must be >= 1, got {self.spec_tree_width}")
+    spec_tree_width: int = knob(2, min=1, help="tree: candidates per level")
 
 
 class TreeSpeculator:
