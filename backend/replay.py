@@ -329,7 +329,7 @@ def write_acceptance(results: Results, out_dir: str | Path) -> Path:
     run order, which `--spec-acceptance PATH` replays in the simulator; its header states the
     measured per-position conditional rates as a `--spec-acceptance` list too."""
     counts = results.engines[0].executor.accepted_counts
-    spec_k = results.config.options.spec_k
+    spec_k = results.config.spec_k
     rates = [results.summary.get(f"spec_acceptance_rate_pos{i + 1}") for i in range(spec_k)]
     measured = ",".join(f"{r:.4f}" for r in rates if r is not None)
     path = Path(out_dir) / "acceptance.txt"
