@@ -13,7 +13,9 @@ import pytest
 
 from backend.gguf_weights import INSTALL_HINT, find_gguf
 from backend.kv_cache import KVCache
+from backend.lookahead import pass_outputs
 from backend.replay import replay_real
+from policies.speculative.jacobi import LookaheadState
 from policies.types import Request
 from sim.cli import main
 from sim.config import ReplayOptions, resolve
@@ -33,6 +35,7 @@ LOOKAHEAD = {"speculator": "lookahead", "lookahead_window": 3, "lookahead_ngram"
     dict(LOOKAHEAD, preemption="swap", num_gpu_blocks=22),
     dict(LOOKAHEAD, scheduler="chunked", token_budget=16),
     dict(LOOKAHEAD, spec_dynamic=True, spec_k=1),
+    dict(LOOKAHEAD, allocator="contiguous", reserve="oracle"),
 ])
 def test_greedy_lookahead_keeps_outputs_token_identical(reference_outputs, overrides):
     results, outputs = replay_real(resolve(tiny_options(**overrides)))
@@ -53,6 +56,28 @@ def test_accepted_drafts_kv_must_be_copied_after_x(reference_outputs, monkeypatc
     monkeypatch.setattr(KVCache, "copy_scattered_slots", lambda self, sources, targets: None)
     _, uncopied = replay_real(resolve(tiny_options(**LOOKAHEAD)))
     assert uncopied != reference_outputs
+
+
+def test_paged_passes_accept_what_the_recompute_reference_accepts():
+    """The same window and pool, stepped by the no-KV-reuse reference on the same weights,
+    accept the same drafts step by step until the planner narrows the last passes (a pass
+    of (W + G) k nodes needs k = N - 1 <= (remaining outputs - 1) / (W + G))."""
+    prompt = (3, 17, 4, 17, 4, 17, 4, 9, 12)
+    num_outputs, window, ngram, guesses = 40, 3, 3, 2
+    trace = Trace("one", [Request(0, 0.0, len(prompt), num_outputs, prompt_token_ids=prompt)])
+    results, outputs = replay_real(resolve(tiny_options(**LOOKAHEAD), trace))
+    executor = results.engines[0].executor
+    state = LookaheadState(list(prompt), window, ngram, guesses)
+    tokens = list(prompt) + outputs[0][:1]  # the prefill's token
+    expected = []
+    while num_outputs - (len(tokens) - len(prompt)) - 1 >= (window + guesses) * (ngram - 1):
+        step = state.layout(tokens[-1], ngram - 1)
+        committed = state.commit(step, pass_outputs(executor.model, tokens[:-1], step))
+        tokens += committed
+        expected.append(len(committed) - 1)
+    assert sum(expected) > 0
+    assert executor.accepted_counts[:len(expected)] == expected
+    assert tokens[len(prompt):] == outputs[0][:len(tokens) - len(prompt)]
 
 
 def test_lookahead_over_cached_prefixes_keeps_outputs():
