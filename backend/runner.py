@@ -11,9 +11,9 @@ keeps; the accepted count goes back in `StepResult.accepted_tokens`. A lookahead
 chunk (`--speculator lookahead`) is instead one lookahead pass, x plus the Jacobi window plus
 the pool's candidates under the pass's mask (`backend/lookahead.py`); it emits the longest
 matching candidate plus one token, and the accepted drafts' K/V are copied to the slots after
-x before the engine shrinks the rest away. The beams of a beam
-search pick their tokens together (`backend/beam_search.py`), which also tells the engine
-which beams to replace by copies of others. With block diffusion (`decoding`), a denoising
+x before the engine shrinks the rest away. The beams of a beam search pick their tokens
+together (`backend/beam_search.py`), which also tells the engine which beams to replace by
+copies of others. With block diffusion (`decoding`), a denoising
 chunk's block positions hold the mask token or what earlier steps committed, attend under the
 block mask (`backend/diffusion.py`), and commit their most confident positions; the count goes
 back in `StepResult.committed_tokens`, and a finished block's tokens become outputs.
@@ -306,7 +306,7 @@ class RealExecutor:
         `num_spec_tokens` tokens, or with lookahead the pass of `num_spec_tokens` levels
         (what the chunk's extra slots hold either way)."""
         jobs = []
-        passes: dict[int, Drafts | LookaheadPass] = {}
+        proposals: dict[int, Drafts | LookaheadPass] = {}
         for chunk in plan.chunks:
             if not chunk.num_spec_tokens:
                 continue
@@ -318,7 +318,7 @@ class RealExecutor:
                     raise RuntimeError(f"request {seq.seq_id}: a lookahead pass of "
                                        f"{len(step.tokens)} tokens in a chunk of "
                                        f"{chunk.num_new_tokens}")
-                passes[seq.seq_id] = step
+                proposals[seq.seq_id] = step
                 continue
             if self.drafter is None or chunk.num_new_tokens != 1 + chunk.num_spec_tokens:
                 raise RuntimeError(f"request {seq.seq_id} verifies {chunk.num_new_tokens - 1} "
@@ -327,12 +327,11 @@ class RealExecutor:
                                    + ("" if self.drafter else " and has no drafter"))
             jobs.append(DraftRequest(seq.seq_id, self._ids(seq),
                                      chunk.num_spec_tokens, seq.num_output_tokens))
-        if not jobs:
-            return passes
-        drafts = self.drafter.propose(jobs)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return drafts
+        if jobs:
+            proposals.update(self.drafter.propose(jobs))
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+        return proposals
 
     def _verify(self, seq: Sequence, hidden: torch.Tensor, drafts: Drafts) -> list[int]:
         """The tokens a verify emits (accepted drafts + the corrected or bonus token), from
