@@ -178,3 +178,19 @@ def test_unset_spec_k_is_n_minus_one_and_the_summary_has_a_key_per_draft_positio
     assert "spec_acceptance_rate_pos6" not in summary
     dynamic = LookaheadParams(lookahead_ngram=6, spec_dynamic=True, spec_k=2)
     assert dynamic.spec_k == 2
+
+
+def test_accepted_indices_are_the_matching_candidates_leading_slots():
+    state = LookaheadState([10, 11, 12, 13, 14, 15, 16, 17, 18], window=3, ngram=4, guesses=2)
+    state.pool.add([9, 5, 6, 7])
+    state.pool.add([9, 1, 2, 3])
+    step = state.layout(9, 3)
+    assert step.candidates == [(1, 2, 3), (5, 6, 7)]
+    outputs = [0] * len(step.tokens)
+    outputs[0], outputs[13], outputs[14] = 5, 6, 8      # candidate 1 (from index 13): 5, 6 hold
+    committed = state.commit(step, outputs)
+    assert committed == [5, 6, 8]
+    assert step.accepted_indices(committed) == [13, 14]
+    assert step.accepted_indices([4]) == []
+    with pytest.raises(ValueError, match="no candidate"):
+        step.accepted_indices([4, 4])
