@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass
 from typing import Protocol
 
-from policies.kv.base import KVAllocator
+from policies.kv.base import ForksSequences
 from policies.types import Plan, Sequence, SeqStatus, sample_seq_id
 
 
@@ -54,7 +54,7 @@ class RandomBeamReparenter:
 
 
 def reparent_beams(reparenter: BeamReparenter, plan: Plan, sequences: dict[int, Sequence],
-                   allocator: KVAllocator) -> None:
+                   allocator: ForksSequences) -> None:
     """After a step, let `reparenter` replace losing beams by copies of others; only beams
     that are in lockstep (running, at the same length) are compared."""
     for request_id in {c.seq.request.request_id for c in plan.chunks if c.seq.request.beam}:

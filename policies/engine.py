@@ -10,7 +10,8 @@ rejected (with a reason) or, if the caller stops early, still waiting/running.
 
 A speculative verify chunk (`num_spec_tokens = k > 0`) emits the executor's accepted count
 plus one token, all stamped at the step's end (so ITL shows speculation's bursts), and the
-slots of its rejected drafts are given back through the allocator's `shrink_slots`.
+slots of its rejected drafts are given back through the allocator's `shrink_slots`
+(`ShrinksSlots`; speculation is refused when it is built over an allocator without it).
 With a `decoding` policy (block diffusion) that policy commits every chunk instead and says
 how many tokens it emits (a finished block's, all stamped at the step's end).
 """
@@ -24,6 +25,7 @@ from typing import Callable, Protocol
 from policies.beam import BeamReparenter, reparent_beams
 from policies.decoding.block_diffusion import BlockDiffusion
 from policies.fast_forward import DecodeFastForward
+from policies.kv.base import ForksSequences, PrefixCache, ShrinksSlots
 from policies.logs import IterationLog, SpeculationLog
 from policies.samples import SampleForks, forks_after
 from policies.scheduler.base import Scheduler
@@ -64,7 +66,15 @@ class Engine:
         self.sequences: dict[int, Sequence] = {}
         self.log = IterationLog()
         self.spec_log = SpeculationLog()
-        self.kv_total_slots = scheduler.allocator.usage().total_slots
+        allocator = scheduler.allocator
+        self.kv_total_slots = allocator.usage().total_slots
+        self.prefix_cache = allocator if isinstance(allocator, PrefixCache) else None
+        """The allocator, when it caches prefixes (its hit counters, cache-aware routing)."""
+        self._forks = allocator if isinstance(allocator, ForksSequences) else None
+        self._drafts = allocator if isinstance(allocator, ShrinksSlots) else None
+        if beams is not None and self._forks is None:
+            raise ValueError(f"beam search forks sequences, which a {type(allocator).__name__} "
+                             "cannot do")
         self.outstanding_tokens = 0
         self._samples = SampleForks()
         self._beams = beams
@@ -156,7 +166,11 @@ class Engine:
         self._held = kept
 
     def cached_prefix_tokens(self, request: Request) -> int:
-        return self.scheduler.allocator.cached_prefix_tokens(request)
+        """For cache-aware routers, which are only built over replicas with a prefix cache."""
+        if self.prefix_cache is None:
+            raise RuntimeError(f"a router asked for cached prefixes, but this replica's "
+                               f"{type(self.scheduler.allocator).__name__} caches none")
+        return self.prefix_cache.cached_prefix_tokens(request)
 
     def step(self, now_s: float, until_s: float = math.inf,
              stop_s: float = math.inf) -> StepOutcome:
@@ -182,7 +196,8 @@ class Engine:
             plan = self.scheduler.schedule(now_s)
         if plan.is_empty:
             return StepOutcome(None, plan.wake_at_s)
-        plan.block_copies.extend(self.scheduler.allocator.take_copies())
+        if self._forks is not None:
+            plan.block_copies.extend(self._forks.take_copies())
         result = self.executor.execute(plan)
         end_s = now_s + result.duration_s
         self._record(plan, now_s, result.duration_s)
@@ -222,7 +237,7 @@ class Engine:
             if seq.is_done_generating:
                 self._finish(seq, end_s)
         if self._beams is not None:
-            reparent_beams(self._beams, plan, self.sequences, self.scheduler.allocator)
+            reparent_beams(self._beams, plan, self.sequences, self._forks)
 
         self.spec_log.draft_s += result.draft_s
         if speculated:
@@ -262,7 +277,10 @@ class Engine:
         seq.num_draft_tokens_reached += min(accepted + 1, k)
         seq.num_draft_tokens_accepted += accepted
         self.spec_log.record(k, accepted)
-        self.scheduler.allocator.shrink_slots(seq, seq.num_computed_tokens)
+        if self._drafts is None:
+            raise RuntimeError("a verify step ran, but the allocator cannot give back "
+                               "rejected drafts' slots")
+        self._drafts.shrink_slots(seq, seq.num_computed_tokens)
         return accepted
 
     def _record(self, plan: Plan, start_s: float, duration_s: float) -> None:

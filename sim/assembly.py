@@ -14,7 +14,7 @@ from typing import Callable
 from policies.beam import BeamParams, BeamReparenter, RandomBeamReparenter
 from policies.decoding.block_diffusion import BlockDiffusion, BlockDiffusionScheduler
 from policies.engine import Engine, Executor
-from policies.kv.base import KVAllocator
+from policies.kv.base import ForksSequences, KVAllocator
 from policies.kv.layout import KVLayout
 from policies.registry import ALLOCATORS, SCHEDULERS, lookup
 from policies.types import Sequence
@@ -115,6 +115,9 @@ def build_engine(
                    layout=layout)
     alloc_entry = lookup(ALLOCATORS, "allocator", o.allocator)
     allocator = alloc_entry.policy(alloc_entry.make_params(options))
+    if (o.n > 1 or o.beam_width > 1) and not isinstance(allocator, ForksSequences):
+        raise ValueError(f"--n and --beam-width fork a request into sequences sharing its KV, "
+                         f"which --allocator {o.allocator} cannot do")
     sched_entry = lookup(SCHEDULERS, "scheduler", o.scheduler)
     scheduler = sched_entry.policy(sched_entry.make_params(options), allocator)
     executor = cost

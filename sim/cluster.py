@@ -32,7 +32,7 @@ import simpy
 
 from policies.engine import Engine
 from policies.registry import ROUTERS, lookup
-from policies.router.base import Router
+from policies.router.base import CacheAwareRouter, Router
 from policies.types import Request, Sequence, sample_seq_id
 from sim.config import SimConfig
 from sim.cost.roofline import CostModel
@@ -68,6 +68,8 @@ class Cluster:
             self.prefill[0].engine.arrivals_unobserved = True
         self._prefill_router = self._router()
         self._decode_router = self._router()
+        if isinstance(self._prefill_router, CacheAwareRouter):
+            self._check_routed_caches()
         self._originals: dict[int, Request] = {}
         self._handoffs: list[float] = []  # heap of pending hand-off times
         self._frontend_s = config.frontend_latency_s
@@ -75,6 +77,14 @@ class Cluster:
     def _router(self) -> Router:
         entry = lookup(ROUTERS, "router", self.config.options.router)
         return entry.policy(entry.make_params(self.config.policy_options))
+
+    def _check_routed_caches(self) -> None:
+        """A cache-aware router reads the prefix cache of every replica it picks from."""
+        routed = [r.engine for pool in (self.prefill, self.decode) if len(pool) > 1 for r in pool]
+        if any(engine.prefix_cache is None for engine in routed):
+            o = self.config.options
+            raise ValueError(f"--router {o.router} routes by cached prefixes, but --allocator "
+                             f"{o.allocator} caches none (use --allocator paged-prefix or radix)")
 
     @property
     def engines(self) -> list[Engine]:

@@ -205,8 +205,8 @@ def summarize(config: SimConfig, engines: list[Engine], end_s: float) -> dict[st
     summary["preemptions"] = sum(s.num_preemptions for s in sequences)
     summary["swaps"] = sum(s.num_swaps for s in sequences)
     summary["recomputed_tokens"] = sum(s.num_recomputed_tokens for s in sequences)
-    stats = [engine.scheduler.allocator.stats() for engine in engines]
-    summary.update(_prefix_stats({k: sum(st.get(k, 0) for st in stats) for k in stats[0]}))
+    stats = [engine.prefix_cache.stats() for engine in engines if engine.prefix_cache is not None]
+    summary.update(_prefix_stats({k: sum(st[k] for st in stats) for k in stats[0]} if stats else {}))
     for key in ("kv_util_mean", "kv_frag_mean", "batch_size_mean", "iterations"):
         summary[key] = means[key]
     summary["kv_blocks_total"] = engines[0].scheduler.allocator.num_blocks

@@ -53,7 +53,7 @@ class Results:
         rows = []
         for index, engine in enumerate(self.engines):
             finished = [s for s in engine.sequences.values() if s.status is SeqStatus.FINISHED]
-            stats = engine.scheduler.allocator.stats()
+            stats = engine.prefix_cache.stats() if engine.prefix_cache is not None else {}
             queried = stats.get("prefix_query_tokens", 0)
             log = engine.log
             rows.append({

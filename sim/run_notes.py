@@ -1,6 +1,7 @@
 """One-line notes on a finished run whose numbers look like a failure but are what its inputs
-imply: a prefix-cache hit rate of 0 on prompts of lengths only, prefix-affinity routing with an
-allocator that caches nothing. The CLI prints them under the results table."""
+imply: a prefix-cache hit rate of 0 on prompts of lengths only, prefix-affinity routing over
+such prompts. The CLI prints them under the results table. (Prefix-affinity routing over an
+allocator that caches nothing is refused when the cluster is built.)"""
 
 from __future__ import annotations
 
@@ -20,11 +21,7 @@ def run_notes(trace: Trace, options: Any, summary: dict[str, Any]) -> list[str]:
         notes.append(f"prefix_hit_rate is 0 because trace {trace.name} gives prompt lengths "
                      "only (no token ids or block hashes): no two prompts can be seen to share "
                      "a prefix")
-    if options.router == "prefix-affinity" and not caches_prefixes:
-        notes.append(f"--router prefix-affinity found no cached prefixes: --allocator "
-                     f"{options.allocator} caches none, so it routed by load alone (use "
-                     "--allocator paged-prefix or radix)")
-    elif options.router == "prefix-affinity" and length_only:
+    if options.router == "prefix-affinity" and caches_prefixes and length_only:
         notes.append(f"--router prefix-affinity found no shared prefixes: trace {trace.name} "
                      "gives prompt lengths only, so it routed by load alone")
     return notes

@@ -12,7 +12,7 @@ from policies.engine import Engine
 from policies.kv.block_hashes import block_hashes
 from policies.kv.hybrid_paged import make_paged_allocator
 from policies.kv.layout import KVLayout
-from policies.kv.paged import PagedAllocator, PagedPrefixParams
+from policies.kv.paged import PagedPrefixAllocator, PagedPrefixParams
 from policies.scheduler.continuous import ContinuousParams, ContinuousScheduler
 from policies.types import Request, Sequence
 from sim.api import simulate
@@ -27,8 +27,9 @@ def seq_with_ids(request_id: int, ids, output: int = 4) -> Sequence:
     return Sequence(Request(request_id, 0.0, len(ids), output, prompt_token_ids=tuple(ids)))
 
 
-def prefix_alloc(num_blocks=8, block_size=4) -> PagedAllocator:
-    return PagedAllocator(PagedPrefixParams(block_size=block_size, num_blocks=num_blocks, watermark=0.0))
+def prefix_alloc(num_blocks=8, block_size=4) -> PagedPrefixAllocator:
+    return PagedPrefixAllocator(PagedPrefixParams(block_size=block_size, num_blocks=num_blocks,
+                                                  watermark=0.0))
 
 
 def test_shared_prefix_blocks_are_shared_by_reference():

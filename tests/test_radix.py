@@ -11,7 +11,7 @@ from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from policies.kv.layout import KVLayout
-from policies.kv.paged import PagedAllocator, PagedPrefixParams
+from policies.kv.paged import PagedPrefixAllocator, PagedPrefixParams
 from policies.kv.radix import RadixAllocator, RadixNode, RadixParams
 from policies.types import Request, Sequence
 from sim.api import simulate
@@ -69,7 +69,7 @@ def test_partial_match_splits_the_edge_and_shares_its_head():
 
 def test_hits_are_token_granular_where_paged_prefix_hits_whole_blocks():
     alloc = radix()
-    paged = PagedAllocator(PagedPrefixParams(block_size=4, num_blocks=8, watermark=0.0))
+    paged = PagedPrefixAllocator(PagedPrefixParams(block_size=4, num_blocks=8, watermark=0.0))
     a = seq_with_ids(0, range(13))
     for allocator in (alloc, paged):
         assert allocator.allocate_slots(a, 13)
@@ -88,7 +88,7 @@ def test_trace_block_ids_hit_inside_a_partial_trace_block():
     """Mooncake-style ids: a prompt ending inside trace block 9 still shares its first tokens,
     which `paged-prefix` (whole blocks only) cannot hit."""
     alloc = radix()
-    paged = PagedAllocator(PagedPrefixParams(block_size=4, num_blocks=8, watermark=0.0))
+    paged = PagedPrefixAllocator(PagedPrefixParams(block_size=4, num_blocks=8, watermark=0.0))
     a = Sequence(Request(0, 0.0, 10, 1, prefix_block_hashes=(7, 8, 9), prefix_block_tokens=4))
     for allocator in (alloc, paged):
         assert allocator.allocate_slots(a, 10)

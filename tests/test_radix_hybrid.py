@@ -101,9 +101,10 @@ def test_gemma_3_shares_a_system_prompt_on_radix():
     for allocator in ("paged", "radix"):
         result = simulate(resolve(ReplayOptions(trace=spec, model="gemma-3-12b", allocator=allocator)))
         log = result.engines[0].log
-        runs[allocator] = (result.engines[0].scheduler.allocator.stats(), max(log.kv_reserved_slots))
-    (_, plain_peak), (stats, radix_peak) = runs.values()
-    assert stats["prefix_hit_tokens"] >= 79 * 2048  # every later request hits the whole prompt
+        runs[allocator] = (result.engines[0].prefix_cache, max(log.kv_reserved_slots))
+    (plain_cache, plain_peak), (radix_cache, radix_peak) = runs.values()
+    assert plain_cache is None  # `paged` caches nothing
+    assert radix_cache.stats()["prefix_hit_tokens"] >= 79 * 2048  # every later request hits the whole prompt
     assert radix_peak < plain_peak / 2
 
 

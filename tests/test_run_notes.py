@@ -21,9 +21,20 @@ def test_zero_hit_rate_on_a_length_only_trace_says_why(capsys):
     assert "prefix_hit_rate is 0 because trace azure_conv_2023_head2000 gives prompt lengths only" in note
 
 
-def test_prefix_affinity_without_a_caching_allocator_says_so(capsys):
-    (note,) = notes(capsys, "--replicas", "2", "--router", "prefix-affinity")
-    assert "--allocator paged caches none, so it routed by load alone" in note
+def test_prefix_affinity_over_length_only_prompts_says_it_routed_by_load(capsys):
+    notes_ = notes(capsys, "--allocator", "paged-prefix", "--replicas", "2",
+                   "--router", "prefix-affinity")
+    assert any("--router prefix-affinity found no shared prefixes" in note for note in notes_)
+
+
+def test_prefix_affinity_without_a_caching_allocator_is_refused(capsys):
+    """The router reads every replica's prefix cache: `paged` has none, so the run is an error
+    when it is built, not a run routed by load alone."""
+    assert main(["replay", "--quiet", "--max-requests", "40", "--replicas", "2",
+                 "--router", "prefix-affinity"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --router prefix-affinity routes by cached prefixes, but --allocator paged "
+        "caches none (use --allocator paged-prefix or radix)")
 
 
 @pytest.mark.parametrize("allocator", ["paged-prefix", "radix"])

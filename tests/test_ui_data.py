@@ -189,9 +189,9 @@ def test_run_view_of_several_replicas_keeps_each_replicas_iterations():
 
 def test_run_view_carries_the_run_notes_the_cli_prints(view):
     assert view.run_notes == ()  # the bundled trace's default run needs no note
-    routed = run(OPTIONS.updated({"replicas": 2, "router": "prefix-affinity"}))
-    assert len(routed.run_notes) == 1
-    assert "--allocator paged caches none" in routed.run_notes[0]
+    cached = run(OPTIONS.updated({"allocator": "paged-prefix"}))
+    assert len(cached.run_notes) == 1
+    assert "prefix_hit_rate is 0 because trace" in cached.run_notes[0]
 
 
 def test_trace_spec_tells_inference_perf_configs_from_trace_files(tmp_path):

@@ -5,6 +5,21 @@ for room with `allocate_slots(seq, num_tokens)`: "make sure `seq` can hold `num_
 of KV in total". The call is all-or-nothing and returns False without side effects when the
 pool cannot serve it, which is what preemption is built on (as in vLLM v1).
 
+That, with `never_fits_reason`, `blocks_for`, `free` and `usage`, is the core every allocator
+implements (`KVAllocator`). Abilities beyond it are protocols a class opts into by subclassing
+them, supplying every method; callers ask `isinstance` once, when they are built:
+
+    PrefixCache         reuses cached KV of a prompt's prefix: match_prefix, cached_prefix_tokens,
+                        stats (paged-prefix, radix)
+    ForksSequences      gives a new sample or beam its parent's KV: fork, take_copies
+                        (parallel sampling, beam search: every allocator here)
+    ShrinksSlots        gives back the slots of rejected drafts: shrink_slots (speculation:
+                        every allocator here)
+    PageTableAllocator  places KV in pages the real backend addresses (paged, contiguous)
+
+(and `policies.fast_forward.GrowsInLockstep` for the decode fast-forward). A run that needs an
+ability its allocator lacks is refused when it is built, not served by a no-op.
+
 Speculative decoding allocates slots for draft tokens before knowing how many survive; after
 the verify step the engine calls `shrink_slots(seq, num_tokens)` with the count of tokens
 whose KV is now final, and the allocator takes back whatever it holds beyond that. Slots past
@@ -80,47 +95,73 @@ class LockstepUsage:
 
 
 class KVAllocator(Protocol):
+    """What a scheduler needs to admit, grow and release a sequence."""
+
     block_size: int
     num_blocks: int
 
     def never_fits_reason(self, request: Request) -> str | None:
         """Why `request` could not run even on an empty pool, or None if it can."""
+        raise NotImplementedError
 
     def blocks_for(self, num_tokens: int) -> int:
         """Pool blocks that `num_tokens` tokens of one sequence occupy."""
-
-    def match_prefix(self, seq: Sequence) -> int:
-        """Leading tokens of `seq` whose KV is already cached (0 without prefix caching)."""
-
-    def cached_prefix_tokens(self, request: Request) -> int:
-        """The same question for a request not on this replica (for cache-aware routing)."""
+        raise NotImplementedError
 
     def allocate_slots(self, seq: Sequence, num_tokens: int, num_cached_tokens: int = 0) -> bool:
         """Ensure room for `num_tokens` tokens of `seq` in total; all-or-nothing. On admission
-        the first `num_cached_tokens` (a `match_prefix` answer) reuse cached KV."""
+        the first `num_cached_tokens` (a `PrefixCache.match_prefix` answer, else 0) reuse
+        cached KV."""
+        raise NotImplementedError
 
-    def shrink_slots(self, seq: Sequence, num_tokens: int) -> None:
-        """`seq` now needs only `num_tokens` slots in total (its rejected drafts are gone):
-        release what is held beyond that. A no-op when it holds no more than that."""
+    def free(self, seq: Sequence) -> None:
+        """Return everything `seq` holds to the pool (no-op if it holds nothing)."""
+        raise NotImplementedError
+
+    def usage(self) -> KVUsage:
+        raise NotImplementedError
+
+
+@runtime_checkable
+class PrefixCache(KVAllocator, Protocol):
+    """An allocator that keeps the KV of computed prefixes for later requests to reuse."""
+
+    def match_prefix(self, seq: Sequence) -> int:
+        """Leading tokens of `seq` whose KV is already cached, without side effects."""
+        raise NotImplementedError
+
+    def cached_prefix_tokens(self, request: Request) -> int:
+        """The same question for a request not on this replica (for cache-aware routing)."""
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, int]:
+        """Cumulative counters (prefix hits and queries in tokens and blocks, evictions)."""
+        raise NotImplementedError
+
+
+@runtime_checkable
+class ForksSequences(KVAllocator, Protocol):
+    """An allocator that gives a new sequence another's KV (parallel sampling, beam search)."""
 
     def fork(self, parent: Sequence, child: Sequence) -> bool:
         """Give `child` `parent`'s KV (shared by reference where the allocator can, copied
         where it cannot); False, with nothing taken, when there is no room."""
+        raise NotImplementedError
 
     def take_copies(self) -> list[tuple[int, int, int]]:
         """KV copies the allocator made since the last call: (source, destination, tokens).
         The executor performs and charges them."""
+        raise NotImplementedError
 
-    def free(self, seq: Sequence) -> None:
-        """Return everything `seq` holds to the pool (no-op if it holds nothing)."""
 
-    def usage(self) -> KVUsage: ...
+@runtime_checkable
+class ShrinksSlots(KVAllocator, Protocol):
+    """An allocator that takes back the slots of a verify step's rejected drafts."""
 
-    # An allocator may also grow a decoding batch many steps at once for the decode
-    # fast-forward, by declaring `policies.fast_forward.GrowsInLockstep`.
-
-    def stats(self) -> dict[str, int]:
-        """Cumulative counters (prefix hits and queries in tokens and blocks, evictions)."""
+    def shrink_slots(self, seq: Sequence, num_tokens: int) -> None:
+        """`seq` now needs only `num_tokens` slots in total (its rejected drafts are gone):
+        release what is held beyond that. A no-op when it holds no more than that."""
+        raise NotImplementedError
 
 
 @runtime_checkable
@@ -128,12 +169,13 @@ class PageTableAllocator(KVAllocator, Protocol):
     """An allocator whose placements the real backend's KV pool can address: every
     sequence's KV lies in pages of `page_size` token slots (a paged allocator's blocks; a
     contiguous allocator's span as single-slot pages), and `take_copies`' sources and
-    destinations are page ids."""
+    destinations (if it forks) are page ids."""
 
     page_size: int
 
     def page_table(self, seq_id: int) -> list[int]:
         """The page ids that hold sequence `seq_id`'s KV, in token order."""
+        raise NotImplementedError
 
 
 def kv_tokens_needed(request: Request) -> int:

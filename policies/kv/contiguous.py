@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 from policies.fast_forward import GrowsInLockstep
 from policies.knobs import check_knobs, knob
-from policies.kv.base import KVUsage, LockstepUsage, kv_tokens_needed
+from policies.kv.base import (ForksSequences, KVUsage, LockstepUsage, PageTableAllocator,
+                               ShrinksSlots, kv_tokens_needed)
 from policies.kv.layout import KVLayout
 from policies.types import Request, Sequence
 
@@ -46,7 +47,10 @@ class ContiguousParams:
             raise ValueError("reserve='max' needs max_model_len")
 
 
-class ContiguousAllocator(GrowsInLockstep):
+class ContiguousAllocator(GrowsInLockstep, ForksSequences, ShrinksSlots, PageTableAllocator):
+    """A private span per request shares nothing, so it caches no prefix (no `PrefixCache`)
+    and forks by copying."""
+
     def __init__(self, params: ContiguousParams) -> None:
         self.block_size = params.block_size
         self.page_size = 1  # the real backend addresses spans slot by slot
@@ -106,12 +110,6 @@ class ContiguousAllocator(GrowsInLockstep):
         """Copies made since the last call, as (source slot, destination slot, slots)."""
         copies, self._copies = self._copies, []
         return copies
-
-    def cached_prefix_tokens(self, request: Request) -> int:
-        return 0
-
-    def match_prefix(self, seq: Sequence) -> int:
-        return 0  # a private span per request shares nothing
 
     def allocate_slots(self, seq: Sequence, num_tokens: int, num_cached_tokens: int = 0) -> bool:
         span = self.spans.get(seq.seq_id)
@@ -203,6 +201,3 @@ class ContiguousAllocator(GrowsInLockstep):
 
     def usage(self) -> KVUsage:
         return KVUsage(self.total_slots, self._reserved_slots, self._filled_slots)
-
-    def stats(self) -> dict[str, int]:
-        return {"evictions": 0}

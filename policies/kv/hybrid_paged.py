@@ -39,20 +39,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from policies.fast_forward import GrowsInLockstep
-from policies.kv.base import KVUsage, LockstepUsage, blocks_never_fit_reason, kv_tokens_needed
+from policies.kv.base import (ForksSequences, KVUsage, LockstepUsage, PrefixCache, ShrinksSlots,
+                               blocks_never_fit_reason, kv_tokens_needed)
 from policies.kv.block_hashes import block_hashes, extend_block_hashes
 from policies.kv.block_pool import BlockPool
-from policies.kv.paged import PagedAllocator, PagedParams
+from policies.kv.paged import PagedAllocator, PagedParams, PagedPrefixAllocator
 from policies.kv.prefix_stats import PrefixHitCounts
 from policies.types import Request, Sequence
 
 
 def make_paged_allocator(params: PagedParams) -> PagedAllocator | HybridPagedAllocator:
     """The `paged` / `paged-prefix` policy: the plain allocator when every layer keeps every
-    token (its fast paths assume one block table indexing tokens), this one otherwise."""
+    token (its fast paths assume one block table indexing tokens), this one otherwise; each
+    with its prefix-caching subclass when the params enable caching."""
+    caching = params.enable_prefix_caching
     if params.layout.is_plain:
-        return PagedAllocator(params)
-    return HybridPagedAllocator(params)
+        return (PagedPrefixAllocator if caching else PagedAllocator)(params)
+    return (HybridPagedPrefixAllocator if caching else HybridPagedAllocator)(params)
 
 
 @dataclass(slots=True)
@@ -69,8 +72,13 @@ class _SeqBlocks:
     shared_tail: bool = False  # a fork may share the partly filled last block
 
 
-class HybridPagedAllocator(GrowsInLockstep):
+class HybridPagedAllocator(GrowsInLockstep, ForksSequences, ShrinksSlots):
+    """`paged` on a hybrid layout; `HybridPagedPrefixAllocator` is its `paged-prefix`."""
+
     def __init__(self, params: PagedParams) -> None:
+        if params.enable_prefix_caching != isinstance(self, PrefixCache):
+            raise ValueError(f"enable_prefix_caching={params.enable_prefix_caching} does not "
+                             f"fit {type(self).__name__}: make_paged_allocator picks the class")
         self.block_size = params.block_size
         self.num_blocks = params.num_blocks
         self.caching = params.enable_prefix_caching
@@ -112,22 +120,6 @@ class HybridPagedAllocator(GrowsInLockstep):
         return blocks_never_fit_reason(self.blocks_for(kv_tokens_needed(request)),
                                        kv_tokens_needed(request), self.num_blocks,
                                        self._watermark_blocks)
-
-    def match_prefix(self, seq: Sequence) -> int:
-        """Leading tokens of `seq` every unit has cached as its layers need them (whole blocks);
-        the last known token is always left to compute, since its logits are needed."""
-        if not self.caching:
-            return 0
-        limit = (seq.num_final_tokens - 1) // self.block_size
-        hashes = self._seq_hashes(seq, limit * self.block_size)
-        return self._longest_hit(hashes[:limit]) * self.block_size
-
-    def cached_prefix_tokens(self, request: Request) -> int:
-        """The same question for a request not on this replica (cache-aware routing)."""
-        if not self.caching:
-            return 0
-        hashes = block_hashes(request, self.block_size, request.prompt_tokens)
-        return self._longest_hit(hashes) * self.block_size
 
     def _longest_hit(self, hashes: list[int]) -> int:
         """Blocks of the longest prefix of `hashes` that is a hit for every unit."""
@@ -456,6 +448,22 @@ class HybridPagedAllocator(GrowsInLockstep):
             filled_slots=self._filled_slots,
             cached_free_slots=self.pool.num_cached_free * size,
         )
+
+
+class HybridPagedPrefixAllocator(HybridPagedAllocator, PrefixCache):
+    """`paged-prefix` on a hybrid layout: each unit caches its blocks (`PagedPrefixParams`)."""
+
+    def match_prefix(self, seq: Sequence) -> int:
+        """Leading tokens of `seq` every unit has cached as its layers need them (whole blocks);
+        the last known token is always left to compute, since its logits are needed."""
+        limit = (seq.num_final_tokens - 1) // self.block_size
+        hashes = self._seq_hashes(seq, limit * self.block_size)
+        return self._longest_hit(hashes[:limit]) * self.block_size
+
+    def cached_prefix_tokens(self, request: Request) -> int:
+        """The same question for a request not on this replica (cache-aware routing)."""
+        hashes = block_hashes(request, self.block_size, request.prompt_tokens)
+        return self._longest_hit(hashes) * self.block_size
 
     def stats(self) -> dict[str, int]:
         return self.prefix_counts.stats(self.pool.evictions)

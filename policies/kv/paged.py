@@ -24,7 +24,8 @@ from itertools import accumulate, repeat
 from dataclasses import dataclass
 
 from policies.fast_forward import GrowsInLockstep
-from policies.kv.base import (KVUsage, LockstepUsage, PoolParams, blocks_never_fit_reason,
+from policies.kv.base import (ForksSequences, KVUsage, LockstepUsage, PageTableAllocator,
+                               PoolParams, PrefixCache, ShrinksSlots, blocks_never_fit_reason,
                                kv_tokens_needed)
 from policies.kv.block_hashes import extend_block_hashes, iter_block_hashes
 from policies.kv.block_pool import BlockPool
@@ -50,11 +51,16 @@ class PagedPrefixParams(PagedParams):
     enable_prefix_caching: bool = True
 
 
-class PagedAllocator(GrowsInLockstep):
+class PagedAllocator(GrowsInLockstep, ForksSequences, ShrinksSlots, PageTableAllocator):
+    """`paged`; `PagedPrefixAllocator` is `paged-prefix` (`make_paged_allocator` picks)."""
+
     def __init__(self, params: PagedParams) -> None:
         if not params.layout.is_plain:
             raise ValueError("PagedAllocator keeps one token-indexed block table per sequence; "
                              "a hybrid KV layout needs HybridPagedAllocator (make_paged_allocator)")
+        if params.enable_prefix_caching != isinstance(self, PrefixCache):
+            raise ValueError(f"enable_prefix_caching={params.enable_prefix_caching} does not "
+                             f"fit {type(self).__name__}: make_paged_allocator picks the class")
         self.block_size = params.block_size
         self.page_size = params.block_size
         self.num_blocks = params.num_blocks
@@ -88,34 +94,6 @@ class PagedAllocator(GrowsInLockstep):
         return blocks_never_fit_reason(self.blocks_for(kv_tokens_needed(request)),
                                        kv_tokens_needed(request), self.num_blocks,
                                        self._watermark_blocks)
-
-    def match_prefix(self, seq: Sequence) -> int:
-        """Tokens of `seq`'s prompt already in the cache (whole blocks); the pool is untouched.
-
-        At least one token is always left to compute, since its logits are needed: a hit on
-        every block of a block-aligned prompt gives back the last block.
-        """
-        if not self.caching:
-            return 0
-        hits = 0
-        for block_hash in self._block_hashes(seq, seq.num_final_tokens):
-            if self.pool.cached(block_hash) is None:
-                break
-            hits += 1
-        max_blocks = (seq.num_final_tokens - 1) // self.block_size
-        return min(hits, max_blocks) * self.block_size
-
-    def cached_prefix_tokens(self, request: Request) -> int:
-        """Leading prompt tokens of a request not (yet) on this replica that the cache holds:
-        what a cache-aware router asks every replica."""
-        if not self.caching:
-            return 0
-        hits = 0
-        for block_hash in iter_block_hashes(request, self.block_size, request.prompt_tokens):
-            if self.pool.cached(block_hash) is None:
-                break
-            hits += 1
-        return hits * self.block_size
 
     def _block_hashes(self, seq: Sequence, num_tokens: int) -> list[int]:
         """Hashes of `seq`'s full blocks among its first `num_tokens` committed tokens."""
@@ -340,6 +318,34 @@ class PagedAllocator(GrowsInLockstep):
             filled_slots=self._filled_slots - self._shared_slots,
             cached_free_slots=self.pool.num_cached_free * self.block_size,
         )
+
+
+class PagedPrefixAllocator(PagedAllocator, PrefixCache):
+    """`paged-prefix`: the paged allocator with automatic prefix caching (`PagedPrefixParams`)."""
+
+    def match_prefix(self, seq: Sequence) -> int:
+        """Tokens of `seq`'s prompt already in the cache (whole blocks); the pool is untouched.
+
+        At least one token is always left to compute, since its logits are needed: a hit on
+        every block of a block-aligned prompt gives back the last block.
+        """
+        hits = 0
+        for block_hash in self._block_hashes(seq, seq.num_final_tokens):
+            if self.pool.cached(block_hash) is None:
+                break
+            hits += 1
+        max_blocks = (seq.num_final_tokens - 1) // self.block_size
+        return min(hits, max_blocks) * self.block_size
+
+    def cached_prefix_tokens(self, request: Request) -> int:
+        """Leading prompt tokens of a request not (yet) on this replica that the cache holds:
+        what a cache-aware router asks every replica."""
+        hits = 0
+        for block_hash in iter_block_hashes(request, self.block_size, request.prompt_tokens):
+            if self.pool.cached(block_hash) is None:
+                break
+            hits += 1
+        return hits * self.block_size
 
     def stats(self) -> dict[str, int]:
         return self.prefix_counts.stats(self.pool.evictions)

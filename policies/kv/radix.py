@@ -59,7 +59,8 @@ from dataclasses import dataclass, field
 from typing import Hashable, Iterator
 
 from policies.fast_forward import GrowsInLockstep
-from policies.kv.base import KVUsage, LockstepUsage, PoolParams, kv_tokens_needed
+from policies.kv.base import (ForksSequences, KVUsage, LockstepUsage, PoolParams, PrefixCache,
+                               ShrinksSlots, kv_tokens_needed)
 from policies.kv.prefix_stats import PrefixHitCounts
 from policies.kv.slot_pool import SlotPool, append_extent, pop_tail_extents, split_extents
 from policies.kv.token_keys import (KeyRun, append_run, common_length, drop_tail_runs, split_runs,
@@ -141,7 +142,7 @@ def _match_edge(edge: list[KeyRun], query: list[KeyRun], qi: int, q_skip: int) -
     return matched, qi, q_skip
 
 
-class RadixAllocator(GrowsInLockstep):
+class RadixAllocator(GrowsInLockstep, PrefixCache, ForksSequences, ShrinksSlots):
     def __init__(self, params: RadixParams) -> None:
         self.block_size = params.block_size
         self.num_blocks = params.num_blocks

@@ -22,9 +22,16 @@ class ReplicaView(Protocol):
         """Prompt plus output tokens of the requests on the replica, not yet all computed."""
 
     def cached_prefix_tokens(self, request: Request) -> int:
-        """Leading prompt tokens of `request` the replica's cache holds (0 without caching)."""
+        """Leading prompt tokens of `request` the replica's prefix cache holds; asked only by
+        a `CacheAwareRouter`, of replicas whose allocator is a `PrefixCache`."""
 
 
 class Router(Protocol):
     def route(self, request: Request, replicas: Sequence[ReplicaView]) -> int:
         """Index of the replica that gets `request`."""
+
+
+class CacheAwareRouter:
+    """A router declares by subclassing this that it reads `cached_prefix_tokens`: a cluster
+    builds it only over replicas that cache prefixes (an allocator that is a
+    `policies.kv.base.PrefixCache`), and refuses other runs with a one-line error."""

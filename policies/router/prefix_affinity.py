@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from policies.router.base import ReplicaView
+from policies.router.base import CacheAwareRouter, ReplicaView
 from policies.types import Request
 
 
@@ -28,7 +28,7 @@ class PrefixAffinityParams:
             raise ValueError("affinity_threshold must lie in [0, 1]")
 
 
-class PrefixAffinityRouter:
+class PrefixAffinityRouter(CacheAwareRouter):
     def __init__(self, params: PrefixAffinityParams) -> None:
         self.params = params
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from policies.knobs import check_knobs, knob
-from policies.kv.base import KVAllocator
+from policies.kv.base import ForksSequences, KVAllocator
 from policies.types import Plan, Sequence, SeqStatus
 
 
@@ -94,6 +94,19 @@ class WrappedScheduler:
 
     def schedule(self, now_s: float) -> Plan:
         return self.inner.schedule(now_s)
+
+
+def start_sample(forks: ForksSequences | None, parent: Sequence, child: Sequence) -> bool:
+    """Give `child`, a new sample of running `parent`, its KV: True when it runs now; False
+    when the pool has no room and it must wait to compute its prompt and first token again.
+    `forks` is the scheduler's allocator if it forks (runs that fork refuse others when built)."""
+    if forks is None:
+        raise RuntimeError(f"sequence {parent.seq_id} forked, but the allocator cannot fork")
+    if forks.fork(parent, child):
+        child.status = SeqStatus.RUNNING
+        return True
+    child.num_computed_tokens = 0
+    return False
 
 
 def admit(seq: Sequence, num_cached_tokens: int) -> None:

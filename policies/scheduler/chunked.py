@@ -86,7 +86,7 @@ class ChunkedScheduler(QueuedDecodeRuns):
     def _admit(self, budget: int, plan: Plan) -> int:
         while self.waiting and budget > 0 and len(self.running) < self.params.max_num_seqs:
             seq = self.waiting[0]
-            num_cached = self.allocator.match_prefix(seq)
+            num_cached = self.prefix_cache.match_prefix(seq) if self.prefix_cache is not None else 0
             size = self._chunk_size(seq, num_cached, budget)
             if not self.allocator.allocate_slots(seq, num_cached + size, num_cached):
                 break

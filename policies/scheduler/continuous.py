@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 from policies.fast_forward import RepeatsDecodeBatch
 from policies.knobs import knob
-from policies.kv.base import KVAllocator
+from policies.kv.base import ForksSequences, KVAllocator, PrefixCache
 from policies.kv.swap import PREEMPTION_MODES, SwapSpace
 from policies.scheduler.queue_order import QUEUE_POLICIES, victim_index, waiting_key
-from policies.scheduler.base import BatchCapParams, admit, preempt_by_recompute
+from policies.scheduler.base import BatchCapParams, admit, preempt_by_recompute, start_sample
 from policies.types import Plan, ScheduledChunk, Sequence, SeqStatus
 
 
@@ -63,6 +63,8 @@ class QueueingScheduler:
     def __init__(self, params: QueueingParams, allocator: KVAllocator) -> None:
         self.params = params
         self.allocator = allocator
+        self.prefix_cache = allocator if isinstance(allocator, PrefixCache) else None
+        self._forks = allocator if isinstance(allocator, ForksSequences) else None
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.swapped: deque[Sequence] = deque()
@@ -119,12 +121,7 @@ class QueueingScheduler:
     def fork(self, parent: Sequence, child: Sequence) -> None:
         """A new sample of `parent` joins the running batch sharing its KV, or, when the
         allocator has no room for it, waits to recompute its prompt and first token."""
-        if self.allocator.fork(parent, child):
-            child.status = SeqStatus.RUNNING
-            self.running.append(child)
-        else:
-            child.num_computed_tokens = 0
-            self.waiting.append(child)
+        (self.running if start_sample(self._forks, parent, child) else self.waiting).append(child)
 
     def on_finished(self, seq: Sequence) -> None:
         self.running.remove(seq)
@@ -218,7 +215,7 @@ class ContinuousScheduler(QueuedDecodeRuns):
         budget = self.params.max_num_batched_tokens
         while self.waiting and len(self.running) < self.params.max_num_seqs:
             seq = self.waiting[0]
-            num_cached = self.allocator.match_prefix(seq)
+            num_cached = self.prefix_cache.match_prefix(seq) if self.prefix_cache is not None else 0
             num_new = seq.num_known_tokens - num_cached
             oversized_alone = not plan.chunks and num_new > self.params.max_num_batched_tokens
             if num_new > budget and not oversized_alone:

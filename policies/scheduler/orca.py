@@ -34,7 +34,7 @@ class OrcaScheduler(QueuedDecodeRuns):
                 self._preempt(self._pop_victim(index), plan)
         while not self.swapped and self.waiting and len(self.running) < self.params.max_num_seqs:
             seq = self.waiting[0]
-            num_cached = self.allocator.match_prefix(seq)
+            num_cached = self.prefix_cache.match_prefix(seq) if self.prefix_cache is not None else 0
             if not self.allocator.allocate_slots(seq, seq.num_known_tokens, num_cached):
                 break
             self.waiting.popleft()

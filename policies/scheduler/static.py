@@ -13,8 +13,8 @@ from collections import deque
 from dataclasses import dataclass
 
 from policies.knobs import knob
-from policies.kv.base import KVAllocator
-from policies.scheduler.base import BatchCapParams, admit, preempt_by_recompute
+from policies.kv.base import ForksSequences, KVAllocator, PrefixCache
+from policies.scheduler.base import BatchCapParams, admit, preempt_by_recompute, start_sample
 from policies.types import Plan, ScheduledChunk, Sequence, SeqStatus
 
 
@@ -28,6 +28,8 @@ class StaticScheduler:
     def __init__(self, params: StaticParams, allocator: KVAllocator) -> None:
         self.params = params
         self.allocator = allocator
+        self.prefix_cache = allocator if isinstance(allocator, PrefixCache) else None
+        self._forks = allocator if isinstance(allocator, ForksSequences) else None
         self.waiting: deque[Sequence] = deque()
         self.batch: list[Sequence] = []
 
@@ -44,12 +46,7 @@ class StaticScheduler:
 
     def fork(self, parent: Sequence, child: Sequence) -> None:
         """Samples of a batch member join its batch (the batch runs until its longest ends)."""
-        if self.allocator.fork(parent, child):
-            child.status = SeqStatus.RUNNING
-            self.batch.append(child)
-        else:
-            child.num_computed_tokens = 0
-            self.waiting.append(child)
+        (self.batch if start_sample(self._forks, parent, child) else self.waiting).append(child)
 
     def on_finished(self, seq: Sequence) -> None:
         self._release_if_done()
@@ -87,7 +84,7 @@ class StaticScheduler:
     def _form_batch(self) -> None:
         while self.waiting and len(self.batch) < self.params.max_num_seqs:
             seq = self.waiting[0]
-            num_cached = self.allocator.match_prefix(seq)
+            num_cached = self.prefix_cache.match_prefix(seq) if self.prefix_cache is not None else 0
             if not self.allocator.allocate_slots(seq, seq.num_known_tokens, num_cached):
                 break
             self.waiting.popleft()

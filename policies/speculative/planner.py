@@ -12,6 +12,7 @@ scheduler, gives every present and future scheduler speculation for free.
 
 from __future__ import annotations
 
+from policies.kv.base import ShrinksSlots
 from policies.scheduler.base import Scheduler, WrappedScheduler
 from policies.speculative.base import Speculator
 from policies.types import Plan
@@ -21,6 +22,9 @@ class SpeculativeScheduler(WrappedScheduler):
     def __init__(self, inner: Scheduler, speculator: Speculator,
                  max_num_batched_tokens: int) -> None:
         super().__init__(inner)
+        if not isinstance(inner.allocator, ShrinksSlots):
+            raise ValueError(f"speculation gives back rejected drafts' KV slots, which a "
+                             f"{type(inner.allocator).__name__} cannot do")
         self.speculator = speculator
         self.max_num_batched_tokens = max_num_batched_tokens
 
