@@ -61,7 +61,8 @@ from typing import Hashable, Iterator
 from policies.fast_forward import GrowsInLockstep
 from policies.kv.base import KVUsage, LockstepUsage, PoolParams, kv_tokens_needed
 from policies.kv.prefix_stats import PrefixHitCounts
-from policies.kv.slot_pool import SlotPool, append_extent, pop_tail_extents, split_extents
+from policies.kv.slot_pool import (SlotPool, append_extent, extend_extents, pop_tail_extents,
+                                   split_extents)
 from policies.kv.token_keys import (KeyRun, append_run, common_length, drop_tail_runs, split_runs,
                                     token_key_runs)
 from policies.types import Request, Sequence
@@ -304,8 +305,7 @@ class RadixAllocator(GrowsInLockstep):
             self._evict(shortfall)  # what the rounds' takes would evict, in one go
         last_round_clock = self._clock + (num_steps - 1) * len(seqs)
         for order, (seq, state) in enumerate(zip(seqs, states)):
-            for extent in self.pool.take(self._full * num_steps):
-                append_extent(state.private, extent)
+            extend_extents(state.private, self.pool.take(self._full * num_steps))
             state.num_held_tokens += num_steps
             self._clock = last_round_clock + order  # `_insert` steps it to this round's stamp
             self._insert(seq, state, state.num_held_tokens)
@@ -386,8 +386,7 @@ class RadixAllocator(GrowsInLockstep):
         move the committed ones into the tree, pinning what the window reads."""
         held = state.num_held_tokens
         if num_tokens > held:
-            for extent in self._take(self._full * (num_tokens - held)):
-                append_extent(state.private, extent)
+            extend_extents(state.private, self._take(self._full * (num_tokens - held)))
             if self._window:
                 self._take_private_window(state, num_tokens)
             state.num_held_tokens = num_tokens
@@ -416,10 +415,8 @@ class RadixAllocator(GrowsInLockstep):
                 self.pool.give(state.private_window)
                 state.private_window = []
                 state.private_window_from = window_from - kept
-            for extent in self._take(self._window * kept):
-                append_extent(state.private_window, extent)
-        for extent in new:
-            append_extent(state.private_window, extent)
+            extend_extents(state.private_window, self._take(self._window * kept))
+        extend_extents(state.private_window, new)
 
     def _insert(self, seq: Sequence, state: _SeqSlots, num_committed: int) -> None:
         """Move `seq`'s committed tokens from its private slots into the tree."""
@@ -451,12 +448,10 @@ class RadixAllocator(GrowsInLockstep):
             if node is not self.root and node.ref_count == 1 and not node.children and contiguous:
                 for run in runs:  # only this sequence reads `node`: grow it in place
                     append_run(node.runs, run)
-                for extent in slots:
-                    append_extent(node.slots, extent)
+                extend_extents(node.slots, slots)
                 if node.window_from == node.num_tokens:
                     node.window_from += window_from
-                for extent in window_slots:
-                    append_extent(node.window_slots, extent)
+                extend_extents(node.window_slots, window_slots)
                 node.num_tokens += count
                 node.last_access = self._clock
                 self._refresh(node)

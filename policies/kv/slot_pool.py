@@ -11,9 +11,15 @@ sequences interleave. Allocation takes the lowest free slots first.
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from itertools import chain
+from bisect import bisect_left, bisect_right
+from itertools import accumulate, chain, compress, islice
+from operator import attrgetter, eq, not_
 from typing import Iterable, Iterator
+
+
+FEW_EXTENTS_FACTOR = 8
+"""Freed extents are inserted one by one while they number at most 1/8 of the free list."""
+_START, _STOP = attrgetter("start"), attrgetter("stop")
 
 
 class SlotPool:
@@ -21,48 +27,60 @@ class SlotPool:
         self.num_slots = num_slots
         self.num_free = num_slots
         self._free: list[range] = [range(num_slots)] if num_slots else []
-        self._starts: list[int] = [0] if num_slots else []
+        self._given: list[range] = []  # freed, not merged into `_free` yet
 
     def take(self, num_slots: int) -> list[range]:
-        """The `num_slots` lowest free slots as extents; the caller checks `num_free` first."""
+        """The `num_slots` lowest free slots as extents; the caller checks `num_free` first.
+        Taking every free slot (what an allocation that had to evict does) hands over the
+        free list itself."""
         if num_slots > self.num_free:
             raise ValueError(f"asked for {num_slots} slots, {self.num_free} free")
         self.num_free -= num_slots
-        extents: list[range] = []
-        used = 0
-        while num_slots:
-            extent = self._free[used]
-            if len(extent) > num_slots:
-                extents.append(extent[:num_slots])
-                self._free[used] = extent[num_slots:]
-                self._starts[used] = extent.start + num_slots
-                break
-            extents.append(extent)
-            num_slots -= len(extent)
-            used += 1
-        del self._free[:used], self._starts[:used]
+        if self._given:
+            self._merge_given()
+        if not self.num_free:
+            extents, self._free = self._free, []
+            return extents
+        extents, self._free = split_extents(self._free, num_slots)
         return extents
 
     def give(self, extents: Iterable[range]) -> None:
-        for extent in extents:
-            self.num_free += len(extent)
-            i = bisect_left(self._starts, extent.start)
-            joins_left = i > 0 and self._free[i - 1].stop == extent.start
-            joins_right = i < len(self._free) and self._starts[i] == extent.stop
-            if joins_left and joins_right:
-                self._free[i - 1] = range(self._free[i - 1].start, self._free[i].stop)
-                del self._free[i], self._starts[i]
-            elif joins_left:
-                self._free[i - 1] = range(self._free[i - 1].start, extent.stop)
-            elif joins_right:
-                self._free[i] = range(extent.start, self._free[i].stop)
-                self._starts[i] = extent.start
-            else:
-                self._free.insert(i, extent)
-                self._starts.insert(i, extent.start)
+        """Free `extents`. They wait in a pending list until the pool is next read: an
+        eviction frees many leaves' tails back to back, shredded by interleaved decodes, and
+        merging them all at once costs one sort instead of a bisect and insert each."""
+        given = list(filter(None, extents))
+        self.num_free += sum(map(len, given))
+        self._given += given
+
+    def _merge_given(self) -> None:
+        """Merge the pending freed extents into the free list: a few one by one, many in
+        one sort."""
+        given, self._given = self._given, []
+        if len(given) * FEW_EXTENTS_FACTOR <= len(self._free):
+            for extent in given:
+                self._insert(extent)
+        else:
+            self._free = merged_extents(sorted(chain(self._free, given), key=_START))
+
+    def _insert(self, extent: range) -> None:
+        free = self._free
+        i = bisect_left(free, extent.start, key=_START)
+        joins_left = i > 0 and free[i - 1].stop == extent.start
+        joins_right = i < len(free) and free[i].start == extent.stop
+        if joins_left and joins_right:
+            free[i - 1] = range(free[i - 1].start, free[i].stop)
+            del free[i]
+        elif joins_left:
+            free[i - 1] = range(free[i - 1].start, extent.stop)
+        elif joins_right:
+            free[i] = range(extent.start, free[i].stop)
+        else:
+            free.insert(i, extent)
 
     def free_slots(self) -> Iterator[int]:
-        """Every free slot id (for invariant checks)."""
+        """Every free slot id, in order (for invariant checks)."""
+        if self._given:
+            self._merge_given()
         return chain(*self._free)
 
 
@@ -76,20 +94,39 @@ def append_extent(extents: list[range], extent: range) -> None:
         extents.append(extent)
 
 
+def extend_extents(extents: list[range], more: list[range]) -> None:
+    """Append `more` (in token order, no two consecutive extents adjacent, as `append_extent`
+    and `SlotPool.take` leave them), so only its first extent may merge."""
+    if more:
+        append_extent(extents, more[0])
+        extents.extend(islice(more, 1, None))
+
+
+def merged_extents(extents: list[range]) -> list[range]:
+    """Sorted, disjoint `extents` with adjacent ones joined (maximal extents)."""
+    starts, stops = list(map(_START, extents)), list(map(_STOP, extents))
+    joins = list(map(eq, stops, islice(starts, 1, None)))  # extent i + 1 continues extent i
+    if not any(joins):
+        return extents
+    firsts = [0, *compress(range(1, len(extents)), map(not_, joins))]
+    lasts = [first - 1 for first in islice(firsts, 1, None)]
+    lasts.append(len(extents) - 1)
+    return list(map(range, map(starts.__getitem__, firsts), map(stops.__getitem__, lasts)))
+
+
 def split_extents(extents: list[range], num_slots: int) -> tuple[list[range], list[range]]:
-    """The first `num_slots` slots of `extents` and the rest."""
-    head: list[range] = []
-    for index, extent in enumerate(extents):
-        if num_slots >= len(extent):
-            head.append(extent)
-            num_slots -= len(extent)
-            continue
-        tail = extents[index + 1:]
-        if num_slots:
-            head.append(extent[:num_slots])
-        tail.insert(0, extent[num_slots:])
-        return head, tail
-    return head, []
+    """The first `num_slots` slots of `extents` and the rest (found from the running totals
+    of the extents' lengths, so a long list costs C loops, not Python ones)."""
+    ends = list(accumulate(map(len, extents)))
+    whole = bisect_right(ends, num_slots)  # extents wholly inside the head
+    head = extents[:whole]
+    if whole == len(extents):
+        return head, []
+    cut = num_slots - (ends[whole - 1] if whole else 0)
+    extent = extents[whole]
+    if cut:
+        head.append(extent[:cut])
+    return head, [extent[cut:], *islice(extents, whole + 1, None)]
 
 
 def pop_tail_extents(extents: list[range], num_slots: int) -> list[range]:
