@@ -115,9 +115,10 @@ def merged_extents(extents: list[range]) -> list[range]:
 
 
 def split_extents(extents: list[range], num_slots: int) -> tuple[list[range], list[range]]:
-    """The first `num_slots` slots of `extents` and the rest (found from the running totals
-    of the extents' lengths, so a long list costs C loops, not Python ones)."""
-    ends = list(accumulate(map(len, extents)))
+    """The first `num_slots` slots of `extents` and the rest. The cut is found from running
+    totals of the first `num_slots` extents' lengths (each holds a slot at least, so they
+    reach the cut): C loops over no more extents than slots taken."""
+    ends = list(accumulate(map(len, islice(extents, num_slots))))
     whole = bisect_right(ends, num_slots)  # extents wholly inside the head
     head = extents[:whole]
     if whole == len(extents):
@@ -130,14 +131,15 @@ def split_extents(extents: list[range], num_slots: int) -> tuple[list[range], li
 
 
 def pop_tail_extents(extents: list[range], num_slots: int) -> list[range]:
-    """Remove the last `num_slots` slots of `extents` (in place) and return them."""
-    popped: list[range] = []
-    while num_slots:
+    """Remove the last `num_slots` slots of `extents` (in place) and return them (found as
+    in `split_extents`, from the tail)."""
+    ends = list(accumulate(map(len, islice(reversed(extents), num_slots))))
+    whole = bisect_right(ends, num_slots)  # extents wholly popped
+    popped = extents[len(extents) - whole:]
+    del extents[len(extents) - whole:]
+    cut = num_slots - (ends[whole - 1] if whole else 0)
+    if cut:
         extent = extents.pop()
-        if len(extent) > num_slots:
-            extents.append(extent[:len(extent) - num_slots])
-            extent = extent[len(extent) - num_slots:]
-        popped.append(extent)
-        num_slots -= len(extent)
-    popped.reverse()
+        extents.append(extent[:len(extent) - cut])
+        popped.insert(0, extent[len(extent) - cut:])
     return popped
