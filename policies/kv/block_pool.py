@@ -145,17 +145,13 @@ class BlockPool:
             self._block_of[key] = block
 
     def register_many(self, blocks: list[int], keys: list[Hashable]) -> None:
-        """`register` each block under its key, in order (a sequence's newly filled blocks):
-        in two dict updates when none of them is cached yet and no key repeats, which is
-        every fill but the rare one that meets a copy."""
+        """`register` each block under its key, in order (a sequence's newly filled blocks),
+        in one loop."""
         key_of, block_of = self._key_of, self._block_of
-        if (key_of.keys().isdisjoint(blocks) and block_of.keys().isdisjoint(keys)
-                and len(set(keys)) == len(keys)):
-            key_of.update(zip(blocks, keys))
-            block_of.update(zip(keys, blocks))
-            return
         for block, key in zip(blocks, keys):
-            self.register(block, key)
+            if block not in key_of and key not in block_of:
+                key_of[block] = key
+                block_of[key] = block
 
     # ---- the queue's internals ----------------------------------------------------------
     def _pop_freed(self) -> int:
@@ -173,14 +169,16 @@ class BlockPool:
                 stale[block] = left - 1
 
     def _evict_many(self, blocks: list[int]) -> None:
-        """`_evict` each of `blocks` (a take's reused blocks) with C loops: the keyed ones
-        were all cached-free."""
-        keys = [key for key in map(self._key_of.pop, blocks, repeat(None)) if key is not None]
-        if keys:
-            self._cached_free.difference_update(blocks)
-            for key in keys:
-                del self._block_of[key]
-            self.evictions += len(keys)
+        """`_evict` each of `blocks` (a take's reused blocks), in one loop."""
+        key_of, block_of, cached_free = self._key_of, self._block_of, self._cached_free
+        num_evicted = 0
+        for block in blocks:
+            key = key_of.pop(block, None)
+            if key is not None:
+                del block_of[key]
+                cached_free.remove(block)
+                num_evicted += 1
+        self.evictions += num_evicted
 
     def _evict(self, block: int) -> None:
         """A cached-free block taken for new content loses its key."""

@@ -104,10 +104,10 @@ def extend_extents(extents: list[range], more: list[range]) -> None:
 
 def merged_extents(extents: list[range]) -> list[range]:
     """Sorted, disjoint `extents` with adjacent ones joined (maximal extents)."""
+    if not any(map(eq, map(_STOP, extents), map(_START, islice(extents, 1, None)))):
+        return extents  # no extent continues the one before it (the common case)
     starts, stops = list(map(_START, extents)), list(map(_STOP, extents))
-    joins = list(map(eq, stops, islice(starts, 1, None)))  # extent i + 1 continues extent i
-    if not any(joins):
-        return extents
+    joins = map(eq, stops, islice(starts, 1, None))  # extent i + 1 continues extent i
     firsts = [0, *compress(range(1, len(extents)), map(not_, joins))]
     lasts = [first - 1 for first in islice(firsts, 1, None)]
     lasts.append(len(extents) - 1)
