@@ -8,8 +8,8 @@ import hypothesis.strategies as st
 from hypothesis import given, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from policies.kv.slot_pool import (SlotPool, extend_extents, merged_extents, pop_tail_extents,
-                                   split_extents)
+from policies.kv.slot_pool import (SlotPool, extend_extents, merged_extents, pop_head_extents,
+                                   pop_tail_extents)
 
 
 def slots_of(extents: list[range]) -> list[int]:
@@ -35,11 +35,12 @@ slot_lists = st.lists(st.integers(0, 60), unique=True, max_size=40)
 
 
 @given(slot_lists, st.integers(0, 45))
-def test_split_extents_cuts_at_the_slot_count(slots, num_slots):
+def test_pop_head_extents_removes_the_first_slots(slots, num_slots):
+    num_slots = min(num_slots, len(slots))
     extents = extents_from(slots)
-    head, tail = split_extents(extents, num_slots)
-    assert slots_of(head) == slots[:num_slots] and slots_of(tail) == slots[num_slots:]
-    assert all(head) and all(tail)
+    head = pop_head_extents(extents, num_slots)
+    assert slots_of(head) == slots[:num_slots] and slots_of(extents) == slots[num_slots:]
+    assert all(head) and all(extents)
 
 
 @given(slot_lists, st.integers(0, 45))
@@ -60,11 +61,17 @@ def test_extend_extents_merges_at_the_junction(first, second):
     assert all(extents)
 
 
-@given(slot_lists)
-def test_merged_extents_are_maximal(slots):
-    singles = [range(slot, slot + 1) for slot in sorted(slots)]
-    merged = merged_extents(singles)
-    assert slots_of(merged) == sorted(slots) and no_adjacent(merged)
+@given(slot_lists, st.lists(st.integers(1, 4), max_size=40))
+def test_merged_extents_are_maximal(slots, widths):
+    pieces = []  # the sorted slots cut into pieces of the drawn widths
+    for slot in sorted(slots):
+        if pieces and pieces[-1].stop == slot and len(pieces[-1]) < (widths or [1])[0]:
+            pieces[-1] = range(pieces[-1].start, slot + 1)
+        else:
+            widths = widths[1:]
+            pieces.append(range(slot, slot + 1))
+    merged = merged_extents(pieces)
+    assert slots_of(merged) == sorted(slots) and no_adjacent(merged) and all(merged)
 
 
 def test_a_take_of_every_free_slot_hands_over_the_free_list():

@@ -61,8 +61,8 @@ from typing import Hashable, Iterator
 from policies.fast_forward import GrowsInLockstep
 from policies.kv.base import KVUsage, LockstepUsage, PoolParams, kv_tokens_needed
 from policies.kv.prefix_stats import PrefixHitCounts
-from policies.kv.slot_pool import (SlotPool, append_extent, extend_extents, pop_tail_extents,
-                                   split_extents)
+from policies.kv.slot_pool import (SlotPool, append_extent, extend_extents, pop_head_extents,
+                                   pop_tail_extents)
 from policies.kv.token_keys import (KeyRun, append_run, common_length, drop_tail_runs, split_runs,
                                     token_key_runs)
 from policies.types import Request, Sequence
@@ -434,7 +434,7 @@ class RadixAllocator(GrowsInLockstep):
             if same < child.num_tokens:
                 child = self._split(child, same)
             self._lock(child)
-            duplicates, state.private = split_extents(state.private, self._full * same)
+            duplicates = pop_head_extents(state.private, self._full * same)
             self.pool.give(duplicates)
             if self._window:
                 self._adopt_window(state, child, pos)
@@ -442,7 +442,7 @@ class RadixAllocator(GrowsInLockstep):
         if pos < num_committed:
             runs = [query[qi].sliced(q_skip, len(query[qi]))] + query[qi + 1:]
             count = num_committed - pos
-            slots, state.private = split_extents(state.private, self._full * count)
+            slots = pop_head_extents(state.private, self._full * count)
             window_from, window_slots = self._private_window_of(state, pos, num_committed)
             contiguous = not window_from or node.window_from == node.num_tokens
             if node is not self.root and node.ref_count == 1 and not node.children and contiguous:
@@ -469,8 +469,7 @@ class RadixAllocator(GrowsInLockstep):
         first = max(start, state.private_window_from)
         if first >= stop:
             return stop - start, []
-        slots, state.private_window = split_extents(state.private_window,
-                                                    self._window * (stop - first))
+        slots = pop_head_extents(state.private_window, self._window * (stop - first))
         state.private_window_from = stop
         return first - start, slots
 
@@ -480,10 +479,10 @@ class RadixAllocator(GrowsInLockstep):
         first, slots = self._private_window_of(state, start, start + node.num_tokens)
         missing = node.window_from - first
         if missing > 0 and slots:
-            fill, rest = split_extents(slots, self._window * missing)
+            fill = pop_head_extents(slots, self._window * missing)
             node.window_slots = fill + node.window_slots
             node.window_from = first
-            self.pool.give(rest)
+            self.pool.give(slots)
             self._refresh(node)
         else:
             self.pool.give(slots)
@@ -669,8 +668,8 @@ class RadixAllocator(GrowsInLockstep):
         """Cut `node`'s first `num_tokens` tokens into a new parent and return it; `node` keeps
         the rest (and its identity, so sequences ending at it still do)."""
         head_runs, tail_runs = split_runs(node.runs, num_tokens)
-        head_slots, tail_slots = split_extents(node.slots, self._full * num_tokens)
-        head_window, tail_window = split_extents(
+        head_slots = pop_head_extents(node.slots, self._full * num_tokens)
+        head_window = pop_head_extents(
             node.window_slots, self._window * max(0, num_tokens - node.window_from))
         parent = node.parent
         head = RadixNode(head_runs, head_slots, num_tokens, parent, self._new_node_id(),
@@ -680,8 +679,7 @@ class RadixAllocator(GrowsInLockstep):
                          min_pin=node.min_pin)
         parent.children[head_runs[0].first_key()] = head
         head.children[tail_runs[0].first_key()] = node
-        node.runs, node.slots, node.parent = tail_runs, tail_slots, head
-        node.window_slots = tail_window
+        node.runs, node.parent = tail_runs, head  # its slots lists kept the tail
         node.window_from = max(0, node.window_from - num_tokens)
         node.pins = {s: max(0, o - num_tokens) for s, o in node.pins.items()}
         node.min_pin = max(0, node.min_pin - num_tokens)
@@ -741,7 +739,7 @@ class RadixAllocator(GrowsInLockstep):
         `num_slots` of it if there is that much; return how many slots."""
         unread = self._window_read_from(node) - node.window_from
         num_tokens = min(unread, -(-num_slots // self._window))
-        freed, node.window_slots = split_extents(node.window_slots, self._window * num_tokens)
+        freed = pop_head_extents(node.window_slots, self._window * num_tokens)
         self.pool.give(freed)
         node.window_from += num_tokens
         self.evicted_slots += self._window * num_tokens

@@ -12,7 +12,7 @@ sequences interleave. Allocation takes the lowest free slots first.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from itertools import accumulate, chain, compress, islice
+from itertools import accumulate, chain, compress, count, islice
 from operator import attrgetter, eq, not_
 from typing import Iterable, Iterator
 
@@ -41,8 +41,7 @@ class SlotPool:
         if not self.num_free:
             extents, self._free = self._free, []
             return extents
-        extents, self._free = split_extents(self._free, num_slots)
-        return extents
+        return pop_head_extents(self._free, num_slots)
 
     def give(self, extents: Iterable[range]) -> None:
         """Free `extents`. They wait in a pending list until the pool is next read: an
@@ -103,36 +102,35 @@ def extend_extents(extents: list[range], more: list[range]) -> None:
 
 
 def merged_extents(extents: list[range]) -> list[range]:
-    """Sorted, disjoint `extents` with adjacent ones joined (maximal extents)."""
-    if not any(map(eq, map(_STOP, extents), map(_START, islice(extents, 1, None)))):
-        return extents  # no extent continues the one before it (the common case)
-    starts, stops = list(map(_START, extents)), list(map(_STOP, extents))
-    joins = map(eq, stops, islice(starts, 1, None))  # extent i + 1 continues extent i
-    firsts = [0, *compress(range(1, len(extents)), map(not_, joins))]
-    lasts = [first - 1 for first in islice(firsts, 1, None)]
-    lasts.append(len(extents) - 1)
-    return list(map(range, map(starts.__getitem__, firsts), map(stops.__getitem__, lasts)))
+    """Sorted, disjoint `extents` with adjacent ones joined (maximal extents). Joins are
+    rare (freed fragments seldom meet), so they are found in one C pass and made in place."""
+    continues = map(eq, map(_STOP, extents), map(_START, islice(extents, 1, None)))
+    joins = list(compress(count(1), continues))  # extent i continues extent i - 1
+    for i in reversed(joins):
+        extents[i - 1] = range(extents[i - 1].start, extents[i].stop)
+        del extents[i]
+    return extents
 
 
-def split_extents(extents: list[range], num_slots: int) -> tuple[list[range], list[range]]:
-    """The first `num_slots` slots of `extents` and the rest. The cut is found from running
-    totals of the first `num_slots` extents' lengths (each holds a slot at least, so they
-    reach the cut): C loops over no more extents than slots taken."""
+def pop_head_extents(extents: list[range], num_slots: int) -> list[range]:
+    """Remove the first `num_slots` slots of `extents` (in place) and return them. The cut is
+    found from running totals of the first `num_slots` extents' lengths (each holds a slot at
+    least, so they reach it): C loops over no more extents than slots cut."""
     ends = list(accumulate(map(len, islice(extents, num_slots))))
     whole = bisect_right(ends, num_slots)  # extents wholly inside the head
     head = extents[:whole]
-    if whole == len(extents):
-        return head, []
+    del extents[:whole]
     cut = num_slots - (ends[whole - 1] if whole else 0)
-    extent = extents[whole]
     if cut:
+        extent = extents[0]
         head.append(extent[:cut])
-    return head, [extent[cut:], *islice(extents, whole + 1, None)]
+        extents[0] = extent[cut:]
+    return head
 
 
 def pop_tail_extents(extents: list[range], num_slots: int) -> list[range]:
     """Remove the last `num_slots` slots of `extents` (in place) and return them (found as
-    in `split_extents`, from the tail)."""
+    in `pop_head_extents`, from the tail)."""
     ends = list(accumulate(map(len, islice(reversed(extents), num_slots))))
     whole = bisect_right(ends, num_slots)  # extents wholly popped
     popped = extents[len(extents) - whole:]
