@@ -74,7 +74,7 @@ def test_merged_extents_are_maximal(slots, widths):
     assert slots_of(merged) == sorted(slots) and no_adjacent(merged) and all(merged)
 
 
-def test_a_take_of_every_free_slot_hands_over_the_free_list():
+def test_a_take_of_every_free_slot_gets_the_pending_frees_in_order():
     pool = SlotPool(12)
     first, _, last = pool.take(5), pool.take(3), pool.take(4)
     pool.give(pop_tail_extents(last, 2))
@@ -84,9 +84,9 @@ def test_a_take_of_every_free_slot_hands_over_the_free_list():
 
 
 class PoolAgainstSetOfIds(RuleBasedStateMachine):
-    """Random takes and frees (of whole holdings, tails or single extents) against the set of
-    free ids: a take hands out the lowest free ids, in order, and the free list stays sorted,
-    disjoint and maximal."""
+    """Random takes and frees (of whole holdings or their tails) against the set of free ids:
+    a take hands out the lowest free ids, in order, and the free list stays sorted, disjoint
+    and maximal."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -97,9 +97,11 @@ class PoolAgainstSetOfIds(RuleBasedStateMachine):
     @rule(num_slots=st.integers(1, 20))
     def take(self, num_slots):
         num_slots = min(num_slots, self.pool.num_free)
+        takes_all = num_slots == self.pool.num_free
         extents = self.pool.take(num_slots)
         expected = sorted(self.free)[:num_slots]
-        assert slots_of(extents) == expected and no_adjacent(extents)
+        assert slots_of(extents) == expected and all(extents)
+        assert takes_all or no_adjacent(extents)  # (all: sorted, not joined)
         self.free -= set(expected)
         holding: list[range] = []
         extend_extents(holding, extents)

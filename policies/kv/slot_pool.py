@@ -11,9 +11,10 @@ sequences interleave. Allocation takes the lowest free slots first.
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
-from itertools import accumulate, chain, compress, count, islice
-from operator import attrgetter, eq, not_
+from bisect import bisect_left
+from functools import partial
+from itertools import accumulate, chain, compress, count, islice, takewhile
+from operator import attrgetter, eq, ge
 from typing import Iterable, Iterator
 
 
@@ -30,17 +31,19 @@ class SlotPool:
         self._given: list[range] = []  # freed, not merged into `_free` yet
 
     def take(self, num_slots: int) -> list[range]:
-        """The `num_slots` lowest free slots as extents; the caller checks `num_free` first.
-        Taking every free slot (what an allocation that had to evict does) hands over the
-        free list itself."""
+        """The `num_slots` lowest free slots as extents, in order; the caller checks
+        `num_free` first. A take of every free slot (what an allocation that had to evict
+        does) gets the free list and the pending frees sorted, not joined: no free list is
+        left to keep maximal, and freed fragments seldom meet."""
         if num_slots > self.num_free:
             raise ValueError(f"asked for {num_slots} slots, {self.num_free} free")
         self.num_free -= num_slots
+        if not self.num_free:
+            extents = sorted(chain(self._free, self._given), key=_START)
+            self._free, self._given = [], []
+            return extents
         if self._given:
             self._merge_given()
-        if not self.num_free:
-            extents, self._free = self._free, []
-            return extents
         return pop_head_extents(self._free, num_slots)
 
     def give(self, extents: Iterable[range]) -> None:
@@ -94,8 +97,10 @@ def append_extent(extents: list[range], extent: range) -> None:
 
 
 def extend_extents(extents: list[range], more: list[range]) -> None:
-    """Append `more` (in token order, no two consecutive extents adjacent, as `append_extent`
-    and `SlotPool.take` leave them), so only its first extent may merge."""
+    """Append `more` (in token order), merging its first extent into the last one when they
+    are adjacent; `more`'s own extents are taken as they are (joined as `append_extent` and
+    the pool leave them, but for the rare adjacent pair a take of every free slot hands out,
+    which costs an extent, never a slot)."""
     if more:
         append_extent(extents, more[0])
         extents.extend(islice(more, 1, None))
@@ -113,14 +118,11 @@ def merged_extents(extents: list[range]) -> list[range]:
 
 
 def pop_head_extents(extents: list[range], num_slots: int) -> list[range]:
-    """Remove the first `num_slots` slots of `extents` (in place) and return them. The cut is
-    found from running totals of the first `num_slots` extents' lengths (each holds a slot at
-    least, so they reach it): C loops over no more extents than slots cut."""
-    ends = list(accumulate(map(len, islice(extents, num_slots))))
-    whole = bisect_right(ends, num_slots)  # extents wholly inside the head
+    """Remove the first `num_slots` slots of `extents` (in place) and return them; the cut is
+    found by a C loop over running totals that stops there."""
+    whole, cut = _cut(map(len, extents), num_slots)
     head = extents[:whole]
     del extents[:whole]
-    cut = num_slots - (ends[whole - 1] if whole else 0)
     if cut:
         extent = extents[0]
         head.append(extent[:cut])
@@ -129,15 +131,19 @@ def pop_head_extents(extents: list[range], num_slots: int) -> list[range]:
 
 
 def pop_tail_extents(extents: list[range], num_slots: int) -> list[range]:
-    """Remove the last `num_slots` slots of `extents` (in place) and return them (found as
-    in `pop_head_extents`, from the tail)."""
-    ends = list(accumulate(map(len, islice(reversed(extents), num_slots))))
-    whole = bisect_right(ends, num_slots)  # extents wholly popped
+    """Remove the last `num_slots` slots of `extents` (in place) and return them."""
+    whole, cut = _cut(map(len, reversed(extents)), num_slots)
     popped = extents[len(extents) - whole:]
     del extents[len(extents) - whole:]
-    cut = num_slots - (ends[whole - 1] if whole else 0)
     if cut:
         extent = extents.pop()
         extents.append(extent[:len(extent) - cut])
         popped.insert(0, extent[len(extent) - cut:])
     return popped
+
+
+def _cut(lengths: Iterator[int], num_slots: int) -> tuple[int, int]:
+    """Where the first `num_slots` slots end in extents of `lengths`: (extents wholly
+    inside, slots of the next one inside)."""
+    ends = list(takewhile(partial(ge, num_slots), accumulate(lengths)))
+    return len(ends), num_slots - (ends[-1] if ends else 0)
