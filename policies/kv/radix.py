@@ -442,7 +442,7 @@ class RadixAllocator(GrowsInLockstep):
         if pos < num_committed:
             runs = [query[qi].sliced(q_skip, len(query[qi]))] + query[qi + 1:]
             count = num_committed - pos
-            slots = pop_head_extents(state.private, self._full * count)
+            slots = self._pop_private(state, pos, count)
             window_from, window_slots = self._private_window_of(state, pos, num_committed)
             contiguous = not window_from or node.window_from == node.num_tokens
             if node is not self.root and node.ref_count == 1 and not node.children and contiguous:
@@ -462,6 +462,15 @@ class RadixAllocator(GrowsInLockstep):
                 node.children[runs[0].first_key()] = leaf
                 node = leaf
         state.node, state.num_cached_tokens = node, num_committed
+
+    def _pop_private(self, state: _SeqSlots, start: int, num_tokens: int) -> list[range]:
+        """Take the full-attention slots of positions `start..start + num_tokens - 1` out of
+        `state`, whose private slots begin at `start`: usually all of them, so the list itself
+        changes hands."""
+        if start + num_tokens == state.num_held_tokens:
+            slots, state.private = state.private, []
+            return slots
+        return pop_head_extents(state.private, self._full * num_tokens)
 
     def _private_window_of(self, state: _SeqSlots, start: int, stop: int) -> tuple[int, list[range]]:
         """Take the private window slots of positions `start..stop-1` out of `state`: (offset

@@ -120,6 +120,10 @@ def merged_extents(extents: list[range]) -> list[range]:
 def pop_head_extents(extents: list[range], num_slots: int) -> list[range]:
     """Remove the first `num_slots` slots of `extents` (in place) and return them; the cut is
     found by a C loop over running totals that stops there."""
+    if extents and len(extents[0]) > num_slots:  # inside the first extent: most takes
+        first = extents[0]
+        extents[0] = first[num_slots:]
+        return [first[:num_slots]] if num_slots else []
     whole, cut = _cut(map(len, extents), num_slots)
     head = extents[:whole]
     del extents[:whole]
