@@ -32,9 +32,28 @@ def extend_block_hashes(hashes: list[int], request: Request, block_size: int, nu
                         sample_index: int = 0) -> None:
     """Append to `hashes` the chained hashes of the full blocks among the first `num_tokens`
     tokens (of sample `sample_index`) that it does not hold yet."""
+    if request.prompt_token_ids is None and not request.prefix_block_hashes:
+        _extend_private(hashes, request, block_size, num_tokens // block_size, sample_index)
+        return
     parent = hashes[-1] if hashes else _ROOT
     for index in range(len(hashes), num_tokens // block_size):
         parent = hash((parent, _block_key(request, block_size, index, sample_index)))
+        hashes.append(parent)
+
+
+def _extend_private(hashes: list[int], request: Request, block_size: int, num_blocks: int,
+                    sample_index: int) -> None:
+    """`extend_block_hashes` up to `num_blocks` blocks for a request whose trace gives only
+    lengths, so every key is private: `_block_key`'s keys without a call per block (hashing
+    is a large part of what a prefix-caching replay of a length-only trace costs)."""
+    parent = hashes[-1] if hashes else _ROOT
+    request_id, first = request.request_id, len(hashes)
+    prompt_blocks = min(num_blocks, request.prompt_tokens // block_size)
+    for index in range(first, prompt_blocks):
+        parent = hash((parent, (request_id, index)))
+        hashes.append(parent)
+    for index in range(max(first, prompt_blocks), num_blocks):
+        parent = hash((parent, (request_id, sample_index, index)))
         hashes.append(parent)
 
 

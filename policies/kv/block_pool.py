@@ -84,8 +84,7 @@ class BlockPool:
             else:
                 reused = list(map(deque.popleft, repeat(self._free, count - fresh)))
             if self._key_of:
-                for block in reused:
-                    self._evict(block)
+                self._evict_many(reused)
             blocks += reused
         return blocks
 
@@ -136,8 +135,7 @@ class BlockPool:
             return
         self._free.extend(blocks)
         if self._key_of:
-            key_of = self._key_of
-            self._cached_free.update(block for block in blocks if block in key_of)
+            self._cached_free |= self._key_of.keys() & blocks
 
     def register(self, block: int, key: Hashable) -> None:
         """Cache `block` under `key`, unless it is cached already or another block holds the
@@ -145,6 +143,15 @@ class BlockPool:
         if block not in self._key_of and key not in self._block_of:
             self._key_of[block] = key
             self._block_of[key] = block
+
+    def register_many(self, blocks: list[int], keys: list[Hashable]) -> None:
+        """`register` each block under its key, in order (a sequence's newly filled blocks),
+        in one loop."""
+        key_of, block_of = self._key_of, self._block_of
+        for block, key in zip(blocks, keys):
+            if block not in key_of and key not in block_of:
+                key_of[block] = key
+                block_of[key] = block
 
     # ---- the queue's internals ----------------------------------------------------------
     def _pop_freed(self) -> int:
@@ -160,6 +167,18 @@ class BlockPool:
                 del stale[block]
             else:
                 stale[block] = left - 1
+
+    def _evict_many(self, blocks: list[int]) -> None:
+        """`_evict` each of `blocks` (a take's reused blocks), in one loop."""
+        key_of, block_of, cached_free = self._key_of, self._block_of, self._cached_free
+        num_evicted = 0
+        for block in blocks:
+            key = key_of.pop(block, None)
+            if key is not None:
+                del block_of[key]
+                cached_free.remove(block)
+                num_evicted += 1
+        self.evictions += num_evicted
 
     def _evict(self, block: int) -> None:
         """A cached-free block taken for new content loses its key."""

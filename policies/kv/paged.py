@@ -199,8 +199,7 @@ class PagedAllocator(GrowsInLockstep, ForksSequences, ShrinksSlots, PageTableAll
         if num_full <= done:
             return
         hashes = self._block_hashes(seq, num_full * self.block_size)
-        for i in range(done, num_full):
-            self.pool.register(table[i], hashes[i])
+        self.pool.register_many(table[done:num_full], hashes[done:num_full])
         self._num_registered[seq.seq_id] = num_full
 
     def grow_in_lockstep(self, seqs: list[Sequence], num_steps: int) -> LockstepUsage | None:

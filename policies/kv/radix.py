@@ -62,7 +62,8 @@ from policies.fast_forward import GrowsInLockstep
 from policies.kv.base import (ForksSequences, KVUsage, LockstepUsage, PoolParams, PrefixCache,
                                ShrinksSlots, kv_tokens_needed)
 from policies.kv.prefix_stats import PrefixHitCounts
-from policies.kv.slot_pool import SlotPool, append_extent, pop_tail_extents, split_extents
+from policies.kv.slot_pool import (SlotPool, append_extent, extend_extents, pop_head_extents,
+                                   pop_tail_extents)
 from policies.kv.token_keys import (KeyRun, append_run, common_length, drop_tail_runs, split_runs,
                                     token_key_runs)
 from policies.types import Request, Sequence
@@ -305,8 +306,7 @@ class RadixAllocator(GrowsInLockstep, PrefixCache, ForksSequences, ShrinksSlots)
             self._evict(shortfall)  # what the rounds' takes would evict, in one go
         last_round_clock = self._clock + (num_steps - 1) * len(seqs)
         for order, (seq, state) in enumerate(zip(seqs, states)):
-            for extent in self.pool.take(self._full * num_steps):
-                append_extent(state.private, extent)
+            extend_extents(state.private, self.pool.take(self._full * num_steps))
             state.num_held_tokens += num_steps
             self._clock = last_round_clock + order  # `_insert` steps it to this round's stamp
             self._insert(seq, state, state.num_held_tokens)
@@ -387,8 +387,7 @@ class RadixAllocator(GrowsInLockstep, PrefixCache, ForksSequences, ShrinksSlots)
         move the committed ones into the tree, pinning what the window reads."""
         held = state.num_held_tokens
         if num_tokens > held:
-            for extent in self._take(self._full * (num_tokens - held)):
-                append_extent(state.private, extent)
+            extend_extents(state.private, self._take(self._full * (num_tokens - held)))
             if self._window:
                 self._take_private_window(state, num_tokens)
             state.num_held_tokens = num_tokens
@@ -417,10 +416,8 @@ class RadixAllocator(GrowsInLockstep, PrefixCache, ForksSequences, ShrinksSlots)
                 self.pool.give(state.private_window)
                 state.private_window = []
                 state.private_window_from = window_from - kept
-            for extent in self._take(self._window * kept):
-                append_extent(state.private_window, extent)
-        for extent in new:
-            append_extent(state.private_window, extent)
+            extend_extents(state.private_window, self._take(self._window * kept))
+        extend_extents(state.private_window, new)
 
     def _insert(self, seq: Sequence, state: _SeqSlots, num_committed: int) -> None:
         """Move `seq`'s committed tokens from its private slots into the tree."""
@@ -438,7 +435,7 @@ class RadixAllocator(GrowsInLockstep, PrefixCache, ForksSequences, ShrinksSlots)
             if same < child.num_tokens:
                 child = self._split(child, same)
             self._lock(child)
-            duplicates, state.private = split_extents(state.private, self._full * same)
+            duplicates = pop_head_extents(state.private, self._full * same)
             self.pool.give(duplicates)
             if self._window:
                 self._adopt_window(state, child, pos)
@@ -446,18 +443,16 @@ class RadixAllocator(GrowsInLockstep, PrefixCache, ForksSequences, ShrinksSlots)
         if pos < num_committed:
             runs = [query[qi].sliced(q_skip, len(query[qi]))] + query[qi + 1:]
             count = num_committed - pos
-            slots, state.private = split_extents(state.private, self._full * count)
+            slots = self._pop_private(state, pos, count)
             window_from, window_slots = self._private_window_of(state, pos, num_committed)
             contiguous = not window_from or node.window_from == node.num_tokens
             if node is not self.root and node.ref_count == 1 and not node.children and contiguous:
                 for run in runs:  # only this sequence reads `node`: grow it in place
                     append_run(node.runs, run)
-                for extent in slots:
-                    append_extent(node.slots, extent)
+                extend_extents(node.slots, slots)
                 if node.window_from == node.num_tokens:
                     node.window_from += window_from
-                for extent in window_slots:
-                    append_extent(node.window_slots, extent)
+                extend_extents(node.window_slots, window_slots)
                 node.num_tokens += count
                 node.last_access = self._clock
                 self._refresh(node)
@@ -469,14 +464,22 @@ class RadixAllocator(GrowsInLockstep, PrefixCache, ForksSequences, ShrinksSlots)
                 node = leaf
         state.node, state.num_cached_tokens = node, num_committed
 
+    def _pop_private(self, state: _SeqSlots, start: int, num_tokens: int) -> list[range]:
+        """Take the full-attention slots of positions `start..start + num_tokens - 1` out of
+        `state`, whose private slots begin at `start`: usually all of them, so the list itself
+        changes hands."""
+        if start + num_tokens == state.num_held_tokens:
+            slots, state.private = state.private, []
+            return slots
+        return pop_head_extents(state.private, self._full * num_tokens)
+
     def _private_window_of(self, state: _SeqSlots, start: int, stop: int) -> tuple[int, list[range]]:
         """Take the private window slots of positions `start..stop-1` out of `state`: (offset
         from `start` of the first one covered, their slots)."""
         first = max(start, state.private_window_from)
         if first >= stop:
             return stop - start, []
-        slots, state.private_window = split_extents(state.private_window,
-                                                    self._window * (stop - first))
+        slots = pop_head_extents(state.private_window, self._window * (stop - first))
         state.private_window_from = stop
         return first - start, slots
 
@@ -486,10 +489,10 @@ class RadixAllocator(GrowsInLockstep, PrefixCache, ForksSequences, ShrinksSlots)
         first, slots = self._private_window_of(state, start, start + node.num_tokens)
         missing = node.window_from - first
         if missing > 0 and slots:
-            fill, rest = split_extents(slots, self._window * missing)
+            fill = pop_head_extents(slots, self._window * missing)
             node.window_slots = fill + node.window_slots
             node.window_from = first
-            self.pool.give(rest)
+            self.pool.give(slots)
             self._refresh(node)
         else:
             self.pool.give(slots)
@@ -675,8 +678,8 @@ class RadixAllocator(GrowsInLockstep, PrefixCache, ForksSequences, ShrinksSlots)
         """Cut `node`'s first `num_tokens` tokens into a new parent and return it; `node` keeps
         the rest (and its identity, so sequences ending at it still do)."""
         head_runs, tail_runs = split_runs(node.runs, num_tokens)
-        head_slots, tail_slots = split_extents(node.slots, self._full * num_tokens)
-        head_window, tail_window = split_extents(
+        head_slots = pop_head_extents(node.slots, self._full * num_tokens)
+        head_window = pop_head_extents(
             node.window_slots, self._window * max(0, num_tokens - node.window_from))
         parent = node.parent
         head = RadixNode(head_runs, head_slots, num_tokens, parent, self._new_node_id(),
@@ -686,8 +689,7 @@ class RadixAllocator(GrowsInLockstep, PrefixCache, ForksSequences, ShrinksSlots)
                          min_pin=node.min_pin)
         parent.children[head_runs[0].first_key()] = head
         head.children[tail_runs[0].first_key()] = node
-        node.runs, node.slots, node.parent = tail_runs, tail_slots, head
-        node.window_slots = tail_window
+        node.runs, node.parent = tail_runs, head  # its slots lists kept the tail
         node.window_from = max(0, node.window_from - num_tokens)
         node.pins = {s: max(0, o - num_tokens) for s, o in node.pins.items()}
         node.min_pin = max(0, node.min_pin - num_tokens)
@@ -747,7 +749,7 @@ class RadixAllocator(GrowsInLockstep, PrefixCache, ForksSequences, ShrinksSlots)
         `num_slots` of it if there is that much; return how many slots."""
         unread = self._window_read_from(node) - node.window_from
         num_tokens = min(unread, -(-num_slots // self._window))
-        freed, node.window_slots = split_extents(node.window_slots, self._window * num_tokens)
+        freed = pop_head_extents(node.window_slots, self._window * num_tokens)
         self.pool.give(freed)
         node.window_from += num_tokens
         self.evicted_slots += self._window * num_tokens

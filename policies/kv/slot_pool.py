@@ -12,8 +12,15 @@ sequences interleave. Allocation takes the lowest free slots first.
 from __future__ import annotations
 
 from bisect import bisect_left
-from itertools import chain
+from functools import partial
+from itertools import accumulate, chain, compress, count, islice, takewhile
+from operator import attrgetter, eq, ge
 from typing import Iterable, Iterator
+
+
+FEW_EXTENTS_FACTOR = 8
+"""Freed extents are inserted one by one while they number at most 1/8 of the free list."""
+_START, _STOP = attrgetter("start"), attrgetter("stop")
 
 
 class SlotPool:
@@ -21,48 +28,61 @@ class SlotPool:
         self.num_slots = num_slots
         self.num_free = num_slots
         self._free: list[range] = [range(num_slots)] if num_slots else []
-        self._starts: list[int] = [0] if num_slots else []
+        self._given: list[range] = []  # freed, not merged into `_free` yet
 
     def take(self, num_slots: int) -> list[range]:
-        """The `num_slots` lowest free slots as extents; the caller checks `num_free` first."""
+        """The `num_slots` lowest free slots as extents, in order; the caller checks
+        `num_free` first. A take of every free slot (what an allocation that had to evict
+        does) gets the free list and the pending frees sorted, not joined: no free list is
+        left to keep maximal, and freed fragments seldom meet."""
         if num_slots > self.num_free:
             raise ValueError(f"asked for {num_slots} slots, {self.num_free} free")
         self.num_free -= num_slots
-        extents: list[range] = []
-        used = 0
-        while num_slots:
-            extent = self._free[used]
-            if len(extent) > num_slots:
-                extents.append(extent[:num_slots])
-                self._free[used] = extent[num_slots:]
-                self._starts[used] = extent.start + num_slots
-                break
-            extents.append(extent)
-            num_slots -= len(extent)
-            used += 1
-        del self._free[:used], self._starts[:used]
-        return extents
+        if not self.num_free:
+            extents = sorted(chain(self._free, self._given), key=_START)
+            self._free, self._given = [], []
+            return extents
+        if self._given:
+            self._merge_given()
+        return pop_head_extents(self._free, num_slots)
 
     def give(self, extents: Iterable[range]) -> None:
-        for extent in extents:
-            self.num_free += len(extent)
-            i = bisect_left(self._starts, extent.start)
-            joins_left = i > 0 and self._free[i - 1].stop == extent.start
-            joins_right = i < len(self._free) and self._starts[i] == extent.stop
-            if joins_left and joins_right:
-                self._free[i - 1] = range(self._free[i - 1].start, self._free[i].stop)
-                del self._free[i], self._starts[i]
-            elif joins_left:
-                self._free[i - 1] = range(self._free[i - 1].start, extent.stop)
-            elif joins_right:
-                self._free[i] = range(extent.start, self._free[i].stop)
-                self._starts[i] = extent.start
-            else:
-                self._free.insert(i, extent)
-                self._starts.insert(i, extent.start)
+        """Free `extents`. They wait in a pending list until the pool is next read: an
+        eviction frees many leaves' tails back to back, shredded by interleaved decodes, and
+        merging them all at once costs one sort instead of a bisect and insert each."""
+        given = list(filter(None, extents))
+        self.num_free += sum(map(len, given))
+        self._given += given
+
+    def _merge_given(self) -> None:
+        """Merge the pending freed extents into the free list: a few one by one, many in
+        one sort."""
+        given, self._given = self._given, []
+        if len(given) * FEW_EXTENTS_FACTOR <= len(self._free):
+            for extent in given:
+                self._insert(extent)
+        else:
+            self._free = merged_extents(sorted(chain(self._free, given), key=_START))
+
+    def _insert(self, extent: range) -> None:
+        free = self._free
+        i = bisect_left(free, extent.start, key=_START)
+        joins_left = i > 0 and free[i - 1].stop == extent.start
+        joins_right = i < len(free) and free[i].start == extent.stop
+        if joins_left and joins_right:
+            free[i - 1] = range(free[i - 1].start, free[i].stop)
+            del free[i]
+        elif joins_left:
+            free[i - 1] = range(free[i - 1].start, extent.stop)
+        elif joins_right:
+            free[i] = range(extent.start, free[i].stop)
+        else:
+            free.insert(i, extent)
 
     def free_slots(self) -> Iterator[int]:
-        """Every free slot id (for invariant checks)."""
+        """Every free slot id, in order (for invariant checks)."""
+        if self._given:
+            self._merge_given()
         return chain(*self._free)
 
 
@@ -76,31 +96,58 @@ def append_extent(extents: list[range], extent: range) -> None:
         extents.append(extent)
 
 
-def split_extents(extents: list[range], num_slots: int) -> tuple[list[range], list[range]]:
-    """The first `num_slots` slots of `extents` and the rest."""
-    head: list[range] = []
-    for index, extent in enumerate(extents):
-        if num_slots >= len(extent):
-            head.append(extent)
-            num_slots -= len(extent)
-            continue
-        tail = extents[index + 1:]
-        if num_slots:
-            head.append(extent[:num_slots])
-        tail.insert(0, extent[num_slots:])
-        return head, tail
-    return head, []
+def extend_extents(extents: list[range], more: list[range]) -> None:
+    """Append `more` (in token order), merging its first extent into the last one when they
+    are adjacent; `more`'s own extents are taken as they are (joined as `append_extent` and
+    the pool leave them, but for the rare adjacent pair a take of every free slot hands out,
+    which costs an extent, never a slot)."""
+    if more:
+        append_extent(extents, more[0])
+        extents.extend(islice(more, 1, None))
+
+
+def merged_extents(extents: list[range]) -> list[range]:
+    """Sorted, disjoint `extents` with adjacent ones joined (maximal extents). Joins are
+    rare (freed fragments seldom meet), so they are found in one C pass and made in place."""
+    continues = map(eq, map(_STOP, extents), map(_START, islice(extents, 1, None)))
+    joins = list(compress(count(1), continues))  # extent i continues extent i - 1
+    for i in reversed(joins):
+        extents[i - 1] = range(extents[i - 1].start, extents[i].stop)
+        del extents[i]
+    return extents
+
+
+def pop_head_extents(extents: list[range], num_slots: int) -> list[range]:
+    """Remove the first `num_slots` slots of `extents` (in place) and return them; the cut is
+    found by a C loop over running totals that stops there."""
+    if extents and len(extents[0]) > num_slots:  # inside the first extent: most takes
+        first = extents[0]
+        extents[0] = first[num_slots:]
+        return [first[:num_slots]] if num_slots else []
+    whole, cut = _cut(map(len, extents), num_slots)
+    head = extents[:whole]
+    del extents[:whole]
+    if cut:
+        extent = extents[0]
+        head.append(extent[:cut])
+        extents[0] = extent[cut:]
+    return head
 
 
 def pop_tail_extents(extents: list[range], num_slots: int) -> list[range]:
     """Remove the last `num_slots` slots of `extents` (in place) and return them."""
-    popped: list[range] = []
-    while num_slots:
+    whole, cut = _cut(map(len, reversed(extents)), num_slots)
+    popped = extents[len(extents) - whole:]
+    del extents[len(extents) - whole:]
+    if cut:
         extent = extents.pop()
-        if len(extent) > num_slots:
-            extents.append(extent[:len(extent) - num_slots])
-            extent = extent[len(extent) - num_slots:]
-        popped.append(extent)
-        num_slots -= len(extent)
-    popped.reverse()
+        extents.append(extent[:len(extent) - cut])
+        popped.insert(0, extent[len(extent) - cut:])
     return popped
+
+
+def _cut(lengths: Iterator[int], num_slots: int) -> tuple[int, int]:
+    """Where the first `num_slots` slots end in extents of `lengths`: (extents wholly
+    inside, slots of the next one inside)."""
+    ends = list(takewhile(partial(ge, num_slots), accumulate(lengths)))
+    return len(ends), num_slots - (ends[-1] if ends else 0)
