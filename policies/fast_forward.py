@@ -22,6 +22,7 @@ from typing import Callable, Protocol, runtime_checkable
 
 from policies.kv.base import LockstepUsage
 from policies.logs import IterationLog
+from policies.token_times import TokenTimeline
 from policies.types import Plan, Sequence
 
 FIRST_CHUNK_STEPS = 16
@@ -77,13 +78,14 @@ class DecodeFastForward:
     """Runs the decode-only iterations that follow a step, for one engine."""
 
     def __init__(self, scheduler: RepeatsDecodeBatch, allocator: GrowsInLockstep,
-                 executor: LockstepPricing, log: IterationLog,
+                 executor: LockstepPricing, log: IterationLog, timeline: TokenTimeline,
                  num_waiting: Callable[[], int],
                  finish: Callable[[Sequence, float], None]) -> None:
         self._scheduler = scheduler
         self._allocator = allocator
         self._executor = executor
         self._log = log
+        self._timeline = timeline
         self._num_waiting = num_waiting
         self._finish = finish
         self._resumable: list[Sequence] | None = None
@@ -92,13 +94,13 @@ class DecodeFastForward:
 
     @classmethod
     def of(cls, scheduler: object, allocator: object, executor: object, log: IterationLog,
-           num_waiting: Callable[[], int],
+           timeline: TokenTimeline, num_waiting: Callable[[], int],
            finish: Callable[[Sequence, float], None]) -> DecodeFastForward | None:
         """The fast-forward of an engine whose three parties all declare their part; None
         (step by step) when one does not."""
         if (isinstance(scheduler, RepeatsDecodeBatch) and isinstance(allocator, GrowsInLockstep)
                 and isinstance(executor, LockstepPricing)):
-            return cls(scheduler, allocator, executor, log, num_waiting, finish)
+            return cls(scheduler, allocator, executor, log, timeline, num_waiting, finish)
         return None
 
     def run(self, plan: Plan, now_s: float, end_s: float, until_s: float, step_s: float,
@@ -199,10 +201,12 @@ class DecodeFastForward:
         self._log.record_decode_run(len(seqs), end_s, ends, durations[:num_steps],
                                     self._num_waiting(), usages)
         last_s = ends[-1]
+        timeline = self._timeline
+        first = timeline.extend(ends)
         for seq in seqs:
             seq.num_computed_tokens += num_steps
             seq.num_output_tokens += num_steps
-            seq.token_times_s.extend(ends)
+            seq.token_times_s.add_run(timeline, first, num_steps)
         finished = num_steps == max_steps
         if finished:
             for seq, left in zip(seqs, remaining):
