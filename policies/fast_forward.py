@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 from array import array
+from bisect import bisect_left
+from itertools import accumulate
 from typing import Callable, Protocol, runtime_checkable
 
 from policies.kv.base import LockstepUsage
@@ -183,14 +185,17 @@ class DecodeFastForward:
                 contexts, min(chunk, max_steps - len(ends)), len(ends))
             if more is None:
                 return None
-            for duration in more:
-                if t >= until_s:
-                    if not grace:
-                        break
-                    grace -= 1
-                t += duration
-                durations.append(duration)
-                ends.append(t)
+            starts = list(accumulate(more, initial=t))  # each step's start, then the last end
+            # the steps that start before `until_s` run, then up to `grace` more
+            num_run = bisect_left(starts, until_s, 0, len(more))
+            num_grace = min(grace, len(more) - num_run)
+            grace -= num_grace
+            num_run += num_grace
+            durations.extend(more[:num_run])
+            ends.extend(starts[1:num_run + 1])
+            t = starts[num_run]
+            if num_run < len(more):
+                break
             chunk *= 2
         while ends and now_s + (ends[-1] - now_s) != ends[-1]:
             ends.pop()
