@@ -194,9 +194,17 @@ def merged_sequences(engines: list[Engine]) -> dict[int, Sequence]:
 def sample_groups(engines: list[Engine]) -> dict[int, list[Sequence]]:
     """Each request's samples (its first sample first), by request id."""
     groups: dict[int, list[Sequence]] = {}
+    several = []  # groups of more than one sample (n > 1), the only ones to sort
     for seq in merged_sequences(engines).values():
-        groups.setdefault(seq.request.request_id, []).append(seq)
-    for group in groups.values():
+        request_id = seq.request.request_id
+        group = groups.get(request_id)
+        if group is None:
+            groups[request_id] = [seq]
+        else:
+            if len(group) == 1:
+                several.append(group)
+            group.append(seq)
+    for group in several:
         group.sort(key=lambda s: s.sample_index)
     return groups
 
