@@ -91,9 +91,8 @@ class TokenTimes:
         if count and runs and runs[-2] + runs[-1] == index:
             runs[-1] += 1
             count -= 1
-        for _ in range(count):
-            runs.append(index)
-            runs.append(1)
+        if count > 0:
+            runs.extend((index, 1) * count)
 
     def _bind(self, timeline: TokenTimeline) -> None:
         if self.timeline is not None:

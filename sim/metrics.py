@@ -211,14 +211,21 @@ def sample_groups(engines: list[Engine]) -> dict[int, list[Sequence]]:
 
 def visible_output_tokens(group: list[Sequence]) -> int:
     """Tokens a request returns: every sample's, or one beam's for beam search."""
-    if group[0].request.beam:
+    if len(group) == 1 or group[0].request.beam:
         return group[0].num_output_tokens
     return sum(s.num_output_tokens for s in group)
 
 
 def group_finished(group: list[Sequence]) -> bool:
     """A request is finished when all of its n samples are."""
+    if len(group) == 1:
+        return group[0].request.n == 1 and group[0].status is SeqStatus.FINISHED
     return len(group) == group[0].request.n and all(s.status is SeqStatus.FINISHED for s in group)
+
+
+def _group_finish_s(group: list[Sequence]) -> float:
+    """When a finished request's last sample finished."""
+    return group[0].finish_s if len(group) == 1 else max(s.finish_s for s in group)
 
 
 def summarize(config: SimConfig, engines: list[Engine], end_s: float) -> dict[str, Any]:
@@ -237,7 +244,7 @@ def summarize(config: SimConfig, engines: list[Engine], end_s: float) -> dict[st
 
     arrival = np.array([s.request.arrival_time_s for s in finished])
     first_token = np.array([s.token_times_s[0] for s in finished])
-    finish = np.array([max(s.finish_s for s in group) for group in finished_groups])
+    finish = np.array([_group_finish_s(group) for group in finished_groups])
     outputs = np.array([visible_output_tokens(group) for group in finished_groups])
     request_outputs = np.array([s.request.output_tokens for s in finished])
     prompts = np.array([s.request.prompt_tokens for s in finished])
