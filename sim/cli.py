@@ -186,7 +186,7 @@ def results_table(results) -> Table:
     title = (f"{results.config.trace.name}: {o.model} on {cluster}{devices} {o.hardware}, "
              f"{o.scheduler} + {o.allocator}, {s['kv_blocks_total']} KV blocks of {o.block_size}")
     if o.speculator != "none":
-        title += f", speculator {o.speculator} k={o.spec_k}"
+        title += f", speculator {o.speculator} k={results.config.spec_k}"
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
     for stat in ("mean", "p50", "p90", "p99"):
