@@ -108,6 +108,7 @@ class _TokenTimeReader:
                 parts.append(np.frombuffer(timeline.times_s, dtype=np.float64))
             timeline_of[i] = found
         starts = np.cumsum([0] + [part.size for part in parts])
+        self.several_timelines = len(parts) > 1
         self.all_times = parts[0] if len(parts) == 1 else np.concatenate(parts or [np.empty(0)])
         self.offsets = starts[timeline_of]
         """Where each sample's timeline starts in `all_times`."""
@@ -131,11 +132,13 @@ class _TokenTimeReader:
     def joined(self, start: int, end: int) -> np.ndarray:
         """The token times of samples start..end-1, one after another."""
         pairs = self._pairs(start, end)
-        firsts = pairs[:, 0] + np.repeat(self.offsets[start:end], self.run_counts[start:end])
-        counts = pairs[:, 1]
+        firsts, counts = pairs[:, 0], pairs[:, 1]
+        if self.several_timelines:
+            firsts = firsts + np.repeat(self.offsets[start:end], self.run_counts[start:end])
         run_starts = np.cumsum(counts) - counts  # where each run begins in the output
-        positions = np.arange(int(counts.sum()), dtype=np.int64)
-        return self.all_times[positions + np.repeat(firsts - run_starts, counts)]
+        indices = np.repeat(firsts - run_starts, counts)
+        indices += np.arange(indices.size, dtype=np.int64)
+        return self.all_times[indices]
 
     def gaps(self, start: int, end: int) -> np.ndarray:
         """Every gap between consecutive tokens of samples start..end-1, in sample order: the
