@@ -93,6 +93,11 @@ class DecodeFastForward:
         self._resumable: list[Sequence] | None = None
         """The batch of the last run, when only its deadline stopped it."""
         self._last_step_s = 0.0
+        self._decode_step_s: float | None = None
+        """The last decode iteration's duration, the pace at which a run's first pricing
+        call guesses how many steps fit before its deadline (the step before a run is
+        usually a prefill, far slower: guessing from it, a quarter of the runs needed a
+        second call). A guess only sizes the calls: the steps run are the same."""
 
     @classmethod
     def of(cls, scheduler: object, allocator: object, executor: object, log: IterationLog,
@@ -114,7 +119,8 @@ class DecodeFastForward:
         it."""
         scheduler = self._scheduler
         batch = scheduler.repeated_batch(plan) or scheduler.drained_batch()
-        return self._runs_from(batch, now_s, end_s, until_s, step_s, grace)
+        pace_s = step_s if self._decode_step_s is None else self._decode_step_s
+        return self._runs_from(batch, now_s, end_s, until_s, pace_s, grace)
 
     def resume(self, now_s: float, until_s: float, grace: int) -> float | None:
         """Go on with the last run's batch from `now_s`, when only its deadline (`until_s`
@@ -141,6 +147,7 @@ class DecodeFastForward:
             if lockstep is None:
                 break
             end_s, finished, step_s = lockstep
+            self._decode_step_s = step_s
             span_end_s = end_s
             if not finished:
                 self._resumable, self._last_step_s = batch, step_s
