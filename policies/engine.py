@@ -29,6 +29,7 @@ from policies.kv.base import ForksSequences, PrefixCache, ShrinksSlots
 from policies.logs import IterationLog, SpeculationLog
 from policies.samples import SampleForks, forks_after
 from policies.scheduler.base import Scheduler
+from policies.token_times import TokenTimeline, TokenTimes
 from policies.types import Plan, Request, ScheduledChunk, Sequence, SeqStatus, StepResult
 
 
@@ -66,6 +67,9 @@ class Engine:
         self.sequences: dict[int, Sequence] = {}
         self.log = IterationLog()
         self.spec_log = SpeculationLog()
+        self.timeline = TokenTimeline()
+        """The times this engine stamped tokens with; each sequence's `token_times_s` holds
+        runs of it (`policies.token_times`)."""
         allocator = scheduler.allocator
         self.kv_total_slots = allocator.usage().total_slots
         self.prefix_cache = allocator if isinstance(allocator, PrefixCache) else None
@@ -80,7 +84,7 @@ class Engine:
         self._beams = beams
         self._on_done = on_done
         self._fast_forward = DecodeFastForward.of(
-            scheduler, scheduler.allocator, executor, self.log,
+            scheduler, scheduler.allocator, executor, self.log, self.timeline,
             lambda: self.scheduler.num_waiting, self._finish) if fast_forward else None
         """Decode runs jumped in one step, when the scheduler, allocator and executor all
         declare their part (`policies.fast_forward`)."""
@@ -99,7 +103,7 @@ class Engine:
         reason = self._never_fits_reason(request)
         if reason is not None:
             return self.reject(request, reason, now_s)
-        seq = Sequence(request)
+        seq = Sequence(request, token_times_s=TokenTimes(self.timeline))
         self.sequences[request.request_id] = seq
         if self._fast_forward is not None:
             self._fast_forward.forget()
@@ -123,6 +127,8 @@ class Engine:
         """Take over `seq`, prefilled on another replica (prefill/decode disaggregation); its KV
         arrives `transfer_s` after this replica gives it memory."""
         self.sequences[seq.seq_id] = seq
+        if seq.token_times_s.timeline is not self.timeline:
+            seq.token_times_s = seq.token_times_s.restamped(self.timeline)
         reason = self.scheduler.allocator.never_fits_reason(seq.request)
         if reason is not None:
             seq.status = SeqStatus.REJECTED
@@ -213,6 +219,8 @@ class Engine:
 
     def _commit(self, plan: Plan, result: StepResult, start_s: float, end_s: float) -> None:
         speculated = False
+        timeline = self.timeline
+        end_index = timeline.stamp(end_s)
         for chunk in plan.chunks:
             seq = chunk.seq
             if seq.first_scheduled_s is None:
@@ -230,8 +238,7 @@ class Engine:
                     continue  # a partial prefill chunk samples nothing
                 num_emitted = 1
             seq.num_output_tokens += num_emitted
-            for _ in range(num_emitted):
-                seq.token_times_s.append(end_s)
+            seq.token_times_s.add_at(timeline, end_index, num_emitted)
             if forks_after(seq, num_emitted):
                 self._fork_samples(seq, end_s)
             if seq.is_done_generating:

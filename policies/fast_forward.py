@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import math
 from array import array
+from bisect import bisect_left
+from itertools import accumulate
 from typing import Callable, Protocol, runtime_checkable
 
 from policies.kv.base import LockstepUsage
 from policies.logs import IterationLog
+from policies.token_times import TokenTimeline
 from policies.types import Plan, Sequence
 
 FIRST_CHUNK_STEPS = 16
@@ -77,28 +80,34 @@ class DecodeFastForward:
     """Runs the decode-only iterations that follow a step, for one engine."""
 
     def __init__(self, scheduler: RepeatsDecodeBatch, allocator: GrowsInLockstep,
-                 executor: LockstepPricing, log: IterationLog,
+                 executor: LockstepPricing, log: IterationLog, timeline: TokenTimeline,
                  num_waiting: Callable[[], int],
                  finish: Callable[[Sequence, float], None]) -> None:
         self._scheduler = scheduler
         self._allocator = allocator
         self._executor = executor
         self._log = log
+        self._timeline = timeline
         self._num_waiting = num_waiting
         self._finish = finish
         self._resumable: list[Sequence] | None = None
         """The batch of the last run, when only its deadline stopped it."""
         self._last_step_s = 0.0
+        self._decode_step_s: float | None = None
+        """The last decode iteration's duration, the pace at which a run's first pricing
+        call guesses how many steps fit before its deadline (the step before a run is
+        usually a prefill, far slower: guessing from it, a quarter of the runs needed a
+        second call). A guess only sizes the calls: the steps run are the same."""
 
     @classmethod
     def of(cls, scheduler: object, allocator: object, executor: object, log: IterationLog,
-           num_waiting: Callable[[], int],
+           timeline: TokenTimeline, num_waiting: Callable[[], int],
            finish: Callable[[Sequence, float], None]) -> DecodeFastForward | None:
         """The fast-forward of an engine whose three parties all declare their part; None
         (step by step) when one does not."""
         if (isinstance(scheduler, RepeatsDecodeBatch) and isinstance(allocator, GrowsInLockstep)
                 and isinstance(executor, LockstepPricing)):
-            return cls(scheduler, allocator, executor, log, num_waiting, finish)
+            return cls(scheduler, allocator, executor, log, timeline, num_waiting, finish)
         return None
 
     def run(self, plan: Plan, now_s: float, end_s: float, until_s: float, step_s: float,
@@ -110,7 +119,8 @@ class DecodeFastForward:
         it."""
         scheduler = self._scheduler
         batch = scheduler.repeated_batch(plan) or scheduler.drained_batch()
-        return self._runs_from(batch, now_s, end_s, until_s, step_s, grace)
+        pace_s = step_s if self._decode_step_s is None else self._decode_step_s
+        return self._runs_from(batch, now_s, end_s, until_s, pace_s, grace)
 
     def resume(self, now_s: float, until_s: float, grace: int) -> float | None:
         """Go on with the last run's batch from `now_s`, when only its deadline (`until_s`
@@ -137,6 +147,7 @@ class DecodeFastForward:
             if lockstep is None:
                 break
             end_s, finished, step_s = lockstep
+            self._decode_step_s = step_s
             span_end_s = end_s
             if not finished:
                 self._resumable, self._last_step_s = batch, step_s
@@ -181,14 +192,17 @@ class DecodeFastForward:
                 contexts, min(chunk, max_steps - len(ends)), len(ends))
             if more is None:
                 return None
-            for duration in more:
-                if t >= until_s:
-                    if not grace:
-                        break
-                    grace -= 1
-                t += duration
-                durations.append(duration)
-                ends.append(t)
+            starts = list(accumulate(more, initial=t))  # each step's start, then the last end
+            # the steps that start before `until_s` run, then up to `grace` more
+            num_run = bisect_left(starts, until_s, 0, len(more))
+            num_grace = min(grace, len(more) - num_run)
+            grace -= num_grace
+            num_run += num_grace
+            durations.extend(more[:num_run])
+            ends.extend(starts[1:num_run + 1])
+            t = starts[num_run]
+            if num_run < len(more):
+                break
             chunk *= 2
         while ends and now_s + (ends[-1] - now_s) != ends[-1]:
             ends.pop()
@@ -199,10 +213,12 @@ class DecodeFastForward:
         self._log.record_decode_run(len(seqs), end_s, ends, durations[:num_steps],
                                     self._num_waiting(), usages)
         last_s = ends[-1]
+        timeline = self._timeline
+        first = timeline.extend(ends)
         for seq in seqs:
             seq.num_computed_tokens += num_steps
             seq.num_output_tokens += num_steps
-            seq.token_times_s.extend(ends)
+            seq.token_times_s.add_run(timeline, first, num_steps)
         finished = num_steps == max_steps
         if finished:
             for seq, left in zip(seqs, remaining):

@@ -6,6 +6,7 @@ it then, sharing its KV, and decode on their own. A request is done when its las
 
 from __future__ import annotations
 
+from policies.token_times import TokenTimes
 from policies.types import Request, Sequence
 
 
@@ -24,7 +25,8 @@ class SampleForks:
         for index in range(1, request.n):
             child = Sequence(request, num_computed_tokens=parent.num_computed_tokens,
                              num_output_tokens=1, first_scheduled_s=parent.first_scheduled_s,
-                             sample_index=index)
+                             sample_index=index,
+                             token_times_s=TokenTimes(parent.token_times_s.timeline))
             child.token_times_s.append(end_s)
             children.append(child)
         return children

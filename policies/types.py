@@ -27,8 +27,9 @@ ones whose ids are final, the only ones a prefix cache may keep.
 from __future__ import annotations
 
 import enum
-from array import array
 from dataclasses import dataclass, field
+
+from policies.token_times import TokenTimes
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +90,8 @@ class Sequence:
     search have several, `sample_index` 0 being the one the prompt was prefilled for).
 
     Timestamps are filled in by the engine (in whatever clock drives it); `token_times_s` holds
-    one entry per sampled output token, in a compact array so long traces stay cheap.
+    one time per sampled output token, as runs of the engine's timeline
+    (`policies.token_times`) so long traces stay cheap.
     `num_draft_tokens_reached` counts drafts the target judged (each draft up to and including
     the first rejected one), `num_draft_tokens_accepted` those it accepted: their ratio is the
     request's measured per-draft acceptance, which dynamic speculators read.
@@ -105,7 +107,7 @@ class Sequence:
     first_scheduled_s: float | None = None
     finish_s: float | None = None
     reason: str = ""
-    token_times_s: array = field(default_factory=lambda: array("d"))
+    token_times_s: TokenTimes = field(default_factory=TokenTimes)
     num_draft_tokens_reached: int = 0
     num_draft_tokens_accepted: int = 0
     sample_index: int = 0

@@ -41,6 +41,7 @@ import numpy as np
 
 from policies.engine import Engine
 from policies.logs import SpeculationLog
+from policies.token_times import RUN_TYPECODE
 from policies.types import Sequence, SeqStatus
 from sim.config import SimConfig
 from sim.pooled_stats import pooled_mean_and_percentiles
@@ -52,6 +53,8 @@ STATS = ("mean", "p50", "p90", "p99")
 ITL_CHUNK_TOKENS = 1 << 20
 """Inter-token gaps computed at a time: every token of a huge trace is never pooled at once,
 and a chunk's few temporary copies stay in the tens of MiB."""
+LENGTHS_CHUNK_SAMPLES = 1 << 16
+"""Samples whose token counts are read from their runs at a time."""
 ITERATION_CHUNK = 1 << 20
 """Iteration-log rows converted to float at a time, for the same reason."""
 
@@ -65,37 +68,95 @@ def _stats(name: str, samples: np.ndarray) -> dict[str, float | None]:
 
 
 def _itl_stats(samples: list[Sequence]) -> dict[str, float | None]:
-    """ITL over every sample's gaps, computed chunk by chunk (`sim.pooled_stats`)."""
+    """ITL over every sample's gaps, computed chunk by chunk (`sim.pooled_stats`): a chunk
+    is the next samples holding at least `ITL_CHUNK_TOKENS` gaps (or the rest)."""
+    times = _TokenTimeReader(samples)
+    ends = [0]
+    if samples:
+        gaps = np.cumsum(np.maximum(times.lengths - 1, 0))
+        while ends[-1] < len(samples):  # the first sample that brings its chunk to the limit
+            before = gaps[ends[-1] - 1] if ends[-1] else 0
+            ends.append(min(int(np.searchsorted(gaps, before + ITL_CHUNK_TOKENS)) + 1,
+                            len(samples)))
+
     def chunks() -> Iterator[np.ndarray]:
-        batch, size = [], 0
-        for s in samples:
-            batch.append(s)
-            size += max(0, len(s.token_times_s) - 1)
-            if size >= ITL_CHUNK_TOKENS:
-                yield _inter_token_latencies(batch)
-                batch, size = [], 0
-        yield _inter_token_latencies(batch)
+        for start, end in zip(ends, ends[1:]):
+            yield times.gaps(start, end)
 
     pooled = pooled_mean_and_percentiles(chunks, (50.0, 90.0, 99.0))
     keys = [f"itl_{s}_s" for s in STATS]
     return dict.fromkeys(keys) if pooled is None else dict(zip(keys, [pooled[0], *pooled[1]]))
 
 
+class _TokenTimeReader:
+    """The samples' token times as arrays: each sample's runs of its engine's timeline
+    (`policies.token_times`) read from one joined array of every timeline they use (the
+    timeline itself, not a copy, when they share one: a single replica's)."""
+
+    def __init__(self, samples: list[Sequence]) -> None:
+        self.samples = [s.token_times_s for s in samples]
+        timelines: dict[int, int] = {}  # id -> index into `parts`
+        parts: list[np.ndarray] = []
+        timeline_of = np.zeros(len(samples), dtype=np.int64)
+        for i, times in enumerate(self.samples):
+            timeline = times.timeline
+            if timeline is None:
+                continue
+            found = timelines.get(id(timeline))
+            if found is None:
+                found = timelines[id(timeline)] = len(parts)
+                parts.append(np.frombuffer(timeline.times_s, dtype=np.float64))
+            timeline_of[i] = found
+        starts = np.cumsum([0] + [part.size for part in parts])
+        self.several_timelines = len(parts) > 1
+        self.all_times = parts[0] if len(parts) == 1 else np.concatenate(parts or [np.empty(0)])
+        self.offsets = starts[timeline_of]
+        """Where each sample's timeline starts in `all_times`."""
+        self.run_counts = np.fromiter((len(t.runs) // 2 for t in self.samples),
+                                      dtype=np.int64, count=len(samples))
+        self.lengths = np.zeros(len(samples), dtype=np.int64)
+        """Tokens per sample."""
+        for start in range(0, len(samples), LENGTHS_CHUNK_SAMPLES):
+            end = min(start + LENGTHS_CHUNK_SAMPLES, len(samples))
+            counts = self._pairs(start, end)[:, 1]
+            if counts.size:
+                run_counts = self.run_counts[start:end]
+                first_runs = (np.cumsum(run_counts) - run_counts)[run_counts > 0]
+                self.lengths[start:end][run_counts > 0] = np.add.reduceat(counts, first_runs)
+
+    def _pairs(self, start: int, end: int) -> np.ndarray:
+        """The (timeline index, token count) rows of every run of samples start..end-1."""
+        return np.frombuffer(b"".join([t.runs for t in self.samples[start:end]]),
+                             dtype=np.dtype(RUN_TYPECODE)).astype(np.int64).reshape(-1, 2)
+
+    def joined(self, start: int, end: int) -> np.ndarray:
+        """The token times of samples start..end-1, one after another."""
+        pairs = self._pairs(start, end)
+        firsts, counts = pairs[:, 0], pairs[:, 1]
+        if self.several_timelines:
+            firsts = firsts + np.repeat(self.offsets[start:end], self.run_counts[start:end])
+        run_starts = np.cumsum(counts) - counts  # where each run begins in the output
+        indices = np.repeat(firsts - run_starts, counts)
+        indices += np.arange(indices.size, dtype=np.int64)
+        return self.all_times[indices]
+
+    def gaps(self, start: int, end: int) -> np.ndarray:
+        """Every gap between consecutive tokens of samples start..end-1, in sample order: the
+        joined times differenced at once, less the gaps that span two samples."""
+        times = self.joined(start, end)
+        if times.size < 2:
+            return np.empty(0)
+        gaps = np.diff(times)
+        across = np.cumsum(self.lengths[start:end])[:-1] - 1  # gap i joins token i to the next's
+        across = across[(across >= 0) & (across < gaps.size)]  # empty samples join nothing
+        keep = np.ones(gaps.size, dtype=bool)
+        keep[across] = False
+        return gaps[keep]
+
+
 def _inter_token_latencies(samples: list[Sequence]) -> np.ndarray:
-    """Every gap between consecutive tokens of each sample, in sample order: the samples'
-    token times joined in one buffer and differenced at once, less the gaps that span two
-    samples (a few C calls per chunk rather than several per sample)."""
-    lengths = np.fromiter((len(s.token_times_s) for s in samples), dtype=np.int64,
-                          count=len(samples))
-    times = np.frombuffer(b"".join([s.token_times_s for s in samples]), dtype=np.float64)
-    if times.size < 2:
-        return np.empty(0)
-    gaps = np.diff(times)
-    across = np.cumsum(lengths)[:-1] - 1  # gap i joins token i of one sample to the next's
-    across = across[(across >= 0) & (across < gaps.size)]  # empty samples join nothing
-    keep = np.ones(gaps.size, dtype=bool)
-    keep[across] = False
-    return gaps[keep]
+    """Every gap between consecutive tokens of each sample, in sample order."""
+    return _TokenTimeReader(samples).gaps(0, len(samples))
 
 
 def _iteration_means(engines: list[Engine]) -> dict[str, Any]:
@@ -136,23 +197,38 @@ def merged_sequences(engines: list[Engine]) -> dict[int, Sequence]:
 def sample_groups(engines: list[Engine]) -> dict[int, list[Sequence]]:
     """Each request's samples (its first sample first), by request id."""
     groups: dict[int, list[Sequence]] = {}
+    several = []  # groups of more than one sample (n > 1), the only ones to sort
     for seq in merged_sequences(engines).values():
-        groups.setdefault(seq.request.request_id, []).append(seq)
-    for group in groups.values():
+        request_id = seq.request.request_id
+        group = groups.get(request_id)
+        if group is None:
+            groups[request_id] = [seq]
+        else:
+            if len(group) == 1:
+                several.append(group)
+            group.append(seq)
+    for group in several:
         group.sort(key=lambda s: s.sample_index)
     return groups
 
 
 def visible_output_tokens(group: list[Sequence]) -> int:
     """Tokens a request returns: every sample's, or one beam's for beam search."""
-    if group[0].request.beam:
+    if len(group) == 1 or group[0].request.beam:
         return group[0].num_output_tokens
     return sum(s.num_output_tokens for s in group)
 
 
 def group_finished(group: list[Sequence]) -> bool:
     """A request is finished when all of its n samples are."""
+    if len(group) == 1:
+        return group[0].request.n == 1 and group[0].status is SeqStatus.FINISHED
     return len(group) == group[0].request.n and all(s.status is SeqStatus.FINISHED for s in group)
+
+
+def _group_finish_s(group: list[Sequence]) -> float:
+    """When a finished request's last sample finished."""
+    return group[0].finish_s if len(group) == 1 else max(s.finish_s for s in group)
 
 
 def summarize(config: SimConfig, engines: list[Engine], end_s: float) -> dict[str, Any]:
@@ -171,7 +247,7 @@ def summarize(config: SimConfig, engines: list[Engine], end_s: float) -> dict[st
 
     arrival = np.array([s.request.arrival_time_s for s in finished])
     first_token = np.array([s.token_times_s[0] for s in finished])
-    finish = np.array([max(s.finish_s for s in group) for group in finished_groups])
+    finish = np.array([_group_finish_s(group) for group in finished_groups])
     outputs = np.array([visible_output_tokens(group) for group in finished_groups])
     request_outputs = np.array([s.request.output_tokens for s in finished])
     prompts = np.array([s.request.prompt_tokens for s in finished])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from array import array
-
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,7 +20,8 @@ def test_inter_token_gaps_skip_the_joins_between_samples(lengths):
     samples = []
     for i, n in enumerate(lengths):
         seq = Sequence(Request(i, 0.0, 4, max(n, 1)))
-        seq.token_times_s = array("d", np.cumsum(rng.random(n)) + 100.0 * i)
+        seq.token_times_s.extend(np.cumsum(rng.random(n)) + 100.0 * i)
         samples.append(seq)
-    expected = [b - a for s in samples for a, b in zip(s.token_times_s, s.token_times_s[1:])]
+    expected = [b - a for s in samples
+                for a, b in zip(s.token_times_s.values(), s.token_times_s.values()[1:])]
     np.testing.assert_array_equal(_inter_token_latencies(samples), np.array(expected))

@@ -208,3 +208,19 @@ def test_row_interior_matches_at_bit_for_bit():
             assert row.at(x).value_s == value and row.at(x).in_range
     assert inside.any() and not inside.all()
     assert lerp(2.0, 1.0, 3.0, 10.0, 20.0) == 15.0
+
+
+@settings(max_examples=100, deadline=None)
+@given(batch=st.sampled_from([1, 37, 64, 512, 4096]), x=st.one_of(
+    st.floats(0.25, 1e6), st.sampled_from([1.0, 8191.0, 16.0, 20000.0])), log_row=st.booleans())
+def test_in_range_value_is_at_when_in_range(batch, x, log_row):
+    """`Row.in_range_value` (the decode fast-forward's lookup) is `at(x).value_s`, to the bit,
+    exactly where `at` is in range, and None elsewhere: for linear (decode) and log-space
+    (context attention) rows, inside, at and past their ends, with fixed axes in or out of
+    their measured range."""
+    if log_row:
+        row = PREFILL.row(PREFILL.shape_index((32, 8, 128)), 1, (batch,))
+    else:
+        row = DECODE.row(DECODE.shape_index((32, 8, 128)), 1, (batch,))
+    found = row.at(x)
+    assert row.in_range_value(x) == (found.value_s if found.in_range else None)

@@ -72,22 +72,35 @@ class Row:
     def at(self, x: float) -> Lookup:
         """Interpolation at `x`; at or outside the row's ends, the end (flagged unless it is
         the query)."""
-        xs, ys = self.xs, self.ys
+        xs = self.xs
         c = math.log(x) if self.log_space else x
         if c <= xs[0] or c >= xs[-1]:
             edge = 0 if c <= xs[0] else -1
-            value = math.exp(ys[edge]) if self.log_space else ys[edge]
+            value = math.exp(self.ys[edge]) if self.log_space else self.ys[edge]
             if self.covers(x):
                 return Lookup(value, True, None)
             edge_x = math.exp(xs[edge]) if self.log_space else xs[edge]
             return Lookup(value, False, self._point(edge_x))
-        i = bisect.bisect_right(xs, c)
-        value = lerp(c, xs[i - 1], xs[i], ys[i - 1], ys[i])
-        if self.log_space:
-            value = math.exp(value)
+        value = self._inside(c)
         if self.fixed_in_range:
             return Lookup(value, True, None)
         return Lookup(value, False, self._point(x))
+
+    def in_range_value(self, x: float) -> float | None:
+        """`at(x).value_s` when `at(x)` is in range, else None: what a caller that prices
+        many points and stops at the first one out of range needs, without a `Lookup` each."""
+        xs = self.xs
+        c = math.log(x) if self.log_space else x
+        if xs[0] < c < xs[-1]:
+            return self._inside(c) if self.fixed_in_range else None
+        return self.at(x).value_s if self.covers(x) else None
+
+    def _inside(self, c: float) -> float:
+        """The value at coordinate `c`, strictly between the row's ends."""
+        xs, ys = self.xs, self.ys
+        i = bisect.bisect_right(xs, c)
+        value = lerp(c, xs[i - 1], xs[i], ys[i - 1], ys[i])
+        return math.exp(value) if self.log_space else value
 
     def covers(self, x: float) -> bool:
         """Whether `at(x)` is inside the measured range (`Lookup.in_range`)."""

@@ -541,10 +541,10 @@ class MeasuredCostModel(LockstepPricing):
             kv = kv_local if kind.decode_capped else kv_global
             times = []
             for tokens in kv:
-                found = row.at(tokens / num_seqs)
-                if not found.in_range:
+                value_s = row.in_range_value(tokens / num_seqs)
+                if value_s is None:
                     break
-                times.append(_step_time_s(batch, (kind.layers * found.value_s,)))
+                times.append(_step_time_s(batch, (kind.layers * value_s,)))
             else:
                 return times
         return [_step_time(batch, attention)
