@@ -16,7 +16,8 @@ from policies.types import Request
 from sim.cli import main
 from sim.config import resolve
 from sim.speculation.acceptance import parse_acceptance
-from tests.real.tiny_llama import assert_speculation_keeps_distribution, tiny_options
+from tests.real.tiny_llama import (LOOKAHEAD, assert_speculation_keeps_distribution,
+                                   tiny_options)
 from traces.trace import Trace
 
 SELF_DRAFT = {"speculator": "draft", "draft_model": "tiny-llama"}
@@ -40,10 +41,11 @@ def test_greedy_speculation_keeps_outputs_token_identical(reference_outputs, ove
     assert results.summary["spec_verifies"] > 0
 
 
-@pytest.mark.parametrize("speculation", [{"speculator": "ngram"}, SELF_DRAFT])
+@pytest.mark.parametrize("speculation", [{"speculator": "ngram"}, SELF_DRAFT, LOOKAHEAD])
 def test_speculation_over_cached_prefixes_keeps_outputs(speculation):
-    """Requests sharing 16-token prompt blocks under prefix caching: drafts write only past
-    the cached blocks, so outputs equal plain decoding without a cache."""
+    """Requests sharing 16-token prompt blocks under prefix caching: drafts (a lookahead
+    pass's scratch K/V too) write only past the cached blocks, so outputs equal plain
+    decoding without a cache."""
     trace = Trace("shared", [
         Request(i, 0.0, p, o, prefix_block_hashes=h, prefix_block_tokens=16)
         for i, (p, o, h) in enumerate([(40, 12, (1, 2, 3)), (35, 9, (1, 2, 4)),
@@ -53,6 +55,7 @@ def test_speculation_over_cached_prefixes_keeps_outputs(speculation):
                                                 **speculation), trace))
     assert spec == plain
     assert cached.summary["spec_verifies"] > 0
+    assert cached.summary["prefix_hit_rate"] > 0
 
 
 def test_self_draft_accepts_some_drafts_and_skips_steps():

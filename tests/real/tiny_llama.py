@@ -66,3 +66,9 @@ def assert_first_tokens_alike(plain: dict, speculative: dict, num: int) -> None:
     assert len(keep) >= 3
     _, p_value, _, _ = stats.chi2_contingency(table)
     assert p_value > 1e-3
+
+
+LOOKAHEAD = {"speculator": "lookahead", "lookahead_window": 3, "lookahead_ngram": 3,
+             "lookahead_guesses": 2}
+"""A small lookahead window on the random tiny-llama (passes of 1 + (3 + 2) x 2 tokens):
+its pool does match, about 1.1 tokens per step."""
