@@ -4,7 +4,7 @@
     servesim calibrate [PROFILE.json] [--shared DIR] [--hardware H] --out C.json
     servesim profile --executor real --model M --out P.json
     servesim validate --trace T --model M [--calibration C.json] [--repeats N] ... --out DIR
-    servesim list models|hardware|schedulers|allocators|speculators|routers [--spec HARDWARE]
+    servesim list models|hardware|schedulers|allocators|speculators|routers|decodings [--spec HARDWARE]
     servesim roofline --model M --hardware H --batch B [--context N]
     servesim ui [--port N] [--host H]
     servesim sweep --grid GRID.toml --out DIR [--backend local|ray] [--address A]
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_plan_parser(sub, _add_option_flags)
     listing = sub.add_parser("list", help="list known names")
     listing.add_argument("what", choices=["models", "hardware", "schedulers", "allocators",
-                                                 "speculators", "routers"])
+                                          "speculators", "routers", "decodings"])
     listing.add_argument("--spec", metavar="NAME",
                          help="with hardware: print catalog GPU NAME as a hardware spec file "
                               "(YAML), to edit and pass back as --hardware FILE")
@@ -248,8 +248,13 @@ def run_list(what: str, console: Console, spec: str | None = None) -> int:
     else:
         table.add_column("name")
         table.add_column("what it does")
-        for entry in TABLES[what].values():
-            table.add_row(entry.name, entry.summary)
+        if what == "decodings":
+            from policies.decoding.block_diffusion import DECODING_SUMMARIES
+            summaries = DECODING_SUMMARIES
+        else:
+            summaries = {entry.name: entry.summary for entry in TABLES[what].values()}
+        for name, summary in summaries.items():
+            table.add_row(name, summary)
     console.print(table)
     return 0
 

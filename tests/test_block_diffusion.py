@@ -222,6 +222,9 @@ def test_replay_help_lists_the_flags(capsys):
     out = capsys.readouterr().out
     for flag in ("--decoding", "--diffusion-block", "--diffusion-steps", "--diffusion-commit"):
         assert flag in out
+    assert main(["list", "decodings"]) == 0
+    listed = capsys.readouterr().out
+    assert "block-diffusion" in listed and "ar" in listed.split()
 
 
 def test_roofline_view_puts_denoising_between_decode_and_prefill(capsys):

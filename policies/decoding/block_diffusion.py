@@ -38,7 +38,13 @@ from policies.knobs import check_knobs, knob
 from policies.scheduler.base import Scheduler, WrappedScheduler
 from policies.types import Plan, Request, ScheduledChunk, Sequence
 
-DECODINGS = ("ar", "block-diffusion")
+DECODING_SUMMARIES = {
+    "ar": "autoregressive: one token per decode step (speculators may verify more)",
+    "block-diffusion": "masked diffusion within blocks of --diffusion-block positions, "
+                       "--diffusion-steps denoising passes each; autoregressive across blocks",
+}
+"""What each `--decoding` mode does (`servesim list decodings`)."""
+DECODINGS = tuple(DECODING_SUMMARIES)
 DEFAULT_THRESHOLD = 0.9
 """Confidence threshold of a bare `--diffusion-commit threshold` (Fast-dLLM's default)."""
 
