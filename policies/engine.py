@@ -23,7 +23,7 @@ from typing import Callable, Protocol
 
 from policies.beam import BeamReparenter, reparent_beams
 from policies.decoding.block_diffusion import BlockDiffusion
-from policies.fast_forward import DecodeFastForward
+from policies.fast_forward import DecodeFastForward, VerifyFastForward
 from policies.logs import IterationLog, SpeculationLog
 from policies.samples import SampleForks, forks_after
 from policies.scheduler.base import Scheduler
@@ -69,11 +69,13 @@ class Engine:
         self._samples = SampleForks()
         self._beams = beams
         self._on_done = on_done
-        self._fast_forward = DecodeFastForward.of(
-            scheduler, scheduler.allocator, executor, self.log,
-            lambda: self.scheduler.num_waiting, self._finish) if fast_forward else None
-        """Decode runs jumped in one step, when the scheduler, allocator and executor all
-        declare their part (`policies.fast_forward`)."""
+        self._fast_forward = (
+            DecodeFastForward.of(scheduler, scheduler.allocator, executor, self.log,
+                                 lambda: self.scheduler.num_waiting, self._finish)
+            or VerifyFastForward.of(scheduler, scheduler.allocator, executor, self._record,
+                                    self._commit)) if fast_forward else None
+        """Decode (or speculative) runs jumped in one step, when the scheduler, allocator and
+        executor all declare their part (`policies.fast_forward`)."""
         self.async_scheduling = async_scheduling
         """Plan each step while the one before runs (vLLM's async scheduling): a request that
         arrives during a step first runs in the step after next (`_plan_cutoff_s`)."""

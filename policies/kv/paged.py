@@ -23,7 +23,7 @@ from __future__ import annotations
 from itertools import accumulate, repeat
 from dataclasses import dataclass
 
-from policies.fast_forward import GrowsInLockstep
+from policies.fast_forward import GrowsForVerifies, GrowsInLockstep
 from policies.kv.base import (KVUsage, LockstepUsage, PoolParams, blocks_never_fit_reason,
                                kv_tokens_needed)
 from policies.kv.block_hashes import extend_block_hashes, iter_block_hashes
@@ -50,7 +50,7 @@ class PagedPrefixParams(PagedParams):
     enable_prefix_caching: bool = True
 
 
-class PagedAllocator(GrowsInLockstep):
+class PagedAllocator(GrowsInLockstep, GrowsForVerifies):
     def __init__(self, params: PagedParams) -> None:
         if not params.layout.is_plain:
             raise ValueError("PagedAllocator keeps one token-indexed block table per sequence; "
@@ -286,6 +286,33 @@ class PagedAllocator(GrowsInLockstep):
             list(range(first_filled, first_filled + len(seqs) * num_steps, len(seqs))),
             [cached_before - size * n for n in accumulate(evictions)],
         )
+
+    def grow_for_verifies(self, seqs: list[Sequence], num_tokens: list[int]) -> bool:
+        """One speculative step's growth (the speculative fast-forward): every sequence's
+        decode slot, then every sequence's draft slots up to `num_tokens`, as the inner
+        scheduler and the speculative wrapper allocate them, in order (so block ids, hashes
+        and evictions come out as step by step); False, with nothing changed, when the pool
+        cannot serve all of it or a shared block would be copied."""
+        if self._copies:
+            return False
+        size, pool, tables, held_tokens = self.block_size, self.pool, self.block_tables, self._num_tokens
+        shared = self._shared_slots > 0  # else no block has a second owner
+        missing = 0
+        for seq, total in zip(seqs, num_tokens):
+            table = tables.get(seq.seq_id)
+            if table is None:
+                return False
+            held = held_tokens[seq.seq_id]
+            if shared and held % size and pool.is_shared(table[held // size]):
+                return False  # the first write would copy a shared partial block
+            missing += max(0, -(-total // size) - len(table))
+        if missing > pool.num_free:
+            return False
+        for seq in seqs:
+            self.allocate_slots(seq, seq.num_known_tokens)
+        for seq, total in zip(seqs, num_tokens):
+            self.allocate_slots(seq, total)
+        return True
 
     def _set_filled(self, seq_id: int, num_tokens: int) -> None:
         previous = self._num_tokens.get(seq_id, 0)
