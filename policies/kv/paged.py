@@ -300,18 +300,34 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies):
         missing = 0
         for seq, total in zip(seqs, num_tokens):
             table = tables.get(seq.seq_id)
-            if table is None:
-                return False
-            held = held_tokens[seq.seq_id]
+            held = held_tokens.get(seq.seq_id)
+            if table is None or held != seq.num_computed_tokens:
+                return False  # holds no blocks, or not exactly its computed tokens
             if shared and held % size and pool.is_shared(table[held // size]):
                 return False  # the first write would copy a shared partial block
             missing += max(0, -(-total // size) - len(table))
         if missing > pool.num_free:
             return False
+        # What those `allocate_slots` calls do, less their checks: no copy, no failure.
+        filled = 0
         for seq in seqs:
-            self.allocate_slots(seq, seq.num_known_tokens)
+            seq_id, known = seq.seq_id, seq.num_known_tokens
+            table = tables[seq_id]
+            new_blocks = -(-known // size) - len(table)
+            if new_blocks > 0:
+                table.extend(pool.take(new_blocks))
+            self._register_hashes(seq, table, known)
+            filled += known - held_tokens[seq_id]  # it holds its computed tokens, fewer
+            held_tokens[seq_id] = known
         for seq, total in zip(seqs, num_tokens):
-            self.allocate_slots(seq, total)
+            seq_id = seq.seq_id
+            table = tables[seq_id]
+            new_blocks = -(-total // size) - len(table)
+            if new_blocks > 0:
+                table.extend(pool.take(new_blocks))
+            filled += total - held_tokens[seq_id]
+            held_tokens[seq_id] = total
+        self._filled_slots += filled
         return True
 
     def _set_filled(self, seq_id: int, num_tokens: int) -> None:

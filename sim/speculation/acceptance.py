@@ -60,12 +60,20 @@ class RequestStream:
         self._uniforms: list[float] = []
         self._next = 0
 
-    def uniform(self) -> float:
-        if self._next == len(self._uniforms):
-            self._uniforms = self.rng.random(_UNIFORM_BLOCK).tolist()
-            self._next = 0
-        self._next += 1
-        return self._uniforms[self._next - 1]
+    def accepted_prefix(self, rates: tuple[float, ...]) -> int:
+        """Judge drafts in order, draft i accepted when the next uniform is below `rates[i]`,
+        until one is rejected; uniforms are drawn only for judged drafts."""
+        uniforms, next_ = self._uniforms, self._next
+        for position, rate in enumerate(rates):
+            if next_ == len(uniforms):
+                uniforms = self._uniforms = self.rng.random(_UNIFORM_BLOCK).tolist()
+                next_ = 0
+            next_ += 1
+            if uniforms[next_ - 1] >= rate:
+                self._next = next_
+                return position
+        self._next = next_
+        return len(rates)
 
 
 class AcceptanceModel(Protocol):
@@ -84,14 +92,6 @@ def _rng(seed: int, request_id: int) -> np.random.Generator:
 def widen(rate: float, width: int) -> float:
     """Conditional rate at one depth when `width` independent candidates are verified."""
     return 1.0 - (1.0 - rate) ** width
-
-
-def _accepted_prefix(stream: RequestStream, rates: tuple[float, ...]) -> int:
-    """Judge drafts in order until one is rejected; uniforms are drawn only for judged ones."""
-    for position, rate in enumerate(rates):
-        if stream.uniform() >= rate:
-            return position
-    return len(rates)
 
 
 @lru_cache(maxsize=1024)
@@ -113,7 +113,7 @@ class PositionalAcceptance:
         return RequestStream(_rng(seed, request_id), None, 0)
 
     def draw(self, stream: RequestStream, k: int, width: int) -> int:
-        return _accepted_prefix(stream, _position_rates(self.rates, k, width))
+        return stream.accepted_prefix(_position_rates(self.rates, k, width))
 
     def expected_tokens_per_step(self, k: int, width: int = 1) -> float:
         return 1.0 + float(np.cumprod(_position_rates(self.rates, k, width)).sum())
@@ -139,7 +139,7 @@ class BetaAcceptance:
         return RequestStream(rng, float(rng.beta(self.mean * c, (1.0 - self.mean) * c)), 0)
 
     def draw(self, stream: RequestStream, k: int, width: int) -> int:
-        return _accepted_prefix(stream, _position_rates((stream.alpha,), k, width))
+        return stream.accepted_prefix(_position_rates((stream.alpha,), k, width))
 
     def expected_tokens_per_step(self, k: int, width: int = 1) -> float:
         a = self.mean * self.concentration
