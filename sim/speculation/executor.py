@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from policies.fast_forward import PricesAhead
-from policies.types import Plan, StepResult
+from policies.types import Plan, Sequence, StepResult
 from sim.cost.roofline import CostModel
 from sim.speculation.acceptance import AcceptanceModel, RequestStream
 from sim.speculation.drafting import DraftCost
@@ -55,12 +55,13 @@ class SpeculativeExecutor(PricesAhead):
     def run_priced(self, plan: Plan, priced: SpeculativePrice) -> StepResult:
         """The target runs its pass (its counters) and every verify draws its acceptance."""
         self.target.run_priced(plan, priced.target)
-        accepted = {c.seq.seq_id: self._draw(c.seq.seq_id, c.num_spec_tokens)
+        accepted = {c.seq.seq_id: self._draw(c.seq, c.num_spec_tokens)
                     for c in plan.chunks if c.num_spec_tokens}
         return StepResult(priced.duration_s, accepted, priced.draft_s)
 
-    def _draw(self, request_id: int, k: int) -> int:
-        stream = self._streams.get(request_id)
+    def _draw(self, seq: Sequence, k: int) -> int:
+        stream = self._streams.get(seq.seq_id)
         if stream is None:
-            stream = self._streams[request_id] = self.acceptance.stream(self.seed, request_id)
+            stream = self._streams[seq.seq_id] = self.acceptance.stream(
+                self.seed, seq.request.request_id, seq.sample_index)
         return self.acceptance.draw(stream, k, self.tree_width)
