@@ -297,6 +297,7 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies):
             return False
         size, pool, tables, held_tokens = self.block_size, self.pool, self.block_tables, self._num_tokens
         shared = self._shared_slots > 0  # else no block has a second owner
+        rows = []
         missing = 0
         for seq, total in zip(seqs, num_tokens):
             table = tables.get(seq.seq_id)
@@ -305,28 +306,24 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies):
                 return False  # holds no blocks, or not exactly its computed tokens
             if shared and held % size and pool.is_shared(table[held // size]):
                 return False  # the first write would copy a shared partial block
-            missing += max(0, -(-total // size) - len(table))
+            known = seq.num_known_tokens
+            decode_blocks = -(-known // size) - len(table)
+            draft_blocks = -(-total // size) - len(table) - max(0, decode_blocks)
+            missing += max(0, decode_blocks) + max(0, draft_blocks)
+            rows.append((seq, table, known, decode_blocks, draft_blocks))
         if missing > pool.num_free:
             return False
         # What those `allocate_slots` calls do, less their checks: no copy, no failure.
-        filled = 0
-        for seq in seqs:
-            seq_id, known = seq.seq_id, seq.num_known_tokens
-            table = tables[seq_id]
-            new_blocks = -(-known // size) - len(table)
-            if new_blocks > 0:
-                table.extend(pool.take(new_blocks))
+        for seq, table, known, decode_blocks, _ in rows:
+            if decode_blocks > 0:
+                table.extend(pool.take(decode_blocks))
             self._register_hashes(seq, table, known)
-            filled += known - held_tokens[seq_id]  # it holds its computed tokens, fewer
-            held_tokens[seq_id] = known
-        for seq, total in zip(seqs, num_tokens):
-            seq_id = seq.seq_id
-            table = tables[seq_id]
-            new_blocks = -(-total // size) - len(table)
-            if new_blocks > 0:
-                table.extend(pool.take(new_blocks))
-            filled += total - held_tokens[seq_id]
-            held_tokens[seq_id] = total
+        filled = 0
+        for (seq, table, _, _, draft_blocks), total in zip(rows, num_tokens):
+            if draft_blocks > 0:
+                table.extend(pool.take(draft_blocks))
+            filled += total - held_tokens[seq.seq_id]
+            held_tokens[seq.seq_id] = total
         self._filled_slots += filled
         return True
 
@@ -345,9 +342,10 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies):
             return
         self._num_tokens[seq.seq_id] = num_tokens
         self._filled_slots -= previous - num_tokens
-        keep = self.blocks_for(num_tokens)
-        self._release_tail(table, previous, keep)
-        del table[keep:]
+        keep = -(-num_tokens // self.block_size)
+        if keep < len(table):
+            self._release_tail(table, previous, keep)
+            del table[keep:]
 
     def free(self, seq: Sequence) -> None:
         table = self.block_tables.pop(seq.seq_id, None)

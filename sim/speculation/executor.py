@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from policies.fast_forward import PricesAhead
-from policies.types import Plan, Sequence, StepResult
+from policies.types import Plan, StepResult
 from sim.cost.roofline import CostModel
 from sim.speculation.acceptance import AcceptanceModel, RequestStream
 from sim.speculation.drafting import DraftCost
@@ -47,21 +47,23 @@ class SpeculativeExecutor(PricesAhead):
     def price(self, plan: Plan) -> SpeculativePrice:
         """The target's verify pass plus drafting; nothing drawn or counted."""
         target = self.target.price(plan)
-        spec = [c for c in plan.chunks if c.num_spec_tokens]
-        plain = [c for c in plan.chunks if not c.num_spec_tokens]
+        spec, plain = [], []
+        for chunk in plan.chunks:
+            (spec if chunk.num_spec_tokens else plain).append(chunk)
         draft_s = self.drafting.time_s(plain, spec)
         return SpeculativePrice(target.duration_s + draft_s, draft_s, target)
 
     def run_priced(self, plan: Plan, priced: SpeculativePrice) -> StepResult:
         """The target runs its pass (its counters) and every verify draws its acceptance."""
         self.target.run_priced(plan, priced.target)
-        accepted = {c.seq.seq_id: self._draw(c.seq, c.num_spec_tokens)
-                    for c in plan.chunks if c.num_spec_tokens}
+        streams, draw, width = self._streams, self.acceptance.draw, self.tree_width
+        accepted = {}
+        for chunk in plan.chunks:
+            if chunk.num_spec_tokens:
+                seq = chunk.seq
+                stream = streams.get(seq.seq_id)
+                if stream is None:
+                    stream = streams[seq.seq_id] = self.acceptance.stream(
+                        self.seed, seq.request.request_id, seq.sample_index)
+                accepted[seq.seq_id] = draw(stream, chunk.num_spec_tokens, width)
         return StepResult(priced.duration_s, accepted, priced.draft_s)
-
-    def _draw(self, seq: Sequence, k: int) -> int:
-        stream = self._streams.get(seq.seq_id)
-        if stream is None:
-            stream = self._streams[seq.seq_id] = self.acceptance.stream(
-                self.seed, seq.request.request_id, seq.sample_index)
-        return self.acceptance.draw(stream, k, self.tree_width)
