@@ -87,8 +87,15 @@ class SpeculationLog:
     def record(self, num_spec_tokens: int, num_accepted: int) -> None:
         self.num_verifies += 1
         self.num_proposed += num_spec_tokens
-        _bump(self.emitted_histogram, num_accepted + 1)
-        _bump(self.reached_histogram, min(num_accepted + 1, num_spec_tokens))
+        emitted, reached = self.emitted_histogram, self.reached_histogram
+        num_emitted = num_accepted + 1
+        num_reached = num_emitted if num_emitted < num_spec_tokens else num_spec_tokens
+        if num_emitted < len(emitted) and num_reached < len(reached):  # no list grows
+            emitted[num_emitted] += 1
+            reached[num_reached] += 1
+            return
+        _bump(emitted, num_emitted)
+        _bump(reached, num_reached)
 
     @property
     def reached_by_position(self) -> list[int]:
