@@ -73,6 +73,15 @@ class KVCache:
         k[:, destination:destination + num_slots] = k[:, source:source + num_slots].clone()
         v[:, destination:destination + num_slots] = v[:, source:source + num_slots].clone()
 
+    def copy_scattered_slots(self, sources: torch.Tensor, destinations: torch.Tensor) -> None:
+        """Copy flat slots `sources` [n] to `destinations` [n] of every layer (lookahead's
+        accepted drafts, from the candidate branch to the positions after x); the two sets
+        must not overlap."""
+        k = self.k.view(self.k.shape[0], -1, *self.k.shape[3:])
+        v = self.v.view(self.v.shape[0], -1, *self.v.shape[3:])
+        k[:, destinations] = k[:, sources]
+        v[:, destinations] = v[:, sources]
+
     def swap_out(self, blocks: Seq[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Copy `blocks` of every layer to host memory, returned as (k, v), each
         [num_layers, len(blocks), block_size, kv_heads, head_dim]. Host memory is taken per

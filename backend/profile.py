@@ -42,7 +42,7 @@ from backend.bench import RealEngines
 from backend.clocks import Shape, TimedExecutor
 from backend.host_memory import keep_freed_host_memory
 from policies.engine import Engine
-from sim.config import ReplayOptions
+from sim.config import ReplayOptions, spec_k_of
 from sim.cost.profiles import TRIM_SHARE, trimmed_mean_s
 
 
@@ -80,7 +80,7 @@ class ProfileGrid:
             return dataclasses.replace(self, mixed=mixed, spec_widths=())
         return dataclasses.replace(self, mixed=mixed, speculator=options.speculator,
                                    spec_widths=tuple(sorted({*self.spec_widths,
-                                                             options.spec_k})))
+                                                             spec_k_of(options)})))
 
     @property
     def max_tokens_per_sequence(self) -> int:

@@ -31,6 +31,7 @@ from backend.drafting import DraftModelDrafter, Drafter, NgramDrafter, SelfDraft
 from backend.gguf_weights import ChatTokenizer
 from backend.host_memory import keep_freed_host_memory
 from backend.kv_cache import KVCache, require_page_tables
+from backend.lookahead import Lookahead
 from backend.model import (LlamaModel, check_supported, init_random, load_hf_directory,
                            uses_triton)
 from backend.runner import RealExecutor, run_wall_clock
@@ -38,6 +39,7 @@ from backend.sampler import SamplingParams
 from backend.speed import SpeedMeter
 from policies.decoding.block_diffusion import BlockDiffusion
 from policies.kv.base import KVAllocator, PageTableAllocator
+from policies.registry import SPECULATORS
 from policies.types import Sequence
 from sim.assembly import build_cost_model, build_engine
 from sim.config import ReplayOptions, SimConfig, diffusion_params
@@ -147,9 +149,10 @@ def replay_real(
         raise ValueError("the real backend runs one replica: drop --replicas/--disaggregate "
                          "with --executor real")
     check_supported(config.model)  # what the model cannot compute comes before layout limits
-    if o.speculator not in ("none", "ngram", "draft"):
+    if o.speculator not in ("none", "ngram", "draft", "lookahead"):
         raise ValueError(f"--speculator {o.speculator} does not run on the real backend yet "
-                         f"(use none, ngram or draft with --executor real)")
+                         f"(use none, ngram, draft or lookahead with --executor real)")
+    lookahead = _lookahead(config, sampling) if o.speculator == "lookahead" else None
     if o.beam_width != 1:
         _check_beam_search(o)
     if o.preemption == "swap" and o.allocator == "contiguous":
@@ -195,7 +198,7 @@ def replay_real(
         drafter = build_drafter(o, model, kv, allocator, sampling, use_triton, draft)
         executors.append(RealExecutor(model, kv, allocator, sampling=sampling, seed=o.seed,
                                       use_triton=use_triton, drafter=drafter, beams=beams,
-                                      decoding=decoding))
+                                      decoding=decoding, lookahead=lookahead))
         return executors[0] if clock == "wall" else TimedExecutor(executors[0], timer)
 
     trace = config.trace
@@ -237,6 +240,19 @@ def build_drafter(o: ReplayOptions, model: LlamaModel, kv: KVCache,
     if o.speculator == "draft":
         return SelfDrafter(model, kv, allocator, sampling, o.seed, use_triton)
     return None
+
+
+def _lookahead(config: SimConfig, sampling: SamplingParams) -> Lookahead:
+    """The real runner's lookahead, from the same knobs the engine's speculator is built
+    from; what it cannot run is a one-line error."""
+    if not sampling.is_greedy:
+        raise ValueError("lookahead on the real backend accepts the target's greedy tokens: "
+                         "drop --temperature with --speculator lookahead")
+    if "local" in config.model.layer_kinds:
+        raise ValueError(f"lookahead on the real backend places a pass's tokens at positions "
+                         f"other than their slots, which a sliding window would misread; "
+                         f"{config.model.name} has sliding-window layers")
+    return Lookahead(SPECULATORS["lookahead"].make_params(config.policy_options))
 
 
 def _cpu_loop_clock() -> dict[str, Callable]:
@@ -313,7 +329,7 @@ def write_acceptance(results: Results, out_dir: str | Path) -> Path:
     run order, which `--spec-acceptance PATH` replays in the simulator; its header states the
     measured per-position conditional rates as a `--spec-acceptance` list too."""
     counts = results.engines[0].executor.accepted_counts
-    spec_k = results.config.options.spec_k
+    spec_k = results.config.spec_k
     rates = [results.summary.get(f"spec_acceptance_rate_pos{i + 1}") for i in range(spec_k)]
     measured = ",".join(f"{r:.4f}" for r in rates if r is not None)
     path = Path(out_dir) / "acceptance.txt"

@@ -7,9 +7,13 @@ every sequence whose computed count reaches its known count (exactly when the en
 counts an output), and reports the measured wall time. A speculative verify chunk (k drafts)
 gets its drafts from the drafter (`backend/drafting.py`) before the pass, is computed as its
 last sampled token plus the drafts, and emits what greedy or rejection-sampling verification
-keeps; the accepted count goes back in `StepResult.accepted_tokens`. The beams of a beam
-search pick their tokens together (`backend/beam_search.py`), which also tells the engine
-which beams to replace by copies of others. With block diffusion (`decoding`), a denoising
+keeps; the accepted count goes back in `StepResult.accepted_tokens`. A lookahead verify
+chunk (`--speculator lookahead`) is instead one lookahead pass, x plus the Jacobi window plus
+the pool's candidates under the pass's mask (`backend/lookahead.py`); it emits the longest
+matching candidate plus one token, and the accepted drafts' K/V are copied to the slots after
+x before the engine shrinks the rest away. The beams of a beam search pick their tokens
+together (`backend/beam_search.py`), which also tells the engine which beams to replace by
+copies of others. With block diffusion (`decoding`), a denoising
 chunk's block positions hold the mask token or what earlier steps committed, attend under the
 block mask (`backend/diffusion.py`), and commit their most confident positions; the count goes
 back in `StepResult.committed_tokens`, and a finished block's tokens become outputs.
@@ -31,12 +35,14 @@ from backend.beam_search import BeamSearch, Hypothesis
 from backend.diffusion import attend_ends, denoise
 from backend.drafting import Drafter, DraftRequest, Drafts
 from backend.kv_cache import KVCache
+from backend.lookahead import Lookahead, pass_mask
 from backend.model import BatchLayout, LlamaModel
 from backend.sampler import (SamplingParams, generator_for, probabilities, sample,
                              verify_greedy, verify_rejection)
 from policies.decoding.block_diffusion import BlockDiffusion
 from policies.engine import Engine
 from policies.kv.base import PageTableAllocator
+from policies.speculative.jacobi import LookaheadPass
 from policies.types import (Plan, Request, ScheduledChunk, Sequence, SeqStatus, StepResult,
                             sample_seq_id)
 from traces.closed_loop import ClosedLoop
@@ -76,6 +82,7 @@ class RealExecutor:
         drafter: Drafter | None = None,
         beams: BeamSearch | None = None,
         decoding: BlockDiffusion | None = None,
+        lookahead: Lookahead | None = None,
     ) -> None:
         if decoding is not None and model.spec.mask_token_id is None:
             raise ValueError(f"--decoding block-diffusion needs a model with a mask token "
@@ -91,6 +98,7 @@ class RealExecutor:
         self.seed = seed
         self.use_triton = use_triton
         self.drafter = drafter
+        self.lookahead = lookahead
         self._step_began_s: float | None = None  # set by `step_began`, taken by `execute`
         self.beams = beams or BeamSearch()
         self.accepted_counts: list[int] = []
@@ -184,7 +192,11 @@ class RealExecutor:
                     seq, hidden[end - chunk.num_block_tokens:end])
             elif chunk.num_spec_tokens:
                 rows = hidden[layout.query_start[index]:layout.query_start[index + 1]]
-                emitted = self._verify(seq, rows, drafts[seq.seq_id])
+                proposal = drafts[seq.seq_id]
+                if isinstance(proposal, LookaheadPass):
+                    emitted = self._commit_lookahead(chunk, rows, proposal)
+                else:
+                    emitted = self._verify(seq, rows, proposal)
                 accepted[seq.seq_id] = len(emitted) - 1
                 self.accepted_counts.append(len(emitted) - 1)
                 self._emit(seq, emitted)
@@ -286,15 +298,28 @@ class RealExecutor:
             self._pages.pop(seq.seq_id, None)
             if self.drafter is not None:
                 self.drafter.forget(seq.seq_id)
+            if self.lookahead is not None:
+                self.lookahead.forget(seq.seq_id)
 
-    def _draft(self, plan: Plan) -> dict[int, Drafts]:
-        """The drafter's proposals for every verify chunk of the plan (a chain of
-        `num_spec_tokens` tokens, which is what the chunk's extra slots hold)."""
+    def _draft(self, plan: Plan) -> dict[int, Drafts | LookaheadPass]:
+        """The proposals for every verify chunk of the plan: the drafter's chain of
+        `num_spec_tokens` tokens, or with lookahead the pass of `num_spec_tokens` levels
+        (what the chunk's extra slots hold either way)."""
         jobs = []
+        proposals: dict[int, Drafts | LookaheadPass] = {}
         for chunk in plan.chunks:
             if not chunk.num_spec_tokens:
                 continue
             seq = chunk.seq
+            if self.lookahead is not None:
+                step = self.lookahead.layout(seq.seq_id, self._ids(seq),
+                                             seq.request.prompt_tokens, chunk.num_spec_tokens)
+                if len(step.tokens) != chunk.num_new_tokens:
+                    raise RuntimeError(f"request {seq.seq_id}: a lookahead pass of "
+                                       f"{len(step.tokens)} tokens in a chunk of "
+                                       f"{chunk.num_new_tokens}")
+                proposals[seq.seq_id] = step
+                continue
             if self.drafter is None or chunk.num_new_tokens != 1 + chunk.num_spec_tokens:
                 raise RuntimeError(f"request {seq.seq_id} verifies {chunk.num_new_tokens - 1} "
                                    f"draft nodes for k = {chunk.num_spec_tokens}, but this "
@@ -302,12 +327,11 @@ class RealExecutor:
                                    + ("" if self.drafter else " and has no drafter"))
             jobs.append(DraftRequest(seq.seq_id, self._ids(seq),
                                      chunk.num_spec_tokens, seq.num_output_tokens))
-        if not jobs:
-            return {}
-        drafts = self.drafter.propose(jobs)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return drafts
+        if jobs:
+            proposals.update(self.drafter.propose(jobs))
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+        return proposals
 
     def _verify(self, seq: Sequence, hidden: torch.Tensor, drafts: Drafts) -> list[int]:
         """The tokens a verify emits (accepted drafts + the corrected or bonus token), from
@@ -322,6 +346,28 @@ class RealExecutor:
                                             logits.shape[-1]).float()
         gen = generator_for(self.seed, seq.seq_id, seq.num_output_tokens)
         return verify_rejection(target, q, drafts.token_ids, gen)
+
+    def _commit_lookahead(self, chunk: ScheduledChunk, hidden: torch.Tensor,
+                          step: LookaheadPass) -> list[int]:
+        """The tokens a lookahead pass commits, from the hidden states at its every index
+        [n, hidden]; the accepted drafts' K/V move from the accepted candidate's slots to the
+        slots after x (`backend/lookahead.py` says why a copy is exact)."""
+        seq = chunk.seq
+        emitted = self.lookahead.commit(seq.seq_id, step, self.model.logits(hidden))
+        indices = step.accepted_indices(emitted)
+        if indices:
+            first = chunk.num_context_tokens
+            sources = self._slots(seq.seq_id, [first + i for i in indices])
+            destinations = self._slots(seq.seq_id, range(first + 1, first + 1 + len(indices)))
+            self.kv.copy_scattered_slots(sources.to(self.device), destinations.to(self.device))
+        return emitted
+
+    def _slots(self, seq_id: int, positions: Iterable[int]) -> torch.Tensor:
+        """The flat pool slots of `seq_id`'s token positions, through its page table."""
+        page_size = self.allocator.page_size
+        page_ids = torch.tensor(self.allocator.page_table(seq_id), dtype=torch.long)
+        new_pos = torch.tensor(list(positions), dtype=torch.long)
+        return page_ids[new_pos // page_size] * page_size + new_pos % page_size
 
     def _copy(self, source: int, destination: int, num_tokens: int) -> None:
         """A copy the allocator asked for: a shared partial block before a sample writes into
@@ -357,15 +403,17 @@ class RealExecutor:
                 self.kv.swap_in(saved, pages[: saved[0].shape[1]])
 
     def _pack(self, chunks: list[ScheduledChunk],
-              drafts: dict[int, Drafts]) -> tuple[torch.Tensor, BatchLayout]:
+              drafts: dict[int, Drafts | LookaheadPass]) -> tuple[torch.Tensor, BatchLayout]:
         """Concatenate every chunk's new tokens (a verify's drafts after its last sampled
-        token) and say where their K/V live."""
+        token, or its lookahead pass at the pass's own positions and mask) and say where
+        their K/V live."""
         tokens: list[int] = []
         positions: list[int] = []
         slots: list[torch.Tensor] = []
         tables: list[list[int]] = []
         query_start, context_lens = [0], []
         ends: list[int] = []
+        masks: list[torch.Tensor | None] = []
         page_size = 1
         for chunk in chunks:
             seq = chunk.seq
@@ -375,20 +423,25 @@ class RealExecutor:
             if len(ids) != seq.num_known_tokens:
                 raise RuntimeError(f"request {seq.seq_id}: {len(ids)} token ids held but "
                                    f"{seq.num_known_tokens} known to the engine")
-            if chunk.num_spec_tokens:
-                ids = ids + drafts[seq.seq_id].token_ids
             first, end = chunk.num_context_tokens, chunk.num_context_tokens + chunk.num_new_tokens
-            tokens.extend(ids[first:end])
-            positions.extend(range(first, end))
+            proposal = drafts.get(seq.seq_id) if chunk.num_spec_tokens else None
+            if isinstance(proposal, LookaheadPass):
+                tokens.extend(proposal.tokens)
+                positions.extend(first + offset for offset in proposal.offsets)
+                masks.append(pass_mask(proposal, self.device))
+            else:
+                if proposal is not None:
+                    ids = ids + proposal.token_ids
+                tokens.extend(ids[first:end])
+                positions.extend(range(first, end))
+                masks.append(None)
             if self.decoding is not None:
                 ends.extend(attend_ends(first, end, seq.request.prompt_tokens,
                                         seq.request.total_tokens,
                                         self.decoding.params.diffusion_block))
             page_size, pages = self.allocator.page_size, self.allocator.page_table(seq.seq_id)
             self._pages[seq.seq_id] = list(pages)
-            page_ids = torch.tensor(pages, dtype=torch.long)
-            new_pos = torch.arange(first, end)
-            slots.append(page_ids[new_pos // page_size] * page_size + new_pos % page_size)
+            slots.append(self._slots(seq.seq_id, range(first, end)))
             tables.append(pages)
             query_start.append(len(tokens))
             context_lens.append(end)
@@ -406,6 +459,7 @@ class RealExecutor:
             context_lens=context_lens,
             use_triton=self.use_triton,
             attend_ends=torch.tensor(ends, device=device) if self.decoding else None,
+            chunk_masks=masks if any(m is not None for m in masks) else None,
         )
         return torch.tensor(tokens, device=device), layout
 

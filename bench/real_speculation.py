@@ -1,8 +1,10 @@
 """Measured speculative decoding on real tensors: SmolLM2-135M answering chat prompts greedily
 with no speculation, n-gram lookup, the self-speculative draft (its middle layers skipped, on
-the target's KV) and separate drafts with KV pools of their own (layer subsets of SmolLM2).
+the target's KV), separate drafts with KV pools of their own (layer subsets of SmolLM2) and
+lookahead decoding (its own N - 1 drafts per step; `--spec-k` does not apply to it).
 
     python bench/real_speculation.py [--output-tokens 64] [--spec-k 4] [--repeats 3]
+                                     [--only none,lookahead]
                                      [--out bench/results/real_speculation_cpu.json]
 
 All runs must produce the same tokens (checked). Per speculator it reports the measured
@@ -49,6 +51,7 @@ SPECULATORS = {
             if i not in skipped_layers(target.spec.num_layers)])),
     "draft (separate, first 15 layers, own KV)": (
         SELF_DRAFT, lambda target: layer_subset(target, list(range(15)))),
+    "lookahead (W 5, N 4, G 5)": ({"speculator": "lookahead", "spec_k": None}, None),
 }
 
 
@@ -57,8 +60,19 @@ def main() -> None:
     parser.add_argument("--output-tokens", type=int, default=64)
     parser.add_argument("--spec-k", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", help="comma-separated row names (or their first word) to "
+                                       "run, e.g. none,lookahead (default: all)")
     parser.add_argument("--out", default="bench/results/real_speculation_cpu.json")
     args = parser.parse_args()
+    rows = SPECULATORS
+    if args.only:
+        wanted = args.only.split(",")
+        rows = {name: row for name, row in SPECULATORS.items()
+                if name in wanted or name.split()[0] in wanted}
+        unknown = [w for w in wanted if not any(w in (n, n.split()[0]) for n in SPECULATORS)]
+        if unknown:
+            parser.error(f"--only: no row named {', '.join(unknown)}; rows: "
+                         f"{'; '.join(SPECULATORS)}")
     torch.set_num_threads(1)
     tokenizer = load_tokenizer(open_gguf(find_gguf()))
     requests = []
@@ -72,7 +86,7 @@ def main() -> None:
                     "requests": len(requests), "output_tokens": args.output_tokens,
                     "spec_k": args.spec_k, "repeats": args.repeats, "runs": {}}
     reference = None
-    for name, (overrides, draft_for) in SPECULATORS.items():
+    for name, (overrides, draft_for) in rows.items():
         options = dataclasses.replace(base, **overrides)
         times = []
         for _ in range(args.repeats):
@@ -84,7 +98,8 @@ def main() -> None:
         run = {"wall_s_median": statistics.median(times), "iterations": s["iterations"],
                "identical_to_none": outputs == reference}
         if overrides:
-            rates = [s[f"spec_acceptance_rate_pos{i + 1}"] for i in range(args.spec_k)]
+            rates = [s[f"spec_acceptance_rate_pos{i + 1}"]
+                     for i in range(results.config.spec_k)]
             run.update({
                 "spec_acceptance": ",".join(f"{r:.3f}" for r in rates if r is not None),
                 "spec_acceptance_rate": s["spec_acceptance_rate"],

@@ -21,7 +21,7 @@ How to declare a knob (and convert an option added the old way):
     2. `flag` only when the option's name differs from the field's (the flag, the TOML key,
        the sweep-grid key and summary/record keys all follow the option's name: `--toy-max-
        batch` <-> `toy_max_batch`); by default the option is named as the field.
-    3. Delete the option's `ReplayOptions` field, its `OPTION_HELP` line, its `BOUNDS` line,
+    3. Delete the option's `ReplayOptions` field, its `sim.option_help.OPTION_HELP` line, its `BOUNDS` line,
        any renaming into `policy_options` and its dashboard entry (`ui/controls.py`): all are
        generated. Add the policy's registry line if it has none (params of something no
        registry table selects, such as the decoding mode, go in `registry.OPTION_PARAMS`).

@@ -230,6 +230,20 @@ class SimConfig:
         in. The measured engine's fitted coefficient; the roofline models none."""
         return self.measured.frontend_latency_s if self.measured is not None else 0.0
 
+    @property
+    def spec_k(self) -> int:
+        """`spec_k_of(options)`: the most drafts a step of this run verifies."""
+        return spec_k_of(self.options)
+
+
+def spec_k_of(options: ReplayOptions) -> int:
+    """The most drafts one step verifies: `--spec-k`, or unset the speculator's own default
+    (lookahead's N - 1); 0 without speculation."""
+    if options.speculator == "none":
+        return 0
+    entry = lookup(SPECULATORS, "speculator", options.speculator)
+    return entry.make_params(knob_values(options)).spec_k
+
 
 def load_workload(options: ReplayOptions) -> trace_io.Trace:
     spec = options.trace or str(trace_io.DEFAULT_TRACE_PATH)

@@ -215,7 +215,7 @@ def summarize(config: SimConfig, engines: list[Engine], end_s: float) -> dict[st
     summary.update(_model_size(config))
     if config.options.speculator != "none":
         log = _combined_spec_log([engine.spec_log for engine in engines])
-        summary.update(_speculation(log, config.options.spec_k, means["busy_s"]))
+        summary.update(_speculation(log, config.spec_k, means["busy_s"]))
     if config.options.decoding == "block-diffusion":
         summary.update(_diffusion(sequences))
     return summary

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 # Options in, results out: what a run is configured with and what it returns.
 from sim.assembly import ExecutorObserver, roofline_cost_model
-from sim.cli import OPTION_HELP
+from sim.option_help import OPTION_HELP
 from sim.config import COST_MODELS, ReplayOptions, SimConfig, options_to_toml, resolve
 from sim.policy_knobs import KNOB_OPTIONS, KnobOption
 from sim.results import REQUEST_COLUMNS, Results

@@ -20,7 +20,7 @@ import pytest
 from policies.knobs import Bound, check_knobs, collect_knobs, knob, params_from_options
 from policies.registry import SCHEDULERS, TABLES, PolicyEntry
 from policies.scheduler.static import StaticParams
-from sim.cli import OPTION_HELP
+from sim.option_help import OPTION_HELP
 from sim.config import ReplayOptions
 from sim.policy_knobs import KNOB_OPTIONS, KNOBS, declarations
 

@@ -147,3 +147,50 @@ def test_cli_knobs(capsys):
         assert flag in help_text
     main(["list", "speculators"])
     assert "lookahead" in capsys.readouterr().out
+
+
+def test_spec_k_given_without_spec_dynamic_is_an_error_not_silently_ignored(capsys):
+    from sim.cli import main
+
+    trace = "synthetic:n=2,arrivals=poisson:10,prompt=fixed:8,output=fixed:4"
+    argv = ["replay", "--quiet", "--trace", trace, "--speculator", "lookahead"]
+    assert main(argv + ["--spec-k", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --spec-k 2 does not apply to --speculator lookahead without "
+                          "--spec-dynamic") and err.count("\n") == 1
+    assert main(argv + ["--spec-k", "2", "--spec-dynamic"]) == 0
+    with pytest.raises(ValueError, match="--spec-k 3 does not apply"):
+        LookaheadParams(spec_k=3)
+
+
+def test_unset_spec_k_is_n_minus_one_and_the_summary_has_a_key_per_draft_position():
+    from policies.types import Request
+    from sim.api import simulate
+    from sim.config import ReplayOptions, resolve
+    from traces import Trace
+
+    trace = Trace(name="t", requests=[Request(0, 0.0, 50, 60)], invalid_rows=[], notes=[])
+    options = ReplayOptions(speculator="lookahead", lookahead_ngram=6, spec_acceptance="1.0")
+    config = resolve(options, trace)
+    assert config.spec_k == 5 and LookaheadParams(lookahead_ngram=6).spec_k == 5
+    summary = simulate(config).summary
+    assert summary["spec_acceptance_rate_pos5"] == 1.0
+    assert "spec_acceptance_rate_pos6" not in summary
+    dynamic = LookaheadParams(lookahead_ngram=6, spec_dynamic=True, spec_k=2)
+    assert dynamic.spec_k == 2
+
+
+def test_accepted_indices_are_the_matching_candidates_leading_slots():
+    state = LookaheadState([10, 11, 12, 13, 14, 15, 16, 17, 18], window=3, ngram=4, guesses=2)
+    state.pool.add([9, 5, 6, 7])
+    state.pool.add([9, 1, 2, 3])
+    step = state.layout(9, 3)
+    assert step.candidates == [(1, 2, 3), (5, 6, 7)]
+    outputs = [0] * len(step.tokens)
+    outputs[0], outputs[13], outputs[14] = 5, 6, 8      # candidate 1 (from index 13): 5, 6 hold
+    committed = state.commit(step, outputs)
+    assert committed == [5, 6, 8]
+    assert step.accepted_indices(committed) == [13, 14]
+    assert step.accepted_indices([4]) == []
+    with pytest.raises(ValueError, match="no candidate"):
+        step.accepted_indices([4, 4])

@@ -35,13 +35,18 @@ MAX_SPEC_K = 64
 """Far past any useful k (acceptance 0.95 gains under 4% beyond k = 64); a bound keeps a typo
 from producing a summary with a key per position for thousands of positions."""
 
+DEFAULT_SPEC_K = 4
+
 
 @dataclass(frozen=True, slots=True)
 class SpecParams:
     """Knobs every speculator has (the CLI's `--spec-*` options)."""
 
-    spec_k: int = knob(4, min=0, max=MAX_SPEC_K, help=(
-        "draft tokens per step (a tree's depth); the most, with --spec-dynamic"))
+    spec_k: int | None = knob(None, min=0, max=MAX_SPEC_K, help=(
+        f"draft tokens per step (a tree's depth); the most, with --spec-dynamic (unset: "
+        f"{DEFAULT_SPEC_K}; lookahead: N - 1)"))
+    """Unset (None) only until `__post_init__` puts the speculator's own default in its
+    place (`default_spec_k`): a speculator can tell a given k from its default."""
     spec_dynamic: bool = knob(False, help=(
         "pick k per batch size from the cost model and shrink it as measured acceptance falls "
         "(default: k fixed)"))
@@ -51,6 +56,8 @@ class SpecParams:
 
     def __post_init__(self) -> None:
         check_knobs(self)
+        if self.spec_k is None:
+            object.__setattr__(self, "spec_k", self.default_spec_k())
         batches = [batch for batch, _ in self.spec_k_by_batch]
         if batches != sorted(set(batches)) or any(k < 0 for _, k in self.spec_k_by_batch):
             raise ValueError(f"spec_k_by_batch needs increasing batch sizes and k >= 0, got "
@@ -59,6 +66,10 @@ class SpecParams:
             raise ValueError(
                 f"spec min accept probability must lie in (0, 1), got {self.spec_min_accept_prob}"
             )
+
+    def default_spec_k(self) -> int:
+        """k when `--spec-k` is not given."""
+        return DEFAULT_SPEC_K
 
 
 @dataclass(frozen=True, slots=True)

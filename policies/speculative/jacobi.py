@@ -68,6 +68,20 @@ class LookaheadPass:
     def verify_start(self) -> int:
         return 1 + self.window * self.num_levels
 
+    def accepted_indices(self, committed: Tokens[int]) -> list[int]:
+        """The pass indices of the drafts `commit` accepted (the tokens after x in
+        `committed`, all but its last): a candidate's leading tokens that equal them. Their
+        K/V were computed at the drafts' own positions under a causal chain over the context
+        and x, so they are the K/V of the accepted tokens wherever they sit in the pass."""
+        num_accepted = len(committed) - 1
+        if num_accepted == 0:
+            return []
+        for g, candidate in enumerate(self.candidates):
+            if list(candidate[:num_accepted]) == list(committed[:num_accepted]):
+                start = self.verify_start + g * self.num_levels
+                return list(range(start, start + num_accepted))
+        raise ValueError(f"no candidate of this pass starts with {list(committed[:-1])}")
+
 
 class LookaheadState:
     """One request's Jacobi window and n-gram pool across its steps."""

@@ -26,7 +26,8 @@ from policies.types import Sequence
 
 @dataclass(frozen=True, slots=True)
 class LookaheadParams(SpecParams):
-    """Lookahead's knobs; a step drafts N - 1 (`spec_k` caps it only under `spec_dynamic`)."""
+    """Lookahead's knobs; a step drafts N - 1 (`spec_k` caps it only under `spec_dynamic`,
+    so a `spec_k` given without it would be silently ignored: an error instead)."""
 
     lookahead_window: int = knob(5, min=1, help=(
         "lookahead: Jacobi window W (columns of the lookahead branch)"))
@@ -35,6 +36,16 @@ class LookaheadParams(SpecParams):
         "N - 1 drafts)"))
     lookahead_guesses: int = knob(5, min=1, help=(
         "lookahead: n-gram candidates G verified per step"))
+
+    def __post_init__(self) -> None:
+        if self.spec_k is not None and not self.spec_dynamic:
+            raise ValueError(f"--spec-k {self.spec_k} does not apply to --speculator lookahead "
+                             f"without --spec-dynamic: each step drafts N - 1 tokens (set "
+                             f"--lookahead-ngram, or add --spec-dynamic to cap them at --spec-k)")
+        SpecParams.__post_init__(self)
+
+    def default_spec_k(self) -> int:
+        return self.num_levels
 
     @property
     def num_levels(self) -> int:

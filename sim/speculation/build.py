@@ -28,10 +28,10 @@ def k_by_batch(config: SimConfig, speculator, target: CostModel, drafting: Draft
     """For batch sizes 1, 2, 4, ... up to `max_num_seqs`: the k in 0..spec_k whose step gives
     the most expected tokens per second, at the trace's mean context (prompt + half the
     output), by the same cost and acceptance models the run uses. Ties keep the smaller k."""
-    o = config.options
+    o, spec_k = config.options, speculator.params.spec_k
     requests = config.trace.requests or [Request(0, 0.0, 1, 1)]
     context = round(sum(r.prompt_tokens + r.output_tokens / 2 for r in requests) / len(requests))
-    probe = Sequence(Request(-1, 0.0, context, o.spec_k + 2))
+    probe = Sequence(Request(-1, 0.0, context, spec_k + 2))
 
     def tokens_per_s(batch: int, k: int) -> float:
         nodes = speculator.num_verify_nodes(k)
@@ -43,7 +43,7 @@ def k_by_batch(config: SimConfig, speculator, target: CostModel, drafting: Draft
 
     rows, batch = [], 1
     while True:
-        rows.append((batch, max(range(o.spec_k + 1), key=lambda k: tokens_per_s(batch, k))))
+        rows.append((batch, max(range(spec_k + 1), key=lambda k: tokens_per_s(batch, k))))
         if batch >= o.max_num_seqs:
             return tuple(rows)
         batch = min(2 * batch, o.max_num_seqs)
