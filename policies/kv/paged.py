@@ -314,14 +314,17 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies):
         if missing > pool.num_free:
             return False
         # What those `allocate_slots` calls do, less their checks: no copy, no failure.
+        # (A step takes a block or two: one at a time, as `take` would hand them out.)
+        caching = self.caching
         for seq, table, known, decode_blocks, _ in rows:
-            if decode_blocks > 0:
-                table.extend(pool.take(decode_blocks))
-            self._register_hashes(seq, table, known)
+            for _ in range(decode_blocks):
+                table.append(pool.take_one())
+            if caching:
+                self._register_hashes(seq, table, known)
         filled = 0
         for (seq, table, _, _, draft_blocks), total in zip(rows, num_tokens):
-            if draft_blocks > 0:
-                table.extend(pool.take(draft_blocks))
+            for _ in range(draft_blocks):
+                table.append(pool.take_one())
             filled += total - held_tokens[seq.seq_id]
             held_tokens[seq.seq_id] = total
         self._filled_slots += filled
