@@ -297,36 +297,43 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies):
             return False
         size, pool, tables, held_tokens = self.block_size, self.pool, self.block_tables, self._num_tokens
         shared = self._shared_slots > 0  # else no block has a second owner
-        rows = []
-        missing = 0
+        caching = self.caching
+        decode_takes: list[tuple[Sequence, list[int], int]] = []  # every row when caching
+        draft_takes: list[tuple[list[int], int]] = []
+        seq_ids = []
+        missing = filled = 0
         for seq, total in zip(seqs, num_tokens):
-            table = tables.get(seq.seq_id)
-            held = held_tokens.get(seq.seq_id)
-            if table is None or held != seq.num_computed_tokens:
-                return False  # holds no blocks, or not exactly its computed tokens
+            seq_id = seq.seq_id
+            table = tables.get(seq_id)
+            held = held_tokens.get(seq_id)
+            known = seq.num_known_tokens
+            if table is None or held != seq.num_computed_tokens or total < known:
+                return False  # holds no blocks, or not exactly its computed tokens; or shrinks
             if shared and held % size and pool.is_shared(table[held // size]):
                 return False  # the first write would copy a shared partial block
-            known = seq.num_known_tokens
-            decode_blocks = -(-known // size) - len(table)
-            draft_blocks = -(-total // size) - len(table) - max(0, decode_blocks)
-            missing += max(0, decode_blocks) + max(0, draft_blocks)
-            rows.append((seq, table, known, decode_blocks, draft_blocks))
+            num_blocks = len(table)
+            decode_blocks = max(0, -(-known // size) - num_blocks)
+            draft_blocks = max(0, -(-total // size) - num_blocks - decode_blocks)
+            if decode_blocks or caching:
+                decode_takes.append((seq, table, decode_blocks))
+            if draft_blocks:
+                draft_takes.append((table, draft_blocks))
+            missing += decode_blocks + draft_blocks
+            filled += total - held
+            seq_ids.append(seq_id)
         if missing > pool.num_free:
             return False
         # What those `allocate_slots` calls do, less their checks: no copy, no failure.
         # (A step takes a block or two: one at a time, as `take` would hand them out.)
-        caching = self.caching
-        for seq, table, known, decode_blocks, _ in rows:
+        for seq, table, decode_blocks in decode_takes:
             for _ in range(decode_blocks):
                 table.append(pool.take_one())
             if caching:
-                self._register_hashes(seq, table, known)
-        filled = 0
-        for (seq, table, _, _, draft_blocks), total in zip(rows, num_tokens):
+                self._register_hashes(seq, table, seq.num_known_tokens)
+        for table, draft_blocks in draft_takes:
             for _ in range(draft_blocks):
                 table.append(pool.take_one())
-            filled += total - held_tokens[seq.seq_id]
-            held_tokens[seq.seq_id] = total
+        held_tokens.update(zip(seq_ids, num_tokens))
         self._filled_slots += filled
         return True
 
