@@ -70,10 +70,11 @@ class Engine:
         self._beams = beams
         self._on_done = on_done
         self._fast_forward = (
-            DecodeFastForward.of(scheduler, scheduler.allocator, executor, self.log,
-                                 lambda: self.scheduler.num_waiting, self._finish)
-            or VerifyFastForward.of(scheduler, scheduler.allocator, executor, self._record,
-                                    self._commit)) if fast_forward else None
+            VerifyFastForward.of(scheduler, scheduler.allocator, executor, self._record,
+                                 self._commit)
+            or DecodeFastForward.of(scheduler, scheduler.allocator, executor, self.log,
+                                    lambda: self.scheduler.num_waiting, self._finish)
+        ) if fast_forward else None
         """Decode (or speculative) runs jumped in one step, when the scheduler, allocator and
         executor all declare their part (`policies.fast_forward`)."""
         self.async_scheduling = async_scheduling

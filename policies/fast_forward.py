@@ -127,7 +127,7 @@ class PricedStep(Protocol):
 
 class RunFastForward:
     """Runs the iterations of an unchanged batch that follow a step, for one engine; a
-    subclass says how one run of a batch goes (`_run_lockstep`)."""
+    subclass says how one run of a batch goes (`_run_batch`)."""
 
     def __init__(self, scheduler: RepeatsDecodeBatch) -> None:
         self._scheduler = scheduler
@@ -162,15 +162,15 @@ class RunFastForward:
 
     def _runs_from(self, batch: list[Sequence] | None, now_s: float, end_s: float,
                    until_s: float, step_s: float, grace: int) -> float | None:
-        """Lockstep runs of `batch` from `end_s`, then of the batch left when sequences
+        """Runs of `batch` from `end_s`, then of the batch left when sequences
         finish and nothing waits; when the last one ends (None if none ran)."""
         self._resumable = None
         span_end_s = None
         while batch:
-            lockstep = self._run_lockstep(batch, now_s, end_s, until_s, step_s, grace)
-            if lockstep is None:
+            ran = self._run_batch(batch, now_s, end_s, until_s, step_s, grace)
+            if ran is None:
                 break
-            end_s, finished, step_s = lockstep
+            end_s, finished, step_s = ran
             span_end_s = end_s
             if not finished:
                 self._resumable, self._last_step_s = batch, step_s
@@ -180,11 +180,11 @@ class RunFastForward:
             batch = self._scheduler.drained_batch()
         return span_end_s
 
-    def _run_lockstep(self, seqs: list[Sequence], now_s: float, end_s: float, until_s: float,
-                      step_s: float, grace: int) -> tuple[float, bool, float] | None:
-        """Run the iterations of batch `seqs` from `end_s` (see `DecodeFastForward`'s) and
-        return (when the last ends, whether sequences finished in it, the last one's
-        duration); None if none ran."""
+    def _run_batch(self, seqs: list[Sequence], now_s: float, end_s: float, until_s: float,
+                   step_s: float, grace: int) -> tuple[float, bool, float] | None:
+        """Run the iterations of batch `seqs` from `end_s` while they start before `until_s`
+        (plus `grace`) and return (when the last ends, whether sequences finished in it, the
+        last one's duration); None if none ran."""
         raise NotImplementedError
 
 
@@ -213,8 +213,8 @@ class DecodeFastForward(RunFastForward):
             return cls(scheduler, allocator, executor, log, num_waiting, finish)
         return None
 
-    def _run_lockstep(self, seqs: list[Sequence], now_s: float, end_s: float, until_s: float,
-                      step_s: float, grace: int) -> tuple[float, bool, float] | None:
+    def _run_batch(self, seqs: list[Sequence], now_s: float, end_s: float, until_s: float,
+                   step_s: float, grace: int) -> tuple[float, bool, float] | None:
         """Run in one go the iterations in which batch `seqs` decodes one token each, from
         `end_s`, and return (when the last ends, whether sequences finished in it, the last
         one's duration); None if none ran. `step_s`, the duration of the step before, sizes
@@ -305,8 +305,8 @@ class VerifyFastForward(RunFastForward):
             return cls(scheduler, allocator, executor, record, commit)
         return None
 
-    def _run_lockstep(self, seqs: list[Sequence], now_s: float, end_s: float, until_s: float,
-                      step_s: float, grace: int) -> tuple[float, bool, float] | None:
+    def _run_batch(self, seqs: list[Sequence], now_s: float, end_s: float, until_s: float,
+                   step_s: float, grace: int) -> tuple[float, bool, float] | None:
         """Run the steps of batch `seqs` from `end_s`, one at a time, while they start
         before `until_s` (plus `grace`), up to and including the first in which a sequence
         finishes. Before anything of a step happens it must fit the pool (else a preemption
