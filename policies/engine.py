@@ -24,7 +24,7 @@ from typing import Callable, Protocol
 
 from policies.beam import BeamReparenter, reparent_beams
 from policies.decoding.block_diffusion import BlockDiffusion
-from policies.fast_forward import DecodeFastForward
+from policies.fast_forward import DecodeFastForward, VerifyFastForward
 from policies.kv.base import ForksSequences, PrefixCache, ShrinksSlots
 from policies.logs import IterationLog, SpeculationLog
 from policies.samples import SampleForks, forks_after
@@ -83,11 +83,15 @@ class Engine:
         self._samples = SampleForks()
         self._beams = beams
         self._on_done = on_done
-        self._fast_forward = DecodeFastForward.of(
-            scheduler, scheduler.allocator, executor, self.log, self.timeline,
-            lambda: self.scheduler.num_waiting, self._finish) if fast_forward else None
-        """Decode runs jumped in one step, when the scheduler, allocator and executor all
-        declare their part (`policies.fast_forward`)."""
+        self._fast_forward = (
+            VerifyFastForward.of(scheduler, scheduler.allocator, executor, self._record,
+                                 self._commit)
+            or DecodeFastForward.of(scheduler, scheduler.allocator, executor, self.log,
+                                    self.timeline, lambda: self.scheduler.num_waiting,
+                                    self._finish)
+        ) if fast_forward else None
+        """Decode (or speculative) runs jumped in one step, when the scheduler, allocator and
+        executor all declare their part (`policies.fast_forward`)."""
         self.async_scheduling = async_scheduling
         """Plan each step while the one before runs (vLLM's async scheduling): a request that
         arrives during a step first runs in the step after next (`_plan_cutoff_s`)."""

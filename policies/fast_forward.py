@@ -12,6 +12,17 @@ and writes the log rows, token times and completions the step-by-step loop would
 written: results do not change (bit for bit), only their cost. Each ability is an optional
 protocol a class declares by subclassing it (a scheduler, allocator or executor that does not
 is simply stepped one iteration at a time); the subclass supplies every method.
+
+Speculative decoding repeats too, but not in lockstep: each step a sequence emits its
+accepted drafts plus one, so contexts drift apart and k may change. Its runs go one step at
+a time without the event loop or the scheduler's search (`VerifyFastForward`):
+
+    scheduler  RepeatsVerifyBatch   the repeated batch, and the verify chunks it plans for it
+    allocator  GrowsForVerifies     one step's KV growth (decode slot and draft slots)
+    executor   PricesAhead          a plan's price before its acceptance draws
+
+each step priced, grown, drawn and committed through the engine's own record and commit,
+so a run leaves exactly what stepping leaves.
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ from typing import Callable, Protocol, runtime_checkable
 from policies.kv.base import LockstepUsage
 from policies.logs import IterationLog
 from policies.token_times import TokenTimeline
-from policies.types import Plan, Sequence
+from policies.types import Plan, ScheduledChunk, Sequence, StepResult
 
 FIRST_CHUNK_STEPS = 16
 """Iterations priced in the first batch of a run with no deadline (then doubling)."""
@@ -44,6 +55,12 @@ class RepeatsDecodeBatch(Protocol):
     def drained_batch(self) -> list[Sequence] | None:
         """When nothing waits to join the running batch: that batch (which then repeats as
         `repeated_batch` says, if all of it is decoding); None otherwise."""
+        raise NotImplementedError
+
+    def nothing_can_join(self) -> bool:
+        """Whether no waiting or swapped-out work could join the running batch however much
+        memory frees up (nothing waits, or every seat is taken). A speculative run needs it:
+        rejected drafts give slots back, so its pool does not only fill."""
         raise NotImplementedError
 
 
@@ -76,20 +93,53 @@ class LockstepPricing(Protocol):
         raise NotImplementedError
 
 
-class DecodeFastForward:
-    """Runs the decode-only iterations that follow a step, for one engine."""
+@runtime_checkable
+class RepeatsVerifyBatch(RepeatsDecodeBatch, Protocol):
+    """A speculative scheduler whose repeated batch (`RepeatsDecodeBatch`, each sequence's
+    one token widened by its drafts) it can plan without its search."""
 
-    def __init__(self, scheduler: RepeatsDecodeBatch, allocator: GrowsInLockstep,
-                 executor: LockstepPricing, log: IterationLog, timeline: TokenTimeline,
-                 num_waiting: Callable[[], int],
-                 finish: Callable[[Sequence, float], None]) -> None:
+    def verify_chunks(self, batch: list[Sequence]) -> list[ScheduledChunk]:
+        """The chunks the next `schedule()` would plan for the repeated `batch`, in order
+        (verifies, or plain decodes where no draft fits), if every draft's slots are given;
+        no side effects."""
+        raise NotImplementedError
+
+
+@runtime_checkable
+class GrowsForVerifies(Protocol):
+    """A KV allocator that serves one speculative step's growth at once, or refuses it whole."""
+
+    def grow_for_verifies(self, seqs: list[Sequence], num_tokens: list[int]) -> bool:
+        """Do what `allocate_slots(seq, seq.num_known_tokens)` over `seqs`, then
+        `allocate_slots(seq, n)` over `seqs` and `num_tokens`, in order, would do, and return
+        True; or nothing and False when one of those calls would fail or copy a block."""
+        raise NotImplementedError
+
+
+@runtime_checkable
+class PricesAhead(Protocol):
+    """An executor whose `execute(plan)` is `run_priced(plan, price(plan))`: a price with no
+    side effects, then what running it does (acceptance draws, counters)."""
+
+    def price(self, plan: Plan) -> PricedStep:
+        """What `plan` takes, without side effects."""
+        raise NotImplementedError
+
+    def run_priced(self, plan: Plan, priced: PricedStep) -> StepResult:
+        """Run `plan`, priced as `priced`: `execute(plan)`'s result and side effects."""
+        raise NotImplementedError
+
+
+class PricedStep(Protocol):
+    duration_s: float
+
+
+class RunFastForward:
+    """Runs the iterations of an unchanged batch that follow a step, for one engine; a
+    subclass says how one run of a batch goes (`_run_batch`)."""
+
+    def __init__(self, scheduler: RepeatsDecodeBatch) -> None:
         self._scheduler = scheduler
-        self._allocator = allocator
-        self._executor = executor
-        self._log = log
-        self._timeline = timeline
-        self._num_waiting = num_waiting
-        self._finish = finish
         self._resumable: list[Sequence] | None = None
         """The batch of the last run, when only its deadline stopped it."""
         self._last_step_s = 0.0
@@ -98,17 +148,6 @@ class DecodeFastForward:
         call guesses how many steps fit before its deadline (the step before a run is
         usually a prefill, far slower: guessing from it, a quarter of the runs needed a
         second call). A guess only sizes the calls: the steps run are the same."""
-
-    @classmethod
-    def of(cls, scheduler: object, allocator: object, executor: object, log: IterationLog,
-           timeline: TokenTimeline, num_waiting: Callable[[], int],
-           finish: Callable[[Sequence, float], None]) -> DecodeFastForward | None:
-        """The fast-forward of an engine whose three parties all declare their part; None
-        (step by step) when one does not."""
-        if (isinstance(scheduler, RepeatsDecodeBatch) and isinstance(allocator, GrowsInLockstep)
-                and isinstance(executor, LockstepPricing)):
-            return cls(scheduler, allocator, executor, log, timeline, num_waiting, finish)
-        return None
 
     def run(self, plan: Plan, now_s: float, end_s: float, until_s: float, step_s: float,
             grace: int) -> float | None:
@@ -138,15 +177,15 @@ class DecodeFastForward:
 
     def _runs_from(self, batch: list[Sequence] | None, now_s: float, end_s: float,
                    until_s: float, step_s: float, grace: int) -> float | None:
-        """Lockstep runs of `batch` from `end_s`, then of the batch left when sequences
+        """Runs of `batch` from `end_s`, then of the batch left when sequences
         finish and nothing waits; when the last one ends (None if none ran)."""
         self._resumable = None
         span_end_s = None
         while batch:
-            lockstep = self._run_lockstep(batch, now_s, end_s, until_s, step_s, grace)
-            if lockstep is None:
+            ran = self._run_batch(batch, now_s, end_s, until_s, step_s, grace)
+            if ran is None:
                 break
-            end_s, finished, step_s = lockstep
+            end_s, finished, step_s = ran
             self._decode_step_s = step_s
             span_end_s = end_s
             if not finished:
@@ -157,8 +196,42 @@ class DecodeFastForward:
             batch = self._scheduler.drained_batch()
         return span_end_s
 
-    def _run_lockstep(self, seqs: list[Sequence], now_s: float, end_s: float, until_s: float,
-                      step_s: float, grace: int) -> tuple[float, bool, float] | None:
+    def _run_batch(self, seqs: list[Sequence], now_s: float, end_s: float, until_s: float,
+                   step_s: float, grace: int) -> tuple[float, bool, float] | None:
+        """Run the iterations of batch `seqs` from `end_s` while they start before `until_s`
+        (plus `grace`) and return (when the last ends, whether sequences finished in it, the
+        last one's duration); None if none ran."""
+        raise NotImplementedError
+
+
+class DecodeFastForward(RunFastForward):
+    """Runs the decode-only iterations that follow a step, for one engine."""
+
+    def __init__(self, scheduler: RepeatsDecodeBatch, allocator: GrowsInLockstep,
+                 executor: LockstepPricing, log: IterationLog, timeline: TokenTimeline,
+                 num_waiting: Callable[[], int],
+                 finish: Callable[[Sequence, float], None]) -> None:
+        super().__init__(scheduler)
+        self._allocator = allocator
+        self._executor = executor
+        self._log = log
+        self._timeline = timeline
+        self._num_waiting = num_waiting
+        self._finish = finish
+
+    @classmethod
+    def of(cls, scheduler: object, allocator: object, executor: object, log: IterationLog,
+           timeline: TokenTimeline, num_waiting: Callable[[], int],
+           finish: Callable[[Sequence, float], None]) -> DecodeFastForward | None:
+        """The fast-forward of an engine whose three parties all declare their part; None
+        (step by step) when one does not."""
+        if (isinstance(scheduler, RepeatsDecodeBatch) and isinstance(allocator, GrowsInLockstep)
+                and isinstance(executor, LockstepPricing)):
+            return cls(scheduler, allocator, executor, log, timeline, num_waiting, finish)
+        return None
+
+    def _run_batch(self, seqs: list[Sequence], now_s: float, end_s: float, until_s: float,
+                   step_s: float, grace: int) -> tuple[float, bool, float] | None:
         """Run in one go the iterations in which batch `seqs` decodes one token each, from
         `end_s`, and return (when the last ends, whether sequences finished in it, the last
         one's duration); None if none ran. `step_s`, the duration of the step before, sizes
@@ -226,3 +299,66 @@ class DecodeFastForward:
                     self._finish(seq, last_s)
         self._executor.ran_lockstep_decodes(contexts, num_steps)
         return last_s, finished, durations[num_steps - 1]
+
+
+class VerifyFastForward(RunFastForward):
+    """Runs the speculative steps that follow a step, for one engine: each is planned by the
+    scheduler's rule for its repeated batch (no search), priced, grown, drawn, recorded and
+    committed (the engine's `record` and `commit`) without the event loop."""
+
+    def __init__(self, scheduler: RepeatsVerifyBatch, allocator: GrowsForVerifies,
+                 executor: PricesAhead, record: Callable[[Plan, float, float], None],
+                 commit: Callable[[Plan, StepResult, float, float], None]) -> None:
+        super().__init__(scheduler)
+        self._verifier = scheduler
+        self._allocator = allocator
+        self._executor = executor
+        self._record = record
+        self._commit = commit
+
+    @classmethod
+    def of(cls, scheduler: object, allocator: object, executor: object,
+           record: Callable[[Plan, float, float], None],
+           commit: Callable[[Plan, StepResult, float, float], None]) -> VerifyFastForward | None:
+        """The fast-forward of a speculative engine whose three parties declare their part;
+        None (step by step) when one does not."""
+        if (isinstance(scheduler, RepeatsVerifyBatch) and isinstance(allocator, GrowsForVerifies)
+                and isinstance(executor, PricesAhead)):
+            return cls(scheduler, allocator, executor, record, commit)
+        return None
+
+    def _run_batch(self, seqs: list[Sequence], now_s: float, end_s: float, until_s: float,
+                   step_s: float, grace: int) -> tuple[float, bool, float] | None:
+        """Run the steps of batch `seqs` from `end_s`, one at a time, while they start
+        before `until_s` (plus `grace`), up to and including the first in which a sequence
+        finishes. Before anything of a step happens, no waiting work may be able to join
+        (memory a verify gave back could admit it), the step must fit the pool (else a
+        preemption or a narrower verify is due: the engine steps it) and its end must be one
+        the caller's clock reproduces as `now_s + (end - now_s)` (else the run stops short: only
+        a step the caller can land on may end it), so no step is ever undone."""
+        for seq in seqs:  # each must be decoding: outputs sampled, KV for all but the last
+            if not seq.num_output_tokens or seq.num_uncomputed_tokens != 1:
+                return None
+        scheduler, allocator, executor = self._verifier, self._allocator, self._executor
+        t = end_s
+        duration_s = None
+        while (t < until_s or grace) and scheduler.nothing_can_join():
+            chunks = scheduler.verify_chunks(seqs)
+            plan = Plan(chunks)
+            priced = executor.price(plan)
+            step_end_s = t + priced.duration_s
+            if now_s + (step_end_s - now_s) != step_end_s:
+                break
+            if not allocator.grow_for_verifies(
+                    seqs, [c.num_context_tokens + c.num_new_tokens for c in chunks]):
+                break
+            if t >= until_s:
+                grace -= 1
+            result = executor.run_priced(plan, priced)
+            duration_s = result.duration_s
+            self._record(plan, t, duration_s)
+            self._commit(plan, result, t, step_end_s)
+            t = step_end_s
+            if scheduler.num_running != len(seqs):
+                return t, True, duration_s
+        return None if duration_s is None else (t, False, duration_s)

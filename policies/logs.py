@@ -67,17 +67,18 @@ class IterationLog:
 class SpeculationLog:
     """Counters over every verify of every sequence; all zero when nothing speculates.
 
-    `emitted_histogram[n]` counts verifies that emitted n tokens (accepted drafts + 1).
+    `emitted_histogram[n]` counts verifies that emitted n tokens (accepted drafts + 1), and
+    `reached_histogram[n]` those that looked at n drafts (each up to the first rejected one).
     `reached_by_position[i]` counts verifies whose draft at position i + 1 was looked at (it
     was proposed and every draft before it was accepted), `accepted_by_position[i]` those that
     accepted it: their ratio is the conditional acceptance rate engines log per position.
+    (Both follow from the histograms, so a verify costs two counts, not one per position.)
     """
 
     num_verifies: int = 0
     num_proposed: int = 0
     emitted_histogram: list[int] = field(default_factory=list)
-    reached_by_position: list[int] = field(default_factory=list)
-    accepted_by_position: list[int] = field(default_factory=list)
+    reached_histogram: list[int] = field(default_factory=list)
     draft_s: float = 0.0
     """Drafting time over every step (a draft model also ingests prefills in plain steps)."""
     verify_s: float = 0.0
@@ -86,11 +87,33 @@ class SpeculationLog:
     def record(self, num_spec_tokens: int, num_accepted: int) -> None:
         self.num_verifies += 1
         self.num_proposed += num_spec_tokens
-        _bump(self.emitted_histogram, num_accepted + 1)
-        for position in range(min(num_accepted + 1, num_spec_tokens)):
-            _bump(self.reached_by_position, position)
-            if position < num_accepted:
-                _bump(self.accepted_by_position, position)
+        emitted, reached = self.emitted_histogram, self.reached_histogram
+        num_emitted = num_accepted + 1
+        num_reached = num_emitted if num_emitted < num_spec_tokens else num_spec_tokens
+        if num_emitted < len(emitted) and num_reached < len(reached):  # no list grows
+            emitted[num_emitted] += 1
+            reached[num_reached] += 1
+            return
+        _bump(emitted, num_emitted)
+        _bump(reached, num_reached)
+
+    @property
+    def reached_by_position(self) -> list[int]:
+        return _more_than_each(self.reached_histogram)
+
+    @property
+    def accepted_by_position(self) -> list[int]:
+        return _more_than_each(self.emitted_histogram[1:])
+
+
+def _more_than_each(histogram: list[int]) -> list[int]:
+    """From counts by value n (`histogram[n]`), the count of values above i, for i from 0 to
+    the largest value less 1."""
+    above, total = [], 0
+    for count in reversed(histogram[1:]):
+        total += count
+        above.append(total)
+    return above[::-1]
 
 
 def _bump(counts: list[int], index: int) -> None:

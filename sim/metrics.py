@@ -326,8 +326,7 @@ def _combined_spec_log(logs: list[SpeculationLog]) -> SpeculationLog:
         num_verifies=sum(log.num_verifies for log in logs),
         num_proposed=sum(log.num_proposed for log in logs),
         emitted_histogram=add([log.emitted_histogram for log in logs]),
-        reached_by_position=add([log.reached_by_position for log in logs]),
-        accepted_by_position=add([log.accepted_by_position for log in logs]),
+        reached_histogram=add([log.reached_histogram for log in logs]),
         draft_s=sum(log.draft_s for log in logs),
         verify_s=sum(log.verify_s for log in logs),
     )

@@ -23,7 +23,7 @@ from __future__ import annotations
 from itertools import accumulate, repeat
 from dataclasses import dataclass
 
-from policies.fast_forward import GrowsInLockstep
+from policies.fast_forward import GrowsForVerifies, GrowsInLockstep
 from policies.kv.base import (ForksSequences, KVUsage, LockstepUsage, PageTableAllocator,
                                PoolParams, PrefixCache, ShrinksSlots, blocks_never_fit_reason,
                                kv_tokens_needed)
@@ -51,7 +51,8 @@ class PagedPrefixParams(PagedParams):
     enable_prefix_caching: bool = True
 
 
-class PagedAllocator(GrowsInLockstep, ForksSequences, ShrinksSlots, PageTableAllocator):
+class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksSlots,
+                     PageTableAllocator):
     """`paged`; `PagedPrefixAllocator` is `paged-prefix` (`make_paged_allocator` picks)."""
 
     def __init__(self, params: PagedParams) -> None:
@@ -264,6 +265,56 @@ class PagedAllocator(GrowsInLockstep, ForksSequences, ShrinksSlots, PageTableAll
             [cached_before - size * n for n in accumulate(evictions)],
         )
 
+    def grow_for_verifies(self, seqs: list[Sequence], num_tokens: list[int]) -> bool:
+        """One speculative step's growth (the speculative fast-forward): every sequence's
+        decode slot, then every sequence's draft slots up to `num_tokens`, as the inner
+        scheduler and the speculative wrapper allocate them, in order (so block ids, hashes
+        and evictions come out as step by step); False, with nothing changed, when the pool
+        cannot serve all of it or a shared block would be copied."""
+        if self._copies:
+            return False
+        size, pool, tables, held_tokens = self.block_size, self.pool, self.block_tables, self._num_tokens
+        shared = self._shared_slots > 0  # else no block has a second owner
+        caching = self.caching
+        decode_takes: list[tuple[Sequence, list[int], int]] = []  # every row when caching
+        draft_takes: list[tuple[list[int], int]] = []
+        seq_ids = []
+        missing = filled = 0
+        for seq, total in zip(seqs, num_tokens):
+            seq_id = seq.seq_id
+            table = tables.get(seq_id)
+            held = held_tokens.get(seq_id)
+            known = seq.num_known_tokens
+            if table is None or held != seq.num_computed_tokens or total < known:
+                return False  # holds no blocks, or not exactly its computed tokens; or shrinks
+            if shared and held % size and pool.is_shared(table[held // size]):
+                return False  # the first write would copy a shared partial block
+            num_blocks = len(table)
+            decode_blocks = max(0, -(-known // size) - num_blocks)
+            draft_blocks = max(0, -(-total // size) - num_blocks - decode_blocks)
+            if decode_blocks or caching:
+                decode_takes.append((seq, table, decode_blocks))
+            if draft_blocks:
+                draft_takes.append((table, draft_blocks))
+            missing += decode_blocks + draft_blocks
+            filled += total - held
+            seq_ids.append(seq_id)
+        if missing > pool.num_free:
+            return False
+        # What those `allocate_slots` calls do, less their checks: no copy, no failure.
+        # (A step takes a block or two: one at a time, as `take` would hand them out.)
+        for seq, table, decode_blocks in decode_takes:
+            for _ in range(decode_blocks):
+                table.append(pool.take_one())
+            if caching:
+                self._register_hashes(seq, table, seq.num_known_tokens)
+        for table, draft_blocks in draft_takes:
+            for _ in range(draft_blocks):
+                table.append(pool.take_one())
+        held_tokens.update(zip(seq_ids, num_tokens))
+        self._filled_slots += filled
+        return True
+
     def _set_filled(self, seq_id: int, num_tokens: int) -> None:
         previous = self._num_tokens.get(seq_id, 0)
         if num_tokens > previous:
@@ -279,9 +330,10 @@ class PagedAllocator(GrowsInLockstep, ForksSequences, ShrinksSlots, PageTableAll
             return
         self._num_tokens[seq.seq_id] = num_tokens
         self._filled_slots -= previous - num_tokens
-        keep = self.blocks_for(num_tokens)
-        self._release_tail(table, previous, keep)
-        del table[keep:]
+        keep = -(-num_tokens // self.block_size)
+        if keep < len(table):
+            self._release_tail(table, previous, keep)
+            del table[keep:]
 
     def free(self, seq: Sequence) -> None:
         table = self.block_tables.pop(seq.seq_id, None)

@@ -189,8 +189,10 @@ class QueuedDecodeRuns(QueueingScheduler, RepeatsDecodeBatch):
         batch = [c.seq for c in plan.chunks if c.seq.status is not SeqStatus.FINISHED]
         if len(batch) < len(plan.chunks) and (self.waiting or self.swapped):
             return None
+        # Each chunk decodes its sequence's one token, or verifies drafts on top of it (the
+        # speculative wrapper widens decodes; what this scheduler decides stays the same).
         if len(batch) != len(self.running) or not all(
-                c.num_new_tokens == 1 and not c.num_spec_tokens for c in plan.chunks):
+                c.num_new_tokens == 1 or c.num_spec_tokens for c in plan.chunks):
             return None
         return batch
 
@@ -200,6 +202,9 @@ class QueuedDecodeRuns(QueueingScheduler, RepeatsDecodeBatch):
         if self.waiting or self.swapped or self.incoming or self.transferring or not self.running:
             return None
         return list(self.running)
+
+    def nothing_can_join(self) -> bool:
+        return not (self.waiting or self.swapped) or len(self.running) >= self.params.max_num_seqs
 
 
 class ContinuousScheduler(QueuedDecodeRuns):

@@ -8,17 +8,22 @@ remaining outputs - 1, so a request never drafts past its output length (k <= re
 and a verify never holds more KV than the request needs at its longest (prompt + output - 1),
 which every allocator's reservation already covers. Keeping this a wrapper, not a branch in each
 scheduler, gives every present and future scheduler speculation for free.
+
+Runs of speculative steps of one batch are fast-forwarded (`RepeatsVerifyBatch`) when the
+inner scheduler repeats its decode batches (`RepeatsDecodeBatch`): drafts change nothing the
+inner scheduler decides, so its batch repeats as it would without them.
 """
 
 from __future__ import annotations
 
+from policies.fast_forward import RepeatsDecodeBatch, RepeatsVerifyBatch
 from policies.kv.base import ShrinksSlots
 from policies.scheduler.base import Scheduler, WrappedScheduler
 from policies.speculative.base import Speculator
-from policies.types import Plan
+from policies.types import Plan, ScheduledChunk, Sequence
 
 
-class SpeculativeScheduler(WrappedScheduler):
+class SpeculativeScheduler(WrappedScheduler, RepeatsVerifyBatch):
     def __init__(self, inner: Scheduler, speculator: Speculator,
                  max_num_batched_tokens: int) -> None:
         super().__init__(inner)
@@ -27,24 +32,56 @@ class SpeculativeScheduler(WrappedScheduler):
                              f"{type(inner.allocator).__name__} cannot do")
         self.speculator = speculator
         self.max_num_batched_tokens = max_num_batched_tokens
+        self._repeats = inner if isinstance(inner, RepeatsDecodeBatch) else None
+        """The inner scheduler when it declares that its decode batches repeat."""
 
     def schedule(self, now_s: float) -> Plan:
         plan = self.inner.schedule(now_s)
         decodes = [c for c in plan.chunks if c.num_new_tokens == 1 and c.seq.is_decoding]
         budget = self.max_num_batched_tokens - plan.num_new_tokens
-        spec = self.speculator
         for chunk in decodes:
             seq = chunk.seq
-            k = spec.num_draft_tokens(seq, len(decodes))
-            limit = min(budget, seq.num_remaining_outputs - 1)
-            while k > 0 and spec.num_verify_nodes(k) > limit:
-                k -= 1
+            k = self._fitting_k(seq, len(decodes), budget)
             if k <= 0:
                 continue
-            nodes = spec.num_verify_nodes(k)
+            nodes = self.speculator.num_verify_nodes(k)
             if not self.allocator.allocate_slots(seq, seq.num_known_tokens + nodes):
                 continue
             chunk.num_new_tokens = 1 + nodes
             chunk.num_spec_tokens = k
             budget -= nodes
         return plan
+
+    def _fitting_k(self, seq: Sequence, num_decoding: int, budget: int) -> int:
+        """The speculator's k for `seq`, lowered until its verified nodes fit the budget left
+        and its remaining outputs - 1 (0 or less: no drafts)."""
+        spec = self.speculator
+        k = spec.num_draft_tokens(seq, num_decoding)
+        limit = min(budget, seq.request.output_tokens - seq.num_output_tokens - 1)
+        while k > 0 and spec.num_verify_nodes(k) > limit:
+            k -= 1
+        return k
+
+    def repeated_batch(self, plan: Plan) -> list[Sequence] | None:
+        return self._repeats.repeated_batch(plan) if self._repeats is not None else None
+
+    def drained_batch(self) -> list[Sequence] | None:
+        return self._repeats.drained_batch() if self._repeats is not None else None
+
+    def nothing_can_join(self) -> bool:
+        return self._repeats is not None and self._repeats.nothing_can_join()
+
+    def verify_chunks(self, batch: list[Sequence]) -> list[ScheduledChunk]:
+        """`schedule()`'s chunks for the repeated `batch` (each decoding one token, nothing
+        else planned) when every draft's slots are given."""
+        budget = self.max_num_batched_tokens - len(batch)
+        chunks = []
+        for seq in batch:
+            k = self._fitting_k(seq, len(batch), budget)
+            if k <= 0:
+                chunks.append(ScheduledChunk(seq, 1, seq.num_computed_tokens))
+                continue
+            nodes = self.speculator.num_verify_nodes(k)
+            chunks.append(ScheduledChunk(seq, 1 + nodes, seq.num_computed_tokens, k))
+            budget -= nodes
+        return chunks

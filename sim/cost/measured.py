@@ -37,7 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from policies.fast_forward import LockstepPricing
+from policies.fast_forward import LockstepPricing, PricesAhead
 from policies.types import Plan, StepResult
 from sim.cost import kernel_roofline as roofline
 from sim.cost.coefficients import default_coefficients
@@ -45,7 +45,7 @@ from sim.cost.kernel_roofline import ACTIVATION_BYTES
 from sim.cost.kernel_shapes import LayerKind, dtype_table, equivalent_prompt, layer_kinds
 from sim.cost.kernel_tables import KernelTables, Row, shipped_tables
 from sim.cost.measured_coefficients import MeasuredCoefficients
-from sim.cost.roofline import CostModel, attended_pairs, cached, plan_shape
+from sim.cost.roofline import CostModel, PricedPlan, attended_pairs, cached, plan_shape
 from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes
 
 UNTABLED_KERNELS_PER_LAYER = 5
@@ -109,7 +109,7 @@ class MeasuredIterationCost:
         return _step_time(self.batch, self.attention)
 
 
-class MeasuredCostModel(LockstepPricing):
+class MeasuredCostModel(LockstepPricing, PricesAhead):
     """Measured-kernel executor for one replica: `model` on `tp` devices of `hardware`."""
 
     def __init__(self, model: ModelSpec, hardware: HardwareSpec,
@@ -454,11 +454,19 @@ class MeasuredCostModel(LockstepPricing):
         return self.breakdown(*plan_shape(plan))
 
     def execute(self, plan: Plan) -> StepResult:
+        return self.run_priced(plan, self.price(plan))
+
+    def price(self, plan: Plan) -> PricedPlan:
+        """What `plan` takes, its lookups not yet counted (`run_priced` counts them)."""
         cost = self.plan_cost(plan)
-        self._count(cost.batch, cost.attention)
         swap_s = self.swap_time(plan.swap_out_slots + plan.swap_in_slots)
         copy_s = self.copy_time(sum(tokens for _, _, tokens in plan.block_copies))
-        return StepResult(cost.time_s + swap_s + copy_s)
+        return PricedPlan(cost.time_s + swap_s + copy_s, cost)
+
+    def run_priced(self, plan: Plan, priced: PricedPlan) -> StepResult:
+        """`execute(plan)`'s result for a plan priced as `priced`: its lookups counted."""
+        self._count(priced.cost.batch, priced.cost.attention)
+        return StepResult(priced.duration_s)
 
     def lockstep_decode_times(self, context_tokens: list[int], num_steps: int,
                               first_step: int = 0) -> list[float]:

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, NamedTuple, TypeVar
 
 import numpy as np
 
-from policies.fast_forward import LockstepPricing
+from policies.fast_forward import LockstepPricing, PricesAhead
 from policies.types import Plan, StepResult
 from sim.cost.coefficients import Coefficients
 from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes, expected_distinct_experts
@@ -104,6 +104,14 @@ class IterationCost:
         return self.flops / self.bytes if self.bytes else float("inf")
 
 
+class PricedPlan(NamedTuple):
+    """A plan's price before it runs (`PricesAhead.price`): its duration and the cost
+    breakdown it came from (what running it counts)."""
+
+    duration_s: float
+    cost: Any
+
+
 def group_time_s(compute_s: Any, memory_s: Any, fixed_s: float) -> Any:
     """An op group's time: the slower of compute and memory, plus the fixed time; over numpy
     arrays of iterations (a decode run) element by element."""
@@ -121,7 +129,7 @@ def iteration_time_s(group_times_s: list, comm_s: Any, overhead_s: float) -> Any
     return total + comm_s + overhead_s
 
 
-class CostModel(LockstepPricing):
+class CostModel(LockstepPricing, PricesAhead):
     """Roofline executor for one replica: `model` on `tp` devices of `hardware`."""
 
     def __init__(
@@ -386,11 +394,20 @@ class CostModel(LockstepPricing):
         return self.breakdown(*plan_shape(plan))
 
     def execute(self, plan: Plan) -> StepResult:
+        return self.run_priced(plan, self.price(plan))
+
+    def price(self, plan: Plan) -> PricedPlan:
+        """What `plan` takes (no side effects: `execute` is this and `run_priced`)."""
         cost = self.plan_cost(plan)
         compute_s = cost.time_s if self.pp == 1 else self._pipelined_time(*plan_shape(plan))
         swap_s = self.swap_time(plan.swap_out_slots + plan.swap_in_slots)
         copy_s = self.copy_time(sum(tokens for _, _, tokens in plan.block_copies))
-        return StepResult(compute_s + swap_s + copy_s)
+        return PricedPlan(compute_s + swap_s + copy_s, cost)
+
+    def run_priced(self, plan: Plan, priced: PricedPlan) -> StepResult:
+        """`execute(plan)`'s result for a plan priced as `priced` (a roofline keeps no
+        counters, so nothing else happens)."""
+        return StepResult(priced.duration_s)
 
     def lockstep_decode_times(self, context_tokens: list[int], num_steps: int,
                               first_step: int = 0) -> list[float] | None:

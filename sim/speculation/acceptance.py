@@ -25,8 +25,9 @@ A tree of width w verifies w candidates per depth; with independent candidates t
 rate at depth i becomes 1 - (1 - r_i)^w (a recorded trace is taken as already measured on the
 tree, so width does not change it).
 
-Draws are deterministic: request r uses its own stream seeded by SeedSequence([seed, r]), so a
-request's acceptance does not depend on what else is in its batch.
+Draws are deterministic: request r uses its own stream seeded by SeedSequence([seed, r]) (its
+parallel sample i > 0 by SeedSequence([seed, r, i])), so a request's acceptance does not
+depend on what else is in its batch.
 """
 
 from __future__ import annotations
@@ -60,16 +61,24 @@ class RequestStream:
         self._uniforms: list[float] = []
         self._next = 0
 
-    def uniform(self) -> float:
-        if self._next == len(self._uniforms):
-            self._uniforms = self.rng.random(_UNIFORM_BLOCK).tolist()
-            self._next = 0
-        self._next += 1
-        return self._uniforms[self._next - 1]
+    def accepted_prefix(self, rates: tuple[float, ...]) -> int:
+        """Judge drafts in order, draft i accepted when the next uniform is below `rates[i]`,
+        until one is rejected; uniforms are drawn only for judged drafts."""
+        uniforms, next_ = self._uniforms, self._next
+        for position, rate in enumerate(rates):
+            if next_ == len(uniforms):
+                uniforms = self._uniforms = self.rng.random(_UNIFORM_BLOCK).tolist()
+                next_ = 0
+            next_ += 1
+            if uniforms[next_ - 1] >= rate:
+                self._next = next_
+                return position
+        self._next = next_
+        return len(rates)
 
 
 class AcceptanceModel(Protocol):
-    def stream(self, seed: int, request_id: int) -> RequestStream: ...
+    def stream(self, seed: int, request_id: int, sample_index: int = 0) -> RequestStream: ...
 
     def draw(self, stream: RequestStream, k: int, width: int) -> int:
         """Accepted drafts (0..k) for one verify of k drafts at tree width `width`."""
@@ -77,21 +86,16 @@ class AcceptanceModel(Protocol):
     def expected_tokens_per_step(self, k: int, width: int = 1) -> float: ...
 
 
-def _rng(seed: int, request_id: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seed, request_id]))
+def _rng(seed: int, request_id: int, sample_index: int) -> np.random.Generator:
+    """Request `request_id`'s stream; a parallel sample (n > 1) other than the first gets
+    its own, keyed by its index too."""
+    key = [seed, request_id, sample_index] if sample_index else [seed, request_id]
+    return np.random.default_rng(np.random.SeedSequence(key))
 
 
 def widen(rate: float, width: int) -> float:
     """Conditional rate at one depth when `width` independent candidates are verified."""
     return 1.0 - (1.0 - rate) ** width
-
-
-def _accepted_prefix(stream: RequestStream, rates: tuple[float, ...]) -> int:
-    """Judge drafts in order until one is rejected; uniforms are drawn only for judged ones."""
-    for position, rate in enumerate(rates):
-        if stream.uniform() >= rate:
-            return position
-    return len(rates)
 
 
 @lru_cache(maxsize=1024)
@@ -109,11 +113,11 @@ class PositionalAcceptance:
         if not self.rates or any(not 0.0 <= r <= 1.0 for r in self.rates):
             raise ValueError(f"acceptance rates must lie in [0, 1], got {list(self.rates)}")
 
-    def stream(self, seed: int, request_id: int) -> RequestStream:
-        return RequestStream(_rng(seed, request_id), None, 0)
+    def stream(self, seed: int, request_id: int, sample_index: int = 0) -> RequestStream:
+        return RequestStream(_rng(seed, request_id, sample_index), None, 0)
 
     def draw(self, stream: RequestStream, k: int, width: int) -> int:
-        return _accepted_prefix(stream, _position_rates(self.rates, k, width))
+        return stream.accepted_prefix(_position_rates(self.rates, k, width))
 
     def expected_tokens_per_step(self, k: int, width: int = 1) -> float:
         return 1.0 + float(np.cumprod(_position_rates(self.rates, k, width)).sum())
@@ -133,13 +137,13 @@ class BetaAcceptance:
                 f"{self.mean}, {self.concentration}"
             )
 
-    def stream(self, seed: int, request_id: int) -> RequestStream:
-        rng = _rng(seed, request_id)
+    def stream(self, seed: int, request_id: int, sample_index: int = 0) -> RequestStream:
+        rng = _rng(seed, request_id, sample_index)
         c = self.concentration
         return RequestStream(rng, float(rng.beta(self.mean * c, (1.0 - self.mean) * c)), 0)
 
     def draw(self, stream: RequestStream, k: int, width: int) -> int:
-        return _accepted_prefix(stream, _position_rates((stream.alpha,), k, width))
+        return stream.accepted_prefix(_position_rates((stream.alpha,), k, width))
 
     def expected_tokens_per_step(self, k: int, width: int = 1) -> float:
         a = self.mean * self.concentration
@@ -167,8 +171,8 @@ class TraceAcceptance:
         if not self.accepted:
             raise ValueError(f"acceptance trace {self.source} holds no counts")
 
-    def stream(self, seed: int, request_id: int) -> RequestStream:
-        rng = _rng(seed, request_id)
+    def stream(self, seed: int, request_id: int, sample_index: int = 0) -> RequestStream:
+        rng = _rng(seed, request_id, sample_index)
         return RequestStream(rng, None, int(rng.integers(len(self.accepted))))
 
     def draw(self, stream: RequestStream, k: int, width: int) -> int:

@@ -117,8 +117,17 @@ class TreeDraftCost:
 def _sequential_passes(model: CostModel, plain: list[ScheduledChunk],
                        spec: list[ScheduledChunk], passes: list[int],
                        tokens_per_pass: int) -> float:
-    """Pass j runs every spec chunk with more than j passes; pass 0 also the plain chunks."""
+    """Pass j runs every spec chunk with more than j passes; pass 0 also the plain chunks.
+    When every chunk verifies and drafts as many single-token passes, those passes are one
+    decode batch growing in lockstep: priced as the model's `lockstep_decode_times`, which
+    gives what each pass's `iteration_time` gives, bit for bit, in one call."""
     total = 0.0
+    if not plain and tokens_per_pass == 1 and passes and min(passes) == max(passes):
+        times = model.lockstep_decode_times([c.num_context_tokens for c in spec], passes[0])
+        if times is not None:
+            for time_s in times:
+                total += time_s
+            return total
     num_passes = max(max(passes, default=0), 1 if plain else 0)
     for j in range(num_passes):
         new = [tokens_per_pass] * sum(1 for p in passes if p > j)

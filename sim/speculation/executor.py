@@ -7,17 +7,31 @@ the whole plan (swaps included), this class adds drafting and draws acceptance. 
 attention is charged as causal attention over the 1 + n tokens, which slightly overstates it
 (a node attends only to its ancestors); for contexts of hundreds of tokens the difference is
 under 1%.
+
+A plan is priced first and its acceptance drawn when it runs (`PricesAhead`), so the
+speculative fast-forward can price a step before deciding to run it.
 """
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
+from policies.fast_forward import PricesAhead
 from policies.types import Plan, StepResult
 from sim.cost.roofline import CostModel
 from sim.speculation.acceptance import AcceptanceModel, RequestStream
 from sim.speculation.drafting import DraftCost
 
 
-class SpeculativeExecutor:
+class SpeculativePrice(NamedTuple):
+    """A plan's price: the whole step, its drafting share, and the target's own price."""
+
+    duration_s: float
+    draft_s: float
+    target: Any
+
+
+class SpeculativeExecutor(PricesAhead):
     def __init__(self, target: CostModel, drafting: DraftCost, acceptance: AcceptanceModel,
                  *, seed: int, tree_width: int = 1) -> None:
         self.target = target
@@ -28,15 +42,28 @@ class SpeculativeExecutor:
         self._streams: dict[int, RequestStream] = {}
 
     def execute(self, plan: Plan) -> StepResult:
-        verify_s = self.target.execute(plan).duration_s
-        spec = [c for c in plan.chunks if c.num_spec_tokens]
-        plain = [c for c in plan.chunks if not c.num_spec_tokens]
-        draft_s = self.drafting.time_s(plain, spec)
-        accepted = {c.seq.seq_id: self._draw(c.seq.seq_id, c.num_spec_tokens) for c in spec}
-        return StepResult(verify_s + draft_s, accepted, draft_s)
+        return self.run_priced(plan, self.price(plan))
 
-    def _draw(self, request_id: int, k: int) -> int:
-        stream = self._streams.get(request_id)
-        if stream is None:
-            stream = self._streams[request_id] = self.acceptance.stream(self.seed, request_id)
-        return self.acceptance.draw(stream, k, self.tree_width)
+    def price(self, plan: Plan) -> SpeculativePrice:
+        """The target's verify pass plus drafting; nothing drawn or counted."""
+        target = self.target.price(plan)
+        spec, plain = [], []
+        for chunk in plan.chunks:
+            (spec if chunk.num_spec_tokens else plain).append(chunk)
+        draft_s = self.drafting.time_s(plain, spec)
+        return SpeculativePrice(target.duration_s + draft_s, draft_s, target)
+
+    def run_priced(self, plan: Plan, priced: SpeculativePrice) -> StepResult:
+        """The target runs its pass (its counters) and every verify draws its acceptance."""
+        self.target.run_priced(plan, priced.target)
+        streams, draw, width = self._streams, self.acceptance.draw, self.tree_width
+        accepted = {}
+        for chunk in plan.chunks:
+            if chunk.num_spec_tokens:
+                seq = chunk.seq
+                stream = streams.get(seq.seq_id)
+                if stream is None:
+                    stream = streams[seq.seq_id] = self.acceptance.stream(
+                        self.seed, seq.request.request_id, seq.sample_index)
+                accepted[seq.seq_id] = draw(stream, chunk.num_spec_tokens, width)
+        return StepResult(priced.duration_s, accepted, priced.draft_s)
