@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from itertools import accumulate, repeat
 from dataclasses import dataclass
+from operator import mul
 
 from policies.fast_forward import GrowsForVerifies, GrowsInLockstep
 from policies.kv.base import (ForksSequences, KVUsage, LockstepUsage, PageTableAllocator,
@@ -196,12 +197,16 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
             self._register_full_blocks(seq, table, min(num_tokens, seq.num_final_tokens) // self.block_size)
 
     def _register_full_blocks(self, seq: Sequence, table: list[int], num_full: int) -> None:
-        done = self._num_registered.get(seq.seq_id, 0)
-        if num_full <= done:
-            return
-        hashes = self._block_hashes(seq, num_full * self.block_size)
-        self.pool.register_many(table[done:num_full], hashes[done:num_full])
-        self._num_registered[seq.seq_id] = num_full
+        if num_full > self._num_registered.get(seq.seq_id, 0):
+            self._block_hashes(seq, num_full * self.block_size)
+            self._register_hashed(seq.seq_id, table, num_full)
+
+    def _register_hashed(self, seq_id: int, table: list[int], num_full: int) -> None:
+        """Cache `seq_id`'s first `num_full` blocks not cached yet, whose hashes are made."""
+        done = self._num_registered.get(seq_id, 0)
+        if num_full > done:
+            self.pool.register_many(table[done:num_full], self._hashes[seq_id][done:num_full])
+            self._num_registered[seq_id] = num_full
 
     def grow_in_lockstep(self, seqs: list[Sequence], num_steps: int) -> LockstepUsage | None:
         """Do at once what `num_steps` rounds of `allocate_slots(seq, seq.num_known_tokens +
@@ -220,6 +225,7 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
         held_tokens, tables = self._num_tokens, self.block_tables
         shared = self._shared_slots > 0  # else no block has a second owner
         events: list[tuple[int, int, int]] = []  # (round, sequence order, 0 new block / 1 register)
+        filling: list[Sequence] = []  # those that fill a block to register
         for order, seq in enumerate(seqs):
             held = held_tokens.get(seq.seq_id, -1)
             if held != seq.request.prompt_tokens + seq.num_output_tokens - 1:
@@ -237,11 +243,15 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
                 first_full = (-held - 1) % size
                 if first_full < num_steps:
                     events.extend(zip(range(first_full, num_steps, size), repeat(order), repeat(1)))
+                    filling.append(seq)
         new_blocks = [0] * num_steps
         for round_, _, kind in events:
             new_blocks[round_] += 1 - kind
-        if sum(new_blocks) > pool.num_free:
+        num_new = sum(new_blocks)
+        if num_new > pool.num_free:
             return None
+        for seq in filling:  # the hashes of every block the run fills, made at once
+            self._block_hashes(seq, seq.num_known_tokens + num_steps - 1)
         events.sort()
         evictions = [0] * num_steps
         for round_, order, kind in events:
@@ -252,17 +262,18 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
                 table.append(pool.take_one())
                 evictions[round_] += pool.evictions - before
             else:
-                self._register_full_blocks(seq, table, (seq.num_known_tokens + round_) // size)
+                self._register_hashed(seq.seq_id, table, (seq.num_known_tokens + round_) // size)
         for seq in seqs:
             held_tokens[seq.seq_id] += num_steps
-        first_filled = self._filled_slots - self._shared_slots + len(seqs)
-        self._filled_slots += len(seqs) * num_steps
-        used_before = (self.num_blocks - pool.num_free) * size - sum(new_blocks) * size
-        cached_before = (pool.num_cached_free + sum(evictions)) * size
+        num_seqs = len(seqs)
+        first_filled = self._filled_slots - self._shared_slots + num_seqs
+        self._filled_slots += num_seqs * num_steps
+        num_evicted = sum(evictions)
         return LockstepUsage(
-            [used_before + size * n for n in accumulate(new_blocks)],
-            list(range(first_filled, first_filled + len(seqs) * num_steps, len(seqs))),
-            [cached_before - size * n for n in accumulate(evictions)],
+            _running_totals(new_blocks, size, (self.num_blocks - pool.num_free - num_new) * size),
+            list(range(first_filled, first_filled + num_seqs * num_steps, num_seqs)),
+            _running_totals(evictions, -size, (pool.num_cached_free + num_evicted) * size)
+            if num_evicted else [pool.num_cached_free * size] * num_steps,
         )
 
     def grow_for_verifies(self, seqs: list[Sequence], num_tokens: list[int]) -> bool:
@@ -400,3 +411,11 @@ class PagedPrefixAllocator(PagedAllocator, PrefixCache):
 
     def stats(self) -> dict[str, int]:
         return self.prefix_counts.stats(self.pool.evictions)
+
+
+def _running_totals(counts: list[int], slots_each: int, start_slots: int) -> list[int]:
+    """`start_slots` moved by `slots_each` per count, after each element of `counts` (a
+    lockstep run's usage after each round), in C loops."""
+    totals = list(accumulate(map(mul, counts, repeat(slots_each)), initial=start_slots))
+    del totals[0]
+    return totals

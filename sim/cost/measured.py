@@ -502,7 +502,8 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
         """Cached tokens the batch reads at each step, in all and within the sliding window."""
         num_seqs, total = len(context_tokens), sum(context_tokens)
         steps = range(first_step, first_step + num_steps)
-        kv_global = [total + num_seqs * j for j in steps]
+        kv_global = list(range(total + num_seqs * steps.start, total + num_seqs * steps.stop,
+                               num_seqs))
         window = self.model.sliding_window
         if not window:
             return kv_global, [0] * num_steps
