@@ -44,7 +44,7 @@ from policies.logs import SpeculationLog
 from policies.token_times import RUN_TYPECODE
 from policies.types import Sequence, SeqStatus
 from sim.config import SimConfig
-from sim.pooled_stats import pooled_mean_and_percentiles
+from sim.pooled_stats import pooled_mean_and_percentiles, weighted_order_statistics
 
 LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e", "queue")
 STATS = ("mean", "p50", "p90", "p99")
@@ -69,7 +69,9 @@ def _stats(name: str, samples: np.ndarray) -> dict[str, float | None]:
 
 def _itl_stats(samples: list[Sequence]) -> dict[str, float | None]:
     """ITL over every sample's gaps, computed chunk by chunk (`sim.pooled_stats`): a chunk
-    is the next samples holding at least `ITL_CHUNK_TOKENS` gaps (or the rest)."""
+    is the next samples holding at least `ITL_CHUNK_TOKENS` gaps (or the rest). The mean
+    sums the chunks; the percentiles of a pool of several chunks are ranked in the gaps'
+    distinct sources instead (`_TokenTimeReader.gap_pool`), far fewer than the gaps."""
     times = _TokenTimeReader(samples)
     ends = [0]
     if samples:
@@ -83,7 +85,10 @@ def _itl_stats(samples: list[Sequence]) -> dict[str, float | None]:
         for start, end in zip(ends, ends[1:]):
             yield times.gaps(start, end)
 
-    pooled = pooled_mean_and_percentiles(chunks, (50.0, 90.0, 99.0))
+    def ranked(ranks: list[int]) -> dict[int, float]:
+        return weighted_order_statistics(*times.gap_pool(), ranks)
+
+    pooled = pooled_mean_and_percentiles(chunks, (50.0, 90.0, 99.0), ranked)
     keys = [f"itl_{s}_s" for s in STATS]
     return dict.fromkeys(keys) if pooled is None else dict(zip(keys, [pooled[0], *pooled[1]]))
 
@@ -152,6 +157,34 @@ class _TokenTimeReader:
         keep = np.ones(gaps.size, dtype=bool)
         keep[across] = False
         return gaps[keep]
+
+    def gap_pool(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every sample's gaps (those of `gaps`) as distinct sources, each with how many gaps
+        it stands for. A gap inside a run is the difference of two consecutive entries of the
+        joined timelines, one value for every run spanning both (a step's decode batch); a
+        gap from one of a sample's runs to its next is a source of its own. Counts may be 0
+        (a step no run goes on from)."""
+        pairs = self._pairs(0, len(self.samples))
+        firsts, counts = pairs[:, 0], pairs[:, 1]
+        if self.several_timelines:
+            firsts = firsts + np.repeat(self.offsets, self.run_counts)
+        lasts = firsts + counts - 1
+        times = self.all_times
+        num_steps = max(times.size - 1, 0)
+        # step gap i (times[i + 1] - times[i]) lies inside the runs with first <= i < last
+        spanning = np.zeros(num_steps + 1, dtype=np.int64)
+        np.add.at(spanning, firsts[counts > 1], 1)
+        np.add.at(spanning, lasts[counts > 1], -1)
+        np.cumsum(spanning, out=spanning)
+        # from each run to the next one, unless the next is another sample's first
+        joins = np.ones(max(firsts.size - 1, 0), dtype=bool)
+        sample_starts = (np.cumsum(self.run_counts) - self.run_counts)[self.run_counts > 0]
+        joins[sample_starts[1:] - 1] = False
+        across = times[firsts[1:][joins]] - times[lasts[:-1][joins]]
+        values = np.empty(num_steps + across.size)
+        np.subtract(times[1:], times[:-1], out=values[:num_steps])
+        values[num_steps:] = across
+        return values, np.concatenate([spanning[:num_steps], np.ones(across.size, np.int64)])
 
 
 def _inter_token_latencies(samples: list[Sequence]) -> np.ndarray:

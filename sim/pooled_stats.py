@@ -14,6 +14,11 @@ step time: one bin can hold a tenth of a billion-value pool) is not kept but spl
 `NUM_BINS` bins over its own range, one more pass per level, until the bin is small enough
 or all its values are equal; so no pass holds more than about `KEEP_LIMIT` values per rank.
 
+A caller that knows the pool more compactly, as distinct values each with how many times it
+occurs (inter-token gaps: the steps of one timeline, each shared by every sequence decoding in
+it), hands `ranked` instead: passes 2 and 3 then run over those values once
+(`weighted_order_statistics`), not over the whole pool again.
+
 Percentiles interpolate linearly between the order statistics around rank (n - 1) q / 100,
 numpy's default method, so they equal `np.percentile` of the pooled values (to rounding).
 """
@@ -29,13 +34,17 @@ NUM_BINS = 4096
 KEEP_LIMIT = 1 << 20
 
 Chunks = Callable[[], Iterator[np.ndarray]]
+Ranked = Callable[[list[int]], dict[int, float]]
+"""The pool's values at the given 0-based ranks of its sorted order."""
 
 
 def pooled_mean_and_percentiles(
-    chunks: Chunks, percentiles: tuple[float, ...]
+    chunks: Chunks, percentiles: tuple[float, ...], ranked: Ranked | None = None
 ) -> tuple[float, list[float]] | None:
     """(mean, the `percentiles` in order) of every value the chunks yield; None if none. A
-    pool that comes in one chunk is simply partitioned in place (`np.percentile`)."""
+    pool that comes in one chunk is simply partitioned in place (`np.percentile`); else the
+    order statistics come from `ranked` when given (it must describe the same pool), from
+    more passes over the chunks otherwise."""
     count, total, low, high = 0, 0.0, math.inf, -math.inf
     num_chunks, last = 0, np.empty(0)
     for chunk in chunks():
@@ -51,7 +60,7 @@ def pooled_mean_and_percentiles(
                                                                   overwrite_input=True)]
     positions = [(count - 1) * q / 100.0 for q in percentiles]
     ranks = sorted({r for h in positions for r in (math.floor(h), min(math.floor(h) + 1, count - 1))})
-    values = order_statistics(chunks, ranks, low, high)
+    values = ranked(ranks) if ranked is not None else order_statistics(chunks, ranks, low, high)
     result = []
     for h in positions:
         below, above = values[math.floor(h)], values[min(math.floor(h) + 1, count - 1)]
@@ -116,6 +125,40 @@ def order_statistics(chunks: Chunks, ranks: list[int], low: float, high: float) 
                 values = _sorted(parts)
                 found.update({rank: float(values[rank - start]) for rank in wanted})
         open_windows = next_windows
+    return {rank: found[rank] for rank in ranks}
+
+
+def weighted_order_statistics(values: np.ndarray, counts: np.ndarray,
+                              ranks: list[int]) -> dict[int, float]:
+    """The values at 0-based `ranks` of the sorted pool in which `values[i]` occurs
+    `counts[i]` times (counts >= 0; ranks below their sum), without expanding it: bin by value
+    (`_bins`, monotone, so a window's values are contiguous in sorted order), keep the bins
+    holding wanted ranks, and bin those again until a window holds at most `KEEP_LIMIT`
+    distinct values, which are sorted with their counts."""
+    found: dict[int, float] = {}
+    # (values in a window, their counts, pool values sorted before it, ranks inside)
+    windows = [(values, counts, 0, sorted(ranks))]
+    while windows:
+        values, counts, before, inside = windows.pop()
+        low, high = float(values.min()), float(values.max())
+        if low == high:
+            found.update(dict.fromkeys(inside, low))
+            continue
+        if values.size <= KEEP_LIMIT:
+            order = np.argsort(values, kind="stable")
+            ends = np.cumsum(counts[order])  # ends[i]: pool values up to sorted entry i
+            at = np.searchsorted(ends, np.asarray(inside) - before, side="right")
+            found.update(zip(inside, values[order[at]].tolist()))
+            continue
+        bins = _bins(values, low, high)
+        ends = np.cumsum(np.bincount(bins, weights=counts, minlength=NUM_BINS)).astype(np.int64)
+        by_bin: dict[int, list[int]] = {}
+        for rank in inside:
+            by_bin.setdefault(int(np.searchsorted(ends, rank - before, side="right")), []).append(rank)
+        for b, wanted in by_bin.items():
+            in_bin = bins == b
+            windows.append((values[in_bin], counts[in_bin],
+                            before + (int(ends[b - 1]) if b else 0), wanted))
     return {rank: found[rank] for rank in ranks}
 
 
