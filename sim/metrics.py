@@ -171,20 +171,21 @@ class _TokenTimeReader:
         lasts = firsts + counts - 1
         times = self.all_times
         num_steps = max(times.size - 1, 0)
+        # from each run to the next one, unless the next is another sample's first
+        joins = np.ones(max(firsts.size - 1, 0), dtype=bool)
+        sample_starts = (np.cumsum(self.run_counts) - self.run_counts)[self.run_counts > 0]
+        joins[sample_starts[1:] - 1] = False
+        values = np.empty(num_steps + int(joins.sum()))
+        np.subtract(times[1:], times[:-1], out=values[:num_steps])
+        values[num_steps:] = times[firsts[1:][joins]] - times[lasts[:-1][joins]]
         # step gap i (times[i + 1] - times[i]) lies inside the runs with first <= i < last
         spanning = np.zeros(num_steps + 1, dtype=np.int64)
         np.add.at(spanning, firsts[counts > 1], 1)
         np.add.at(spanning, lasts[counts > 1], -1)
         np.cumsum(spanning, out=spanning)
-        # from each run to the next one, unless the next is another sample's first
-        joins = np.ones(max(firsts.size - 1, 0), dtype=bool)
-        sample_starts = (np.cumsum(self.run_counts) - self.run_counts)[self.run_counts > 0]
-        joins[sample_starts[1:] - 1] = False
-        across = times[firsts[1:][joins]] - times[lasts[:-1][joins]]
-        values = np.empty(num_steps + across.size)
-        np.subtract(times[1:], times[:-1], out=values[:num_steps])
-        values[num_steps:] = across
-        return values, np.concatenate([spanning[:num_steps], np.ones(across.size, np.int64)])
+        gap_counts = np.ones(values.size, dtype=np.int32)  # at most a batch's sequences
+        gap_counts[:num_steps] = spanning[:num_steps]
+        return values, gap_counts
 
 
 def _inter_token_latencies(samples: list[Sequence]) -> np.ndarray:

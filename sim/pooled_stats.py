@@ -134,7 +134,8 @@ def weighted_order_statistics(values: np.ndarray, counts: np.ndarray,
     `counts[i]` times (counts >= 0; ranks below their sum), without expanding it: bin by value
     (`_bins`, monotone, so a window's values are contiguous in sorted order), keep the bins
     holding wanted ranks, and bin those again until a window holds at most `KEEP_LIMIT`
-    distinct values, which are sorted with their counts."""
+    distinct values, which are sorted with their counts. Bins are computed `KEEP_LIMIT`
+    values at a time, so the temporaries stay small beside `values`."""
     found: dict[int, float] = {}
     # (values in a window, their counts, pool values sorted before it, ranks inside)
     windows = [(values, counts, 0, sorted(ranks))]
@@ -146,18 +147,28 @@ def weighted_order_statistics(values: np.ndarray, counts: np.ndarray,
             continue
         if values.size <= KEEP_LIMIT:
             order = np.argsort(values, kind="stable")
-            ends = np.cumsum(counts[order])  # ends[i]: pool values up to sorted entry i
+            ends = np.cumsum(counts[order], dtype=np.int64)  # pool values up to each entry
             at = np.searchsorted(ends, np.asarray(inside) - before, side="right")
             found.update(zip(inside, values[order[at]].tolist()))
             continue
-        bins = _bins(values, low, high)
-        ends = np.cumsum(np.bincount(bins, weights=counts, minlength=NUM_BINS)).astype(np.int64)
+        slices = [slice(start, start + KEEP_LIMIT) for start in range(0, values.size, KEEP_LIMIT)]
+        per_bin = np.zeros(NUM_BINS)
+        for part in slices:
+            per_bin += np.bincount(_bins(values[part], low, high), weights=counts[part],
+                                   minlength=NUM_BINS)
+        ends = np.cumsum(per_bin).astype(np.int64)  # counts are exact in doubles below 2**53
         by_bin: dict[int, list[int]] = {}
         for rank in inside:
             by_bin.setdefault(int(np.searchsorted(ends, rank - before, side="right")), []).append(rank)
+        kept: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {b: ([], []) for b in by_bin}
+        for part in slices:
+            bins = _bins(values[part], low, high)
+            for b, (kept_values, kept_counts) in kept.items():
+                in_bin = bins == b
+                kept_values.append(values[part][in_bin])
+                kept_counts.append(counts[part][in_bin])
         for b, wanted in by_bin.items():
-            in_bin = bins == b
-            windows.append((values[in_bin], counts[in_bin],
+            windows.append((np.concatenate(kept[b][0]), np.concatenate(kept[b][1]),
                             before + (int(ends[b - 1]) if b else 0), wanted))
     return {rank: found[rank] for rank in ranks}
 
