@@ -244,15 +244,19 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
             return None
         events.sort()
         evictions = [0] * num_steps
-        for round_, order, kind in events:
-            seq = seqs[order]
-            table = tables[seq.seq_id]
-            if kind == 0:
-                before = pool.evictions
-                table.append(pool.take_one())
-                evictions[round_] += pool.evictions - before
-            else:
-                self._register_full_blocks(seq, table, (seq.num_known_tokens + round_) // size)
+        if not self.caching:  # no block carries a key, so no take evicts: one take serves all
+            for (_, order, _), block in zip(events, pool.take(len(events))):
+                tables[seqs[order].seq_id].append(block)
+        else:
+            for round_, order, kind in events:
+                seq = seqs[order]
+                table = tables[seq.seq_id]
+                if kind == 0:
+                    before = pool.evictions
+                    table.append(pool.take_one())
+                    evictions[round_] += pool.evictions - before
+                else:
+                    self._register_full_blocks(seq, table, (seq.num_known_tokens + round_) // size)
         for seq in seqs:
             held_tokens[seq.seq_id] += num_steps
         first_filled = self._filled_slots - self._shared_slots + len(seqs)
