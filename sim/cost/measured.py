@@ -549,14 +549,9 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
         if row is not None and kinds[0].generation.exact:
             kind = kinds[0]
             kv = kv_local if kind.decode_capped else kv_global
-            times = []
-            for tokens in kv:
-                value_s = row.in_range_value(tokens / num_seqs)
-                if value_s is None:
-                    break
-                times.append(_step_time_s(batch, (kind.layers * value_s,)))
-            else:
-                return times
+            values = row.in_range_values(tokens / num_seqs for tokens in kv)
+            if len(values) == len(kv):
+                return [_step_time_s(batch, (kind.layers * value_s,)) for value_s in values]
         return [_step_time(batch, attention)
                 for attention in self._decode_steps(num_seqs, kv_global, kv_local)]
 
