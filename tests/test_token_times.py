@@ -79,8 +79,10 @@ def test_token_times_read_back_what_was_written(per_seq, order):
     np.testing.assert_array_equal(joined, np.array([t for r in references for t in r]))
     expected_gaps = [b - a for r in references for a, b in zip(r, r[1:])]
     np.testing.assert_array_equal(_inter_token_latencies(samples), np.array(expected_gaps))
-    values, counts = reader.gap_pool()  # the same gaps, as distinct sources with counts
-    np.testing.assert_array_equal(np.sort(np.repeat(values, counts)), np.sort(expected_gaps))
+    sources = list(reader.gap_sources())  # the same gaps, as distinct sources with counts
+    pooled = np.concatenate([np.repeat(values, counts) for values, counts in sources] or [[]])
+    np.testing.assert_array_equal(np.sort(pooled), np.sort(expected_gaps))
+    assert all((counts >= 1).all() for _, counts in sources)
 
 
 def test_a_run_that_goes_on_where_the_last_stopped_joins_it():
@@ -161,8 +163,8 @@ def test_an_engine_run_stores_runs_not_tokens():
 
 
 def test_itl_percentiles_ranked_in_the_gap_pool_equal_those_over_every_gap(monkeypatch):
-    """A pool of several chunks ranks its percentiles in `gap_pool`: the same numbers, bit for
-    bit, as ranking every gap over more passes (and numpy's over the pooled gaps)."""
+    """A pool of several chunks ranks its percentiles in `gap_sources`: the same numbers, bit
+    for bit, as ranking every gap over more passes (and numpy's over the pooled gaps)."""
     import sim.metrics as metrics
     import sim.pooled_stats as pooled
 
@@ -179,11 +181,11 @@ def test_itl_percentiles_ranked_in_the_gap_pool_equal_those_over_every_gap(monke
             burst = samples[int(rng.integers(40))]  # a verify's burst at the last step
             burst.token_times_s.add_at(timeline, len(timeline) - 1, 3)
     monkeypatch.setattr(metrics, "ITL_CHUNK_TOKENS", 500)
+    monkeypatch.setattr(metrics, "GAP_SEGMENT_STEPS", 64)  # several segments of the timeline
     ranked = _itl_stats(samples)
-    monkeypatch.setattr(metrics, "weighted_order_statistics", None)
     real_pooled = pooled.pooled_mean_and_percentiles
     monkeypatch.setattr(metrics, "pooled_mean_and_percentiles",
-                        lambda chunks, percentiles, ranked: real_pooled(chunks, percentiles))
+                        lambda chunks, percentiles, counted: real_pooled(chunks, percentiles))
     assert _itl_stats(samples) == ranked
     gaps = _inter_token_latencies(samples)
     np.testing.assert_allclose([ranked[f"itl_p{q}_s"] for q in (50, 90, 99)],

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from policies.fast_forward import GrowsInLockstep
 from policies.knobs import knob
+from policies.kv.base import KVAllocator
 from policies.scheduler.continuous import QueuedDecodeRuns, QueueingParams
 from policies.scheduler.queue_order import victim_index
 from policies.types import Plan, ScheduledChunk, Sequence
@@ -41,21 +43,43 @@ class ChunkedParams(QueueingParams):
 class ChunkedScheduler(QueuedDecodeRuns):
     params: ChunkedParams
 
+    def __init__(self, params: ChunkedParams, allocator: KVAllocator) -> None:
+        super().__init__(params, allocator)
+        self._lockstep = allocator if isinstance(allocator, GrowsInLockstep) else None
+        """The allocator, when it can grow a step's decodes at once (`_decode_at_once`)."""
+
     def schedule(self, now_s: float) -> Plan:
         plan, _ = self._open_plan(now_s)
         budget = self.params.token_budget
         decodes = [s for s in self.running if s.num_computed_tokens >= s.request.prompt_tokens]
         prefills = [s for s in self.running if s.num_computed_tokens < s.request.prompt_tokens]
         if self.params.chunked_order == "decode-first":
-            budget = self._schedule_running(decodes + prefills, budget, plan)
+            if self._decode_at_once(decodes, budget, plan):
+                budget = self._schedule_running(prefills, budget - len(decodes), plan)
+            else:
+                budget = self._schedule_running(decodes + prefills, budget, plan)
             if not self.swapped:
                 self._admit(budget, plan)
         else:
             budget = self._schedule_running(prefills, budget, plan)
             if not self.swapped:
                 budget = self._admit(budget, plan)
-            self._schedule_running(decodes, budget, plan)
+            if not self._decode_at_once(decodes, budget, plan):
+                self._schedule_running(decodes, budget, plan)
         return self._wake_for_transfers(plan)
+
+    def _decode_at_once(self, decodes: list[Sequence], budget: int, plan: Plan) -> bool:
+        """Schedule each of `decodes` (running sequences, in order) for one token with one
+        growth of the pool for all of them (`GrowsInLockstep`, one round: what their
+        `allocate_slots` calls one by one would do), when each has exactly one token to
+        compute, `budget` holds them all and the pool serves them without a preemption or a
+        copy. False, with nothing done, otherwise: they then go one by one."""
+        if (self._lockstep is None or not decodes or len(decodes) > budget
+                or any(seq.num_uncomputed_tokens != 1 for seq in decodes)
+                or self._lockstep.grow_in_lockstep(decodes, 1) is None):
+            return False
+        plan.chunks.extend([ScheduledChunk(seq, 1, seq.num_computed_tokens) for seq in decodes])
+        return True
 
     def _chunk_size(self, seq: Sequence, start: int, budget: int) -> int:
         """Tokens of `seq` to compute from position `start` under `budget`."""
