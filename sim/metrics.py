@@ -56,7 +56,7 @@ ITL_CHUNK_TOKENS = 1 << 20
 and a chunk's few temporary copies stay in the tens of MiB."""
 LENGTHS_CHUNK_SAMPLES = 1 << 16
 """Samples whose token counts are read from their runs at a time."""
-GAP_SEGMENT_STEPS = 1 << 20
+GAP_SEGMENT_STEPS = 1 << 18
 """Timeline steps whose gaps `_TokenTimeReader.gap_sources` yields at a time."""
 ITERATION_CHUNK = 1 << 20
 """Iteration-log rows converted to float at a time, for the same reason."""
@@ -177,25 +177,34 @@ class _TokenTimeReader:
                 - np.bincount(ends[end_from:end_to] - first, minlength=last - first))
             spanning += start_from - end_from
             used = spanning > 0
-            yield (times[first + 1:last + 1] - times[first:last])[used], spanning[used]
+            yield ((times[first + 1:last + 1] - times[first:last])[used],
+                   spanning[used].astype(np.int32))  # at most a batch's sequences
         if across.size:
-            yield across, np.ones(across.size, dtype=np.int64)
+            yield across, np.ones(across.size, dtype=np.int32)
 
     @functools.cached_property
     def _run_bounds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Where the runs of two tokens or more start and end in the joined timelines (each
-        sorted), and the gaps from each run to the same sample's next."""
-        pairs = self._pairs(0, len(self.samples))
-        firsts, counts = pairs[:, 0], pairs[:, 1]
-        if self.several_timelines:
-            firsts = firsts + np.repeat(self.offsets, self.run_counts)
-        lasts = firsts + counts - 1
-        joins = np.ones(max(firsts.size - 1, 0), dtype=bool)  # unless the next is another's
-        sample_starts = (np.cumsum(self.run_counts) - self.run_counts)[self.run_counts > 0]
-        joins[sample_starts[1:] - 1] = False
-        across = self.all_times[firsts[1:][joins]] - self.all_times[lasts[:-1][joins]]
-        several = counts > 1
-        return np.sort(firsts[several]), np.sort(lasts[several]), across
+        sorted), and the gaps from each run to the same sample's next; read a slice of
+        samples at a time, so only these stay in memory."""
+        starts, ends, across = [], [], []
+        for first_sample in range(0, len(self.samples), LENGTHS_CHUNK_SAMPLES):
+            last_sample = min(first_sample + LENGTHS_CHUNK_SAMPLES, len(self.samples))
+            pairs = self._pairs(first_sample, last_sample)
+            firsts, counts = pairs[:, 0], pairs[:, 1]
+            run_counts = self.run_counts[first_sample:last_sample]
+            if self.several_timelines:
+                firsts = firsts + np.repeat(self.offsets[first_sample:last_sample], run_counts)
+            lasts = firsts + counts - 1
+            joins = np.ones(max(firsts.size - 1, 0), dtype=bool)  # unless the next is another's
+            sample_starts = (np.cumsum(run_counts) - run_counts)[run_counts > 0]
+            joins[sample_starts[1:] - 1] = False
+            across.append(self.all_times[firsts[1:][joins]] - self.all_times[lasts[:-1][joins]])
+            several = counts > 1
+            starts.append(firsts[several])
+            ends.append(lasts[several])
+        joined = (lambda parts: np.concatenate(parts) if parts else np.empty(0, dtype=np.int64))
+        return np.sort(joined(starts)), np.sort(joined(ends)), np.concatenate(across or [np.empty(0)])
 
 
 def _inter_token_latencies(samples: list[Sequence]) -> np.ndarray:
