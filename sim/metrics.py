@@ -188,6 +188,7 @@ class _TokenTimeReader:
         sorted), and the gaps from each run to the same sample's next; read a slice of
         samples at a time, so only these stay in memory."""
         starts, ends, across = [], [], []
+        index_type = np.int32 if self.all_times.size < 2**31 else np.int64
         for first_sample in range(0, len(self.samples), LENGTHS_CHUNK_SAMPLES):
             last_sample = min(first_sample + LENGTHS_CHUNK_SAMPLES, len(self.samples))
             pairs = self._pairs(first_sample, last_sample)
@@ -201,10 +202,14 @@ class _TokenTimeReader:
             joins[sample_starts[1:] - 1] = False
             across.append(self.all_times[firsts[1:][joins]] - self.all_times[lasts[:-1][joins]])
             several = counts > 1
-            starts.append(firsts[several])
-            ends.append(lasts[several])
-        joined = (lambda parts: np.concatenate(parts) if parts else np.empty(0, dtype=np.int64))
-        return np.sort(joined(starts)), np.sort(joined(ends)), np.concatenate(across or [np.empty(0)])
+            starts.append(firsts[several].astype(index_type))
+            ends.append(lasts[several].astype(index_type))
+        bounds = []
+        for parts in (starts, ends):
+            joined = np.concatenate(parts) if parts else np.empty(0, dtype=index_type)
+            joined.sort()
+            bounds.append(joined)
+        return bounds[0], bounds[1], np.concatenate(across or [np.empty(0)])
 
 
 def _inter_token_latencies(samples: list[Sequence]) -> np.ndarray:

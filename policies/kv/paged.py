@@ -246,10 +246,7 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
             return None
         events.sort()
         evictions = [0] * num_steps
-        if not self.caching:  # no block carries a key, so no take evicts: one take serves all
-            for (_, order, _), block in zip(events, pool.take(len(events))):
-                tables[seqs[order].seq_id].append(block)
-        else:
+        if self.caching:
             for round_, order, kind in events:
                 seq = seqs[order]
                 table = tables[seq.seq_id]
@@ -259,6 +256,9 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
                     evictions[round_] += pool.evictions - before
                 else:
                     self._register_full_blocks(seq, table, (seq.num_known_tokens + round_) // size)
+        elif events:  # no block carries a key, so no take evicts: one take serves them all
+            for (_, order, _), block in zip(events, pool.take(len(events))):
+                tables[seqs[order].seq_id].append(block)
         for seq in seqs:
             held_tokens[seq.seq_id] += num_steps
         first_filled = self._filled_slots - self._shared_slots + len(seqs)
