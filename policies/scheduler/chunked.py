@@ -45,8 +45,12 @@ class ChunkedScheduler(QueuedDecodeRuns):
 
     def __init__(self, params: ChunkedParams, allocator: KVAllocator) -> None:
         super().__init__(params, allocator)
-        self._lockstep = allocator if isinstance(allocator, GrowsInLockstep) else None
-        """The allocator, when it can grow a step's decodes at once (`_decode_at_once`)."""
+        self._lockstep = (allocator if isinstance(allocator, GrowsInLockstep)
+                          and self.prefix_cache is None else None)
+        """The allocator, when it can grow a step's decodes at once (`_decode_at_once`). Not
+        a prefix cache: a lockstep round registers the blocks it fills, while `allocate_slots`
+        also registers full blocks left unregistered before (a speculative verify's accepted
+        tokens), which only a step-by-step decode run never leaves."""
 
     def schedule(self, now_s: float) -> Plan:
         plan, _ = self._open_plan(now_s)
