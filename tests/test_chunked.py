@@ -84,29 +84,30 @@ def test_sarathi_tradeoff_on_the_bundled_trace(capsys):
 
 
 @pytest.mark.parametrize("allocator,order,num_gpu_blocks", [
-    ("paged", "decode-first", 400), ("contiguous", "decode-first", 3000),
-    ("contiguous", "prefill-first", 3000)])
+    ("paged", "decode-first", 400), ("paged", "prefill-first", 400),
+    ("contiguous", "decode-first", 3000), ("contiguous", "prefill-first", 3000)])
 def test_decodes_grown_at_once_leave_every_result_unchanged(monkeypatch, allocator, order,
                                                             num_gpu_blocks):
-    """A step's decodes grown in one lockstep round (`_decode_at_once`) leave the same plans,
+    """A step's decodes grown in one lockstep round (`_grow_at_once`) leave the same plans,
     blocks, preemptions, token times and log rows as growing them one by one, on pools small
-    enough to preempt (paged), in both orders. (Paged with prefill-first and this pool
-    never finishes, with or without it.)"""
+    enough to preempt (paged), in both orders. Every request finishes: paged prefill-first on
+    this pool used to livelock (a prompt too big for the memory left, preempted and readmitted
+    every iteration, took the budget the decodes holding that memory needed)."""
     options = ReplayOptions(scheduler="chunked", allocator=allocator, chunked_order=order,
                             token_budget=256, rate_scale=4.0, max_requests=200,
                             num_gpu_blocks=num_gpu_blocks, fast_forward=False)
     at_once_calls = []
-    real_at_once = ChunkedScheduler._decode_at_once
+    real_at_once = ChunkedScheduler._grow_at_once
 
     def counted_at_once(*args) -> bool:
         at_once_calls.append(real_at_once(*args))
         return at_once_calls[-1]
 
     with monkeypatch.context() as patched:
-        patched.setattr(ChunkedScheduler, "_decode_at_once", counted_at_once)
+        patched.setattr(ChunkedScheduler, "_grow_at_once", counted_at_once)
         at_once = simulate(resolve(options))
     with monkeypatch.context() as patched:
-        patched.setattr(ChunkedScheduler, "_decode_at_once", lambda *args: False)
+        patched.setattr(ChunkedScheduler, "_grow_at_once", lambda *args: False)
         one_by_one = simulate(resolve(options))
     assert_same_results(one_by_one, at_once)
     assert at_once.summary["requests_finished"] == 200
