@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from itertools import accumulate, repeat
 from dataclasses import dataclass
-from operator import mul
 
 from policies.fast_forward import GrowsForVerifies, GrowsInLockstep
 from policies.kv.base import (ForksSequences, KVUsage, LockstepUsage, PageTableAllocator,
@@ -244,36 +243,41 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
                 if first_full < num_steps:
                     events.extend(zip(range(first_full, num_steps, size), repeat(order), repeat(1)))
                     filling.append(seq)
-        new_blocks = [0] * num_steps
+        reserved = [0] * num_steps  # slots each round reserves anew (then, below, in all)
         for round_, _, kind in events:
-            new_blocks[round_] += 1 - kind
-        num_new = sum(new_blocks)
-        if num_new > pool.num_free:
+            if not kind:
+                reserved[round_] += size
+        num_new_blocks = sum(reserved) // size
+        if num_new_blocks > pool.num_free:
             return None
         for seq in filling:  # the hashes of every block the run fills, made at once
             self._block_hashes(seq, seq.num_known_tokens + num_steps - 1)
         events.sort()
         evictions = [0] * num_steps
-        for round_, order, kind in events:
-            seq = seqs[order]
-            table = tables[seq.seq_id]
-            if kind == 0:
-                before = pool.evictions
-                table.append(pool.take_one())
-                evictions[round_] += pool.evictions - before
-            else:
-                self._register_hashed(seq.seq_id, table, (seq.num_known_tokens + round_) // size)
+        if self.caching:
+            for round_, order, kind in events:
+                seq = seqs[order]
+                table = tables[seq.seq_id]
+                if kind == 0:
+                    before = pool.evictions
+                    table.append(pool.take_one())
+                    evictions[round_] += pool.evictions - before
+                else:
+                    self._register_hashed(seq.seq_id, table, (seq.num_known_tokens + round_) // size)
+        elif events:  # no block carries a key, so no take evicts: one take serves them all
+            for (_, order, _), block in zip(events, pool.take(len(events))):
+                tables[seqs[order].seq_id].append(block)
         for seq in seqs:
             held_tokens[seq.seq_id] += num_steps
-        num_seqs = len(seqs)
-        first_filled = self._filled_slots - self._shared_slots + num_seqs
-        self._filled_slots += num_seqs * num_steps
-        num_evicted = sum(evictions)
+        first_filled = self._filled_slots - self._shared_slots + len(seqs)
+        self._filled_slots += len(seqs) * num_steps
+        reserved[0] += (self.num_blocks - pool.num_free - num_new_blocks) * size  # used before
+        cached_before = (pool.num_cached_free + sum(evictions)) * size
         return LockstepUsage(
-            _running_totals(new_blocks, size, (self.num_blocks - pool.num_free - num_new) * size),
-            list(range(first_filled, first_filled + num_seqs * num_steps, num_seqs)),
-            _running_totals(evictions, -size, (pool.num_cached_free + num_evicted) * size)
-            if num_evicted else [pool.num_cached_free * size] * num_steps,
+            list(accumulate(reserved)),
+            list(range(first_filled, first_filled + len(seqs) * num_steps, len(seqs))),
+            [cached_before - size * n for n in accumulate(evictions)] if self.caching
+            else [cached_before] * num_steps,
         )
 
     def grow_for_verifies(self, seqs: list[Sequence], num_tokens: list[int]) -> bool:
@@ -412,10 +416,3 @@ class PagedPrefixAllocator(PagedAllocator, PrefixCache):
     def stats(self) -> dict[str, int]:
         return self.prefix_counts.stats(self.pool.evictions)
 
-
-def _running_totals(counts: list[int], slots_each: int, start_slots: int) -> list[int]:
-    """`start_slots` moved by `slots_each` per count, after each element of `counts` (a
-    lockstep run's usage after each round), in C loops."""
-    totals = list(accumulate(map(mul, counts, repeat(slots_each)), initial=start_slots))
-    del totals[0]
-    return totals
