@@ -196,16 +196,12 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
             self._register_full_blocks(seq, table, min(num_tokens, seq.num_final_tokens) // self.block_size)
 
     def _register_full_blocks(self, seq: Sequence, table: list[int], num_full: int) -> None:
-        if num_full > self._num_registered.get(seq.seq_id, 0):
-            self._block_hashes(seq, num_full * self.block_size)
-            self._register_hashed(seq.seq_id, table, num_full)
-
-    def _register_hashed(self, seq_id: int, table: list[int], num_full: int) -> None:
-        """Cache `seq_id`'s first `num_full` blocks not cached yet, whose hashes are made."""
-        done = self._num_registered.get(seq_id, 0)
-        if num_full > done:
-            self.pool.register_many(table[done:num_full], self._hashes[seq_id][done:num_full])
-            self._num_registered[seq_id] = num_full
+        done = self._num_registered.get(seq.seq_id, 0)
+        if num_full <= done:
+            return
+        hashes = self._block_hashes(seq, num_full * self.block_size)
+        self.pool.register_many(table[done:num_full], hashes[done:num_full])
+        self._num_registered[seq.seq_id] = num_full
 
     def grow_in_lockstep(self, seqs: list[Sequence], num_steps: int) -> LockstepUsage | None:
         """Do at once what `num_steps` rounds of `allocate_slots(seq, seq.num_known_tokens +
@@ -224,7 +220,6 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
         held_tokens, tables = self._num_tokens, self.block_tables
         shared = self._shared_slots > 0  # else no block has a second owner
         events: list[tuple[int, int, int]] = []  # (round, sequence order, 0 new block / 1 register)
-        filling: list[Sequence] = []  # those that fill a block to register
         for order, seq in enumerate(seqs):
             held = held_tokens.get(seq.seq_id, -1)
             if held != seq.request.prompt_tokens + seq.num_output_tokens - 1:
@@ -242,7 +237,6 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
                 first_full = (-held - 1) % size
                 if first_full < num_steps:
                     events.extend(zip(range(first_full, num_steps, size), repeat(order), repeat(1)))
-                    filling.append(seq)
         reserved = [0] * num_steps  # slots each round reserves anew (then, below, in all)
         for round_, _, kind in events:
             if not kind:
@@ -250,8 +244,6 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
         num_new_blocks = sum(reserved) // size
         if num_new_blocks > pool.num_free:
             return None
-        for seq in filling:  # the hashes of every block the run fills, made at once
-            self._block_hashes(seq, seq.num_known_tokens + num_steps - 1)
         events.sort()
         evictions = [0] * num_steps
         if self.caching:
@@ -263,7 +255,7 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
                     table.append(pool.take_one())
                     evictions[round_] += pool.evictions - before
                 else:
-                    self._register_hashed(seq.seq_id, table, (seq.num_known_tokens + round_) // size)
+                    self._register_full_blocks(seq, table, (seq.num_known_tokens + round_) // size)
         elif events:  # no block carries a key, so no take evicts: one take serves them all
             for (_, order, _), block in zip(events, pool.take(len(events))):
                 tables[seqs[order].seq_id].append(block)
@@ -415,4 +407,3 @@ class PagedPrefixAllocator(PagedAllocator, PrefixCache):
 
     def stats(self) -> dict[str, int]:
         return self.prefix_counts.stats(self.pool.evictions)
-
