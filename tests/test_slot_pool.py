@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from policies.kv.slot_pool import (SlotPool, extend_extents, merged_extents, pop_head_extents,
-                                   pop_tail_extents)
+                                   pop_tail_extents, split_extents)
 
 
 def slots_of(extents: list[range]) -> list[int]:
@@ -135,3 +135,12 @@ class PoolAgainstSetOfIds(RuleBasedStateMachine):
 TestPoolAgainstSetOfIds = PoolAgainstSetOfIds.TestCase
 TestPoolAgainstSetOfIds.settings = settings(max_examples=200, stateful_step_count=40,
                                             deadline=None)
+
+
+@given(slot_lists, st.integers(1, 8))
+def test_split_extents_cuts_equal_pieces_in_order(slots, num_slots):
+    slots = slots[:len(slots) // num_slots * num_slots]
+    pieces = split_extents(extents_from(slots), num_slots)
+    assert [slots_of(piece) for piece in pieces] == [
+        slots[i:i + num_slots] for i in range(0, len(slots), num_slots)]
+    assert all(all(piece) for piece in pieces)

@@ -63,7 +63,7 @@ from policies.kv.base import (ForksSequences, KVUsage, LockstepUsage, PoolParams
                                ShrinksSlots, kv_tokens_needed)
 from policies.kv.prefix_stats import PrefixHitCounts
 from policies.kv.slot_pool import (SlotPool, append_extent, extend_extents, pop_head_extents,
-                                   pop_tail_extents)
+                                   pop_tail_extents, split_extents)
 from policies.kv.token_keys import (KeyRun, append_run, common_length, drop_tail_runs, split_runs,
                                     token_key_runs)
 from policies.types import Request, Sequence
@@ -304,12 +304,21 @@ class RadixAllocator(GrowsInLockstep, PrefixCache, ForksSequences, ShrinksSlots)
         shortfall = per_round * num_steps - free
         if shortfall > 0:
             self._evict(shortfall)  # what the rounds' takes would evict, in one go
-        last_round_clock = self._clock + (num_steps - 1) * len(seqs)
-        for order, (seq, state) in enumerate(zip(seqs, states)):
-            extend_extents(state.private, self.pool.take(self._full * num_steps))
-            state.num_held_tokens += num_steps
-            self._clock = last_round_clock + order  # `_insert` steps it to this round's stamp
-            self._insert(seq, state, state.num_held_tokens)
+        stamp = self._clock + (num_steps - 1) * len(seqs)  # the last round's, before its first
+        pieces = split_extents(self.pool.take(per_round * num_steps), self._full * num_steps)
+        for seq, state, slots in zip(seqs, states, pieces):
+            # what `_insert` does for tokens that extend the sequence's own referenced leaf:
+            # no walk (it has no children), its evictable count stays 0, nothing to queue
+            stamp += 1
+            node, held = state.node, state.num_held_tokens
+            for run in token_key_runs(seq.request, held, held + num_steps, seq.sample_index):
+                append_run(node.runs, run)
+            extend_extents(node.slots, slots)
+            node.num_tokens += num_steps
+            node.last_access = stamp
+            held += num_steps
+            state.num_held_tokens = state.num_cached_tokens = state.private_window_from = held
+        self._clock = stamp
         total = self.pool.num_slots
         reserved, cached_free = [], []
         for num_round in range(1, num_steps + 1):

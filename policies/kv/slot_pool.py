@@ -146,6 +146,27 @@ def pop_tail_extents(extents: list[range], num_slots: int) -> list[range]:
     return popped
 
 
+def split_extents(extents: list[range], num_slots: int) -> list[list[range]]:
+    """`extents` cut, in order, into pieces of `num_slots` slots each (their total is a
+    multiple of it): one running total over all of them, one bisect per piece."""
+    ends = list(accumulate(map(len, extents)))
+    pieces = []
+    lo, skip = 0, 0  # the next piece starts at slot `skip` of extent `lo`
+    for boundary in range(num_slots, (ends[-1] if ends else 0) + 1, num_slots):
+        hi = bisect_left(ends, boundary, lo)  # the extent holding the piece's last slot
+        piece = extents[lo:hi + 1]
+        if skip:
+            piece[0] = piece[0][skip:]
+        over = ends[hi] - boundary  # slots of extent `hi` after the piece
+        if over:
+            piece[-1] = piece[-1][:len(piece[-1]) - over]
+            lo, skip = hi, len(extents[hi]) - over
+        else:
+            lo, skip = hi + 1, 0
+        pieces.append(piece)
+    return pieces
+
+
 def _cut(lengths: Iterator[int], num_slots: int) -> tuple[int, int]:
     """Where the first `num_slots` slots end in extents of `lengths`: (extents wholly
     inside, slots of the next one inside)."""
