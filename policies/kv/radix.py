@@ -319,12 +319,14 @@ class RadixAllocator(GrowsInLockstep, PrefixCache, ForksSequences, ShrinksSlots)
             held += num_steps
             state.num_held_tokens = state.num_cached_tokens = state.private_window_from = held
         self._clock = stamp
-        total = self.pool.num_slots
-        reserved, cached_free = [], []
-        for num_round in range(1, num_steps + 1):
-            evicted = max(0, per_round * num_round - free)
-            cached_free.append(evictable - evicted)
-            reserved.append(total - max(0, free - per_round * num_round) - evictable + evicted)
+        # after round r the batch holds per_round * r more slots, taken from the free ones
+        # while they last (the first `unevicted` rounds), then from the cached-free ones
+        held = self.pool.num_slots - free - evictable
+        reserved = list(range(held + per_round, held + per_round * num_steps + 1, per_round))
+        unevicted = min(num_steps, free // per_round)
+        cached_free = [evictable] * unevicted + list(range(
+            evictable + free - per_round * (unevicted + 1),
+            evictable + free - per_round * num_steps - 1, -per_round))
         return LockstepUsage(reserved_slots=reserved, filled_slots=list(reserved),
                              cached_free_slots=cached_free)
 

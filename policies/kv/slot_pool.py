@@ -11,15 +11,16 @@ sequences interleave. Allocation takes the lowest free slots first.
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from functools import partial
-from itertools import accumulate, chain, compress, count, islice, takewhile
-from operator import attrgetter, eq, ge
+from bisect import bisect_left, bisect_right
+from itertools import accumulate, chain, compress, count, islice
+from operator import attrgetter, eq
 from typing import Iterable, Iterator
 
 
 FEW_EXTENTS_FACTOR = 8
 """Freed extents are inserted one by one while they number at most 1/8 of the free list."""
+FIRST_CUT_CHUNK = 8
+"""Extents read in the first chunk of a search for a cut (and added to each later guess)."""
 _START, _STOP = attrgetter("start"), attrgetter("stop")
 
 
@@ -169,6 +170,16 @@ def split_extents(extents: list[range], num_slots: int) -> list[list[range]]:
 
 def _cut(lengths: Iterator[int], num_slots: int) -> tuple[int, int]:
     """Where the first `num_slots` slots end in extents of `lengths`: (extents wholly
-    inside, slots of the next one inside)."""
-    ends = list(takewhile(partial(ge, num_slots), accumulate(lengths)))
-    return len(ends), num_slots - (ends[-1] if ends else 0)
+    inside, slots of the next one inside). Running totals are taken in C a chunk at a time,
+    each chunk sized from the average length seen so far (a bisect finds the cut in it), so
+    a long list is read little past the cut."""
+    whole, total, chunk = 0, 0, FIRST_CUT_CHUNK
+    while total < num_slots:
+        ends = list(accumulate(islice(lengths, chunk), initial=total))
+        inside = bisect_right(ends, num_slots) - 1  # of this chunk's extents
+        whole += inside
+        if inside < len(ends) - 1 or inside == 0:  # the cut is in this chunk (or no more)
+            return whole, num_slots - ends[inside]
+        total = ends[-1]
+        chunk = (num_slots - total) * whole // total + FIRST_CUT_CHUNK
+    return whole, 0
