@@ -25,7 +25,7 @@ def seq_with_ids(request_id: int, ids, output: int = 4) -> Sequence:
 
 def radix(layout: KVLayout, num_blocks: int = 16, block_size: int = 4) -> RadixAllocator:
     return RadixAllocator(RadixParams(block_size=block_size, num_blocks=num_blocks, watermark=0.0,
-                                      layout=layout))
+                                      layout=layout, track_slot_ids=True))
 
 
 ONE_AND_ONE = KVLayout(full_units=1, window_units=1, window_tokens=4)

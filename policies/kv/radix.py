@@ -62,8 +62,8 @@ from policies.fast_forward import GrowsInLockstep
 from policies.kv.base import (ForksSequences, KVUsage, LockstepUsage, PoolParams, PrefixCache,
                                ShrinksSlots, kv_tokens_needed)
 from policies.kv.prefix_stats import PrefixHitCounts
-from policies.kv.slot_pool import (SlotPool, append_extent, extend_extents, pop_head_extents,
-                                   pop_tail_extents, split_extents)
+from policies.kv.slot_pool import (SlotCounter, SlotPool, append_extent, extend_extents,
+                                   pop_head_extents, pop_tail_extents, split_extents)
 from policies.kv.token_keys import (KeyRun, append_run, common_length, drop_tail_runs, split_runs,
                                     token_key_runs)
 from policies.types import Request, Sequence
@@ -74,6 +74,12 @@ COMPACT_HEAP_AT = 1024
 
 @dataclass(frozen=True, slots=True)
 class RadixParams(PoolParams):
+    track_slot_ids: bool = False
+    """Whether the pool records which slot holds each token's KV (`slot_table`, the slot ids
+    of fork copies), as an executor that reads KV needs. The simulator reads counts only,
+    so by default the pool counts (`SlotCounter`): the same counts, tree and evictions,
+    without moving millions of fragment extents."""
+
     def __post_init__(self) -> None:
         PoolParams.__post_init__(self)
         if self.layout.fixed_blocks:
@@ -150,7 +156,8 @@ class RadixAllocator(GrowsInLockstep, PrefixCache, ForksSequences, ShrinksSlots)
         self.layout = params.layout
         self._full = params.layout.full_units
         self._window = params.layout.window_units
-        self.pool = SlotPool(params.num_blocks * params.block_size)
+        num_slots = params.num_blocks * params.block_size
+        self.pool = SlotPool(num_slots) if params.track_slot_ids else SlotCounter(num_slots)
         self._watermark_slots = int(params.watermark * params.num_blocks) * params.block_size
         self.root = RadixNode([], [], 0, None, 0)
         self._num_nodes_made = 1
@@ -235,7 +242,9 @@ class RadixAllocator(GrowsInLockstep, PrefixCache, ForksSequences, ShrinksSlots)
 
     def slot_table(self, seq: Sequence) -> list[int]:
         """The slot of each of `seq`'s held tokens, in position order (what attention reads;
-        full-attention slots, so for the plain layout only)."""
+        full-attention slots, so for the plain layout only); only with `track_slot_ids`."""
+        if not isinstance(self.pool, SlotPool):
+            raise ValueError("radix tracks no slot ids unless RadixParams(track_slot_ids=True)")
         state = self._seqs[seq.seq_id]
         path = []
         node = state.node
@@ -564,7 +573,8 @@ class RadixAllocator(GrowsInLockstep, PrefixCache, ForksSequences, ShrinksSlots)
         return merged
 
     def take_copies(self) -> list[tuple[int, int, int]]:
-        """Slot copies made by `fork` since the last call, as (source, destination, tokens)."""
+        """Slot copies made by `fork` since the last call, as (source, destination, tokens)
+        (the ids are anonymous unless `track_slot_ids`: the simulator counts the tokens)."""
         copies, self._copies = self._copies, []
         return copies
 

@@ -87,6 +87,31 @@ class SlotPool:
         return chain(*self._free)
 
 
+class SlotCounter:
+    """A pool that counts its free slots and hands out anonymous extents (a take of n slots
+    is `[range(n)]`), for holders whose slot ids nothing reads: the simulator's cost models
+    read counts only. Every count comes out as `SlotPool`'s; what it spares is moving the
+    fragments a full pool circulates (a pool always full of cached leaves evicts exactly
+    what each allocation takes, so freed slots go round as extents of about three)."""
+
+    def __init__(self, num_slots: int) -> None:
+        self.num_slots = num_slots
+        self.num_free = num_slots
+
+    def take(self, num_slots: int) -> list[range]:
+        """`num_slots` anonymous slots; the caller checks `num_free` first."""
+        if num_slots > self.num_free:
+            raise ValueError(f"asked for {num_slots} slots, {self.num_free} free")
+        self.num_free -= num_slots
+        return [range(num_slots)] if num_slots else []
+
+    def give(self, extents: Iterable[range]) -> None:
+        self.num_free += sum(map(len, extents))
+
+    def free_slots(self) -> Iterator[int]:
+        raise ValueError("this pool counts slots and does not track their ids")
+
+
 def append_extent(extents: list[range], extent: range) -> None:
     """Append `extent`, merging it into the last extent when the two are adjacent."""
     if not extent:
