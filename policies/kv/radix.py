@@ -64,8 +64,8 @@ from policies.kv.base import (ForksSequences, KVUsage, LockstepUsage, PoolParams
 from policies.kv.prefix_stats import PrefixHitCounts
 from policies.kv.slot_pool import (SlotCounter, SlotPool, append_extent, extend_extents,
                                    pop_head_extents, pop_tail_extents, split_extents)
-from policies.kv.token_keys import (KeyRun, append_run, common_length, drop_tail_runs, split_runs,
-                                    token_key_runs)
+from policies.kv.token_keys import (KeyRun, append_run, common_length, drop_tail_runs,
+                                    extend_key_runs, split_runs, token_key_runs)
 from policies.types import Request, Sequence
 
 COMPACT_HEAP_AT = 1024
@@ -320,8 +320,7 @@ class RadixAllocator(GrowsInLockstep, PrefixCache, ForksSequences, ShrinksSlots)
             # no walk (it has no children), its evictable count stays 0, nothing to queue
             stamp += 1
             node, held = state.node, state.num_held_tokens
-            for run in token_key_runs(seq.request, held, held + num_steps, seq.sample_index):
-                append_run(node.runs, run)
+            extend_key_runs(node.runs, seq.request, held, held + num_steps, seq.sample_index)
             extend_extents(node.slots, slots)
             node.num_tokens += num_steps
             node.last_access = stamp

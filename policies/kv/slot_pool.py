@@ -7,6 +7,9 @@ sequences interleave. Allocation takes the lowest free slots first.
 
     pool of 12 slots after taking 5 and 3, then freeing the 5:
     free: [range(0, 5), range(8, 12)]      take(6) gives [range(0, 5), range(8, 9)]
+
+`SlotCounter` has the same counts and hands out anonymous extents, for holders whose slot
+ids nothing reads (the simulator's).
 """
 
 from __future__ import annotations
