@@ -288,10 +288,11 @@ class RadixAllocator(GrowsInLockstep, PrefixCache, ForksSequences, ShrinksSlots)
         Each sequence then only takes slots and extends its leaf, which no other sequence
         reads and eviction never picks: so what the rounds would evict can be evicted first,
         in one go (in the same order: the least recently used candidates are the same
-        throughout), each sequence's slots taken at once and its tokens inserted at once,
-        its leaf stamped with the clock its last round would give it. Counts, the tree, stamps and evictions come out
-        as round by round; only which free slot ids each sequence holds may differ, which
-        nothing in a simulation reads.
+        throughout), the batch's slots taken at once and cut into one piece a sequence, and
+        each sequence's tokens appended to its leaf at once, stamped with the clock its last
+        round would give it. Counts, the tree, stamps and evictions come out as round by
+        round; only which free slot ids each sequence holds may differ, which nothing in a
+        simulation reads.
         """
         if self._window or self._copies or not num_steps:
             return None
@@ -329,8 +330,9 @@ class RadixAllocator(GrowsInLockstep, PrefixCache, ForksSequences, ShrinksSlots)
         self._clock = stamp
         # after round r the batch holds per_round * r more slots, taken from the free ones
         # while they last (the first `unevicted` rounds), then from the cached-free ones
-        held = self.pool.num_slots - free - evictable
-        reserved = list(range(held + per_round, held + per_round * num_steps + 1, per_round))
+        held_slots = self.pool.num_slots - free - evictable
+        reserved = list(range(held_slots + per_round, held_slots + per_round * num_steps + 1,
+                              per_round))
         unevicted = min(num_steps, free // per_round)
         cached_free = [evictable] * unevicted + list(range(
             evictable + free - per_round * (unevicted + 1),
