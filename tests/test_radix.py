@@ -27,8 +27,9 @@ def seq_with_ids(request_id: int, ids, output: int = 4) -> Sequence:
     return Sequence(Request(request_id, 0.0, len(ids), output, prompt_token_ids=tuple(ids)))
 
 
-def radix(num_blocks: int = 8, block_size: int = 4) -> RadixAllocator:
-    return RadixAllocator(RadixParams(block_size=block_size, num_blocks=num_blocks, watermark=0.0))
+def radix(num_blocks: int = 8, block_size: int = 4, track_slot_ids: bool = True) -> RadixAllocator:
+    return RadixAllocator(RadixParams(block_size=block_size, num_blocks=num_blocks, watermark=0.0,
+                                      track_slot_ids=track_slot_ids))
 
 
 def node_keys(node: RadixNode) -> list:
@@ -174,6 +175,14 @@ def test_outputs_are_cached_under_keys_private_to_the_request():
     assert alloc.match_prefix(seq_with_ids(1, range(4))) == 3
 
 
+def test_slot_ids_are_read_only_where_tracked():
+    alloc = radix(track_slot_ids=False)
+    seq = seq_with_ids(0, range(6))
+    assert alloc.allocate_slots(seq, 6, 0) and alloc.usage().reserved_slots == 6
+    with pytest.raises(ValueError, match="track_slot_ids=True"):
+        alloc.slot_table(seq)
+
+
 def test_fork_shares_the_path_and_copies_only_uncached_slots():
     alloc = radix()
     request = Request(0, 0.0, 10, 5, n=2, prompt_token_ids=tuple(range(10)))
@@ -244,11 +253,13 @@ class RadixMachine(RuleBasedStateMachine):
     """Admissions with shared prefixes (token ids or trace block ids), decodes, speculative
     slots, recompute preemptions and frees. `content` is the ground truth of each slot: the
     prefix whose KV was last written there, set only when a sequence computes a token into a
-    slot it just took from the pool."""
+    slot it just took from the pool. `counted`, a twin that tracks no slot ids (what the
+    simulator runs), is driven alike and must agree on every count, tree and stamp."""
 
     def __init__(self) -> None:
         super().__init__()
         self.alloc = radix(num_blocks=NUM_BLOCKS, block_size=BLOCK)
+        self.counted = radix(num_blocks=NUM_BLOCKS, block_size=BLOCK, track_slot_ids=False)
         self.live: dict[int, Sequence] = {}
         self.committed: dict[int, int] = {}
         self.held: dict[int, int] = {}
@@ -273,6 +284,7 @@ class RadixMachine(RuleBasedStateMachine):
             ok = self.alloc.allocate_slots(seq, num_tokens, num_cached)
         finally:
             del pool.take
+        assert self.counted.allocate_slots(seq, num_tokens, num_cached) == ok
         if not ok:
             assert (pool.num_free, self.alloc.evictable_slots, sorted(pool.free_slots())) == before
             return False
@@ -308,7 +320,7 @@ class RadixMachine(RuleBasedStateMachine):
 
     def _admit(self, seq: Sequence) -> None:
         cached = self.alloc.match_prefix(seq)
-        assert 0 <= cached < seq.num_known_tokens
+        assert 0 <= cached < seq.num_known_tokens and self.counted.match_prefix(seq) == cached
         self.committed.pop(seq.seq_id, None)
         self.held.pop(seq.seq_id, None)
         if self._allocate(seq, seq.num_known_tokens, cached):
@@ -327,6 +339,7 @@ class RadixMachine(RuleBasedStateMachine):
     def recompute(self, data) -> None:
         seq = self.live.pop(data.draw(st.sampled_from(sorted(self.live))))
         self.alloc.free(seq)
+        self.counted.free(seq)
         self._admit(seq)
 
     @precondition(lambda self: self.live)
@@ -334,6 +347,7 @@ class RadixMachine(RuleBasedStateMachine):
     def free(self, data) -> None:
         seq = self.live.pop(data.draw(st.sampled_from(sorted(self.live))))
         self.alloc.free(seq)
+        self.counted.free(seq)
 
     @rule()
     def evictable_is_what_eviction_frees(self) -> None:
@@ -349,6 +363,16 @@ class RadixMachine(RuleBasedStateMachine):
             assert full.stats()["evictions"] - self.alloc.stats()["evictions"] == (
                 self.alloc.evictable_slots)
             assert all(node.ref_count > 0 for node in full.nodes())
+
+    @invariant()
+    def counting_agrees(self) -> None:
+        def tree(alloc):  # every node's place, keys, references, stamp and slot count
+            return sorted((n.node_id, n.parent.node_id, tuple(node_keys(n)), n.ref_count,
+                           n.last_access, sum(map(len, n.slots))) for n in alloc.nodes())
+
+        a, c = self.alloc, self.counted
+        assert (a.usage(), a.stats(), a.pool.num_free) == (c.usage(), c.stats(), c.pool.num_free)
+        assert tree(a) == tree(c)
 
     @invariant()
     def consistent(self) -> None:
@@ -454,13 +478,14 @@ def test_sessions_workload_hits_the_shared_history_at_least_as_well_as_paged_pre
     assert tree["requests_finished"] == paged["requests_finished"] == 180
 
 
+@pytest.mark.parametrize("track_slot_ids", [True, False])
 @pytest.mark.parametrize("num_blocks", [40, 8])
-def test_lockstep_growth_equals_rounds_of_allocation(num_blocks):
+def test_lockstep_growth_equals_rounds_of_allocation(num_blocks, track_slot_ids):
     """The decode fast-forward's growth: the same usage after each round, tree, stamps and
     evictions as the rounds of `allocate_slots` it stands for (at 8 blocks the rounds evict
     cached leaves of finished requests; slot ids may differ)."""
     def setup():
-        alloc = radix(num_blocks=num_blocks)
+        alloc = radix(num_blocks=num_blocks, track_slot_ids=track_slot_ids)
         for i in range(3):  # finished requests leave cached leaves behind
             done = seq_with_ids(10 + i, [50 + i] * 5)
             assert alloc.allocate_slots(done, 5, 0)

@@ -23,9 +23,10 @@ def seq_with_ids(request_id: int, ids, output: int = 4) -> Sequence:
     return Sequence(Request(request_id, 0.0, len(ids), output, prompt_token_ids=tuple(ids)))
 
 
-def radix(layout: KVLayout, num_blocks: int = 16, block_size: int = 4) -> RadixAllocator:
+def radix(layout: KVLayout, num_blocks: int = 16, block_size: int = 4,
+          track_slot_ids: bool = True) -> RadixAllocator:
     return RadixAllocator(RadixParams(block_size=block_size, num_blocks=num_blocks, watermark=0.0,
-                                      layout=layout))
+                                      layout=layout, track_slot_ids=track_slot_ids))
 
 
 ONE_AND_ONE = KVLayout(full_units=1, window_units=1, window_tokens=4)
@@ -180,11 +181,14 @@ def reference_hit(alloc: RadixAllocator, seq: Sequence) -> int:
 class RadixHybridMachine(RuleBasedStateMachine):
     """Prefills in chunks, decodes with speculative slots and rejections, forks, recompute
     preemptions, frees and strangers that evict, on hybrid layouts. `content` is the ground
-    truth of each slot: (kind, prefix keys) of the KV last computed into it."""
+    truth of each slot: (kind, prefix keys) of the KV last computed into it. `counted`, a
+    twin that tracks no slot ids (what the simulator runs), is driven alike and must agree
+    on every count, tree and stamp."""
 
     @initialize(layout=st.sampled_from(LAYOUTS))
     def setup(self, layout: KVLayout) -> None:
         self.alloc = radix(layout, num_blocks=NUM_BLOCKS, block_size=BLOCK)
+        self.counted = radix(layout, num_blocks=NUM_BLOCKS, block_size=BLOCK, track_slot_ids=False)
         self.layout = layout
         self.live: dict[int, Sequence] = {}
         self.content: dict[int, tuple] = {}
@@ -217,6 +221,7 @@ class RadixHybridMachine(RuleBasedStateMachine):
             ok = alloc.allocate_slots(seq, num_tokens, num_cached)
         finally:
             del pool.take
+        assert self.counted.allocate_slots(seq, num_tokens, num_cached) == ok
         if not ok:
             assert (pool.num_free, alloc.evictable_slots, sorted(pool.free_slots())) == before
             return False
@@ -244,7 +249,7 @@ class RadixHybridMachine(RuleBasedStateMachine):
 
     def _admit(self, seq: Sequence, size: int) -> None:
         cached = self.alloc.match_prefix(seq)
-        assert cached == reference_hit(self.alloc, seq)
+        assert cached == reference_hit(self.alloc, seq) == self.counted.match_prefix(seq)
         target = min(seq.num_known_tokens, cached + size)
         if self._allocate(seq, target, cached):
             self._computed(seq, target)
@@ -277,6 +282,7 @@ class RadixHybridMachine(RuleBasedStateMachine):
         seq.num_computed_tokens += 1 + accepted
         seq.num_output_tokens += 1 + accepted
         self.alloc.shrink_slots(seq, seq.num_computed_tokens)
+        self.counted.shrink_slots(seq, seq.num_computed_tokens)
 
     @rule(data=st.data())
     def fork(self, data) -> None:
@@ -288,10 +294,16 @@ class RadixHybridMachine(RuleBasedStateMachine):
         self.next_id += 1
         child = Sequence(parent.request, num_computed_tokens=parent.num_computed_tokens,
                          num_output_tokens=parent.num_output_tokens, sample_index=self.next_id % 90 + 1)
-        if child.seq_id in self.live or not self.alloc.fork(parent, child):
+        if child.seq_id in self.live:
+            return
+        forked = self.alloc.fork(parent, child)
+        assert self.counted.fork(parent, child) == forked
+        if not forked:
             return
         self.live[child.seq_id] = child
-        for source, destination, _ in self.alloc.take_copies():
+        copies = self.alloc.take_copies()
+        assert len(self.counted.take_copies()) == len(copies)
+        for source, destination, _ in copies:
             if source in self.content:  # (drafts' slots hold no tracked content)
                 self.content[destination] = self.content[source]
 
@@ -301,13 +313,16 @@ class RadixHybridMachine(RuleBasedStateMachine):
             return
         seq = self.live.pop(data.draw(st.sampled_from(sorted(self.live))))
         self.alloc.free(seq)
+        self.counted.free(seq)
         seq.num_computed_tokens = 0
         self._admit(seq, 14)
 
     @rule(data=st.data())
     def finish(self, data) -> None:
         if self.live:
-            self.alloc.free(self.live.pop(data.draw(st.sampled_from(sorted(self.live)))))
+            seq = self.live.pop(data.draw(st.sampled_from(sorted(self.live))))
+            self.alloc.free(seq)
+            self.counted.free(seq)
 
     @rule()
     def evictable_is_what_eviction_frees(self) -> None:
@@ -316,6 +331,17 @@ class RadixHybridMachine(RuleBasedStateMachine):
         emptied._evict(emptied.evictable_slots)
         assert emptied.pool.num_free == room and emptied.evictable_slots == 0
         assert all(n.ref_count > 0 for n in emptied.nodes())
+
+    @invariant()
+    def counting_agrees(self) -> None:
+        def tree(alloc):  # every node's place, keys, stamp, window start and slot counts
+            return sorted((n.node_id, n.parent.node_id, tuple(n.runs), n.ref_count,
+                           n.last_access, n.window_from, sum(map(len, n.slots)),
+                           sum(map(len, n.window_slots))) for n in alloc.nodes())
+
+        a, c = self.alloc, self.counted
+        assert (a.usage(), a.stats(), a.pool.num_free) == (c.usage(), c.stats(), c.pool.num_free)
+        assert tree(a) == tree(c)
 
     @invariant()
     def consistent(self) -> None:

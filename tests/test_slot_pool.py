@@ -5,11 +5,12 @@ the free list), it must hand out exactly the lowest free slots and keep maximal 
 from __future__ import annotations
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import given, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from policies.kv.slot_pool import (SlotPool, extend_extents, merged_extents, pop_head_extents,
-                                   pop_tail_extents)
+from policies.kv.slot_pool import (SlotCounter, SlotPool, extend_extents, merged_extents, pop_head_extents,
+                                   pop_tail_extents, split_extents)
 
 
 def slots_of(extents: list[range]) -> list[int]:
@@ -135,3 +136,26 @@ class PoolAgainstSetOfIds(RuleBasedStateMachine):
 TestPoolAgainstSetOfIds = PoolAgainstSetOfIds.TestCase
 TestPoolAgainstSetOfIds.settings = settings(max_examples=200, stateful_step_count=40,
                                             deadline=None)
+
+
+@given(slot_lists, st.integers(1, 8))
+def test_split_extents_cuts_equal_pieces_in_order(slots, num_slots):
+    slots = slots[:len(slots) // num_slots * num_slots]
+    pieces = split_extents(extents_from(slots), num_slots)
+    assert [slots_of(piece) for piece in pieces] == [
+        slots[i:i + num_slots] for i in range(0, len(slots), num_slots)]
+    assert all(all(piece) for piece in pieces)
+
+
+def test_slot_counter_counts_what_the_pool_would_and_tracks_no_ids():
+    counter, pool = SlotCounter(12), SlotPool(12)
+    for a in (counter, pool):
+        first = a.take(5)
+        a.take(3)
+        a.give(pop_tail_extents(first, 2))
+    assert counter.num_free == pool.num_free == 6
+    assert counter.take(6) == [range(6)] and counter.num_free == 0
+    with pytest.raises(ValueError, match="asked for 1 slots, 0 free"):
+        counter.take(1)
+    with pytest.raises(ValueError, match="does not track"):
+        list(counter.free_slots())

@@ -62,10 +62,10 @@ from policies.fast_forward import GrowsInLockstep
 from policies.kv.base import (ForksSequences, KVUsage, LockstepUsage, PoolParams, PrefixCache,
                                ShrinksSlots, kv_tokens_needed)
 from policies.kv.prefix_stats import PrefixHitCounts
-from policies.kv.slot_pool import (SlotPool, append_extent, extend_extents, pop_head_extents,
-                                   pop_tail_extents)
-from policies.kv.token_keys import (KeyRun, append_run, common_length, drop_tail_runs, split_runs,
-                                    token_key_runs)
+from policies.kv.slot_pool import (SlotCounter, SlotPool, append_extent, extend_extents,
+                                   pop_head_extents, pop_tail_extents, split_extents)
+from policies.kv.token_keys import (KeyRun, append_run, common_length, drop_tail_runs,
+                                    extend_key_runs, split_runs, token_key_runs)
 from policies.types import Request, Sequence
 
 COMPACT_HEAP_AT = 1024
@@ -74,6 +74,12 @@ COMPACT_HEAP_AT = 1024
 
 @dataclass(frozen=True, slots=True)
 class RadixParams(PoolParams):
+    track_slot_ids: bool = False
+    """Whether the pool records which slot holds each token's KV (`slot_table`, the slot ids
+    of fork copies), as an executor that reads KV needs. The simulator reads counts only,
+    so by default the pool counts (`SlotCounter`): the same counts, tree and evictions,
+    without moving millions of fragment extents."""
+
     def __post_init__(self) -> None:
         PoolParams.__post_init__(self)
         if self.layout.fixed_blocks:
@@ -150,7 +156,8 @@ class RadixAllocator(GrowsInLockstep, PrefixCache, ForksSequences, ShrinksSlots)
         self.layout = params.layout
         self._full = params.layout.full_units
         self._window = params.layout.window_units
-        self.pool = SlotPool(params.num_blocks * params.block_size)
+        num_slots = params.num_blocks * params.block_size
+        self.pool = SlotPool(num_slots) if params.track_slot_ids else SlotCounter(num_slots)
         self._watermark_slots = int(params.watermark * params.num_blocks) * params.block_size
         self.root = RadixNode([], [], 0, None, 0)
         self._num_nodes_made = 1
@@ -235,7 +242,9 @@ class RadixAllocator(GrowsInLockstep, PrefixCache, ForksSequences, ShrinksSlots)
 
     def slot_table(self, seq: Sequence) -> list[int]:
         """The slot of each of `seq`'s held tokens, in position order (what attention reads;
-        full-attention slots, so for the plain layout only)."""
+        full-attention slots, so for the plain layout only); only with `track_slot_ids`."""
+        if not isinstance(self.pool, SlotPool):
+            raise ValueError("radix tracks no slot ids unless RadixParams(track_slot_ids=True)")
         state = self._seqs[seq.seq_id]
         path = []
         node = state.node
@@ -279,10 +288,11 @@ class RadixAllocator(GrowsInLockstep, PrefixCache, ForksSequences, ShrinksSlots)
         Each sequence then only takes slots and extends its leaf, which no other sequence
         reads and eviction never picks: so what the rounds would evict can be evicted first,
         in one go (in the same order: the least recently used candidates are the same
-        throughout), each sequence's slots taken at once and its tokens inserted at once,
-        its leaf stamped with the clock its last round would give it. Counts, the tree, stamps and evictions come out
-        as round by round; only which free slot ids each sequence holds may differ, which
-        nothing in a simulation reads.
+        throughout), the batch's slots taken at once and cut into one piece a sequence, and
+        each sequence's tokens appended to its leaf at once, stamped with the clock its last
+        round would give it. Counts, the tree, stamps and evictions come out as round by
+        round; only which free slot ids each sequence holds may differ, which nothing in a
+        simulation reads.
         """
         if self._window or self._copies or not num_steps:
             return None
@@ -304,18 +314,29 @@ class RadixAllocator(GrowsInLockstep, PrefixCache, ForksSequences, ShrinksSlots)
         shortfall = per_round * num_steps - free
         if shortfall > 0:
             self._evict(shortfall)  # what the rounds' takes would evict, in one go
-        last_round_clock = self._clock + (num_steps - 1) * len(seqs)
-        for order, (seq, state) in enumerate(zip(seqs, states)):
-            extend_extents(state.private, self.pool.take(self._full * num_steps))
-            state.num_held_tokens += num_steps
-            self._clock = last_round_clock + order  # `_insert` steps it to this round's stamp
-            self._insert(seq, state, state.num_held_tokens)
-        total = self.pool.num_slots
-        reserved, cached_free = [], []
-        for num_round in range(1, num_steps + 1):
-            evicted = max(0, per_round * num_round - free)
-            cached_free.append(evictable - evicted)
-            reserved.append(total - max(0, free - per_round * num_round) - evictable + evicted)
+        stamp = self._clock + (num_steps - 1) * len(seqs)  # the last round's, before its first
+        pieces = split_extents(self.pool.take(per_round * num_steps), self._full * num_steps)
+        for seq, state, slots in zip(seqs, states, pieces):
+            # what `_insert` does for tokens that extend the sequence's own referenced leaf:
+            # no walk (it has no children), its evictable count stays 0, nothing to queue
+            stamp += 1
+            node, held = state.node, state.num_held_tokens
+            extend_key_runs(node.runs, seq.request, held, held + num_steps, seq.sample_index)
+            extend_extents(node.slots, slots)
+            node.num_tokens += num_steps
+            node.last_access = stamp
+            held += num_steps
+            state.num_held_tokens = state.num_cached_tokens = state.private_window_from = held
+        self._clock = stamp
+        # after round r the batch holds per_round * r more slots, taken from the free ones
+        # while they last (the first `unevicted` rounds), then from the cached-free ones
+        held_slots = self.pool.num_slots - free - evictable
+        reserved = list(range(held_slots + per_round, held_slots + per_round * num_steps + 1,
+                              per_round))
+        unevicted = min(num_steps, free // per_round)
+        cached_free = [evictable] * unevicted + list(range(
+            evictable + free - per_round * (unevicted + 1),
+            evictable + free - per_round * num_steps - 1, -per_round))
         return LockstepUsage(reserved_slots=reserved, filled_slots=list(reserved),
                              cached_free_slots=cached_free)
 
@@ -553,7 +574,8 @@ class RadixAllocator(GrowsInLockstep, PrefixCache, ForksSequences, ShrinksSlots)
         return merged
 
     def take_copies(self) -> list[tuple[int, int, int]]:
-        """Slot copies made by `fork` since the last call, as (source, destination, tokens)."""
+        """Slot copies made by `fork` since the last call, as (source, destination, tokens)
+        (the ids are anonymous unless `track_slot_ids`: the simulator counts the tokens)."""
         copies, self._copies = self._copies, []
         return copies
 

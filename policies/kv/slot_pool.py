@@ -7,19 +7,23 @@ sequences interleave. Allocation takes the lowest free slots first.
 
     pool of 12 slots after taking 5 and 3, then freeing the 5:
     free: [range(0, 5), range(8, 12)]      take(6) gives [range(0, 5), range(8, 9)]
+
+`SlotCounter` has the same counts and hands out anonymous extents, for holders whose slot
+ids nothing reads (the simulator's).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from functools import partial
-from itertools import accumulate, chain, compress, count, islice, takewhile
-from operator import attrgetter, eq, ge
+from bisect import bisect_left, bisect_right
+from itertools import accumulate, chain, compress, count, islice
+from operator import attrgetter, eq
 from typing import Iterable, Iterator
 
 
 FEW_EXTENTS_FACTOR = 8
 """Freed extents are inserted one by one while they number at most 1/8 of the free list."""
+FIRST_CUT_CHUNK = 8
+"""Extents read in the first chunk of a search for a cut (and added to each later guess)."""
 _START, _STOP = attrgetter("start"), attrgetter("stop")
 
 
@@ -86,6 +90,31 @@ class SlotPool:
         return chain(*self._free)
 
 
+class SlotCounter:
+    """A pool that counts its free slots and hands out anonymous extents (a take of n slots
+    is `[range(n)]`), for holders whose slot ids nothing reads: the simulator's cost models
+    read counts only. Every count comes out as `SlotPool`'s; what it spares is moving the
+    fragments a full pool circulates (a pool always full of cached leaves evicts exactly
+    what each allocation takes, so freed slots go round as extents of about three)."""
+
+    def __init__(self, num_slots: int) -> None:
+        self.num_slots = num_slots
+        self.num_free = num_slots
+
+    def take(self, num_slots: int) -> list[range]:
+        """`num_slots` anonymous slots; the caller checks `num_free` first."""
+        if num_slots > self.num_free:
+            raise ValueError(f"asked for {num_slots} slots, {self.num_free} free")
+        self.num_free -= num_slots
+        return [range(num_slots)] if num_slots else []
+
+    def give(self, extents: Iterable[range]) -> None:
+        self.num_free += sum(map(len, extents))
+
+    def free_slots(self) -> Iterator[int]:
+        raise ValueError("this pool counts slots and does not track their ids")
+
+
 def append_extent(extents: list[range], extent: range) -> None:
     """Append `extent`, merging it into the last extent when the two are adjacent."""
     if not extent:
@@ -146,8 +175,39 @@ def pop_tail_extents(extents: list[range], num_slots: int) -> list[range]:
     return popped
 
 
+def split_extents(extents: list[range], num_slots: int) -> list[list[range]]:
+    """`extents` cut, in order, into pieces of `num_slots` slots each (their total is a
+    multiple of it): one running total over all of them, one bisect per piece."""
+    ends = list(accumulate(map(len, extents)))
+    pieces = []
+    lo, skip = 0, 0  # the next piece starts at slot `skip` of extent `lo`
+    for boundary in range(num_slots, (ends[-1] if ends else 0) + 1, num_slots):
+        hi = bisect_left(ends, boundary, lo)  # the extent holding the piece's last slot
+        piece = extents[lo:hi + 1]
+        if skip:
+            piece[0] = piece[0][skip:]
+        over = ends[hi] - boundary  # slots of extent `hi` after the piece
+        if over:
+            piece[-1] = piece[-1][:len(piece[-1]) - over]
+            lo, skip = hi, len(extents[hi]) - over
+        else:
+            lo, skip = hi + 1, 0
+        pieces.append(piece)
+    return pieces
+
+
 def _cut(lengths: Iterator[int], num_slots: int) -> tuple[int, int]:
     """Where the first `num_slots` slots end in extents of `lengths`: (extents wholly
-    inside, slots of the next one inside)."""
-    ends = list(takewhile(partial(ge, num_slots), accumulate(lengths)))
-    return len(ends), num_slots - (ends[-1] if ends else 0)
+    inside, slots of the next one inside). Running totals are taken in C a chunk at a time,
+    each chunk sized from the average length seen so far (a bisect finds the cut in it), so
+    a long list is read little past the cut."""
+    whole, total, chunk = 0, 0, FIRST_CUT_CHUNK
+    while total < num_slots:
+        ends = list(accumulate(islice(lengths, chunk), initial=total))
+        inside = bisect_right(ends, num_slots) - 1  # of this chunk's extents
+        whole += inside
+        if inside < len(ends) - 1 or inside == 0:  # the cut is in this chunk (or no more)
+            return whole, num_slots - ends[inside]
+        total = ends[-1]
+        chunk = (num_slots - total) * whole // total + FIRST_CUT_CHUNK
+    return whole, 0

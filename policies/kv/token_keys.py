@@ -125,5 +125,24 @@ def token_key_runs(request: Request, lo: int, hi: int, sample_index: int = 0) ->
         runs.append(KeyRun(("own", request.request_id), lo, prompt_end))
         lo = prompt_end
     if lo < hi:
-        runs.append(KeyRun(("out", request.request_id, sample_index), lo, hi))
+        runs.append(KeyRun(_output_stream(request, sample_index), lo, hi))
     return runs
+
+
+def extend_key_runs(runs: list[KeyRun], request: Request, lo: int, hi: int,
+                    sample_index: int = 0) -> None:
+    """Append the keys of `request`'s positions `lo..hi-1` to `runs` (keys ending at `lo`),
+    joining the last run where they continue it: outputs growing a decode's own path, the
+    common case, take one new run and no list."""
+    if runs and lo >= request.prompt_tokens:
+        last = runs[-1]
+        stream = _output_stream(request, sample_index)
+        if last.stop == lo and last.ids is None and last.stream == stream:
+            runs[-1] = KeyRun(stream, last.start, hi)
+            return
+    for run in token_key_runs(request, lo, hi, sample_index):
+        append_run(runs, run)
+
+
+def _output_stream(request: Request, sample_index: int) -> tuple:
+    return ("out", request.request_id, sample_index)
