@@ -265,7 +265,7 @@ class DecodeFastForward(RunFastForward):
                 contexts, min(chunk, max_steps - len(ends)), len(ends))
             if more is None:
                 return None
-            starts = list(accumulate(more, initial=t))  # each step's start, then the last end
+            starts = array("d", accumulate(more, initial=t))  # each step's start, then the last end
             # the steps that start before `until_s` run, then up to `grace` more
             num_run = bisect_left(starts, until_s, 0, len(more))
             num_grace = min(grace, len(more) - num_run)

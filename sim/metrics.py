@@ -35,6 +35,7 @@ TPOT and ITL are then the effective ones: tokens of one verify share one timesta
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Iterator
 
 import numpy as np
@@ -55,6 +56,8 @@ ITL_CHUNK_TOKENS = 1 << 20
 and a chunk's few temporary copies stay in the tens of MiB."""
 LENGTHS_CHUNK_SAMPLES = 1 << 16
 """Samples whose token counts are read from their runs at a time."""
+GAP_SEGMENT_STEPS = 1 << 18
+"""Timeline steps whose gaps `_TokenTimeReader.gap_sources` yields at a time."""
 ITERATION_CHUNK = 1 << 20
 """Iteration-log rows converted to float at a time, for the same reason."""
 
@@ -69,7 +72,9 @@ def _stats(name: str, samples: np.ndarray) -> dict[str, float | None]:
 
 def _itl_stats(samples: list[Sequence]) -> dict[str, float | None]:
     """ITL over every sample's gaps, computed chunk by chunk (`sim.pooled_stats`): a chunk
-    is the next samples holding at least `ITL_CHUNK_TOKENS` gaps (or the rest)."""
+    is the next samples holding at least `ITL_CHUNK_TOKENS` gaps (or the rest). The mean
+    sums the chunks; the percentiles of a pool of several chunks are ranked in the gaps'
+    distinct sources instead (`_TokenTimeReader.gap_sources`), far fewer than the gaps."""
     times = _TokenTimeReader(samples)
     ends = [0]
     if samples:
@@ -83,7 +88,7 @@ def _itl_stats(samples: list[Sequence]) -> dict[str, float | None]:
         for start, end in zip(ends, ends[1:]):
             yield times.gaps(start, end)
 
-    pooled = pooled_mean_and_percentiles(chunks, (50.0, 90.0, 99.0))
+    pooled = pooled_mean_and_percentiles(chunks, (50.0, 90.0, 99.0), times.gap_sources)
     keys = [f"itl_{s}_s" for s in STATS]
     return dict.fromkeys(keys) if pooled is None else dict(zip(keys, [pooled[0], *pooled[1]]))
 
@@ -152,6 +157,59 @@ class _TokenTimeReader:
         keep = np.ones(gaps.size, dtype=bool)
         keep[across] = False
         return gaps[keep]
+
+    def gap_sources(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every sample's gaps (those of `gaps`) as distinct sources, each with how many gaps
+        it stands for, a segment of the timeline at a time. A gap inside a run is the
+        difference of two consecutive entries of the joined timelines, one value for every
+        run spanning both (a step's decode batch); a gap from one of a sample's runs to its
+        next is a source of its own (the last chunk)."""
+        starts, ends, across = self._run_bounds
+        times = self.all_times
+        num_steps = max(times.size - 1, 0)
+        for first in range(0, num_steps, GAP_SEGMENT_STEPS):
+            last = min(first + GAP_SEGMENT_STEPS, num_steps)
+            # runs spanning step gap i (times[i + 1] - times[i]): started by i, not ended by i
+            start_from, start_to = np.searchsorted(starts, [first, last])
+            end_from, end_to = np.searchsorted(ends, [first, last])
+            spanning = np.cumsum(
+                np.bincount(starts[start_from:start_to] - first, minlength=last - first)
+                - np.bincount(ends[end_from:end_to] - first, minlength=last - first))
+            spanning += start_from - end_from
+            used = spanning > 0
+            yield ((times[first + 1:last + 1] - times[first:last])[used],
+                   spanning[used].astype(np.int32))  # at most a batch's sequences
+        if across.size:
+            yield across, np.ones(across.size, dtype=np.int32)
+
+    @functools.cached_property
+    def _run_bounds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where the runs of two tokens or more start and end in the joined timelines (each
+        sorted), and the gaps from each run to the same sample's next; read a slice of
+        samples at a time, so only these stay in memory."""
+        starts, ends, across = [], [], []
+        index_type = np.int32 if self.all_times.size < 2**31 else np.int64
+        for first_sample in range(0, len(self.samples), LENGTHS_CHUNK_SAMPLES):
+            last_sample = min(first_sample + LENGTHS_CHUNK_SAMPLES, len(self.samples))
+            pairs = self._pairs(first_sample, last_sample)
+            firsts, counts = pairs[:, 0], pairs[:, 1]
+            run_counts = self.run_counts[first_sample:last_sample]
+            if self.several_timelines:
+                firsts = firsts + np.repeat(self.offsets[first_sample:last_sample], run_counts)
+            lasts = firsts + counts - 1
+            joins = np.ones(max(firsts.size - 1, 0), dtype=bool)  # unless the next is another's
+            sample_starts = (np.cumsum(run_counts) - run_counts)[run_counts > 0]
+            joins[sample_starts[1:] - 1] = False
+            across.append(self.all_times[firsts[1:][joins]] - self.all_times[lasts[:-1][joins]])
+            several = counts > 1
+            starts.append(firsts[several].astype(index_type))
+            ends.append(lasts[several].astype(index_type))
+        bounds = []
+        for parts in (starts, ends):
+            joined = np.concatenate(parts) if parts else np.empty(0, dtype=index_type)
+            joined.sort()
+            bounds.append(joined)
+        return bounds[0], bounds[1], np.concatenate(across or [np.empty(0)])
 
 
 def _inter_token_latencies(samples: list[Sequence]) -> np.ndarray:

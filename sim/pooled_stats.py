@@ -14,6 +14,11 @@ step time: one bin can hold a tenth of a billion-value pool) is not kept but spl
 `NUM_BINS` bins over its own range, one more pass per level, until the bin is small enough
 or all its values are equal; so no pass holds more than about `KEEP_LIMIT` values per rank.
 
+A caller that knows the pool more compactly, as distinct values each with how many times it
+occurs (inter-token gaps: the steps of one timeline, each shared by every sequence decoding in
+it), hands those as `counted` chunks too: passes 2 and 3 then run over them, far fewer than
+the pool's values, with each bin counting a value as often as it occurs.
+
 Percentiles interpolate linearly between the order statistics around rank (n - 1) q / 100,
 numpy's default method, so they equal `np.percentile` of the pooled values (to rounding).
 """
@@ -29,13 +34,17 @@ NUM_BINS = 4096
 KEEP_LIMIT = 1 << 20
 
 Chunks = Callable[[], Iterator[np.ndarray]]
+CountedChunks = Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
+"""A pool as chunks of distinct values and how many times each occurs (every count >= 1)."""
 
 
 def pooled_mean_and_percentiles(
-    chunks: Chunks, percentiles: tuple[float, ...]
+    chunks: Chunks, percentiles: tuple[float, ...], counted: CountedChunks | None = None
 ) -> tuple[float, list[float]] | None:
     """(mean, the `percentiles` in order) of every value the chunks yield; None if none. A
-    pool that comes in one chunk is simply partitioned in place (`np.percentile`)."""
+    pool that comes in one chunk is simply partitioned in place (`np.percentile`); else the
+    order statistics come from more passes over `counted` when given (it must hold the same
+    pool), over the chunks otherwise."""
     count, total, low, high = 0, 0.0, math.inf, -math.inf
     num_chunks, last = 0, np.empty(0)
     for chunk in chunks():
@@ -51,7 +60,9 @@ def pooled_mean_and_percentiles(
                                                                   overwrite_input=True)]
     positions = [(count - 1) * q / 100.0 for q in percentiles]
     ranks = sorted({r for h in positions for r in (math.floor(h), min(math.floor(h) + 1, count - 1))})
-    values = order_statistics(chunks, ranks, low, high)
+    if counted is None:
+        counted = _each_once(chunks)
+    values = order_statistics(counted, ranks, low, high)
     result = []
     for h in positions:
         below, above = values[math.floor(h)], values[min(math.floor(h) + 1, count - 1)]
@@ -59,13 +70,20 @@ def pooled_mean_and_percentiles(
     return total / count, result
 
 
+def _each_once(chunks: Chunks) -> Callable[[], Iterator[tuple[np.ndarray, None]]]:
+    """`chunks` as counted chunks whose every value occurs once (counts None)."""
+    return lambda: ((chunk, None) for chunk in chunks())
+
+
 # A window of the pool: the values whose bin at each level of `path` is that level's bin,
 # where a level (lo, hi, b) bins over [lo, hi] (`_bins`); and how many values sort before it.
 Path = tuple[tuple[float, float, int], ...]
 
 
-def order_statistics(chunks: Chunks, ranks: list[int], low: float, high: float) -> dict[int, float]:
-    """The values at 0-based `ranks` of the sorted pool, whose extremes are `low` and `high`.
+def order_statistics(counted: CountedChunks, ranks: list[int], low: float,
+                     high: float) -> dict[int, float]:
+    """The values at 0-based `ranks` of the sorted pool, whose extremes are `low` and `high`
+    (counts None: each value once).
 
     Binning is monotone (a value never lands in a lower bin than a smaller value), so each
     window's values are contiguous in sorted order and a rank falls in exactly one bin."""
@@ -75,25 +93,27 @@ def order_statistics(chunks: Chunks, ranks: list[int], low: float, high: float) 
     # (path to a window, its value range, values sorted before it, ranks inside)
     open_windows: list[tuple[Path, float, float, int, list[int]]] = [((), low, high, 0, list(ranks))]
     while open_windows:
-        counts = [np.zeros(NUM_BINS, dtype=np.int64) for _ in open_windows]
+        per_bin = [np.zeros(NUM_BINS, dtype=np.int64) for _ in open_windows]
         extremes = [[math.inf, -math.inf] for _ in open_windows]
-        for chunk in chunks():
+        for chunk, chunk_counts in counted():
             top = _bins(chunk, low, high)  # every window's first level, binned once
-            for window, count, extreme in zip(open_windows, counts, extremes):
+            for window, in_bins, extreme in zip(open_windows, per_bin, extremes):
                 path, lo, hi = window[:3]
-                values = _in_window(chunk, top, path)
+                values, counts = _in_window(chunk, chunk_counts, top, path)
                 if values.size:
                     bins = top if not path else _bins(values, lo, hi)
-                    count += np.bincount(bins, minlength=NUM_BINS)
+                    in_bins += (np.bincount(bins, minlength=NUM_BINS) if counts is None else
+                                np.bincount(bins, counts, NUM_BINS).astype(np.int64))
                     extreme[0] = min(extreme[0], float(values.min()))
                     extreme[1] = max(extreme[1], float(values.max()))
         to_keep: list[tuple[Path, int, list[int]]] = []
         next_windows = []
-        for (path, lo, hi, before, inside), count, (least, most) in zip(open_windows, counts, extremes):
+        for (path, lo, hi, before, inside), in_bins, (least, most) in zip(open_windows, per_bin,
+                                                                          extremes):
             if least == most:  # every value in the window is the same
                 found.update(dict.fromkeys(inside, least))
                 continue
-            ends = np.cumsum(count)  # ends[b]: the window's values in bins 0..b
+            ends = np.cumsum(in_bins)  # ends[b]: the window's values in bins 0..b
             by_bin: dict[int, list[int]] = {}
             for rank in inside:
                 by_bin.setdefault(int(np.searchsorted(ends, rank - before, side="right")), []).append(rank)
@@ -102,21 +122,34 @@ def order_statistics(chunks: Chunks, ranks: list[int], low: float, high: float) 
                 sub_path = path + ((lo, hi, b),)
                 width = (hi - lo) / NUM_BINS
                 sub_lo, sub_hi = lo + width * b, lo + width * (b + 1)
-                if count[b] <= KEEP_LIMIT or not sub_lo < sub_hi:
+                if in_bins[b] <= KEEP_LIMIT or not sub_lo < sub_hi:
                     to_keep.append((sub_path, start, wanted))
                 else:  # too many to hold: split this bin over (about) its own range
                     next_windows.append((sub_path, sub_lo, sub_hi, start, wanted))
         if to_keep:
-            kept: list[list[np.ndarray]] = [[] for _ in to_keep]
-            for chunk in chunks():
+            kept: list[list[tuple[np.ndarray, np.ndarray | None]]] = [[] for _ in to_keep]
+            for chunk, chunk_counts in counted():
                 top = _bins(chunk, low, high)
                 for (path, _, _), parts in zip(to_keep, kept):
-                    parts.append(_in_window(chunk, top, path))
+                    parts.append(_in_window(chunk, chunk_counts, top, path))
             for (_, start, wanted), parts in zip(to_keep, kept):
-                values = _sorted(parts)
-                found.update({rank: float(values[rank - start]) for rank in wanted})
+                found.update(_ranked_in(parts, start, wanted))
         open_windows = next_windows
     return {rank: found[rank] for rank in ranks}
+
+
+def _ranked_in(parts: list[tuple[np.ndarray, np.ndarray | None]], start: int,
+               wanted: list[int]) -> dict[int, float]:
+    """The `wanted` ranks of a kept window whose first value has rank `start`, from its
+    values and counts gathered from every chunk."""
+    if parts[0][1] is None:
+        values = _sorted([values for values, _ in parts])
+        return {rank: float(values[rank - start]) for rank in wanted}
+    values = np.concatenate([values for values, _ in parts])
+    order = np.argsort(values, kind="stable")
+    ends = np.cumsum(np.concatenate([counts for _, counts in parts])[order])
+    at = np.searchsorted(ends, np.asarray(wanted) - start, side="right")
+    return dict(zip(wanted, values[order[at]].tolist()))
 
 
 def _sorted(parts: list[np.ndarray]) -> np.ndarray:
@@ -124,15 +157,16 @@ def _sorted(parts: list[np.ndarray]) -> np.ndarray:
     return np.sort(np.concatenate(parts))
 
 
-def _in_window(values: np.ndarray, top: np.ndarray, path: Path) -> np.ndarray:
-    """The values in the window `path` leads to; `top` is their bins at the first level,
-    which every path shares (over the pool's [low, high])."""
+def _in_window(values: np.ndarray, counts: np.ndarray | None, top: np.ndarray,
+               path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The values in the window `path` leads to, with their counts; `top` is their bins at
+    the first level, which every path shares (over the pool's [low, high])."""
     if not path:
-        return values
-    values = values[top == path[0][2]]
+        return values, counts
+    inside = top == path[0][2]
     for lo, hi, b in path[1:]:
-        values = values[_bins(values, lo, hi) == b]
-    return values
+        inside[inside] = _bins(values[inside], lo, hi) == b
+    return values[inside], None if counts is None else counts[inside]
 
 
 def _bins(values: np.ndarray, low: float, high: float) -> np.ndarray:

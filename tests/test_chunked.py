@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from policies.engine import Engine
 from policies.kv.paged import PagedAllocator, PagedParams
 from policies.scheduler.chunked import ChunkedParams, ChunkedScheduler
@@ -9,6 +11,7 @@ from policies.types import Request
 from sim.api import simulate
 from sim.config import ReplayOptions, resolve
 from tests.helpers import FixedCostExecutor, drive
+from tests.test_fast_forward import assert_same_results
 
 
 def chunked_engine(budget: int, threshold: int = 0, order: str = "decode-first"):
@@ -78,3 +81,47 @@ def test_sarathi_tradeoff_on_the_bundled_trace(capsys):
     assert chunk["itl_p99_s"] < 0.5 * cont["itl_p99_s"]
     assert chunk["tpot_p99_s"] < cont["tpot_p99_s"]
     assert chunk["ttft_p50_s"] > cont["ttft_p50_s"]
+
+
+@pytest.mark.parametrize("allocator,order,num_gpu_blocks", [
+    ("paged", "decode-first", 400), ("paged", "prefill-first", 400),
+    ("contiguous", "decode-first", 3000), ("contiguous", "prefill-first", 3000)])
+def test_decodes_grown_at_once_leave_every_result_unchanged(monkeypatch, allocator, order,
+                                                            num_gpu_blocks):
+    """A step's decodes grown in one lockstep round (`_grow_at_once`) leave the same plans,
+    blocks, preemptions, token times and log rows as growing them one by one, on pools small
+    enough to preempt (paged), in both orders. Every request finishes: paged prefill-first on
+    this pool used to livelock (a prompt too big for the memory left, preempted and readmitted
+    every iteration, took the budget the decodes holding that memory needed)."""
+    options = ReplayOptions(scheduler="chunked", allocator=allocator, chunked_order=order,
+                            token_budget=256, rate_scale=4.0, max_requests=200,
+                            num_gpu_blocks=num_gpu_blocks, fast_forward=False)
+    at_once_calls = []
+    real_at_once = ChunkedScheduler._grow_at_once
+
+    def counted_at_once(*args) -> bool:
+        at_once_calls.append(real_at_once(*args))
+        return at_once_calls[-1]
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ChunkedScheduler, "_grow_at_once", counted_at_once)
+        at_once = simulate(resolve(options))
+    with monkeypatch.context() as patched:
+        patched.setattr(ChunkedScheduler, "_grow_at_once", lambda *args: False)
+        one_by_one = simulate(resolve(options))
+    assert_same_results(one_by_one, at_once)
+    assert at_once.summary["requests_finished"] == 200
+    assert sum(at_once_calls) > 0.5 * len(at_once_calls)  # most steps grew their decodes at once
+    assert (at_once.summary["preemptions"] > 0) == (allocator != "contiguous")
+
+
+def test_prefix_caches_grow_decodes_one_by_one():
+    """A prefix cache's decodes go one by one (`ChunkedScheduler._lockstep`): a lockstep
+    round would not register full blocks a verify's accepted tokens left unregistered."""
+    from policies.kv.paged import PagedPrefixAllocator, PagedPrefixParams
+
+    params = ChunkedParams(max_num_seqs=8, token_budget=64)
+    cached = PagedPrefixAllocator(PagedPrefixParams(block_size=4, num_blocks=50, watermark=0.0))
+    plain = PagedAllocator(PagedParams(block_size=4, num_blocks=50, watermark=0.0))
+    assert ChunkedScheduler(params, cached)._lockstep is None
+    assert ChunkedScheduler(params, plain)._lockstep is plain

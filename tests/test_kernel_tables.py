@@ -213,14 +213,18 @@ def test_row_interior_matches_at_bit_for_bit():
 @settings(max_examples=100, deadline=None)
 @given(batch=st.sampled_from([1, 37, 64, 512, 4096]), x=st.one_of(
     st.floats(0.25, 1e6), st.sampled_from([1.0, 8191.0, 16.0, 20000.0])), log_row=st.booleans())
-def test_in_range_value_is_at_when_in_range(batch, x, log_row):
-    """`Row.in_range_value` (the decode fast-forward's lookup) is `at(x).value_s`, to the bit,
-    exactly where `at` is in range, and None elsewhere: for linear (decode) and log-space
-    (context attention) rows, inside, at and past their ends, with fixed axes in or out of
-    their measured range."""
+def test_in_range_values_are_at_while_in_range(batch, x, log_row):
+    """`Row.in_range_values` (the decode fast-forward's lookup) is `at(x).value_s`, to the
+    bit, for each point while `at` is in range, and stops at the first out of range: for
+    linear (decode) and log-space (context attention) rows, inside, at and past their ends,
+    with fixed axes in or out of their measured range."""
     if log_row:
         row = PREFILL.row(PREFILL.shape_index((32, 8, 128)), 1, (batch,))
     else:
         row = DECODE.row(DECODE.shape_index((32, 8, 128)), 1, (batch,))
     found = row.at(x)
-    assert row.in_range_value(x) == (found.value_s if found.in_range else None)
+    assert row.in_range_values([x]) == ([found.value_s] if found.in_range else [])
+    points = [x, x * 1.5, x * 3.0, x * 0.5]
+    lookups = [row.at(point) for point in points]
+    in_range = next((i for i, lookup in enumerate(lookups) if not lookup.in_range), len(points))
+    assert row.in_range_values(points) == [lookup.value_s for lookup in lookups[:in_range]]

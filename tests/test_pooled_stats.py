@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from sim.pooled_stats import pooled_mean_and_percentiles
+from sim.pooled_stats import order_statistics, pooled_mean_and_percentiles
 
 QUANTILES = (0.0, 1.0, 50.0, 90.0, 99.0, 100.0)
 values = arrays(np.float64, st.integers(1, 400),
@@ -73,3 +73,23 @@ def test_a_crowded_bin_is_split_again_rather_than_held(monkeypatch):
     assert kept_sizes and max(kept_sizes) <= 50
     assert len(passes) > 3  # the crowd took more than one level of bins
 
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=values, counts=st.lists(st.integers(1, 5), min_size=400, max_size=400),
+       num_chunks=st.integers(1, 5), keep_limit=st.integers(1, 500))
+def test_counted_chunks_rank_as_the_expanded_pool(data, counts, num_chunks, keep_limit):
+    """Chunks of values with counts rank as the pool with each value repeated that often,
+    however often windows are binned again (a small `KEEP_LIMIT`)."""
+    import sim.pooled_stats as pooled
+
+    counts = np.array(counts[:data.size], dtype=np.int64)
+    expanded = np.sort(np.repeat(data, counts))
+    parts = list(zip(np.array_split(data, num_chunks), np.array_split(counts, num_chunks)))
+    ranks = sorted({0, expanded.size - 1, expanded.size // 2, (expanded.size * 9) // 10})
+    default, pooled.KEEP_LIMIT = pooled.KEEP_LIMIT, keep_limit
+    try:
+        found = order_statistics(lambda: iter(parts), ranks, float(data.min()), float(data.max()))
+    finally:
+        pooled.KEEP_LIMIT = default
+    assert found == {rank: float(expanded[rank]) for rank in ranks}

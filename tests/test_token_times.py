@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from policies.token_times import TokenTimeline, TokenTimes
 from policies.types import Request, Sequence
-from sim.metrics import _TokenTimeReader, _inter_token_latencies
+from sim.metrics import _itl_stats, _TokenTimeReader, _inter_token_latencies
 
 # One write to a sequence's times: a run over the timeline's next `n` steps (the decode
 # fast-forward), `n` tokens at the timeline's last step (a speculative verify), or one token
@@ -79,6 +79,10 @@ def test_token_times_read_back_what_was_written(per_seq, order):
     np.testing.assert_array_equal(joined, np.array([t for r in references for t in r]))
     expected_gaps = [b - a for r in references for a, b in zip(r, r[1:])]
     np.testing.assert_array_equal(_inter_token_latencies(samples), np.array(expected_gaps))
+    sources = list(reader.gap_sources())  # the same gaps, as distinct sources with counts
+    pooled = np.concatenate([np.repeat(values, counts) for values, counts in sources] or [[]])
+    np.testing.assert_array_equal(np.sort(pooled), np.sort(expected_gaps))
+    assert all((counts >= 1).all() for _, counts in sources)
 
 
 def test_a_run_that_goes_on_where_the_last_stopped_joins_it():
@@ -156,3 +160,33 @@ def test_an_engine_run_stores_runs_not_tokens():
     times = engine.sequences[0].token_times_s
     assert list(times) == [0.5 * (i + 1) for i in range(300)]
     assert list(times.runs) == [0, 300]
+
+
+def test_itl_percentiles_ranked_in_the_gap_pool_equal_those_over_every_gap(monkeypatch):
+    """A pool of several chunks ranks its percentiles in `gap_sources`: the same numbers, bit
+    for bit, as ranking every gap over more passes (and numpy's over the pooled gaps)."""
+    import sim.metrics as metrics
+    import sim.pooled_stats as pooled
+
+    rng = np.random.default_rng(3)
+    timeline = TokenTimeline()
+    samples = [Sequence(Request(k, 0.0, 4, 4), token_times_s=TokenTimes(timeline))
+               for k in range(40)]
+    for _ in range(300):  # steps of varying batches: runs that start, stop and resume
+        first = timeline.extend(array("d", [len(timeline) * 0.01 + rng.random() * 1e-3]))
+        for seq in samples:
+            if rng.random() < 0.6:
+                seq.token_times_s.add_run(timeline, first, 1)
+        if rng.random() < 0.1:
+            burst = samples[int(rng.integers(40))]  # a verify's burst at the last step
+            burst.token_times_s.add_at(timeline, len(timeline) - 1, 3)
+    monkeypatch.setattr(metrics, "ITL_CHUNK_TOKENS", 500)
+    monkeypatch.setattr(metrics, "GAP_SEGMENT_STEPS", 64)  # several segments of the timeline
+    ranked = _itl_stats(samples)
+    real_pooled = pooled.pooled_mean_and_percentiles
+    monkeypatch.setattr(metrics, "pooled_mean_and_percentiles",
+                        lambda chunks, percentiles, counted: real_pooled(chunks, percentiles))
+    assert _itl_stats(samples) == ranked
+    gaps = _inter_token_latencies(samples)
+    np.testing.assert_allclose([ranked[f"itl_p{q}_s"] for q in (50, 90, 99)],
+                               np.percentile(gaps, [50, 90, 99]), rtol=1e-12)

@@ -237,32 +237,39 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
                 first_full = (-held - 1) % size
                 if first_full < num_steps:
                     events.extend(zip(range(first_full, num_steps, size), repeat(order), repeat(1)))
-        new_blocks = [0] * num_steps
+        reserved = [0] * num_steps  # slots each round reserves anew (then, below, in all)
         for round_, _, kind in events:
-            new_blocks[round_] += 1 - kind
-        if sum(new_blocks) > pool.num_free:
+            if not kind:
+                reserved[round_] += size
+        num_new_blocks = sum(reserved) // size
+        if num_new_blocks > pool.num_free:
             return None
         events.sort()
         evictions = [0] * num_steps
-        for round_, order, kind in events:
-            seq = seqs[order]
-            table = tables[seq.seq_id]
-            if kind == 0:
-                before = pool.evictions
-                table.append(pool.take_one())
-                evictions[round_] += pool.evictions - before
-            else:
-                self._register_full_blocks(seq, table, (seq.num_known_tokens + round_) // size)
+        if self.caching:
+            for round_, order, kind in events:
+                seq = seqs[order]
+                table = tables[seq.seq_id]
+                if kind == 0:
+                    before = pool.evictions
+                    table.append(pool.take_one())
+                    evictions[round_] += pool.evictions - before
+                else:
+                    self._register_full_blocks(seq, table, (seq.num_known_tokens + round_) // size)
+        elif events:  # no block carries a key, so no take evicts: one take serves them all
+            for (_, order, _), block in zip(events, pool.take(len(events))):
+                tables[seqs[order].seq_id].append(block)
         for seq in seqs:
             held_tokens[seq.seq_id] += num_steps
         first_filled = self._filled_slots - self._shared_slots + len(seqs)
         self._filled_slots += len(seqs) * num_steps
-        used_before = (self.num_blocks - pool.num_free) * size - sum(new_blocks) * size
+        reserved[0] += (self.num_blocks - pool.num_free - num_new_blocks) * size  # used before
         cached_before = (pool.num_cached_free + sum(evictions)) * size
         return LockstepUsage(
-            [used_before + size * n for n in accumulate(new_blocks)],
+            list(accumulate(reserved)),
             list(range(first_filled, first_filled + len(seqs) * num_steps, len(seqs))),
-            [cached_before - size * n for n in accumulate(evictions)],
+            [cached_before - size * n for n in accumulate(evictions)] if self.caching
+            else [cached_before] * num_steps,
         )
 
     def grow_for_verifies(self, seqs: list[Sequence], num_tokens: list[int]) -> bool:

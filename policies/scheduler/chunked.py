@@ -8,7 +8,9 @@ by decodes and prefill chunks, so long prompts no longer stall running decodes.
 
 `chunked_order="decode-first"` (the Sarathi-Serve policy) serves every running decode before any
 prefill token, bounding time-between-tokens; `"prefill-first"` serves prefill chunks first
-and decodes with what is left, trading TBT for TTFT. A prompt is admitted as soon as one
+and decodes with what is left, trading TBT for TTFT (running decodes still take their KV
+before new prompts, and an iteration that preempts admits nothing, so prompts cannot starve
+the decodes holding the memory they need). A prompt is admitted as soon as one
 chunk of it fits; it emits its first token in the iteration that computes its last chunk.
 Preemption (recompute or swap) and swap-in work as in `continuous`.
 """
@@ -17,7 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from policies.fast_forward import GrowsInLockstep
 from policies.knobs import knob
+from policies.kv.base import KVAllocator
 from policies.scheduler.continuous import QueuedDecodeRuns, QueueingParams
 from policies.scheduler.queue_order import victim_index
 from policies.types import Plan, ScheduledChunk, Sequence
@@ -41,21 +45,63 @@ class ChunkedParams(QueueingParams):
 class ChunkedScheduler(QueuedDecodeRuns):
     params: ChunkedParams
 
+    def __init__(self, params: ChunkedParams, allocator: KVAllocator) -> None:
+        super().__init__(params, allocator)
+        self._lockstep = (allocator if isinstance(allocator, GrowsInLockstep)
+                          and self.prefix_cache is None else None)
+        """The allocator, when it can grow a step's decodes at once (`_decode_at_once`). Not
+        a prefix cache: a lockstep round registers the blocks it fills, while `allocate_slots`
+        also registers full blocks left unregistered before (a speculative verify's accepted
+        tokens), which only a step-by-step decode run never leaves."""
+
     def schedule(self, now_s: float) -> Plan:
         plan, _ = self._open_plan(now_s)
         budget = self.params.token_budget
         decodes = [s for s in self.running if s.num_computed_tokens >= s.request.prompt_tokens]
         prefills = [s for s in self.running if s.num_computed_tokens < s.request.prompt_tokens]
         if self.params.chunked_order == "decode-first":
-            budget = self._schedule_running(decodes + prefills, budget, plan)
+            if self._decode_at_once(decodes, budget, plan):
+                budget = self._schedule_running(prefills, budget - len(decodes), plan)
+            else:
+                budget = self._schedule_running(decodes + prefills, budget, plan)
             if not self.swapped:
                 self._admit(budget, plan)
         else:
             budget = self._schedule_running(prefills, budget, plan)
-            if not self.swapped:
+            # Running decodes take their KV before new prompts do (they still run with the
+            # budget prompts leave), and nothing is admitted in an iteration that preempted
+            # (as vLLM): else a prompt too big for the memory left would be preempted and
+            # readmitted every iteration, taking the budget the decodes holding that memory
+            # need to finish, and nothing would (a livelock).
+            if budget > 0 and not self._grow_at_once(decodes, budget):
+                self._reserve_running(decodes, budget, plan)
+            if not self.swapped and not plan.preempted:
                 budget = self._admit(budget, plan)
-            self._schedule_running(decodes, budget, plan)
+            for seq in decodes:
+                if budget <= 0:
+                    break
+                size = self._chunk_size(seq, seq.num_computed_tokens, budget)
+                plan.chunks.append(ScheduledChunk(seq, size, seq.num_computed_tokens))
+                budget -= size
         return self._wake_for_transfers(plan)
+
+    def _grow_at_once(self, decodes: list[Sequence], budget: int) -> bool:
+        """Grow each of `decodes` (running sequences) by its one token with one growth of the
+        pool for all of them (`GrowsInLockstep`, one round: what their `allocate_slots` calls
+        one by one would do), when each has exactly one token to compute, `budget` holds them
+        all and the pool serves them without a preemption or a copy. False, with nothing
+        done, otherwise: they then go one by one."""
+        return (self._lockstep is not None and bool(decodes) and len(decodes) <= budget
+                and all(seq.num_uncomputed_tokens == 1 for seq in decodes)
+                and self._lockstep.grow_in_lockstep(decodes, 1) is not None)
+
+    def _decode_at_once(self, decodes: list[Sequence], budget: int, plan: Plan) -> bool:
+        """Schedule each of `decodes` (in order) for one token when `_grow_at_once` serves
+        them all; False, with nothing done, otherwise."""
+        if not self._grow_at_once(decodes, budget):
+            return False
+        plan.chunks.extend([ScheduledChunk(seq, 1, seq.num_computed_tokens) for seq in decodes])
+        return True
 
     def _chunk_size(self, seq: Sequence, start: int, budget: int) -> int:
         """Tokens of `seq` to compute from position `start` under `budget`."""
@@ -67,21 +113,39 @@ class ChunkedScheduler(QueuedDecodeRuns):
 
     def _schedule_running(self, worklist: list[Sequence], budget: int, plan: Plan) -> int:
         """Schedule `worklist` (running sequences, in order) under `budget`; when KV runs out
-        preempt among those not yet scheduled (the newest, or the newest of the lowest class).
-        Returns the budget left."""
+        preempt among those not yet scheduled (`_allocate_or_give_way`). Returns the budget
+        left."""
         index = 0
         while index < len(worklist) and budget > 0:
             seq = worklist[index]
             size = self._chunk_size(seq, seq.num_computed_tokens, budget)
-            if self.allocator.allocate_slots(seq, seq.num_computed_tokens + size):
+            if self._allocate_or_give_way(worklist, index, size, plan):
                 plan.chunks.append(ScheduledChunk(seq, size, seq.num_computed_tokens))
                 budget -= size
                 index += 1
-                continue
-            victim = worklist.pop(index + victim_index(self.params.queue_policy, worklist[index:]))
-            self.running.remove(victim)
-            self._preempt(victim, plan)
         return budget
+
+    def _reserve_running(self, worklist: list[Sequence], budget: int, plan: Plan) -> None:
+        """KV for each of `worklist`'s next chunk as if it had `budget` alone, preempting as
+        `_schedule_running` does (the preempted leave `worklist`); none is scheduled."""
+        index = 0
+        while index < len(worklist):
+            seq = worklist[index]
+            size = self._chunk_size(seq, seq.num_computed_tokens, budget)
+            if self._allocate_or_give_way(worklist, index, size, plan):
+                index += 1
+
+    def _allocate_or_give_way(self, worklist: list[Sequence], index: int, size: int,
+                              plan: Plan) -> bool:
+        """KV for `size` more tokens of `worklist[index]`; else preempt one of
+        `worklist[index:]` (the newest, or the newest of the lowest class) and say False."""
+        seq = worklist[index]
+        if self.allocator.allocate_slots(seq, seq.num_computed_tokens + size):
+            return True
+        victim = worklist.pop(index + victim_index(self.params.queue_policy, worklist[index:]))
+        self.running.remove(victim)
+        self._preempt(victim, plan)
+        return False
 
     def _admit(self, budget: int, plan: Plan) -> int:
         while self.waiting and budget > 0 and len(self.running) < self.params.max_num_seqs:

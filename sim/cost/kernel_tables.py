@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 
@@ -86,14 +86,24 @@ class Row:
             return Lookup(value, True, None)
         return Lookup(value, False, self._point(x))
 
-    def in_range_value(self, x: float) -> float | None:
-        """`at(x).value_s` when `at(x)` is in range, else None: what a caller that prices
-        many points and stops at the first one out of range needs, without a `Lookup` each."""
-        xs = self.xs
-        c = math.log(x) if self.log_space else x
-        if xs[0] < c < xs[-1]:
-            return self._inside(c) if self.fixed_in_range else None
-        return self.at(x).value_s if self.covers(x) else None
+    def in_range_values(self, points: Iterable[float]) -> list[float]:
+        """`at(x).value_s` for each x of `points` in turn, up to (not including) the first
+        whose `at(x)` is out of range: what a caller that prices many points and stops at the
+        first one out of range needs, without a `Lookup` or a call each."""
+        xs, inside = self.xs, self._inside
+        low, high = xs[0], xs[-1]
+        values = []
+        for x in points:
+            c = math.log(x) if self.log_space else x
+            if low < c < high:
+                if not self.fixed_in_range:
+                    break
+                values.append(inside(c))
+            elif self.covers(x):
+                values.append(self.at(x).value_s)
+            else:
+                break
+        return values
 
     def _inside(self, c: float) -> float:
         """The value at coordinate `c`, strictly between the row's ends."""

@@ -32,6 +32,7 @@ point times the roofline's ratio between the query and that point
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -384,7 +385,7 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
                                          self._row(kind, num_decodes))
                      for kind in self._kinds)
 
-    def _decode_steps(self, num_decodes: int, kv_global: list[int],
+    def _decode_steps(self, num_decodes: int, kv_global: Sequence[int],
                       kv_local: list[int]) -> list[tuple[KernelTime, ...]]:
         """`_decode_attention` of each step of a run, its row looked up once per kind."""
         per_kind = []
@@ -498,11 +499,12 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
         self.lookups_in_range += num_steps * (len(batch.kernels) + len(self._kinds)) - extrapolated
 
     def _lockstep_kv(self, context_tokens: list[int], num_steps: int,
-                     first_step: int) -> tuple[list[int], list[int]]:
-        """Cached tokens the batch reads at each step, in all and within the sliding window."""
+                     first_step: int) -> tuple[range, list[int]]:
+        """Cached tokens the batch reads at each step, in all (a range: it grows by the
+        batch size a step) and within the sliding window."""
         num_seqs, total = len(context_tokens), sum(context_tokens)
         steps = range(first_step, first_step + num_steps)
-        kv_global = [total + num_seqs * j for j in steps]
+        kv_global = range(total + num_seqs * first_step, total + num_seqs * steps.stop, num_seqs)
         window = self.model.sliding_window
         if not window:
             return kv_global, [0] * num_steps
@@ -537,7 +539,7 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
                                                                 kv_local[j]))
         return times
 
-    def _short_run(self, batch: BatchTerms, num_seqs: int, kv_global: list[int],
+    def _short_run(self, batch: BatchTerms, num_seqs: int, kv_global: Sequence[int],
                    kv_local: list[int]) -> list[float]:
         """A short run step by step: with one layer kind whose table holds every step, its
         in-range values (what `_decode_kernel` returns) summed by `_step_time_s` without
@@ -547,14 +549,9 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
         if row is not None and kinds[0].generation.exact:
             kind = kinds[0]
             kv = kv_local if kind.decode_capped else kv_global
-            times = []
-            for tokens in kv:
-                value_s = row.in_range_value(tokens / num_seqs)
-                if value_s is None:
-                    break
-                times.append(_step_time_s(batch, (kind.layers * value_s,)))
-            else:
-                return times
+            values = row.in_range_values(tokens / num_seqs for tokens in kv)
+            if len(values) == len(kv):
+                return [_step_time_s(batch, (kind.layers * value_s,)) for value_s in values]
         return [_step_time(batch, attention)
                 for attention in self._decode_steps(num_seqs, kv_global, kv_local)]
 
