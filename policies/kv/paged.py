@@ -337,7 +337,7 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
             return
         self._num_tokens[seq.seq_id] = num_tokens
         self._filled_slots -= previous - num_tokens
-        keep = -(-num_tokens // self.block_size)
+        keep = self.blocks_for(num_tokens)
         if keep < len(table):
             self._release_tail(table, previous, keep)
             del table[keep:]

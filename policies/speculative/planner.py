@@ -57,7 +57,7 @@ class SpeculativeScheduler(WrappedScheduler, RepeatsVerifyBatch):
         and its remaining outputs - 1 (0 or less: no drafts)."""
         spec = self.speculator
         k = spec.num_draft_tokens(seq, num_decoding)
-        limit = min(budget, seq.request.output_tokens - seq.num_output_tokens - 1)
+        limit = min(budget, seq.num_remaining_outputs - 1)
         while k > 0 and spec.num_verify_nodes(k) > limit:
             k -= 1
         return k
