@@ -85,6 +85,7 @@ def test_sarathi_tradeoff_on_the_bundled_trace(capsys):
 
 @pytest.mark.parametrize("allocator,order,num_gpu_blocks", [
     ("paged", "decode-first", 400), ("paged", "prefill-first", 400),
+    ("paged-prefix", "decode-first", 400), ("paged-prefix", "prefill-first", 400),
     ("contiguous", "decode-first", 3000), ("contiguous", "prefill-first", 3000)])
 def test_decodes_grown_at_once_leave_every_result_unchanged(monkeypatch, allocator, order,
                                                             num_gpu_blocks):
@@ -113,15 +114,21 @@ def test_decodes_grown_at_once_leave_every_result_unchanged(monkeypatch, allocat
     assert at_once.summary["requests_finished"] == 200
     assert sum(at_once_calls) > 0.5 * len(at_once_calls)  # most steps grew their decodes at once
     assert (at_once.summary["preemptions"] > 0) == (allocator != "contiguous")
+    if allocator == "paged-prefix":  # preempted requests found their own blocks again
+        assert at_once.summary["prefix_hit_tokens"] > 0
 
 
-def test_prefix_caches_grow_decodes_one_by_one():
-    """A prefix cache's decodes go one by one (`ChunkedScheduler._lockstep`): a lockstep
-    round would not register full blocks a verify's accepted tokens left unregistered."""
+def test_of_the_prefix_caches_only_paged_prefix_grows_decodes_at_once():
+    """`ChunkedScheduler._lockstep`: `paged-prefix`'s lockstep round also registers full
+    blocks a verify's accepted tokens left unregistered, as `allocate_slots` does (or
+    declines, `tests/test_prefix_own_runs.py`); the radix tree's is not held to that."""
     from policies.kv.paged import PagedPrefixAllocator, PagedPrefixParams
+    from policies.kv.radix import RadixAllocator, RadixParams
 
     params = ChunkedParams(max_num_seqs=8, token_budget=64)
     cached = PagedPrefixAllocator(PagedPrefixParams(block_size=4, num_blocks=50, watermark=0.0))
     plain = PagedAllocator(PagedParams(block_size=4, num_blocks=50, watermark=0.0))
-    assert ChunkedScheduler(params, cached)._lockstep is None
+    radix = RadixAllocator(RadixParams(block_size=4, num_blocks=50, watermark=0.0))
+    assert ChunkedScheduler(params, cached)._lockstep is cached
     assert ChunkedScheduler(params, plain)._lockstep is plain
+    assert ChunkedScheduler(params, radix)._lockstep is None

@@ -19,12 +19,17 @@ is compacted once they are half of it. Owner counts are kept only for shared blo
 (`_extra_owners`): a block outside the free queue has one owner unless listed there, so
 unshared runs never touch a per-block count. Keys are whatever the allocator caches by (a
 chained block hash; `hybrid_paged.py` uses (unit, block hash)).
+
+A length-only request's blocks can only ever be hit by that request again (after a recompute
+preemption), so the allocator finds them through the request's own run of blocks instead of
+a content hash (`paged.py`); the pool keeps only which run and index each such block is cached
+for (`register_own`), to evict and count it like any cached block.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from itertools import repeat
+from itertools import count, repeat
 from typing import Hashable
 
 COMPACT_AT_STALE = 1024
@@ -42,6 +47,7 @@ class BlockPool:
         self._extra_owners: dict[int, int] = {}  # owners beyond the first, shared blocks only
         self._key_of: dict[int, Hashable] = {}
         self._block_of: dict[Hashable, int] = {}
+        self._own_key_of: dict[int, tuple[int, int]] = {}  # block -> (request id, run index)
         self._cached_free: set[int] = set()  # keyed blocks in the free queue
 
     # ---- queries ------------------------------------------------------------------------
@@ -61,6 +67,10 @@ class BlockPool:
     def key_of(self, block: int) -> Hashable | None:
         return self._key_of.get(block)
 
+    def own_key_of(self, block: int) -> tuple[int, int] | None:
+        """(request id, index) of the run `block` is cached for (`register_own`), or None."""
+        return self._own_key_of.get(block)
+
     def is_cached_free(self, block: int) -> bool:
         """Whether `block` (one `cached` found) sits in the free queue, unowned."""
         return block in self._cached_free
@@ -73,20 +83,26 @@ class BlockPool:
     def take(self, count: int) -> list[int]:
         """`count` blocks from the queue's head, each with one owner (a cached-free block
         loses its key: it is evicted); the caller checks `num_free` first."""
+        return self.take_reporting(count)[0]
+
+    def take_reporting(self, count: int) -> tuple[list[int], set[int]]:
+        """`take`, and which of the blocks it evicted (a lockstep growth counts them per
+        round)."""
         if count > self.num_free:
             raise ValueError(f"asked for {count} blocks, {self.num_free} free")
         fresh = min(count, self.num_blocks - self._next_fresh)
         blocks = list(range(self._next_fresh, self._next_fresh + fresh))
         self._next_fresh += fresh
+        evicted: set[int] = set()
         if count > fresh:
             if self._num_stale:
                 reused = [self._pop_freed() for _ in range(count - fresh)]
             else:
                 reused = list(map(deque.popleft, repeat(self._free, count - fresh)))
-            if self._key_of:
-                self._evict_many(reused)
+            if self._cached_free:
+                evicted = self._evict_many(reused)
             blocks += reused
-        return blocks
+        return blocks, evicted
 
     def take_one(self) -> int:
         """`take(1)`'s block, without the list (the lockstep growth's inner loop); the caller
@@ -96,7 +112,7 @@ class BlockPool:
             self._next_fresh += 1
             return block
         block = self._pop_freed()
-        if self._key_of:
+        if block in self._cached_free:
             self._evict(block)
         return block
 
@@ -123,7 +139,7 @@ class BlockPool:
                 self._extra_owners[block] = owners - 1
             return False
         self._free.append(block)
-        if block in self._key_of:
+        if block in self._key_of or block in self._own_key_of:
             self._cached_free.add(block)
         return True
 
@@ -136,6 +152,8 @@ class BlockPool:
         self._free.extend(blocks)
         if self._key_of:
             self._cached_free |= self._key_of.keys() & blocks
+        if self._own_key_of:
+            self._cached_free |= self._own_key_of.keys() & blocks
 
     def register(self, block: int, key: Hashable) -> None:
         """Cache `block` under `key`, unless it is cached already or another block holds the
@@ -153,6 +171,11 @@ class BlockPool:
                 key_of[block] = key
                 block_of[key] = block
 
+    def register_own(self, blocks: list[int], request_id: int, first_index: int) -> None:
+        """Cache `blocks` as indices `first_index`, ... of request `request_id`'s own run
+        (the allocator checks that none is cached already), in one C-level update."""
+        self._own_key_of.update(zip(blocks, zip(repeat(request_id), count(first_index))))
+
     # ---- the queue's internals ----------------------------------------------------------
     def _pop_freed(self) -> int:
         """The oldest freed block still free, skipping entries a prefix hit took back."""
@@ -168,25 +191,35 @@ class BlockPool:
             else:
                 stale[block] = left - 1
 
-    def _evict_many(self, blocks: list[int]) -> None:
-        """`_evict` each of `blocks` (a take's reused blocks), in one loop."""
-        key_of, block_of, cached_free = self._key_of, self._block_of, self._cached_free
-        num_evicted = 0
-        for block in blocks:
+    def _evict_many(self, blocks: list[int]) -> set[int]:
+        """`_evict` each of `blocks` (a take's reused blocks), and return those evicted."""
+        evicted = self._cached_free.intersection(blocks)
+        if not evicted:
+            return evicted
+        self._cached_free -= evicted
+        self.evictions += len(evicted)
+        key_of, block_of, own_key_of = self._key_of, self._block_of, self._own_key_of
+        if not key_of:  # only own runs' blocks are cached
+            for block in evicted:
+                del own_key_of[block]
+            return evicted
+        for block in evicted:
             key = key_of.pop(block, None)
-            if key is not None:
+            if key is None:
+                del own_key_of[block]
+            else:
                 del block_of[key]
-                cached_free.remove(block)
-                num_evicted += 1
-        self.evictions += num_evicted
+        return evicted
 
     def _evict(self, block: int) -> None:
         """A cached-free block taken for new content loses its key."""
+        self._cached_free.remove(block)
         key = self._key_of.pop(block, None)
-        if key is not None:
+        if key is None:
+            del self._own_key_of[block]
+        else:
             del self._block_of[key]
-            self._cached_free.remove(block)
-            self.evictions += 1
+        self.evictions += 1
 
     def _compact_free_queue(self) -> None:
         """Drop the stale entries (once they are half the queue, so the cost is amortized):

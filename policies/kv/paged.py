@@ -16,6 +16,13 @@ them. A block whose last owner leaves keeps its hash: it is cached-free, reusabl
 hit until allocation reaches it in the pool's LRU queue and evicts it. A sequence frees its
 blocks tail first, so the blocks least likely to be shared (the ends of prompts) are evicted
 first.
+
+A length-only request with one sample (`_caches_own_run`: no token ids, no trace hash ids)
+shares no content: its keys are private to it, so only it can hit its blocks again, after a
+recompute preemption. Such a request is cached as its own run, `_own_runs[request_id][index]`
+= block, with no hash computed or looked up; an entry is live while the pool still holds the
+block cached for that (request, index) (`BlockPool.own_key_of`), so eviction needs no update
+here. Hits, evictions, the free queue's order and every count come out as with hashes.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from policies.kv.base import (ForksSequences, KVUsage, LockstepUsage, PageTableA
 from policies.kv.block_hashes import extend_block_hashes, iter_block_hashes
 from policies.kv.block_pool import BlockPool
 from policies.kv.prefix_stats import PrefixHitCounts
-from policies.types import Request, Sequence
+from policies.types import Request, SeqStatus, Sequence
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +80,11 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
         self._num_tokens: dict[int, int] = {}
         self._hashes: dict[int, list[int]] = {}
         self._num_registered: dict[int, int] = {}
+        self._own_runs: dict[int, list[int]] = {}  # request id -> block cached for each index
+        self._ordered_registrations: set[int] = set()
+        """Live caching sequences whose registrations a lockstep growth must interleave with
+        its takes: hashed ones (a take may evict another copy of what they register) and own
+        runs still holding an earlier admission's copies past what they registered."""
         self._filled_slots = 0
         self._shared_slots = 0  # filled slots counted once per extra owner of a shared block
         self._copies: list[tuple[int, int, int]] = []
@@ -95,6 +107,28 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
         return blocks_never_fit_reason(self.blocks_for(kv_tokens_needed(request)),
                                        kv_tokens_needed(request), self.num_blocks,
                                        self._watermark_blocks)
+
+    @staticmethod
+    def _caches_own_run(request: Request) -> bool:
+        """Whether `request`'s blocks are cached as its own run: the trace gives only its
+        lengths, so every block key is private to it, and its one sample is the only
+        sequence that can hit them."""
+        return (request.prompt_token_ids is None and not request.prefix_block_hashes
+                and request.n == 1 and not request.beam)
+
+    def _own_cached_prefix(self, request_id: int, max_blocks: int) -> list[int]:
+        """The leading blocks (at most `max_blocks`) of request `request_id`'s own run that
+        the pool still holds cached for it."""
+        run = self._own_runs.get(request_id)
+        if run is None:
+            return []
+        own_key_of = self.pool.own_key_of
+        cached = []
+        for index, block in enumerate(run[:max_blocks]):
+            if own_key_of(block) != (request_id, index):
+                break
+            cached.append(block)
+        return cached
 
     def _block_hashes(self, seq: Sequence, num_tokens: int) -> list[int]:
         """Hashes of `seq`'s full blocks among its first `num_tokens` committed tokens."""
@@ -157,6 +191,7 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
         if self.caching:
             self._hashes[child.seq_id] = list(self._hashes.get(parent.seq_id, []))
             self._num_registered[child.seq_id] = self._num_registered.get(parent.seq_id, 0)
+            self._ordered_registrations.add(child.seq_id)
         return True
 
     def take_copies(self) -> list[tuple[int, int, int]]:
@@ -167,8 +202,13 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
     def _admit(self, seq: Sequence, num_tokens: int, num_cached_tokens: int) -> bool:
         pool = self.pool
         hit_blocks = num_cached_tokens // self.block_size
-        hashes = self._block_hashes(seq, num_cached_tokens) if self.caching else []
-        cached = [pool.cached(h) for h in hashes[:hit_blocks]]
+        own_run = self.caching and self._caches_own_run(seq.request)
+        if own_run:
+            found = self._own_cached_prefix(seq.request.request_id, hit_blocks)
+            cached: list[int | None] = [*found, *[None] * (hit_blocks - len(found))]
+        else:
+            hashes = self._block_hashes(seq, num_cached_tokens) if self.caching else []
+            cached = [pool.cached(h) for h in hashes[:hit_blocks]]
         if None in cached:
             raise ValueError(f"{num_cached_tokens} cached tokens claimed for request "
                              f"{seq.seq_id}, but the cache holds a shorter prefix of it")
@@ -185,6 +225,8 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
         if self.caching:
             self.prefix_counts.record(num_cached_tokens, seq.num_known_tokens, self.block_size)
             self._num_registered[seq.seq_id] = hit_blocks
+            if not own_run or hit_blocks < len(self._own_runs.get(seq.request.request_id, ())):
+                self._ordered_registrations.add(seq.seq_id)
             self._register_hashes(seq, table, num_tokens)
         self._set_filled(seq.seq_id, num_tokens)
         return True
@@ -199,9 +241,33 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
         done = self._num_registered.get(seq.seq_id, 0)
         if num_full <= done:
             return
-        hashes = self._block_hashes(seq, num_full * self.block_size)
-        self.pool.register_many(table[done:num_full], hashes[done:num_full])
+        if self._caches_own_run(seq.request):
+            self._register_own_run(seq.request.request_id, table, done, num_full)
+        else:
+            hashes = self._block_hashes(seq, num_full * self.block_size)
+            self.pool.register_many(table[done:num_full], hashes[done:num_full])
         self._num_registered[seq.seq_id] = num_full
+
+    def _register_own_run(self, request_id: int, table: list[int], done: int,
+                          num_full: int) -> None:
+        """`register_many` for a request cached as its own run (its one sequence's id is the
+        request id): indices `done` to `num_full` of `table`. Below the run's length an earlier
+        admission's copy may still be cached (the first copy stays, as with hashes); past it,
+        nothing is, so they go in at once."""
+        run = self._own_runs.setdefault(request_id, [])
+        index = done
+        if index < len(run):
+            while index < min(num_full, len(run)):
+                if self.pool.own_key_of(run[index]) != (request_id, index):
+                    run[index] = table[index]
+                    self.pool.register_own([table[index]], request_id, index)
+                index += 1
+            if index == len(run):
+                self._ordered_registrations.discard(request_id)
+        if index < num_full:
+            blocks = table[index:num_full]
+            run += blocks
+            self.pool.register_own(blocks, request_id, index)
 
     def grow_in_lockstep(self, seqs: list[Sequence], num_steps: int) -> LockstepUsage | None:
         """Do at once what `num_steps` rounds of `allocate_slots(seq, seq.num_known_tokens +
@@ -212,14 +278,18 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
         Only the rounds where something happens cost work: a sequence takes a new block when
         its tokens cross a block boundary and, with prefix caching, registers a block when it
         fills one; those events run in the order the rounds would run them, so block ids,
-        hashes and evictions come out exactly as step by step.
+        hashes and evictions come out exactly as step by step. Where no take can evict what a
+        later round registers (`_registers_after_takes`), every take comes first, in one go.
         """
         if self._copies:
             return None  # pending copies belong to the next step's plan
         size, pool = self.block_size, self.pool
         held_tokens, tables = self._num_tokens, self.block_tables
         shared = self._shared_slots > 0  # else no block has a second owner
+        caching, num_registered = self.caching, self._num_registered
+        takes_first = not caching or self._registers_after_takes(seqs)
         events: list[tuple[int, int, int]] = []  # (round, sequence order, 0 new block / 1 register)
+        fills: list[tuple[Sequence, int]] = []  # with takes first: (sequence, full blocks after)
         for order, seq in enumerate(seqs):
             held = held_tokens.get(seq.seq_id, -1)
             if held != seq.request.prompt_tokens + seq.num_output_tokens - 1:
@@ -233,9 +303,16 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
                 events.append((first_new, order, 0))  # usually the only one (steps < size)
                 if first_new + size < num_steps:
                     events.extend(zip(range(first_new + size, num_steps, size), repeat(order), repeat(0)))
-            if self.caching:
-                first_full = (-held - 1) % size
-                if first_full < num_steps:
+            if caching:
+                num_full = (held + num_steps) // size
+                if num_registered.get(seq.seq_id, 0) >= num_full:
+                    continue
+                if takes_first:
+                    fills.append((seq, num_full))
+                elif num_registered.get(seq.seq_id, 0) < held // size and (held + 1) % size:
+                    return None  # full blocks left unregistered (a verify's accepted tokens)
+                else:
+                    first_full = (-held - 1) % size
                     events.extend(zip(range(first_full, num_steps, size), repeat(order), repeat(1)))
         reserved = [0] * num_steps  # slots each round reserves anew (then, below, in all)
         for round_, _, kind in events:
@@ -246,7 +323,11 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
             return None
         events.sort()
         evictions = [0] * num_steps
-        if self.caching:
+        if takes_first:
+            self._take_in_rounds(seqs, events, evictions)
+            for seq, num_full in fills:
+                self._register_full_blocks(seq, tables[seq.seq_id], num_full)
+        else:
             for round_, order, kind in events:
                 seq = seqs[order]
                 table = tables[seq.seq_id]
@@ -256,9 +337,6 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
                     evictions[round_] += pool.evictions - before
                 else:
                     self._register_full_blocks(seq, table, (seq.num_known_tokens + round_) // size)
-        elif events:  # no block carries a key, so no take evicts: one take serves them all
-            for (_, order, _), block in zip(events, pool.take(len(events))):
-                tables[seqs[order].seq_id].append(block)
         for seq in seqs:
             held_tokens[seq.seq_id] += num_steps
         first_filled = self._filled_slots - self._shared_slots + len(seqs)
@@ -271,6 +349,24 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
             [cached_before - size * n for n in accumulate(evictions)] if self.caching
             else [cached_before] * num_steps,
         )
+
+    def _registers_after_takes(self, seqs: list[Sequence]) -> bool:
+        """Whether a lockstep growth of `seqs` may take all its blocks before registering any:
+        none of them registers in an order a take could change (`_ordered_registrations`)."""
+        ordered = self._ordered_registrations
+        return not ordered or ordered.isdisjoint([seq.seq_id for seq in seqs])
+
+    def _take_in_rounds(self, seqs: list[Sequence], events: list[tuple[int, int, int]],
+                        evictions: list[int]) -> None:
+        """Append to `seqs`' tables the blocks of `events` (new-block events, in order) in
+        one take, counting into `evictions` what each round evicted."""
+        blocks, evicted = self.pool.take_reporting(len(events))
+        tables = self.block_tables
+        for (_, order, _), block in zip(events, blocks):
+            tables[seqs[order].seq_id].append(block)
+        if evicted:
+            for (round_, _, _), block in zip(events, blocks):
+                evictions[round_] += block in evicted
 
     def grow_for_verifies(self, seqs: list[Sequence], num_tokens: list[int]) -> bool:
         """One speculative step's growth (the speculative fast-forward): every sequence's
@@ -351,6 +447,9 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
         self._filled_slots -= held
         self._hashes.pop(seq.seq_id, None)
         self._num_registered.pop(seq.seq_id, None)
+        self._ordered_registrations.discard(seq.seq_id)
+        if seq.status is SeqStatus.FINISHED:  # its run can never be hit again
+            self._own_runs.pop(seq.request.request_id, None)
 
     def _tokens_in_block(self, num_tokens: int, index: int) -> int:
         """Tokens of a `num_tokens`-token sequence in its block `index`."""
@@ -387,17 +486,23 @@ class PagedPrefixAllocator(PagedAllocator, PrefixCache):
         At least one token is always left to compute, since its logits are needed: a hit on
         every block of a block-aligned prompt gives back the last block.
         """
+        size = self.block_size
+        max_blocks = (seq.num_final_tokens - 1) // size
+        if self._caches_own_run(seq.request):
+            return len(self._own_cached_prefix(seq.request.request_id, max_blocks)) * size
         hits = 0
         for block_hash in self._block_hashes(seq, seq.num_final_tokens):
             if self.pool.cached(block_hash) is None:
                 break
             hits += 1
-        max_blocks = (seq.num_final_tokens - 1) // self.block_size
-        return min(hits, max_blocks) * self.block_size
+        return min(hits, max_blocks) * size
 
     def cached_prefix_tokens(self, request: Request) -> int:
         """Leading prompt tokens of a request not (yet) on this replica that the cache holds:
         what a cache-aware router asks every replica."""
+        if self._caches_own_run(request):
+            num_blocks = request.prompt_tokens // self.block_size
+            return len(self._own_cached_prefix(request.request_id, num_blocks)) * self.block_size
         hits = 0
         for block_hash in iter_block_hashes(request, self.block_size, request.prompt_tokens):
             if self.pool.cached(block_hash) is None:

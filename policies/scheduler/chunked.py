@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from policies.fast_forward import GrowsInLockstep
 from policies.knobs import knob
 from policies.kv.base import KVAllocator
+from policies.kv.paged import PagedPrefixAllocator
 from policies.scheduler.continuous import QueuedDecodeRuns, QueueingParams
 from policies.scheduler.queue_order import victim_index
 from policies.types import Plan, ScheduledChunk, Sequence
@@ -48,11 +49,13 @@ class ChunkedScheduler(QueuedDecodeRuns):
     def __init__(self, params: ChunkedParams, allocator: KVAllocator) -> None:
         super().__init__(params, allocator)
         self._lockstep = (allocator if isinstance(allocator, GrowsInLockstep)
-                          and self.prefix_cache is None else None)
-        """The allocator, when it can grow a step's decodes at once (`_decode_at_once`). Not
-        a prefix cache: a lockstep round registers the blocks it fills, while `allocate_slots`
-        also registers full blocks left unregistered before (a speculative verify's accepted
-        tokens), which only a step-by-step decode run never leaves."""
+                          and (self.prefix_cache is None
+                               or isinstance(allocator, PagedPrefixAllocator)) else None)
+        """The allocator, when it can grow a step's decodes at once (`_decode_at_once`). Of
+        the prefix caches only `paged-prefix`: `allocate_slots` also registers full blocks
+        left unregistered before (a speculative verify's accepted tokens), which only a
+        step-by-step decode run never leaves; its lockstep growth registers them too, or
+        declines."""
 
     def schedule(self, now_s: float) -> Plan:
         plan, _ = self._open_plan(now_s)
