@@ -22,7 +22,9 @@ shares no content: its keys are private to it, so only it can hit its blocks aga
 recompute preemption. Such a request is cached as its own run, `_own_runs[request_id][index]`
 = block, with no hash computed or looked up; an entry is live while the pool still holds the
 block cached for that (request, index) (`BlockPool.own_key_of`), so eviction needs no update
-here. Hits, evictions, the free queue's order and every count come out as with hashes.
+here. While the sequence runs, the blocks it fills past its run are only counted; they join
+the run, and the pool learns their keys, in one go when it frees them (`_close_own_run`).
+Hits, evictions, the free queue's order and every count come out as with hashes.
 """
 
 from __future__ import annotations
@@ -119,6 +121,9 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
     def _own_cached_prefix(self, request_id: int, max_blocks: int) -> list[int]:
         """The leading blocks (at most `max_blocks`) of request `request_id`'s own run that
         the pool still holds cached for it."""
+        table = self.block_tables.get(request_id)
+        if table is not None:  # running: the blocks it filled join its run first
+            self._close_own_run(request_id, table, finished=False)
         run = self._own_runs.get(request_id)
         if run is None:
             return []
@@ -242,32 +247,42 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
         if num_full <= done:
             return
         if self._caches_own_run(seq.request):
-            self._register_own_run(seq.request.request_id, table, done, num_full)
+            run = self._own_runs.get(seq.request.request_id)
+            if run is not None and done < len(run):
+                self._register_over_run(seq.request.request_id, run, table, done, num_full)
+            # past the run: nothing to decide now, `_close_own_run` registers them
         else:
             hashes = self._block_hashes(seq, num_full * self.block_size)
             self.pool.register_many(table[done:num_full], hashes[done:num_full])
         self._num_registered[seq.seq_id] = num_full
 
-    def _register_own_run(self, request_id: int, table: list[int], done: int,
-                          num_full: int) -> None:
+    def _register_over_run(self, request_id: int, run: list[int], table: list[int], done: int,
+                           num_full: int) -> None:
         """`register_many` for a request cached as its own run (its one sequence's id is the
-        request id): indices `done` to `num_full` of `table`. Below the run's length an earlier
-        admission's copy may still be cached (the first copy stays, as with hashes); past it,
-        nothing is, so they go in at once."""
-        run = self._own_runs.setdefault(request_id, [])
+        request id), for the indices from `done` to `num_full` that an earlier admission's
+        run covers: where that copy is still cached it stays the cached one (as with
+        hashes), else `table`'s block takes its place. Decided now, since a take may evict
+        that copy before the sequence is freed."""
         index = done
-        if index < len(run):
-            while index < min(num_full, len(run)):
-                if self.pool.own_key_of(run[index]) != (request_id, index):
-                    run[index] = table[index]
-                    self.pool.register_own([table[index]], request_id, index)
-                index += 1
-            if index == len(run):
-                self._ordered_registrations.discard(request_id)
-        if index < num_full:
-            blocks = table[index:num_full]
+        while index < min(num_full, len(run)):
+            if self.pool.own_key_of(run[index]) != (request_id, index):
+                run[index] = table[index]
+                self.pool.register_own([table[index]], request_id, index)
+            index += 1
+        if index == len(run):
+            self._ordered_registrations.discard(request_id)
+
+    def _close_own_run(self, request_id: int, table: list[int], finished: bool) -> None:
+        """Register, in one go, the blocks of `table` (request `request_id`'s, cached as its
+        own run) registered past its run; the run keeps them unless the request `finished`."""
+        run = self._own_runs.pop(request_id, [])
+        start, registered = len(run), self._num_registered.get(request_id, 0)
+        if registered > start:
+            blocks = table[start:registered]
+            self.pool.register_own(blocks, request_id, start)
             run += blocks
-            self.pool.register_own(blocks, request_id, index)
+        if not finished:
+            self._own_runs[request_id] = run
 
     def grow_in_lockstep(self, seqs: list[Sequence], num_steps: int) -> LockstepUsage | None:
         """Do at once what `num_steps` rounds of `allocate_slots(seq, seq.num_known_tokens +
@@ -442,14 +457,14 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
         table = self.block_tables.pop(seq.seq_id, None)
         if table is None:
             return
+        if self.caching and self._caches_own_run(seq.request):
+            self._close_own_run(seq.seq_id, table, seq.status is SeqStatus.FINISHED)
         held = self._num_tokens.pop(seq.seq_id, 0)
         self._release_tail(table, held, 0)  # tail first: evicted before the shared head
         self._filled_slots -= held
         self._hashes.pop(seq.seq_id, None)
         self._num_registered.pop(seq.seq_id, None)
         self._ordered_registrations.discard(seq.seq_id)
-        if seq.status is SeqStatus.FINISHED:  # its run can never be hit again
-            self._own_runs.pop(seq.request.request_id, None)
 
     def _tokens_in_block(self, num_tokens: int, index: int) -> int:
         """Tokens of a `num_tokens`-token sequence in its block `index`."""
