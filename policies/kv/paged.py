@@ -216,6 +216,8 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
         """
         if self._copies:
             return None  # pending copies belong to the next step's plan
+        if not self.caching:
+            return self._grow_uncached_in_lockstep(seqs, num_steps)
         size, pool = self.block_size, self.pool
         held_tokens, tables = self._num_tokens, self.block_tables
         shared = self._shared_slots > 0  # else no block has a second owner
@@ -233,10 +235,9 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
                 events.append((first_new, order, 0))  # usually the only one (steps < size)
                 if first_new + size < num_steps:
                     events.extend(zip(range(first_new + size, num_steps, size), repeat(order), repeat(0)))
-            if self.caching:
-                first_full = (-held - 1) % size
-                if first_full < num_steps:
-                    events.extend(zip(range(first_full, num_steps, size), repeat(order), repeat(1)))
+            first_full = (-held - 1) % size
+            if first_full < num_steps:
+                events.extend(zip(range(first_full, num_steps, size), repeat(order), repeat(1)))
         reserved = [0] * num_steps  # slots each round reserves anew (then, below, in all)
         for round_, _, kind in events:
             if not kind:
@@ -246,19 +247,15 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
             return None
         events.sort()
         evictions = [0] * num_steps
-        if self.caching:
-            for round_, order, kind in events:
-                seq = seqs[order]
-                table = tables[seq.seq_id]
-                if kind == 0:
-                    before = pool.evictions
-                    table.append(pool.take_one())
-                    evictions[round_] += pool.evictions - before
-                else:
-                    self._register_full_blocks(seq, table, (seq.num_known_tokens + round_) // size)
-        elif events:  # no block carries a key, so no take evicts: one take serves them all
-            for (_, order, _), block in zip(events, pool.take(len(events))):
-                tables[seqs[order].seq_id].append(block)
+        for round_, order, kind in events:
+            seq = seqs[order]
+            table = tables[seq.seq_id]
+            if kind == 0:
+                before = pool.evictions
+                table.append(pool.take_one())
+                evictions[round_] += pool.evictions - before
+            else:
+                self._register_full_blocks(seq, table, (seq.num_known_tokens + round_) // size)
         for seq in seqs:
             held_tokens[seq.seq_id] += num_steps
         first_filled = self._filled_slots - self._shared_slots + len(seqs)
@@ -268,8 +265,46 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
         return LockstepUsage(
             list(accumulate(reserved)),
             list(range(first_filled, first_filled + len(seqs) * num_steps, len(seqs))),
-            [cached_before - size * n for n in accumulate(evictions)] if self.caching
-            else [cached_before] * num_steps,
+            [cached_before - size * n for n in accumulate(evictions)],
+        )
+
+    def _grow_uncached_in_lockstep(self, seqs: list[Sequence], num_steps: int) -> LockstepUsage | None:
+        """`grow_in_lockstep` without prefix caching: no block carries a key, so no take
+        evicts and one take serves the whole run, its blocks handed out in the order the
+        rounds would take them (by round, then by sequence)."""
+        size, pool = self.block_size, self.pool
+        held_tokens, tables = self._num_tokens, self.block_tables
+        shared = self._shared_slots > 0  # else no block has a second owner
+        takes: list[tuple[int, int]] = []  # (round, sequence order) of each new block
+        for order, seq in enumerate(seqs):
+            held = held_tokens.get(seq.seq_id, -1)
+            if held != seq.request.prompt_tokens + seq.num_output_tokens - 1:
+                return None  # holds no blocks, or not exactly its known tokens but the last
+            first_new = -held % size  # round r asks for held + 1 + r tokens: see above
+            if first_new and shared and pool.is_shared(tables[seq.seq_id][held // size]):
+                return None  # round 0 would copy a shared partial block first
+            if first_new < num_steps:
+                takes.append((first_new, order))  # usually the only one (steps < size)
+                if first_new + size < num_steps:
+                    takes.extend(zip(range(first_new + size, num_steps, size), repeat(order)))
+        if len(takes) > pool.num_free:
+            return None
+        takes.sort()
+        used_slots = (self.num_blocks - pool.num_free) * size
+        reserved = [0] * num_steps  # slots each round reserves anew (then, below, in all)
+        for (round_, order), block in zip(takes, pool.take(len(takes))):
+            tables[seqs[order].seq_id].append(block)
+            reserved[round_] += size
+        for seq in seqs:
+            held_tokens[seq.seq_id] += num_steps
+        reserved[0] += used_slots
+        num_seqs = len(seqs)
+        first_filled = self._filled_slots - self._shared_slots + num_seqs
+        self._filled_slots += num_seqs * num_steps
+        return LockstepUsage(
+            list(accumulate(reserved)),
+            list(range(first_filled, first_filled + num_seqs * num_steps, num_seqs)),
+            [pool.num_cached_free * size] * num_steps,
         )
 
     def grow_for_verifies(self, seqs: list[Sequence], num_tokens: list[int]) -> bool:

@@ -90,16 +90,33 @@ class Row:
         """`at(x).value_s` for each x of `points` in turn, up to (not including) the first
         whose `at(x)` is out of range: what a caller that prices many points and stops at the
         first one out of range needs, without a `Lookup` or a call each."""
+        if not self.fixed_in_range:  # every point is out of range
+            return []
+        if self.log_space:
+            return self._in_range_log_values(points)
+        xs, ys = self.xs, self.ys
+        low, high = xs[0], xs[-1]
+        values = []
+        for x in points:
+            if low < x < high:
+                i = bisect.bisect_right(xs, x)
+                values.append(lerp(x, xs[i - 1], xs[i], ys[i - 1], ys[i]))  # `_inside`'s
+            elif low <= x <= high:  # at an end: `covers` it
+                values.append(self.at(x).value_s)
+            else:
+                break
+        return values
+
+    def _in_range_log_values(self, points: Iterable[float]) -> list[float]:
+        """`in_range_values` of a log-space row (whose points are fixed in range)."""
         xs, inside = self.xs, self._inside
         low, high = xs[0], xs[-1]
         values = []
         for x in points:
-            c = math.log(x) if self.log_space else x
+            c = math.log(x)
             if low < c < high:
-                if not self.fixed_in_range:
-                    break
                 values.append(inside(c))
-            elif self.covers(x):
+            elif low <= c <= high:
                 values.append(self.at(x).value_s)
             else:
                 break

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from itertools import repeat
+from operator import truediv
 from typing import NamedTuple
 
 import numpy as np
@@ -52,9 +54,9 @@ from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes
 UNTABLED_KERNELS_PER_LAYER = 5
 """Small kernels of a decoder layer with no table: two fused residual-add + RMSNorm, rotary
 embedding, the KV-cache write, SiLU-and-mul (vLLM's Llama-style layer)."""
-ARRAY_STEPS = 32
+ARRAY_STEPS = 64
 """Decode runs of at least this many steps are priced as arrays (shorter ones cost less
-step by step than numpy's per-call overhead)."""
+step by step than numpy's per-call overhead: about even at 64 steps of a 10-sequence batch)."""
 
 
 class KernelTime(NamedTuple):
@@ -85,11 +87,19 @@ def _step_time(batch: BatchTerms, attention: tuple[KernelTime, ...]):
 
 def _step_time_s(batch: BatchTerms, attention_s: list):
     """An iteration's time: the one sum every pricing path goes through, left to right, for
-    floats or numpy arrays of steps alike (so both give the same bits)."""
+    floats or numpy arrays of steps alike (so both give the same bits; short decode runs
+    spell it out for a list of one-kernel steps, `_one_kernel_step_times_s`)."""
     total = batch.kernels_s
     for time_s in attention_s:
         total += time_s
     return total + batch.untabled_s + batch.overhead_s
+
+
+def _one_kernel_step_times_s(batch: BatchTerms, layers: int, kernel_s: list[float]) -> list[float]:
+    """`_step_time_s(batch, [layers * k])` for each k of `kernel_s` (steps whose one attention
+    kernel takes k a layer), in one comprehension: the same additions in the same order."""
+    kernels_s, untabled_s, overhead_s = batch.kernels_s, batch.untabled_s, batch.overhead_s
+    return [kernels_s + layers * k + untabled_s + overhead_s for k in kernel_s]
 
 
 @dataclass(frozen=True, slots=True)
@@ -549,9 +559,9 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
         if row is not None and kinds[0].generation.exact:
             kind = kinds[0]
             kv = kv_local if kind.decode_capped else kv_global
-            values = row.in_range_values(tokens / num_seqs for tokens in kv)
+            values = row.in_range_values(map(truediv, kv, repeat(num_seqs, len(kv))))
             if len(values) == len(kv):
-                return [_step_time_s(batch, (kind.layers * value_s,)) for value_s in values]
+                return _one_kernel_step_times_s(batch, kind.layers, values)
         return [_step_time(batch, attention)
                 for attention in self._decode_steps(num_seqs, kv_global, kv_local)]
 
