@@ -102,6 +102,16 @@ def _one_kernel_step_times_s(batch: BatchTerms, layers: int, kernel_s: list[floa
     return [kernels_s + layers * k + untabled_s + overhead_s for k in kernel_s]
 
 
+class _DecodeBatch(NamedTuple):
+    """What pricing the decode-only steps of one batch size needs, gathered once per size
+    (every decode run of that size needs it again)."""
+
+    batch: BatchTerms
+    exact_rows: tuple[Row | None, ...]
+    """Each layer kind's decode row where its table is exact; None where it has no table or
+    an inexact one (those steps are priced one at a time, `_decode_attention`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class MeasuredIterationCost:
     batch: BatchTerms
@@ -154,6 +164,7 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
         self._per_tokens: dict[int, tuple[KernelTime, ...]] = {}
         self._rows: dict[tuple[str, int], Row] = {}
         self._gemm_rows: dict[tuple[int, int], Row] = {}
+        self._decode_batches: dict[int, _DecodeBatch] = {}
         self._precompute()
 
     @property
@@ -491,13 +502,12 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
         decode lookup is in range when its kind's table is exact and its row covers the
         step's mean length, as in `_decode_kernel`)."""
         num_seqs = len(context_tokens)
-        batch = self._batch_terms_of(num_seqs, num_seqs, num_seqs)
+        decode = self._decode_batch(num_seqs)
+        batch = decode.batch
         kv_global, kv_local = self._lockstep_kv(context_tokens, num_steps, 0)
         extrapolated = num_steps * batch.num_extrapolated
-        for kind in self._kinds:
-            where = kind.generation
-            row = self._row(kind, num_seqs)
-            if row is None or not where.exact:
+        for kind, row in zip(self._kinds, decode.exact_rows):
+            if row is None:
                 extrapolated += num_steps
                 continue
             kv = kv_local if kind.decode_capped else kv_global
@@ -527,15 +537,15 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
         inside its table (`Row.interior`: `Row.at`'s arithmetic, so the same bits) and step by
         step for the others; every step summed by `_step_time`."""
         num_seqs = len(context_tokens)
-        batch = self._batch_terms_of(num_seqs, num_seqs, num_seqs)
+        decode = self._decode_batch(num_seqs)
+        batch = decode.batch
         kv_global, kv_local = self._lockstep_kv(context_tokens, num_steps, first_step)
         if num_steps < ARRAY_STEPS:
-            return self._short_run(batch, num_seqs, kv_global, kv_local)
+            return self._short_run(decode, num_seqs, kv_global, kv_local)
         in_one_go = np.ones(num_steps, dtype=bool)
         kernels = []
-        for kind in self._kinds:
-            row = self._row(kind, num_seqs)
-            if row is None or not kind.generation.exact:
+        for kind, row in zip(self._kinds, decode.exact_rows):
+            if row is None:
                 in_one_go[:] = False
                 break
             kv = np.asarray(kv_local if kind.decode_capped else kv_global, dtype=np.int64)
@@ -549,17 +559,26 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
                                                                 kv_local[j]))
         return times
 
-    def _short_run(self, batch: BatchTerms, num_seqs: int, kv_global: Sequence[int],
+    def _decode_batch(self, num_seqs: int) -> _DecodeBatch:
+        found = self._decode_batches.get(num_seqs)
+        if found is None:
+            rows = [self._row(kind, num_seqs) for kind in self._kinds]
+            found = self._decode_batches[num_seqs] = _DecodeBatch(
+                self._batch_terms_of(num_seqs, num_seqs, num_seqs),
+                tuple(row if row is not None and kind.generation.exact else None
+                      for kind, row in zip(self._kinds, rows)))
+        return found
+
+    def _short_run(self, decode: _DecodeBatch, num_seqs: int, kv_global: Sequence[int],
                    kv_local: list[int]) -> list[float]:
         """A short run step by step: with one layer kind whose table holds every step, its
         in-range values (what `_decode_kernel` returns) summed by `_step_time_s` without
         building the kernels; otherwise through `_decode_steps`."""
-        kinds = self._kinds
-        row = self._row(kinds[0], num_seqs) if len(kinds) == 1 else None
-        if row is not None and kinds[0].generation.exact:
-            kind = kinds[0]
+        batch, rows = decode
+        if len(rows) == 1 and rows[0] is not None:
+            kind = self._kinds[0]
             kv = kv_local if kind.decode_capped else kv_global
-            values = row.in_range_values(map(truediv, kv, repeat(num_seqs, len(kv))))
+            values = rows[0].in_range_values(map(truediv, kv, repeat(num_seqs, len(kv))))
             if len(values) == len(kv):
                 return _one_kernel_step_times_s(batch, kind.layers, values)
         return [_step_time(batch, attention)
