@@ -54,9 +54,9 @@ from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes
 UNTABLED_KERNELS_PER_LAYER = 5
 """Small kernels of a decoder layer with no table: two fused residual-add + RMSNorm, rotary
 embedding, the KV-cache write, SiLU-and-mul (vLLM's Llama-style layer)."""
-ARRAY_STEPS = 64
+ARRAY_STEPS = 128
 """Decode runs of at least this many steps are priced as arrays (shorter ones cost less
-step by step than numpy's per-call overhead: about even at 64 steps of a 10-sequence batch)."""
+step by step than numpy's per-call overhead: about even at 128 steps of a 10-sequence batch)."""
 
 
 class KernelTime(NamedTuple):
@@ -578,7 +578,7 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
         if len(rows) == 1 and rows[0] is not None:
             kind = self._kinds[0]
             kv = kv_local if kind.decode_capped else kv_global
-            values = rows[0].in_range_values(map(truediv, kv, repeat(num_seqs, len(kv))))
+            values = rows[0].rising_in_range_values(list(map(truediv, kv, repeat(num_seqs, len(kv)))))
             if len(values) == len(kv):
                 return _one_kernel_step_times_s(batch, kind.layers, values)
         return [_step_time(batch, attention)
