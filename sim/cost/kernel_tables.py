@@ -97,18 +97,16 @@ class Row:
         """`at(x).value_s` for each x of `points` in turn, up to (not including) the first
         whose `at(x)` is out of range: what a caller that prices many points and stops at the
         first one out of range needs, without a `Lookup` or a call each."""
-        if not self.fixed_in_range:  # every point is out of range
-            return []
-        if self.log_space:
-            return self._in_range_log_values(points)
-        xs, ys = self.xs, self.ys
+        xs, inside = self.xs, self._inside
         low, high = xs[0], xs[-1]
         values = []
         for x in points:
-            if low < x < high:
-                i = bisect.bisect_right(xs, x)
-                values.append(lerp(x, xs[i - 1], xs[i], ys[i - 1], ys[i]))  # `_inside`'s
-            elif low <= x <= high:  # at an end: `covers` it
+            c = math.log(x) if self.log_space else x
+            if low < c < high:
+                if not self.fixed_in_range:
+                    break
+                values.append(inside(c))
+            elif self.covers(x):
                 values.append(self.at(x).value_s)
             else:
                 break
@@ -136,21 +134,6 @@ class Row:
             end = bisect.bisect_left(points, xs[i], start)  # the points in that cell
             values += lerp_each(points[start:end], xs[i - 1], xs[i], ys[i - 1], ys[i])
             start = end
-        return values
-
-    def _in_range_log_values(self, points: Iterable[float]) -> list[float]:
-        """`in_range_values` of a log-space row (whose points are fixed in range)."""
-        xs, inside = self.xs, self._inside
-        low, high = xs[0], xs[-1]
-        values = []
-        for x in points:
-            c = math.log(x)
-            if low < c < high:
-                values.append(inside(c))
-            elif low <= c <= high:
-                values.append(self.at(x).value_s)
-            else:
-                break
         return values
 
     def _inside(self, c: float) -> float:
