@@ -268,7 +268,8 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
             [cached_before - size * n for n in accumulate(evictions)],
         )
 
-    def _grow_uncached_in_lockstep(self, seqs: list[Sequence], num_steps: int) -> LockstepUsage | None:
+    def _grow_uncached_in_lockstep(self, seqs: list[Sequence],
+                                   num_steps: int) -> LockstepUsage | None:
         """`grow_in_lockstep` without prefix caching: no block carries a key, so no take
         evicts and one take serves the whole run, its blocks handed out in the order the
         rounds would take them (by round, then by sequence)."""

@@ -113,7 +113,7 @@ class Row:
         return values
 
     def rising_in_range_values(self, points: list[float]) -> list[float]:
-        """`in_range_values(points)` for points in increasing order (a decode run's mean
+        """`in_range_values(points)` for points in non-decreasing order (a decode run's mean
         lengths): in a linear row, the points between two grid coordinates are interpolated
         in one go (`lerp_each`), a decode run's dozen or so steps usually in one or two."""
         if self.log_space or not self.fixed_in_range:

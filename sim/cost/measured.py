@@ -560,6 +560,7 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
         return times
 
     def _decode_batch(self, num_seqs: int) -> _DecodeBatch:
+        """The pricing parts of a decode batch of `num_seqs` (built at its first run)."""
         found = self._decode_batches.get(num_seqs)
         if found is None:
             rows = [self._row(kind, num_seqs) for kind in self._kinds]
@@ -572,13 +573,15 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
     def _short_run(self, decode: _DecodeBatch, num_seqs: int, kv_global: Sequence[int],
                    kv_local: list[int]) -> list[float]:
         """A short run step by step: with one layer kind whose table holds every step, its
-        in-range values (what `_decode_kernel` returns) summed by `_step_time_s` without
-        building the kernels; otherwise through `_decode_steps`."""
+        in-range values (what `_decode_kernel` returns, looked up a table cell at a time:
+        the mean lengths only rise) summed as `_step_time_s` sums them, without building the
+        kernels; otherwise through `_decode_steps`."""
         batch, rows = decode
         if len(rows) == 1 and rows[0] is not None:
             kind = self._kinds[0]
             kv = kv_local if kind.decode_capped else kv_global
-            values = rows[0].rising_in_range_values(list(map(truediv, kv, repeat(num_seqs, len(kv)))))
+            mean_lengths = list(map(truediv, kv, repeat(num_seqs, len(kv))))
+            values = rows[0].rising_in_range_values(mean_lengths)
             if len(values) == len(kv):
                 return _one_kernel_step_times_s(batch, kind.layers, values)
         return [_step_time(batch, attention)
