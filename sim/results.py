@@ -162,7 +162,8 @@ def write_results(results: Results, out_dir: str | Path) -> Path:
     with (out / "requests.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(REQUEST_COLUMNS)
-        writer.writerows([("" if row[k] is None else row[k]) for k in REQUEST_COLUMNS]
+        # csv.writer writes None as an empty field
+        writer.writerows(list(map(row.__getitem__, REQUEST_COLUMNS))
                          for row in results.request_rows())
     with (out / "iterations.csv").open("w", newline="") as fh:
         csv.writer(fh).writerow(ITERATION_COLUMNS)
