@@ -250,17 +250,12 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
         num_seqs = len(new_tokens)
         sampling = num_seqs if num_sampling is None else num_sampling
         batch = self._batch_terms_of(num_seqs, sum(new_tokens), sampling)
-        num_decodes = kv_global = kv_local = 0
-        prefills: list[tuple[int, int]] = []
-        window = self.model.sliding_window or 0
-        for n, ctx in zip(new_tokens, context_tokens):
-            if n == 1 and ctx > 0:
-                num_decodes += 1
-                kv_global += ctx
-                kv_local += min(ctx, window)
-            elif n > 0:
-                prefills.append((n, ctx))
-        attention = self._decode_attention(num_decodes, kv_global, kv_local)
+        rows = list(zip(new_tokens, context_tokens))
+        decode_contexts = [ctx for n, ctx in rows if n == 1 and ctx > 0]
+        prefills = [(n, ctx) for n, ctx in rows if n > 1 or (n == 1 and ctx <= 0)]
+        window = self.model.sliding_window
+        kv_local = sum([min(ctx, window) for ctx in decode_contexts]) if window else 0
+        attention = self._decode_attention(len(decode_contexts), sum(decode_contexts), kv_local)
         if prefills:
             attention += cached(self._prefills, tuple(prefills), self._prefill_attention,
                                 prefills)
