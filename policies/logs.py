@@ -38,7 +38,7 @@ class IterationLog:
         self.duration_s.append(duration_s)
         self.batch_size.append(len(plan.chunks) + len(plan.padding))
         self.new_tokens.append(plan.num_new_tokens)
-        self.prefill_tokens.append(sum(_prefill_tokens(c) for c in plan.chunks))
+        self.prefill_tokens.append(sum(map(_prefill_tokens, plan.chunks)))
         self.num_waiting.append(num_waiting)
         self.kv_reserved_slots.append(usage.reserved_slots)
         self.kv_filled_slots.append(usage.filled_slots)
