@@ -65,6 +65,15 @@ class KernelTime(NamedTuple):
     extrapolated: bool
 
 
+class TokenTerms(NamedTuple):
+    """The part of `BatchTerms` that depends on the computed token count only."""
+
+    kernels: tuple[KernelTime, ...]
+    kernels_s: float
+    untabled_s: float
+    num_extrapolated: int
+
+
 @dataclass(frozen=True, slots=True)
 class BatchTerms:
     """The parts of an iteration's price that depend on its batch shape only (rows, tokens,
@@ -141,7 +150,13 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
         self.lookups_in_range = 0
         self.lookups_extrapolated = 0
         self._batch_terms: dict[tuple[int, int, int], BatchTerms] = {}
-        self._per_tokens: dict[int, tuple[KernelTime, ...]] = {}
+        self._per_tokens: dict[int, TokenTerms] = {}
+        self._lm_heads: dict[int, KernelTime] = {}
+        """The logits GEMM by sampled positions: a step's token count varies with its prefill
+        chunk, so its batch terms are often new while its sampled positions repeat."""
+        self._prefills: dict[tuple[tuple[int, int], ...], tuple[KernelTime, ...]] = {}
+        """Context attention by a step's prefill chunks `(new, cached)`: most steps that admit
+        a prompt run one first chunk, and prompt lengths repeat across a trace."""
         self._rows: dict[tuple[str, int], Row] = {}
         self._gemm_rows: dict[tuple[int, int], Row] = {}
         self._precompute()
@@ -194,6 +209,8 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
         self._untabled_bytes_per_token = (m.num_layers * (norms + activation)
                                           + attention_layers * (rotary + kv_write))
         self._untabled_kernels = m.num_layers * UNTABLED_KERNELS_PER_LAYER
+        self._untabled_bandwidth = (self.hardware.mem_bandwidth_bytes_s
+                                    * self.coefficients.untabled_bandwidth_eff)
         self._ssm_layers = m.count_layers("ssm")
         self._ssm_state_bytes_rank = m.ssm_state_bytes(self.kv_dtype) / tp
         self._ssm_flops_per_token = (9.0 * self._ssm_layers * m.ssm.d_inner * m.ssm.d_state / tp
@@ -233,19 +250,15 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
         num_seqs = len(new_tokens)
         sampling = num_seqs if num_sampling is None else num_sampling
         batch = self._batch_terms_of(num_seqs, sum(new_tokens), sampling)
-        num_decodes = kv_global = kv_local = 0
-        prefills: list[tuple[int, int]] = []
-        window = self.model.sliding_window or 0
-        for n, ctx in zip(new_tokens, context_tokens):
-            if n == 1 and ctx > 0:
-                num_decodes += 1
-                kv_global += ctx
-                kv_local += min(ctx, window)
-            elif n > 0:
-                prefills.append((n, ctx))
-        attention = self._decode_attention(num_decodes, kv_global, kv_local)
+        rows = list(zip(new_tokens, context_tokens))
+        decode_contexts = [ctx for n, ctx in rows if n == 1 and ctx > 0]
+        prefills = [(n, ctx) for n, ctx in rows if n > 1 or (n == 1 and ctx <= 0)]
+        window = self.model.sliding_window
+        kv_local = sum([min(ctx, window) for ctx in decode_contexts]) if window else 0
+        attention = self._decode_attention(len(decode_contexts), sum(decode_contexts), kv_local)
         if prefills:
-            attention += self._prefill_attention(prefills)
+            attention += cached(self._prefills, tuple(prefills), self._prefill_attention,
+                                prefills)
         return MeasuredIterationCost(batch, attention)
 
     def iteration_time(self, new_tokens: list[int], context_tokens: list[int],
@@ -262,12 +275,27 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
         return cached(self._batch_terms, (num_seqs, total_new, num_sampling),
                       self._terms_of_batch, num_seqs, total_new, num_sampling)
 
-    def _token_kernels(self, total_new: int) -> tuple[KernelTime, ...]:
-        """The kernels every computed token goes through (GEMMs, MoE, all-reduce), cached by
-        token count: prefill steps of different batches often compute as many tokens."""
-        return cached(self._per_tokens, total_new, self._kernels_for, total_new)
+    def _token_terms(self, total_new: int) -> TokenTerms:
+        """The terms every computed token pays, cached by token count: a step's batch terms
+        are often new (its prefill chunk sets its row and token counts) while its token
+        count repeats."""
+        return cached(self._per_tokens, total_new, self._token_terms_for, total_new)
+
+    def _token_terms_for(self, total_new: int) -> TokenTerms:
+        kernels = self._kernels_for(total_new) if total_new else ()
+        kernels_s = 0.0
+        for kernel in kernels:
+            kernels_s += kernel.time_s
+        untabled_s = 0.0
+        if total_new:
+            c = self.coefficients
+            untabled_s = (self._untabled_kernels * c.untabled_kernel_latency_s
+                          + self._untabled_bytes_per_token * total_new / self._untabled_bandwidth)
+        return TokenTerms(kernels, kernels_s, untabled_s,
+                          sum(1 for k in kernels if k.extrapolated))
 
     def _kernels_for(self, total_new: int) -> tuple[KernelTime, ...]:
+        """The kernels every computed token goes through (GEMMs, MoE, all-reduce)."""
         found = [self._gemm(name, total_new, n, k, layers) for name, n, k, layers in self._gemms]
         if self.model.moe is not None:
             found.append(self._moe(total_new))
@@ -276,26 +304,22 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
         return tuple(found)
 
     def _terms_of_batch(self, num_seqs: int, total_new: int, num_sampling: int) -> BatchTerms:
-        kernels = list(self._token_kernels(total_new)) if total_new else []
+        """The token terms plus the logits GEMM, SSM state traffic and per-step overheads;
+        times summed left to right in kernel order (the token kernels, then the logits')."""
+        kernels, kernels_s, untabled_s, extrapolated = self._token_terms(total_new)
         if num_sampling:
-            kernels.append(self._gemm("lm_head", num_sampling, self.model.vocab_size // self.tp,
-                                      self.model.hidden_size, 1))
-        kernels_s = 0.0
-        for kernel in kernels:
-            kernels_s += kernel.time_s
+            lm_head = cached(self._lm_heads, num_sampling, self._gemm, "lm_head", num_sampling,
+                             self.model.vocab_size // self.tp, self.model.hidden_size, 1)
+            kernels += (lm_head,)
+            kernels_s += lm_head.time_s
+            extrapolated += lm_head.extrapolated
         c = self.coefficients
-        bandwidth = self.hardware.mem_bandwidth_bytes_s * c.untabled_bandwidth_eff
-        untabled_s = 0.0
-        if total_new:
-            untabled_s = (self._untabled_kernels * c.untabled_kernel_latency_s
-                          + self._untabled_bytes_per_token * total_new / bandwidth)
-            if self._ssm_layers:
-                untabled_s += self._ssm_layers * c.untabled_kernel_latency_s + max(
-                    self._ssm_flops_per_token * total_new / self.hardware.compute_peak("bf16"),
-                    2.0 * self._ssm_state_bytes_rank * num_seqs / bandwidth)
+        if total_new and self._ssm_layers:
+            untabled_s += self._ssm_layers * c.untabled_kernel_latency_s + max(
+                self._ssm_flops_per_token * total_new / self.hardware.compute_peak("bf16"),
+                2.0 * self._ssm_state_bytes_rank * num_seqs / self._untabled_bandwidth)
         overhead_s = c.step_overhead_s + c.per_sequence_overhead_s * num_seqs
-        extrapolated = sum(1 for k in kernels if k.extrapolated)
-        return BatchTerms(tuple(kernels), kernels_s, untabled_s, overhead_s,
+        return BatchTerms(kernels, kernels_s, untabled_s, overhead_s,
                           len(kernels) - extrapolated, extrapolated)
 
     # ---- kernels ------------------------------------------------------------------------
