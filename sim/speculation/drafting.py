@@ -126,10 +126,11 @@ def _sequential_passes(model: CostModel, plain: list[ScheduledChunk],
     num_passes = max(max(passes, default=0), 1 if plain else 0)
     j = 0
     while j < num_passes:
-        active = [(c, p) for c, p in zip(spec, passes) if p > j]
-        if tokens_per_pass == 1 and active and not (j == 0 and plain):
-            stretch = min(p for _, p in active) - j
-            times = model.lockstep_decode_times([c.num_context_tokens for c, _ in active],
+        left = passes if j == 0 else [p for p in passes if p > j]  # every chunk drafts
+        active = spec if len(left) == len(spec) else [c for c, p in zip(spec, passes) if p > j]
+        if tokens_per_pass == 1 and active and (j or not plain):
+            stretch = min(left) - j
+            times = model.lockstep_decode_times([c.num_context_tokens for c in active],
                                                 stretch, j)
             if times is not None:
                 for time_s in times:
@@ -137,7 +138,7 @@ def _sequential_passes(model: CostModel, plain: list[ScheduledChunk],
                 j += stretch
                 continue
         new = [tokens_per_pass] * len(active)
-        ctx = [c.num_context_tokens + j * tokens_per_pass for c, _ in active]
+        ctx = [c.num_context_tokens + j * tokens_per_pass for c in active]
         if j == 0:
             new += [c.num_new_tokens for c in plain]
             ctx += [c.num_context_tokens for c in plain]
