@@ -256,9 +256,11 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
         window = self.model.sliding_window
         kv_local = sum([min(ctx, window) for ctx in decode_contexts]) if window else 0
         attention = self._decode_attention(len(decode_contexts), sum(decode_contexts), kv_local)
-        if prefills:
+        if len(prefills) == 1:  # a prompt's chunk: lengths repeat (a batch of verifies never)
             attention += cached(self._prefills, tuple(prefills), self._prefill_attention,
                                 prefills)
+        elif prefills:
+            attention += self._prefill_attention(prefills)
         return MeasuredIterationCost(batch, attention)
 
     def iteration_time(self, new_tokens: list[int], context_tokens: list[int],
