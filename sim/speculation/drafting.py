@@ -126,7 +126,7 @@ def _sequential_passes(model: CostModel, plain: list[ScheduledChunk],
     num_passes = max(max(passes, default=0), 1 if plain else 0)
     j = 0
     while j < num_passes:
-        left = passes if j == 0 else [p for p in passes if p > j]  # every chunk drafts
+        left = passes if j == 0 else [p for p in passes if p > j]  # all draft pass 0 (k >= 1)
         active = spec if len(left) == len(spec) else [c for c, p in zip(spec, passes) if p > j]
         if tokens_per_pass == 1 and active and (j or not plain):
             stretch = min(left) - j
