@@ -48,7 +48,7 @@ from sim.cost.kernel_roofline import ACTIVATION_BYTES
 from sim.cost.kernel_shapes import LayerKind, dtype_table, equivalent_prompt, layer_kinds
 from sim.cost.kernel_tables import KernelTables, Row, shipped_tables
 from sim.cost.measured_coefficients import MeasuredCoefficients
-from sim.cost.roofline import CostModel, PricedPlan, attended_pairs, cached, plan_shape
+from sim.cost.roofline import CostModel, PricedPlan, attended_pairs, cached, plan_shape, with_moves
 from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes
 
 UNTABLED_KERNELS_PER_LAYER = 5
@@ -277,9 +277,11 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
         window = self.model.sliding_window
         kv_local = sum([min(ctx, window) for ctx in decode_contexts]) if window else 0
         attention = self._decode_attention(len(decode_contexts), sum(decode_contexts), kv_local)
-        if prefills:
+        if len(prefills) == 1:  # a prompt's chunk: lengths repeat (a batch of verifies never)
             attention += cached(self._prefills, tuple(prefills), self._prefill_attention,
                                 prefills)
+        elif prefills:
+            attention += self._prefill_attention(prefills)
         return MeasuredIterationCost(batch, attention)
 
     def iteration_time(self, new_tokens: list[int], context_tokens: list[int],
@@ -472,7 +474,8 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
         count = len(chunks)
         kernels = []
         for kind in self._kinds:
-            pairs_per_row = sum(attended_pairs(ctx, n, kind.window) for n, ctx in chunks) / count
+            window = kind.window
+            pairs_per_row = sum([attended_pairs(ctx, n, window) for n, ctx in chunks]) / count
             prompt = equivalent_prompt(pairs_per_row, None)
             name = kind.prefill_name
             where = kind.context
@@ -505,9 +508,7 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
     def price(self, plan: Plan) -> PricedPlan:
         """What `plan` takes, its lookups not yet counted (`run_priced` counts them)."""
         cost = self.plan_cost(plan)
-        swap_s = self.swap_time(plan.swap_out_slots + plan.swap_in_slots)
-        copy_s = self.copy_time(sum(tokens for _, _, tokens in plan.block_copies))
-        return PricedPlan(cost.time_s + swap_s + copy_s, cost)
+        return PricedPlan(with_moves(self, cost.time_s, plan), cost)
 
     def run_priced(self, plan: Plan, priced: PricedPlan) -> StepResult:
         """`execute(plan)`'s result for a plan priced as `priced`: its lookups counted."""
