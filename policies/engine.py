@@ -225,16 +225,17 @@ class Engine:
         speculated = False
         timeline = self.timeline
         end_index = timeline.stamp(end_s)
+        decoding = self.decoding
         for chunk in plan.chunks:
             seq = chunk.seq
             if seq.first_scheduled_s is None:
                 seq.first_scheduled_s = start_s
-            if self.decoding is not None:
-                num_emitted = self.decoding.commit(chunk, result.committed_tokens)
+            if decoding is not None:
+                num_emitted = decoding.commit(chunk, result.committed_tokens)
                 if not num_emitted:
                     continue
             elif chunk.num_spec_tokens:
-                num_emitted = 1 + self._commit_verify(chunk, result)
+                num_emitted = 1 + self._commit_verify(chunk, result.accepted_tokens.get(seq.seq_id))
                 speculated = True
             else:
                 seq.num_computed_tokens += chunk.num_new_tokens
@@ -273,11 +274,10 @@ class Engine:
         if self._samples.close(request) and self._on_done:
             self._on_done(self.sequences[request.request_id])
 
-    def _commit_verify(self, chunk: ScheduledChunk, result: StepResult) -> int:
-        """Advance `chunk.seq` past its accepted drafts, give back the rejected drafts' slots,
-        and return how many drafts were accepted."""
+    def _commit_verify(self, chunk: ScheduledChunk, accepted: int | None) -> int:
+        """Advance `chunk.seq` past its `accepted` drafts (the executor's count for it), give
+        back the rejected drafts' slots, and return how many drafts were accepted."""
         seq, k = chunk.seq, chunk.num_spec_tokens
-        accepted = result.accepted_tokens.get(seq.seq_id)
         if accepted is None or not 0 <= accepted <= k or accepted >= seq.num_remaining_outputs:
             raise RuntimeError(
                 f"executor reported {accepted!r} accepted drafts for request {seq.seq_id}, "

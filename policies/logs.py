@@ -38,7 +38,7 @@ class IterationLog:
         self.duration_s.append(duration_s)
         self.batch_size.append(len(plan.chunks) + len(plan.padding))
         self.new_tokens.append(plan.num_new_tokens)
-        self.prefill_tokens.append(sum(_prefill_tokens(c) for c in plan.chunks))
+        self.prefill_tokens.append(_num_prefill_tokens(plan.chunks))
         self.num_waiting.append(num_waiting)
         self.kv_reserved_slots.append(usage.reserved_slots)
         self.kv_filled_slots.append(usage.filled_slots)
@@ -120,6 +120,13 @@ def _bump(counts: list[int], index: int) -> None:
     if index >= len(counts):
         counts.extend([0] * (index + 1 - len(counts)))
     counts[index] += 1
+
+
+def _num_prefill_tokens(chunks: list[ScheduledChunk]) -> int:
+    """The `_prefill_tokens` of `chunks` in all. A chunk of one token at or past its prompt
+    (a decode, the bulk of a large batch) has none in any case, so only the others are asked."""
+    return sum([_prefill_tokens(c) for c in chunks
+                if c.num_new_tokens > 1 or c.num_context_tokens < c.seq.request.prompt_tokens])
 
 
 def _prefill_tokens(chunk: ScheduledChunk) -> int:

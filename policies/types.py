@@ -206,9 +206,8 @@ class Plan:
 
     @property
     def num_new_tokens(self) -> int:
-        return sum(c.num_new_tokens for c in self.chunks) + sum(
-            c.num_new_tokens for c in self.padding
-        )
+        total = sum([c.num_new_tokens for c in self.chunks])
+        return total + sum([c.num_new_tokens for c in self.padding]) if self.padding else total
 
 
 @dataclass(frozen=True, slots=True)

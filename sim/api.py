@@ -33,7 +33,7 @@ older collections keep walking those, about a twentieth of a million-request rep
 
 
 @contextmanager
-def _rare_collections() -> Iterator[None]:
+def rare_collections() -> Iterator[None]:
     """Collect cyclic garbage rarely (`YOUNG_COLLECTION_ALLOCATIONS`, older generations
     after 50 and 100 of the younger ones), restoring the process's thresholds after."""
     thresholds = gc.get_threshold()
@@ -50,13 +50,13 @@ def simulate(
 ) -> Results:
     """Replay `config.trace` on the configured replicas (see `sim.cluster`);
     `progress(done, total)` is called as requests complete. Cyclic garbage is collected
-    rarely meanwhile (`_rare_collections`).
+    rarely meanwhile (`rare_collections`).
 
     `observe` wraps each engine's executor, in engine order (so an observer such as the
     dashboard's `sim.cost.intensity.IterationRecorder` sees one engine's iterations in that
     engine's order), whichever cost model prices them.
     """
-    with _rare_collections():
+    with rare_collections():
         return _simulate(config, progress, observe)
 
 

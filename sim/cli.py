@@ -127,6 +127,16 @@ def replay_options(args: argparse.Namespace) -> ReplayOptions:
 
 
 def run_replay(args: argparse.Namespace, console: Console) -> int:
+    """The replay command, collecting cyclic garbage rarely throughout: loading the trace and
+    writing the results build tens of thousands of objects that live to the end, which
+    older collections at Python's default thresholds walk again and again."""
+    from sim.api import rare_collections
+
+    with rare_collections():
+        return _replay(args, console)
+
+
+def _replay(args: argparse.Namespace, console: Console) -> int:
     from sim.api import simulate
     from sim.results import write_results
 

@@ -170,8 +170,10 @@ class _TokenTimeReader:
         for first in range(0, num_steps, GAP_SEGMENT_STEPS):
             last = min(first + GAP_SEGMENT_STEPS, num_steps)
             # runs spanning step gap i (times[i + 1] - times[i]): started by i, not ended by i
-            start_from, start_to = np.searchsorted(starts, [first, last])
-            end_from, end_to = np.searchsorted(ends, [first, last])
+            # (searched as the bounds' own type: another would copy them, every segment)
+            segment = np.array([first, last], dtype=starts.dtype)
+            start_from, start_to = starts.searchsorted(segment)
+            end_from, end_to = ends.searchsorted(segment)
             spanning = np.cumsum(
                 np.bincount(starts[start_from:start_to] - first, minlength=last - first)
                 - np.bincount(ends[end_from:end_to] - first, minlength=last - first))

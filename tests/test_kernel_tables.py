@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from sim.cli import main
 from sim.cost.kernel_build import build
-from sim.cost.kernel_tables import KernelTables, lerp, shipped_tables
+from sim.cost.kernel_tables import KernelTables, lerp, lerp_each, shipped_tables
 from tests.helpers import SHARED
 
 AICONFIGURATOR = SHARED / "calibration" / "aiconfigurator"
@@ -228,3 +228,24 @@ def test_in_range_values_are_at_while_in_range(batch, x, log_row):
     lookups = [row.at(point) for point in points]
     in_range = next((i for i, lookup in enumerate(lookups) if not lookup.in_range), len(points))
     assert row.in_range_values(points) == [lookup.value_s for lookup in lookups[:in_range]]
+
+
+@settings(max_examples=100, deadline=None)
+@given(batch=st.sampled_from([1, 37, 64, 512, 4096]), log_row=st.booleans(),
+       points=st.lists(st.one_of(st.floats(0.25, 1e6), st.sampled_from(
+           [1.0, 3.0, 1023.0, 1024.0, 8191.0, 16383.0, 32767.0, 65535.0])), max_size=40))
+def test_rising_in_range_values_are_in_range_values(batch, log_row, points):
+    """`Row.rising_in_range_values` (increasing points, a cell's points interpolated at once)
+    gives `in_range_values`'s floats, to the bit, through grid coordinates and both ends."""
+    if log_row:
+        row = PREFILL.row(PREFILL.shape_index((32, 8, 128)), 1, (batch,))
+    else:
+        row = DECODE.row(DECODE.shape_index((32, 8, 128)), 1, (batch,))
+    points.sort()
+    assert row.rising_in_range_values(points) == row.in_range_values(points)
+
+
+def test_lerp_each_is_lerp_bit_for_bit():
+    xs = np.linspace(1023.0, 2047.0, 997).tolist()
+    assert lerp_each(xs, 1023.0, 2047.0, 0.013, 0.0171) == [
+        lerp(x, 1023.0, 2047.0, 0.013, 0.0171) for x in xs]

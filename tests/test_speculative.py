@@ -17,14 +17,14 @@ from policies.registry import ALLOCATORS, SCHEDULERS, SPECULATORS
 from policies.scheduler.continuous import ContinuousParams, ContinuousScheduler
 from policies.speculative.base import SpecParams, choose_k
 from policies.speculative.planner import SpeculativeScheduler
-from policies.types import Request, SeqStatus, StepResult
+from policies.types import Request, ScheduledChunk, SeqStatus, StepResult
 from sim.api import simulate
 from sim.assembly import build_cost_model, build_engine
 from sim.cli import main
 from sim.config import ReplayOptions, resolve
 from sim.results import write_results
 from sim.speculation.acceptance import PositionalAcceptance, iid_expected_tokens
-from sim.speculation.drafting import draft_cost_model
+from sim.speculation.drafting import ModelDraftCost, draft_cost_model
 from tests.helpers import drive, make_seq
 from traces import Trace
 
@@ -82,6 +82,31 @@ def test_first_verify_step_costs_target_verify_plus_k_draft_passes():
     assert results.summary["spec_tokens_per_step_mean"] == 1.0
     assert results.summary["spec_acceptance_rate"] == 0.0
     assert len(log) == 50
+
+
+@pytest.mark.parametrize("cost_model", ["roofline", "measured"])
+@settings(max_examples=30, deadline=None)
+@given(passes=st.lists(st.integers(1, 6), min_size=1, max_size=8),
+       contexts=st.lists(st.integers(1, 6000), min_size=8, max_size=8),
+       plain=st.lists(st.tuples(st.integers(1, 300), st.integers(0, 3000)), max_size=2))
+def test_draft_passes_cost_each_pass_priced_alone_to_the_bit(cost_model, passes, contexts, plain):
+    """Chunks drafting unequal k (near their last outputs) narrow the draft batch from pass
+    to pass: its lockstep stretches must give what pricing every pass alone gives."""
+    config = resolve(ReplayOptions(max_requests=1, cost_model=cost_model, speculator="draft",
+                                   draft_model="llama-3.2-1b"))
+    draft = draft_cost_model(build_cost_model(config), config.draft_model, 0.0)
+    spec = [ScheduledChunk(make_seq(i, 10, 10), 1 + k, ctx, k)
+            for i, (k, ctx) in enumerate(zip(passes, contexts))]
+    plain_chunks = [ScheduledChunk(make_seq(100 + i, 10, 10), n, ctx)
+                    for i, (n, ctx) in enumerate(plain)]
+    expected = 0.0
+    for j in range(max(passes)):
+        active = [c for c in spec if c.num_spec_tokens > j]
+        new = [1] * len(active) + ([c.num_new_tokens for c in plain_chunks] if j == 0 else [])
+        ctx = [c.num_context_tokens + j for c in active] + (
+            [c.num_context_tokens for c in plain_chunks] if j == 0 else [])
+        expected += draft.iteration_time(new, ctx)
+    assert ModelDraftCost(draft).time_s(plain_chunks, spec) == expected
 
 
 def test_accepted_tokens_share_one_timestamp_so_itl_is_bursty():

@@ -298,11 +298,13 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
         """
         if self._copies:
             return None  # pending copies belong to the next step's plan
+        if not self.caching:
+            return self._grow_uncached_in_lockstep(seqs, num_steps)
         size, pool = self.block_size, self.pool
         held_tokens, tables = self._num_tokens, self.block_tables
         shared = self._shared_slots > 0  # else no block has a second owner
-        caching, num_registered = self.caching, self._num_registered
-        takes_first = not caching or self._registers_after_takes(seqs)
+        num_registered = self._num_registered
+        takes_first = self._registers_after_takes(seqs)
         events: list[tuple[int, int, int]] = []  # (round, sequence order, 0 new block / 1 register)
         fills: list[tuple[Sequence, int]] = []  # with takes first: (sequence, full blocks after)
         for order, seq in enumerate(seqs):
@@ -318,17 +320,16 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
                 events.append((first_new, order, 0))  # usually the only one (steps < size)
                 if first_new + size < num_steps:
                     events.extend(zip(range(first_new + size, num_steps, size), repeat(order), repeat(0)))
-            if caching:
-                num_full = (held + num_steps) // size
-                if num_registered.get(seq.seq_id, 0) >= num_full:
-                    continue
-                if takes_first:
-                    fills.append((seq, num_full))
-                elif num_registered.get(seq.seq_id, 0) < held // size and (held + 1) % size:
-                    return None  # full blocks left unregistered (a verify's accepted tokens)
-                else:
-                    first_full = (-held - 1) % size
-                    events.extend(zip(range(first_full, num_steps, size), repeat(order), repeat(1)))
+            num_full = (held + num_steps) // size
+            if num_registered.get(seq.seq_id, 0) >= num_full:
+                continue
+            if takes_first:
+                fills.append((seq, num_full))
+            elif num_registered.get(seq.seq_id, 0) < held // size and (held + 1) % size:
+                return None  # full blocks left unregistered (a verify's accepted tokens)
+            else:
+                first_full = (-held - 1) % size
+                events.extend(zip(range(first_full, num_steps, size), repeat(order), repeat(1)))
         reserved = [0] * num_steps  # slots each round reserves anew (then, below, in all)
         for round_, _, kind in events:
             if not kind:
@@ -361,8 +362,47 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
         return LockstepUsage(
             list(accumulate(reserved)),
             list(range(first_filled, first_filled + len(seqs) * num_steps, len(seqs))),
-            [cached_before - size * n for n in accumulate(evictions)] if self.caching
-            else [cached_before] * num_steps,
+            [cached_before - size * n for n in accumulate(evictions)],
+        )
+
+    def _grow_uncached_in_lockstep(self, seqs: list[Sequence],
+                                   num_steps: int) -> LockstepUsage | None:
+        """`grow_in_lockstep` without prefix caching: no block carries a key, so no take
+        evicts and one take serves the whole run, its blocks handed out in the order the
+        rounds would take them (by round, then by sequence)."""
+        size, pool = self.block_size, self.pool
+        held_tokens, tables = self._num_tokens, self.block_tables
+        shared = self._shared_slots > 0  # else no block has a second owner
+        takes: list[tuple[int, int]] = []  # (round, sequence order) of each new block
+        for order, seq in enumerate(seqs):
+            held = held_tokens.get(seq.seq_id, -1)
+            if held != seq.request.prompt_tokens + seq.num_output_tokens - 1:
+                return None  # holds no blocks, or not exactly its known tokens but the last
+            first_new = -held % size  # round r asks for held + 1 + r tokens: see above
+            if first_new and shared and pool.is_shared(tables[seq.seq_id][held // size]):
+                return None  # round 0 would copy a shared partial block first
+            if first_new < num_steps:
+                takes.append((first_new, order))  # usually the only one (steps < size)
+                if first_new + size < num_steps:
+                    takes.extend(zip(range(first_new + size, num_steps, size), repeat(order)))
+        if len(takes) > pool.num_free:
+            return None
+        takes.sort()
+        used_slots = (self.num_blocks - pool.num_free) * size
+        reserved = [0] * num_steps  # slots each round reserves anew (then, below, in all)
+        for (round_, order), block in zip(takes, pool.take(len(takes))):
+            tables[seqs[order].seq_id].append(block)
+            reserved[round_] += size
+        for seq in seqs:
+            held_tokens[seq.seq_id] += num_steps
+        reserved[0] += used_slots
+        num_seqs = len(seqs)
+        first_filled = self._filled_slots - self._shared_slots + num_seqs
+        self._filled_slots += num_seqs * num_steps
+        return LockstepUsage(
+            list(accumulate(reserved)),
+            list(range(first_filled, first_filled + num_seqs * num_steps, num_seqs)),
+            [pool.num_cached_free * size] * num_steps,
         )
 
     def _registers_after_takes(self, seqs: list[Sequence]) -> bool:

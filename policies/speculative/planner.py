@@ -41,10 +41,9 @@ class SpeculativeScheduler(WrappedScheduler, RepeatsVerifyBatch):
         budget = self.max_num_batched_tokens - plan.num_new_tokens
         for chunk in decodes:
             seq = chunk.seq
-            k = self._fitting_k(seq, len(decodes), budget)
+            k, nodes = self._fitting_k(seq, len(decodes), budget)
             if k <= 0:
                 continue
-            nodes = self.speculator.num_verify_nodes(k)
             if not self.allocator.allocate_slots(seq, seq.num_known_tokens + nodes):
                 continue
             chunk.num_new_tokens = 1 + nodes
@@ -52,15 +51,21 @@ class SpeculativeScheduler(WrappedScheduler, RepeatsVerifyBatch):
             budget -= nodes
         return plan
 
-    def _fitting_k(self, seq: Sequence, num_decoding: int, budget: int) -> int:
+    def _fitting_k(self, seq: Sequence, num_decoding: int, budget: int) -> tuple[int, int]:
         """The speculator's k for `seq`, lowered until its verified nodes fit the budget left
-        and its remaining outputs - 1 (0 or less: no drafts)."""
+        and its remaining outputs - 1 (0 or less: no drafts), and those nodes."""
         spec = self.speculator
         k = spec.num_draft_tokens(seq, num_decoding)
+        if k <= 0:
+            return k, 0
         limit = min(budget, seq.num_remaining_outputs - 1)
-        while k > 0 and spec.num_verify_nodes(k) > limit:
+        nodes = spec.num_verify_nodes(k)
+        while nodes > limit:
             k -= 1
-        return k
+            if k <= 0:
+                return k, 0
+            nodes = spec.num_verify_nodes(k)
+        return k, nodes
 
     def repeated_batch(self, plan: Plan) -> list[Sequence] | None:
         return self._repeats.repeated_batch(plan) if self._repeats is not None else None
@@ -77,11 +82,10 @@ class SpeculativeScheduler(WrappedScheduler, RepeatsVerifyBatch):
         budget = self.max_num_batched_tokens - len(batch)
         chunks = []
         for seq in batch:
-            k = self._fitting_k(seq, len(batch), budget)
+            k, nodes = self._fitting_k(seq, len(batch), budget)
             if k <= 0:
                 chunks.append(ScheduledChunk(seq, 1, seq.num_computed_tokens))
                 continue
-            nodes = self.speculator.num_verify_nodes(k)
             chunks.append(ScheduledChunk(seq, 1 + nodes, seq.num_computed_tokens, k))
             budget -= nodes
         return chunks

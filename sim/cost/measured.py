@@ -34,6 +34,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from itertools import repeat
+from operator import truediv
 from typing import NamedTuple
 
 import numpy as np
@@ -46,15 +48,15 @@ from sim.cost.kernel_roofline import ACTIVATION_BYTES
 from sim.cost.kernel_shapes import LayerKind, dtype_table, equivalent_prompt, layer_kinds
 from sim.cost.kernel_tables import KernelTables, Row, shipped_tables
 from sim.cost.measured_coefficients import MeasuredCoefficients
-from sim.cost.roofline import CostModel, PricedPlan, attended_pairs, cached, plan_shape
+from sim.cost.roofline import CostModel, PricedPlan, attended_pairs, cached, plan_shape, with_moves
 from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes
 
 UNTABLED_KERNELS_PER_LAYER = 5
 """Small kernels of a decoder layer with no table: two fused residual-add + RMSNorm, rotary
 embedding, the KV-cache write, SiLU-and-mul (vLLM's Llama-style layer)."""
-ARRAY_STEPS = 32
+ARRAY_STEPS = 128
 """Decode runs of at least this many steps are priced as arrays (shorter ones cost less
-step by step than numpy's per-call overhead)."""
+step by step than numpy's per-call overhead: about even at 128 steps of a 10-sequence batch)."""
 
 
 class KernelTime(NamedTuple):
@@ -63,6 +65,15 @@ class KernelTime(NamedTuple):
     name: str
     time_s: float
     extrapolated: bool
+
+
+class TokenTerms(NamedTuple):
+    """The part of `BatchTerms` that depends on the computed token count only."""
+
+    kernels: tuple[KernelTime, ...]
+    kernels_s: float
+    untabled_s: float
+    num_extrapolated: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +96,29 @@ def _step_time(batch: BatchTerms, attention: tuple[KernelTime, ...]):
 
 def _step_time_s(batch: BatchTerms, attention_s: list):
     """An iteration's time: the one sum every pricing path goes through, left to right, for
-    floats or numpy arrays of steps alike (so both give the same bits)."""
+    floats or numpy arrays of steps alike (so both give the same bits; short decode runs
+    spell it out for a list of one-kernel steps, `_one_kernel_step_times_s`)."""
     total = batch.kernels_s
     for time_s in attention_s:
         total += time_s
     return total + batch.untabled_s + batch.overhead_s
+
+
+def _one_kernel_step_times_s(batch: BatchTerms, layers: int, kernel_s: list[float]) -> list[float]:
+    """`_step_time_s(batch, [layers * k])` for each k of `kernel_s` (steps whose one attention
+    kernel takes k a layer), in one comprehension: the same additions in the same order."""
+    kernels_s, untabled_s, overhead_s = batch.kernels_s, batch.untabled_s, batch.overhead_s
+    return [kernels_s + layers * k + untabled_s + overhead_s for k in kernel_s]
+
+
+class _DecodeBatch(NamedTuple):
+    """What pricing the decode-only steps of one batch size needs, gathered once per size
+    (every decode run of that size needs it again)."""
+
+    batch: BatchTerms
+    exact_rows: tuple[Row | None, ...]
+    """Each layer kind's decode row where its table is exact; None where it has no table or
+    an inexact one (those steps are priced one at a time, `_decode_attention`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,9 +170,16 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
         self.lookups_in_range = 0
         self.lookups_extrapolated = 0
         self._batch_terms: dict[tuple[int, int, int], BatchTerms] = {}
-        self._per_tokens: dict[int, tuple[KernelTime, ...]] = {}
+        self._per_tokens: dict[int, TokenTerms] = {}
+        self._lm_heads: dict[int, KernelTime] = {}
+        """The logits GEMM by sampled positions: a step's token count varies with its prefill
+        chunk, so its batch terms are often new while its sampled positions repeat."""
+        self._prefills: dict[tuple[tuple[int, int], ...], tuple[KernelTime, ...]] = {}
+        """Context attention by a step's prefill chunks `(new, cached)`: most steps that admit
+        a prompt run one first chunk, and prompt lengths repeat across a trace."""
         self._rows: dict[tuple[str, int], Row] = {}
         self._gemm_rows: dict[tuple[int, int], Row] = {}
+        self._decode_batches: dict[int, _DecodeBatch] = {}
         self._precompute()
 
     @property
@@ -194,6 +230,8 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
         self._untabled_bytes_per_token = (m.num_layers * (norms + activation)
                                           + attention_layers * (rotary + kv_write))
         self._untabled_kernels = m.num_layers * UNTABLED_KERNELS_PER_LAYER
+        self._untabled_bandwidth = (self.hardware.mem_bandwidth_bytes_s
+                                    * self.coefficients.untabled_bandwidth_eff)
         self._ssm_layers = m.count_layers("ssm")
         self._ssm_state_bytes_rank = m.ssm_state_bytes(self.kv_dtype) / tp
         self._ssm_flops_per_token = (9.0 * self._ssm_layers * m.ssm.d_inner * m.ssm.d_state / tp
@@ -233,18 +271,16 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
         num_seqs = len(new_tokens)
         sampling = num_seqs if num_sampling is None else num_sampling
         batch = self._batch_terms_of(num_seqs, sum(new_tokens), sampling)
-        num_decodes = kv_global = kv_local = 0
-        prefills: list[tuple[int, int]] = []
-        window = self.model.sliding_window or 0
-        for n, ctx in zip(new_tokens, context_tokens):
-            if n == 1 and ctx > 0:
-                num_decodes += 1
-                kv_global += ctx
-                kv_local += min(ctx, window)
-            elif n > 0:
-                prefills.append((n, ctx))
-        attention = self._decode_attention(num_decodes, kv_global, kv_local)
-        if prefills:
+        rows = list(zip(new_tokens, context_tokens))
+        decode_contexts = [ctx for n, ctx in rows if n == 1 and ctx > 0]
+        prefills = [(n, ctx) for n, ctx in rows if n > 1 or (n == 1 and ctx <= 0)]
+        window = self.model.sliding_window
+        kv_local = sum([min(ctx, window) for ctx in decode_contexts]) if window else 0
+        attention = self._decode_attention(len(decode_contexts), sum(decode_contexts), kv_local)
+        if len(prefills) == 1:  # a prompt's chunk: lengths repeat (a batch of verifies never)
+            attention += cached(self._prefills, tuple(prefills), self._prefill_attention,
+                                prefills)
+        elif prefills:
             attention += self._prefill_attention(prefills)
         return MeasuredIterationCost(batch, attention)
 
@@ -262,12 +298,27 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
         return cached(self._batch_terms, (num_seqs, total_new, num_sampling),
                       self._terms_of_batch, num_seqs, total_new, num_sampling)
 
-    def _token_kernels(self, total_new: int) -> tuple[KernelTime, ...]:
-        """The kernels every computed token goes through (GEMMs, MoE, all-reduce), cached by
-        token count: prefill steps of different batches often compute as many tokens."""
-        return cached(self._per_tokens, total_new, self._kernels_for, total_new)
+    def _token_terms(self, total_new: int) -> TokenTerms:
+        """The terms every computed token pays, cached by token count: a step's batch terms
+        are often new (its prefill chunk sets its row and token counts) while its token
+        count repeats."""
+        return cached(self._per_tokens, total_new, self._token_terms_for, total_new)
+
+    def _token_terms_for(self, total_new: int) -> TokenTerms:
+        kernels = self._kernels_for(total_new) if total_new else ()
+        kernels_s = 0.0
+        for kernel in kernels:
+            kernels_s += kernel.time_s
+        untabled_s = 0.0
+        if total_new:
+            c = self.coefficients
+            untabled_s = (self._untabled_kernels * c.untabled_kernel_latency_s
+                          + self._untabled_bytes_per_token * total_new / self._untabled_bandwidth)
+        return TokenTerms(kernels, kernels_s, untabled_s,
+                          sum(1 for k in kernels if k.extrapolated))
 
     def _kernels_for(self, total_new: int) -> tuple[KernelTime, ...]:
+        """The kernels every computed token goes through (GEMMs, MoE, all-reduce)."""
         found = [self._gemm(name, total_new, n, k, layers) for name, n, k, layers in self._gemms]
         if self.model.moe is not None:
             found.append(self._moe(total_new))
@@ -276,26 +327,22 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
         return tuple(found)
 
     def _terms_of_batch(self, num_seqs: int, total_new: int, num_sampling: int) -> BatchTerms:
-        kernels = list(self._token_kernels(total_new)) if total_new else []
+        """The token terms plus the logits GEMM, SSM state traffic and per-step overheads;
+        times summed left to right in kernel order (the token kernels, then the logits')."""
+        kernels, kernels_s, untabled_s, extrapolated = self._token_terms(total_new)
         if num_sampling:
-            kernels.append(self._gemm("lm_head", num_sampling, self.model.vocab_size // self.tp,
-                                      self.model.hidden_size, 1))
-        kernels_s = 0.0
-        for kernel in kernels:
-            kernels_s += kernel.time_s
+            lm_head = cached(self._lm_heads, num_sampling, self._gemm, "lm_head", num_sampling,
+                             self.model.vocab_size // self.tp, self.model.hidden_size, 1)
+            kernels += (lm_head,)
+            kernels_s += lm_head.time_s
+            extrapolated += lm_head.extrapolated
         c = self.coefficients
-        bandwidth = self.hardware.mem_bandwidth_bytes_s * c.untabled_bandwidth_eff
-        untabled_s = 0.0
-        if total_new:
-            untabled_s = (self._untabled_kernels * c.untabled_kernel_latency_s
-                          + self._untabled_bytes_per_token * total_new / bandwidth)
-            if self._ssm_layers:
-                untabled_s += self._ssm_layers * c.untabled_kernel_latency_s + max(
-                    self._ssm_flops_per_token * total_new / self.hardware.compute_peak("bf16"),
-                    2.0 * self._ssm_state_bytes_rank * num_seqs / bandwidth)
+        if total_new and self._ssm_layers:
+            untabled_s += self._ssm_layers * c.untabled_kernel_latency_s + max(
+                self._ssm_flops_per_token * total_new / self.hardware.compute_peak("bf16"),
+                2.0 * self._ssm_state_bytes_rank * num_seqs / self._untabled_bandwidth)
         overhead_s = c.step_overhead_s + c.per_sequence_overhead_s * num_seqs
-        extrapolated = sum(1 for k in kernels if k.extrapolated)
-        return BatchTerms(tuple(kernels), kernels_s, untabled_s, overhead_s,
+        return BatchTerms(kernels, kernels_s, untabled_s, overhead_s,
                           len(kernels) - extrapolated, extrapolated)
 
     # ---- kernels ------------------------------------------------------------------------
@@ -427,7 +474,8 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
         count = len(chunks)
         kernels = []
         for kind in self._kinds:
-            pairs_per_row = sum(attended_pairs(ctx, n, kind.window) for n, ctx in chunks) / count
+            window = kind.window
+            pairs_per_row = sum([attended_pairs(ctx, n, window) for n, ctx in chunks]) / count
             prompt = equivalent_prompt(pairs_per_row, None)
             name = kind.prefill_name
             where = kind.context
@@ -460,9 +508,7 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
     def price(self, plan: Plan) -> PricedPlan:
         """What `plan` takes, its lookups not yet counted (`run_priced` counts them)."""
         cost = self.plan_cost(plan)
-        swap_s = self.swap_time(plan.swap_out_slots + plan.swap_in_slots)
-        copy_s = self.copy_time(sum(tokens for _, _, tokens in plan.block_copies))
-        return PricedPlan(cost.time_s + swap_s + copy_s, cost)
+        return PricedPlan(with_moves(self, cost.time_s, plan), cost)
 
     def run_priced(self, plan: Plan, priced: PricedPlan) -> StepResult:
         """`execute(plan)`'s result for a plan priced as `priced`: its lookups counted."""
@@ -481,13 +527,12 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
         decode lookup is in range when its kind's table is exact and its row covers the
         step's mean length, as in `_decode_kernel`)."""
         num_seqs = len(context_tokens)
-        batch = self._batch_terms_of(num_seqs, num_seqs, num_seqs)
+        decode = self._decode_batch(num_seqs)
+        batch = decode.batch
         kv_global, kv_local = self._lockstep_kv(context_tokens, num_steps, 0)
         extrapolated = num_steps * batch.num_extrapolated
-        for kind in self._kinds:
-            where = kind.generation
-            row = self._row(kind, num_seqs)
-            if row is None or not where.exact:
+        for kind, row in zip(self._kinds, decode.exact_rows):
+            if row is None:
                 extrapolated += num_steps
                 continue
             kv = kv_local if kind.decode_capped else kv_global
@@ -517,15 +562,15 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
         inside its table (`Row.interior`: `Row.at`'s arithmetic, so the same bits) and step by
         step for the others; every step summed by `_step_time`."""
         num_seqs = len(context_tokens)
-        batch = self._batch_terms_of(num_seqs, num_seqs, num_seqs)
+        decode = self._decode_batch(num_seqs)
+        batch = decode.batch
         kv_global, kv_local = self._lockstep_kv(context_tokens, num_steps, first_step)
         if num_steps < ARRAY_STEPS:
-            return self._short_run(batch, num_seqs, kv_global, kv_local)
+            return self._short_run(decode, num_seqs, kv_global, kv_local)
         in_one_go = np.ones(num_steps, dtype=bool)
         kernels = []
-        for kind in self._kinds:
-            row = self._row(kind, num_seqs)
-            if row is None or not kind.generation.exact:
+        for kind, row in zip(self._kinds, decode.exact_rows):
+            if row is None:
                 in_one_go[:] = False
                 break
             kv = np.asarray(kv_local if kind.decode_capped else kv_global, dtype=np.int64)
@@ -539,19 +584,31 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
                                                                 kv_local[j]))
         return times
 
-    def _short_run(self, batch: BatchTerms, num_seqs: int, kv_global: Sequence[int],
+    def _decode_batch(self, num_seqs: int) -> _DecodeBatch:
+        """The pricing parts of a decode batch of `num_seqs` (built at its first run)."""
+        found = self._decode_batches.get(num_seqs)
+        if found is None:
+            rows = [self._row(kind, num_seqs) for kind in self._kinds]
+            found = self._decode_batches[num_seqs] = _DecodeBatch(
+                self._batch_terms_of(num_seqs, num_seqs, num_seqs),
+                tuple(row if row is not None and kind.generation.exact else None
+                      for kind, row in zip(self._kinds, rows)))
+        return found
+
+    def _short_run(self, decode: _DecodeBatch, num_seqs: int, kv_global: Sequence[int],
                    kv_local: list[int]) -> list[float]:
         """A short run step by step: with one layer kind whose table holds every step, its
-        in-range values (what `_decode_kernel` returns) summed by `_step_time_s` without
-        building the kernels; otherwise through `_decode_steps`."""
-        kinds = self._kinds
-        row = self._row(kinds[0], num_seqs) if len(kinds) == 1 else None
-        if row is not None and kinds[0].generation.exact:
-            kind = kinds[0]
+        in-range values (what `_decode_kernel` returns, looked up a table cell at a time:
+        the mean lengths only rise) summed as `_step_time_s` sums them, without building the
+        kernels; otherwise through `_decode_steps`."""
+        batch, rows = decode
+        if len(rows) == 1 and rows[0] is not None:
+            kind = self._kinds[0]
             kv = kv_local if kind.decode_capped else kv_global
-            values = row.in_range_values(tokens / num_seqs for tokens in kv)
+            mean_lengths = list(map(truediv, kv, repeat(num_seqs, len(kv))))
+            values = rows[0].rising_in_range_values(mean_lengths)
             if len(values) == len(kv):
-                return [_step_time_s(batch, (kind.layers * value_s,)) for value_s in values]
+                return _one_kernel_step_times_s(batch, kind.layers, values)
         return [_step_time(batch, attention)
                 for attention in self._decode_steps(num_seqs, kv_global, kv_local)]
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple, TypeVar
+from typing import Any, Callable, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
@@ -37,9 +37,11 @@ from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes, expected_distin
 
 ACTIVATION_DTYPE = "bf16"
 T = TypeVar("T")
-BATCH_TERMS_CACHE = 4096
+BATCH_TERMS_CACHE = 1 << 15
 """Batch shapes whose context-free cost terms are kept (cleared when full: prefill shapes are
-many, decode shapes few and hot)."""
+many, decode shapes few and hot). A million-request replay prices about 10,000 distinct
+prefill shapes: at 4,096 the cache emptied every few thousand steps and one step in ten
+rebuilt its terms (about a kilobyte each)."""
 
 
 def cached(cache: dict[Any, T], key: Any, build: Callable[..., T], *args: Any) -> T:
@@ -400,9 +402,7 @@ class CostModel(LockstepPricing, PricesAhead):
         """What `plan` takes (no side effects: `execute` is this and `run_priced`)."""
         cost = self.plan_cost(plan)
         compute_s = cost.time_s if self.pp == 1 else self._pipelined_time(*plan_shape(plan))
-        swap_s = self.swap_time(plan.swap_out_slots + plan.swap_in_slots)
-        copy_s = self.copy_time(sum(tokens for _, _, tokens in plan.block_copies))
-        return PricedPlan(compute_s + swap_s + copy_s, cost)
+        return PricedPlan(with_moves(self, compute_s, plan), cost)
 
     def run_priced(self, plan: Plan, priced: PricedPlan) -> StepResult:
         """`execute(plan)`'s result for a plan priced as `priced` (a roofline keeps no
@@ -453,18 +453,34 @@ class CostModel(LockstepPricing, PricesAhead):
         return num_tokens * self._kv_bytes_per_token_rank / self.hardware.host_link_bandwidth_bytes_s
 
 
+class PricesMoves(Protocol):
+    def swap_time(self, num_tokens: int) -> float: ...
+
+    def copy_time(self, num_tokens: int) -> float: ...
+
+
+def with_moves(model: PricesMoves, compute_s: float, plan: Plan) -> float:
+    """`compute_s` plus the swaps and device copies `plan` makes before it computes, in
+    that order; a plan without any skips pricing them (adding 0.0 changes no bits)."""
+    swap_tokens = plan.swap_out_slots + plan.swap_in_slots
+    if not swap_tokens and not plan.block_copies:
+        return compute_s
+    return (compute_s + model.swap_time(swap_tokens)
+            + model.copy_time(sum(tokens for _, _, tokens in plan.block_copies)))
+
+
 def plan_shape(plan: Plan) -> tuple[list[int], list[int], int]:
     """(new tokens, context tokens, sampled positions) of a plan's rows; padding rows compute
     like real ones (static batching)."""
-    chunks = plan.chunks + plan.padding
+    chunks = plan.chunks + plan.padding if plan.padding else plan.chunks
     new = [ch.num_new_tokens for ch in chunks]
     ctx = [ch.num_context_tokens for ch in chunks]
     # A speculative verify needs logits at every token it computes, a denoising step at every
     # block position; others at the last.
-    sampling = sum(
+    sampling = sum([
         ch.num_new_tokens if ch.num_spec_tokens else ch.num_block_tokens or 1
         for ch in chunks if ch.num_context_tokens + ch.num_new_tokens >= ch.seq.num_known_tokens
-    )
+    ])
     return new, ctx, sampling
 
 

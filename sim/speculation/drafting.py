@@ -118,23 +118,31 @@ def _sequential_passes(model: CostModel, plain: list[ScheduledChunk],
                        spec: list[ScheduledChunk], passes: list[int],
                        tokens_per_pass: int) -> float:
     """Pass j runs every spec chunk with more than j passes; pass 0 also the plain chunks.
-    When every chunk verifies and drafts as many single-token passes, those passes are one
-    decode batch growing in lockstep: priced as the model's `lockstep_decode_times`, which
-    gives what each pass's `iteration_time` gives, bit for bit, in one call."""
+    Single-token passes over the same chunks are one decode batch growing in lockstep:
+    each such stretch of passes is priced by the model's `lockstep_decode_times`, which gives
+    what each pass's `iteration_time` gives, bit for bit, in one call (chunks near their
+    last outputs draft fewer passes, so the batch narrows from stretch to stretch)."""
     total = 0.0
-    if not plain and tokens_per_pass == 1 and passes and min(passes) == max(passes):
-        times = model.lockstep_decode_times([c.num_context_tokens for c in spec], passes[0])
-        if times is not None:
-            for time_s in times:
-                total += time_s
-            return total
     num_passes = max(max(passes, default=0), 1 if plain else 0)
-    for j in range(num_passes):
-        new = [tokens_per_pass] * sum(1 for p in passes if p > j)
-        ctx = [c.num_context_tokens + j * tokens_per_pass for c, p in zip(spec, passes) if p > j]
+    j = 0
+    while j < num_passes:
+        left = passes if j == 0 else [p for p in passes if p > j]  # all draft pass 0 (k >= 1)
+        active = spec if len(left) == len(spec) else [c for c, p in zip(spec, passes) if p > j]
+        if tokens_per_pass == 1 and active and (j or not plain):
+            stretch = min(left) - j
+            times = model.lockstep_decode_times([c.num_context_tokens for c in active],
+                                                stretch, j)
+            if times is not None:
+                for time_s in times:
+                    total += time_s
+                j += stretch
+                continue
+        new = [tokens_per_pass] * len(active)
+        ctx = [c.num_context_tokens + j * tokens_per_pass for c in active]
         if j == 0:
             new += [c.num_new_tokens for c in plain]
             ctx += [c.num_context_tokens for c in plain]
         if new:
             total += model.iteration_time(new, ctx)
+        j += 1
     return total
