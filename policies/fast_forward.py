@@ -31,7 +31,7 @@ import math
 from array import array
 from bisect import bisect_left
 from itertools import accumulate
-from typing import Callable, Protocol, runtime_checkable
+from typing import Callable, ClassVar, Protocol, runtime_checkable
 
 from policies.kv.base import LockstepUsage
 from policies.logs import IterationLog
@@ -67,6 +67,11 @@ class RepeatsDecodeBatch(Protocol):
 @runtime_checkable
 class GrowsInLockstep(Protocol):
     """A KV allocator that grows a decoding batch by many tokens at once."""
+
+    registers_verified_blocks: ClassVar[bool] = False
+    """Whether, as a prefix cache, its lockstep growth also registers the full blocks a
+    speculative verify's accepted tokens left unregistered (as `allocate_slots` does) or
+    declines: only then may it grow a mixed step's decodes in place of `allocate_slots`."""
 
     def grow_in_lockstep(self, seqs: list[Sequence], num_steps: int) -> LockstepUsage | None:
         """Do what `num_steps` rounds of `allocate_slots(seq, seq.num_known_tokens + round)`

@@ -64,6 +64,8 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
                      PageTableAllocator):
     """`paged`; `PagedPrefixAllocator` is `paged-prefix` (`make_paged_allocator` picks)."""
 
+    registers_verified_blocks = True  # `grow_in_lockstep` registers them, or declines
+
     def __init__(self, params: PagedParams) -> None:
         if not params.layout.is_plain:
             raise ValueError("PagedAllocator keeps one token-indexed block table per sequence; "

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from policies.fast_forward import GrowsInLockstep
 from policies.knobs import knob
 from policies.kv.base import KVAllocator
-from policies.kv.paged import PagedPrefixAllocator
 from policies.scheduler.continuous import QueuedDecodeRuns, QueueingParams
 from policies.scheduler.queue_order import victim_index
 from policies.types import Plan, ScheduledChunk, Sequence
@@ -50,12 +49,11 @@ class ChunkedScheduler(QueuedDecodeRuns):
         super().__init__(params, allocator)
         self._lockstep = (allocator if isinstance(allocator, GrowsInLockstep)
                           and (self.prefix_cache is None
-                               or isinstance(allocator, PagedPrefixAllocator)) else None)
-        """The allocator, when it can grow a step's decodes at once (`_decode_at_once`). Of
-        the prefix caches only `paged-prefix`: `allocate_slots` also registers full blocks
-        left unregistered before (a speculative verify's accepted tokens), which only a
-        step-by-step decode run never leaves; its lockstep growth registers them too, or
-        declines."""
+                               or allocator.registers_verified_blocks) else None)
+        """The allocator, when it can grow a step's decodes at once (`_decode_at_once`). A
+        prefix cache only if its lockstep growth registers what `allocate_slots` would
+        (`GrowsInLockstep.registers_verified_blocks`: full blocks a speculative verify's
+        accepted tokens left unregistered, which a step-by-step decode run never leaves)."""
 
     def schedule(self, now_s: float) -> Plan:
         plan, _ = self._open_plan(now_s)
