@@ -30,7 +30,7 @@ from policies.logs import IterationLog, SpeculationLog
 from policies.samples import SampleForks, forks_after
 from policies.scheduler.base import Scheduler
 from policies.token_times import TokenTimeline, TokenTimes
-from policies.types import Plan, Request, ScheduledChunk, Sequence, SeqStatus, StepResult
+from policies.types import Plan, Request, Sequence, SeqStatus, StepResult
 
 
 class Executor(Protocol):
@@ -84,8 +84,8 @@ class Engine:
         self._beams = beams
         self._on_done = on_done
         self._fast_forward = (
-            VerifyFastForward.of(scheduler, scheduler.allocator, executor, self._record,
-                                 self._commit)
+            VerifyFastForward.of(scheduler, scheduler.allocator, executor,
+                                 self._record_verifies, self._commit_verifies)
             or DecodeFastForward.of(scheduler, scheduler.allocator, executor, self.log,
                                     self.timeline, lambda: self.scheduler.num_waiting,
                                     self._finish)
@@ -235,25 +235,57 @@ class Engine:
                 if not num_emitted:
                     continue
             elif chunk.num_spec_tokens:
-                num_emitted = 1 + self._commit_verify(chunk, result.accepted_tokens.get(seq.seq_id))
+                num_emitted = 1 + self._commit_verify(seq, chunk.num_spec_tokens,
+                                                      result.accepted_tokens.get(seq.seq_id))
                 speculated = True
             else:
                 seq.num_computed_tokens += chunk.num_new_tokens
                 if seq.num_computed_tokens < seq.num_known_tokens:
                     continue  # a partial prefill chunk samples nothing
                 num_emitted = 1
-            seq.num_output_tokens += num_emitted
-            seq.token_times_s.add_at(timeline, end_index, num_emitted)
-            if forks_after(seq, num_emitted):
-                self._fork_samples(seq, end_s)
-            if seq.is_done_generating:
-                self._finish(seq, end_s)
+            self._emit(seq, num_emitted, timeline, end_index, end_s)
         if self._beams is not None:
             reparent_beams(self._beams, plan, self.sequences, self._forks)
+        self._count_step_times(speculated, start_s, end_s, result.draft_s)
 
-        self.spec_log.draft_s += result.draft_s
+    def _commit_verifies(self, seqs: list[Sequence], spec_tokens: list[int],
+                         accepted: list[int], start_s: float, end_s: float,
+                         draft_s: float) -> None:
+        """`_commit` of a step whose chunk i is a verify of `spec_tokens[i]` drafts by
+        decoding sequence `seqs[i]` (a plain decode when 0), `accepted[i]` of them accepted:
+        the speculative fast-forward's steps, which have no plan (no beams, no decoding
+        policy: that engine does not fast-forward)."""
+        timeline = self.timeline
+        end_index = timeline.stamp(end_s)
+        commit_verify, emit = self._commit_verify, self._emit
+        for seq, k, num_accepted in zip(seqs, spec_tokens, accepted):
+            if seq.first_scheduled_s is None:
+                seq.first_scheduled_s = start_s
+            if k:
+                num_emitted = 1 + commit_verify(seq, k, num_accepted)
+            else:
+                seq.num_computed_tokens += 1
+                num_emitted = 1
+            emit(seq, num_emitted, timeline, end_index, end_s)
+        self._count_step_times(any(spec_tokens), start_s, end_s, draft_s)
+
+    def _emit(self, seq: Sequence, num_emitted: int, timeline: TokenTimeline, end_index: int,
+              end_s: float) -> None:
+        """`seq` sampled `num_emitted` tokens at the step's end (`timeline` entry
+        `end_index`, at `end_s`): forks its samples after its first, finishes it when done."""
+        seq.num_output_tokens += num_emitted
+        seq.token_times_s.add_at(timeline, end_index, num_emitted)
+        if forks_after(seq, num_emitted):
+            self._fork_samples(seq, end_s)
+        if seq.is_done_generating:
+            self._finish(seq, end_s)
+
+    def _count_step_times(self, speculated: bool, start_s: float, end_s: float,
+                          draft_s: float) -> None:
+        """A step's drafting time, and its verifying time when it verified drafts."""
+        self.spec_log.draft_s += draft_s
         if speculated:
-            self.spec_log.verify_s += end_s - start_s - result.draft_s
+            self.spec_log.verify_s += end_s - start_s - draft_s
 
     def _fork_samples(self, parent: Sequence, end_s: float) -> None:
         for child in self._samples.fork(parent, end_s):
@@ -274,10 +306,10 @@ class Engine:
         if self._samples.close(request) and self._on_done:
             self._on_done(self.sequences[request.request_id])
 
-    def _commit_verify(self, chunk: ScheduledChunk, accepted: int | None) -> int:
-        """Advance `chunk.seq` past its `accepted` drafts (the executor's count for it), give
-        back the rejected drafts' slots, and return how many drafts were accepted."""
-        seq, k = chunk.seq, chunk.num_spec_tokens
+    def _commit_verify(self, seq: Sequence, k: int, accepted: int | None) -> int:
+        """Advance `seq`, which verified `k` drafts, past its `accepted` ones (the executor's
+        count for it), give back the rejected drafts' slots, and return how many drafts were
+        accepted."""
         if accepted is None or not 0 <= accepted <= k or accepted >= seq.num_remaining_outputs:
             raise RuntimeError(
                 f"executor reported {accepted!r} accepted drafts for request {seq.seq_id}, "
@@ -297,3 +329,9 @@ class Engine:
     def _record(self, plan: Plan, start_s: float, duration_s: float) -> None:
         self.log.record(plan, start_s, duration_s, self.scheduler.num_waiting,
                         self.scheduler.allocator.usage())
+
+    def _record_verifies(self, batch_size: int, num_new_tokens: int, start_s: float,
+                         duration_s: float) -> None:
+        """`_record` of a `_commit_verifies` step (decodes and verifies: no prefill tokens)."""
+        self.log.record_row(start_s, duration_s, batch_size, num_new_tokens, 0,
+                            self.scheduler.num_waiting, self.scheduler.allocator.usage())

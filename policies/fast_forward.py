@@ -15,14 +15,15 @@ is simply stepped one iteration at a time); the subclass supplies every method.
 
 Speculative decoding repeats too, but not in lockstep: each step a sequence emits its
 accepted drafts plus one, so contexts drift apart and k may change. Its runs go one step at
-a time without the event loop or the scheduler's search (`VerifyFastForward`):
+a time without the event loop, the scheduler's search or a plan (`VerifyFastForward`): a step
+is each sequence's k and new tokens, as plain ints:
 
-    scheduler  RepeatsVerifyBatch   the repeated batch, and the verify chunks it plans for it
+    scheduler  RepeatsVerifyBatch   the repeated batch, and each one's k and new tokens
     allocator  GrowsForVerifies     one step's KV growth (decode slot and draft slots)
-    executor   PricesAhead          a plan's price before its acceptance draws
+    executor   PricesVerifies       a step's price from those sizes, then its acceptance draws
 
-each step priced, grown, drawn and committed through the engine's own record and commit,
-so a run leaves exactly what stepping leaves.
+each step priced, grown, drawn and committed through the engine's own record and commit of
+verify steps, so a run leaves exactly what stepping leaves.
 """
 
 from __future__ import annotations
@@ -31,12 +32,13 @@ import math
 from array import array
 from bisect import bisect_left
 from itertools import accumulate
+from operator import add
 from typing import Callable, ClassVar, Protocol, runtime_checkable
 
 from policies.kv.base import LockstepUsage
 from policies.logs import IterationLog
 from policies.token_times import TokenTimeline
-from policies.types import Plan, ScheduledChunk, Sequence, StepResult
+from policies.types import Plan, Sequence, StepResult
 
 FIRST_CHUNK_STEPS = 16
 """Iterations priced in the first batch of a run with no deadline (then doubling)."""
@@ -103,10 +105,10 @@ class RepeatsVerifyBatch(RepeatsDecodeBatch, Protocol):
     """A speculative scheduler whose repeated batch (`RepeatsDecodeBatch`, each sequence's
     one token widened by its drafts) it can plan without its search."""
 
-    def verify_chunks(self, batch: list[Sequence]) -> list[ScheduledChunk]:
-        """The chunks the next `schedule()` would plan for the repeated `batch`, in order
-        (verifies, or plain decodes where no draft fits), if every draft's slots are given;
-        no side effects."""
+    def verify_sizes(self, batch: list[Sequence]) -> tuple[list[int], list[int]]:
+        """(k, new tokens) of each chunk the next `schedule()` would plan for the repeated
+        `batch`, in order (verifies; k = 0 and one new token for a plain decode where no
+        draft fits), if every draft's slots are given; no side effects."""
         raise NotImplementedError
 
 
@@ -137,6 +139,45 @@ class PricesAhead(Protocol):
 
 class PricedStep(Protocol):
     duration_s: float
+
+
+@runtime_checkable
+class PricesRows(Protocol):
+    """A cost model that prices a step from its rows' sizes, without a plan."""
+
+    def price_rows(self, new_tokens: list[int], context_tokens: list[int],
+                   num_sampling: int) -> PricedStep:
+        """`price` of a plan without swaps or copies whose rows compute `new_tokens[i]` on
+        `context_tokens[i]` cached tokens, `num_sampling` positions computing logits."""
+        raise NotImplementedError
+
+    def ran_rows(self, priced: PricedStep) -> None:
+        """What `run_priced` does besides returning the price (counters)."""
+        raise NotImplementedError
+
+
+class PricedVerifies(PricedStep, Protocol):
+    draft_s: float
+    """The drafting part of `duration_s`."""
+
+
+@runtime_checkable
+class PricesVerifies(Protocol):
+    """A speculative executor that prices and runs a step of decoding sequences' verifies
+    from their sizes (`RepeatsVerifyBatch.verify_sizes`), without a plan."""
+
+    def price_verifies(self, context_tokens: list[int], new_tokens: list[int],
+                       spec_tokens: list[int]) -> PricedVerifies | None:
+        """`price` of the plan whose chunk i computes `new_tokens[i]` on `context_tokens[i]`
+        verifying `spec_tokens[i]` drafts (a plain decode: 0), without side effects; None
+        when it cannot say (the engine then steps one at a time)."""
+        raise NotImplementedError
+
+    def run_verifies(self, seqs: list[Sequence], spec_tokens: list[int],
+                     priced: PricedVerifies) -> list[int]:
+        """`run_priced` of that plan of `seqs`' chunks: its side effects, and each chunk's
+        accepted drafts (0 for a plain decode)."""
+        raise NotImplementedError
 
 
 class RunFastForward:
@@ -307,28 +348,32 @@ class DecodeFastForward(RunFastForward):
 
 
 class VerifyFastForward(RunFastForward):
-    """Runs the speculative steps that follow a step, for one engine: each is planned by the
+    """Runs the speculative steps that follow a step, for one engine: each is sized by the
     scheduler's rule for its repeated batch (no search), priced, grown, drawn, recorded and
-    committed (the engine's `record` and `commit`) without the event loop."""
+    committed (the engine's record and commit of verify steps) without the event loop."""
 
     def __init__(self, scheduler: RepeatsVerifyBatch, allocator: GrowsForVerifies,
-                 executor: PricesAhead, record: Callable[[Plan, float, float], None],
-                 commit: Callable[[Plan, StepResult, float, float], None]) -> None:
+                 executor: PricesVerifies, record: Callable[[int, int, float, float], None],
+                 commit: Callable[[list[Sequence], list[int], list[int], float, float, float],
+                                  None]) -> None:
         super().__init__(scheduler)
         self._verifier = scheduler
         self._allocator = allocator
         self._executor = executor
         self._record = record
+        """(batch size, new tokens, start, duration): the step's log row."""
         self._commit = commit
+        """(sequences, k of each, accepted drafts of each, start, end, drafting seconds)."""
 
     @classmethod
     def of(cls, scheduler: object, allocator: object, executor: object,
-           record: Callable[[Plan, float, float], None],
-           commit: Callable[[Plan, StepResult, float, float], None]) -> VerifyFastForward | None:
+           record: Callable[[int, int, float, float], None],
+           commit: Callable[[list[Sequence], list[int], list[int], float, float, float], None]
+           ) -> VerifyFastForward | None:
         """The fast-forward of a speculative engine whose three parties declare their part;
         None (step by step) when one does not."""
         if (isinstance(scheduler, RepeatsVerifyBatch) and isinstance(allocator, GrowsForVerifies)
-                and isinstance(executor, PricesAhead)):
+                and isinstance(executor, PricesVerifies)):
             return cls(scheduler, allocator, executor, record, commit)
         return None
 
@@ -345,25 +390,29 @@ class VerifyFastForward(RunFastForward):
             if not seq.num_output_tokens or seq.num_uncomputed_tokens != 1:
                 return None
         scheduler, allocator, executor = self._verifier, self._allocator, self._executor
+        record, commit = self._record, self._commit
+        num_seqs = len(seqs)
         t = end_s
         duration_s = None
         while (t < until_s or grace) and scheduler.nothing_can_join():
-            chunks = scheduler.verify_chunks(seqs)
-            plan = Plan(chunks)
-            priced = executor.price(plan)
-            step_end_s = t + priced.duration_s
+            spec_tokens, new_tokens = scheduler.verify_sizes(seqs)
+            contexts = [seq.num_computed_tokens for seq in seqs]
+            priced = executor.price_verifies(contexts, new_tokens, spec_tokens)
+            if priced is None:
+                break
+            duration_s_next = priced.duration_s
+            step_end_s = t + duration_s_next
             if now_s + (step_end_s - now_s) != step_end_s:
                 break
-            if not allocator.grow_for_verifies(
-                    seqs, [c.num_context_tokens + c.num_new_tokens for c in chunks]):
+            if not allocator.grow_for_verifies(seqs, list(map(add, contexts, new_tokens))):
                 break
             if t >= until_s:
                 grace -= 1
-            result = executor.run_priced(plan, priced)
-            duration_s = result.duration_s
-            self._record(plan, t, duration_s)
-            self._commit(plan, result, t, step_end_s)
+            accepted = executor.run_verifies(seqs, spec_tokens, priced)
+            duration_s = duration_s_next
+            record(num_seqs, sum(new_tokens), t, duration_s)
+            commit(seqs, spec_tokens, accepted, t, step_end_s, priced.draft_s)
             t = step_end_s
-            if scheduler.num_running != len(seqs):
+            if scheduler.num_running != num_seqs:
                 return t, True, duration_s
         return None if duration_s is None else (t, False, duration_s)

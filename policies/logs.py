@@ -34,11 +34,18 @@ class IterationLog:
     def record(self, plan: Plan, start_s: float, duration_s: float, num_waiting: int,
                usage: KVUsage) -> None:
         """The row of one executed `plan`; its prefill tokens as `_prefill_tokens` counts."""
+        self.record_row(start_s, duration_s, len(plan.chunks) + len(plan.padding),
+                        plan.num_new_tokens, _num_prefill_tokens(plan.chunks), num_waiting,
+                        usage)
+
+    def record_row(self, start_s: float, duration_s: float, batch_size: int, new_tokens: int,
+                   prefill_tokens: int, num_waiting: int, usage: KVUsage) -> None:
+        """One executed iteration's row, from its counts (a plan's: `record`)."""
         self.start_s.append(start_s)
         self.duration_s.append(duration_s)
-        self.batch_size.append(len(plan.chunks) + len(plan.padding))
-        self.new_tokens.append(plan.num_new_tokens)
-        self.prefill_tokens.append(_num_prefill_tokens(plan.chunks))
+        self.batch_size.append(batch_size)
+        self.new_tokens.append(new_tokens)
+        self.prefill_tokens.append(prefill_tokens)
         self.num_waiting.append(num_waiting)
         self.kv_reserved_slots.append(usage.reserved_slots)
         self.kv_filled_slots.append(usage.filled_slots)

@@ -287,6 +287,7 @@ def test_draft_passes_priced_in_one_call_equal_each_pass(cost_model):
     """k draft passes of a batch that all draft k are priced by the draft model's lockstep
     decode pricing: the same bits as one `iteration_time` per pass."""
     from policies.types import ScheduledChunk
+    from sim.speculation.drafting import draft_rows
     drafting = _speculative_executor(cost_model).drafting
     draft = drafting.draft
     contexts = [17, 300, 4100, 9000]
@@ -295,7 +296,7 @@ def test_draft_passes_priced_in_one_call_equal_each_pass(cost_model):
         by_pass = 0.0
         for j in range(k):
             by_pass += draft.iteration_time([1] * len(contexts), [c + j for c in contexts])
-        assert drafting.time_s([], spec) == by_pass
+        assert drafting.time_s(*draft_rows([], spec)) == by_pass
 
 
 @settings(max_examples=60, deadline=None)

@@ -24,7 +24,7 @@ from sim.cli import main
 from sim.config import ReplayOptions, resolve
 from sim.results import write_results
 from sim.speculation.acceptance import PositionalAcceptance, iid_expected_tokens
-from sim.speculation.drafting import ModelDraftCost, draft_cost_model
+from sim.speculation.drafting import ModelDraftCost, draft_cost_model, draft_rows
 from tests.helpers import drive, make_seq
 from traces import Trace
 
@@ -106,7 +106,7 @@ def test_draft_passes_cost_each_pass_priced_alone_to_the_bit(cost_model, passes,
         ctx = [c.num_context_tokens + j for c in active] + (
             [c.num_context_tokens for c in plain_chunks] if j == 0 else [])
         expected += draft.iteration_time(new, ctx)
-    assert ModelDraftCost(draft).time_s(plain_chunks, spec) == expected
+    assert ModelDraftCost(draft).time_s(*draft_rows(plain_chunks, spec)) == expected
 
 
 def test_accepted_tokens_share_one_timestamp_so_itl_is_bursty():

@@ -20,7 +20,7 @@ from policies.fast_forward import RepeatsDecodeBatch, RepeatsVerifyBatch
 from policies.kv.base import ShrinksSlots
 from policies.scheduler.base import Scheduler, WrappedScheduler
 from policies.speculative.base import Speculator
-from policies.types import Plan, ScheduledChunk, Sequence
+from policies.types import Plan, Sequence
 
 
 class SpeculativeScheduler(WrappedScheduler, RepeatsVerifyBatch):
@@ -76,16 +76,20 @@ class SpeculativeScheduler(WrappedScheduler, RepeatsVerifyBatch):
     def nothing_can_join(self) -> bool:
         return self._repeats is not None and self._repeats.nothing_can_join()
 
-    def verify_chunks(self, batch: list[Sequence]) -> list[ScheduledChunk]:
-        """`schedule()`'s chunks for the repeated `batch` (each decoding one token, nothing
-        else planned) when every draft's slots are given."""
+    def verify_sizes(self, batch: list[Sequence]) -> tuple[list[int], list[int]]:
+        """(k, new tokens) of each chunk `schedule()` plans for the repeated `batch` (each
+        decoding one token, nothing else planned) when every draft's slots are given."""
         budget = self.max_num_batched_tokens - len(batch)
-        chunks = []
+        num_decoding = len(batch)
+        fitting_k = self._fitting_k
+        spec_tokens, new_tokens = [], []
         for seq in batch:
-            k, nodes = self._fitting_k(seq, len(batch), budget)
+            k, nodes = fitting_k(seq, num_decoding, budget)
             if k <= 0:
-                chunks.append(ScheduledChunk(seq, 1, seq.num_computed_tokens))
+                spec_tokens.append(0)
+                new_tokens.append(1)
                 continue
-            chunks.append(ScheduledChunk(seq, 1 + nodes, seq.num_computed_tokens, k))
+            spec_tokens.append(k)
+            new_tokens.append(1 + nodes)
             budget -= nodes
-        return chunks
+        return spec_tokens, new_tokens

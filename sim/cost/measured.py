@@ -40,7 +40,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from policies.fast_forward import LockstepPricing, PricesAhead
+from policies.fast_forward import LockstepPricing, PricesAhead, PricesRows
 from policies.types import Plan, StepResult
 from sim.cost import kernel_roofline as roofline
 from sim.cost.coefficients import default_coefficients
@@ -139,7 +139,7 @@ class MeasuredIterationCost:
         return _step_time(self.batch, self.attention)
 
 
-class MeasuredCostModel(LockstepPricing, PricesAhead):
+class MeasuredCostModel(LockstepPricing, PricesAhead, PricesRows):
     """Measured-kernel executor for one replica: `model` on `tp` devices of `hardware`."""
 
     def __init__(self, model: ModelSpec, hardware: HardwareSpec,
@@ -507,13 +507,23 @@ class MeasuredCostModel(LockstepPricing, PricesAhead):
 
     def price(self, plan: Plan) -> PricedPlan:
         """What `plan` takes, its lookups not yet counted (`run_priced` counts them)."""
-        cost = self.plan_cost(plan)
-        return PricedPlan(with_moves(self, cost.time_s, plan), cost)
+        priced = self.price_rows(*plan_shape(plan))
+        return PricedPlan(with_moves(self, priced.duration_s, plan), priced.cost)
 
     def run_priced(self, plan: Plan, priced: PricedPlan) -> StepResult:
         """`execute(plan)`'s result for a plan priced as `priced`: its lookups counted."""
-        self._count(priced.cost.batch, priced.cost.attention)
+        self.ran_rows(priced)
         return StepResult(priced.duration_s)
+
+    def price_rows(self, new_tokens: list[int], context_tokens: list[int],
+                   num_sampling: int) -> PricedPlan:
+        """What a plan of these rows without swaps or copies takes (`PricesRows`)."""
+        cost = self.breakdown(new_tokens, context_tokens, num_sampling)
+        return PricedPlan(cost.time_s, cost)
+
+    def ran_rows(self, priced: PricedPlan) -> None:
+        """Rows priced as `priced` ran: count their lookups."""
+        self._count(priced.cost.batch, priced.cost.attention)
 
     def lockstep_decode_times(self, context_tokens: list[int], num_steps: int,
                               first_step: int = 0) -> list[float]:

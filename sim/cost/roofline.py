@@ -30,7 +30,7 @@ from typing import Any, Callable, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
-from policies.fast_forward import LockstepPricing, PricesAhead
+from policies.fast_forward import LockstepPricing, PricesAhead, PricesRows
 from policies.types import Plan, StepResult
 from sim.cost.coefficients import Coefficients
 from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes, expected_distinct_experts
@@ -131,7 +131,7 @@ def iteration_time_s(group_times_s: list, comm_s: Any, overhead_s: float) -> Any
     return total + comm_s + overhead_s
 
 
-class CostModel(LockstepPricing, PricesAhead):
+class CostModel(LockstepPricing, PricesAhead, PricesRows):
     """Roofline executor for one replica: `model` on `tp` devices of `hardware`."""
 
     def __init__(
@@ -400,9 +400,19 @@ class CostModel(LockstepPricing, PricesAhead):
 
     def price(self, plan: Plan) -> PricedPlan:
         """What `plan` takes (no side effects: `execute` is this and `run_priced`)."""
-        cost = self.plan_cost(plan)
-        compute_s = cost.time_s if self.pp == 1 else self._pipelined_time(*plan_shape(plan))
-        return PricedPlan(with_moves(self, compute_s, plan), cost)
+        priced = self.price_rows(*plan_shape(plan))
+        return PricedPlan(with_moves(self, priced.duration_s, plan), priced.cost)
+
+    def price_rows(self, new_tokens: list[int], context_tokens: list[int],
+                   num_sampling: int) -> PricedPlan:
+        """What a plan of these rows without swaps or copies takes (`PricesRows`)."""
+        cost = self.breakdown(new_tokens, context_tokens, num_sampling)
+        compute_s = (cost.time_s if self.pp == 1
+                     else self._pipelined_time(new_tokens, context_tokens, num_sampling))
+        return PricedPlan(compute_s, cost)
+
+    def ran_rows(self, priced: PricedPlan) -> None:
+        """Rows priced as `priced` ran (a roofline keeps no counters)."""
 
     def run_priced(self, plan: Plan, priced: PricedPlan) -> StepResult:
         """`execute(plan)`'s result for a plan priced as `priced` (a roofline keeps no

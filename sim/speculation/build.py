@@ -19,7 +19,7 @@ from sim.config import SimConfig
 from sim.cost.memory import ImpossibleConfigError, MemoryBudget
 from sim.cost.roofline import CostModel
 from sim.speculation.drafting import (CascadeDraftCost, DraftCost, ModelDraftCost, NoDraftCost,
-                               TreeDraftCost, draft_cost_model)
+                                      TreeDraftCost, draft_cost_model, draft_rows)
 from sim.speculation.executor import SpeculativeExecutor
 
 
@@ -38,7 +38,7 @@ def k_by_batch(config: SimConfig, speculator, target: CostModel, drafting: Draft
         chunk = ScheduledChunk(probe, 1 + nodes, context, k)
         spec, plain = ([chunk] * batch, []) if k else ([], [chunk] * batch)
         step_s = target.iteration_time([1 + nodes] * batch, [context] * batch,
-                                       batch * (1 + nodes)) + drafting.time_s(plain, spec)
+                                       batch * (1 + nodes)) + drafting.time_s(*draft_rows(plain, spec))
         return batch * config.acceptance.expected_tokens_per_step(k, width) / step_s
 
     rows, batch = [], 1

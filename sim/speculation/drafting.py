@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from policies.types import ScheduledChunk
 from sim.cost.measured import MeasuredCostModel
@@ -32,8 +32,32 @@ from sim.speculation.acceptance import iid_expected_tokens
 
 
 class DraftCost(Protocol):
-    def time_s(self, plain: list[ScheduledChunk], spec: list[ScheduledChunk]) -> float:
-        """Drafting time of a step with `spec` verify chunks and `plain` other chunks."""
+    def time_s(self, spec: DraftRows, plain: PlainRows) -> float:
+        """Drafting time of a step with `spec` verifies and `plain` other chunks."""
+
+
+class DraftRows(NamedTuple):
+    """A step's verifies: each one's cached tokens and its k (both in the step's order)."""
+
+    context_tokens: list[int]
+    spec_tokens: list[int]
+
+
+class PlainRows(NamedTuple):
+    """A step's other chunks: each one's new and cached tokens."""
+
+    new_tokens: list[int]
+    context_tokens: list[int]
+
+
+NO_PLAIN_ROWS = PlainRows([], [])
+
+
+def draft_rows(plain: list[ScheduledChunk],
+               spec: list[ScheduledChunk]) -> tuple[DraftRows, PlainRows]:
+    """The rows of a plan's `spec` verify chunks and `plain` other chunks."""
+    return (DraftRows([c.num_context_tokens for c in spec], [c.num_spec_tokens for c in spec]),
+            PlainRows([c.num_new_tokens for c in plain], [c.num_context_tokens for c in plain]))
 
 
 def _overhead_coefficients(cost: CostModel, pass_overhead_s: float, fused: bool):
@@ -58,7 +82,7 @@ def draft_cost_model(target: CostModel | MeasuredCostModel, draft_spec, pass_ove
 
 
 class NoDraftCost:
-    def time_s(self, plain: list[ScheduledChunk], spec: list[ScheduledChunk]) -> float:
+    def time_s(self, spec: DraftRows, plain: PlainRows) -> float:
         return 0.0
 
 
@@ -68,9 +92,9 @@ class ModelDraftCost:
     def __init__(self, draft: CostModel) -> None:
         self.draft = draft
 
-    def time_s(self, plain: list[ScheduledChunk], spec: list[ScheduledChunk]) -> float:
-        passes = [c.num_spec_tokens for c in spec]
-        return _sequential_passes(self.draft, plain, spec, passes, tokens_per_pass=1)
+    def time_s(self, spec: DraftRows, plain: PlainRows) -> float:
+        return _sequential_passes(self.draft, plain, spec.context_tokens, spec.spec_tokens,
+                                  tokens_per_pass=1)
 
 
 class CascadeDraftCost:
@@ -84,12 +108,13 @@ class CascadeDraftCost:
         self.inner_k = inner_k
         self.inner_tokens_per_pass = iid_expected_tokens(inner_acceptance, inner_k)
 
-    def time_s(self, plain: list[ScheduledChunk], spec: list[ScheduledChunk]) -> float:
-        passes = [math.ceil(c.num_spec_tokens / self.inner_tokens_per_pass) for c in spec]
-        total = _sequential_passes(self.small, plain, spec, passes, 1 + self.inner_k)
+    def time_s(self, spec: DraftRows, plain: PlainRows) -> float:
+        passes = [math.ceil(k / self.inner_tokens_per_pass) for k in spec.spec_tokens]
+        contexts = spec.context_tokens
+        total = _sequential_passes(self.small, plain, contexts, passes, 1 + self.inner_k)
         if self.tiny is not None:
             for _ in range(self.inner_k):
-                total += _sequential_passes(self.tiny, plain, spec, passes, 1)
+                total += _sequential_passes(self.tiny, plain, contexts, passes, 1)
         return total
 
 
@@ -103,45 +128,47 @@ class TreeDraftCost:
         self.drafter = draft_cost_model(target, one_layer, 0.0, fused)
         self.width = width
 
-    def time_s(self, plain: list[ScheduledChunk], spec: list[ScheduledChunk]) -> float:
+    def time_s(self, spec: DraftRows, plain: PlainRows) -> float:
         total = 0.0
-        for level in range(max((c.num_spec_tokens for c in spec), default=0)):
-            active = [c for c in spec if c.num_spec_tokens > level]
+        rows = list(zip(spec.context_tokens, spec.spec_tokens))
+        for level in range(max(spec.spec_tokens, default=0)):
+            active = [context for context, k in rows if k > level]
             tokens = 1 if level == 0 else self.width
             new = [tokens] * len(active)
-            ctx = [c.num_context_tokens + level for c in active]
+            ctx = [context + level for context in active]
             total += self.drafter.iteration_time(new, ctx, self.width * len(active))
         return total
 
 
-def _sequential_passes(model: CostModel, plain: list[ScheduledChunk],
-                       spec: list[ScheduledChunk], passes: list[int],
-                       tokens_per_pass: int) -> float:
-    """Pass j runs every spec chunk with more than j passes; pass 0 also the plain chunks.
+def _sequential_passes(model: CostModel, plain: PlainRows, contexts: list[int],
+                       passes: list[int], tokens_per_pass: int) -> float:
+    """Pass j runs every spec chunk (on `contexts`) with more than j passes; pass 0 also the
+    plain chunks.
     Single-token passes over the same chunks are one decode batch growing in lockstep:
     each such stretch of passes is priced by the model's `lockstep_decode_times`, which gives
     what each pass's `iteration_time` gives, bit for bit, in one call (chunks near their
     last outputs draft fewer passes, so the batch narrows from stretch to stretch)."""
     total = 0.0
-    num_passes = max(max(passes, default=0), 1 if plain else 0)
+    has_plain = bool(plain.new_tokens)
+    num_passes = max(max(passes, default=0), 1 if has_plain else 0)
     j = 0
     while j < num_passes:
         left = passes if j == 0 else [p for p in passes if p > j]  # all draft pass 0 (k >= 1)
-        active = spec if len(left) == len(spec) else [c for c, p in zip(spec, passes) if p > j]
-        if tokens_per_pass == 1 and active and (j or not plain):
+        active = (contexts if len(left) == len(contexts)
+                  else [c for c, p in zip(contexts, passes) if p > j])
+        if tokens_per_pass == 1 and active and (j or not has_plain):
             stretch = min(left) - j
-            times = model.lockstep_decode_times([c.num_context_tokens for c in active],
-                                                stretch, j)
+            times = model.lockstep_decode_times(active, stretch, j)
             if times is not None:
                 for time_s in times:
                     total += time_s
                 j += stretch
                 continue
         new = [tokens_per_pass] * len(active)
-        ctx = [c.num_context_tokens + j * tokens_per_pass for c in active]
+        ctx = [c + j * tokens_per_pass for c in active]
         if j == 0:
-            new += [c.num_new_tokens for c in plain]
-            ctx += [c.num_context_tokens for c in plain]
+            new += plain.new_tokens
+            ctx += plain.context_tokens
         if new:
             total += model.iteration_time(new, ctx)
         j += 1

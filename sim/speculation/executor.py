@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from policies.fast_forward import PricesAhead
-from policies.types import Plan, StepResult
+from policies.fast_forward import PricesAhead, PricesRows, PricesVerifies
+from policies.types import Plan, Sequence, StepResult
 from sim.cost.roofline import CostModel
 from sim.speculation.acceptance import AcceptanceModel, RequestStream
-from sim.speculation.drafting import DraftCost
+from sim.speculation.drafting import NO_PLAIN_ROWS, DraftCost, DraftRows, PlainRows, draft_rows
 
 
 class SpeculativePrice(NamedTuple):
@@ -31,7 +31,7 @@ class SpeculativePrice(NamedTuple):
     target: Any
 
 
-class SpeculativeExecutor(PricesAhead):
+class SpeculativeExecutor(PricesAhead, PricesVerifies):
     def __init__(self, target: CostModel, drafting: DraftCost, acceptance: AcceptanceModel,
                  *, seed: int, tree_width: int = 1) -> None:
         self.target = target
@@ -40,6 +40,8 @@ class SpeculativeExecutor(PricesAhead):
         self.seed = seed
         self.tree_width = tree_width
         self._streams: dict[int, RequestStream] = {}
+        self._rows = target if isinstance(target, PricesRows) else None
+        """The target, when it prices rows without a plan (`price_verifies` needs it)."""
 
     def execute(self, plan: Plan) -> StepResult:
         return self.run_priced(plan, self.price(plan))
@@ -50,20 +52,54 @@ class SpeculativeExecutor(PricesAhead):
         spec, plain = [], []
         for chunk in plan.chunks:
             (spec if chunk.num_spec_tokens else plain).append(chunk)
-        draft_s = self.drafting.time_s(plain, spec)
+        draft_s = self.drafting.time_s(*draft_rows(plain, spec))
         return SpeculativePrice(target.duration_s + draft_s, draft_s, target)
 
     def run_priced(self, plan: Plan, priced: SpeculativePrice) -> StepResult:
         """The target runs its pass (its counters) and every verify draws its acceptance."""
         self.target.run_priced(plan, priced.target)
-        streams, draw, width = self._streams, self.acceptance.draw, self.tree_width
         accepted = {}
         for chunk in plan.chunks:
             if chunk.num_spec_tokens:
                 seq = chunk.seq
-                stream = streams.get(seq.seq_id)
-                if stream is None:
-                    stream = streams[seq.seq_id] = self.acceptance.stream(
-                        self.seed, seq.request.request_id, seq.sample_index)
-                accepted[seq.seq_id] = draw(stream, chunk.num_spec_tokens, width)
+                accepted[seq.seq_id] = self._draw(seq, chunk.num_spec_tokens)
         return StepResult(priced.duration_s, accepted, priced.draft_s)
+
+    def price_verifies(self, context_tokens: list[int], new_tokens: list[int],
+                       spec_tokens: list[int]) -> SpeculativePrice | None:
+        """`price` of a plan of these decodes and verifies (no swaps, no copies), from their
+        sizes: the same target rows (logits at every token of a verify, at the one of a
+        decode) and drafting rows; None when the target cannot price rows."""
+        target = self._rows
+        if target is None:
+            return None
+        spec_contexts, spec_ks, plain_new, plain_contexts = [], [], [], []
+        for context, new, k in zip(context_tokens, new_tokens, spec_tokens):
+            if k:
+                spec_contexts.append(context)
+                spec_ks.append(k)
+            else:
+                plain_new.append(new)
+                plain_contexts.append(context)
+        num_sampling = sum([new if k else 1 for new, k in zip(new_tokens, spec_tokens)])
+        priced = target.price_rows(new_tokens, context_tokens, num_sampling)
+        draft_s = self.drafting.time_s(DraftRows(spec_contexts, spec_ks),
+                                       PlainRows(plain_new, plain_contexts)
+                                       if plain_new else NO_PLAIN_ROWS)
+        return SpeculativePrice(priced.duration_s + draft_s, draft_s, priced)
+
+    def run_verifies(self, seqs: list[Sequence], spec_tokens: list[int],
+                     priced: SpeculativePrice) -> list[int]:
+        """What `run_priced` does for the plan `price_verifies` priced: the target's
+        counters, then each verify's accepted drafts (0 for a plain decode), in order."""
+        self.target.ran_rows(priced.target)
+        draw = self._draw
+        return [draw(seq, k) if k else 0 for seq, k in zip(seqs, spec_tokens)]
+
+    def _draw(self, seq: Sequence, num_spec_tokens: int) -> int:
+        """`seq`'s accepted drafts of `num_spec_tokens`, from its own stream."""
+        stream = self._streams.get(seq.seq_id)
+        if stream is None:
+            stream = self._streams[seq.seq_id] = self.acceptance.stream(
+                self.seed, seq.request.request_id, seq.sample_index)
+        return self.acceptance.draw(stream, num_spec_tokens, self.tree_width)
