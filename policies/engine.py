@@ -243,7 +243,12 @@ class Engine:
                 if seq.num_computed_tokens < seq.num_known_tokens:
                     continue  # a partial prefill chunk samples nothing
                 num_emitted = 1
-            self._emit(seq, num_emitted, timeline, end_index, end_s)
+            seq.num_output_tokens += num_emitted
+            seq.token_times_s.add_at(timeline, end_index, num_emitted)
+            if forks_after(seq, num_emitted):
+                self._fork_samples(seq, end_s)
+            if seq.is_done_generating:
+                self._finish(seq, end_s)
         if self._beams is not None:
             reparent_beams(self._beams, plan, self.sequences, self._forks)
         self._count_step_times(speculated, start_s, end_s, result.draft_s)
@@ -257,7 +262,7 @@ class Engine:
         policy: that engine does not fast-forward)."""
         timeline = self.timeline
         end_index = timeline.stamp(end_s)
-        commit_verify, emit = self._commit_verify, self._emit
+        commit_verify = self._commit_verify
         for seq, k, num_accepted in zip(seqs, spec_tokens, accepted):
             if seq.first_scheduled_s is None:
                 seq.first_scheduled_s = start_s
@@ -266,19 +271,12 @@ class Engine:
             else:
                 seq.num_computed_tokens += 1
                 num_emitted = 1
-            emit(seq, num_emitted, timeline, end_index, end_s)
+            # as `_commit` emits, less the fork: a decoding sequence sampled its first before
+            seq.num_output_tokens += num_emitted
+            seq.token_times_s.add_at(timeline, end_index, num_emitted)
+            if seq.num_output_tokens >= seq.request.output_tokens:
+                self._finish(seq, end_s)
         self._count_step_times(any(spec_tokens), start_s, end_s, draft_s)
-
-    def _emit(self, seq: Sequence, num_emitted: int, timeline: TokenTimeline, end_index: int,
-              end_s: float) -> None:
-        """`seq` sampled `num_emitted` tokens at the step's end (`timeline` entry
-        `end_index`, at `end_s`): forks its samples after its first, finishes it when done."""
-        seq.num_output_tokens += num_emitted
-        seq.token_times_s.add_at(timeline, end_index, num_emitted)
-        if forks_after(seq, num_emitted):
-            self._fork_samples(seq, end_s)
-        if seq.is_done_generating:
-            self._finish(seq, end_s)
 
     def _count_step_times(self, speculated: bool, start_s: float, end_s: float,
                           draft_s: float) -> None:

@@ -93,6 +93,11 @@ class Speculator(Protocol):
     def num_verify_nodes(self, num_draft_tokens: int) -> int:
         """Draft tokens the target verifies for a given k (k for a chain)."""
 
+    def fixed_num_draft_tokens(self) -> int | None:
+        """`num_draft_tokens` when it is the same for every request and batch size (the
+        speculative fast-forward then sizes a step without asking per request); None when
+        it is not (`spec_dynamic`)."""
+
 
 def choose_k(params: SpecParams, seq: Sequence, num_decoding: int) -> int:
     """Fixed `spec_k`, or the dynamic rule of the module docstring."""
@@ -121,3 +126,6 @@ class ChainSpeculator:
 
     def num_verify_nodes(self, num_draft_tokens: int) -> int:
         return num_draft_tokens
+
+    def fixed_num_draft_tokens(self) -> int | None:
+        return None if self.params.spec_dynamic else self.params.spec_k

@@ -75,3 +75,6 @@ class LookaheadSpeculator:
     def num_verify_nodes(self, num_draft_tokens: int) -> int:
         p = self.params
         return (p.lookahead_window + p.lookahead_guesses) * num_draft_tokens
+
+    def fixed_num_draft_tokens(self) -> int | None:
+        return None if self.params.spec_dynamic else self.params.num_levels

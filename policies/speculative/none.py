@@ -25,3 +25,6 @@ class NoSpeculator:
 
     def num_verify_nodes(self, num_draft_tokens: int) -> int:
         return 0
+
+    def fixed_num_draft_tokens(self) -> int | None:
+        return 0

@@ -78,17 +78,25 @@ class SpeculativeScheduler(WrappedScheduler, RepeatsVerifyBatch):
 
     def verify_sizes(self, batch: list[Sequence]) -> tuple[list[int], list[int]]:
         """(k, new tokens) of each chunk `schedule()` plans for the repeated `batch` (each
-        decoding one token, nothing else planned) when every draft's slots are given."""
+        decoding one token, nothing else planned) when every draft's slots are given. With a
+        fixed k, a request whose remaining outputs and the budget left both hold its verify
+        takes it as it is (`_fitting_k` would not lower it) without asking the speculator."""
         budget = self.max_num_batched_tokens - len(batch)
         num_decoding = len(batch)
+        fixed_k = self.speculator.fixed_num_draft_tokens()
+        fixed_nodes = self.speculator.num_verify_nodes(fixed_k) if fixed_k else 0
         fitting_k = self._fitting_k
         spec_tokens, new_tokens = [], []
         for seq in batch:
-            k, nodes = fitting_k(seq, num_decoding, budget)
-            if k <= 0:
-                spec_tokens.append(0)
-                new_tokens.append(1)
-                continue
+            if (fixed_nodes and budget >= fixed_nodes
+                    and seq.request.output_tokens - seq.num_output_tokens > fixed_nodes):
+                k, nodes = fixed_k, fixed_nodes
+            else:
+                k, nodes = fitting_k(seq, num_decoding, budget)
+                if k <= 0:
+                    spec_tokens.append(0)
+                    new_tokens.append(1)
+                    continue
             spec_tokens.append(k)
             new_tokens.append(1 + nodes)
             budget -= nodes

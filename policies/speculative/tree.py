@@ -36,3 +36,6 @@ class TreeSpeculator:
 
     def num_verify_nodes(self, num_draft_tokens: int) -> int:
         return self.params.spec_tree_width * num_draft_tokens
+
+    def fixed_num_draft_tokens(self) -> int | None:
+        return None if self.params.spec_dynamic else self.params.spec_k

@@ -73,19 +73,22 @@ class SpeculativeExecutor(PricesAhead, PricesVerifies):
         target = self._rows
         if target is None:
             return None
-        spec_contexts, spec_ks, plain_new, plain_contexts = [], [], [], []
-        for context, new, k in zip(context_tokens, new_tokens, spec_tokens):
-            if k:
-                spec_contexts.append(context)
-                spec_ks.append(k)
-            else:
-                plain_new.append(new)
-                plain_contexts.append(context)
-        num_sampling = sum([new if k else 1 for new, k in zip(new_tokens, spec_tokens)])
+        if 0 in spec_tokens:  # plain decodes among the verifies
+            spec_contexts, spec_ks, plain_new, plain_contexts = [], [], [], []
+            for context, new, k in zip(context_tokens, new_tokens, spec_tokens):
+                if k:
+                    spec_contexts.append(context)
+                    spec_ks.append(k)
+                else:
+                    plain_new.append(new)
+                    plain_contexts.append(context)
+            spec, plain = DraftRows(spec_contexts, spec_ks), PlainRows(plain_new, plain_contexts)
+            num_sampling = sum([new if k else 1 for new, k in zip(new_tokens, spec_tokens)])
+        else:
+            spec, plain = DraftRows(context_tokens, spec_tokens), NO_PLAIN_ROWS
+            num_sampling = sum(new_tokens)
         priced = target.price_rows(new_tokens, context_tokens, num_sampling)
-        draft_s = self.drafting.time_s(DraftRows(spec_contexts, spec_ks),
-                                       PlainRows(plain_new, plain_contexts)
-                                       if plain_new else NO_PLAIN_ROWS)
+        draft_s = self.drafting.time_s(spec, plain)
         return SpeculativePrice(priced.duration_s + draft_s, draft_s, priced)
 
     def run_verifies(self, seqs: list[Sequence], spec_tokens: list[int],
@@ -93,13 +96,25 @@ class SpeculativeExecutor(PricesAhead, PricesVerifies):
         """What `run_priced` does for the plan `price_verifies` priced: the target's
         counters, then each verify's accepted drafts (0 for a plain decode), in order."""
         self.target.ran_rows(priced.target)
-        draw = self._draw
-        return [draw(seq, k) if k else 0 for seq, k in zip(seqs, spec_tokens)]
+        streams, draw, width = self._streams, self.acceptance.draw, self.tree_width
+        accepted = []
+        for seq, k in zip(seqs, spec_tokens):
+            if k:
+                stream = streams.get(seq.seq_id)
+                accepted.append(draw(stream if stream is not None else self._stream(seq),
+                                     k, width))
+            else:
+                accepted.append(0)
+        return accepted
 
     def _draw(self, seq: Sequence, num_spec_tokens: int) -> int:
         """`seq`'s accepted drafts of `num_spec_tokens`, from its own stream."""
         stream = self._streams.get(seq.seq_id)
-        if stream is None:
-            stream = self._streams[seq.seq_id] = self.acceptance.stream(
-                self.seed, seq.request.request_id, seq.sample_index)
-        return self.acceptance.draw(stream, num_spec_tokens, self.tree_width)
+        return self.acceptance.draw(stream if stream is not None else self._stream(seq),
+                                    num_spec_tokens, self.tree_width)
+
+    def _stream(self, seq: Sequence) -> RequestStream:
+        """A new stream for `seq` (its first verify)."""
+        stream = self._streams[seq.seq_id] = self.acceptance.stream(
+            self.seed, seq.request.request_id, seq.sample_index)
+        return stream
