@@ -107,8 +107,8 @@ def test_speculative_runs_are_jumped(monkeypatch, speculation):
 
 
 def test_speculation_abilities_are_declared_per_class():
-    from policies.fast_forward import (GrowsForVerifies, PricesAhead, RepeatsDecodeBatch,
-                                       RepeatsVerifyBatch)
+    from policies.fast_forward import (GrowsForVerifies, PricesAhead, PricesRows,
+                                       PricesVerifies, RepeatsDecodeBatch, RepeatsVerifyBatch)
     from policies.kv.contiguous import ContiguousAllocator
     from policies.kv.hybrid_paged import HybridPagedAllocator
     from policies.kv.paged import PagedAllocator
@@ -128,6 +128,9 @@ def test_speculation_abilities_are_declared_per_class():
         assert not declared(allocator, GrowsForVerifies)  # these step speculative runs
     for executor in (SpeculativeExecutor, CostModel, MeasuredCostModel):
         assert declared(executor, PricesAhead)
+    assert declared(SpeculativeExecutor, PricesVerifies)
+    for executor in (CostModel, MeasuredCostModel):
+        assert declared(executor, PricesRows)
 
 
 def test_a_static_inner_scheduler_leaves_speculation_stepping(monkeypatch):
@@ -214,13 +217,18 @@ def _decoding(request_id: int, prompt_tokens: int, outputs: int, output_tokens: 
     return seq
 
 
-def _speculative_executor(cost_model: str):
+def _speculative_executor(cost_model: str, **options):
+    return _speculative_engine(cost_model, **options).executor
+
+
+def _speculative_engine(cost_model: str, **options):
     from sim.assembly import build_cost_model, build_engine
     from sim.config import ReplayOptions, resolve
 
-    config = resolve(ReplayOptions(max_requests=5, cost_model=cost_model, **DRAFT))
+    config = resolve(ReplayOptions(max_requests=5, cost_model=cost_model,
+                                   **(options or DRAFT)))
     engine, _ = build_engine(config, build_cost_model(config))
-    return engine.executor
+    return engine
 
 
 @pytest.mark.parametrize("caching", [False, True])
@@ -318,3 +326,75 @@ def test_speculation_counters_from_histograms_equal_counting_each_position(verif
         log.record(k, a)
     assert (log.reached_by_position, log.accepted_by_position) == (reached, accepted)
     assert sum(log.emitted_histogram) == log.num_verifies == len(verifies)
+
+
+SPECULATORS = {"draft": DRAFT, "cascade": dict(speculator="cascade", draft_model="llama-3.2-1b"),
+               "tree": dict(speculator="tree"), "ngram": NGRAM}
+
+
+@pytest.mark.parametrize("speculator", list(SPECULATORS))
+@pytest.mark.parametrize("cost_model", ["roofline", "measured"])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(st.tuples(st.integers(1, 9000), st.integers(0, 6)), min_size=1,
+                     max_size=12))
+def test_verifies_priced_from_sizes_equal_their_plan_to_the_bit(speculator, cost_model, rows):
+    """`price_verifies` and `run_verifies` (the fast-forward's, from sizes) give what `price`
+    and `run_priced` of the same plan give, float for float: duration, drafting, accepted
+    drafts and the target's lookup counters."""
+    from policies.types import Plan, ScheduledChunk
+
+    def step(executor):
+        seqs = [_decoding(i, context, 1) for i, (context, _) in enumerate(rows)]
+        nodes = executor.tree_width
+        spec_tokens = [k for _, k in rows]
+        new_tokens = [1 + nodes * k for k in spec_tokens]
+        return seqs, [seq.num_computed_tokens for seq in seqs], new_tokens, spec_tokens
+
+    def counters(executor):
+        return (getattr(executor.target, "lookups_in_range", None),
+                getattr(executor.target, "lookups_extrapolated", None))
+
+    by_plan = _speculative_executor(cost_model, **SPECULATORS[speculator])
+    seqs, contexts, new_tokens, spec_tokens = step(by_plan)
+    plan = Plan([ScheduledChunk(seq, new, context, k)
+                 for seq, context, new, k in zip(seqs, contexts, new_tokens, spec_tokens)])
+    priced = by_plan.price(plan)
+    result = by_plan.run_priced(plan, priced)
+
+    by_sizes = _speculative_executor(cost_model, **SPECULATORS[speculator])
+    seqs, contexts, new_tokens, spec_tokens = step(by_sizes)
+    sized = by_sizes.price_verifies(contexts, new_tokens, spec_tokens)
+    assert (sized.duration_s, sized.draft_s) == (priced.duration_s, priced.draft_s)
+    accepted = by_sizes.run_verifies(seqs, spec_tokens, sized)
+    assert accepted == [result.accepted_tokens.get(seq.seq_id, 0) for seq in seqs]
+    assert counters(by_sizes) == counters(by_plan)
+
+
+@pytest.mark.parametrize("speculation", [DRAFT, dict(speculator="tree"), LOOKAHEAD])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(left=st.lists(st.integers(1, 12), min_size=1, max_size=10),
+       budget=st.integers(1, 120))
+def test_verify_sizes_of_a_fixed_k_equal_asking_the_speculator(speculation, left, budget):
+    """With a fixed k, `verify_sizes` skips the speculator for requests whose verify fits
+    whole: what it gives must be what `_fitting_k` gives request by request (near the last
+    outputs and under a tight token budget too)."""
+    scheduler = _speculative_engine("roofline", **speculation).scheduler
+    scheduler.max_num_batched_tokens = budget
+    batch = [_decoding(i, 50, 100 - n, 100) for i, n in enumerate(left)]
+    fixed = scheduler.verify_sizes(batch)
+
+    class AskEachTime:
+        """The speculator, without its fixed k: every request asked."""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def fixed_num_draft_tokens(self):
+            return None
+
+    assert scheduler.speculator.fixed_num_draft_tokens()
+    scheduler.speculator = AskEachTime(scheduler.speculator)
+    assert scheduler.verify_sizes(batch) == fixed
