@@ -155,6 +155,13 @@ class PricesRows(Protocol):
         """What `run_priced` does besides returning the price (counters)."""
         raise NotImplementedError
 
+    @property
+    def prices_by_context_sum(self) -> bool:
+        """Whether `price_rows` of rows that all compute the same new tokens depends on
+        their cached tokens only through their sum (a step's price can then be remembered
+        by that sum)."""
+        raise NotImplementedError
+
 
 class PricedVerifies(PricedStep, Protocol):
     draft_s: float

@@ -329,7 +329,8 @@ def test_speculation_counters_from_histograms_equal_counting_each_position(verif
 
 
 SPECULATORS = {"draft": DRAFT, "cascade": dict(speculator="cascade", draft_model="llama-3.2-1b"),
-               "tree": dict(speculator="tree"), "ngram": NGRAM}
+               "tree": dict(speculator="tree"), "ngram": NGRAM,
+               "tree sliding window": dict(speculator="tree", model="gemma-3-12b")}
 
 
 @pytest.mark.parametrize("speculator", list(SPECULATORS))
@@ -343,8 +344,8 @@ def test_verifies_priced_from_sizes_equal_their_plan_to_the_bit(speculator, cost
     drafts and the target's lookup counters."""
     from policies.types import Plan, ScheduledChunk
 
-    def step(executor):
-        seqs = [_decoding(i, context, 1) for i, (context, _) in enumerate(rows)]
+    def step(executor, contexts):
+        seqs = [_decoding(i, context, 1) for i, context in enumerate(contexts)]
         nodes = executor.tree_width
         spec_tokens = [k for _, k in rows]
         new_tokens = [1 + nodes * k for k in spec_tokens]
@@ -355,19 +356,32 @@ def test_verifies_priced_from_sizes_equal_their_plan_to_the_bit(speculator, cost
                 getattr(executor.target, "lookups_extrapolated", None))
 
     by_plan = _speculative_executor(cost_model, **SPECULATORS[speculator])
-    seqs, contexts, new_tokens, spec_tokens = step(by_plan)
+    seqs, contexts, new_tokens, spec_tokens = step(by_plan, [context for context, _ in rows])
     plan = Plan([ScheduledChunk(seq, new, context, k)
                  for seq, context, new, k in zip(seqs, contexts, new_tokens, spec_tokens)])
     priced = by_plan.price(plan)
     result = by_plan.run_priced(plan, priced)
 
     by_sizes = _speculative_executor(cost_model, **SPECULATORS[speculator])
-    seqs, contexts, new_tokens, spec_tokens = step(by_sizes)
+    seqs, contexts, new_tokens, spec_tokens = step(by_sizes, contexts)
     sized = by_sizes.price_verifies(contexts, new_tokens, spec_tokens)
     assert (sized.duration_s, sized.draft_s) == (priced.duration_s, priced.draft_s)
     accepted = by_sizes.run_verifies(seqs, spec_tokens, sized)
     assert accepted == [result.accepted_tokens.get(seq.seq_id, 0) for seq in seqs]
     assert counters(by_sizes) == counters(by_plan)
+
+    # Rows with the same cached tokens in all (a remembered price, for uniform verifies)
+    # still price as their own plan does.
+    moved = contexts[:]
+    if len(moved) > 1 and moved[0] > 1:
+        moved[0] -= 1
+        moved[-1] += 1
+    again = by_sizes.price_verifies(moved, new_tokens, spec_tokens)
+    fresh = _speculative_executor(cost_model, **SPECULATORS[speculator])
+    seqs, moved, new_tokens, spec_tokens = step(fresh, moved)
+    alone = fresh.price(Plan([ScheduledChunk(seq, new, context, k) for seq, context, new, k
+                              in zip(seqs, moved, new_tokens, spec_tokens)]))
+    assert (again.duration_s, again.draft_s) == (alone.duration_s, alone.draft_s)
 
 
 @pytest.mark.parametrize("speculation", [DRAFT, dict(speculator="tree"), LOOKAHEAD])

@@ -525,6 +525,12 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesRows):
         """Rows priced as `priced` ran: count their lookups."""
         self._count(priced.cost.batch, priced.cost.attention)
 
+    @property
+    def prices_by_context_sum(self) -> bool:
+        """Without sliding windows (which cap each row's context): decode attention reads
+        the batch's mean context, prefill attention its rows' summed attended pairs."""
+        return all(kind.window is None for kind in self._kinds)
+
     def lockstep_decode_times(self, context_tokens: list[int], num_steps: int,
                               first_step: int = 0) -> list[float]:
         """What `execute` would return for each of `num_steps` decode-only iterations of one

@@ -414,6 +414,12 @@ class CostModel(LockstepPricing, PricesAhead, PricesRows):
     def ran_rows(self, priced: PricedPlan) -> None:
         """Rows priced as `priced` ran (a roofline keeps no counters)."""
 
+    @property
+    def prices_by_context_sum(self) -> bool:
+        """Attention reads the rows' summed pairs and KV, unless a sliding window caps each
+        row or pipeline stages split the rows into micro-batches."""
+        return not self.model.sliding_window and self.pp == 1
+
     def run_priced(self, plan: Plan, priced: PricedPlan) -> StepResult:
         """`execute(plan)`'s result for a plan priced as `priced` (a roofline keeps no
         counters, so nothing else happens)."""

@@ -35,6 +35,11 @@ class DraftCost(Protocol):
     def time_s(self, spec: DraftRows, plain: PlainRows) -> float:
         """Drafting time of a step with `spec` verifies and `plain` other chunks."""
 
+    @property
+    def prices_by_context_sum(self) -> bool:
+        """Whether `time_s` of verifies that all draft the same k (and no other chunks)
+        depends on their cached tokens only through their sum."""
+
 
 class DraftRows(NamedTuple):
     """A step's verifies: each one's cached tokens and its k (both in the step's order)."""
@@ -82,6 +87,8 @@ def draft_cost_model(target: CostModel | MeasuredCostModel, draft_spec, pass_ove
 
 
 class NoDraftCost:
+    prices_by_context_sum = True
+
     def time_s(self, spec: DraftRows, plain: PlainRows) -> float:
         return 0.0
 
@@ -91,6 +98,7 @@ class ModelDraftCost:
 
     def __init__(self, draft: CostModel) -> None:
         self.draft = draft
+        self.prices_by_context_sum = draft.prices_by_context_sum
 
     def time_s(self, spec: DraftRows, plain: PlainRows) -> float:
         return _sequential_passes(self.draft, plain, spec.context_tokens, spec.spec_tokens,
@@ -107,6 +115,8 @@ class CascadeDraftCost:
         self.tiny = tiny
         self.inner_k = inner_k
         self.inner_tokens_per_pass = iid_expected_tokens(inner_acceptance, inner_k)
+        self.prices_by_context_sum = small.prices_by_context_sum and (
+            tiny is None or tiny.prices_by_context_sum)
 
     def time_s(self, spec: DraftRows, plain: PlainRows) -> float:
         passes = [math.ceil(k / self.inner_tokens_per_pass) for k in spec.spec_tokens]
@@ -127,6 +137,7 @@ class TreeDraftCost:
         one_layer = replace(target.model, name=f"{target.model.name}-drafter", num_layers=1)
         self.drafter = draft_cost_model(target, one_layer, 0.0, fused)
         self.width = width
+        self.prices_by_context_sum = self.drafter.prices_by_context_sum
 
     def time_s(self, spec: DraftRows, plain: PlainRows) -> float:
         total = 0.0

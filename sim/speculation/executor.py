@@ -23,6 +23,11 @@ from sim.speculation.acceptance import AcceptanceModel, RequestStream
 from sim.speculation.drafting import NO_PLAIN_ROWS, DraftCost, DraftRows, PlainRows, draft_rows
 
 
+PRICES_REMEMBERED = 1 << 16
+"""Uniform steps' prices kept (cleared when full): the full Azure conv trace's speculative
+steps have about 72,000 distinct ones, a price about 600 bytes."""
+
+
 class SpeculativePrice(NamedTuple):
     """A plan's price: the whole step, its drafting share, and the target's own price."""
 
@@ -42,6 +47,12 @@ class SpeculativeExecutor(PricesAhead, PricesVerifies):
         self._streams: dict[int, RequestStream] = {}
         self._rows = target if isinstance(target, PricesRows) else None
         """The target, when it prices rows without a plan (`price_verifies` needs it)."""
+        self._by_context_sum = (self._rows is not None and self._rows.prices_by_context_sum
+                                and drafting.prices_by_context_sum)
+        self._prices: dict[tuple[int, int, int, int], SpeculativePrice] = {}
+        """Prices of uniform steps (every row verifies k drafts in n new tokens) by (rows,
+        n, k, cached tokens in all), when both models price by that sum: about half of the
+        Azure conv trace's uniform steps repeat an earlier one's key."""
 
     def execute(self, plan: Plan) -> StepResult:
         return self.run_priced(plan, self.price(plan))
@@ -70,25 +81,44 @@ class SpeculativeExecutor(PricesAhead, PricesVerifies):
         """`price` of a plan of these decodes and verifies (no swaps, no copies), from their
         sizes: the same target rows (logits at every token of a verify, at the one of a
         decode) and drafting rows; None when the target cannot price rows."""
-        target = self._rows
-        if target is None:
+        if self._rows is None:
             return None
         if 0 in spec_tokens:  # plain decodes among the verifies
-            spec_contexts, spec_ks, plain_new, plain_contexts = [], [], [], []
-            for context, new, k in zip(context_tokens, new_tokens, spec_tokens):
-                if k:
-                    spec_contexts.append(context)
-                    spec_ks.append(k)
-                else:
-                    plain_new.append(new)
-                    plain_contexts.append(context)
-            spec, plain = DraftRows(spec_contexts, spec_ks), PlainRows(plain_new, plain_contexts)
-            num_sampling = sum([new if k else 1 for new, k in zip(new_tokens, spec_tokens)])
-        else:
-            spec, plain = DraftRows(context_tokens, spec_tokens), NO_PLAIN_ROWS
-            num_sampling = sum(new_tokens)
-        priced = target.price_rows(new_tokens, context_tokens, num_sampling)
-        draft_s = self.drafting.time_s(spec, plain)
+            return self._price_mixed(context_tokens, new_tokens, spec_tokens)
+        if (self._by_context_sum and new_tokens.count(new_tokens[0]) == len(new_tokens)
+                and spec_tokens.count(spec_tokens[0]) == len(spec_tokens)):
+            key = (len(new_tokens), new_tokens[0], spec_tokens[0], sum(context_tokens))
+            found = self._prices.get(key)
+            if found is None:
+                if len(self._prices) >= PRICES_REMEMBERED:
+                    self._prices.clear()
+                found = self._prices[key] = self._price_verifies_only(
+                    context_tokens, new_tokens, spec_tokens)
+            return found
+        return self._price_verifies_only(context_tokens, new_tokens, spec_tokens)
+
+    def _price_verifies_only(self, context_tokens: list[int], new_tokens: list[int],
+                             spec_tokens: list[int]) -> SpeculativePrice:
+        """`price_verifies` of a step with no plain decode."""
+        priced = self._rows.price_rows(new_tokens, context_tokens, sum(new_tokens))
+        draft_s = self.drafting.time_s(DraftRows(context_tokens, spec_tokens), NO_PLAIN_ROWS)
+        return SpeculativePrice(priced.duration_s + draft_s, draft_s, priced)
+
+    def _price_mixed(self, context_tokens: list[int], new_tokens: list[int],
+                     spec_tokens: list[int]) -> SpeculativePrice:
+        """`price_verifies` of a step with plain decodes (k = 0) among its verifies."""
+        spec_contexts, spec_ks, plain_new, plain_contexts = [], [], [], []
+        for context, new, k in zip(context_tokens, new_tokens, spec_tokens):
+            if k:
+                spec_contexts.append(context)
+                spec_ks.append(k)
+            else:
+                plain_new.append(new)
+                plain_contexts.append(context)
+        num_sampling = sum([new if k else 1 for new, k in zip(new_tokens, spec_tokens)])
+        priced = self._rows.price_rows(new_tokens, context_tokens, num_sampling)
+        draft_s = self.drafting.time_s(DraftRows(spec_contexts, spec_ks),
+                                       PlainRows(plain_new, plain_contexts))
         return SpeculativePrice(priced.duration_s + draft_s, draft_s, priced)
 
     def run_verifies(self, seqs: list[Sequence], spec_tokens: list[int],
