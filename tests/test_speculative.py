@@ -460,3 +460,29 @@ def test_the_two_acceptance_rates_have_names_that_tell_them_apart():
     assert s["spec_conditional_acceptance_rate"] == pytest.approx(0.7, abs=0.02)
     assert s["spec_acceptance_rate"] == pytest.approx(1.7731 / 4, abs=0.02)
     assert s["spec_accepted_share_of_proposed"] == s["spec_acceptance_rate"]
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1),
+       verifies=st.lists(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=9), max_size=300))
+def test_a_stream_judges_drafts_on_its_uniforms_in_order(seed, verifies):
+    """Each verify judges its drafts on the stream's next uniforms, one per judged draft,
+    whether or not they cross one of its 256-uniform blocks."""
+    import numpy as np
+
+    from sim.speculation.acceptance import RequestStream
+
+    stream = RequestStream(np.random.default_rng(seed), None, 0)
+    reference = np.random.default_rng(seed)
+    uniforms: list[float] = []
+    used = 0
+    for rates in verifies:
+        expected = len(rates)
+        for position, rate in enumerate(rates):
+            if used == len(uniforms):
+                uniforms += reference.random(256).tolist()
+            used += 1
+            if uniforms[used - 1] >= rate:
+                expected = position
+                break
+        assert stream.accepted_prefix(tuple(rates)) == expected

@@ -65,6 +65,13 @@ class RequestStream:
         """Judge drafts in order, draft i accepted when the next uniform is below `rates[i]`,
         until one is rejected; uniforms are drawn only for judged drafts."""
         uniforms, next_ = self._uniforms, self._next
+        if next_ + len(rates) <= len(uniforms):  # the block holds every draft's uniform
+            for position, rate in enumerate(rates):
+                if uniforms[next_ + position] >= rate:
+                    self._next = next_ + position + 1
+                    return position
+            self._next = next_ + len(rates)
+            return len(rates)
         for position, rate in enumerate(rates):
             if next_ == len(uniforms):
                 uniforms = self._uniforms = self.rng.random(_UNIFORM_BLOCK).tolist()
