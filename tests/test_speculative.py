@@ -486,3 +486,23 @@ def test_a_stream_judges_drafts_on_its_uniforms_in_order(seed, verifies):
                 expected = position
                 break
         assert stream.accepted_prefix(tuple(rates)) == expected
+
+
+@pytest.mark.parametrize("spec", ["0.7", "0.54,0.36,0.26", "beta:0.7:10",
+                                  str(Path(__file__).parent / "data" / "accepted_drafts.txt")])
+@settings(max_examples=20, deadline=None)
+@given(steps=st.lists(st.lists(st.integers(1, 6), min_size=1, max_size=6), max_size=60),
+       same_k=st.booleans(), width=st.integers(1, 3))
+def test_draw_each_draws_what_one_draw_per_stream_draws(spec, steps, same_k, width):
+    """A step's draws in one call (`draw_each`) take from every stream what `draw` would,
+    stream by stream, whether its verifies share one k or not."""
+    from sim.speculation.acceptance import parse_acceptance
+
+    model = parse_acceptance(spec)
+    one_by_one = [model.stream(7, request_id) for request_id in range(6)]
+    at_once = [model.stream(7, request_id) for request_id in range(6)]
+    for ks in steps:
+        if same_k:
+            ks = [ks[0]] * len(ks)
+        drawn = [model.draw(stream, k, width) for stream, k in zip(one_by_one, ks)]
+        assert model.draw_each(at_once[:len(ks)], ks, width) == drawn

@@ -90,6 +90,9 @@ class AcceptanceModel(Protocol):
     def draw(self, stream: RequestStream, k: int, width: int) -> int:
         """Accepted drafts (0..k) for one verify of k drafts at tree width `width`."""
 
+    def draw_each(self, streams: list[RequestStream], ks: list[int], width: int) -> list[int]:
+        """`draw` of each stream with its k (a step's verifies), in order."""
+
     def expected_tokens_per_step(self, k: int, width: int = 1) -> float: ...
 
 
@@ -126,6 +129,15 @@ class PositionalAcceptance:
     def draw(self, stream: RequestStream, k: int, width: int) -> int:
         return stream.accepted_prefix(_position_rates(self.rates, k, width))
 
+    def draw_each(self, streams: list[RequestStream], ks: list[int], width: int) -> list[int]:
+        """Every stream judges on the same rates for a k (looked up once a step when all
+        verify the same k)."""
+        k = ks[0]
+        if ks.count(k) == len(ks):
+            rates = _position_rates(self.rates, k, width)
+            return [stream.accepted_prefix(rates) for stream in streams]
+        return [self.draw(stream, k, width) for stream, k in zip(streams, ks)]
+
     def expected_tokens_per_step(self, k: int, width: int = 1) -> float:
         return 1.0 + float(np.cumprod(_position_rates(self.rates, k, width)).sum())
 
@@ -151,6 +163,9 @@ class BetaAcceptance:
 
     def draw(self, stream: RequestStream, k: int, width: int) -> int:
         return stream.accepted_prefix(_position_rates((stream.alpha,), k, width))
+
+    def draw_each(self, streams: list[RequestStream], ks: list[int], width: int) -> list[int]:
+        return [self.draw(stream, k, width) for stream, k in zip(streams, ks)]
 
     def expected_tokens_per_step(self, k: int, width: int = 1) -> float:
         a = self.mean * self.concentration
@@ -186,6 +201,9 @@ class TraceAcceptance:
         value = self.accepted[stream.offset % len(self.accepted)]
         stream.offset += 1
         return min(value, k)
+
+    def draw_each(self, streams: list[RequestStream], ks: list[int], width: int) -> list[int]:
+        return [self.draw(stream, k, width) for stream, k in zip(streams, ks)]
 
     def expected_tokens_per_step(self, k: int, width: int = 1) -> float:
         return 1.0 + sum(min(a, k) for a in self.accepted) / len(self.accepted)

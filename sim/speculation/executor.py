@@ -126,16 +126,16 @@ class SpeculativeExecutor(PricesAhead, PricesVerifies):
         """What `run_priced` does for the plan `price_verifies` priced: the target's
         counters, then each verify's accepted drafts (0 for a plain decode), in order."""
         self.target.ran_rows(priced.target)
-        streams, draw, width = self._streams, self.acceptance.draw, self.tree_width
-        accepted = []
-        for seq, k in zip(seqs, spec_tokens):
-            if k:
-                stream = streams.get(seq.seq_id)
-                accepted.append(draw(stream if stream is not None else self._stream(seq),
-                                     k, width))
-            else:
-                accepted.append(0)
-        return accepted
+        streams = self._streams
+        if 0 not in spec_tokens:
+            return self.acceptance.draw_each(
+                [streams.get(seq.seq_id) or self._stream(seq) for seq in seqs], spec_tokens,
+                self.tree_width)
+        verifies = [(seq, k) for seq, k in zip(seqs, spec_tokens) if k]
+        drawn = iter(self.acceptance.draw_each(
+            [streams.get(seq.seq_id) or self._stream(seq) for seq, _ in verifies],
+            [k for _, k in verifies], self.tree_width)) if verifies else iter(())
+        return [next(drawn) if k else 0 for k in spec_tokens]
 
     def _draw(self, seq: Sequence, num_spec_tokens: int) -> int:
         """`seq`'s accepted drafts of `num_spec_tokens`, from its own stream."""
