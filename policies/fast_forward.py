@@ -407,8 +407,7 @@ class VerifyFastForward(RunFastForward):
             priced = executor.price_verifies(contexts, new_tokens, spec_tokens)
             if priced is None:
                 break
-            duration_s_next = priced.duration_s
-            step_end_s = t + duration_s_next
+            step_end_s = t + priced.duration_s
             if now_s + (step_end_s - now_s) != step_end_s:
                 break
             if not allocator.grow_for_verifies(seqs, list(map(add, contexts, new_tokens))):
@@ -416,7 +415,7 @@ class VerifyFastForward(RunFastForward):
             if t >= until_s:
                 grace -= 1
             accepted = executor.run_verifies(seqs, spec_tokens, priced)
-            duration_s = duration_s_next
+            duration_s = priced.duration_s
             record(num_seqs, sum(new_tokens), t, duration_s)
             commit(seqs, spec_tokens, accepted, t, step_end_s, priced.draft_s)
             t = step_end_s
