@@ -235,8 +235,10 @@ class Engine:
                 if not num_emitted:
                     continue
             elif chunk.num_spec_tokens:
-                num_emitted = 1 + self._commit_verify(seq, chunk.num_spec_tokens,
-                                                      result.accepted_tokens.get(seq.seq_id))
+                accepted = self._commit_verify(seq, chunk.num_spec_tokens,
+                                               result.accepted_tokens.get(seq.seq_id))
+                self.spec_log.record(chunk.num_spec_tokens, accepted)
+                num_emitted = 1 + accepted
                 speculated = True
             else:
                 seq.num_computed_tokens += chunk.num_new_tokens
@@ -276,6 +278,7 @@ class Engine:
             seq.token_times_s.add_at(timeline, end_index, num_emitted)
             if seq.num_output_tokens >= seq.request.output_tokens:
                 self._finish(seq, end_s)
+        self.spec_log.record_each(spec_tokens, accepted)
         self._count_step_times(any(spec_tokens), start_s, end_s, draft_s)
 
     def _count_step_times(self, speculated: bool, start_s: float, end_s: float,
@@ -307,7 +310,7 @@ class Engine:
     def _commit_verify(self, seq: Sequence, k: int, accepted: int | None) -> int:
         """Advance `seq`, which verified `k` drafts, past its `accepted` ones (the executor's
         count for it), give back the rejected drafts' slots, and return how many drafts were
-        accepted."""
+        accepted (the caller counts the verify in `spec_log`)."""
         if accepted is None or not 0 <= accepted <= k or accepted >= seq.num_remaining_outputs:
             raise RuntimeError(
                 f"executor reported {accepted!r} accepted drafts for request {seq.seq_id}, "
@@ -317,7 +320,6 @@ class Engine:
         # Drafts after the first rejected one were never judged: they say nothing of alpha.
         seq.num_draft_tokens_reached += min(accepted + 1, k)
         seq.num_draft_tokens_accepted += accepted
-        self.spec_log.record(k, accepted)
         if self._drafts is None:
             raise RuntimeError("a verify step ran, but the allocator cannot give back "
                                "rejected drafts' slots")

@@ -7,6 +7,7 @@ rows of a whole run at once) and read by `sim.metrics`.
 from __future__ import annotations
 
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from policies.kv.base import KVUsage, LockstepUsage
@@ -92,17 +93,28 @@ class SpeculationLog:
     """Target time of the steps that verified drafts (their duration less their drafting)."""
 
     def record(self, num_spec_tokens: int, num_accepted: int) -> None:
-        self.num_verifies += 1
-        self.num_proposed += num_spec_tokens
+        self.record_each((num_spec_tokens,), (num_accepted,))
+
+    def record_each(self, spec_tokens: Sequence[int], accepted: Sequence[int]) -> None:
+        """One verify of `spec_tokens[i]` drafts, `accepted[i]` of them accepted, for each i
+        (a step's; a plain decode, k = 0, is none)."""
         emitted, reached = self.emitted_histogram, self.reached_histogram
-        num_emitted = num_accepted + 1
-        num_reached = num_emitted if num_emitted < num_spec_tokens else num_spec_tokens
-        if num_emitted < len(emitted) and num_reached < len(reached):  # no list grows
-            emitted[num_emitted] += 1
-            reached[num_reached] += 1
-            return
-        _bump(emitted, num_emitted)
-        _bump(reached, num_reached)
+        num_verifies = num_proposed = 0
+        for num_spec_tokens, num_accepted in zip(spec_tokens, accepted):
+            if not num_spec_tokens:
+                continue
+            num_verifies += 1
+            num_proposed += num_spec_tokens
+            num_emitted = num_accepted + 1
+            num_reached = num_emitted if num_emitted < num_spec_tokens else num_spec_tokens
+            if num_emitted < len(emitted) and num_reached < len(reached):  # no list grows
+                emitted[num_emitted] += 1
+                reached[num_reached] += 1
+                continue
+            _bump(emitted, num_emitted)
+            _bump(reached, num_reached)
+        self.num_verifies += num_verifies
+        self.num_proposed += num_proposed
 
     @property
     def reached_by_position(self) -> list[int]:

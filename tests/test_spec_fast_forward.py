@@ -412,3 +412,20 @@ def test_verify_sizes_of_a_fixed_k_equal_asking_the_speculator(speculation, left
     assert scheduler.speculator.fixed_num_draft_tokens()
     scheduler.speculator = AskEachTime(scheduler.speculator)
     assert scheduler.verify_sizes(batch) == fixed
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 8).flatmap(
+    lambda k: st.tuples(st.just(k), st.integers(0, k))), max_size=10), max_size=20))
+def test_a_steps_verifies_recorded_at_once_count_as_one_by_one(steps):
+    """`record_each` (a fast-forwarded step's verifies) counts what `record` of each verify
+    counts; plain decodes (k = 0) are no verify."""
+    from policies.logs import SpeculationLog
+
+    one_by_one, at_once = SpeculationLog(), SpeculationLog()
+    for step in steps:
+        for k, a in step:
+            if k:
+                one_by_one.record(k, a)
+        at_once.record_each([k for k, _ in step], [a for _, a in step])
+    assert at_once == one_by_one
