@@ -318,7 +318,7 @@ class Engine:
             )
         seq.num_computed_tokens += 1 + accepted
         # Drafts after the first rejected one were never judged: they say nothing of alpha.
-        seq.num_draft_tokens_reached += min(accepted + 1, k)
+        seq.num_draft_tokens_reached += accepted + 1 if accepted < k else k
         seq.num_draft_tokens_accepted += accepted
         if self._drafts is None:
             raise RuntimeError("a verify step ran, but the allocator cannot give back "
