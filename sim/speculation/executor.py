@@ -8,8 +8,9 @@ attention is charged as causal attention over the 1 + n tokens, which slightly o
 (a node attends only to its ancestors); for contexts of hundreds of tokens the difference is
 under 1%.
 
-A plan is priced first and its acceptance drawn when it runs (`PricesAhead`), so the
-speculative fast-forward can price a step before deciding to run it.
+A plan is priced first and its acceptance drawn when it runs (`PricesAhead`); the
+speculative fast-forward prices its steps from their sizes, without a plan (`PricesVerifies`,
+the same price bit for bit), before deciding to run them.
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ class SpeculativeExecutor(PricesAhead, PricesVerifies):
         verifies = [(seq, k) for seq, k in zip(seqs, spec_tokens) if k]
         drawn = iter(self.acceptance.draw_each(
             [streams.get(seq.seq_id) or self._stream(seq) for seq, _ in verifies],
-            [k for _, k in verifies], self.tree_width)) if verifies else iter(())
+            [k for _, k in verifies], self.tree_width) if verifies else ())
         return [next(drawn) if k else 0 for k in spec_tokens]
 
     def _draw(self, seq: Sequence, num_spec_tokens: int) -> int:
