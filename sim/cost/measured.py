@@ -33,7 +33,7 @@ point times the roofline's ratio between the query and that point
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from itertools import repeat
 from operator import truediv
 from typing import NamedTuple
@@ -76,10 +76,10 @@ class TokenTerms(NamedTuple):
     num_extrapolated: int
 
 
-@dataclass(frozen=True, slots=True)
-class BatchTerms:
+class BatchTerms(NamedTuple):
     """The parts of an iteration's price that depend on its batch shape only (rows, tokens,
-    sampled positions), not on the context it attends to."""
+    sampled positions), not on the context it attends to. (Named tuples here: one or two
+    are built every step, at a third of a frozen dataclass's cost.)"""
 
     kernels: tuple[KernelTime, ...]
     kernels_s: float
@@ -121,8 +121,7 @@ class _DecodeBatch(NamedTuple):
     an inexact one (those steps are priced one at a time, `_decode_attention`)."""
 
 
-@dataclass(frozen=True, slots=True)
-class MeasuredIterationCost:
+class MeasuredIterationCost(NamedTuple):
     batch: BatchTerms
     attention: tuple[KernelTime, ...]
 
