@@ -18,6 +18,13 @@ knobs), so the CLI, TOML config files and sweep grids share one set of names. Fl
 
 from __future__ import annotations
 
+import os
+
+# One BLAS thread: the simulator's numpy work is small arrays, and the threads OpenBLAS starts
+# when numpy is first imported cost ~0.1 CPU s of every command (a Ray sweep or a shell loop
+# runs many at once). Set before anything imports numpy; a user's own setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import argparse
 import sys
 from dataclasses import fields

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +83,22 @@ def test_bad_input_is_a_clear_error_not_a_traceback(argv, message, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "1"), ("3", "3")])
+def test_cli_runs_one_blas_thread_unless_told_otherwise(preset, expected):
+    """The command sets OPENBLAS_NUM_THREADS before numpy loads (the threads OpenBLAS starts
+    cost every start ~0.1 CPU s and the simulator's arrays are small), so importing it leaves
+    the process with its one thread; a user's own value is kept."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if preset is not None:
+        env["OPENBLAS_NUM_THREADS"] = preset
+    code = ("import os, sys, sim.cli\n"
+            "print(os.environ['OPENBLAS_NUM_THREADS'], 'numpy' in sys.modules,"
+            " len(os.listdir('/proc/self/task')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=env, cwd=Path(__file__).resolve().parents[1])
+    setting, numpy_loaded, num_threads = out.stdout.split()
+    assert (setting, numpy_loaded) == (expected, "True")
+    if preset is None:
+        assert num_threads == "1"
