@@ -111,6 +111,17 @@ class LockstepMachine(RuleBasedStateMachine):
                 seq.num_output_tokens += 1
 
     @precondition(lambda self: self.running)
+    @rule(data=st.data(), extra=st.integers(1, 4))
+    def reserve_ahead(self, data, extra: int) -> None:
+        """Slots past a sequence's known tokens (as a verify's drafts take): a lockstep
+        growth that includes it must decline, putting back every held count it moved."""
+        pair = self.running[data.draw(st.integers(0, len(self.running) - 1))]
+        served = [alloc.allocate_slots(seq, seq.num_known_tokens + extra)
+                  for alloc, seq in zip((self.jumped, self.stepped), pair)]
+        assert served[0] == served[1]
+        assert self.jumped.take_copies() == self.stepped.take_copies()
+
+    @precondition(lambda self: self.running)
     @rule(data=st.data(), num_steps=st.integers(1, 8))
     def decode_run(self, data, num_steps: int) -> None:
         picked = data.draw(st.lists(st.integers(0, len(self.running) - 1), min_size=1,
@@ -119,10 +130,14 @@ class LockstepMachine(RuleBasedStateMachine):
         jumped_batch, stepped_batch = [p[0] for p in pairs], [p[1] for p in pairs]
         before = (self.jumped.usage(), {k: list(v) for k, v in self.jumped.block_tables.items()})
         usage = self.jumped.grow_in_lockstep(jumped_batch, num_steps)
-        if usage is None:  # declined: nothing changed, and a round would fail or copy
+        if usage is None:  # declined: nothing changed, and a round would fail or copy, or
+            # a sequence holds more than its known tokens but the last (reserved ahead)
             assert (self.jumped.usage(), self.jumped.block_tables) == before
             trial = copy.deepcopy(self.stepped)
-            assert stepped_rounds(trial, stepped_batch, num_steps) is None or trial.take_copies()
+            assert (any(self.jumped._num_tokens[seq.seq_id] != seq.num_known_tokens - 1
+                        for seq in jumped_batch)
+                    or stepped_rounds(trial, stepped_batch, num_steps) is None
+                    or trial.take_copies())
             return
         rows = stepped_rounds(self.stepped, stepped_batch, num_steps)
         assert rows == list(zip(usage.reserved_slots, usage.filled_slots,
@@ -144,6 +159,7 @@ class LockstepMachine(RuleBasedStateMachine):
         assert self.jumped.block_tables == self.stepped.block_tables
         assert self.jumped.pool.free_queue() == self.stepped.pool.free_queue()
         assert self.jumped.usage() == self.stepped.usage()
+        assert self.jumped._num_tokens == self.stepped._num_tokens
 
 
 TestLockstepMachine = LockstepMachine.TestCase
