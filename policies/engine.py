@@ -228,6 +228,7 @@ class Engine:
         decoding = self.decoding
         for chunk in plan.chunks:
             seq = chunk.seq
+            request = seq.request
             if seq.first_scheduled_s is None:
                 seq.first_scheduled_s = start_s
             if decoding is not None:
@@ -242,14 +243,17 @@ class Engine:
                 speculated = True
             else:
                 seq.num_computed_tokens += chunk.num_new_tokens
-                if seq.num_computed_tokens < seq.num_known_tokens:
+                # `num_known_tokens` and, below, `is_done_generating` spelled out: every row
+                # of every step asks them
+                if (seq.num_computed_tokens
+                        < request.prompt_tokens + seq.num_output_tokens + seq.num_block_tokens):
                     continue  # a partial prefill chunk samples nothing
                 num_emitted = 1
             seq.num_output_tokens += num_emitted
             seq.token_times_s.add_at(timeline, end_index, num_emitted)
-            if forks_after(seq, num_emitted):
+            if request.n > 1 and forks_after(seq, num_emitted):
                 self._fork_samples(seq, end_s)
-            if seq.is_done_generating:
+            if seq.num_output_tokens >= request.output_tokens:
                 self._finish(seq, end_s)
         if self._beams is not None:
             reparent_beams(self._beams, plan, self.sequences, self._forks)

@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given, settings
 
 from sim.api import simulate
 from sim.assembly import build_cost_model
@@ -189,3 +191,26 @@ def test_measured_model_reads_an_fp8_checkpoint_at_fp8_without_an_override():
     assert spec.weight_dtype == "bf16" and spec.gemm_dtype() == "fp8"
     cost = MeasuredCostModel(spec, get_hardware("h100"), measured_coefficients())
     assert cost._gemm_dtype == "fp8"
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.tuples(st.integers(0, 700), st.integers(0, 5000)), min_size=1,
+                     max_size=24),
+       model=st.sampled_from(["llama-2-70b", "mistral-7b"]))
+def test_a_mixed_step_prices_its_decodes_as_one_batch_and_its_chunks_apart(rows, model):
+    """A step's decode rows (one token on a cached context) are one decode-attention call at
+    their mean length, whatever the other rows (prefill chunks, a first token on no context,
+    rows of no tokens) and wherever they sit among them; the others price as chunks, in
+    order. `mistral-7b` has a sliding window, whose capped KV is summed row by row."""
+    cost = measured(model, tp=2 if model == "llama-2-70b" else 1)
+    new, ctx = [n for n, _ in rows], [c for _, c in rows]
+    step = cost.breakdown(new, ctx)
+    decodes = [c for n, c in rows if n == 1 and c > 0]
+    chunks = [(n, c) for n, c in rows if n > 1 or (n == 1 and c <= 0)]
+    window = cost.model.sliding_window
+    expected = cost._decode_attention(len(decodes), sum(decodes),
+                                      sum(min(c, window) for c in decodes) if window else 0)
+    if chunks:
+        expected += cost._prefill_attention(chunks)
+    assert step.attention == expected
+    assert step.batch == cost._batch_terms_of(len(rows), sum(new), len(rows))

@@ -371,33 +371,39 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
                                    num_steps: int) -> LockstepUsage | None:
         """`grow_in_lockstep` without prefix caching: no block carries a key, so no take
         evicts and one take serves the whole run, its blocks handed out in the order the
-        rounds would take them (by round, then by sequence)."""
+        rounds would take them (by round, then by sequence). Each sequence's held count
+        moves on in the same pass that finds its takes (put back if the growth declines)."""
         size, pool = self.block_size, self.pool
         held_tokens, tables = self._num_tokens, self.block_tables
         shared = self._shared_slots > 0  # else no block has a second owner
         takes: list[tuple[int, int]] = []  # (round, sequence order) of each new block
         for order, seq in enumerate(seqs):
-            held = held_tokens.get(seq.seq_id, -1)
-            if held != seq.request.prompt_tokens + seq.num_output_tokens - 1:
-                return None  # holds no blocks, or not exactly its known tokens but the last
+            seq_id = seq.seq_id
+            held = held_tokens.get(seq_id, -1)
             first_new = -held % size  # round r asks for held + 1 + r tokens: see above
-            if first_new and shared and pool.is_shared(tables[seq.seq_id][held // size]):
-                return None  # round 0 would copy a shared partial block first
+            if held != seq.request.prompt_tokens + seq.num_output_tokens - 1 or (
+                    first_new and shared and pool.is_shared(tables[seq_id][held // size])):
+                # it holds no blocks, or not exactly its known tokens but the last; or
+                # round 0 would copy a shared partial block first
+                self._put_back_held(seqs[:order], num_steps)
+                return None
+            held_tokens[seq_id] = held + num_steps
             if first_new < num_steps:
                 takes.append((first_new, order))  # usually the only one (steps < size)
                 if first_new + size < num_steps:
                     takes.extend(zip(range(first_new + size, num_steps, size), repeat(order)))
-        if len(takes) > pool.num_free:
+        num_free = pool.num_free
+        if len(takes) > num_free:
+            self._put_back_held(seqs, num_steps)
             return None
-        takes.sort()
-        used_slots = (self.num_blocks - pool.num_free) * size
         reserved = [0] * num_steps  # slots each round reserves anew (then, below, in all)
-        for (round_, order), block in zip(takes, pool.take(len(takes))):
-            tables[seqs[order].seq_id].append(block)
-            reserved[round_] += size
-        for seq in seqs:
-            held_tokens[seq.seq_id] += num_steps
-        reserved[0] += used_slots
+        reserved[0] = (self.num_blocks - num_free) * size  # used before
+        if takes:  # a few blocks a run: `take_one` each, as `take` would hand them out
+            takes.sort()
+            take_one = pool.take_one
+            for round_, order in takes:
+                tables[seqs[order].seq_id].append(take_one())
+                reserved[round_] += size
         num_seqs = len(seqs)
         first_filled = self._filled_slots - self._shared_slots + num_seqs
         self._filled_slots += num_seqs * num_steps
@@ -406,6 +412,11 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
             list(range(first_filled, first_filled + num_seqs * num_steps, num_seqs)),
             [pool.num_cached_free * size] * num_steps,
         )
+
+    def _put_back_held(self, seqs: list[Sequence], num_steps: int) -> None:
+        """Undo a declined lockstep growth's moves of `seqs`' held counts."""
+        for seq in seqs:
+            self._num_tokens[seq.seq_id] -= num_steps
 
     def _registers_after_takes(self, seqs: list[Sequence]) -> bool:
         """Whether a lockstep growth of `seqs` may take all its blocks before registering any:

@@ -58,10 +58,9 @@ class ChunkedScheduler(QueuedDecodeRuns):
     def schedule(self, now_s: float) -> Plan:
         plan, _ = self._open_plan(now_s)
         budget = self.params.token_budget
-        decodes = [s for s in self.running if s.num_computed_tokens >= s.request.prompt_tokens]
-        prefills = [s for s in self.running if s.num_computed_tokens < s.request.prompt_tokens]
+        decodes, prefills, one_token_each = self._split_running()
         if self.params.chunked_order == "decode-first":
-            if self._decode_at_once(decodes, budget, plan):
+            if one_token_each and self._decode_at_once(decodes, budget, plan):
                 budget = self._schedule_running(prefills, budget - len(decodes), plan)
             else:
                 budget = self._schedule_running(decodes + prefills, budget, plan)
@@ -74,7 +73,7 @@ class ChunkedScheduler(QueuedDecodeRuns):
             # (as vLLM): else a prompt too big for the memory left would be preempted and
             # readmitted every iteration, taking the budget the decodes holding that memory
             # need to finish, and nothing would (a livelock).
-            if budget > 0 and not self._grow_at_once(decodes, budget):
+            if budget > 0 and not (one_token_each and self._grow_at_once(decodes, budget)):
                 self._reserve_running(decodes, budget, plan)
             if not self.swapped and not plan.preempted:
                 budget = self._admit(budget, plan)
@@ -86,19 +85,36 @@ class ChunkedScheduler(QueuedDecodeRuns):
                 budget -= size
         return self._wake_for_transfers(plan)
 
+    def _split_running(self) -> tuple[list[Sequence], list[Sequence], bool]:
+        """The running sequences past their prompts (decodes, or recomputes of their
+        outputs) and those within it (prefills), each in `running` order, in one pass; and
+        whether each of the first has exactly one token to compute (`num_uncomputed_tokens`,
+        spelled out: this runs every step over the whole batch)."""
+        decodes: list[Sequence] = []
+        prefills: list[Sequence] = []
+        one_token_each = True
+        for seq in self.running:
+            computed, request = seq.num_computed_tokens, seq.request
+            if computed < request.prompt_tokens:
+                prefills.append(seq)
+                continue
+            decodes.append(seq)
+            if request.prompt_tokens + seq.num_output_tokens + seq.num_block_tokens - computed != 1:
+                one_token_each = False
+        return decodes, prefills, one_token_each
+
     def _grow_at_once(self, decodes: list[Sequence], budget: int) -> bool:
-        """Grow each of `decodes` (running sequences) by its one token with one growth of the
-        pool for all of them (`GrowsInLockstep`, one round: what their `allocate_slots` calls
-        one by one would do), when each has exactly one token to compute, `budget` holds them
-        all and the pool serves them without a preemption or a copy. False, with nothing
-        done, otherwise: they then go one by one."""
+        """Grow each of `decodes` (running sequences, each with exactly one token to
+        compute: `_split_running` says) by that token with one growth of the pool for all
+        of them (`GrowsInLockstep`, one round: what their `allocate_slots` calls one by one
+        would do), when `budget` holds them all and the pool serves them without a
+        preemption or a copy. False, with nothing done, otherwise: they then go one by one."""
         return (self._lockstep is not None and bool(decodes) and len(decodes) <= budget
-                and all(seq.num_uncomputed_tokens == 1 for seq in decodes)
                 and self._lockstep.grow_in_lockstep(decodes, 1) is not None)
 
     def _decode_at_once(self, decodes: list[Sequence], budget: int, plan: Plan) -> bool:
-        """Schedule each of `decodes` (in order) for one token when `_grow_at_once` serves
-        them all; False, with nothing done, otherwise."""
+        """Schedule each of `decodes` (in order) for its one token when `_grow_at_once`
+        serves them all; False, with nothing done, otherwise."""
         if not self._grow_at_once(decodes, budget):
             return False
         plan.chunks.extend([ScheduledChunk(seq, 1, seq.num_computed_tokens) for seq in decodes])

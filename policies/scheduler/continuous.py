@@ -93,6 +93,8 @@ class QueueingScheduler:
     def _receive_transfers(self, now_s: float) -> None:
         """Give arriving sequences memory (their transfer starts then), and let those whose
         KV has arrived join the running batch."""
+        if not (self.incoming or self.transferring):  # most replicas, every step
+            return
         while self.incoming and len(self.running) + len(self.transferring) < self.params.max_num_seqs:
             seq, transfer_s = self.incoming[0]
             if not self.allocator.allocate_slots(seq, seq.num_known_tokens):

@@ -33,7 +33,7 @@ point times the roofline's ratio between the query and that point
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from itertools import repeat
 from operator import truediv
 from typing import NamedTuple
@@ -76,10 +76,10 @@ class TokenTerms(NamedTuple):
     num_extrapolated: int
 
 
-@dataclass(frozen=True, slots=True)
-class BatchTerms:
+class BatchTerms(NamedTuple):
     """The parts of an iteration's price that depend on its batch shape only (rows, tokens,
-    sampled positions), not on the context it attends to."""
+    sampled positions), not on the context it attends to. (Named tuples here: one or two
+    are built every step, at a third of a frozen dataclass's cost.)"""
 
     kernels: tuple[KernelTime, ...]
     kernels_s: float
@@ -121,8 +121,7 @@ class _DecodeBatch(NamedTuple):
     an inexact one (those steps are priced one at a time, `_decode_attention`)."""
 
 
-@dataclass(frozen=True, slots=True)
-class MeasuredIterationCost:
+class MeasuredIterationCost(NamedTuple):
     batch: BatchTerms
     attention: tuple[KernelTime, ...]
 
@@ -271,12 +270,23 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesRows):
         num_seqs = len(new_tokens)
         sampling = num_seqs if num_sampling is None else num_sampling
         batch = self._batch_terms_of(num_seqs, sum(new_tokens), sampling)
-        rows = list(zip(new_tokens, context_tokens))
-        decode_contexts = [ctx for n, ctx in rows if n == 1 and ctx > 0]
-        prefills = [(n, ctx) for n, ctx in rows if n > 1 or (n == 1 and ctx <= 0)]
+        # Decode rows compute one token on a cached context; the others (prefill chunks,
+        # verifies, a first token on no context) are few, so the decodes' count and KV are
+        # the whole batch's less theirs (exact: integers).
+        prefills = [(n, ctx) for n, ctx in zip(new_tokens, context_tokens)
+                    if n != 1 or ctx <= 0]
         window = self.model.sliding_window
-        kv_local = sum([min(ctx, window) for ctx in decode_contexts]) if window else 0
-        attention = self._decode_attention(len(decode_contexts), sum(decode_contexts), kv_local)
+        if window or (new_tokens and min(new_tokens) < 1):  # rows that are neither kind
+            decode_contexts = [ctx for n, ctx in zip(new_tokens, context_tokens)
+                               if n == 1 and ctx > 0]
+            prefills = [(n, ctx) for n, ctx in prefills if n >= 1]
+            kv_local = sum([min(ctx, window) for ctx in decode_contexts]) if window else 0
+            attention = self._decode_attention(len(decode_contexts), sum(decode_contexts),
+                                               kv_local)
+        else:
+            attention = self._decode_attention(
+                num_seqs - len(prefills),
+                sum(context_tokens) - sum([ctx for _, ctx in prefills]), 0)
         if len(prefills) == 1:  # a prompt's chunk: lengths repeat (a batch of verifies never)
             attention += cached(self._prefills, tuple(prefills), self._prefill_attention,
                                 prefills)

@@ -491,12 +491,15 @@ def plan_shape(plan: Plan) -> tuple[list[int], list[int], int]:
     chunks = plan.chunks + plan.padding if plan.padding else plan.chunks
     new = [ch.num_new_tokens for ch in chunks]
     ctx = [ch.num_context_tokens for ch in chunks]
-    # A speculative verify needs logits at every token it computes, a denoising step at every
-    # block position; others at the last.
-    sampling = sum([
-        ch.num_new_tokens if ch.num_spec_tokens else ch.num_block_tokens or 1
-        for ch in chunks if ch.num_context_tokens + ch.num_new_tokens >= ch.seq.num_known_tokens
-    ])
+    # A row samples when it computes up to its sequence's known tokens (`num_known_tokens`,
+    # spelled out: every step asks it of every row). A speculative verify needs logits at
+    # every token it computes, a denoising step at every block position; others at the last.
+    sampling = 0
+    for ch in chunks:
+        seq = ch.seq
+        if (ch.num_context_tokens + ch.num_new_tokens
+                >= seq.request.prompt_tokens + seq.num_output_tokens + seq.num_block_tokens):
+            sampling += ch.num_new_tokens if ch.num_spec_tokens else ch.num_block_tokens or 1
     return new, ctx, sampling
 
 
