@@ -37,8 +37,9 @@ def k_by_batch(config: SimConfig, speculator, target: CostModel, drafting: Draft
         nodes = speculator.num_verify_nodes(k)
         chunk = ScheduledChunk(probe, 1 + nodes, context, k)
         spec, plain = ([chunk] * batch, []) if k else ([], [chunk] * batch)
+        draft_s = drafting.time_s(*draft_rows(plain, spec))
         step_s = target.iteration_time([1 + nodes] * batch, [context] * batch,
-                                       batch * (1 + nodes)) + drafting.time_s(*draft_rows(plain, spec))
+                                       batch * (1 + nodes)) + draft_s
         return batch * config.acceptance.expected_tokens_per_step(k, width) / step_s
 
     rows, batch = [], 1
