@@ -315,7 +315,8 @@ class Engine:
         """Advance `seq`, which verified `k` drafts, past its `accepted` ones (the executor's
         count for it), give back the rejected drafts' slots, and return how many drafts were
         accepted (the caller counts the verify in `spec_log`)."""
-        if accepted is None or not 0 <= accepted <= k or accepted >= seq.num_remaining_outputs:
+        if (accepted is None or not 0 <= accepted <= k
+                or accepted >= seq.request.output_tokens - seq.num_output_tokens):
             raise RuntimeError(
                 f"executor reported {accepted!r} accepted drafts for request {seq.seq_id}, "
                 f"which verified {k} with {seq.num_remaining_outputs} outputs left"

@@ -460,7 +460,11 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
                 return False  # holds no blocks, or not exactly its computed tokens; or shrinks
             if shared and held % size and pool.is_shared(table[held // size]):
                 return False  # the first write would copy a shared partial block
+            filled += total - held
+            seq_ids.append(seq_id)
             num_blocks = len(table)
+            if total <= num_blocks * size and not caching:
+                continue  # its blocks hold the step (most steps): nothing to take or register
             decode_blocks = max(0, -(-known // size) - num_blocks)
             draft_blocks = max(0, -(-total // size) - num_blocks - decode_blocks)
             if decode_blocks or caching:
@@ -468,8 +472,6 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
             if draft_blocks:
                 draft_takes.append((table, draft_blocks))
             missing += decode_blocks + draft_blocks
-            filled += total - held
-            seq_ids.append(seq_id)
         if missing > pool.num_free:
             return False
         # What those `allocate_slots` calls do, less their checks: no copy, no failure.
@@ -495,13 +497,14 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
     def shrink_slots(self, seq: Sequence, num_tokens: int) -> None:
         """Give back the blocks past `num_tokens` (they held only rejected drafts, which were
         never hashed: `_register_hashes` stops at the known tokens), tail first as in `free`."""
-        table = self.block_tables.get(seq.seq_id)
-        previous = self._num_tokens.get(seq.seq_id, 0)
+        seq_id = seq.seq_id
+        table = self.block_tables.get(seq_id)
+        previous = self._num_tokens.get(seq_id, 0)
         if table is None or num_tokens >= previous:
             return
-        self._num_tokens[seq.seq_id] = num_tokens
+        self._num_tokens[seq_id] = num_tokens
         self._filled_slots -= previous - num_tokens
-        keep = self.blocks_for(num_tokens)
+        keep = -(-num_tokens // self.block_size)  # `blocks_for`: num_tokens >= 0 here
         if keep < len(table):
             self._release_tail(table, previous, keep)
             del table[keep:]
