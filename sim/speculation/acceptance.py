@@ -40,6 +40,8 @@ from typing import Protocol
 
 import numpy as np
 
+from sim.speculation.seeding import request_generator
+
 DEFAULT_ACCEPTANCE = "0.7"
 
 
@@ -99,8 +101,9 @@ class AcceptanceModel(Protocol):
 def _rng(seed: int, request_id: int, sample_index: int) -> np.random.Generator:
     """Request `request_id`'s stream; a parallel sample (n > 1) other than the first gets
     its own, keyed by its index too."""
-    key = [seed, request_id, sample_index] if sample_index else [seed, request_id]
-    return np.random.default_rng(np.random.SeedSequence(key))
+    if sample_index:
+        return np.random.default_rng(np.random.SeedSequence([seed, request_id, sample_index]))
+    return request_generator(seed, request_id)
 
 
 def widen(rate: float, width: int) -> float:
