@@ -283,10 +283,12 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesRows):
             kv_local = sum([min(ctx, window) for ctx in decode_contexts]) if window else 0
             attention = self._decode_attention(len(decode_contexts), sum(decode_contexts),
                                                kv_local)
-        else:
+        elif len(prefills) < num_seqs:
             attention = self._decode_attention(
                 num_seqs - len(prefills),
                 sum(context_tokens) - sum([ctx for _, ctx in prefills]), 0)
+        else:  # all verifies or chunks (a speculative step): no decode attention
+            attention = ()
         if len(prefills) == 1:  # a prompt's chunk: lengths repeat (a batch of verifies never)
             attention += cached(self._prefills, tuple(prefills), self._prefill_attention,
                                 prefills)
@@ -485,7 +487,7 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesRows):
         kernels = []
         for kind in self._kinds:
             window = kind.window
-            pairs_per_row = sum([attended_pairs(ctx, n, window) for n, ctx in chunks]) / count
+            pairs_per_row = _summed_pairs(chunks, window) / count
             prompt = equivalent_prompt(pairs_per_row, None)
             name = kind.prefill_name
             where = kind.context
@@ -645,5 +647,14 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesRows):
 
 
 # ---- helpers ------------------------------------------------------------------------------
+def _summed_pairs(chunks: list[tuple[int, int]], window: int | None) -> float:
+    """`attended_pairs` summed over `(new, cached)` chunks; without a window in integers,
+    the same value (every term and partial sum is an integer below 2**53, so the floats'
+    sum is exact too) without a call per chunk."""
+    if window is None:
+        return sum([n * ctx + n * (n + 1) // 2 for n, ctx in chunks])
+    return sum([attended_pairs(ctx, n, window) for n, ctx in chunks])
+
+
 def _ratio(query_s: float, anchor_s: float) -> float:
     return query_s / anchor_s if anchor_s > 0 else 1.0
