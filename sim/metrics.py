@@ -163,10 +163,14 @@ class _TokenTimeReader:
         it stands for, a segment of the timeline at a time. A gap inside a run is the
         difference of two consecutive entries of the joined timelines, one value for every
         run spanning both (a step's decode batch); a gap from one of a sample's runs to its
-        next is a source of its own (the last chunk)."""
-        starts, ends, across = self._run_bounds
+        next is a source of its own (the last chunks: the zero ones, the tokens a speculative
+        step emits after its first, pooled as one value with their count)."""
+        starts, ends, across, num_zero_across = self._run_bounds
         times = self.all_times
         num_steps = max(times.size - 1, 0)
+        if num_steps <= GAP_SEGMENT_STEPS:
+            yield self._one_segment_sources
+            num_steps = 0  # done: the segments below are for a longer timeline
         for first in range(0, num_steps, GAP_SEGMENT_STEPS):
             last = min(first + GAP_SEGMENT_STEPS, num_steps)
             # runs spanning step gap i (times[i + 1] - times[i]): started by i, not ended by i
@@ -181,15 +185,33 @@ class _TokenTimeReader:
             used = spanning > 0
             yield ((times[first + 1:last + 1] - times[first:last])[used],
                    spanning[used].astype(np.int32))  # at most a batch's sequences
+        if num_zero_across:  # tokens of one step after the first: one source for all
+            yield np.zeros(1), np.array([num_zero_across], dtype=np.int64)
         if across.size:
             yield across, np.ones(across.size, dtype=np.int32)
 
     @functools.cached_property
-    def _run_bounds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _one_segment_sources(self) -> tuple[np.ndarray, np.ndarray]:
+        """`gap_sources`' step gaps of a timeline short enough to be one segment, counted
+        over every run at once (no bound is outside it, so none needs finding) and kept for
+        the next pass."""
+        starts, ends, _, _ = self._run_bounds
+        times = self.all_times
+        num_steps = max(times.size - 1, 0)
+        # a run ending at the last entry spans no gap of it: its end is cut off with the tail
+        spanning = np.cumsum(np.bincount(starts, minlength=num_steps)
+                             - np.bincount(ends, minlength=num_steps + 1)[:num_steps])
+        used = spanning > 0
+        return (times[1:] - times[:-1])[used], spanning[used].astype(np.int32)
+
+    @functools.cached_property
+    def _run_bounds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """Where the runs of two tokens or more start and end in the joined timelines (each
-        sorted), and the gaps from each run to the same sample's next; read a slice of
-        samples at a time, so only these stay in memory."""
+        sorted when the timeline is several segments long), the gaps from each run to the same sample's next that are not zero, and how
+        many are (a verify that emits n tokens stamps n - 1 runs at its step's time); read a
+        slice of samples at a time, so only these stay in memory."""
         starts, ends, across = [], [], []
+        num_zero_across = 0
         index_type = np.int32 if self.all_times.size < 2**31 else np.int64
         for first_sample in range(0, len(self.samples), LENGTHS_CHUNK_SAMPLES):
             last_sample = min(first_sample + LENGTHS_CHUNK_SAMPLES, len(self.samples))
@@ -202,16 +224,21 @@ class _TokenTimeReader:
             joins = np.ones(max(firsts.size - 1, 0), dtype=bool)  # unless the next is another's
             sample_starts = (np.cumsum(run_counts) - run_counts)[run_counts > 0]
             joins[sample_starts[1:] - 1] = False
-            across.append(self.all_times[firsts[1:][joins]] - self.all_times[lasts[:-1][joins]])
+            gaps = self.all_times[firsts[1:][joins]] - self.all_times[lasts[:-1][joins]]
+            nonzero = gaps != 0.0
+            num_zero_across += gaps.size - int(np.count_nonzero(nonzero))
+            across.append(gaps[nonzero])
             several = counts > 1
             starts.append(firsts[several].astype(index_type))
             ends.append(lasts[several].astype(index_type))
         bounds = []
+        several_segments = self.all_times.size - 1 > GAP_SEGMENT_STEPS
         for parts in (starts, ends):
             joined = np.concatenate(parts) if parts else np.empty(0, dtype=index_type)
-            joined.sort()
+            if several_segments:  # `gap_sources` finds each segment's bounds by search
+                joined.sort()
             bounds.append(joined)
-        return bounds[0], bounds[1], np.concatenate(across or [np.empty(0)])
+        return bounds[0], bounds[1], np.concatenate(across or [np.empty(0)]), num_zero_across
 
 
 def _inter_token_latencies(samples: list[Sequence]) -> np.ndarray:

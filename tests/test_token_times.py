@@ -162,9 +162,12 @@ def test_an_engine_run_stores_runs_not_tokens():
     assert list(times.runs) == [0, 300]
 
 
-def test_itl_percentiles_ranked_in_the_gap_pool_equal_those_over_every_gap(monkeypatch):
+@pytest.mark.parametrize("segment_steps", [64, 1 << 18])  # several segments; one
+def test_itl_percentiles_ranked_in_the_gap_pool_equal_those_over_every_gap(monkeypatch,
+                                                                          segment_steps):
     """A pool of several chunks ranks its percentiles in `gap_sources`: the same numbers, bit
-    for bit, as ranking every gap over more passes (and numpy's over the pooled gaps)."""
+    for bit, as ranking every gap over more passes (and numpy's over the pooled gaps),
+    whether the timeline is read in segments or (short enough) at once."""
     import sim.metrics as metrics
     import sim.pooled_stats as pooled
 
@@ -181,7 +184,7 @@ def test_itl_percentiles_ranked_in_the_gap_pool_equal_those_over_every_gap(monke
             burst = samples[int(rng.integers(40))]  # a verify's burst at the last step
             burst.token_times_s.add_at(timeline, len(timeline) - 1, 3)
     monkeypatch.setattr(metrics, "ITL_CHUNK_TOKENS", 500)
-    monkeypatch.setattr(metrics, "GAP_SEGMENT_STEPS", 64)  # several segments of the timeline
+    monkeypatch.setattr(metrics, "GAP_SEGMENT_STEPS", segment_steps)
     ranked = _itl_stats(samples)
     real_pooled = pooled.pooled_mean_and_percentiles
     monkeypatch.setattr(metrics, "pooled_mean_and_percentiles",
