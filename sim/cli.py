@@ -26,6 +26,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
+import gc
 import sys
 from dataclasses import fields
 from typing import Any, Callable, NoReturn, Sequence
@@ -133,14 +134,20 @@ def replay_options(args: argparse.Namespace) -> ReplayOptions:
     return ReplayOptions().updated(values)
 
 
-def run_replay(args: argparse.Namespace, console: Console) -> int:
+def run_replay(args: argparse.Namespace, console: Console, exits_after: bool = False) -> int:
     """The replay command, collecting cyclic garbage rarely throughout: loading the trace and
     writing the results build tens of thousands of objects that live to the end, which
-    older collections at Python's default thresholds walk again and again."""
+    older collections at Python's default thresholds walk again and again. When the process
+    `exits_after`, its objects are frozen out of the collector before the thresholds come
+    back: the full collection that would follow (~0.6 s after the conv trace with draft
+    speculation) would only free memory the exit hands back anyway."""
     from sim.api import rare_collections
 
     with rare_collections():
-        return _replay(args, console)
+        code = _replay(args, console)
+        if exits_after:
+            gc.freeze()
+        return code
 
 
 def _replay(args: argparse.Namespace, console: Console) -> int:
@@ -329,12 +336,18 @@ def run_ui(args: argparse.Namespace) -> NoReturn:
                               "--host", args.host])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def entry() -> NoReturn:
+    """The `servesim` executable: `main` on this process's arguments, then exit."""
+    sys.exit(main(exits_after=True))
+
+
+def main(argv: Sequence[str] | None = None, exits_after: bool = False) -> int:
+    """Run one command; `exits_after`: the process ends with it (`entry`)."""
     args = build_parser().parse_args(argv)
     console = Console(width=max(120, Console().width))
     try:
         if args.command == "replay":
-            return run_replay(args, console)
+            return run_replay(args, console, exits_after)
         if args.command == "roofline":
             return run_roofline(args, console)
         if args.command == "ui":
@@ -358,4 +371,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

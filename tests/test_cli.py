@@ -102,3 +102,21 @@ def test_cli_runs_one_blas_thread_unless_told_otherwise(preset, expected):
     assert (setting, numpy_loaded) == (expected, "True")
     if preset is None:
         assert num_threads == "1"
+
+
+def test_only_a_replay_process_about_to_exit_freezes_its_objects(tmp_path):
+    """`servesim` (`entry`) freezes the replay's objects out of the collector as it ends (a
+    last full collection would only free what the exit frees); `main` called in a process
+    that goes on leaves the collector as it was."""
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    assert main(["replay", "--quiet", "--max-requests", "5"]) == 0
+    assert gc.get_freeze_count() == 0
+    try:
+        assert main(["replay", "--quiet", "--max-requests", "5"], exits_after=True) == 0
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+    script = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    assert 'servesim = "sim.cli:entry"' in script.read_text()
