@@ -131,6 +131,8 @@ class Row:
                 start += 1
                 continue
             i = bisect.bisect_right(xs, x)  # `_inside`'s cell: xs[i - 1] <= x < xs[i]
+            if not start and points[-1] < xs[i]:  # all in one cell (most short decode runs)
+                return lerp_each(points, xs[i - 1], xs[i], ys[i - 1], ys[i])
             end = bisect.bisect_left(points, xs[i], start)  # the points in that cell
             values += lerp_each(points[start:end], xs[i - 1], xs[i], ys[i - 1], ys[i])
             start = end
