@@ -429,3 +429,17 @@ def test_a_steps_verifies_recorded_at_once_count_as_one_by_one(steps):
                 one_by_one.record(k, a)
         at_once.record_each([k for k, _ in step], [a for _, a in step])
     assert at_once == one_by_one
+
+
+@pytest.mark.parametrize("accepted, outputs", [(3, 1), (-1, 1), (None, 1), (2, 98)])
+def test_a_fast_forwarded_step_refuses_an_impossible_accepted_count(accepted, outputs):
+    """`_commit_verifies` (the fast-forward's commit, its checks inline) refuses what
+    `_commit_verify` refuses: more drafts than verified, fewer than none, none reported, or
+    as many as the outputs left (2 of 2), before it advances anything."""
+    engine = _speculative_engine("roofline")
+    seq = _decoding(7, 5, outputs)
+    computed = seq.num_computed_tokens
+    with pytest.raises(RuntimeError, match=f"reported {accepted!r} accepted drafts for "
+                                           "request 7, which verified 2"):
+        engine._commit_verifies([seq], [2], [accepted], 0.0, 1.0, 0.0)
+    assert seq.num_computed_tokens == computed and seq.num_output_tokens == outputs
