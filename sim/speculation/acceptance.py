@@ -65,24 +65,19 @@ class RequestStream:
 
     def accepted_prefix(self, rates: tuple[float, ...]) -> int:
         """Judge drafts in order, draft i accepted when the next uniform is below `rates[i]`,
-        until one is rejected; uniforms are drawn only for judged drafts."""
+        until one is rejected; uniforms are consumed only for judged drafts. The block is
+        topped up with the generator's next block before a verify it cannot hold whole: the
+        uniforms come in the generator's order either way."""
         uniforms, next_ = self._uniforms, self._next
-        if next_ + len(rates) <= len(uniforms):  # the block holds every draft's uniform
-            for position, rate in enumerate(rates):
-                if uniforms[next_ + position] >= rate:
-                    self._next = next_ + position + 1
-                    return position
-            self._next = next_ + len(rates)
-            return len(rates)
+        while next_ + len(rates) > len(uniforms):
+            uniforms = self._uniforms = (uniforms[next_:]
+                                         + self.rng.random(_UNIFORM_BLOCK).tolist())
+            next_ = 0
         for position, rate in enumerate(rates):
-            if next_ == len(uniforms):
-                uniforms = self._uniforms = self.rng.random(_UNIFORM_BLOCK).tolist()
-                next_ = 0
-            next_ += 1
-            if uniforms[next_ - 1] >= rate:
-                self._next = next_
+            if uniforms[next_ + position] >= rate:
+                self._next = next_ + position + 1
                 return position
-        self._next = next_
+        self._next = next_ + len(rates)
         return len(rates)
 
 
