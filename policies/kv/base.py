@@ -57,14 +57,14 @@ class PoolParams:
             raise ValueError(f"watermark must lie in [0, 1), got {self.watermark}")
 
 
-@dataclass(frozen=True, slots=True)
-class KVUsage:
+class KVUsage(NamedTuple):
     """Pool occupancy in token slots.
 
     `reserved_slots` are held by sequences (whole blocks for paged, whole reservations for
     contiguous); `filled_slots` of them hold KV that a sequence asked for (a block shared by
     several sequences counts once). The difference is internal fragmentation.
     `cached_free_slots` are free but still hold a cached prefix a later request may hit.
+    A named tuple: every engine step logs one (a frozen dataclass costs three times as much).
     """
 
     total_slots: int

@@ -539,13 +539,10 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
 
     # ---- accounting ---------------------------------------------------------------------
     def usage(self) -> KVUsage:
-        used_blocks = self.num_blocks - self.num_free_blocks
-        return KVUsage(
-            total_slots=self.num_blocks * self.block_size,
-            reserved_slots=used_blocks * self.block_size,
-            filled_slots=self._filled_slots - self._shared_slots,
-            cached_free_slots=self.pool.num_cached_free * self.block_size,
-        )
+        size, pool = self.block_size, self.pool
+        # positional: every step logs one
+        return KVUsage(self.num_blocks * size, (self.num_blocks - pool.num_free) * size,
+                       self._filled_slots - self._shared_slots, pool.num_cached_free * size)
 
 
 class PagedPrefixAllocator(PagedAllocator, PrefixCache):

@@ -520,7 +520,7 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesRows):
     def price(self, plan: Plan) -> PricedPlan:
         """What `plan` takes, its lookups not yet counted (`run_priced` counts them)."""
         priced = self.price_rows(*plan_shape(plan))
-        return PricedPlan(with_moves(self, priced.duration_s, plan), priced.cost)
+        return priced._replace(duration_s=with_moves(self, priced.duration_s, plan))
 
     def run_priced(self, plan: Plan, priced: PricedPlan) -> StepResult:
         """`execute(plan)`'s result for a plan priced as `priced`: its lookups counted."""
@@ -531,11 +531,16 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesRows):
                    num_sampling: int) -> PricedPlan:
         """What a plan of these rows without swaps or copies takes (`PricesRows`)."""
         cost = self.breakdown(new_tokens, context_tokens, num_sampling)
-        return PricedPlan(cost.time_s, cost)
+        batch, attention = cost
+        attention_extrapolated = len([kernel for kernel in attention if kernel.extrapolated])
+        return PricedPlan(cost.time_s, cost,
+                          batch.num_in_range + len(attention) - attention_extrapolated,
+                          batch.num_extrapolated + attention_extrapolated)
 
     def ran_rows(self, priced: PricedPlan) -> None:
         """Rows priced as `priced` ran: count their lookups."""
-        self._count(priced.cost.batch, priced.cost.attention)
+        self.lookups_in_range += priced.num_in_range
+        self.lookups_extrapolated += priced.num_extrapolated
 
     @property
     def prices_by_context_sum(self) -> bool:
@@ -639,11 +644,6 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesRows):
                 return _one_kernel_step_times_s(batch, kind.layers, values)
         return [_step_time(batch, attention)
                 for attention in self._decode_steps(num_seqs, kv_global, kv_local)]
-
-    def _count(self, batch: BatchTerms, attention: tuple[KernelTime, ...]) -> None:
-        attention_extrapolated = sum(1 for k in attention if k.extrapolated)
-        self.lookups_in_range += batch.num_in_range + len(attention) - attention_extrapolated
-        self.lookups_extrapolated += batch.num_extrapolated + attention_extrapolated
 
 
 # ---- helpers ------------------------------------------------------------------------------

@@ -112,6 +112,11 @@ class PricedPlan(NamedTuple):
 
     duration_s: float
     cost: Any
+    num_in_range: int = 0
+    """Kernel lookups inside a measured model's tables that running it counts (computed
+    with the price: a speculative step's price is reused; 0 for the roofline)."""
+    num_extrapolated: int = 0
+    """And those outside them."""
 
 
 def group_time_s(compute_s: Any, memory_s: Any, fixed_s: float) -> Any:

@@ -68,17 +68,32 @@ class RequestStream:
         until one is rejected; uniforms are consumed only for judged drafts. The block is
         topped up with the generator's next block before a verify it cannot hold whole: the
         uniforms come in the generator's order either way."""
-        uniforms, next_ = self._uniforms, self._next
-        while next_ + len(rates) > len(uniforms):
-            uniforms = self._uniforms = (uniforms[next_:]
-                                         + self.rng.random(_UNIFORM_BLOCK).tolist())
-            next_ = 0
-        for position, rate in enumerate(rates):
-            if uniforms[next_ + position] >= rate:
-                self._next = next_ + position + 1
-                return position
-        self._next = next_ + len(rates)
-        return len(rates)
+        return RequestStream.accepted_prefixes([self], rates)[0]
+
+    @staticmethod
+    def accepted_prefixes(streams: list[RequestStream], rates: tuple[float, ...]) -> list[int]:
+        """`accepted_prefix(rates)` of each stream in turn, in one loop (a step's verifies
+        all judged on the same rates: a call per verify would cost about 0.2 s over the
+        Azure conv trace)."""
+        num_rates = len(rates)
+        accepted = []
+        for stream in streams:
+            uniforms, first = stream._uniforms, stream._next
+            while first + num_rates > len(uniforms):
+                uniforms = stream._uniforms = (uniforms[first:]
+                                               + stream.rng.random(_UNIFORM_BLOCK).tolist())
+                first = 0
+            judged = first
+            for rate in rates:
+                if uniforms[judged] >= rate:
+                    stream._next = judged + 1
+                    accepted.append(judged - first)
+                    break
+                judged += 1
+            else:
+                stream._next = judged
+                accepted.append(num_rates)
+        return accepted
 
 
 class AcceptanceModel(Protocol):
@@ -133,7 +148,7 @@ class PositionalAcceptance:
         k = ks[0]
         if ks.count(k) == len(ks):
             rates = _position_rates(self.rates, k, width)
-            return [stream.accepted_prefix(rates) for stream in streams]
+            return RequestStream.accepted_prefixes(streams, rates)
         return [self.draw(stream, k, width) for stream, k in zip(streams, ks)]
 
     def expected_tokens_per_step(self, k: int, width: int = 1) -> float:
