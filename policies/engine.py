@@ -24,7 +24,7 @@ from typing import Callable, Protocol
 
 from policies.beam import BeamReparenter, reparent_beams
 from policies.decoding.block_diffusion import BlockDiffusion
-from policies.fast_forward import DecodeFastForward, VerifyFastForward
+from policies.fast_forward import DecodeFastForward, GrowsForVerifies, VerifyFastForward
 from policies.kv.base import ForksSequences, PrefixCache, ShrinksSlots
 from policies.logs import IterationLog, SpeculationLog
 from policies.samples import SampleForks, forks_after
@@ -76,6 +76,9 @@ class Engine:
         """The allocator, when it caches prefixes (its hit counters, cache-aware routing)."""
         self._forks = allocator if isinstance(allocator, ForksSequences) else None
         self._drafts = allocator if isinstance(allocator, ShrinksSlots) else None
+        self._verify_growth = allocator if isinstance(allocator, GrowsForVerifies) else None
+        """The allocator, when it grows (and gives back) a speculative step's slots at once
+        (the speculative fast-forward's steps: `_commit_verifies`)."""
         if beams is not None and self._forks is None:
             raise ValueError(f"beam search forks sequences, which a {type(allocator).__name__} "
                              "cannot do")
@@ -266,11 +269,18 @@ class Engine:
         decoding sequence `seqs[i]` (a plain decode when 0), `accepted[i]` of them accepted:
         the speculative fast-forward's steps, which have no plan (no beams, no decoding
         policy: that engine does not fast-forward)."""
+        growth = self._verify_growth
+        if growth is None:
+            raise RuntimeError("verify steps are committed at once only over an allocator "
+                               "that grows them at once")
         timeline = self.timeline
         end_index = timeline.stamp(end_s)
         drafts = self._drafts
-        # `_commit_verify` of each verify, inline: a call per verify costs ~0.2 s
-        # over the Azure conv trace.
+        # `_commit_verify` of each verify, inline (a call per verify costs ~0.2 s over the
+        # Azure conv trace), its rejected drafts given back in one call for the rows up to
+        # a finish (which frees blocks: the pool's order stays that of a row at a time)
+        # and for the rest at the end (a plain decode's row holds just its computed tokens).
+        shrunk = 0
         for seq, k, num_accepted in zip(seqs, spec_tokens, accepted):
             if seq.first_scheduled_s is None:
                 seq.first_scheduled_s = start_s
@@ -284,14 +294,18 @@ class Engine:
                 seq.num_computed_tokens += num_emitted
                 seq.num_draft_tokens_reached += num_emitted if num_accepted < k else k
                 seq.num_draft_tokens_accepted += num_accepted
-                drafts.shrink_slots(seq, seq.num_computed_tokens)
             else:
                 seq.num_computed_tokens += 1
             # as `_commit` emits, less the fork: a decoding sequence sampled its first before
             seq.num_output_tokens += num_emitted
             seq.token_times_s.add_at(timeline, end_index, num_emitted)
             if seq.num_output_tokens >= output_tokens:
+                done = seqs.index(seq, shrunk) + 1
+                growth.shrink_to_computed(seqs[shrunk:done])
+                shrunk = done
                 self._finish(seq, end_s)
+        if shrunk < len(seqs):
+            growth.shrink_to_computed(seqs[shrunk:] if shrunk else seqs)
         self.spec_log.record_each(spec_tokens, accepted)
         self._count_step_times(any(spec_tokens), start_s, end_s, draft_s)
 

@@ -122,6 +122,11 @@ class GrowsForVerifies(Protocol):
         True; or nothing and False when one of those calls would fail or copy a block."""
         raise NotImplementedError
 
+    def shrink_to_computed(self, seqs: list[Sequence]) -> None:
+        """`shrink_slots(seq, seq.num_computed_tokens)` of each of `seqs`, in order: the
+        commit of such a step gives back its rejected drafts in one call."""
+        raise NotImplementedError
+
 
 @runtime_checkable
 class PricesAhead(Protocol):

@@ -29,6 +29,7 @@ Hits, evictions, the free queue's order and every count come out as with hashes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from itertools import accumulate, repeat
 from dataclasses import dataclass
 
@@ -497,17 +498,30 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
     def shrink_slots(self, seq: Sequence, num_tokens: int) -> None:
         """Give back the blocks past `num_tokens` (they held only rejected drafts, which were
         never hashed: `_register_hashes` stops at the known tokens), tail first as in `free`."""
-        seq_id = seq.seq_id
-        table = self.block_tables.get(seq_id)
-        previous = self._num_tokens.get(seq_id, 0)
-        if table is None or num_tokens >= previous:
-            return
-        self._num_tokens[seq_id] = num_tokens
-        self._filled_slots -= previous - num_tokens
-        keep = -(-num_tokens // self.block_size)  # `blocks_for`: num_tokens >= 0 here
-        if keep < len(table):
-            self._release_tail(table, previous, keep)
-            del table[keep:]
+        self._shrink_each((seq,), (num_tokens,))
+
+    def shrink_to_computed(self, seqs: list[Sequence]) -> None:
+        """`shrink_slots` of each sequence to its computed tokens, in order, in one loop (a
+        call per verify costs about 0.15 s over the Azure conv trace)."""
+        self._shrink_each(seqs, [seq.num_computed_tokens for seq in seqs])
+
+    def _shrink_each(self, seqs: Iterable[Sequence], num_tokens: Iterable[int]) -> None:
+        """`shrink_slots(seqs[i], num_tokens[i])` for each i, in order."""
+        tables, held_tokens, size = self.block_tables, self._num_tokens, self.block_size
+        released = 0
+        for seq, keep_tokens in zip(seqs, num_tokens):
+            seq_id = seq.seq_id
+            table = tables.get(seq_id)
+            previous = held_tokens.get(seq_id, 0)
+            if table is None or keep_tokens >= previous:
+                continue
+            held_tokens[seq_id] = keep_tokens
+            released += previous - keep_tokens
+            keep = -(-keep_tokens // size)  # `blocks_for`: keep_tokens >= 0 here
+            if keep < len(table):
+                self._release_tail(table, previous, keep)
+                del table[keep:]
+        self._filled_slots -= released
 
     def free(self, seq: Sequence) -> None:
         table = self.block_tables.pop(seq.seq_id, None)
