@@ -88,11 +88,13 @@ class TokenTimes:
         if timeline is not self.timeline:
             self._bind(timeline)
         runs = self.runs
-        if count and runs and runs[-2] + runs[-1] == index:
-            runs[-1] += 1
-            count -= 1
-        if count > 0:
-            runs.fromlist([index, 1] * count)  # faster than extend for an array
+        if runs and runs[-2] + runs[-1] == index:  # the first goes on the last run
+            if count:
+                runs[-1] += 1
+                if count > 1:
+                    runs.fromlist([index, 1] * (count - 1))  # faster than extend for an array
+        elif count > 0:
+            runs.fromlist([index, 1] * count)
 
     def _bind(self, timeline: TokenTimeline) -> None:
         if self.timeline is not None:

@@ -451,21 +451,22 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
         decode_takes: list[tuple[Sequence, list[int], int]] = []  # every row when caching
         draft_takes: list[tuple[list[int], int]] = []
         seq_ids = []
-        missing = filled = 0
+        missing = held_in_all = 0
         for seq, total in zip(seqs, num_tokens):
             seq_id = seq.seq_id
             table = tables.get(seq_id)
             held = held_tokens.get(seq_id)
-            known = seq.num_known_tokens
+            # `num_known_tokens` spelled out: every row of every step asks it
+            known = seq.request.prompt_tokens + seq.num_output_tokens + seq.num_block_tokens
             if table is None or held != seq.num_computed_tokens or total < known:
                 return False  # holds no blocks, or not exactly its computed tokens; or shrinks
             if shared and held % size and pool.is_shared(table[held // size]):
                 return False  # the first write would copy a shared partial block
-            filled += total - held
+            held_in_all += held
             seq_ids.append(seq_id)
-            num_blocks = len(table)
-            if total <= num_blocks * size and not caching:
+            if not caching and total <= len(table) * size:
                 continue  # its blocks hold the step (most steps): nothing to take or register
+            num_blocks = len(table)
             decode_blocks = max(0, -(-known // size) - num_blocks)
             draft_blocks = max(0, -(-total // size) - num_blocks - decode_blocks)
             if decode_blocks or caching:
@@ -473,7 +474,7 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
             if draft_blocks:
                 draft_takes.append((table, draft_blocks))
             missing += decode_blocks + draft_blocks
-        if missing > pool.num_free:
+        if missing and missing > pool.num_free:
             return False
         # What those `allocate_slots` calls do, less their checks: no copy, no failure.
         # (A step takes a block or two: one at a time, as `take` would hand them out.)
@@ -486,7 +487,7 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
             for _ in range(draft_blocks):
                 table.append(pool.take_one())
         held_tokens.update(zip(seq_ids, num_tokens))
-        self._filled_slots += filled
+        self._filled_slots += sum(num_tokens) - held_in_all
         return True
 
     def _set_filled(self, seq_id: int, num_tokens: int) -> None:

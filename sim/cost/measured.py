@@ -214,6 +214,7 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesRows):
         self._gemm_table, self._gemm_native = dtype_table(self.tables, "gemm", self._gemm_dtype)
         self._gemm_table_bytes = 1.0 if self._gemm_native and self._weight_bytes == 1.0 else 2.0
         self._kinds = layer_kinds(self.tables, m, tp, self._gemm_dtype, self.kv_dtype)
+        self._windowless = all(kind.window is None for kind in self._kinds)
 
         d = m.attn_head_dim
         up = 2 if m.gated_mlp else 1
@@ -484,31 +485,31 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesRows):
         """Context attention of prefill chunks and verifies `(new, cached)`: one call per
         layer kind, as that many prompts of the length with the same attended pairs."""
         count = len(chunks)
-        kernels = []
-        for kind in self._kinds:
-            window = kind.window
-            pairs_per_row = _summed_pairs(chunks, window) / count
-            prompt = equivalent_prompt(pairs_per_row, None)
-            name = kind.prefill_name
-            where = kind.context
-            if where is None:
-                kernels.append(KernelTime(name, kind.layers * self._untabled_attention_s(
-                    "context", count, prompt), True))
-                continue
-            point = (count * where.batch_factor,
-                     equivalent_prompt(pairs_per_row, where.table_window))
-            key = (kind.prefill_name, count)
-            row = self._rows.get(key)
-            if row is None:
-                row = self._rows[key] = where.table.row(where.shape_index, 1, point[:1])
-            found = row.at(point[1])
-            time_s = found.value_s
-            exact = where.exact and found.in_range
-            if not exact:
-                time_s *= _ratio(self._query_s("context", count, prompt),
-                                 where.anchor_s(self.hardware, "context", *(found.anchor or point)))
-            kernels.append(KernelTime(name, kind.layers * time_s, not exact))
-        return tuple(kernels)
+        return tuple([self._context_kernel(kind, count, _summed_pairs(chunks, kind.window))
+                      for kind in self._kinds])
+
+    def _context_kernel(self, kind: LayerKind, count: int, pairs: float) -> KernelTime:
+        """Context attention of `kind` over `count` rows attending `pairs` pairs in all."""
+        pairs_per_row = pairs / count
+        prompt = equivalent_prompt(pairs_per_row, None)
+        name = kind.prefill_name
+        where = kind.context
+        if where is None:
+            return KernelTime(name, kind.layers * self._untabled_attention_s(
+                "context", count, prompt), True)
+        point = (count * where.batch_factor,
+                 equivalent_prompt(pairs_per_row, where.table_window))
+        key = (name, count)
+        row = self._rows.get(key)
+        if row is None:
+            row = self._rows[key] = where.table.row(where.shape_index, 1, point[:1])
+        found = row.at(point[1])
+        time_s = found.value_s
+        exact = where.exact and found.in_range
+        if not exact:
+            time_s *= _ratio(self._query_s("context", count, prompt),
+                             where.anchor_s(self.hardware, "context", *(found.anchor or point)))
+        return KernelTime(name, kind.layers * time_s, not exact)
 
     # ---- Executor protocol --------------------------------------------------------------
     def plan_cost(self, plan: Plan) -> MeasuredIterationCost:
@@ -529,8 +530,19 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesRows):
 
     def price_rows(self, new_tokens: list[int], context_tokens: list[int],
                    num_sampling: int) -> PricedPlan:
-        """What a plan of these rows without swaps or copies takes (`PricesRows`)."""
-        cost = self.breakdown(new_tokens, context_tokens, num_sampling)
+        """What a plan of these rows without swaps or copies takes (`PricesRows`). Rows that
+        all verify (or compute) the same n > 1 tokens, a speculative step's, are priced from
+        their cached tokens' sum when no layer has a window (`breakdown`'s terms: the summed
+        pairs are the same integer), without a list per row."""
+        num_rows, new = len(new_tokens), new_tokens[0] if new_tokens else 0
+        if (new > 1 and num_rows > 1 and self._windowless
+                and new_tokens.count(new) == num_rows):
+            batch = self._batch_terms_of(num_rows, new * num_rows, num_sampling)
+            pairs = new * sum(context_tokens) + num_rows * (new * (new + 1) // 2)
+            cost = MeasuredIterationCost(batch, tuple([
+                self._context_kernel(kind, num_rows, pairs) for kind in self._kinds]))
+        else:
+            cost = self.breakdown(new_tokens, context_tokens, num_sampling)
         batch, attention = cost
         attention_extrapolated = len([kernel for kernel in attention if kernel.extrapolated])
         return PricedPlan(cost.time_s, cost,
@@ -546,7 +558,7 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesRows):
     def prices_by_context_sum(self) -> bool:
         """Without sliding windows (which cap each row's context): decode attention reads
         the batch's mean context, prefill attention its rows' summed attended pairs."""
-        return all(kind.window is None for kind in self._kinds)
+        return self._windowless
 
     def lockstep_decode_times(self, context_tokens: list[int], num_steps: int,
                               first_step: int = 0) -> list[float]:
