@@ -85,6 +85,10 @@ class SpeculativeScheduler(WrappedScheduler, RepeatsVerifyBatch):
         num_decoding = len(batch)
         fixed_k = self.speculator.fixed_num_draft_tokens()
         fixed_nodes = self.speculator.num_verify_nodes(fixed_k) if fixed_k else 0
+        if fixed_nodes and budget >= num_decoding * fixed_nodes and min(
+                [seq.request.output_tokens - seq.num_output_tokens for seq in batch],
+                default=0) > fixed_nodes:  # the budget holds every verify: each takes it
+            return [fixed_k] * num_decoding, [1 + fixed_nodes] * num_decoding
         fitting_k = self._fitting_k
         spec_tokens, new_tokens = [], []
         for seq in batch:
