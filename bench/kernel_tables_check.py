@@ -5,9 +5,9 @@
 `--cost-model measured` prices every H100 step from aiconfigurator's kernel tables (measured
 inside vLLM). This re-times the kernels those tables price, at the per-GPU shapes of the
 recorded runs' models, on the card at hand: the dense GEMMs (cuBLAS through torch, as vLLM
-runs bf16 linears), decode attention (torch's FlashAttention and cuDNN SDPA on contiguous KV,
-and servesim's Triton paged kernel) and causal prefill attention. Each point gives the table's
-time per call and the measured one (CUDA-graph replays of calls cycled over enough copies of
+runs bf16 linears), decode attention (torch's fused SDPA kernels, FlashAttention, cuDNN and
+memory-efficient, on contiguous KV, and servesim's Triton paged kernel) and causal prefill
+attention (the SDPA kernels). Each point gives the table's time per call and the measured one (CUDA-graph replays of calls cycled over enough copies of
 the operands that none is served from L2), so a table that is off for this card, or a shape
 where vLLM's kernel trails what the card can do, shows as a ratio far from 1.
 
@@ -37,6 +37,9 @@ GEMM_TOKENS = (1, 16, 128, 1024, 4096)
 FLUSH_BYTES = 256 * 1024**2
 """Operands cycled per timed call add up to at least this: several times an H100's 50 MB L2."""
 MAX_COPIES = 64
+SDPA_BACKENDS = ("FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION")
+"""torch's fused attention kernels; one that refuses a shape is recorded as an error."""
+IMPLEMENTATIONS = ("cublas", "triton_paged", *(f"sdpa_{b.lower()}" for b in SDPA_BACKENDS))
 _PLACEHOLDER_TRACE = "synthetic:n=1,arrivals=poisson:1,prompt=fixed:8,output=fixed:8"
 
 
@@ -156,7 +159,7 @@ def measure(point: dict) -> dict:
                         torch.randn(1, kv_heads, tokens, dim, dtype=dtype, device=device),
                         torch.randn(1, kv_heads, tokens, dim, dtype=dtype, device=device))
         nbytes = 2 * tokens * dim * (2 * heads + 2 * kv_heads)
-        for backend in ("FLASH_ATTENTION", "CUDNN_ATTENTION"):
+        for backend in SDPA_BACKENDS:
             attempt(f"sdpa_{backend.lower()}", make, _sdpa(backend, causal=True), nbytes)
         return results
     batch, context = point["batch"], point["context"]
@@ -164,7 +167,7 @@ def measure(point: dict) -> dict:
     make = lambda: (torch.randn(batch, heads, 1, dim, dtype=dtype, device=device),  # noqa: E731
                     torch.randn(batch, kv_heads, context, dim, dtype=dtype, device=device),
                     torch.randn(batch, kv_heads, context, dim, dtype=dtype, device=device))
-    for backend in ("FLASH_ATTENTION", "CUDNN_ATTENTION"):
+    for backend in SDPA_BACKENDS:
         attempt(f"sdpa_{backend.lower()}", make, _sdpa(backend, causal=False), kv_bytes)
     from backend.kernels.triton_paged import paged_decode_attention
 
@@ -220,31 +223,34 @@ def main() -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    result: dict = {"hardware": args.hardware, "device": None}
+    result: dict = {"hardware": args.hardware, "device": None, "points": points}
+
+    def write() -> None:
+        result["summary"] = summarize(points)
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+
     import torch
 
     if torch.cuda.is_available():
         result["device"] = torch.cuda.get_device_name()
         result["torch"] = torch.__version__
         result["copy_gb_s"] = copy_bandwidth_gb_s()
-        for point in points:
+        for index, point in enumerate(points):
             point.update(measure(point))
             timed = [v for name, v in point.items()
-                     if name in ("cublas", "sdpa_flash_attention", "sdpa_cudnn_attention",
-                                 "triton_paged") and isinstance(v, float)]
+                     if name in IMPLEMENTATIONS and isinstance(v, float)]
             point["best_us"] = min(timed) if timed else None
             if point["table_us"] and point["best_us"]:
                 point["measured_over_table"] = round(point["best_us"] / point["table_us"], 3)
+            if index + 1 == len(points) or points[index + 1]["model"] != point["model"]:
+                write()  # each case as it ends: a run stopped by a time limit keeps those done
     else:
         print("no CUDA device: the table side only")
-    result["points"] = points
-    result["summary"] = summarize(points)
+    write()
     for row in result["summary"]:
         print(json.dumps(row))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
