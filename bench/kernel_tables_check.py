@@ -7,9 +7,10 @@ inside vLLM). This re-times the kernels those tables price, at the per-GPU shape
 recorded runs' models, on the card at hand: the dense GEMMs (cuBLAS through torch, as vLLM
 runs bf16 linears), decode attention (torch's fused SDPA kernels, FlashAttention, cuDNN and
 memory-efficient, on contiguous KV, and servesim's Triton paged kernel) and causal prefill
-attention (the SDPA kernels). Each point gives the table's time per call and the measured one (CUDA-graph replays of calls cycled over enough copies of
-the operands that none is served from L2), so a table that is off for this card, or a shape
-where vLLM's kernel trails what the card can do, shows as a ratio far from 1.
+attention (the SDPA kernels). Each point gives the table's time per call and the measured one
+(CUDA-graph replays of calls cycled over enough copies of the operands that none is served
+from L2), so a table that is off for this card, or a shape where vLLM's kernel trails what
+the card can do, shows as a ratio far from 1.
 
 Without a CUDA device it writes the table side only (how CI checks it).
 """
