@@ -2,9 +2,9 @@
 
     python bench/kernel_tables_check.py [--hardware NAME] [--out FILE.json]
 
-`--cost-model measured` prices every step on a tabled GPU from aiconfigurator's kernel tables (measured
-inside vLLM). This re-times the kernels those tables price, at the per-GPU shapes of the
-recorded runs' models, on the card at hand: the dense GEMMs (cuBLAS through torch, as vLLM
+`--cost-model measured` prices every step on a tabled GPU from aiconfigurator's kernel tables
+(measured inside vLLM). This re-times the kernels those tables price, at the per-GPU shapes of
+the recorded runs' models, on the card at hand: the dense GEMMs (cuBLAS through torch, as vLLM
 runs bf16 linears), decode attention (torch's fused SDPA kernels, FlashAttention, cuDNN and
 memory-efficient, on contiguous KV, and servesim's Triton paged kernel) and causal prefill
 attention (the SDPA kernels). Each point gives the table's time per call and the measured one
