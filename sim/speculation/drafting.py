@@ -161,6 +161,13 @@ def _sequential_passes(model: CostModel, plain: PlainRows, contexts: list[int],
     last outputs draft fewer passes, so the batch narrows from stretch to stretch)."""
     total = 0.0
     has_plain = bool(plain.new_tokens)
+    if (tokens_per_pass == 1 and not has_plain and passes
+            and passes.count(passes[0]) == len(passes)):  # one stretch: most steps
+        times = model.lockstep_decode_times(contexts, passes[0], 0)
+        if times is not None:
+            for time_s in times:
+                total += time_s
+            return total
     num_passes = max(max(passes, default=0), 1 if has_plain else 0)
     j = 0
     while j < num_passes:
