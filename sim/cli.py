@@ -25,16 +25,8 @@ import os
 # runs many at once). Set before anything imports numpy; a user's own setting wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import gc
-
-# The imports below build some 30,000 objects that live as long as the process (modules,
-# classes, the registries' tables): the cyclic collector would walk them again and again while
-# they are built and at every older collection after, and free none of them (~8 ms of every
-# command). So it rests while they are built, and they are frozen out of its view.
-_COLLECTING = gc.isenabled()
-gc.disable()
-
 import argparse
+import gc
 import sys
 from dataclasses import fields
 from typing import Any, Callable, NoReturn, Sequence
@@ -51,10 +43,6 @@ from sim.run_notes import run_notes
 from sim.validate_cli import add_profile_parser, add_validate_parser, run_profile, run_validate
 from sim.sweep.cli import (add_capacity_parser, add_sweep_parser, run_capacity_command,
                            run_sweep_command)
-
-gc.freeze()
-if _COLLECTING:
-    gc.enable()
 
 _CONVERTERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
 
