@@ -72,7 +72,14 @@ def _add_replay_flags(parser: argparse.ArgumentParser) -> None:
 class OneLineErrorParser(argparse.ArgumentParser):
     """A bad flag (unknown, missing, or a value of the wrong kind) is one `error:` line and
     exit status 2, like every other bad input; `--help` shows the usage. Subcommands'
-    parsers are of this class too (argparse makes them with the parent's class)."""
+    parsers are of this class too (argparse makes them with the parent's class).
+
+    Flags are never abbreviated: argparse would read `--rate 2` as `--rate-scale 2`, a flag
+    the user did not write, and a later flag sharing the prefix would change what it means."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # type: ignore[override]
         print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)

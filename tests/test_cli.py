@@ -85,6 +85,18 @@ def test_bad_input_is_a_clear_error_not_a_traceback(argv, message, capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("argv", [["replay", "--rate", "2"], ["replay", "--sched", "chunked"],
+                                  ["validate", "--record", "runs", "--out", "x"]])
+def test_an_abbreviated_flag_is_refused_not_read_as_a_longer_one(argv, capsys):
+    """argparse would take `--rate 2` for `--rate-scale 2`: a flag the user did not write."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "unrecognized arguments: " + argv[1] in err
+    assert err.count("\n") == 1
+
+
 @pytest.mark.parametrize("preset, expected", [(None, "1"), ("3", "3")])
 def test_cli_runs_one_blas_thread_unless_told_otherwise(preset, expected):
     """The command sets OPENBLAS_NUM_THREADS before numpy loads (the threads OpenBLAS starts

@@ -4,8 +4,9 @@ A session fixture starts `servesim ui --port N` (which execs `streamlit run ui/a
 free loopback port and stops it at the end. The test loads the page, checks that the metric
 cards and the charts rendered (a chart is a canvas or SVG with a non-zero size), changes the
 scheduler in the sidebar, checks that the cards show the new run's values, and saves a
-screenshot to docs/dashboard.png (the README's picture; its path is printed in the log so CI
-keeps it as an artifact).
+screenshot to out/dashboard.png (its path is printed in the log so CI keeps it as an
+artifact; copy it over docs/dashboard.png, the dashboard page's picture, to refresh that: a
+test run never rewrites a tracked file).
 
 It skips, saying why, only when the browser cannot be had: Playwright not installed, or no
 chromium at $SERVESIM_CHROMIUM or /usr/bin/chromium (.ci/run installs Debian's).
@@ -27,7 +28,7 @@ sync_api = pytest.importorskip("playwright.sync_api",
 pytest.importorskip("streamlit", reason="browser test skipped: streamlit is not installed")
 
 ROOT = Path(__file__).resolve().parents[1]
-SCREENSHOT = ROOT / "docs" / "dashboard.png"
+SCREENSHOT = ROOT / "out" / "dashboard.png"
 CHROMIUM = os.environ.get("SERVESIM_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 START_TIMEOUT_S = 60

@@ -26,7 +26,7 @@ def streamlit_command(port: int, host: str) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    parser = argparse.ArgumentParser(prog="python -m ui", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ui", description=__doc__, allow_abbrev=False)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", required=True)
     args = parser.parse_args(argv)
