@@ -67,8 +67,8 @@ class SpeculativeScheduler(WrappedScheduler, RepeatsVerifyBatch):
             nodes = spec.num_verify_nodes(k)
         return k, nodes
 
-    def repeated_batch(self, plan: Plan) -> list[Sequence] | None:
-        return self._repeats.repeated_batch(plan) if self._repeats is not None else None
+    def repeated_batch(self, plan: Plan, decodes: list[Sequence] = ()) -> list[Sequence] | None:
+        return self._repeats.repeated_batch(plan, decodes) if self._repeats is not None else None
 
     def drained_batch(self) -> list[Sequence] | None:
         return self._repeats.drained_batch() if self._repeats is not None else None
