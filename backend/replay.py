@@ -32,7 +32,7 @@ from backend.gguf_weights import ChatTokenizer
 from backend.host_memory import keep_freed_host_memory
 from backend.kv_cache import KVCache, require_page_tables
 from backend.lookahead import Lookahead
-from backend.model import (LlamaModel, check_supported, init_random, load_hf_directory,
+from backend.model import (LlamaModel, check_supported, load_hf_directory, seeded_model,
                            uses_triton)
 from backend.runner import RealExecutor, run_wall_clock
 from backend.sampler import SamplingParams
@@ -97,7 +97,7 @@ def load_model(spec: ModelSpec, weights: str | None, seed: int,
         if fp32_bytes > ram_bytes / 2:
             raise ValueError(f"{spec.name} needs {fp32_bytes / 1e9:.1f} GB of fp32 weights, "
                              f"over half of this machine's {ram_bytes / 1e9:.1f} GB")
-        model = init_random(LlamaModel(spec), seed)
+        model = seeded_model(spec, seed)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     return model.to(device=device, dtype=dtype).eval(), tokenizer
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from backend.kv_cache import KVCache
-from backend.model import BatchLayout, LlamaModel, init_random, load_hf_directory
+from backend.model import BatchLayout, LlamaModel, init_random, load_hf_directory, seeded_model
 from sim.cost.catalog import get_model
 
 TINY = get_model("tiny-llama")
@@ -126,6 +126,21 @@ def test_seeded_weights_are_reproducible_and_seed_dependent():
     c = init_random(LlamaModel(TINY), seed=1)
     assert torch.equal(a.layers[1].mlp.up_proj.weight, b.layers[1].mlp.up_proj.weight)
     assert not torch.equal(a.layers[1].mlp.up_proj.weight, c.layers[1].mlp.up_proj.weight)
+
+
+@pytest.mark.parametrize("shape", [{}, {"qkv_bias": True, "tied_embeddings": True},
+                                   {"qk_norm": True}], ids=["llama", "qkv-bias-tied", "qk-norm"])
+def test_seeded_model_equals_init_random_of_a_default_initialised_model(shape):
+    """Skipping torch's default initialisation changes no weight, keeps a tied head tied,
+    and leaves nothing on the meta device."""
+    spec = dataclasses.replace(TINY, **shape)
+    expected = init_random(LlamaModel(spec), seed=4)
+    got = seeded_model(spec, seed=4)
+    assert list(got.state_dict()) == list(expected.state_dict())
+    for name, tensor in expected.state_dict().items():
+        assert got.state_dict()[name].device.type == "cpu"
+        assert torch.equal(got.state_dict()[name], tensor), name
+    assert (got.lm_head.weight is got.embed_tokens.weight) == spec.tied_embeddings
 
 
 def test_loads_a_local_hugging_face_safetensors_directory(tmp_path):
