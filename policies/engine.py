@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Collection
 from typing import Callable, Protocol
 
 from policies.beam import BeamReparenter, reparent_beams
@@ -241,7 +242,7 @@ class Engine:
         return [], self.scheduler.schedule(now_s)
 
     def _commit(self, plan: Plan, result: StepResult, start_s: float, end_s: float,
-                decodes: list[Sequence] = ()) -> None:
+                decodes: Collection[Sequence] = ()) -> None:
         speculated = False
         timeline = self.timeline
         end_index = timeline.stamp(end_s)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from array import array
 from bisect import bisect_left
+from collections.abc import Collection
 from itertools import accumulate
 from operator import add
 from typing import Callable, ClassVar, Protocol, runtime_checkable
@@ -53,7 +54,8 @@ FIRST_CHUNK_STEPS = 16
 class RepeatsDecodeBatch(Protocol):
     """A scheduler that can say which batch its next `schedule()` calls would decode."""
 
-    def repeated_batch(self, plan: Plan, decodes: list[Sequence] = ()) -> list[Sequence] | None:
+    def repeated_batch(self, plan: Plan,
+                       decodes: Collection[Sequence] = ()) -> list[Sequence] | None:
         """The batch every later `schedule()` would decode, after `plan` is committed, until
         a request arrives, a sequence finishes or the KV pool cannot grow the batch: each
         sequence one token, in this order. None when `plan` does not start such a run.
@@ -232,7 +234,7 @@ class RunFastForward:
         second call). A guess only sizes the calls: the steps run are the same."""
 
     def run(self, plan: Plan, now_s: float, end_s: float, until_s: float, step_s: float,
-            grace: int, decodes: list[Sequence] = ()) -> float | None:
+            grace: int, decodes: Collection[Sequence] = ()) -> float | None:
         """Run the decode-only iterations that follow `plan` (a step from `now_s` to `end_s`,
         which took `step_s`; `decodes` its decodes planned apart) while their batch stays
         the same and they start before `until_s` (plus `grace` iterations); return when the

@@ -18,6 +18,7 @@ waiting for memory or for its transfer is never scheduled.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from policies.fast_forward import RepeatsDecodeBatch
@@ -179,7 +180,8 @@ class QueuedDecodeRuns(QueueingScheduler, RepeatsDecodeBatch):
     admits waiting work only when a seat, budget or memory frees up: what a subclass
     declares by inheriting this (continuous, chunked and Orca each do, with a test each)."""
 
-    def repeated_batch(self, plan: Plan, decodes: list[Sequence] = ()) -> list[Sequence] | None:
+    def repeated_batch(self, plan: Plan,
+                       decodes: Collection[Sequence] = ()) -> list[Sequence] | None:
         """The running batch, in order (the engine checks that each is decoding); None unless `plan` decoded every running sequence and admitted, preempted, swapped
         and copied nothing, with no transfer pending. Then whatever kept the waiting and
         swapped work out (the sequence cap, a pool that decode growth only fills further, a
