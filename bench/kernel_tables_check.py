@@ -1,10 +1,10 @@
 """The shipped measured kernel tables against the GPU this runs on, kernel by kernel.
 
-    python bench/kernel_tables_check.py [--hardware h100] [--out FILE.json]
+    python bench/kernel_tables_check.py [--hardware NAME] [--out FILE.json]
 
-`--cost-model measured` prices every H100 step from aiconfigurator's kernel tables (measured
-inside vLLM). This re-times the kernels those tables price, at the per-GPU shapes of the
-recorded runs' models, on the card at hand: the dense GEMMs (cuBLAS through torch, as vLLM
+`--cost-model measured` prices every step on a tabled GPU from aiconfigurator's kernel tables
+(measured inside vLLM). This re-times the kernels those tables price, at the per-GPU shapes of
+the recorded runs' models, on the card at hand: the dense GEMMs (cuBLAS through torch, as vLLM
 runs bf16 linears), decode attention (torch's fused SDPA kernels, FlashAttention, cuDNN and
 memory-efficient, on contiguous KV, and servesim's Triton paged kernel) and causal prefill
 attention (the SDPA kernels). Each point gives the table's time per call and the measured one
@@ -213,25 +213,38 @@ def summarize(points: list[dict]) -> list[dict]:
             for (model, tp, kind), ratios in groups.items()]
 
 
+def _detected_hardware() -> str:
+    """The CUDA card's catalog name (`servesim replay --executor real`'s own detection)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "h100"
+    from backend.replay import detect_hardware
+
+    return detect_hardware()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hardware", default="h100",
-                        help="the catalog hardware whose tables are checked (default h100)")
+    parser.add_argument("--hardware",
+                        help="the catalog hardware whose tables are checked (default: the CUDA "
+                             "card's own, h100 without one)")
     parser.add_argument("--out", help="write the points and summary as JSON here")
     args = parser.parse_args()
+    import torch
+
     try:
-        points = [p for model, tp in CASES for p in table_points(model, tp, args.hardware)]
+        hardware = args.hardware or _detected_hardware()
+        points = [p for model, tp in CASES for p in table_points(model, tp, hardware)]
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    result: dict = {"hardware": args.hardware, "device": None, "points": points}
+    result: dict = {"hardware": hardware, "device": None, "points": points}
 
     def write() -> None:
         result["summary"] = summarize(points)
         if args.out:
             Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-
-    import torch
 
     if torch.cuda.is_available():
         result["device"] = torch.cuda.get_device_name()
