@@ -247,16 +247,16 @@ class Engine:
         timeline = self.timeline
         end_index = timeline.stamp(end_s)
         decoding = self.decoding
-        for seq in decodes:  # planned apart: one token each, on all but their last (`_apart`)
+        # Decodes planned apart (`_apart`): one token each, on all but their last. Each sampled
+        # before (a decode's outputs are its computed tokens past the prompt, plus one), so
+        # none forks its samples here.
+        for seq in decodes:
             if seq.first_scheduled_s is None:
                 seq.first_scheduled_s = start_s
             seq.num_computed_tokens += 1
             seq.num_output_tokens += 1
             seq.token_times_s.add_at(timeline, end_index, 1)
-            request = seq.request
-            if request.n > 1 and forks_after(seq, 1):
-                self._fork_samples(seq, end_s)
-            if seq.num_output_tokens >= request.output_tokens:
+            if seq.num_output_tokens >= seq.request.output_tokens:
                 self._finish(seq, end_s)
         for chunk in plan.chunks:
             seq = chunk.seq
