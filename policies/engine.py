@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Collection
 from typing import Callable, Protocol
 
 from policies.beam import BeamReparenter, reparent_beams
 from policies.decoding.block_diffusion import BlockDiffusion
-from policies.fast_forward import DecodeFastForward, GrowsForVerifies, VerifyFastForward
+from policies.fast_forward import (DecodeFastForward, GrowsForVerifies, PlansDecodesApart,
+                                   PricesDecodesApart, VerifyFastForward)
 from policies.kv.base import ForksSequences, PrefixCache, ShrinksSlots
 from policies.logs import IterationLog, SpeculationLog
 from policies.samples import SampleForks, forks_after
@@ -95,6 +97,13 @@ class Engine:
         ) if fast_forward else None
         """Decode (or speculative) runs jumped in one step, when the scheduler, allocator and
         executor all declare their part (`policies.fast_forward`)."""
+        self._apart = (scheduler, executor) if (
+            fast_forward and beams is None and decoding is None
+            and isinstance(scheduler, PlansDecodesApart)
+            and isinstance(executor, PricesDecodesApart)) else None
+        """With the fast-forward, a step's one-token decodes planned, priced, logged and
+        committed as one lockstep row, apart from its chunks, when the scheduler and the
+        executor declare their part (`PlansDecodesApart`, `PricesDecodesApart`)."""
         self.async_scheduling = async_scheduling
         """Plan each step while the one before runs (vLLM's async scheduling): a request that
         arrives during a step first runs in the step after next (`_plan_cutoff_s`)."""
@@ -203,32 +212,55 @@ class Engine:
             fast_forward.forget()
         if self._held:
             self._admit_held(self._plan_cutoff_s(now_s))
-        plan = self.scheduler.schedule(now_s)
+        decodes, plan = self._schedule(now_s)
         if plan.is_empty and self._held:  # nothing planned ahead: the held ones go now
             self._admit_held(now_s)
-            plan = self.scheduler.schedule(now_s)
+            decodes, plan = self._schedule(now_s)
         if plan.is_empty:
             return StepOutcome(None, plan.wake_at_s)
         if self._forks is not None:
             plan.block_copies.extend(self._forks.take_copies())
-        result = self.executor.execute(plan)
+        if decodes:
+            result = self._apart[1].execute_decodes_apart(
+                [seq.num_computed_tokens for seq in decodes], plan)
+        else:
+            result = self.executor.execute(plan)
         end_s = now_s + result.duration_s
-        self._record(plan, now_s, result.duration_s)
-        self._commit(plan, result, now_s, end_s)
+        self._record(plan, now_s, result.duration_s, len(decodes))
+        self._commit(plan, result, now_s, end_s, decodes)
         self._last_end_s = end_s
         if (fast_forward is not None and (end_s < until_s or grace) and end_s < stop_s
                 and self._beams is None and not self._held):
-            span_end_s = fast_forward.run(plan, now_s, end_s, until_s, result.duration_s, grace)
+            span_end_s = fast_forward.run(plan, now_s, end_s, until_s, result.duration_s, grace,
+                                          decodes)
             if span_end_s is not None:
                 self._last_end_s = span_end_s
                 return StepOutcome(span_end_s - now_s)
         return StepOutcome(result.duration_s)
 
-    def _commit(self, plan: Plan, result: StepResult, start_s: float, end_s: float) -> None:
+    def _schedule(self, now_s: float) -> tuple[list[Sequence], Plan]:
+        """The step's plan, and its one-token decodes planned apart (`_apart`) if any."""
+        if self._apart is not None:
+            return self._apart[0].schedule_decodes_apart(now_s)
+        return [], self.scheduler.schedule(now_s)
+
+    def _commit(self, plan: Plan, result: StepResult, start_s: float, end_s: float,
+                decodes: Collection[Sequence] = ()) -> None:
         speculated = False
         timeline = self.timeline
         end_index = timeline.stamp(end_s)
         decoding = self.decoding
+        # Decodes planned apart (`_apart`): one token each, on all but their last. Each sampled
+        # before (a decode's outputs are its computed tokens past the prompt, plus one), so
+        # none forks its samples here.
+        for seq in decodes:
+            if seq.first_scheduled_s is None:
+                seq.first_scheduled_s = start_s
+            seq.num_computed_tokens += 1
+            seq.num_output_tokens += 1
+            seq.token_times_s.add_at(timeline, end_index, 1)
+            if seq.num_output_tokens >= seq.request.output_tokens:
+                self._finish(seq, end_s)
         for chunk in plan.chunks:
             seq = chunk.seq
             request = seq.request
@@ -355,9 +387,10 @@ class Engine:
         self._drafts.shrink_slots(seq, seq.num_computed_tokens)
         return accepted
 
-    def _record(self, plan: Plan, start_s: float, duration_s: float) -> None:
+    def _record(self, plan: Plan, start_s: float, duration_s: float,
+                num_decodes_apart: int = 0) -> None:
         self.log.record(plan, start_s, duration_s, self.scheduler.num_waiting,
-                        self.scheduler.allocator.usage())
+                        self.scheduler.allocator.usage(), num_decodes_apart)
 
     def _record_verifies(self, batch_size: int, num_new_tokens: int, start_s: float,
                          duration_s: float) -> None:

@@ -24,6 +24,11 @@ is each sequence's k and new tokens, as plain ints:
 
 each step priced, grown, drawn and committed through the engine's own record and commit of
 verify steps, so a run leaves exactly what stepping leaves.
+
+A step that is not a run (a prompt's chunk rides along) still decodes most of its batch one
+token each. A scheduler and executor that declare `PlansDecodesApart` and `PricesDecodesApart`
+hand those decodes as sequences, not chunks: the engine prices, logs and commits them as
+one lockstep row, the plan holding only the step's other chunks (same results, bit for bit).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 import math
 from array import array
 from bisect import bisect_left
+from collections.abc import Collection
 from itertools import accumulate
 from operator import add
 from typing import Callable, ClassVar, Protocol, runtime_checkable
@@ -48,10 +54,13 @@ FIRST_CHUNK_STEPS = 16
 class RepeatsDecodeBatch(Protocol):
     """A scheduler that can say which batch its next `schedule()` calls would decode."""
 
-    def repeated_batch(self, plan: Plan) -> list[Sequence] | None:
+    def repeated_batch(self, plan: Plan,
+                       decodes: Collection[Sequence] = ()) -> list[Sequence] | None:
         """The batch every later `schedule()` would decode, after `plan` is committed, until
         a request arrives, a sequence finishes or the KV pool cannot grow the batch: each
-        sequence one token, in this order. None when `plan` does not start such a run."""
+        sequence one token, in this order. None when `plan` does not start such a run.
+        `decodes`: the plan's leading one-token decodes, when they came apart from it
+        (`PlansDecodesApart`)."""
         raise NotImplementedError
 
     def drained_batch(self) -> list[Sequence] | None:
@@ -97,6 +106,28 @@ class LockstepPricing(Protocol):
     def ran_lockstep_decodes(self, context_tokens: list[int], num_steps: int) -> None:
         """The engine ran the first `num_steps` of those iterations (for counters and
         observers; pricing them had no side effects)."""
+        raise NotImplementedError
+
+
+@runtime_checkable
+class PlansDecodesApart(Protocol):
+    """A scheduler whose steps often decode most of the batch one token each, next to a
+    prompt's chunk (chunked prefill), and that can plan those decodes apart."""
+
+    def schedule_decodes_apart(self, now_s: float) -> tuple[list[Sequence], Plan]:
+        """What `schedule(now_s)` does, its plan's leading one-token decodes (sequences with
+        exactly one token to compute, whose KV it grew) given as their sequences and left
+        out of the plan; none apart when the plan would hold nothing else."""
+        raise NotImplementedError
+
+
+@runtime_checkable
+class PricesDecodesApart(Protocol):
+    """An executor that runs a plan with its leading one-token decodes given apart."""
+
+    def execute_decodes_apart(self, decode_contexts: list[int], plan: Plan) -> StepResult:
+        """`execute` of `plan` with one-token decodes on `decode_contexts` cached tokens
+        (in order) before its chunks: the same result and side effects."""
         raise NotImplementedError
 
 
@@ -208,14 +239,14 @@ class RunFastForward:
         second call). A guess only sizes the calls: the steps run are the same."""
 
     def run(self, plan: Plan, now_s: float, end_s: float, until_s: float, step_s: float,
-            grace: int) -> float | None:
+            grace: int, decodes: Collection[Sequence] = ()) -> float | None:
         """Run the decode-only iterations that follow `plan` (a step from `now_s` to `end_s`,
-        which took `step_s`) while their batch stays the same and they start before
-        `until_s` (plus `grace` iterations); return when the last one ends (None if none
-        ran). When sequences finish, the rest of the batch goes on if nothing waits to join
-        it."""
+        which took `step_s`; `decodes` its decodes planned apart) while their batch stays
+        the same and they start before `until_s` (plus `grace` iterations); return when the
+        last one ends (None if none ran). When sequences finish, the rest of the batch goes
+        on if nothing waits to join it."""
         scheduler = self._scheduler
-        batch = scheduler.repeated_batch(plan) or scheduler.drained_batch()
+        batch = scheduler.repeated_batch(plan, decodes) or scheduler.drained_batch()
         pace_s = step_s if self._decode_step_s is None else self._decode_step_s
         return self._runs_from(batch, now_s, end_s, until_s, pace_s, grace)
 

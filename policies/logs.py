@@ -33,11 +33,13 @@ class IterationLog:
         return len(self.start_s)
 
     def record(self, plan: Plan, start_s: float, duration_s: float, num_waiting: int,
-               usage: KVUsage) -> None:
-        """The row of one executed `plan`; its prefill tokens as `_prefill_tokens` counts."""
-        self.record_row(start_s, duration_s, len(plan.chunks) + len(plan.padding),
-                        plan.num_new_tokens, _num_prefill_tokens(plan.chunks), num_waiting,
-                        usage)
+               usage: KVUsage, num_decodes_apart: int = 0) -> None:
+        """The row of one executed `plan` (plus `num_decodes_apart` one-token decodes planned
+        apart from it); its prefill tokens as `_prefill_tokens` counts."""
+        self.record_row(start_s, duration_s,
+                        num_decodes_apart + len(plan.chunks) + len(plan.padding),
+                        num_decodes_apart + plan.num_new_tokens, _num_prefill_tokens(plan.chunks),
+                        num_waiting, usage)
 
     def record_row(self, start_s: float, duration_s: float, batch_size: int, new_tokens: int,
                    prefill_tokens: int, num_waiting: int, usage: KVUsage) -> None:

@@ -45,7 +45,7 @@ from policies.logs import SpeculationLog
 from policies.token_times import RUN_TYPECODE
 from policies.types import Sequence, SeqStatus
 from sim.config import SimConfig
-from sim.pooled_stats import pooled_mean_and_percentiles
+from sim.pooled_stats import percentiles_of, pooled_mean_and_percentiles
 
 LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e", "queue")
 STATS = ("mean", "p50", "p90", "p99")
@@ -66,7 +66,7 @@ def _stats(name: str, samples: np.ndarray) -> dict[str, float | None]:
     keys = [f"{name}_{s}_s" for s in STATS]
     if samples.size == 0:
         return dict.fromkeys(keys)
-    values = [float(samples.mean()), *(float(v) for v in np.percentile(samples, [50, 90, 99]))]
+    values = [float(samples.mean()), *percentiles_of(samples, (50, 90, 99))]
     return dict(zip(keys, values))
 
 

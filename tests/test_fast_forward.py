@@ -78,6 +78,9 @@ MEASURED_CASES = {
     "continuous paged heavy": dict(HEAVY),
     "chunked prefix tight": dict(TIGHT, scheduler="chunked", allocator="paged-prefix",
                                  token_budget=512, chunked_order="prefill-first"),
+    # decode-first: most steps' decodes planned, priced and committed apart from their chunks
+    "chunked paged": dict(HEAVY, scheduler="chunked"),
+    "chunked tight n=2": dict(TIGHT, scheduler="chunked", n=2, token_budget=512),
     "draft speculation": dict(LIGHT, speculator="draft", draft_model="llama-3.2-1b"),
     "tensor parallel": dict(HEAVY, model="llama-3-70b", tp=4),
     "sliding window": dict(HEAVY, model="gemma-3-12b"),
@@ -195,7 +198,8 @@ def test_a_run_resumes_past_an_arrival_routed_elsewhere(monkeypatch):
 
 
 def test_fast_forward_abilities_are_declared_per_class():
-    from policies.fast_forward import GrowsInLockstep, LockstepPricing, RepeatsDecodeBatch
+    from policies.fast_forward import (GrowsInLockstep, LockstepPricing, PlansDecodesApart,
+                                       PricesDecodesApart, RepeatsDecodeBatch)
     from policies.kv.contiguous import ContiguousAllocator
     from policies.kv.hybrid_paged import HybridPagedAllocator
     from policies.kv.paged import PagedAllocator
@@ -213,6 +217,39 @@ def test_fast_forward_abilities_are_declared_per_class():
     for allocator in (PagedAllocator, HybridPagedAllocator, ContiguousAllocator, RadixAllocator):
         assert declared(allocator, GrowsInLockstep)
     assert declared(CostModel, LockstepPricing) and declared(MeasuredCostModel, LockstepPricing)
+    apart = {name for name, entry in SCHEDULERS.items() if declared(entry.policy, PlansDecodesApart)}
+    assert apart == {"chunked"}
+    assert declared(CostModel, PricesDecodesApart) and declared(MeasuredCostModel, PricesDecodesApart)
+
+
+def test_chunked_steps_plan_their_decodes_apart_only_with_the_fast_forward(monkeypatch):
+    """Not vacuous: with the fast-forward, chunked steps that carry a prompt's chunk price
+    their decodes apart (`PlansDecodesApart`), and the results match stepping one chunk each."""
+    from sim.cost.measured import MeasuredCostModel
+    from sim.cost.roofline import CostModel
+
+    calls = [0]
+
+    def count_calls(model) -> None:
+        apart = model.execute_decodes_apart
+
+        def counted(self, decode_contexts, plan):
+            calls[0] += 1
+            assert decode_contexts and plan.chunks
+            return apart(self, decode_contexts, plan)
+
+        monkeypatch.setattr(model, "execute_decodes_apart", counted)
+
+    count_calls(CostModel)
+    count_calls(MeasuredCostModel)
+    for cost_model in ("roofline", "measured"):
+        options = dict(HEAVY, scheduler="chunked", cost_model=cost_model)
+        calls[0] = 0
+        off = _run(options, False)
+        assert calls[0] == 0
+        on = _run(options, True)
+        assert calls[0] > 100
+        assert_same_results(off, on)
 
 
 def test_fast_forward_off_steps_every_iteration(monkeypatch):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from sim.pooled_stats import order_statistics, pooled_mean_and_percentiles
+from sim.pooled_stats import order_statistics, percentiles_of, pooled_mean_and_percentiles
 
 QUANTILES = (0.0, 1.0, 50.0, 90.0, 99.0, 100.0)
 values = arrays(np.float64, st.integers(1, 400),
@@ -21,6 +22,24 @@ def test_chunked_percentiles_equal_numpys(data, num_chunks):
     mean, percentiles = pooled_mean_and_percentiles(lambda: iter(chunks), QUANTILES)
     np.testing.assert_allclose(percentiles, np.percentile(data, QUANTILES), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(mean, data.mean(), rtol=1e-9)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.one_of(values, arrays(np.float64, st.integers(1, 50),
+                                     elements=st.floats(-1e300, 1e300, allow_nan=False)),
+                      arrays(np.int64, st.integers(1, 50), elements=st.integers(-10**6, 10**6))),
+       quantiles=st.lists(st.floats(0.0, 100.0), min_size=1, max_size=5),
+       overwrite=st.booleans())
+def test_percentiles_of_is_numpys_percentile_bit_for_bit(data, quantiles, overwrite):
+    expected = np.percentile(data, quantiles)
+    got = percentiles_of(data.copy(), quantiles, overwrite_input=overwrite)
+    assert np.array(got).tobytes() == expected.tobytes()
+
+
+def test_percentiles_of_leaves_numpy_a_nan_and_a_bad_percentile():
+    assert np.isnan(percentiles_of(np.array([1.0, np.nan, 2.0]), (50.0, 90.0))).all()
+    with pytest.raises(ValueError, match="Percentiles must be in the range"):
+        percentiles_of(np.array([1.0]), (101.0,))
 
 
 @settings(max_examples=100, deadline=None)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policies.fast_forward import GrowsInLockstep
+from policies.fast_forward import GrowsInLockstep, PlansDecodesApart
 from policies.knobs import knob
 from policies.kv.base import KVAllocator
 from policies.scheduler.continuous import QueuedDecodeRuns, QueueingParams
@@ -42,7 +42,7 @@ class ChunkedParams(QueueingParams):
         "chunked: decode-first (Sarathi) or prefill-first"))
 
 
-class ChunkedScheduler(QueuedDecodeRuns):
+class ChunkedScheduler(QueuedDecodeRuns, PlansDecodesApart):
     params: ChunkedParams
 
     def __init__(self, params: ChunkedParams, allocator: KVAllocator) -> None:
@@ -50,22 +50,38 @@ class ChunkedScheduler(QueuedDecodeRuns):
         self._lockstep = (allocator if isinstance(allocator, GrowsInLockstep)
                           and (self.prefix_cache is None
                                or allocator.registers_verified_blocks) else None)
-        """The allocator, when it can grow a step's decodes at once (`_decode_at_once`). A
+        """The allocator, when it can grow a step's decodes at once (`_grow_at_once`). A
         prefix cache only if its lockstep growth registers what `allocate_slots` would
         (`GrowsInLockstep.registers_verified_blocks`: full blocks a speculative verify's
         accepted tokens left unregistered, which a step-by-step decode run never leaves)."""
 
     def schedule(self, now_s: float) -> Plan:
+        return self._schedule(now_s, apart=False)[1]
+
+    def schedule_decodes_apart(self, now_s: float) -> tuple[list[Sequence], Plan]:
+        return self._schedule(now_s, apart=True)
+
+    def _schedule(self, now_s: float, apart: bool) -> tuple[list[Sequence], Plan]:
+        """`schedule`'s plan, and with `apart` its leading decodes grown at once
+        (`_grow_at_once`) given apart (`PlansDecodesApart`), unless nothing else is planned."""
         plan, _ = self._open_plan(now_s)
         budget = self.params.token_budget
         decodes, prefills, one_token_each = self._split_running()
+        lockstep: list[Sequence] = []
         if self.params.chunked_order == "decode-first":
-            if one_token_each and self._decode_at_once(decodes, budget, plan):
+            if one_token_each and self._grow_at_once(decodes, budget):
+                if apart:
+                    lockstep = decodes
+                else:
+                    self._plan_decodes(decodes, plan)
                 budget = self._schedule_running(prefills, budget - len(decodes), plan)
             else:
                 budget = self._schedule_running(decodes + prefills, budget, plan)
             if not self.swapped:
                 self._admit(budget, plan)
+            if lockstep and not plan.chunks:  # nothing else planned: a plain decode step
+                self._plan_decodes(lockstep, plan)
+                lockstep = []
         else:
             budget = self._schedule_running(prefills, budget, plan)
             # Running decodes take their KV before new prompts do (they still run with the
@@ -83,7 +99,7 @@ class ChunkedScheduler(QueuedDecodeRuns):
                 size = self._chunk_size(seq, seq.num_computed_tokens, budget)
                 plan.chunks.append(ScheduledChunk(seq, size, seq.num_computed_tokens))
                 budget -= size
-        return self._wake_for_transfers(plan)
+        return lockstep, self._wake_for_transfers(plan)
 
     def _split_running(self) -> tuple[list[Sequence], list[Sequence], bool]:
         """The running sequences past their prompts (decodes, or recomputes of their
@@ -112,13 +128,10 @@ class ChunkedScheduler(QueuedDecodeRuns):
         return (self._lockstep is not None and bool(decodes) and len(decodes) <= budget
                 and self._lockstep.grow_in_lockstep(decodes, 1) is not None)
 
-    def _decode_at_once(self, decodes: list[Sequence], budget: int, plan: Plan) -> bool:
-        """Schedule each of `decodes` (in order) for its one token when `_grow_at_once`
-        serves them all; False, with nothing done, otherwise."""
-        if not self._grow_at_once(decodes, budget):
-            return False
+    @staticmethod
+    def _plan_decodes(decodes: list[Sequence], plan: Plan) -> None:
+        """Schedule each of `decodes` (in order, grown at once) for its one token."""
         plan.chunks.extend([ScheduledChunk(seq, 1, seq.num_computed_tokens) for seq in decodes])
-        return True
 
     def _chunk_size(self, seq: Sequence, start: int, budget: int) -> int:
         """Tokens of `seq` to compute from position `start` under `budget`."""

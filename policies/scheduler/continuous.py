@@ -18,6 +18,7 @@ waiting for memory or for its transfer is never scheduled.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from policies.fast_forward import RepeatsDecodeBatch
@@ -179,17 +180,23 @@ class QueuedDecodeRuns(QueueingScheduler, RepeatsDecodeBatch):
     admits waiting work only when a seat, budget or memory frees up: what a subclass
     declares by inheriting this (continuous, chunked and Orca each do, with a test each)."""
 
-    def repeated_batch(self, plan: Plan) -> list[Sequence] | None:
+    def repeated_batch(self, plan: Plan,
+                       decodes: Collection[Sequence] = ()) -> list[Sequence] | None:
         """The running batch, in order (the engine checks that each is decoding); None unless `plan` decoded every running sequence and admitted, preempted, swapped
         and copied nothing, with no transfer pending. Then whatever kept the waiting and
         swapped work out (the sequence cap, a pool that decode growth only fills further, a
         budget the same batch uses up) keeps it out, unless a sequence finished in `plan`
-        and freed a seat or memory while work waits."""
+        and freed a seat or memory while work waits. `decodes` (one token each) came before
+        the plan's chunks, planned apart."""
         if (plan.num_admitted or plan.preempted or plan.padding or plan.swap_in_slots
                 or plan.swap_out_slots or plan.block_copies or self.incoming or self.transferring):
             return None
         batch = [c.seq for c in plan.chunks if c.seq.status is not SeqStatus.FINISHED]
-        if len(batch) < len(plan.chunks) and (self.waiting or self.swapped):
+        num_planned = len(plan.chunks)
+        if decodes:
+            batch[:0] = [seq for seq in decodes if seq.status is not SeqStatus.FINISHED]
+            num_planned += len(decodes)
+        if len(batch) < num_planned and (self.waiting or self.swapped):
             return None
         # Each chunk decodes its sequence's one token, or verifies drafts on top of it (the
         # speculative wrapper widens decodes; what this scheduler decides stays the same).

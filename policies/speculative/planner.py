@@ -16,6 +16,8 @@ inner scheduler decides, so its batch repeats as it would without them.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from policies.fast_forward import RepeatsDecodeBatch, RepeatsVerifyBatch
 from policies.kv.base import ShrinksSlots
 from policies.scheduler.base import Scheduler, WrappedScheduler
@@ -67,8 +69,9 @@ class SpeculativeScheduler(WrappedScheduler, RepeatsVerifyBatch):
             nodes = spec.num_verify_nodes(k)
         return k, nodes
 
-    def repeated_batch(self, plan: Plan) -> list[Sequence] | None:
-        return self._repeats.repeated_batch(plan) if self._repeats is not None else None
+    def repeated_batch(self, plan: Plan,
+                       decodes: Collection[Sequence] = ()) -> list[Sequence] | None:
+        return self._repeats.repeated_batch(plan, decodes) if self._repeats is not None else None
 
     def drained_batch(self) -> list[Sequence] | None:
         return self._repeats.drained_batch() if self._repeats is not None else None

@@ -40,7 +40,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from policies.fast_forward import LockstepPricing, PricesAhead, PricesRows
+from policies.fast_forward import LockstepPricing, PricesAhead, PricesDecodesApart, PricesRows
 from policies.types import Plan, StepResult
 from sim.cost import kernel_roofline as roofline
 from sim.cost.coefficients import default_coefficients
@@ -48,7 +48,8 @@ from sim.cost.kernel_roofline import ACTIVATION_BYTES
 from sim.cost.kernel_shapes import LayerKind, dtype_table, equivalent_prompt, layer_kinds
 from sim.cost.kernel_tables import KernelTables, Row, shipped_tables
 from sim.cost.measured_coefficients import MeasuredCoefficients
-from sim.cost.roofline import CostModel, PricedPlan, attended_pairs, cached, plan_shape, with_moves
+from sim.cost.roofline import (CostModel, PricedPlan, attended_pairs, cached, plan_shape,
+                               plan_shape_after_decodes, with_moves)
 from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes
 
 UNTABLED_KERNELS_PER_LAYER = 5
@@ -138,7 +139,7 @@ class MeasuredIterationCost(NamedTuple):
         return _step_time(self.batch, self.attention)
 
 
-class MeasuredCostModel(LockstepPricing, PricesAhead, PricesRows):
+class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, PricesRows):
     """Measured-kernel executor for one replica: `model` on `tp` devices of `hardware`."""
 
     def __init__(self, model: ModelSpec, hardware: HardwareSpec,
@@ -527,6 +528,13 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesRows):
         """`execute(plan)`'s result for a plan priced as `priced`: its lookups counted."""
         self.ran_rows(priced)
         return StepResult(priced.duration_s)
+
+    def execute_decodes_apart(self, decode_contexts: list[int], plan: Plan) -> StepResult:
+        """`execute` of `plan` after one-token decodes on `decode_contexts`
+        (`PricesDecodesApart`)."""
+        priced = self.price_rows(*plan_shape_after_decodes(decode_contexts, plan))
+        return self.run_priced(plan, PricedPlan(with_moves(self, priced.duration_s, plan),
+                                                priced.cost))
 
     def price_rows(self, new_tokens: list[int], context_tokens: list[int],
                    num_sampling: int) -> PricedPlan:

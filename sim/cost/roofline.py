@@ -30,7 +30,7 @@ from typing import Any, Callable, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
-from policies.fast_forward import LockstepPricing, PricesAhead, PricesRows
+from policies.fast_forward import LockstepPricing, PricesAhead, PricesDecodesApart, PricesRows
 from policies.types import Plan, StepResult
 from sim.cost.coefficients import Coefficients
 from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes, expected_distinct_experts
@@ -136,7 +136,7 @@ def iteration_time_s(group_times_s: list, comm_s: Any, overhead_s: float) -> Any
     return total + comm_s + overhead_s
 
 
-class CostModel(LockstepPricing, PricesAhead, PricesRows):
+class CostModel(LockstepPricing, PricesAhead, PricesDecodesApart, PricesRows):
     """Roofline executor for one replica: `model` on `tp` devices of `hardware`."""
 
     def __init__(
@@ -408,6 +408,13 @@ class CostModel(LockstepPricing, PricesAhead, PricesRows):
         priced = self.price_rows(*plan_shape(plan))
         return PricedPlan(with_moves(self, priced.duration_s, plan), priced.cost)
 
+    def execute_decodes_apart(self, decode_contexts: list[int], plan: Plan) -> StepResult:
+        """`execute` of `plan` after one-token decodes on `decode_contexts`
+        (`PricesDecodesApart`)."""
+        priced = self.price_rows(*plan_shape_after_decodes(decode_contexts, plan))
+        return self.run_priced(plan, PricedPlan(with_moves(self, priced.duration_s, plan),
+                                                priced.cost))
+
     def price_rows(self, new_tokens: list[int], context_tokens: list[int],
                    num_sampling: int) -> PricedPlan:
         """What a plan of these rows without swaps or copies takes (`PricesRows`)."""
@@ -506,6 +513,15 @@ def plan_shape(plan: Plan) -> tuple[list[int], list[int], int]:
                 >= seq.request.prompt_tokens + seq.num_output_tokens + seq.num_block_tokens):
             sampling += ch.num_new_tokens if ch.num_spec_tokens else ch.num_block_tokens or 1
     return new, ctx, sampling
+
+
+def plan_shape_after_decodes(decode_contexts: list[int],
+                             plan: Plan) -> tuple[list[int], list[int], int]:
+    """`plan_shape` of `plan` with one-token decodes on `decode_contexts` cached tokens before
+    its chunks (each samples its one token): the rows of the whole step, in order."""
+    new, ctx, sampling = plan_shape(plan)
+    num_decodes = len(decode_contexts)
+    return [1] * num_decodes + new, decode_contexts + ctx, num_decodes + sampling
 
 
 def attended_pairs(context: int, new: int, window: int | None) -> float:

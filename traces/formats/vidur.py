@@ -14,18 +14,18 @@ from traces.formats.base import ParsedRow, TraceFormat
 
 
 def _parse_timed_row(row: Mapping[str, str], need_time: bool) -> ParsedRow:
-    return ParsedRow(
-        time=parse_time("arrived_at", row["arrived_at"], 1) if need_time else None,
-        prompt_tokens=parse_token_count("num_prefill_tokens", row["num_prefill_tokens"]),
-        output_tokens=parse_token_count("num_decode_tokens", row["num_decode_tokens"]),
+    return ParsedRow(  # (time, prompt, output): positional, a third of keywords' cost
+        parse_time("arrived_at", row["arrived_at"], 1) if need_time else None,
+        parse_token_count("num_prefill_tokens", row["num_prefill_tokens"]),
+        parse_token_count("num_decode_tokens", row["num_decode_tokens"]),
     )
 
 
 def _parse_length_row(row: Mapping[str, str], need_time: bool) -> ParsedRow:
-    return ParsedRow(
-        time=None,
-        prompt_tokens=parse_token_count("num_prefill_tokens", row["num_prefill_tokens"]),
-        output_tokens=parse_token_count("num_decode_tokens", row["num_decode_tokens"]),
+    return ParsedRow(  # (time, prompt, output)
+        None,
+        parse_token_count("num_prefill_tokens", row["num_prefill_tokens"]),
+        parse_token_count("num_decode_tokens", row["num_decode_tokens"]),
     )
 
 
