@@ -533,8 +533,8 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
         """`execute` of `plan` after one-token decodes on `decode_contexts`
         (`PricesDecodesApart`)."""
         priced = self.price_rows(*plan_shape_after_decodes(decode_contexts, plan))
-        return self.run_priced(plan, PricedPlan(with_moves(self, priced.duration_s, plan),
-                                                priced.cost))
+        return self.run_priced(plan, priced._replace(
+            duration_s=with_moves(self, priced.duration_s, plan)))
 
     def price_rows(self, new_tokens: list[int], context_tokens: list[int],
                    num_sampling: int) -> PricedPlan:
