@@ -249,3 +249,29 @@ def test_lerp_each_is_lerp_bit_for_bit():
     xs = np.linspace(1023.0, 2047.0, 997).tolist()
     assert lerp_each(xs, 1023.0, 2047.0, 0.013, 0.0171) == [
         lerp(x, 1023.0, 2047.0, 0.013, 0.0171) for x in xs]
+
+
+@settings(max_examples=100, deadline=None)
+@given(batch=st.sampled_from([1, 37, 64, 512, 4096]), log_row=st.booleans(),
+       first=st.one_of(st.floats(0.25, 1e5), st.sampled_from([1.0, 1024.0, 8191.0])),
+       span=st.floats(0.0, 3000.0))
+def test_one_cell_holds_what_rising_in_range_values_interpolates_at_once(batch, log_row, first,
+                                                                        span):
+    """`Row.one_cell` gives a cell only when both ends lie strictly inside the row and in one
+    cell of a linear row in range; then `lerp_each` in it is `rising_in_range_values`, to the
+    bit, at every point between."""
+    if log_row:
+        row = PREFILL.row(PREFILL.shape_index((32, 8, 128)), 1, (batch,))
+    else:
+        row = DECODE.row(DECODE.shape_index((32, 8, 128)), 1, (batch,))
+    last = first + span
+    points = [first + span * i / 4 for i in range(5)]
+    cell = row.one_cell(first, last)
+    if cell is None:
+        xs = row.xs
+        assert (log_row or not row.fixed_in_range or not xs[0] < first < xs[-1]
+                or any(first < x <= last for x in xs))
+        return
+    x0, x1, _, _ = cell
+    assert not log_row and x0 <= first and last < x1
+    assert lerp_each(points, *cell) == row.rising_in_range_values(points)

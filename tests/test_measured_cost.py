@@ -17,8 +17,10 @@ from sim.assembly import build_cost_model
 from sim.cli import main
 from sim.config import ReplayOptions, options_from_toml, resolve
 from sim.cost.catalog import get_hardware, get_model
+from sim.cost.coefficients import default_coefficients
 from sim.cost.measured import ARRAY_STEPS, MeasuredCostModel
 from sim.cost.measured_coefficients import MeasuredCoefficients, measured_coefficients
+from sim.cost.roofline import CostModel
 from sim.speculation.drafting import draft_cost_model
 
 
@@ -214,3 +216,43 @@ def test_a_mixed_step_prices_its_decodes_as_one_batch_and_its_chunks_apart(rows,
         expected += cost._prefill_attention(chunks)
     assert step.attention == expected
     assert step.batch == cost._batch_terms_of(len(rows), sum(new), len(rows))
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.tuples(st.integers(1, 9), st.integers(0, 9000)), min_size=1,
+                     max_size=24),
+       uniform=st.booleans(), model=st.sampled_from(["llama-3-8b", "mistral-7b"]))
+def test_rows_price_as_their_breakdown(rows, uniform, model):
+    """`price_rows` (which prices rows that all compute more than one token, a speculative
+    step's verifies, from their summed pairs without a breakdown) gives `breakdown`'s time
+    and lookup counts, to the bit: uniform or mixed rows, with decodes among them or not,
+    with a sliding window (`mistral-7b`) or not."""
+    cost = measured(model)
+    new = [rows[0][0]] * len(rows) if uniform else [n for n, _ in rows]
+    ctx = [c for _, c in rows]
+    priced = cost.price_rows(new, ctx, sum(new))
+    step = cost.breakdown(new, ctx, sum(new))
+    extrapolated = sum(kernel.extrapolated for kernel in step.kernels)
+    assert (priced.duration_s, priced.num_in_range, priced.num_extrapolated) == (
+        step.time_s, len(step.kernels) - extrapolated, extrapolated)
+
+
+@settings(max_examples=60, deadline=None)
+@given(contexts=st.lists(st.integers(1, 9000), min_size=1, max_size=40),
+       steps=st.integers(1, 12), first_step=st.integers(0, 5),
+       total_s=st.sampled_from([0.0, 0.0123]),
+       model=st.sampled_from(["llama-3.2-1b", "gemma-3-12b", "deepseek-v2-lite"]),
+       roofline=st.booleans())
+def test_a_stretch_of_decodes_adds_up_as_its_steps_do(contexts, steps, first_step, total_s,
+                                                      model, roofline):
+    """`lockstep_decode_sum_s` (a stretch of draft passes, added up inside the loop that
+    prices them where one table cell holds them all) is `lockstep_decode_times` added one
+    by one onto the running total, to the bit."""
+    if roofline:
+        cost = CostModel(get_model(model), get_hardware("h100"), default_coefficients("h100"))
+    else:
+        cost = measured(model)
+    expected = total_s
+    for time_s in cost.lockstep_decode_times(contexts, steps, first_step):
+        expected += time_s
+    assert cost.lockstep_decode_sum_s(contexts, steps, first_step, total_s) == expected

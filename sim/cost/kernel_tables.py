@@ -138,6 +138,21 @@ class Row:
             start = end
         return values
 
+    def one_cell(self, first: float, last: float) -> tuple[float, float, float, float] | None:
+        """The grid cell `(x0, x1, y0, y1)` of a linear, in-range row that holds every point
+        from `first` to `last` (`first` strictly inside the row), where
+        `rising_in_range_values` interpolates them all with `lerp_each`; None otherwise."""
+        if self.log_space or not self.fixed_in_range:
+            return None
+        xs = self.xs
+        if not xs[0] < first < xs[-1]:
+            return None
+        i = bisect.bisect_right(xs, first)
+        if last >= xs[i]:
+            return None
+        ys = self.ys
+        return xs[i - 1], xs[i], ys[i - 1], ys[i]
+
     def _inside(self, c: float) -> float:
         """The value at coordinate `c`, strictly between the row's ends."""
         xs, ys = self.xs, self.ys

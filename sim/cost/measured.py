@@ -491,16 +491,21 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
 
     def _context_kernel(self, kind: LayerKind, count: int, pairs: float) -> KernelTime:
         """Context attention of `kind` over `count` rows attending `pairs` pairs in all."""
+        time_s, exact = self._context_time(kind, count, pairs)
+        return KernelTime(kind.prefill_name, time_s, not exact)
+
+    def _context_time(self, kind: LayerKind, count: int, pairs: float) -> tuple[float, bool]:
+        """`_context_kernel`'s time over every layer of `kind`, and whether its lookup was
+        exact (in range)."""
         pairs_per_row = pairs / count
         prompt = equivalent_prompt(pairs_per_row, None)
-        name = kind.prefill_name
         where = kind.context
         if where is None:
-            return KernelTime(name, kind.layers * self._untabled_attention_s(
-                "context", count, prompt), True)
+            return kind.layers * self._untabled_attention_s("context", count, prompt), False
         point = (count * where.batch_factor,
-                 equivalent_prompt(pairs_per_row, where.table_window))
-        key = (name, count)
+                 prompt if where.table_window is None
+                 else equivalent_prompt(pairs_per_row, where.table_window))
+        key = (kind.prefill_name, count)
         row = self._rows.get(key)
         if row is None:
             row = self._rows[key] = where.table.row(where.shape_index, 1, point[:1])
@@ -510,7 +515,7 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
         if not exact:
             time_s *= _ratio(self._query_s("context", count, prompt),
                              where.anchor_s(self.hardware, "context", *(found.anchor or point)))
-        return KernelTime(name, kind.layers * time_s, not exact)
+        return kind.layers * time_s, exact
 
     # ---- Executor protocol --------------------------------------------------------------
     def plan_cost(self, plan: Plan) -> MeasuredIterationCost:
@@ -539,23 +544,40 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
     def price_rows(self, new_tokens: list[int], context_tokens: list[int],
                    num_sampling: int) -> PricedPlan:
         """What a plan of these rows without swaps or copies takes (`PricesRows`). Rows that
-        all verify (or compute) the same n > 1 tokens, a speculative step's, are priced from
-        their cached tokens' sum when no layer has a window (`breakdown`'s terms: the summed
-        pairs are the same integer), without a list per row."""
+        all compute more than one token (a speculative step's verifies) are priced from their
+        summed attended pairs when no layer has a window (`breakdown`'s terms: the same
+        integer), from their cached tokens' sum when they all compute the same n."""
         num_rows, new = len(new_tokens), new_tokens[0] if new_tokens else 0
-        if (new > 1 and num_rows > 1 and self._windowless
-                and new_tokens.count(new) == num_rows):
-            batch = self._batch_terms_of(num_rows, new * num_rows, num_sampling)
-            pairs = new * sum(context_tokens) + num_rows * (new * (new + 1) // 2)
-            cost = MeasuredIterationCost(batch, tuple([
-                self._context_kernel(kind, num_rows, pairs) for kind in self._kinds]))
-        else:
-            cost = self.breakdown(new_tokens, context_tokens, num_sampling)
+        if new > 1 and num_rows > 1 and self._windowless:
+            if new_tokens.count(new) == num_rows:
+                return self._price_chunks(num_rows, new * num_rows, num_sampling,
+                                          new * sum(context_tokens)
+                                          + num_rows * (new * (new + 1) // 2))
+            if min(new_tokens) > 1:
+                return self._price_chunks(num_rows, sum(new_tokens), num_sampling, sum([
+                    n * ctx + n * (n + 1) // 2 for n, ctx in zip(new_tokens, context_tokens)]))
+        cost = self.breakdown(new_tokens, context_tokens, num_sampling)
         batch, attention = cost
         attention_extrapolated = len([kernel for kernel in attention if kernel.extrapolated])
-        return PricedPlan(cost.time_s, cost,
-                          batch.num_in_range + len(attention) - attention_extrapolated,
+        return PricedPlan(cost.time_s, batch.num_in_range + len(attention) - attention_extrapolated,
                           batch.num_extrapolated + attention_extrapolated)
+
+    def _price_chunks(self, num_rows: int, total_new: int, num_sampling: int,
+                      pairs: int) -> PricedPlan:
+        """`price_rows` of rows that are all chunks (no decode attention), `pairs` attended
+        in all: `breakdown`'s batch terms and one context kernel per layer kind, added up as
+        `_step_time_s` adds them, without building the kernels."""
+        batch = self._batch_terms_of(num_rows, total_new, num_sampling)
+        total_s = batch.kernels_s
+        num_extrapolated = batch.num_extrapolated
+        for kind in self._kinds:
+            time_s, exact = self._context_time(kind, num_rows, pairs)
+            total_s += time_s
+            if not exact:
+                num_extrapolated += 1
+        return PricedPlan(total_s + batch.untabled_s + batch.overhead_s,
+                          batch.num_in_range + batch.num_extrapolated + len(self._kinds)
+                          - num_extrapolated, num_extrapolated)
 
     def ran_rows(self, priced: PricedPlan) -> None:
         """Rows priced as `priced` ran: count their lookups."""
@@ -574,6 +596,34 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
         batch, sequence i on `context_tokens[i] + j` cached tokens at step j (from
         `first_step`)."""
         return self._lockstep(context_tokens, num_steps, first_step)
+
+    def lockstep_decode_sum_s(self, context_tokens: list[int], num_steps: int,
+                              first_step: int = 0, total_s: float = 0.0) -> float:
+        """`lockstep_decode_times(...)` added one by one onto `total_s` (a stretch of draft
+        passes). Without a sliding window, with one layer kind whose exact table holds
+        every step's mean length in one cell (a short stretch's rise by one a step), each
+        step is `_one_kernel_step_times_s`' sum of `lerp_each`'s value, spelled out in the
+        loop that adds them: the same operations in the same order, without the lists."""
+        num_seqs = len(context_tokens)
+        if self._windowless and num_steps < ARRAY_STEPS:
+            batch, rows = self._decode_batch(num_seqs)
+            if len(rows) == 1 and rows[0] is not None:
+                start = sum(context_tokens) + num_seqs * first_step
+                stop = start + num_seqs * num_steps
+                cell = rows[0].one_cell(start / num_seqs, (stop - num_seqs) / num_seqs)
+                if cell is not None:
+                    x0, x1, y0, y1 = cell
+                    dx, dy = x1 - x0, y1 - y0
+                    kernels_s, untabled_s, overhead_s = (batch.kernels_s, batch.untabled_s,
+                                                         batch.overhead_s)
+                    layers = self._kinds[0].layers
+                    for kv in range(start, stop, num_seqs):
+                        total_s += (kernels_s + layers * (y0 + (kv / num_seqs - x0) / dx * dy)
+                                  + untabled_s + overhead_s)
+                    return total_s
+        for time_s in self._lockstep(context_tokens, num_steps, first_step):
+            total_s += time_s
+        return total_s
 
     def ran_lockstep_decodes(self, context_tokens: list[int], num_steps: int) -> None:
         """The engine ran the first `num_steps` of those iterations: count their lookups (a

@@ -107,11 +107,10 @@ class IterationCost:
 
 
 class PricedPlan(NamedTuple):
-    """A plan's price before it runs (`PricesAhead.price`): its duration and the cost
-    breakdown it came from (what running it counts)."""
+    """A plan's price before it runs (`PricesAhead.price`): its duration and what running
+    it counts."""
 
     duration_s: float
-    cost: Any
     num_in_range: int = 0
     """Kernel lookups inside a measured model's tables that running it counts (computed
     with the price: a speculative step's price is reused; 0 for the roofline)."""
@@ -406,7 +405,7 @@ class CostModel(LockstepPricing, PricesAhead, PricesDecodesApart, PricesRows):
     def price(self, plan: Plan) -> PricedPlan:
         """What `plan` takes (no side effects: `execute` is this and `run_priced`)."""
         priced = self.price_rows(*plan_shape(plan))
-        return PricedPlan(with_moves(self, priced.duration_s, plan), priced.cost)
+        return PricedPlan(with_moves(self, priced.duration_s, plan))
 
     def execute_decodes_apart(self, decode_contexts: list[int], plan: Plan) -> StepResult:
         """`execute` of `plan` after one-token decodes on `decode_contexts`
@@ -421,7 +420,7 @@ class CostModel(LockstepPricing, PricesAhead, PricesDecodesApart, PricesRows):
         cost = self.breakdown(new_tokens, context_tokens, num_sampling)
         compute_s = (cost.time_s if self.pp == 1
                      else self._pipelined_time(new_tokens, context_tokens, num_sampling))
-        return PricedPlan(compute_s, cost)
+        return PricedPlan(compute_s)
 
     def ran_rows(self, priced: PricedPlan) -> None:
         """Rows priced as `priced` ran (a roofline keeps no counters)."""
@@ -465,6 +464,17 @@ class CostModel(LockstepPricing, PricesAhead, PricesDecodesApart, PricesRows):
             times.append(iteration_time_s(
                 [linear_s, group_time_s(compute_s, memory_s, 0.0), lm_head_s], comm_s, overhead_s))
         return times
+
+    def lockstep_decode_sum_s(self, context_tokens: list[int], num_steps: int,
+                              first_step: int = 0, total_s: float = 0.0) -> float | None:
+        """`lockstep_decode_times(...)` added one by one onto `total_s` (a stretch of draft
+        passes); None where that is None."""
+        times = self.lockstep_decode_times(context_tokens, num_steps, first_step)
+        if times is None:
+            return None
+        for time_s in times:
+            total_s += time_s
+        return total_s
 
     def ran_lockstep_decodes(self, context_tokens: list[int], num_steps: int) -> None:
         """The engine ran the first `num_steps` of those iterations (a hook for observers

@@ -163,11 +163,9 @@ def _sequential_passes(model: CostModel, plain: PlainRows, contexts: list[int],
     has_plain = bool(plain.new_tokens)
     if (tokens_per_pass == 1 and not has_plain and passes
             and passes.count(passes[0]) == len(passes)):  # one stretch: most steps
-        times = model.lockstep_decode_times(contexts, passes[0], 0)
-        if times is not None:
-            for time_s in times:
-                total += time_s
-            return total
+        stretch_total_s = model.lockstep_decode_sum_s(contexts, passes[0])
+        if stretch_total_s is not None:
+            return stretch_total_s
     num_passes = max(max(passes, default=0), 1 if has_plain else 0)
     j = 0
     while j < num_passes:
@@ -176,10 +174,9 @@ def _sequential_passes(model: CostModel, plain: PlainRows, contexts: list[int],
                   else [c for c, p in zip(contexts, passes) if p > j])
         if tokens_per_pass == 1 and active and (j or not has_plain):
             stretch = min(left) - j
-            times = model.lockstep_decode_times(active, stretch, j)
-            if times is not None:
-                for time_s in times:
-                    total += time_s
+            stretch_total_s = model.lockstep_decode_sum_s(active, stretch, j, total)
+            if stretch_total_s is not None:
+                total = stretch_total_s
                 j += stretch
                 continue
         new = [tokens_per_pass] * len(active)
