@@ -177,6 +177,9 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
         self._prefills: dict[tuple[tuple[int, int], ...], tuple[KernelTime, ...]] = {}
         """Context attention by a step's prefill chunks `(new, cached)`: most steps that admit
         a prompt run one first chunk, and prompt lengths repeat across a trace."""
+        self._lone_rows: dict[tuple[int, int, int], MeasuredIterationCost] = {}
+        """Steps of one row by (new, cached, sampled) tokens: most steps that admit a prompt
+        run it alone, and prompt lengths repeat across a trace."""
         self._rows: dict[tuple[str, int], Row] = {}
         self._gemm_rows: dict[tuple[int, int], Row] = {}
         self._decode_batches: dict[int, _DecodeBatch] = {}
@@ -271,6 +274,15 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
         `num_sampling` positions compute logits (default: one per row)."""
         num_seqs = len(new_tokens)
         sampling = num_seqs if num_sampling is None else num_sampling
+        if num_seqs == 1:  # a lone request's prompt: prompt lengths repeat across a trace
+            return cached(self._lone_rows, (new_tokens[0], context_tokens[0], sampling),
+                          self._breakdown, new_tokens, context_tokens, sampling)
+        return self._breakdown(new_tokens, context_tokens, sampling)
+
+    def _breakdown(self, new_tokens: list[int], context_tokens: list[int],
+                   sampling: int) -> MeasuredIterationCost:
+        """`breakdown` with the sampled positions given."""
+        num_seqs = len(new_tokens)
         batch = self._batch_terms_of(num_seqs, sum(new_tokens), sampling)
         # Decode rows compute one token on a cached context; the others (prefill chunks,
         # verifies, a first token on no context) are few, so the decodes' count and KV are
