@@ -539,7 +539,8 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
     def price(self, plan: Plan) -> PricedPlan:
         """What `plan` takes, its lookups not yet counted (`run_priced` counts them)."""
         priced = self.price_rows(*plan_shape(plan))
-        return priced._replace(duration_s=with_moves(self, priced.duration_s, plan))
+        return PricedPlan(with_moves(self, priced.duration_s, plan), priced.num_in_range,
+                          priced.num_extrapolated)
 
     def run_priced(self, plan: Plan, priced: PricedPlan) -> StepResult:
         """`execute(plan)`'s result for a plan priced as `priced`: its lookups counted."""
@@ -550,8 +551,8 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
         """`execute` of `plan` after one-token decodes on `decode_contexts`
         (`PricesDecodesApart`)."""
         priced = self.price_rows(*plan_shape_after_decodes(decode_contexts, plan))
-        return self.run_priced(plan, priced._replace(
-            duration_s=with_moves(self, priced.duration_s, plan)))
+        return self.run_priced(plan, PricedPlan(with_moves(self, priced.duration_s, plan),
+                                                priced.num_in_range, priced.num_extrapolated))
 
     def price_rows(self, new_tokens: list[int], context_tokens: list[int],
                    num_sampling: int) -> PricedPlan:
