@@ -88,10 +88,13 @@ def test_first_verify_step_costs_target_verify_plus_k_draft_passes():
 @settings(max_examples=30, deadline=None)
 @given(passes=st.lists(st.integers(1, 6), min_size=1, max_size=8),
        contexts=st.lists(st.integers(1, 6000), min_size=8, max_size=8),
-       plain=st.lists(st.tuples(st.integers(1, 300), st.integers(0, 3000)), max_size=2))
+       plain=st.lists(st.one_of(st.tuples(st.just(1), st.integers(1, 3000)),
+                                st.tuples(st.integers(1, 300), st.integers(0, 3000))),
+                      max_size=3))
 def test_draft_passes_cost_each_pass_priced_alone_to_the_bit(cost_model, passes, contexts, plain):
     """Chunks drafting unequal k (near their last outputs) narrow the draft batch from pass
-    to pass: its lockstep stretches must give what pricing every pass alone gives."""
+    to pass: its lockstep stretches (and a pass 0 whose plain chunks are all decodes) must
+    give what pricing every pass alone gives."""
     config = resolve(ReplayOptions(max_requests=1, cost_model=cost_model, speculator="draft",
                                    draft_model="llama-3.2-1b"))
     draft = draft_cost_model(build_cost_model(config), config.draft_model, 0.0)

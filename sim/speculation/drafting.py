@@ -156,9 +156,10 @@ def _sequential_passes(model: CostModel, plain: PlainRows, contexts: list[int],
     """Pass j runs every spec chunk (on `contexts`) with more than j passes; pass 0 also the
     plain chunks.
     Single-token passes over the same chunks are one decode batch growing in lockstep:
-    each such stretch of passes is priced by the model's `lockstep_decode_times`, which gives
+    each such stretch of passes is priced by the model's `lockstep_decode_sum_s`, which adds
     what each pass's `iteration_time` gives, bit for bit, in one call (chunks near their
-    last outputs draft fewer passes, so the batch narrows from stretch to stretch)."""
+    last outputs draft fewer passes, so the batch narrows from stretch to stretch); so is a
+    pass 0 whose plain chunks are all one-token decodes on a cached context."""
     total = 0.0
     has_plain = bool(plain.new_tokens)
     if (tokens_per_pass == 1 and not has_plain and passes
@@ -178,6 +179,15 @@ def _sequential_passes(model: CostModel, plain: PlainRows, contexts: list[int],
             if stretch_total_s is not None:
                 total = stretch_total_s
                 j += stretch
+                continue
+        if (j == 0 and tokens_per_pass == 1 and has_plain
+                and plain.new_tokens.count(1) == len(plain.new_tokens)
+                and min(plain.context_tokens) > 0):  # plain decodes: pass 0 decodes alone
+            pass_total_s = model.lockstep_decode_sum_s(active + plain.context_tokens, 1, 0,
+                                                       total)
+            if pass_total_s is not None:
+                total = pass_total_s
+                j = 1
                 continue
         new = [tokens_per_pass] * len(active)
         ctx = [c + j * tokens_per_pass for c in active]
