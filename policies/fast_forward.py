@@ -38,13 +38,15 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Collection
 from itertools import accumulate
-from operator import add
+from operator import add, attrgetter
 from typing import Callable, ClassVar, Protocol, runtime_checkable
 
 from policies.kv.base import LockstepUsage
 from policies.logs import IterationLog
 from policies.token_times import TokenTimeline
 from policies.types import Plan, Sequence, StepResult
+
+_computed_tokens = attrgetter("num_computed_tokens")
 
 FIRST_CHUNK_STEPS = 16
 """Iterations priced in the first batch of a run with no deadline (then doubling)."""
@@ -136,10 +138,11 @@ class RepeatsVerifyBatch(RepeatsDecodeBatch, Protocol):
     """A speculative scheduler whose repeated batch (`RepeatsDecodeBatch`, each sequence's
     one token widened by its drafts) it can plan without its search."""
 
-    def verify_sizes(self, batch: list[Sequence]) -> tuple[list[int], list[int]]:
+    def verify_sizes(self, batch: list[Sequence]) -> tuple[list[int], list[int], int]:
         """(k, new tokens) of each chunk the next `schedule()` would plan for the repeated
         `batch`, in order (verifies; k = 0 and one new token for a plain decode where no
-        draft fits), if every draft's slots are given; no side effects."""
+        draft fits), if every draft's slots are given; and for how many steps of the batch
+        in a row they hold whatever each step accepts (at least 1); no side effects."""
         raise NotImplementedError
 
 
@@ -437,9 +440,13 @@ class VerifyFastForward(RunFastForward):
         num_seqs = len(seqs)
         t = end_s
         duration_s = None
+        steady_steps = 0  # steps the sizes in hand still hold for (not asked again till 0)
         while (t < until_s or grace) and scheduler.nothing_can_join():
-            spec_tokens, new_tokens = scheduler.verify_sizes(seqs)
-            contexts = [seq.num_computed_tokens for seq in seqs]
+            if not steady_steps:
+                spec_tokens, new_tokens, steady_steps = scheduler.verify_sizes(seqs)
+                num_new_tokens = sum(new_tokens)
+            steady_steps -= 1
+            contexts = list(map(_computed_tokens, seqs))
             priced = executor.price_verifies(contexts, new_tokens, spec_tokens)
             if priced is None:
                 break
@@ -452,7 +459,7 @@ class VerifyFastForward(RunFastForward):
                 grace -= 1
             accepted = executor.run_verifies(seqs, spec_tokens, priced)
             duration_s = priced.duration_s
-            record(num_seqs, sum(new_tokens), t, duration_s)
+            record(num_seqs, num_new_tokens, t, duration_s)
             commit(seqs, spec_tokens, accepted, t, step_end_s, priced.draft_s)
             t = step_end_s
             if scheduler.num_running != num_seqs:
