@@ -89,8 +89,8 @@ class Engine:
         self._beams = beams
         self._on_done = on_done
         self._fast_forward = (
-            VerifyFastForward.of(scheduler, scheduler.allocator, executor,
-                                 self._record_verifies, self._commit_verifies)
+            VerifyFastForward.of(scheduler, scheduler.allocator, executor, self.log,
+                                 lambda: self.scheduler.num_waiting, self._commit_verifies)
             or DecodeFastForward.of(scheduler, scheduler.allocator, executor, self.log,
                                     self.timeline, lambda: self.scheduler.num_waiting,
                                     self._finish)
@@ -393,9 +393,3 @@ class Engine:
                 num_decodes_apart: int = 0) -> None:
         self.log.record(plan, start_s, duration_s, self.scheduler.num_waiting,
                         self.scheduler.allocator.usage(), num_decodes_apart)
-
-    def _record_verifies(self, batch_size: int, num_new_tokens: int, start_s: float,
-                         duration_s: float) -> None:
-        """`_record` of a `_commit_verifies` step (decodes and verifies: no prefill tokens)."""
-        self.log.record_row(start_s, duration_s, batch_size, num_new_tokens, 0,
-                            self.scheduler.num_waiting, self.scheduler.allocator.usage())
