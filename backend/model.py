@@ -324,17 +324,23 @@ def init_random(model: LlamaModel, seed: int) -> LlamaModel:
     return model
 
 
-def seeded_model(spec: ModelSpec, seed: int) -> LlamaModel:
-    """`init_random(LlamaModel(spec), seed)`, bit for bit, without first running torch's
-    default initialisation, which `init_random` overwrites: that costs 15 s of a 1B model's
-    construction on two cores, minutes for an 8B one. Built on the meta device, the
-    parameters are allocated empty on the CPU and every one is then filled."""
+def empty_model(spec: ModelSpec) -> LlamaModel:
+    """A model of `spec` whose parameters are allocated on the CPU but not initialised, for a
+    loader that fills every one: torch's default initialisation costs 15 s of a 1B model's
+    construction on two cores, minutes for an 8B one, and the pages it would touch stay
+    untouched until the weights arrive."""
     with torch.device("meta"):
         model = LlamaModel(spec)
     model = model.to_empty(device="cpu")
     if spec.tied_embeddings:  # to_empty gives each module its own tensor
         model.lm_head.weight = model.embed_tokens.weight
-    return init_random(model, seed)
+    return model
+
+
+def seeded_model(spec: ModelSpec, seed: int) -> LlamaModel:
+    """`init_random(LlamaModel(spec), seed)`, bit for bit, without the default
+    initialisation first (`empty_model`)."""
+    return init_random(empty_model(spec), seed)
 
 
 def load_hf_directory(model: LlamaModel, directory: str | Path) -> LlamaModel:

@@ -32,8 +32,8 @@ from backend.gguf_weights import ChatTokenizer
 from backend.host_memory import keep_freed_host_memory
 from backend.kv_cache import KVCache, require_page_tables
 from backend.lookahead import Lookahead
-from backend.model import (LlamaModel, check_supported, load_hf_directory, seeded_model,
-                           uses_triton)
+from backend.model import (LlamaModel, check_supported, empty_model, load_hf_directory,
+                           seeded_model, uses_triton)
 from backend.runner import RealExecutor, run_wall_clock
 from backend.sampler import SamplingParams
 from backend.speed import SpeedMeter
@@ -86,20 +86,27 @@ def load_model(spec: ModelSpec, weights: str | None, seed: int,
             raise ValueError(f"the real backend loads unquantized safetensors; {spec.name} "
                              f"stores {spec.quantization.method} weights (drop --weights to "
                              f"run seeded weights of its shape)")
-        model = load_hf_directory(LlamaModel(spec), weights)
+        _check_fits_in_memory(spec)
+        model = load_hf_directory(empty_model(spec), weights)
     elif spec.name == "smollm2-135m":
         from backend.gguf_weights import load_smollm2
 
         model, tokenizer = load_smollm2(spec)
     else:
-        fp32_bytes = spec.param_count * 4
-        ram_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        if fp32_bytes > ram_bytes / 2:
-            raise ValueError(f"{spec.name} needs {fp32_bytes / 1e9:.1f} GB of fp32 weights, "
-                             f"over half of this machine's {ram_bytes / 1e9:.1f} GB")
+        _check_fits_in_memory(spec)
         model = seeded_model(spec, seed)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     return model.to(device=device, dtype=dtype).eval(), tokenizer
+
+
+def _check_fits_in_memory(spec: ModelSpec) -> None:
+    """Weights are built or loaded in fp32 on the host first: refuse a model whose fp32
+    weights pass half of this machine's memory (the process would be killed, not told)."""
+    fp32_bytes = spec.param_count * 4
+    ram_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if fp32_bytes > ram_bytes / 2:
+        raise ValueError(f"{spec.name} needs {fp32_bytes / 1e9:.1f} GB of fp32 weights, "
+                         f"over half of this machine's {ram_bytes / 1e9:.1f} GB")
 
 
 def build_draft_model(config: SimConfig, target: LlamaModel,

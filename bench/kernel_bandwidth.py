@@ -21,8 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 
-def _median_ms(fn, repeats: int = 50) -> float:
-    for _ in range(5):
+def median_cuda_ms(fn, repeats: int = 50, warmup: int = 5) -> float:
+    """Median CUDA-event time of `fn()` over `repeats` calls after `warmup` untimed ones."""
+    for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
@@ -59,12 +60,12 @@ def main() -> int:
     tables = torch.randperm(num_pages, device=device, dtype=torch.int32).view(args.batch, -1)
     q = torch.randn(args.batch, args.heads, args.head_dim, dtype=dtype, device=device)
     context_lens = torch.full((args.batch,), args.context, device=device, dtype=torch.int32)
-    kernel_ms = _median_ms(lambda: paged_decode_attention(
+    kernel_ms = median_cuda_ms(lambda: paged_decode_attention(
         q, k, v, tables, context_lens, args.head_dim ** -0.5))
     kv_bytes = 2 * k.numel() * k.element_size()
     src = torch.empty(1 << 30, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
-    copy_ms = _median_ms(lambda: dst.copy_(src), repeats=20)
+    copy_ms = median_cuda_ms(lambda: dst.copy_(src), repeats=20)
     result = {
         "device": torch.cuda.get_device_name(), "batch": args.batch, "context": args.context,
         "heads": args.heads, "kv_heads": args.kv_heads, "head_dim": args.head_dim,

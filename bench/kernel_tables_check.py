@@ -27,6 +27,7 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.kernel_bandwidth import median_cuda_ms  # noqa: E402
 from sim.assembly import build_cost_model  # noqa: E402
 from sim.config import ReplayOptions, resolve  # noqa: E402
 
@@ -107,16 +108,9 @@ def _per_call_us(make_operands: Callable[[], tuple], call: Callable, bytes_per_c
         replay = graph.replay
     except RuntimeError:
         torch.cuda.synchronize()
-    times_ms = []
-    for _ in range(12):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        replay()
-        end.record()
-        torch.cuda.synchronize()
-        times_ms.append(start.elapsed_time(end))
+    replay_ms = median_cuda_ms(replay, repeats=10, warmup=2)
     del operands
-    return statistics.median(times_ms[2:]) * 1e3 / copies
+    return replay_ms * 1e3 / copies
 
 
 def _sdpa(backend_name: str, causal: bool) -> Callable:

@@ -59,6 +59,10 @@ BOUNDS: dict[str, Bound] = {
 None (where a field allows it) means "default"."""
 
 
+BLANK_IS_DEFAULT = frozenset({"trace"})
+"""Text options whose documented default is the empty string (`trace`: the bundled trace)."""
+
+
 def parse_type(type_text: str) -> tuple[tuple[str, ...], bool]:
     """`"int | None"` -> `(("int",), True)`: the accepted base types, in order, and whether
     None is allowed."""
@@ -81,6 +85,9 @@ def check_option(name: str, value: Any, type_text: str) -> Any:
                      None)
     if converted is None:
         raise ValueError(_type_error(name, value, bases))
+    if isinstance(converted, str) and not converted.strip() and name not in BLANK_IS_DEFAULT:
+        # a blank name or path would read as "not given" wherever an option is tested for truth
+        raise ValueError(f"{_flag(name)} must not be empty (option {name})")
     bound = BOUNDS.get(name)
     if bound is not None and isinstance(converted, (int, float)) and not bound.admits(converted):
         raise ValueError(f"{_flag(name)} {bound.describe()}, got {converted!r} (option {name})")

@@ -148,6 +148,7 @@ def run_validate(args: argparse.Namespace, console: Console, options: ReplayOpti
     _need_torch("validate")
     from backend.validate import ValidateSettings, validate
     from sim.api import simulate
+    from sim.run_notes import unread_options
 
     options = dataclasses.replace(options, hardware=_hardware(
         options.hardware if "hardware" in vars(args) else None))
@@ -160,6 +161,8 @@ def run_validate(args: argparse.Namespace, console: Console, options: ReplayOpti
     report = validate(options, args.out, settings, simulate,
                       lambda text: console.print(f"[dim]{text}[/dim]"))
     console.print(error_table(report))
+    for note in unread_options(options):
+        console.print(f"note: {note}", soft_wrap=True)
     console.print(f"wrote {Path(args.out) / 'validation.json'}")
     return 0
 

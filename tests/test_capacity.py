@@ -95,6 +95,11 @@ def test_capacity_command_prints_the_probes_and_the_rate(capsys):
                  "--seeds", "1", "--rel-tol", "0.1"]) == 0
     out = capsys.readouterr().out
     assert "capacity: rate_scale" in out and "req/s" in out
+    assert "has no effect" not in out
+    assert main(["capacity", "--trace", TRACE, "--slo", "ttft_p99=0.05,tpot_p99=0.05",
+                 "--seeds", "1", "--rel-tol", "0.1", "--token-budget", "256"]) == 0
+    assert ("note: --token-budget 256 has no effect: only --scheduler chunked reads it"
+            in capsys.readouterr().out)
     assert main(["capacity", "--trace", TRACE, "--slo", "ttft_p99=1", "--pace", "asap"]) == 2
     assert "needs --pace trace" in capsys.readouterr().err
 

@@ -117,7 +117,10 @@ def test_roofline_command_prints_the_numbers(capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["--model", "gpt-5", "--hardware", "h100", "--batch", "1"], "unknown model 'gpt-5'"),
-    (["--model", "llama-3-8b", "--hardware", "h100", "--batch", "0"], "--batch must be >= 1"),
+    (["--model", "llama-3-8b", "--hardware", "h100", "--batch", "0"],
+     "--batch must lie in [1, 1,000,000]"),
+    (["--model", "llama-3-8b", "--hardware", "h100", "--batch", "999999999999"],
+     "--batch must lie in [1, 1,000,000] sequences, got 999999999999"),
     (["--model", "llama-3-8b", "--hardware", "h100", "--batch", "1", "--tp", "3"], "not divisible"),
 ])
 def test_roofline_bad_input_is_a_clear_error(argv, message, capsys):

@@ -62,11 +62,22 @@ def test_a_mistyped_grid_value_fails_the_sweep_up_front(line, message):
     (["--max-num-seqs", "0"], "--max-num-seqs must be >= 1"),
     (["--window-start-s", "-1"], "--window-start-s must be >= 0"),
     (["--top-p", "0"], "--top-p must lie in (0, 1]"),
+    # a blank name or path read as "not given": the run went on without it
+    (["--calibration="], "--calibration must not be empty"),
+    (["--arrivals", " "], "--arrivals must not be empty"),
+    (["--speed-trace="], "--speed-trace must not be empty"),
 ])
 def test_an_out_of_range_flag_is_a_one_line_error(capsys, argv, message):
     assert main(["replay", "--quiet", "--max-requests", "5", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_a_blank_trace_is_the_bundled_one():
+    """`trace`'s documented default is the empty string (the bundled trace)."""
+    assert ReplayOptions().updated({"trace": ""}).trace == ""
+    with pytest.raises(ValueError, match="--model must not be empty"):
+        ReplayOptions().updated({"model": ""})
 
 
 def test_integral_floats_become_ints_and_ints_become_floats():

@@ -45,3 +45,61 @@ def test_no_note_when_prefixes_can_be_shared(capsys, allocator):
 
 def test_no_note_for_a_plain_run(capsys):
     assert notes(capsys) == []
+
+
+@pytest.mark.parametrize("argv, note", [
+    (["--token-budget", "512"], "--token-budget 512 has no effect: only --scheduler chunked "
+                                "reads it, and this run uses continuous"),
+    (["--spec-k", "3"], "--spec-k 3 has no effect: only --speculator draft, tree, ngram, "
+                        "cascade or lookahead reads it, and this run uses none"),
+    (["--tiny-draft-model", "llama-3.2-1b"], "only --speculator cascade reads it"),
+    (["--router", "least-outstanding"], "--router least-outstanding has no effect without "
+                                        "several replicas (--replicas or --disaggregate)"),
+    (["--kv-link-latency-s", "0.1"], "--kv-link-latency-s 0.1 has no effect without "
+                                     "--disaggregate"),
+    (["--swap-space-gb", "8"], "--swap-space-gb 8.0 has no effect without --preemption swap"),
+    (["--spec-acceptance", "0.5"], "--spec-acceptance 0.5 has no effect without a --speculator"),
+])
+def test_an_option_the_run_does_not_read_is_noted_not_silently_ignored(capsys, argv, note):
+    assert any(note in line for line in notes(capsys, *argv))
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["--scheduler", "chunked", "--token-budget", "512"],
+    ["--preemption", "swap", "--swap-space-gb", "8"],
+    ["--replicas", "2", "--router", "least-outstanding"],
+    ["--scheduler", "continuous", "--max-num-seqs", "64"],  # every scheduler reads it
+])
+def test_options_the_run_reads_bring_no_note(capsys, argv):
+    assert notes(capsys, *argv) == []
+
+
+def _another_value(knob):
+    """A valid value of `knob` other than its default."""
+    if knob.choices:
+        return next(c for c in knob.choices if c != knob.default)
+    base = knob.type_text.split("|")[0].strip()
+    if base == "bool":
+        return not knob.default
+    if base in ("int", "float"):
+        start = knob.default if knob.default is not None else knob.low or 1
+        if base == "int":
+            return start + 1
+        return start + 3 if knob.high is None else (start + knob.high) / 2
+    return "llama-3.2-1b"
+
+
+def test_every_knob_of_an_unpicked_policy_is_covered():
+    """Each policy knob set away from its default, under the default run (continuous, paged,
+    no speculator, one replica), is noted unless the default policy of its kind reads it."""
+    from sim.config import ReplayOptions
+    from sim.policy_knobs import KNOB_OPTIONS
+    from sim.run_notes import SELECTED_BY, unread_options
+
+    defaults = ReplayOptions()
+    for knob in KNOB_OPTIONS:
+        if knob.kind not in SELECTED_BY:
+            continue
+        noted = unread_options(defaults.updated({knob.name: _another_value(knob)}))
+        read = getattr(defaults, SELECTED_BY[knob.kind]) in knob.policies
+        assert (noted == []) == read, (knob.name, noted)

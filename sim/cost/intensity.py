@@ -94,12 +94,17 @@ def prefill_rows(cost: CostModel, batch: int, prompt_tokens: int) -> list[Intens
     return _rows("prefill", breakdown, batch, prompt_tokens, 0)
 
 
+MAX_BATCH = 1_000_000
+"""The largest `--batch`: the cost model prices a batch row by row, and no engine runs
+anywhere near a million sequences in one iteration."""
+
+
 def intensity_table(cost: CostModel, batch: int, context_tokens: int,
                     spec_tokens: int = 0, diffusion_block: int = 0) -> list[IntensityRow]:
     """What `servesim roofline` prints: decode at (batch, context), a denoising step of a
     `diffusion_block`-position block there (none when 0), then prefill of that context."""
-    if batch < 1:
-        raise ValueError(f"--batch must be >= 1, got {batch}")
+    if not 1 <= batch <= MAX_BATCH:
+        raise ValueError(f"--batch must lie in [1, {MAX_BATCH:,}] sequences, got {batch}")
     if context_tokens < 1:
         raise ValueError(f"--context must be >= 1, got {context_tokens}")
     if spec_tokens < 0:

@@ -63,6 +63,7 @@ def add_capacity_parser(sub: argparse._SubParsersAction, add_replay_flags) -> No
 
 
 def run_capacity_command(args: argparse.Namespace, console: Console, options) -> int:
+    from sim.run_notes import unread_options
     from sim.sweep.capacity import find_capacity, parse_slo
 
     slo = parse_slo(args.slo)
@@ -87,6 +88,8 @@ def run_capacity_command(args: argparse.Namespace, console: Console, options) ->
         console.print(f"note: seeds {options.seed} and {options.seed + 1} gave the same run (the "
                       "trace and everything else are fixed), so each probe ran once, not "
                       f"{args.seeds} times")
+    for note in unread_options(options):
+        console.print(f"note: {note}", soft_wrap=True)
     return 0
 
 

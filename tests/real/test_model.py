@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from backend.kv_cache import KVCache
-from backend.model import BatchLayout, LlamaModel, init_random, load_hf_directory, seeded_model
+from backend.model import (BatchLayout, LlamaModel, empty_model, init_random,
+                           load_hf_directory, seeded_model)
 from sim.cost.catalog import get_model
 
 TINY = get_model("tiny-llama")
@@ -214,3 +215,22 @@ def test_triton_attention_only_for_head_dims_its_kernels_take(head_dim, device, 
 
     spec = dataclasses.replace(TINY, head_dim=head_dim)
     assert uses_triton(spec, torch.device(device)) is expected
+
+
+@pytest.mark.parametrize("shape", [{}, {"qkv_bias": True, "tied_embeddings": True}],
+                         ids=["llama", "qkv-bias-tied"])
+def test_weights_load_into_an_uninitialised_model_exactly(tmp_path, shape):
+    """`--weights` fills `empty_model`: every tensor the file's, a tied head still tied."""
+    from safetensors.torch import save_file
+
+    spec = dataclasses.replace(TINY, **shape)
+    source = init_random(LlamaModel(spec), seed=9)
+    tensors = {f"model.{k}" if k != "lm_head.weight" else k: v.contiguous()
+               for k, v in source.state_dict().items()}
+    if spec.tied_embeddings:
+        tensors.pop("lm_head.weight")
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    loaded = load_hf_directory(empty_model(spec), tmp_path)
+    for name, tensor in source.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    assert (loaded.lm_head.weight is loaded.embed_tokens.weight) == spec.tied_embeddings

@@ -52,6 +52,9 @@ def test_real_replay_is_deterministic_for_a_seed(tmp_path):
     (["--executor", "real", "--model", "jamba-v0.1", "--hardware", "h100"], "dense gated-MLP"),
     (["--executor", "real", "--model", "tiny-llama", "--weights", "/nonexistent"],
      "no *.safetensors"),
+    # checked before any weight is allocated or read (it was an out-of-memory kill)
+    (["--executor", "real", "--model", "llama-3-70b", "--weights", "/nonexistent"],
+     "llama-3-70b needs 282.2 GB of fp32 weights, over half of this machine's"),
     (["--executor", "real", "--model", "tiny-llama", "--replicas", "2"], "runs one replica"),
     (["--executor", "real", "--model", "tiny-llama", "--speculator", "tree"],
      "--speculator tree does not run on the real backend yet"),
