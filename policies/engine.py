@@ -89,8 +89,8 @@ class Engine:
         self._beams = beams
         self._on_done = on_done
         self._fast_forward = (
-            VerifyFastForward.of(scheduler, scheduler.allocator, executor,
-                                 self._record_verifies, self._commit_verifies)
+            VerifyFastForward.of(scheduler, scheduler.allocator, executor, self.log,
+                                 lambda: self.scheduler.num_waiting, self._commit_verifies)
             or DecodeFastForward.of(scheduler, scheduler.allocator, executor, self.log,
                                     self.timeline, lambda: self.scheduler.num_waiting,
                                     self._finish)
@@ -317,21 +317,23 @@ class Engine:
             if seq.first_scheduled_s is None:
                 seq.first_scheduled_s = start_s
             output_tokens = seq.request.output_tokens
-            num_emitted = 1
+            num_outputs = seq.num_output_tokens
             if k:
                 if (drafts is None or num_accepted is None or not 0 <= num_accepted <= k
-                        or num_accepted >= output_tokens - seq.num_output_tokens):
+                        or num_accepted >= output_tokens - num_outputs):
                     self._commit_verify(seq, k, num_accepted)  # raises: says what is wrong
-                num_emitted += num_accepted
+                num_emitted = 1 + num_accepted
                 seq.num_computed_tokens += num_emitted
                 seq.num_draft_tokens_reached += num_emitted if num_accepted < k else k
                 seq.num_draft_tokens_accepted += num_accepted
             else:
+                num_emitted = 1
                 seq.num_computed_tokens += 1
             # as `_commit` emits, less the fork: a decoding sequence sampled its first before
-            seq.num_output_tokens += num_emitted
+            num_outputs += num_emitted
+            seq.num_output_tokens = num_outputs
             seq.token_times_s.add_at(timeline, end_index, num_emitted)
-            if seq.num_output_tokens >= output_tokens:
+            if num_outputs >= output_tokens:
                 done = seqs.index(seq, shrunk) + 1
                 growth.shrink_to_computed(seqs[shrunk:done])
                 shrunk = done
@@ -391,9 +393,3 @@ class Engine:
                 num_decodes_apart: int = 0) -> None:
         self.log.record(plan, start_s, duration_s, self.scheduler.num_waiting,
                         self.scheduler.allocator.usage(), num_decodes_apart)
-
-    def _record_verifies(self, batch_size: int, num_new_tokens: int, start_s: float,
-                         duration_s: float) -> None:
-        """`_record` of a `_commit_verifies` step (decodes and verifies: no prefill tokens)."""
-        self.log.record_row(start_s, duration_s, batch_size, num_new_tokens, 0,
-                            self.scheduler.num_waiting, self.scheduler.allocator.usage())

@@ -38,13 +38,15 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Collection
 from itertools import accumulate
-from operator import add
+from operator import add, attrgetter
 from typing import Callable, ClassVar, Protocol, runtime_checkable
 
-from policies.kv.base import LockstepUsage
+from policies.kv.base import KVUsage, LockstepUsage
 from policies.logs import IterationLog
 from policies.token_times import TokenTimeline
 from policies.types import Plan, Sequence, StepResult
+
+_computed_tokens = attrgetter("num_computed_tokens")
 
 FIRST_CHUNK_STEPS = 16
 """Iterations priced in the first batch of a run with no deadline (then doubling)."""
@@ -136,10 +138,11 @@ class RepeatsVerifyBatch(RepeatsDecodeBatch, Protocol):
     """A speculative scheduler whose repeated batch (`RepeatsDecodeBatch`, each sequence's
     one token widened by its drafts) it can plan without its search."""
 
-    def verify_sizes(self, batch: list[Sequence]) -> tuple[list[int], list[int]]:
+    def verify_sizes(self, batch: list[Sequence]) -> tuple[list[int], list[int], int]:
         """(k, new tokens) of each chunk the next `schedule()` would plan for the repeated
         `batch`, in order (verifies; k = 0 and one new token for a plain decode where no
-        draft fits), if every draft's slots are given; no side effects."""
+        draft fits), if every draft's slots are given; and for how many steps of the batch
+        in a row they hold whatever each step accepts (at least 1); no side effects."""
         raise NotImplementedError
 
 
@@ -151,6 +154,10 @@ class GrowsForVerifies(Protocol):
         """Do what `allocate_slots(seq, seq.num_known_tokens)` over `seqs`, then
         `allocate_slots(seq, n)` over `seqs` and `num_tokens`, in order, would do, and return
         True; or nothing and False when one of those calls would fail or copy a block."""
+        raise NotImplementedError
+
+    def usage(self) -> KVUsage:
+        """The pool's occupancy (`KVAllocator.usage`): a step's log row."""
         raise NotImplementedError
 
     def shrink_to_computed(self, seqs: list[Sequence]) -> None:
@@ -396,28 +403,28 @@ class VerifyFastForward(RunFastForward):
     committed (the engine's record and commit of verify steps) without the event loop."""
 
     def __init__(self, scheduler: RepeatsVerifyBatch, allocator: GrowsForVerifies,
-                 executor: PricesVerifies, record: Callable[[int, int, float, float], None],
+                 executor: PricesVerifies, log: IterationLog, num_waiting: Callable[[], int],
                  commit: Callable[[list[Sequence], list[int], list[int], float, float, float],
                                   None]) -> None:
         super().__init__(scheduler)
         self._verifier = scheduler
         self._allocator = allocator
         self._executor = executor
-        self._record = record
-        """(batch size, new tokens, start, duration): the step's log row."""
+        self._log = log
+        self._num_waiting = num_waiting
         self._commit = commit
         """(sequences, k of each, accepted drafts of each, start, end, drafting seconds)."""
 
     @classmethod
-    def of(cls, scheduler: object, allocator: object, executor: object,
-           record: Callable[[int, int, float, float], None],
+    def of(cls, scheduler: object, allocator: object, executor: object, log: IterationLog,
+           num_waiting: Callable[[], int],
            commit: Callable[[list[Sequence], list[int], list[int], float, float, float], None]
            ) -> VerifyFastForward | None:
         """The fast-forward of a speculative engine whose three parties declare their part;
         None (step by step) when one does not."""
         if (isinstance(scheduler, RepeatsVerifyBatch) and isinstance(allocator, GrowsForVerifies)
                 and isinstance(executor, PricesVerifies)):
-            return cls(scheduler, allocator, executor, record, commit)
+            return cls(scheduler, allocator, executor, log, num_waiting, commit)
         return None
 
     def _run_batch(self, seqs: list[Sequence], now_s: float, end_s: float, until_s: float,
@@ -428,18 +435,30 @@ class VerifyFastForward(RunFastForward):
         (memory a verify gave back could admit it), the step must fit the pool (else a
         preemption or a narrower verify is due: the engine steps it) and its end must be one
         the caller's clock reproduces as `now_s + (end - now_s)` (else the run stops short: only
-        a step the caller can land on may end it), so no step is ever undone."""
+        a step the caller can land on may end it), so no step is ever undone. The steps'
+        log rows are written as the run ends (nothing reads the log before), their waiting
+        count read once (nothing arrives, joins or is preempted in a run)."""
         for seq in seqs:  # each must be decoding: outputs sampled, KV for all but the last
             if not seq.num_output_tokens or seq.num_uncomputed_tokens != 1:
                 return None
         scheduler, allocator, executor = self._verifier, self._allocator, self._executor
-        record, commit = self._record, self._commit
+        commit = self._commit
+        num_waiting = self._num_waiting()
+        starts_s: list[float] = []  # the log rows' columns
+        durations_s: list[float] = []
+        new_tokens_each: list[int] = []
+        usages: list[KVUsage] = []
         num_seqs = len(seqs)
         t = end_s
         duration_s = None
+        finished = False
+        steady_steps = 0  # steps the sizes in hand still hold for (not asked again till 0)
         while (t < until_s or grace) and scheduler.nothing_can_join():
-            spec_tokens, new_tokens = scheduler.verify_sizes(seqs)
-            contexts = [seq.num_computed_tokens for seq in seqs]
+            if not steady_steps:
+                spec_tokens, new_tokens, steady_steps = scheduler.verify_sizes(seqs)
+                num_new_tokens = sum(new_tokens)
+            steady_steps -= 1
+            contexts = list(map(_computed_tokens, seqs))
             priced = executor.price_verifies(contexts, new_tokens, spec_tokens)
             if priced is None:
                 break
@@ -452,9 +471,17 @@ class VerifyFastForward(RunFastForward):
                 grace -= 1
             accepted = executor.run_verifies(seqs, spec_tokens, priced)
             duration_s = priced.duration_s
-            record(num_seqs, sum(new_tokens), t, duration_s)
+            starts_s.append(t)
+            durations_s.append(duration_s)
+            new_tokens_each.append(num_new_tokens)
+            usages.append(allocator.usage())
             commit(seqs, spec_tokens, accepted, t, step_end_s, priced.draft_s)
             t = step_end_s
             if scheduler.num_running != num_seqs:
-                return t, True, duration_s
-        return None if duration_s is None else (t, False, duration_s)
+                finished = True
+                break
+        if duration_s is None:
+            return None
+        self._log.record_verify_run(num_seqs, starts_s, durations_s, new_tokens_each,
+                                    num_waiting, usages)
+        return t, finished, duration_s

@@ -72,6 +72,24 @@ class IterationLog:
         self.kv_filled_slots.extend(usage.filled_slots)
         self.kv_cached_free_slots.extend(usage.cached_free_slots)
 
+    def record_verify_run(self, batch_size: int, starts_s: list[float],
+                          durations_s: list[float], new_tokens: list[int], num_waiting: int,
+                          usages: list[KVUsage]) -> None:
+        """The rows `record` would write for each step of a run in which a batch of
+        `batch_size` sequences decodes and verifies (no prefill tokens), step i starting at
+        `starts_s[i]` with `new_tokens[i]` tokens, the pool at `usages[i]`."""
+        num_steps = len(starts_s)
+        self.start_s.extend(starts_s)
+        self.duration_s.extend(durations_s)
+        self.batch_size.extend(array("i", [batch_size]) * num_steps)
+        self.new_tokens.extend(new_tokens)
+        self.prefill_tokens.extend(array("i", [0]) * num_steps)
+        self.num_waiting.extend(array("i", [num_waiting]) * num_steps)
+        _, reserved_slots, filled_slots, cached_free_slots = zip(*usages)
+        self.kv_reserved_slots.extend(reserved_slots)
+        self.kv_filled_slots.extend(filled_slots)
+        self.kv_cached_free_slots.extend(cached_free_slots)
+
 
 @dataclass(slots=True)
 class SpeculationLog:

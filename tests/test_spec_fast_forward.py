@@ -411,7 +411,27 @@ def test_verify_sizes_of_a_fixed_k_equal_asking_the_speculator(speculation, left
 
     assert scheduler.speculator.fixed_num_draft_tokens()
     scheduler.speculator = AskEachTime(scheduler.speculator)
-    assert scheduler.verify_sizes(batch) == fixed
+    assert scheduler.verify_sizes(batch) == (*fixed[:2], 1)
+
+
+@pytest.mark.parametrize("speculation", [DRAFT, dict(speculator="tree"), LOOKAHEAD])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(left=st.lists(st.integers(1, 40), min_size=1, max_size=8), budget=st.integers(1, 120),
+       acceptance=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=30))
+def test_verify_sizes_hold_for_the_steps_they_say(speculation, left, budget, acceptance):
+    """The sizes `verify_sizes` gives are the ones it gives at each of the steps it says they
+    hold for, whatever those steps accept (each row's outputs moving on by its accepted
+    drafts and one more), the budget and the requests near their last outputs."""
+    scheduler = _speculative_engine("roofline", **speculation).scheduler
+    scheduler.max_num_batched_tokens = budget
+    batch = [_decoding(i, 50, 100 - n, 100) for i, n in enumerate(left)]
+    spec_tokens, new_tokens, steady_steps = scheduler.verify_sizes(batch)
+    assert steady_steps >= 1
+    draws = iter(acceptance * (len(batch) * steady_steps))
+    for _ in range(steady_steps - 1):
+        for seq, k in zip(batch, spec_tokens):
+            seq.num_output_tokens += 1 + round(next(draws) * k)
+        assert scheduler.verify_sizes(batch)[:2] == (spec_tokens, new_tokens)
 
 
 @settings(max_examples=60, deadline=None)

@@ -79,19 +79,24 @@ class SpeculativeScheduler(WrappedScheduler, RepeatsVerifyBatch):
     def nothing_can_join(self) -> bool:
         return self._repeats is not None and self._repeats.nothing_can_join()
 
-    def verify_sizes(self, batch: list[Sequence]) -> tuple[list[int], list[int]]:
+    def verify_sizes(self, batch: list[Sequence]) -> tuple[list[int], list[int], int]:
         """(k, new tokens) of each chunk `schedule()` plans for the repeated `batch` (each
-        decoding one token, nothing else planned) when every draft's slots are given. With a
-        fixed k, a request whose remaining outputs and the budget left both hold its verify
-        takes it as it is (`_fitting_k` would not lower it) without asking the speculator."""
+        decoding one token, nothing else planned) when every draft's slots are given, and
+        the steps they hold for. With a fixed k, a request whose remaining outputs and the
+        budget left both hold its verify takes it as it is (`_fitting_k` would not lower it)
+        without asking the speculator; when every request does, they all do so again at
+        each step until the fewest remaining outputs, less at most 1 + k a step (a verify
+        emits its accepted drafts and one more), no longer exceed the verify's nodes."""
         budget = self.max_num_batched_tokens - len(batch)
         num_decoding = len(batch)
         fixed_k = self.speculator.fixed_num_draft_tokens()
         fixed_nodes = self.speculator.num_verify_nodes(fixed_k) if fixed_k else 0
-        if fixed_nodes and budget >= num_decoding * fixed_nodes and min(
-                [seq.request.output_tokens - seq.num_output_tokens for seq in batch],
-                default=0) > fixed_nodes:  # the budget holds every verify: each takes it
-            return [fixed_k] * num_decoding, [1 + fixed_nodes] * num_decoding
+        if fixed_nodes and budget >= num_decoding * fixed_nodes:
+            fewest_outputs_left = min(
+                [seq.request.output_tokens - seq.num_output_tokens for seq in batch], default=0)
+            if fewest_outputs_left > fixed_nodes:  # the budget holds every verify: each takes it
+                return ([fixed_k] * num_decoding, [1 + fixed_nodes] * num_decoding,
+                        -(-(fewest_outputs_left - fixed_nodes) // (1 + fixed_k)))
         fitting_k = self._fitting_k
         spec_tokens, new_tokens = [], []
         for seq in batch:
@@ -107,4 +112,4 @@ class SpeculativeScheduler(WrappedScheduler, RepeatsVerifyBatch):
             spec_tokens.append(k)
             new_tokens.append(1 + nodes)
             budget -= nodes
-        return spec_tokens, new_tokens
+        return spec_tokens, new_tokens, 1
