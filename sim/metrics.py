@@ -207,9 +207,10 @@ class _TokenTimeReader:
     @functools.cached_property
     def _run_bounds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """Where the runs of two tokens or more start and end in the joined timelines (each
-        sorted when the timeline is several segments long), the gaps from each run to the same sample's next that are not zero, and how
-        many are (a verify that emits n tokens stamps n - 1 runs at its step's time); read a
-        slice of samples at a time, so only these stay in memory."""
+        sorted when the timeline is several segments long), the gaps from each run to the
+        same sample's next that are not zero, and how many are (a verify that emits n tokens
+        stamps n - 1 runs at its step's time); read a slice of samples at a time, so only
+        these stay in memory."""
         starts, ends, across = [], [], []
         num_zero_across = 0
         index_type = np.int32 if self.all_times.size < 2**31 else np.int64

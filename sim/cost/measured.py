@@ -32,7 +32,7 @@ point times the roofline's ratio between the query and that point
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from itertools import repeat
 from operator import truediv
@@ -49,7 +49,7 @@ from sim.cost.kernel_shapes import LayerKind, dtype_table, equivalent_prompt, la
 from sim.cost.kernel_tables import KernelTables, Row, shipped_tables
 from sim.cost.measured_coefficients import MeasuredCoefficients
 from sim.cost.roofline import (CostModel, PricedPlan, attended_pairs, cached, plan_shape,
-                               plan_shape_after_decodes, with_moves)
+                               plan_shape_after_decodes, priced_with_moves)
 from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes
 
 UNTABLED_KERNELS_PER_LAYER = 5
@@ -538,9 +538,7 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
 
     def price(self, plan: Plan) -> PricedPlan:
         """What `plan` takes, its lookups not yet counted (`run_priced` counts them)."""
-        priced = self.price_rows(*plan_shape(plan))
-        return PricedPlan(with_moves(self, priced.duration_s, plan), priced.num_in_range,
-                          priced.num_extrapolated)
+        return priced_with_moves(self, self.price_rows(*plan_shape(plan)), plan)
 
     def run_priced(self, plan: Plan, priced: PricedPlan) -> StepResult:
         """`execute(plan)`'s result for a plan priced as `priced`: its lookups counted."""
@@ -550,9 +548,8 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
     def execute_decodes_apart(self, decode_contexts: list[int], plan: Plan) -> StepResult:
         """`execute` of `plan` after one-token decodes on `decode_contexts`
         (`PricesDecodesApart`)."""
-        priced = self.price_rows(*plan_shape_after_decodes(decode_contexts, plan))
-        return self.run_priced(plan, PricedPlan(with_moves(self, priced.duration_s, plan),
-                                                priced.num_in_range, priced.num_extrapolated))
+        return self.run_priced(plan, priced_with_moves(
+            self, self.price_rows(*plan_shape_after_decodes(decode_contexts, plan)), plan))
 
     def price_rows(self, new_tokens: list[int], context_tokens: list[int],
                    num_sampling: int) -> PricedPlan:
@@ -567,8 +564,8 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
                                           new * sum(context_tokens)
                                           + num_rows * (new * (new + 1) // 2))
             if min(new_tokens) > 1:
-                return self._price_chunks(num_rows, sum(new_tokens), num_sampling, sum([
-                    n * ctx + n * (n + 1) // 2 for n, ctx in zip(new_tokens, context_tokens)]))
+                return self._price_chunks(num_rows, sum(new_tokens), num_sampling,
+                                          _summed_pairs(zip(new_tokens, context_tokens), None))
         cost = self.breakdown(new_tokens, context_tokens, num_sampling)
         batch, attention = cost
         attention_extrapolated = len([kernel for kernel in attention if kernel.extrapolated])
@@ -730,7 +727,7 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
 
 
 # ---- helpers ------------------------------------------------------------------------------
-def _summed_pairs(chunks: list[tuple[int, int]], window: int | None) -> float:
+def _summed_pairs(chunks: Iterable[tuple[int, int]], window: int | None) -> float:
     """`attended_pairs` summed over `(new, cached)` chunks; without a window in integers,
     the same value (every term and partial sum is an integer below 2**53, so the floats'
     sum is exact too) without a call per chunk."""

@@ -404,15 +404,13 @@ class CostModel(LockstepPricing, PricesAhead, PricesDecodesApart, PricesRows):
 
     def price(self, plan: Plan) -> PricedPlan:
         """What `plan` takes (no side effects: `execute` is this and `run_priced`)."""
-        priced = self.price_rows(*plan_shape(plan))
-        return PricedPlan(with_moves(self, priced.duration_s, plan))
+        return priced_with_moves(self, self.price_rows(*plan_shape(plan)), plan)
 
     def execute_decodes_apart(self, decode_contexts: list[int], plan: Plan) -> StepResult:
         """`execute` of `plan` after one-token decodes on `decode_contexts`
         (`PricesDecodesApart`)."""
-        priced = self.price_rows(*plan_shape_after_decodes(decode_contexts, plan))
-        return self.run_priced(plan, priced._replace(
-            duration_s=with_moves(self, priced.duration_s, plan)))
+        return self.run_priced(plan, priced_with_moves(
+            self, self.price_rows(*plan_shape_after_decodes(decode_contexts, plan)), plan))
 
     def price_rows(self, new_tokens: list[int], context_tokens: list[int],
                    num_sampling: int) -> PricedPlan:
@@ -505,6 +503,13 @@ def with_moves(model: PricesMoves, compute_s: float, plan: Plan) -> float:
         return compute_s
     return (compute_s + model.swap_time(swap_tokens)
             + model.copy_time(sum(tokens for _, _, tokens in plan.block_copies)))
+
+
+def priced_with_moves(model: PricesMoves, priced: PricedPlan, plan: Plan) -> PricedPlan:
+    """`priced` (a price of `plan`'s rows) with the swaps and copies `plan` makes added
+    (`with_moves`): what `price` returns, and what running a plan counts."""
+    return PricedPlan(with_moves(model, priced.duration_s, plan), priced.num_in_range,
+                      priced.num_extrapolated)
 
 
 def plan_shape(plan: Plan) -> tuple[list[int], list[int], int]:
