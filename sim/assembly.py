@@ -24,7 +24,6 @@ from sim.cost.measured import MeasuredCostModel
 from sim.cost.roofline import CostModel
 from sim.decoding import DiffusionExecutor
 from sim.machine_speed import SpeedScaledExecutor
-from sim.speculation.build import speculate, with_draft_memory
 
 SimCostModel = CostModel | MeasuredCostModel
 ExecutorObserver = Callable[[Executor], Executor]
@@ -105,6 +104,8 @@ def build_engine(
                            max_num_batched_tokens=config.max_num_batched_tokens,
                            max_num_seqs=o.max_num_seqs)
         if config.acceptance is not None:
+            from sim.speculation.build import with_draft_memory  # a run that speculates only
+
             budget = with_draft_memory(budget, config, cost)
         num_blocks = budget.num_blocks
     layout, block_bytes = kv_layout(cost, o.block_size)
@@ -122,6 +123,8 @@ def build_engine(
     scheduler = sched_entry.policy(sched_entry.make_params(options), allocator)
     executor = cost
     if config.acceptance is not None:
+        from sim.speculation.build import speculate  # numpy.random with it: ~10 ms a start
+
         scheduler, executor = speculate(config, scheduler, cost, options)
     decoding = None
     if diffusion_params(o).enabled:

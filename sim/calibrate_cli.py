@@ -30,16 +30,19 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
-from sim.cost.calibrate import ALL, HOLDOUT_EVERY, ErrorStats, FitResult, fit
 from sim.cost.catalog import get_hardware
 from sim.cost.coefficients import load_coefficients, write_coefficients
-from sim.cost.drift import DRIFT_TOLERANCE_PCT, check_drift
-from sim.cost.profiles import TimingSample, read_profile, shared_samples
+from sim.cost.fit_defaults import DRIFT_TOLERANCE_PCT, HOLDOUT_EVERY
 from sim.engine_fit_cli import add_engine_fit_arguments, run_engine_fit
+
+if TYPE_CHECKING:  # the fitting code loads when a command fits (`servesim` builds this parser)
+    from sim.cost.calibrate import ErrorStats, FitResult
+    from sim.cost.profiles import TimingSample
 
 DEFAULT_SHARED = Path("..") / "shared" / "calibration"
 SHARED_HARDWARE: tuple[str, ...] = ("a100", "h100")
@@ -88,6 +91,8 @@ def run_calibrate(args: argparse.Namespace, console: Console) -> int:
         return run_drift_check(args, console)
     if args.out is None:
         raise ValueError("give --out C.json (where to write the fit) or --check C.json")
+    from sim.cost.calibrate import fit
+
     results = {hw: fit(samples, holdout_every=args.holdout_every, fit_date=args.date)
                for hw, samples in _samples_by_hardware(args).items()}
     for hardware, result in results.items():
@@ -119,6 +124,8 @@ def run_kernel_build(args: argparse.Namespace, console: Console) -> int:
 def run_drift_check(args: argparse.Namespace, console: Console) -> int:
     if args.profile is None:
         raise ValueError("--check needs a fresh PROFILE.json to check the calibration against")
+    from sim.cost.drift import check_drift
+
     (hardware, samples), = _samples_by_hardware(args).items()
     report = check_drift(samples, load_coefficients(args.check, hardware), args.tolerance)
     console.print(f"{args.check} on {args.profile}: {report.describe()}")
@@ -128,6 +135,8 @@ def run_drift_check(args: argparse.Namespace, console: Console) -> int:
 
 
 def _samples_by_hardware(args: argparse.Namespace) -> dict[str, list[TimingSample]]:
+    from sim.cost.profiles import read_profile, shared_samples
+
     if args.profile is not None:
         if args.shared is not None:
             raise ValueError("give a PROFILE.json or --shared, not both")
@@ -146,6 +155,8 @@ def _samples_by_hardware(args: argparse.Namespace) -> dict[str, list[TimingSampl
 
 
 def error_table(hardware: str, result: FitResult) -> Table:
+    from sim.cost.calibrate import ALL
+
     report = result.report
     table = Table(title=f"{hardware}: relative error of the fit (every {report.holdout_every}th "
                         f"point of each file held out)", title_justify="left")

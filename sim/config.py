@@ -15,7 +15,7 @@ import json
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import traces as trace_io
 from traces import inference_perf
@@ -31,12 +31,9 @@ from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes
 from sim.machine_speed import SpeedTrace, read_speed_trace
 from sim.option_check import check_option
 from sim.policy_knobs import knob_fields, knob_values
-from sim.speculation.acceptance import DEFAULT_ACCEPTANCE, AcceptanceModel, parse_acceptance
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
+if TYPE_CHECKING:  # speculation's modules (and numpy.random) load for runs that speculate
+    from sim.speculation.acceptance import AcceptanceModel
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +165,10 @@ def parse_pools(text: str) -> tuple[int, int]:
 
 def options_from_toml(path: str | Path) -> dict[str, Any]:
     """Read a config file whose keys are option names (dashes or underscores)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on Python 3.10 only
+        import tomli as tomllib
     try:
         data = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -430,6 +431,8 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
     if options.speculator != "none":
         acceptance, draft, tiny = _resolve_speculation(options, policy_options)
     elif options.spec_acceptance is not None:
+        from sim.speculation.acceptance import parse_acceptance
+
         parse_acceptance(options.spec_acceptance)  # unused, but a bad value is still an error
     _check_decoding(options, policy_options)
     speed = read_speed_trace(options.speed_trace) if options.speed_trace else None
@@ -479,6 +482,8 @@ def _resolve_speculation(
     options: ReplayOptions, policy_options: dict[str, Any]
 ) -> tuple[AcceptanceModel, ModelSpec | None, ModelSpec | None]:
     """Validate the speculator's knobs now (a clear error before any simulation)."""
+    from sim.speculation.acceptance import DEFAULT_ACCEPTANCE, parse_acceptance
+
     lookup(SPECULATORS, "speculator", options.speculator).make_params(policy_options)
     acceptance = parse_acceptance(
         DEFAULT_ACCEPTANCE if options.spec_acceptance is None else options.spec_acceptance

@@ -3,14 +3,17 @@ sweep grid or the dashboard's `build_options` (all end in `ReplayOptions`)."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import fields
 
 import pytest
 
 from sim.cli import main
-from sim.config import ReplayOptions, tomllib
+from sim.config import ReplayOptions
 from sim.option_check import BOUNDS, check_option, parse_type
 from sim.sweep.grid import expand_grid
+
+tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
 
 BAD_TOML_VALUES = [
     ('rate_scale = "fast"', "--rate-scale must be a number, got 'fast'"),
