@@ -288,7 +288,9 @@ def _inference_perf_trace(path: str, options: ReplayOptions) -> trace_io.Trace:
         if value is not None:
             raise ValueError(f"{name} does not apply to an inference-perf config: its load "
                              "section sets the arrivals and the format")
-    return inference_perf.load_inference_perf(
+    from traces.inference_perf.workload import load_inference_perf
+
+    return load_inference_perf(
         path, seed=options.seed, vocab_size=get_model(options.model).vocab_size,
         prompt_inflation=options.prompt_inflation, max_requests=options.max_requests)
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from policies.registry import UnknownNameError
 from sim.cost.hardware_spec import load_hardware_spec, looks_like_spec_path
-from sim.cost.hf_config import looks_like_path, model_from_hf_config
 from sim.cost.specs import HardwareSpec, MLASpec, ModelSpec, MoESpec, SSMSpec
 
 GB = 1e9
@@ -275,6 +274,9 @@ def get_model(name: str) -> ModelSpec:
     key = name.strip().lower()
     if MODEL_ALIASES.get(key, key) in MODELS:
         return _lookup("model", name, MODELS, MODEL_ALIASES)
+    # The config reader (and its quantization tables) loads for a model that is not listed.
+    from sim.cost.hf_config import looks_like_path, model_from_hf_config
+
     if Path(name).expanduser().exists() or looks_like_path(name):
         return model_from_hf_config(name)
     try:
