@@ -116,19 +116,28 @@ def test_cli_runs_one_blas_thread_unless_told_otherwise(preset, expected):
         assert num_threads == "1"
 
 
-def test_only_a_replay_process_about_to_exit_freezes_its_objects(tmp_path):
-    """`servesim` (`entry`) freezes the replay's objects out of the collector as it ends (a
-    last full collection would only free what the exit frees); `main` called in a process
-    that goes on leaves the collector as it was."""
-    import gc
-
-    assert gc.get_freeze_count() == 0
+def test_only_a_replay_process_about_to_exit_skips_the_teardown(tmp_path, capsys):
+    """`servesim` (`entry`) ends a simulated replay's process itself, output flushed and
+    files written, without the interpreter's teardown (which would only free what the exit
+    frees: exit handlers do not run); `main` called in a process that goes on returns, and a
+    failed replay exits the ordinary way."""
     assert main(["replay", "--quiet", "--max-requests", "5"]) == 0
-    assert gc.get_freeze_count() == 0
-    try:
-        assert main(["replay", "--quiet", "--max-requests", "5"], exits_after=True) == 0
-        assert gc.get_freeze_count() > 0
-    finally:
-        gc.unfreeze()
-    script = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    assert "ttft (s)" in capsys.readouterr().out
+    code = ("import atexit, sys\n"
+            "atexit.register(print, 'teardown ran')\n"
+            "sys.argv = ['servesim', *sys.argv[1:]]\n"
+            "from sim.cli import entry\n"
+            "entry()\n")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code, "replay", "--quiet", "--max-requests",
+                           "5", "--out", str(tmp_path)], capture_output=True, text=True, cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert "ttft (s)" in done.stdout and "wrote summary.json" in done.stdout
+    assert "teardown ran" not in done.stdout
+    assert json.loads((tmp_path / "summary.json").read_text())["requests_total"] == 5
+    failed = subprocess.run([sys.executable, "-c", code, "replay", "--quiet", "--tp", "0"],
+                            capture_output=True, text=True, cwd=root)
+    assert (failed.returncode, failed.stdout) == (2, "teardown ran\n")
+    assert failed.stderr.startswith("error: ")
+    script = root / "pyproject.toml"
     assert 'servesim = "sim.cli:entry"' in script.read_text()
