@@ -116,6 +116,32 @@ def test_cli_runs_one_blas_thread_unless_told_otherwise(preset, expected):
         assert num_threads == "1"
 
 
+LOADED_ON_DEMAND = ("sim.cost.calibrate", "sim.cost.drift", "sim.cost.profiles",
+                    "sim.cost.hf_config", "sim.speculation.build", "sim.speculation.acceptance",
+                    "numpy.random", "tomllib", "traces.inference_perf.workload",
+                    "sim.validation")
+"""What a plain replay never uses: the fitting code, the HF config reader, speculation (and
+numpy.random with it), TOML, the inference-perf reader, validation (~30 ms of every start)."""
+
+
+@pytest.mark.parametrize("flags, loaded", [
+    ([], set()),
+    (["--speculator", "ngram", "--config", "CONFIG"],
+     {"sim.speculation.build", "sim.speculation.acceptance", "numpy.random", "tomllib"}),
+])
+def test_a_replay_imports_what_it_uses_only(tmp_path, flags, loaded):
+    config = tmp_path / "run.toml"
+    config.write_text("seed = 3\n")
+    code = ("import sys\n"
+            "from sim.cli import main\n"
+            "main(['replay', '--quiet', '--max-requests', '20', *sys.argv[1:]])\n"
+            f"print('LOADED', sorted(set({LOADED_ON_DEMAND!r}) & set(sys.modules)))\n")
+    args = [str(config) if flag == "CONFIG" else flag for flag in flags]
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1])
+    assert f"LOADED {sorted(loaded)}" in out.stdout
+
+
 def test_only_a_replay_process_about_to_exit_skips_the_teardown(tmp_path, capsys):
     """`servesim` (`entry`) ends a simulated replay's process itself, output flushed and
     files written, without the interpreter's teardown (which would only free what the exit
