@@ -104,7 +104,8 @@ def build_engine(
                            max_num_batched_tokens=config.max_num_batched_tokens,
                            max_num_seqs=o.max_num_seqs)
         if config.acceptance is not None:
-            from sim.speculation.build import with_draft_memory  # a run that speculates only
+            # Speculation's modules (numpy.random with them, ~10 ms) load for a run that uses it.
+            from sim.speculation.build import with_draft_memory
 
             budget = with_draft_memory(budget, config, cost)
         num_blocks = budget.num_blocks
@@ -123,7 +124,7 @@ def build_engine(
     scheduler = sched_entry.policy(sched_entry.make_params(options), allocator)
     executor = cost
     if config.acceptance is not None:
-        from sim.speculation.build import speculate  # numpy.random with it: ~10 ms a start
+        from sim.speculation.build import speculate  # (loaded for a speculating run only)
 
         scheduler, executor = speculate(config, scheduler, cost, options)
     decoding = None

@@ -30,6 +30,7 @@ from __future__ import annotations
 import bisect
 import csv
 import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, NamedTuple
@@ -158,8 +159,6 @@ def _blend(overhead_share: float, overhead_factor: float, roofline_factor: float
 # ---- profiles -------------------------------------------------------------------------------
 def reference_of(profiles: Iterable[dict]) -> Reference:
     """The median dispatch and compute probe times over every timed step of `profiles`."""
-    import statistics
-
     dispatch, compute = [], []
     for profile in profiles:
         for sample in profile["samples"]:
