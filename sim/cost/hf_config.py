@@ -529,13 +529,16 @@ def _gpt_oss(f: Fields, name: str, hf_id: str) -> ModelSpec:
     alias = f.data.get("experts_per_token", top_k)
     if alias != top_k:
         raise f.error(f"experts_per_token ({alias!r}) must equal num_experts_per_tok ({top_k})")
-    spec["moe"] = MoESpec(num_experts=f.int("num_local_experts"), experts_per_token=top_k,
+    num_experts = f.int("num_local_experts")
+    if top_k > num_experts:
+        raise f.error(f"num_experts_per_tok ({top_k}) exceeds num_local_experts ({num_experts})")
+    spec["moe"] = MoESpec(num_experts=num_experts, experts_per_token=top_k,
                           expert_intermediate_size=expert_width, router_bias=True,
                           expert_bias=True)
     spec["layer_pattern"], spec["sliding_window"] = _layer_kinds(
         f, spec["num_layers"], lambda i: i % 2 == 0)
-    return _build(f, spec, ModuleLayout(router="router", expert_leaves=("gate_up_proj", "down_proj"),
-                                        fused_experts=True))
+    return _build(f, spec, ModuleLayout(router="router", fused_experts=True,
+                                        expert_leaves=("gate_up_proj", "down_proj")))
 
 
 READERS: dict[str, Callable[[Fields, str, str], ModelSpec]] = {
