@@ -72,10 +72,10 @@ def test_mxfp4_is_four_bit_values_and_a_byte_of_scale_per_32():
 
 
 def test_biases_are_counted_as_unquantized_vectors():
-    """Per layer: two norms, q/k/v and o biases, the router's and every expert's (gate/up and
-    down); plus the final norm. The attention sinks (64 a layer) are left out."""
+    """Per layer: two norms, q/k/v and o biases, the attention sinks (one a head), the
+    router's and every expert's biases (gate/up and down); plus the final norm."""
     m = get_model("gpt-oss-20b")
-    per_layer = (2 * 2880 + (64 + 2 * 8) * 64 + 2880 + 32 + 32 * (2 * 2880 + 2880))
+    per_layer = (2 * 2880 + (64 + 2 * 8) * 64 + 2880 + 64 + 32 + 32 * (2 * 2880 + 2880))
     assert m.component_params()["vectors"] == (1, 24 * per_layer + 2880)
     weights = m.component_weight_bytes()
     assert weights["vectors"] == (24 * per_layer + 2880) * 2.0

@@ -24,13 +24,14 @@ TFLOPS = 1e12
 
 def _gpt_oss(name: str, num_layers: int, num_experts: int) -> ModelSpec:
     """OpenAI's gpt-oss (huggingface.co/openai/<name>/blob/main/config.json): every layer MoE
-    (top-4, expert width 2880) with biases on q/k/v, o, router and experts; 128-token sliding
+    (top-4, expert width 2880) with biases on q/k/v, o, router and experts and a learned
+    attention sink per head; 128-token sliding
     window on even layers, full attention on odd ones; head_dim 64, 64 heads over 8 KV heads;
     YaRN RoPE (factor 32 over 4096); experts stored mxfp4, everything else bf16."""
     return ModelSpec(name, f"openai/{name}", num_layers=num_layers, hidden_size=2880,
                      intermediate_size=2880, num_heads=64, num_kv_heads=8, vocab_size=201088,
                      max_model_len=131072, head_dim=64, qkv_bias=True, o_bias=True,
-                     sliding_window=128, layer_pattern=("local", "global"),
+                     attention_sinks=True, sliding_window=128, layer_pattern=("local", "global"),
                      rope_theta=150000.0,
                      rope_scaling=RopeScaling("yarn", 32.0, original_max_position_embeddings=4096),
                      moe=MoESpec(num_experts=num_experts, experts_per_token=4,

@@ -519,12 +519,13 @@ def _gpt_oss(f: Fields, name: str, hf_id: str) -> ModelSpec:
     GptOssConfig's default). Its biases are counted: q/k/v and o (`attention_bias`), the
     router's (a Linear with bias) and every expert's gate/up and down projections.
     Its per-head learned attention sinks (one scalar a head and layer: 64 x 24 = 1,536
-    parameters in gpt-oss-20b) add a term to each softmax denominator: no compute, memory or
-    KV worth modelling, so they are left out. `swiglu_limit` clamps the activation and
+    parameters in gpt-oss-20b) add a term to each softmax denominator: counted as parameters,
+    with no compute, memory traffic or KV worth pricing. `swiglu_limit` clamps the activation and
     `experts_per_token` repeats `num_experts_per_tok` (the two must agree)."""
     expert_width = f.int("intermediate_size")
     spec = _base(f, name, hf_id, expert_width=expert_width, attention_bias=True)
     spec["qkv_bias"] = spec["o_bias"] = f.flag("attention_bias")
+    spec["attention_sinks"] = True
     top_k = f.int("num_experts_per_tok")
     alias = f.data.get("experts_per_token", top_k)
     if alias != top_k:

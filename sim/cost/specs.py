@@ -163,6 +163,9 @@ class ModelSpec:
     qkv_bias: bool = False
     o_bias: bool = False
     """A bias on the attention output projection (gpt-oss), beside `qkv_bias`."""
+    attention_sinks: bool = False
+    """A learned logit per head added to each softmax's denominator (gpt-oss): counted as
+    parameters (num_heads a layer); no compute, memory traffic or KV worth pricing."""
     gated_mlp: bool = True
     sliding_window: int | None = None
     mla: MLASpec | None = None
@@ -269,6 +272,7 @@ class ModelSpec:
         d = self.attn_head_dim
         bias = (self.num_heads + 2 * self.num_kv_heads) * d if self.qkv_bias else 0
         bias += self.hidden_size if self.o_bias else 0
+        bias += self.num_heads if self.attention_sinks else 0
         return bias + (2 * d if self.qk_norm else 0)
 
     def _mlp_params(self, intermediate: int) -> int:
