@@ -4,6 +4,7 @@ the published ones, vLLM's memory log, the measured MoE table and both cost mode
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,12 +16,13 @@ from sim.cost.catalog import get_hardware, get_model
 from sim.cost.coefficients import default_coefficients
 from sim.cost.hf_config import model_from_hf_config
 from sim.cost.kernel_build import build
-from sim.cost.kernel_tables import KernelTables, shipped_tables
+from sim.cost.kernel_tables import SHIPPED_TABLE, KernelTables, shipped_tables
 from sim.cost.measured import MeasuredCostModel
 from sim.cost.measured_coefficients import measured_coefficients
 from sim.cost.memory import kv_budget
 from sim.cost.roofline import CostModel
 from sim.cost.specs import dtype_bytes, expected_distinct_experts
+from tests.helpers import SHARED
 
 CONFIGS = Path(__file__).parent / "data" / "hf_configs"
 GiB = 1024**3
@@ -277,3 +279,25 @@ def test_replay_prices_gpt_oss_and_reports_its_lookups(tmp_path):
     assert summary["memory_weights_bytes"] == int(get_model("gpt-oss-20b").weight_bytes())
     assert summary["kernel_lookups_in_range"] > 5 * summary["kernel_lookups_extrapolated"] > 0
     assert np.isfinite(summary["kernel_lookups_in_range_share"])
+
+
+def test_the_shipped_moe_tables_are_what_the_source_builds(tmp_path):
+    """Rebuilding H100's MoE tables from aiconfigurator's file gives the shipped arrays bit
+    for bit (bf16 and fp8 as before the mxfp4 table was added, mxfp4 itself)."""
+    source = SHARED / "calibration" / "aiconfigurator"
+    moe = source / "data" / "h100_sxm" / "moe" / "vllm" / "0.24.0"
+    if not moe.is_dir():
+        pytest.skip(f"aiconfigurator kernel data not found at {source}")
+    pytest.importorskip("pyarrow")
+    root = tmp_path / "aic"
+    shutil.copytree(moe, root / "data" / "h100_sxm" / "moe" / "vllm" / "0.24.0")
+    shutil.copyfile(source / "LICENSE", root / "LICENSE")
+    build(root, tmp_path / "out" / "vllm.npz", build_date="2026-12-05", source_commit="095f58a",
+          source_path="aic-core/src/aiconfigurator_core/systems/")
+    rebuilt = np.load(tmp_path / "out" / "vllm.npz")
+    shipped = np.load(Path(__file__).resolve().parents[1] / "sim" / "cost" / SHIPPED_TABLE)
+    names = [n for n in rebuilt.files if n.startswith("h100/moe/")]
+    assert {n.split("/")[2] for n in names} == {"bf16", "fp8", "mxfp4"}
+    for name in names:
+        assert rebuilt[name].dtype == shipped[name].dtype
+        assert np.array_equal(rebuilt[name], shipped[name], equal_nan=True), name
