@@ -211,6 +211,9 @@ class SimConfig:
     options: ReplayOptions
     max_model_len: int
     max_num_batched_tokens: int
+    """The most tokens one step computes: the scheduler's step limit
+    (`step_token_limit` of the resolved `--max-num-batched-tokens`), which sizes the memory
+    profile's dummy batch and bounds speculative drafts."""
     policy_options: dict[str, Any] = field(default_factory=dict)
     acceptance: AcceptanceModel | None = None
     """None when `speculator` is `none`."""
@@ -442,7 +445,9 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
     if measured is None and options.measured_coefficients is not None:
         raise ValueError(f"--measured-coefficients applies to the measured cost model only; "
                          f"this run is priced by {choice}")
-    return SimConfig(trace, model, hardware, coefficients, options, max_model_len, max_tokens,
+    step_tokens = lookup(SCHEDULERS, "scheduler", options.scheduler).make_params(
+        policy_options).step_token_limit(max_tokens)
+    return SimConfig(trace, model, hardware, coefficients, options, max_model_len, step_tokens,
                      policy_options, acceptance, draft, tiny, speed, measured, choice)
 
 
