@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def replay_options(args: argparse.Namespace) -> ReplayOptions:
     values: dict[str, Any] = {}
-    if args.config:
+    if args.config is not None:
         values.update(options_from_toml(args.config))
     values.update({n: getattr(args, n) for n in ReplayOptions.names() if hasattr(args, n)})
     if values.get("executor") == "real":
@@ -340,6 +340,7 @@ def run_ui(args: argparse.Namespace) -> NoReturn:
     signals reach Streamlit and no child is left behind)."""
     import importlib.util
     import os
+    import socket
 
     ui_spec = importlib.util.find_spec("ui")
     require_extra("ui", "the dashboard")
@@ -347,6 +348,11 @@ def run_ui(args: argparse.Namespace) -> NoReturn:
         raise ValueError(f"the dashboard's ui package is missing: {install_hint('ui')}")
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must lie in 1..65535, got {args.port}")
+    try:  # Streamlit would fail on it with a traceback after starting up
+        socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ValueError(f"--host {args.host!r} is not an address to listen on "
+                         f"({getattr(exc, 'strerror', None) or exc})") from None
     print(f"servesim dashboard on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
     os.execv(sys.executable, [sys.executable, "-m", "ui", "--port", str(args.port),
                               "--host", args.host])

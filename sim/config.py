@@ -165,6 +165,8 @@ def parse_pools(text: str) -> tuple[int, int]:
 
 def options_from_toml(path: str | Path) -> dict[str, Any]:
     """Read a config file whose keys are option names (dashes or underscores)."""
+    if not str(path).strip():
+        raise ValueError("the config file's path is blank: give a TOML file of replay options")
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - exercised on Python 3.10 only

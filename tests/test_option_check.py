@@ -69,6 +69,8 @@ def test_a_mistyped_grid_value_fails_the_sweep_up_front(line, message):
     (["--calibration="], "--calibration must not be empty"),
     (["--arrivals", " "], "--arrivals must not be empty"),
     (["--speed-trace="], "--speed-trace must not be empty"),
+    (["--config="], "the config file's path is blank"),
+    (["--config", " "], "the config file's path is blank"),
 ])
 def test_an_out_of_range_flag_is_a_one_line_error(capsys, argv, message):
     assert main(["replay", "--quiet", "--max-requests", "5", *argv]) == 2
