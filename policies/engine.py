@@ -145,8 +145,8 @@ class Engine:
         self.sequences[seq.seq_id] = seq
         if seq.token_times_s.timeline is not self.timeline:
             seq.token_times_s = seq.token_times_s.restamped(self.timeline)
-        reason = self.scheduler.allocator.never_fits_reason(seq.request)
-        if reason is not None:
+        reason = self._never_fits_reason(seq.request)
+        if reason is not None:  # the prefill side ran the prompt and one token only
             seq.status = SeqStatus.REJECTED
             seq.reason = f"decode pool: {reason}"
             seq.finish_s = now_s

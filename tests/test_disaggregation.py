@@ -56,6 +56,23 @@ def test_one_token_requests_finish_on_the_prefill_side():
     assert [len(e.sequences) for e in results.engines] == [1, 0, 0]
 
 
+@pytest.mark.parametrize("allocator", ["paged", "contiguous"])
+def test_a_request_past_max_model_len_is_rejected_by_the_decode_pool(allocator):
+    """The prefill side sees the prompt and one token only; the decode pool rejects what
+    the context cannot hold (it ran past max_model_len on paged blocks, and a contiguous
+    pool raised for slots beyond the reservation)."""
+    requests = [Request(0, 0.0, 900, 200), Request(1, 0.0, 500, 100)]
+    config = resolve(ReplayOptions(disaggregate="1:1", max_model_len=1024, allocator=allocator),
+                     _trace(*requests))
+    results = simulate(config)
+    long, short = results.sequences[0], results.sequences[1]
+    assert long.status.value == "rejected"
+    assert long.reason == "decode pool: prompt + output = 1100 tokens exceeds max_model_len 1024"
+    assert short.num_output_tokens == 100
+    summary = results.summary
+    assert (summary["requests_finished"], summary["requests_rejected"]) == (1, 1)
+
+
 def test_bad_disaggregation_options_are_clear_errors():
     for value in ("3", "0:2", "a:b"):
         with pytest.raises(ValueError, match="P:D"):
