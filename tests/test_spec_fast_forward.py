@@ -461,5 +461,6 @@ def test_a_fast_forwarded_step_refuses_an_impossible_accepted_count(accepted, ou
     computed = seq.num_computed_tokens
     with pytest.raises(RuntimeError, match=f"reported {accepted!r} accepted drafts for "
                                            "request 7, which verified 2"):
-        engine._commit_verifies([seq], [2], [accepted], 0.0, 1.0, 0.0)
+        engine._commit_verifies([seq], engine.scheduler.allocator.verify_run([seq]), [2],
+                                [accepted], 0.0, 1.0, 0.0)
     assert seq.num_computed_tokens == computed and seq.num_output_tokens == outputs

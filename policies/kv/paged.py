@@ -31,9 +31,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from itertools import accumulate, repeat
+from operator import attrgetter
 from dataclasses import dataclass
 
-from policies.fast_forward import GrowsForVerifies, GrowsInLockstep
+from policies.fast_forward import GrowsForVerifies, GrowsInLockstep, VerifyRunKV
 from policies.kv.base import (ForksSequences, KVUsage, LockstepUsage, PageTableAllocator,
                                PoolParams, PrefixCache, ShrinksSlots, blocks_never_fit_reason,
                                kv_tokens_needed)
@@ -490,6 +491,10 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
         self._filled_slots += sum(num_tokens) - held_in_all
         return True
 
+    def verify_run(self, seqs: list[Sequence]) -> PagedVerifyRun:
+        """A speculative run's growth and give-back of batch `seqs` (`GrowsForVerifies`)."""
+        return PagedVerifyRun(self, seqs)
+
     def _set_filled(self, seq_id: int, num_tokens: int) -> None:
         previous = self._num_tokens.get(seq_id, 0)
         if num_tokens > previous:
@@ -595,3 +600,100 @@ class PagedPrefixAllocator(PagedAllocator, PrefixCache):
 
     def stats(self) -> dict[str, int]:
         return self.prefix_counts.stats(self.pool.evictions)
+
+
+_computed_tokens = attrgetter("num_computed_tokens")
+
+
+class PagedVerifyRun(VerifyRunKV):
+    """A speculative run's KV over a `PagedAllocator`. Its first step is grown and shrunk by
+    the allocator's methods, checks and all, which leave every row holding exactly its
+    computed tokens in exactly the blocks they need, and knowing one more token (it
+    decodes); so does every commit after. Without prefix caching or shared blocks, a later
+    step then only finds the rows whose blocks do not hold their verify and takes blocks for
+    those (every decode slot's, then every draft slot's, in row order, as the method takes
+    them), and its commit gives back blocks on those rows only (any other row's verify fit
+    the blocks its computed tokens need); the pool's occupancy follows from the rows' sums.
+    A step the pool cannot serve goes to the method, which refuses it."""
+
+    __slots__ = ("_allocator", "_seqs", "_seq_ids", "_tables", "_num_tokens", "_grown",
+                 "_computed_in_all")
+
+    def __init__(self, allocator: PagedAllocator, seqs: list[Sequence]) -> None:
+        self._allocator = allocator
+        self._seqs = seqs
+        self._seq_ids = [seq.seq_id for seq in seqs]
+        self._tables: list[list[int]] | None = None
+        """The rows' block tables once a first step was grown and shrunk by the methods (a
+        table is only ever shrunk in place); None till then."""
+        self._num_tokens: list[int] | None = None
+        """The tokens each row holds since this step's growth, when it was not the method's
+        (its commit then shrinks by the method too)."""
+        self._grown: list[tuple[Sequence, list[int], int, int]] = []
+        """This step's rows that took blocks: (sequence, table, decode blocks, draft blocks)."""
+        self._computed_in_all = 0
+        """The rows' computed tokens in all (each holds as many slots) between steps."""
+
+    def grow(self, num_tokens: list[int]) -> bool:
+        allocator, seqs, tables = self._allocator, self._seqs, self._tables
+        if tables is None or allocator.caching or allocator._shared_slots:
+            self._num_tokens = None
+            return allocator.grow_for_verifies(seqs, num_tokens)
+        size = allocator.block_size
+        grown = []
+        missing = 0
+        for seq, table, total in zip(seqs, tables, num_tokens):
+            if total > len(table) * size:  # a third of a step's rows
+                # `num_known_tokens` spelled out
+                known = seq.request.prompt_tokens + seq.num_output_tokens + seq.num_block_tokens
+                num_blocks = len(table)
+                decode_blocks = max(0, -(-known // size) - num_blocks)
+                draft_blocks = -(-total // size) - num_blocks - decode_blocks
+                grown.append((seq, table, decode_blocks, draft_blocks))
+                missing += decode_blocks + draft_blocks
+        if grown:
+            pool = allocator.pool
+            if missing > pool.num_free:
+                self._num_tokens = None
+                return allocator.grow_for_verifies(seqs, num_tokens)  # refuses it
+            take_one = pool.take_one
+            for _, table, decode_blocks, _ in grown:
+                for _ in range(decode_blocks):
+                    table.append(take_one())
+            for _, table, _, draft_blocks in grown:
+                for _ in range(draft_blocks):
+                    table.append(take_one())
+        allocator._filled_slots += sum(num_tokens) - self._computed_in_all
+        self._num_tokens = num_tokens
+        self._grown = grown
+        return True
+
+    def shrink_to_computed(self, seqs: list[Sequence]) -> None:
+        allocator = self._allocator
+        num_tokens = self._num_tokens
+        whole = seqs is self._seqs
+        if num_tokens is None:  # grown by the method
+            allocator.shrink_to_computed(seqs)
+            if whole:  # no finish (a finish ends the run)
+                tables = allocator.block_tables
+                self._tables = [tables[seq_id] for seq_id in self._seq_ids]
+                self._computed_in_all = sum(map(_computed_tokens, seqs))
+            return
+        computed = list(map(_computed_tokens, seqs))
+        grown = self._grown
+        if whole:
+            allocator._num_tokens.update(zip(self._seq_ids, computed))
+            allocator._filled_slots -= sum(num_tokens) - sum(computed)
+            self._computed_in_all = sum(computed)
+        else:  # the rows up to a finish, or the rest after one
+            first = self._seqs.index(seqs[0])
+            last = first + len(seqs)
+            allocator._num_tokens.update(zip(self._seq_ids[first:last], computed))
+            allocator._filled_slots -= sum(num_tokens[first:last]) - sum(computed)
+            grown = [row for row in grown if row[0] in seqs]
+        size, pool = allocator.block_size, allocator.pool
+        for seq, table, _, _ in grown:
+            keep = -(-seq.num_computed_tokens // size)
+            if keep < len(table):
+                pool.release_many(table[keep:][::-1])  # tail first, as `_release_tail`
+                del table[keep:]
