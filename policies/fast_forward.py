@@ -247,7 +247,8 @@ class PricesVerifies(Protocol):
     def run_verifies(self, seqs: list[Sequence], spec_tokens: list[int],
                      priced: PricedVerifies) -> list[int]:
         """`run_priced` of that plan of `seqs`' chunks: its side effects, and each chunk's
-        accepted drafts (0 for a plain decode)."""
+        accepted drafts (0 for a plain decode). A run hands the same `seqs` list, which
+        nothing changes, at each of its steps."""
         raise NotImplementedError
 
 
