@@ -186,6 +186,11 @@ class VerifyRunKV(Protocol):
         stretch of it (the rows up to a finish, then the rest), each shrunk once a step."""
         raise NotImplementedError
 
+    def computed_tokens(self) -> list[int] | None:
+        """Each row's computed tokens (the tokens it holds) since the last step's commit,
+        when known here without asking the sequences; else None."""
+        raise NotImplementedError
+
 
 @runtime_checkable
 class PricesAhead(Protocol):
@@ -490,7 +495,7 @@ class VerifyFastForward(RunFastForward):
                 spec_tokens, new_tokens, steady_steps = scheduler.verify_sizes(seqs)
                 num_new_tokens = sum(new_tokens)
             steady_steps -= 1
-            contexts = list(map(_computed_tokens, seqs))
+            contexts = kv.computed_tokens() or list(map(_computed_tokens, seqs))
             priced = executor.price_verifies(contexts, new_tokens, spec_tokens)
             if priced is None:
                 break

@@ -617,7 +617,7 @@ class PagedVerifyRun(VerifyRunKV):
     A step the pool cannot serve goes to the method, which refuses it."""
 
     __slots__ = ("_allocator", "_seqs", "_seq_ids", "_tables", "_num_tokens", "_grown",
-                 "_computed_in_all")
+                 "_computed", "_computed_in_all")
 
     def __init__(self, allocator: PagedAllocator, seqs: list[Sequence]) -> None:
         self._allocator = allocator
@@ -631,8 +631,10 @@ class PagedVerifyRun(VerifyRunKV):
         (its commit then shrinks by the method too)."""
         self._grown: list[tuple[Sequence, list[int], int, int]] = []
         """This step's rows that took blocks: (sequence, table, decode blocks, draft blocks)."""
+        self._computed: list[int] | None = None
+        """Each row's computed tokens (each holds as many slots) between steps, once a
+        commit shrank the whole batch."""
         self._computed_in_all = 0
-        """The rows' computed tokens in all (each holds as many slots) between steps."""
 
     def grow(self, num_tokens: list[int]) -> bool:
         allocator, seqs, tables = self._allocator, self._seqs, self._tables
@@ -672,18 +674,21 @@ class PagedVerifyRun(VerifyRunKV):
         allocator = self._allocator
         num_tokens = self._num_tokens
         whole = seqs is self._seqs
+        self._computed = None
         if num_tokens is None:  # grown by the method
             allocator.shrink_to_computed(seqs)
             if whole:  # no finish (a finish ends the run)
                 tables = allocator.block_tables
                 self._tables = [tables[seq_id] for seq_id in self._seq_ids]
-                self._computed_in_all = sum(map(_computed_tokens, seqs))
+                self._computed = list(map(_computed_tokens, seqs))
+                self._computed_in_all = sum(self._computed)
             return
         computed = list(map(_computed_tokens, seqs))
         grown = self._grown
         if whole:
             allocator._num_tokens.update(zip(self._seq_ids, computed))
             allocator._filled_slots -= sum(num_tokens) - sum(computed)
+            self._computed = computed
             self._computed_in_all = sum(computed)
         else:  # the rows up to a finish, or the rest after one
             first = self._seqs.index(seqs[0])
@@ -697,3 +702,6 @@ class PagedVerifyRun(VerifyRunKV):
             if keep < len(table):
                 pool.release_many(table[keep:][::-1])  # tail first, as `_release_tail`
                 del table[keep:]
+
+    def computed_tokens(self) -> list[int] | None:
+        return self._computed
