@@ -191,6 +191,10 @@ class VerifyRunKV(Protocol):
         when known here without asking the sequences; else None."""
         raise NotImplementedError
 
+    def end(self) -> None:
+        """The run is over (the allocator may have been told less till then)."""
+        raise NotImplementedError
+
 
 @runtime_checkable
 class PricesAhead(Protocol):
@@ -519,6 +523,7 @@ class VerifyFastForward(RunFastForward):
             if scheduler.num_running != num_seqs:
                 finished = True
                 break
+        kv.end()
         if duration_s is None:
             return None
         self._log.record_verify_run(num_seqs, starts_s, durations_s, new_tokens_each,

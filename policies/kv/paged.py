@@ -613,11 +613,12 @@ class PagedVerifyRun(VerifyRunKV):
     step then only finds the rows whose blocks do not hold their verify and takes blocks for
     those (every decode slot's, then every draft slot's, in row order, as the method takes
     them), and its commit gives back blocks on those rows only (any other row's verify fit
-    the blocks its computed tokens need); the pool's occupancy follows from the rows' sums.
-    A step the pool cannot serve goes to the method, which refuses it."""
+    the blocks its computed tokens need); the pool's occupancy follows from the rows' sums,
+    and the allocator learns what each row holds when a row finishes or the run ends. A
+    step the pool cannot serve goes to the method, which refuses it."""
 
     __slots__ = ("_allocator", "_seqs", "_seq_ids", "_tables", "_num_tokens", "_grown",
-                 "_computed", "_computed_in_all")
+                 "_computed", "_computed_in_all", "_held_unsaid")
 
     def __init__(self, allocator: PagedAllocator, seqs: list[Sequence]) -> None:
         self._allocator = allocator
@@ -629,46 +630,52 @@ class PagedVerifyRun(VerifyRunKV):
         self._num_tokens: list[int] | None = None
         """The tokens each row holds since this step's growth, when it was not the method's
         (its commit then shrinks by the method too)."""
-        self._grown: list[tuple[Sequence, list[int], int, int]] = []
-        """This step's rows that took blocks: (sequence, table, decode blocks, draft blocks)."""
+        self._grown: list[tuple[list[int], int, int, Sequence]] = []
+        """This step's rows that took blocks: (table, decode blocks, draft blocks, sequence)."""
         self._computed: list[int] | None = None
         """Each row's computed tokens (each holds as many slots) between steps, once a
         commit shrank the whole batch."""
         self._computed_in_all = 0
+        self._held_unsaid = False
+        """Whether the allocator's held tokens of the rows are still those before
+        `_computed` (`_say_held` brings them up to date)."""
 
     def grow(self, num_tokens: list[int]) -> bool:
-        allocator, seqs, tables = self._allocator, self._seqs, self._tables
-        if tables is None or allocator.caching or allocator._shared_slots:
-            self._num_tokens = None
-            return allocator.grow_for_verifies(seqs, num_tokens)
+        allocator, tables, computed = self._allocator, self._tables, self._computed
+        if tables is None or computed is None or allocator.caching or allocator._shared_slots:
+            return self._grow_by_method(num_tokens)
         size = allocator.block_size
         grown = []
         missing = 0
-        for seq, table, total in zip(seqs, tables, num_tokens):
-            if total > len(table) * size:  # a third of a step's rows
-                # `num_known_tokens` spelled out
-                known = seq.request.prompt_tokens + seq.num_output_tokens + seq.num_block_tokens
-                num_blocks = len(table)
-                decode_blocks = max(0, -(-known // size) - num_blocks)
+        for held, table, total, seq in zip(computed, tables, num_tokens, self._seqs):
+            num_blocks = len(table)
+            if total > num_blocks * size:  # a third of a step's rows
+                # its blocks hold just its computed tokens; the token it knows past them
+                # opens a block when they fill theirs
+                decode_blocks = 0 if held % size else 1
                 draft_blocks = -(-total // size) - num_blocks - decode_blocks
-                grown.append((seq, table, decode_blocks, draft_blocks))
+                grown.append((table, decode_blocks, draft_blocks, seq))
                 missing += decode_blocks + draft_blocks
         if grown:
             pool = allocator.pool
             if missing > pool.num_free:
-                self._num_tokens = None
-                return allocator.grow_for_verifies(seqs, num_tokens)  # refuses it
+                return self._grow_by_method(num_tokens)  # refuses it
             take_one = pool.take_one
-            for _, table, decode_blocks, _ in grown:
-                for _ in range(decode_blocks):
+            for table, decode_blocks, _, _ in grown:
+                if decode_blocks:
                     table.append(take_one())
-            for _, table, _, draft_blocks in grown:
+            for table, _, draft_blocks, _ in grown:
                 for _ in range(draft_blocks):
                     table.append(take_one())
         allocator._filled_slots += sum(num_tokens) - self._computed_in_all
         self._num_tokens = num_tokens
         self._grown = grown
         return True
+
+    def _grow_by_method(self, num_tokens: list[int]) -> bool:
+        self._say_held()
+        self._num_tokens = None
+        return self._allocator.grow_for_verifies(self._seqs, num_tokens)
 
     def shrink_to_computed(self, seqs: list[Sequence]) -> None:
         allocator = self._allocator
@@ -686,18 +693,19 @@ class PagedVerifyRun(VerifyRunKV):
         computed = list(map(_computed_tokens, seqs))
         grown = self._grown
         if whole:
-            allocator._num_tokens.update(zip(self._seq_ids, computed))
             allocator._filled_slots -= sum(num_tokens) - sum(computed)
             self._computed = computed
             self._computed_in_all = sum(computed)
-        else:  # the rows up to a finish, or the rest after one
+            self._held_unsaid = True
+        else:  # the rows up to a finish (which frees its blocks), then the rest after it
             first = self._seqs.index(seqs[0])
             last = first + len(seqs)
             allocator._num_tokens.update(zip(self._seq_ids[first:last], computed))
             allocator._filled_slots -= sum(num_tokens[first:last]) - sum(computed)
-            grown = [row for row in grown if row[0] in seqs]
+            self._held_unsaid = False  # the stretches of this commit say every row's
+            grown = [row for row in grown if row[3] in seqs]
         size, pool = allocator.block_size, allocator.pool
-        for seq, table, _, _ in grown:
+        for table, _, _, seq in grown:
             keep = -(-seq.num_computed_tokens // size)
             if keep < len(table):
                 pool.release_many(table[keep:][::-1])  # tail first, as `_release_tail`
@@ -705,3 +713,12 @@ class PagedVerifyRun(VerifyRunKV):
 
     def computed_tokens(self) -> list[int] | None:
         return self._computed
+
+    def end(self) -> None:
+        self._say_held()
+
+    def _say_held(self) -> None:
+        """The allocator's held tokens of each row, its computed tokens."""
+        if self._held_unsaid:
+            self._allocator._num_tokens.update(zip(self._seq_ids, self._computed))
+            self._held_unsaid = False
