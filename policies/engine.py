@@ -298,23 +298,24 @@ class Engine:
         """`_commit` of a step whose chunk i is a verify of `spec_tokens[i]` drafts by
         decoding sequence `seqs[i]` (a plain decode when 0), `accepted[i]` of them accepted,
         its KV grown by `kv`: the speculative fast-forward's steps, which have no plan (no
-        beams, no decoding policy: that engine does not fast-forward), and whose verifies
-        it counts in `spec_log` as their run ends (`SpeculationLog.record_steps`)."""
+        beams, no decoding policy: that engine does not fast-forward), whose sequences
+        were all scheduled before, and whose verifies it counts in `spec_log` as their run
+        ends (`SpeculationLog.record_steps`)."""
+        if self._drafts is None:
+            raise RuntimeError("a verify step ran, but the allocator cannot give back "
+                               "rejected drafts' slots")
         timeline = self.timeline
         end_index = timeline.stamp(end_s)
-        drafts = self._drafts
         # `_commit_verify` of each verify, inline (a call per verify costs ~0.2 s over the
         # Azure conv trace), its rejected drafts given back in one call for the rows up to
         # a finish (which frees blocks: the pool's order stays that of a row at a time)
         # and for the rest at the end (a plain decode's row holds just its computed tokens).
         shrunk = 0
         for seq, k, num_accepted in zip(seqs, spec_tokens, accepted):
-            if seq.first_scheduled_s is None:
-                seq.first_scheduled_s = start_s
             output_tokens = seq.request.output_tokens
             num_outputs = seq.num_output_tokens
             if k:
-                if (drafts is None or num_accepted is None or not 0 <= num_accepted <= k
+                if (num_accepted is None or not 0 <= num_accepted <= k
                         or num_accepted >= output_tokens - num_outputs):
                     self._commit_verify(seq, k, num_accepted)  # raises: says what is wrong
                 num_emitted = 1 + num_accepted

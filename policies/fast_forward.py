@@ -477,7 +477,8 @@ class VerifyFastForward(RunFastForward):
         log rows and verify counts are written as the run ends (nothing reads them before),
         their waiting count read once (nothing arrives, joins or is preempted in a run)."""
         for seq in seqs:  # each must be decoding: outputs sampled, KV for all but the last
-            if not seq.num_output_tokens or seq.num_uncomputed_tokens != 1:
+            if (not seq.num_output_tokens or seq.num_uncomputed_tokens != 1
+                    or seq.first_scheduled_s is None):
                 return None
         scheduler, allocator, executor = self._verifier, self._allocator, self._executor
         commit = self._commit
