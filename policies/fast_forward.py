@@ -191,6 +191,10 @@ class VerifyRunKV(Protocol):
         when known here without asking the sequences; else None."""
         raise NotImplementedError
 
+    def usage(self) -> KVUsage:
+        """The allocator's `usage()` after the step just grown (its log row)."""
+        raise NotImplementedError
+
     def end(self) -> None:
         """The run is over (the allocator may have been told less till then)."""
         raise NotImplementedError
@@ -516,7 +520,7 @@ class VerifyFastForward(RunFastForward):
             starts_s.append(t)
             durations_s.append(duration_s)
             new_tokens_each.append(num_new_tokens)
-            usages.append(allocator.usage())
+            usages.append(kv.usage())
             spec_tokens_each.append(spec_tokens)
             accepted_each.append(accepted)
             commit(seqs, kv, spec_tokens, accepted, t, step_end_s, priced.draft_s)

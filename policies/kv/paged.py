@@ -603,6 +603,7 @@ class PagedPrefixAllocator(PagedAllocator, PrefixCache):
 
 
 _computed_tokens = attrgetter("num_computed_tokens")
+_new_tuple = tuple.__new__
 
 
 class PagedVerifyRun(VerifyRunKV):
@@ -713,6 +714,17 @@ class PagedVerifyRun(VerifyRunKV):
 
     def computed_tokens(self) -> list[int] | None:
         return self._computed
+
+    def usage(self) -> KVUsage:
+        allocator = self._allocator
+        if self._num_tokens is None:  # grown by the method
+            return allocator.usage()
+        # `PagedAllocator.usage` with no shared or cached block, the named tuple made
+        # without its Python-level constructor (every step logs one)
+        size, num_blocks = allocator.block_size, allocator.num_blocks
+        return _new_tuple(KVUsage, (num_blocks * size,
+                                    (num_blocks - allocator.pool.num_free) * size,
+                                    allocator._filled_slots, 0))
 
     def end(self) -> None:
         self._say_held()
