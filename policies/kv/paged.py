@@ -608,9 +608,9 @@ _new_tuple = tuple.__new__
 
 class PagedVerifyRun(VerifyRunKV):
     """A speculative run's KV over a `PagedAllocator`. Its first step is grown and shrunk by
-    the allocator's methods, checks and all, which leave every row holding exactly its
-    computed tokens in exactly the blocks they need, and knowing one more token (it
-    decodes); so does every commit after. Without prefix caching or shared blocks, a later
+    the allocator's methods, checks and all, unless the rows already hold exactly their
+    computed tokens in exactly the blocks they need, each knowing one more token (it
+    decodes): the methods leave them so, and so does every commit after. Without prefix caching or shared blocks, a later
     step then only finds the rows whose blocks do not hold their verify and takes blocks for
     those (every decode slot's, then every draft slot's, in row order, as the method takes
     them), and its commit gives back blocks on those rows only (any other row's verify fit
@@ -640,6 +640,24 @@ class PagedVerifyRun(VerifyRunKV):
         self._held_unsaid = False
         """Whether the allocator's held tokens of the rows are still those before
         `_computed` (`_say_held` brings them up to date)."""
+        if not (allocator.caching or allocator._shared_slots or allocator._copies):
+            self._start_light()
+
+    def _start_light(self) -> None:
+        """Where every row already holds exactly its computed tokens in exactly the blocks
+        they need, and knows one more (the first commit of the methods would leave that),
+        the first step goes without the methods too."""
+        allocator, size = self._allocator, self._allocator.block_size
+        tables, held_tokens = allocator.block_tables, allocator._num_tokens
+        computed = list(map(_computed_tokens, self._seqs))
+        row_tables = []
+        for seq, held in zip(self._seqs, computed):
+            table = tables.get(seq.seq_id)
+            if (table is None or held_tokens.get(seq.seq_id) != held
+                    or len(table) != -(-held // size) or seq.num_uncomputed_tokens != 1):
+                return
+            row_tables.append(table)
+        self._tables, self._computed, self._computed_in_all = row_tables, computed, sum(computed)
 
     def grow(self, num_tokens: list[int]) -> bool:
         allocator, tables, computed = self._allocator, self._tables, self._computed
