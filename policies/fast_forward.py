@@ -473,11 +473,13 @@ class VerifyFastForward(RunFastForward):
                    step_s: float, grace: int) -> tuple[float, bool, float] | None:
         """Run the steps of batch `seqs` from `end_s`, one at a time, while they start
         before `until_s` (plus `grace`), up to and including the first in which a sequence
-        finishes. Before anything of a step happens, no waiting work may be able to join
-        (memory a verify gave back could admit it), the step must fit the pool (else a
-        preemption or a narrower verify is due: the engine steps it) and its end must be one
-        the caller's clock reproduces as `now_s + (end - now_s)` (else the run stops short: only
-        a step the caller can land on may end it), so no step is ever undone. The steps'
+        finishes. No waiting work may be able to join (memory a verify gave back could
+        admit it; nothing arrives, leaves or finishes before the run's last step, so what
+        holds for its first step holds for all). Before anything of a step happens, the step
+        must fit the pool (else a preemption or a narrower verify is due: the engine steps
+        it) and its end must be one the caller's clock reproduces as `now_s + (end - now_s)`
+        (else the run stops short: only a step the caller can land on may end it), so no
+        step is ever undone. The steps'
         log rows and verify counts are written as the run ends (nothing reads them before),
         their waiting count read once (nothing arrives, joins or is preempted in a run)."""
         for seq in seqs:  # each must be decoding: outputs sampled, KV for all but the last
@@ -498,8 +500,10 @@ class VerifyFastForward(RunFastForward):
         duration_s = None
         finished = False
         steady_steps = 0  # steps the sizes in hand still hold for (not asked again till 0)
+        if not scheduler.nothing_can_join():
+            return None
         kv = allocator.verify_run(seqs)
-        while (t < until_s or grace) and scheduler.nothing_can_join():
+        while t < until_s or grace:
             if not steady_steps:
                 spec_tokens, new_tokens, steady_steps = scheduler.verify_sizes(seqs)
                 num_new_tokens = sum(new_tokens)

@@ -141,16 +141,17 @@ class SpeculationLog:
         """`record_each(spec_tokens_each[j], accepted_each[j])` of each step j (a run's).
         The steps whose verifies all have the same k are counted together, by value."""
         uniform: dict[int, list[int]] = {}  # k -> accepted drafts of those steps' verifies
+        last_spec_tokens, counted = None, None
         for spec_tokens, accepted in zip(spec_tokens_each, accepted_each):
-            k = spec_tokens[0]
-            if k and spec_tokens.count(k) == len(spec_tokens):
-                counted = uniform.get(k)
-                if counted is None:
-                    uniform[k] = accepted.copy()
-                else:
-                    counted += accepted
-            else:
+            if spec_tokens is not last_spec_tokens:  # steps in a row often share their ks
+                last_spec_tokens = spec_tokens
+                k = spec_tokens[0]
+                uniform_step = k and spec_tokens.count(k) == len(spec_tokens)
+                counted = uniform.setdefault(k, []) if uniform_step else None
+            if counted is None:
                 self.record_each(spec_tokens, accepted)
+            else:
+                counted += accepted
         emitted, reached = self.emitted_histogram, self.reached_histogram
         for k, accepted in uniform.items():  # each count is 0..k (the commit checked)
             self.num_verifies += len(accepted)
