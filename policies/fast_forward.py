@@ -479,9 +479,9 @@ class VerifyFastForward(RunFastForward):
         must fit the pool (else a preemption or a narrower verify is due: the engine steps
         it) and its end must be one the caller's clock reproduces as `now_s + (end - now_s)`
         (else the run stops short: only a step the caller can land on may end it), so no
-        step is ever undone. The steps'
-        log rows and verify counts are written as the run ends (nothing reads them before),
-        their waiting count read once (nothing arrives, joins or is preempted in a run)."""
+        step is ever undone. The steps' log rows and verify counts are written as the run
+        ends (nothing reads them before), their waiting count read once (nothing arrives,
+        joins or is preempted in a run)."""
         for seq in seqs:  # each must be decoding: outputs sampled, KV for all but the last
             if (not seq.num_output_tokens or seq.num_uncomputed_tokens != 1
                     or seq.first_scheduled_s is None):

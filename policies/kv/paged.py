@@ -610,13 +610,14 @@ class PagedVerifyRun(VerifyRunKV):
     """A speculative run's KV over a `PagedAllocator`. Its first step is grown and shrunk by
     the allocator's methods, checks and all, unless the rows already hold exactly their
     computed tokens in exactly the blocks they need, each knowing one more token (it
-    decodes): the methods leave them so, and so does every commit after. Without prefix caching or shared blocks, a later
-    step then only finds the rows whose blocks do not hold their verify and takes blocks for
-    those (every decode slot's, then every draft slot's, in row order, as the method takes
-    them), and its commit gives back blocks on those rows only (any other row's verify fit
-    the blocks its computed tokens need); the pool's occupancy follows from the rows' sums,
-    and the allocator learns what each row holds when a row finishes or the run ends. A
-    step the pool cannot serve goes to the method, which refuses it."""
+    decodes): the methods leave them so, and so does every commit after. Without prefix
+    caching or shared blocks, a step then only finds the rows whose blocks do not hold its
+    verify and takes blocks for those (every decode slot's, then every draft slot's, in row
+    order, as the method takes them), and its commit gives back blocks on those rows only
+    (any other row's verify fit the blocks its computed tokens need); the pool's occupancy
+    follows from the rows' sums, and the allocator learns what each row holds when a row
+    finishes or the run ends. A step the pool cannot serve goes to the method, which
+    refuses it."""
 
     __slots__ = ("_allocator", "_seqs", "_seq_ids", "_tables", "_num_tokens", "_grown",
                  "_computed", "_computed_in_all", "_held_unsaid")
@@ -626,7 +627,7 @@ class PagedVerifyRun(VerifyRunKV):
         self._seqs = seqs
         self._seq_ids = [seq.seq_id for seq in seqs]
         self._tables: list[list[int]] | None = None
-        """The rows' block tables once a first step was grown and shrunk by the methods (a
+        """The rows' block tables once the rows were found as the methods leave them (a
         table is only ever shrunk in place); None till then."""
         self._num_tokens: list[int] | None = None
         """The tokens each row holds since this step's growth, when it was not the method's
