@@ -24,7 +24,6 @@ from sim.cost.measured import MeasuredCostModel
 from sim.cost.roofline import CostModel
 from sim.decoding import DiffusionExecutor
 from sim.machine_speed import SpeedScaledExecutor
-from sim.speculation.build import speculate, with_draft_memory
 
 SimCostModel = CostModel | MeasuredCostModel
 ExecutorObserver = Callable[[Executor], Executor]
@@ -105,6 +104,9 @@ def build_engine(
                            max_num_batched_tokens=config.max_num_batched_tokens,
                            max_num_seqs=o.max_num_seqs)
         if config.acceptance is not None:
+            # Speculation's modules (numpy.random with them, ~10 ms) load for a run that uses it.
+            from sim.speculation.build import with_draft_memory
+
             budget = with_draft_memory(budget, config, cost)
         num_blocks = budget.num_blocks
     layout, block_bytes = kv_layout(cost, o.block_size)
@@ -122,6 +124,8 @@ def build_engine(
     scheduler = sched_entry.policy(sched_entry.make_params(options), allocator)
     executor = cost
     if config.acceptance is not None:
+        from sim.speculation.build import speculate  # (loaded for a speculating run only)
+
         scheduler, executor = speculate(config, scheduler, cost, options)
     decoding = None
     if diffusion_params(o).enabled:

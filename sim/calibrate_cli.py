@@ -29,17 +29,22 @@ longer fit it.
 from __future__ import annotations
 
 import argparse
+import math
+from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
-from sim.cost.calibrate import ALL, HOLDOUT_EVERY, ErrorStats, FitResult, fit
 from sim.cost.catalog import get_hardware
 from sim.cost.coefficients import load_coefficients, write_coefficients
-from sim.cost.drift import DRIFT_TOLERANCE_PCT, check_drift
-from sim.cost.profiles import TimingSample, read_profile, shared_samples
+from sim.cost.fit_defaults import DRIFT_TOLERANCE_PCT, HOLDOUT_EVERY
 from sim.engine_fit_cli import add_engine_fit_arguments, run_engine_fit
+
+if TYPE_CHECKING:  # the fitting code loads when a command fits (`servesim` builds this parser)
+    from sim.cost.calibrate import ErrorStats, FitResult
+    from sim.cost.profiles import TimingSample
 
 DEFAULT_SHARED = Path("..") / "shared" / "calibration"
 SHARED_HARDWARE: tuple[str, ...] = ("a100", "h100")
@@ -61,11 +66,11 @@ def add_calibrate_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
     parser.add_argument("--check", metavar="C.json",
                         help="drift check: does this stored calibration still fit PROFILE? "
                              "(exit status 1 if not)")
-    parser.add_argument("--tolerance", type=float, default=DRIFT_TOLERANCE_PCT,
+    parser.add_argument("--tolerance", type=float,
                         help="--check: MAPE points the stored fit may lose to a refit "
-                             "(default: %(default)s)")
-    parser.add_argument("--holdout-every", type=int, default=HOLDOUT_EVERY,
-                        help="hold out every k-th point of each file (default: %(default)s)")
+                             f"(default: {DRIFT_TOLERANCE_PCT})")
+    parser.add_argument("--holdout-every", type=int,
+                        help=f"hold out every k-th point of each file (default: {HOLDOUT_EVERY})")
     parser.add_argument("--date", help="fit (or build) date for the provenance (default: today)")
     parser.add_argument("--kernels", metavar="DIR",
                         help="build the measured model's kernel table from aiconfigurator's "
@@ -79,7 +84,18 @@ def add_calibrate_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
     return parser
 
 
+MODE_OPTIONS = {
+    "--kernels": ("hardware", "date", "source_commit", "source_path"),
+    "--recorded": ("hardware", "date", "max_requests_per_stage", "jobs"),
+    "--check": ("profile", "hardware", "tolerance"),
+    "a coefficient fit": ("profile", "shared", "hardware", "holdout_every", "date"),
+}
+"""What each of the command's modes reads beside its own flag and --out: any other option
+given is an error, never silently ignored."""
+
+
 def run_calibrate(args: argparse.Namespace, console: Console) -> int:
+    _check_options(args)
     if args.kernels is not None:
         return run_kernel_build(args, console)
     if args.recorded is not None:
@@ -88,7 +104,10 @@ def run_calibrate(args: argparse.Namespace, console: Console) -> int:
         return run_drift_check(args, console)
     if args.out is None:
         raise ValueError("give --out C.json (where to write the fit) or --check C.json")
-    results = {hw: fit(samples, holdout_every=args.holdout_every, fit_date=args.date)
+    from sim.cost.calibrate import fit
+
+    results = {hw: fit(samples, fit_date=args.date, holdout_every=(
+        HOLDOUT_EVERY if args.holdout_every is None else args.holdout_every))
                for hw, samples in _samples_by_hardware(args).items()}
     for hardware, result in results.items():
         console.print(error_table(hardware, result))
@@ -99,13 +118,37 @@ def run_calibrate(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    """One-line errors for a value no mode could use and for an option the chosen mode does
+    not read (`MODE_OPTIONS`; the options compared default to None, so giving one's default
+    value is caught too)."""
+    if args.date is not None:
+        try:
+            valid = date.fromisoformat(args.date).isoformat() == args.date
+        except ValueError:
+            valid = False
+        if not valid:
+            raise ValueError(f"--date must be a date as YYYY-MM-DD, got {args.date!r}")
+    if args.tolerance is not None and not (math.isfinite(args.tolerance) and args.tolerance >= 0):
+        raise ValueError(f"--tolerance must be a finite number of MAPE points >= 0, "
+                         f"got {args.tolerance}")
+    mode = next((flag for flag in ("--kernels", "--recorded", "--check")
+                 if getattr(args, flag[2:]) is not None), "a coefficient fit")
+    for name in ("profile", "shared", "tolerance", "holdout_every", "source_commit",
+                 "source_path", "max_requests_per_stage", "jobs"):
+        if name not in MODE_OPTIONS[mode] and getattr(args, name) is not None:
+            flag = "PROFILE" if name == "profile" else "--" + name.replace("_", "-")
+            readers = [other for other, names in MODE_OPTIONS.items() if name in names]
+            raise ValueError(f"{flag} applies only to {' and '.join(readers)}, not to {mode}")
+
+
 def run_kernel_build(args: argparse.Namespace, console: Console) -> int:
     from sim.cost.kernel_build import build, summary_lines
 
     if args.out is None:
         raise ValueError("give --out FILE.npz: where to write the kernel table")
-    if args.profile is not None or args.shared is not None or args.check is not None:
-        raise ValueError("--kernels builds kernel tables; it takes no PROFILE, --shared or --check")
+    if args.check is not None:
+        raise ValueError("--kernels builds kernel tables; it takes no --check")
     hardware = [get_hardware(args.hardware).name] if args.hardware else None
     meta = build(args.kernels, args.out, hardware, args.date, args.source_commit, args.source_path)
     for line in summary_lines(meta):
@@ -119,8 +162,11 @@ def run_kernel_build(args: argparse.Namespace, console: Console) -> int:
 def run_drift_check(args: argparse.Namespace, console: Console) -> int:
     if args.profile is None:
         raise ValueError("--check needs a fresh PROFILE.json to check the calibration against")
+    from sim.cost.drift import check_drift
+
     (hardware, samples), = _samples_by_hardware(args).items()
-    report = check_drift(samples, load_coefficients(args.check, hardware), args.tolerance)
+    report = check_drift(samples, load_coefficients(args.check, hardware),
+                         DRIFT_TOLERANCE_PCT if args.tolerance is None else args.tolerance)
     console.print(f"{args.check} on {args.profile}: {report.describe()}")
     for name, change in report.coefficient_change.items():
         console.print(f"  {name}: {100 * change:+.1f}% in a refit", style="dim")
@@ -128,6 +174,8 @@ def run_drift_check(args: argparse.Namespace, console: Console) -> int:
 
 
 def _samples_by_hardware(args: argparse.Namespace) -> dict[str, list[TimingSample]]:
+    from sim.cost.profiles import read_profile, shared_samples
+
     if args.profile is not None:
         if args.shared is not None:
             raise ValueError("give a PROFILE.json or --shared, not both")
@@ -146,6 +194,8 @@ def _samples_by_hardware(args: argparse.Namespace) -> dict[str, list[TimingSampl
 
 
 def error_table(hardware: str, result: FitResult) -> Table:
+    from sim.cost.calibrate import ALL
+
     report = result.report
     table = Table(title=f"{hardware}: relative error of the fit (every {report.holdout_every}th "
                         f"point of each file held out)", title_justify="left")

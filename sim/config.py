@@ -15,7 +15,7 @@ import json
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import traces as trace_io
 from traces import inference_perf
@@ -31,12 +31,9 @@ from sim.cost.specs import HardwareSpec, ModelSpec, dtype_bytes
 from sim.machine_speed import SpeedTrace, read_speed_trace
 from sim.option_check import check_option
 from sim.policy_knobs import knob_fields, knob_values
-from sim.speculation.acceptance import DEFAULT_ACCEPTANCE, AcceptanceModel, parse_acceptance
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
+if TYPE_CHECKING:  # speculation's modules (and numpy.random) load for runs that speculate
+    from sim.speculation.acceptance import AcceptanceModel
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +165,12 @@ def parse_pools(text: str) -> tuple[int, int]:
 
 def options_from_toml(path: str | Path) -> dict[str, Any]:
     """Read a config file whose keys are option names (dashes or underscores)."""
+    if not str(path).strip():
+        raise ValueError("the config file's path is blank: give a TOML file of replay options")
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on Python 3.10 only
+        import tomli as tomllib
     try:
         data = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -210,6 +213,9 @@ class SimConfig:
     options: ReplayOptions
     max_model_len: int
     max_num_batched_tokens: int
+    """The most tokens one step computes: the scheduler's step limit
+    (`step_token_limit` of the resolved `--max-num-batched-tokens`), which sizes the memory
+    profile's dummy batch and bounds speculative drafts."""
     policy_options: dict[str, Any] = field(default_factory=dict)
     acceptance: AcceptanceModel | None = None
     """None when `speculator` is `none`."""
@@ -287,7 +293,9 @@ def _inference_perf_trace(path: str, options: ReplayOptions) -> trace_io.Trace:
         if value is not None:
             raise ValueError(f"{name} does not apply to an inference-perf config: its load "
                              "section sets the arrivals and the format")
-    return inference_perf.load_inference_perf(
+    from traces.inference_perf.workload import load_inference_perf
+
+    return load_inference_perf(
         path, seed=options.seed, vocab_size=get_model(options.model).vocab_size,
         prompt_inflation=options.prompt_inflation, max_requests=options.max_requests)
 
@@ -430,6 +438,8 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
     if options.speculator != "none":
         acceptance, draft, tiny = _resolve_speculation(options, policy_options)
     elif options.spec_acceptance is not None:
+        from sim.speculation.acceptance import parse_acceptance
+
         parse_acceptance(options.spec_acceptance)  # unused, but a bad value is still an error
     _check_decoding(options, policy_options)
     speed = read_speed_trace(options.speed_trace) if options.speed_trace else None
@@ -437,7 +447,9 @@ def resolve(options: ReplayOptions, trace: trace_io.Trace | None = None) -> SimC
     if measured is None and options.measured_coefficients is not None:
         raise ValueError(f"--measured-coefficients applies to the measured cost model only; "
                          f"this run is priced by {choice}")
-    return SimConfig(trace, model, hardware, coefficients, options, max_model_len, max_tokens,
+    step_tokens = lookup(SCHEDULERS, "scheduler", options.scheduler).make_params(
+        policy_options).step_token_limit(max_tokens)
+    return SimConfig(trace, model, hardware, coefficients, options, max_model_len, step_tokens,
                      policy_options, acceptance, draft, tiny, speed, measured, choice)
 
 
@@ -479,6 +491,8 @@ def _resolve_speculation(
     options: ReplayOptions, policy_options: dict[str, Any]
 ) -> tuple[AcceptanceModel, ModelSpec | None, ModelSpec | None]:
     """Validate the speculator's knobs now (a clear error before any simulation)."""
+    from sim.speculation.acceptance import DEFAULT_ACCEPTANCE, parse_acceptance
+
     lookup(SPECULATORS, "speculator", options.speculator).make_params(policy_options)
     acceptance = parse_acceptance(
         DEFAULT_ACCEPTANCE if options.spec_acceptance is None else options.spec_acceptance

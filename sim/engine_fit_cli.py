@@ -22,6 +22,7 @@ from sim.cost.measured_coefficients import MeasuredCoefficients, measured_coeffi
 
 ENGINE = "vllm"
 FITTED_TERMS = ("step_overhead_s", "per_sequence_overhead_s", "frontend_latency_s")
+DEFAULT_JOBS = min(4, os.cpu_count() or 1)
 
 
 def add_engine_fit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,9 +35,9 @@ def add_engine_fit_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--recorded: replay only each stage's first N requests at each "
                              "design point, a quick look biased low on busy stages (default: "
                              "every request; the fitted point is always replayed in full)")
-    parser.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1),
+    parser.add_argument("--jobs", type=int,
                         help="--recorded: replays run in this many processes (default: "
-                             "%(default)s; results do not depend on it)")
+                             f"{DEFAULT_JOBS}; results do not depend on it)")
 
 
 def run_engine_fit(args: argparse.Namespace, console: Console) -> int:
@@ -44,10 +45,11 @@ def run_engine_fit(args: argparse.Namespace, console: Console) -> int:
 
     if args.out is None:
         raise ValueError("give --out FILE.json: where to write the fitted coefficients")
-    if args.profile is not None or args.shared is not None or args.check is not None:
-        raise ValueError("--recorded fits engine terms; it takes no PROFILE, --shared or --check")
-    if args.jobs < 1:
-        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.check is not None:
+        raise ValueError("--recorded fits engine terms; it takes no --check")
+    jobs = DEFAULT_JOBS if args.jobs is None else args.jobs
+    if jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {jobs}")
     if args.max_requests_per_stage is not None and args.max_requests_per_stage < 1:
         raise ValueError(f"--max-requests-per-stage must be >= 1, got "
                          f"{args.max_requests_per_stage}")
@@ -57,7 +59,7 @@ def run_engine_fit(args: argparse.Namespace, console: Console) -> int:
         given["measured_coefficients"] = str(out)
     base = measured_coefficients(ENGINE, given.get("measured_coefficients"))
     record = fit_recorded(Path(args.recorded), given, grid=DEFAULT_GRID,
-                          max_requests_per_stage=args.max_requests_per_stage, jobs=args.jobs)
+                          max_requests_per_stage=args.max_requests_per_stage, jobs=jobs)
     record["data"] = str(args.recorded)
     record["date"] = args.date or datetime.date.today().isoformat()
     fitted = Terms(**record["terms"]).applied_to(base)

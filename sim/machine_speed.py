@@ -33,13 +33,14 @@ import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple
+from typing import TYPE_CHECKING, Callable, Iterable, NamedTuple
 
 from policies.types import Plan, StepResult
-from sim.cost.calibrate import FitResult, fit
 from sim.cost.catalog import get_hardware, get_model
-from sim.cost.profiles import profile_from_json, trimmed_mean_s
 from sim.cost.roofline import CostModel
+
+if TYPE_CHECKING:  # fitting (below) is for `servesim validate`; a replay never fits
+    from sim.cost.calibrate import FitResult
 
 COLUMNS = ("time_s", "dispatch_probe_s", "compute_probe_s", "overhead_factor",
            "roofline_factor")
@@ -172,6 +173,8 @@ def speed_normalized(profile: dict, reference: Reference,
     """A copy of profile JSON whose `measured_s` are at reference speed: each timed step
     divided by its factor (the probes' factors blended by `overhead_share(sample)`), then the
     trimmed mean again (`raw_measured_s` keeps the original)."""
+    from sim.cost.profiles import trimmed_mean_s
+
     samples = []
     for sample in profile["samples"]:
         share = overhead_share(sample)
@@ -188,6 +191,9 @@ def fit_at_reference_speed(named_profiles: list[tuple[str, dict]], reference: Re
     """Fit the roofline to `named_profiles` (source name, profile JSON) at reference speed;
     returns the fit and the normalized profiles. A step's overhead share comes from the
     previous fit (the first normalizes by the dispatch factor alone), `REFITS` times."""
+    from sim.cost.calibrate import fit
+    from sim.cost.profiles import profile_from_json
+
     def fit_with(share_of: Callable[[dict], float]) -> tuple[FitResult, list[dict]]:
         normalized = [speed_normalized(profile, reference, share_of)
                       for _, profile in named_profiles]

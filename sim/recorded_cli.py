@@ -24,7 +24,7 @@ def given_options(args: argparse.Namespace) -> dict[str, Any]:
     """The replay options set on the command line (or its --config file): they override
     each run's own settings."""
     values: dict[str, Any] = {}
-    if getattr(args, "config", None):
+    if getattr(args, "config", None) is not None:
         values.update(options_from_toml(args.config))
     values.update({n: getattr(args, n) for n in ReplayOptions.names() if hasattr(args, n)})
     for name in ("trace", "executor"):

@@ -26,27 +26,29 @@ from rich.table import Table
 
 from sim.config import ReplayOptions
 from sim.extras import require_extra
-from sim.validation import HEADLINE_KEYS
 
 GRIDS = ("default", "tiny")
+CLOCKS = ("wall", "cpu")
+"""How the real backend times steps; the first is the default."""
+DEFAULT_REPEATS = 3
 
 
-def _grid(name: str, passes: int | None):
+def _grid(name: str | None, passes: int | None):
     from backend.profile import TINY_GRID, ProfileGrid
 
-    grid = {"default": ProfileGrid(), "tiny": TINY_GRID}[name]
+    grid = {"default": ProfileGrid(), "tiny": TINY_GRID}[name or "default"]
     return grid if passes is None else dataclasses.replace(grid, passes=passes)
 
 
 def _grid_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--grid", choices=GRIDS, default="default",
+    parser.add_argument("--grid", choices=GRIDS,
                         help="profile grid: default (about a minute on tiny-llama), or tiny "
-                             "(seconds; for tests)")
+                             "(seconds; for tests) (default: default)")
     parser.add_argument("--passes", type=int, help="passes over the grid (default: the grid's)")
-    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+    parser.add_argument("--clock", choices=CLOCKS,
                         help="time by the wall clock, or by this thread's CPU time (CPU only: "
                              "leaves out other processes' share of a shared machine; idle "
-                             "waits are skipped) (default: %(default)s)")
+                             f"waits are skipped) (default: {CLOCKS[0]})")
 
 
 def add_profile_parser(sub: argparse._SubParsersAction) -> None:
@@ -84,8 +86,8 @@ def add_validate_parser(sub: argparse._SubParsersAction,
     parser.add_argument("--max-requests-per-stage", type=int,
                         help="--recorded: replay only each stage's first N requests, at their "
                              "send times (faster; default: all)")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="real runs; errors are medians over them (default: 3)")
+    parser.add_argument("--repeats", type=int,
+                        help=f"real runs; errors are medians over them (default: {DEFAULT_REPEATS})")
     parser.add_argument("--out", required=True, help="directory for validation.json and runs")
     parser.add_argument("--max-prompt-tokens", type=int,
                         help="cap every prompt at this many tokens (CPU-sized replays)")
@@ -129,7 +131,7 @@ def run_profile(args: argparse.Namespace, console: Console) -> int:
                             executor="real")
     grid = _grid(args.grid, args.passes)
     profile = profile_real(options, grid, lambda done, total: console.print(
-        f"[dim]pass {done}/{total}[/dim]"), args.clock)
+        f"[dim]pass {done}/{total}[/dim]"), args.clock or CLOCKS[0])
     out = Path(args.out)
     out.write_text(json.dumps(profile, indent=1) + "\n")
     console.print(f"wrote {len(profile['samples'])} timed shapes of {profile['model']} on "
@@ -152,9 +154,10 @@ def run_validate(args: argparse.Namespace, console: Console, options: ReplayOpti
 
     options = dataclasses.replace(options, hardware=_hardware(
         options.hardware if "hardware" in vars(args) else None))
-    settings = ValidateSettings(repeats=args.repeats, max_prompt_tokens=args.max_prompt_tokens,
+    settings = ValidateSettings(repeats=DEFAULT_REPEATS if args.repeats is None else args.repeats,
+                                max_prompt_tokens=args.max_prompt_tokens,
                                 max_output_tokens=args.max_output_tokens,
-                                grid=_grid(args.grid, args.passes), clock=args.clock,
+                                grid=_grid(args.grid, args.passes), clock=args.clock or CLOCKS[0],
                                 profile_each_repeat=args.profile_each_repeat,
                                 pool_profiles=args.pool_profiles,
                                 speed_replay=args.speed_replay)
@@ -167,20 +170,22 @@ def run_validate(args: argparse.Namespace, console: Console, options: ReplayOpti
     return 0
 
 
-_REAL_ONLY_DEFAULTS = {"repeats": 3, "max_prompt_tokens": None, "max_output_tokens": None,
-                       "profile_each_repeat": False, "pool_profiles": False,
-                       "speed_replay": False, "grid": "default", "passes": None, "clock": "wall"}
-"""The options that steer real-backend runs, at their defaults; --recorded runs none."""
+REAL_ONLY_OPTIONS = ("repeats", "max_prompt_tokens", "max_output_tokens", "profile_each_repeat",
+                     "pool_profiles", "speed_replay", "grid", "passes", "clock")
+"""The options that steer real-backend runs (each None or False unless given, so giving its
+default value is caught too); --recorded runs none."""
 
 
 def _refuse_real_only(args: argparse.Namespace) -> None:
-    for name, default in _REAL_ONLY_DEFAULTS.items():
-        if getattr(args, name) != default:
+    for name in REAL_ONLY_OPTIONS:
+        if getattr(args, name) not in (None, False):
             raise ValueError(f"--{name.replace('_', '-')} steers the real backend's runs; "
                              "--recorded replays recorded runs in the simulator only")
 
 
 def error_table(report: dict) -> Table:
+    from sim.validation import HEADLINE_KEYS  # not at import: every `servesim` imports this module
+
     headline = report["median_abs_rel_error_spread"]
     title = (f"simulated vs measured over {report['repeats']} repeats: median |rel. error| of "
              f"the six headline keys {_pct(headline['median'])} "

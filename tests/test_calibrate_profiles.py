@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,28 @@ def test_calibrate_errors_are_value_errors(tmp_path):
     single.write_text(json.dumps({"linear_compute_eff": 0.5}))
     with pytest.raises(ValueError, match="not a table keyed by hardware"):
         run_calibrate(parse([str(profile), "--out", str(single)]), console)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--date", "x:y"], "--date must be a date as YYYY-MM-DD, got 'x:y'"),
+    (["--date", "2026-13-01"], "--date must be a date as YYYY-MM-DD"),
+    (["--date", "20261205"], "--date must be a date as YYYY-MM-DD"),
+    (["--check", "C.json", "--tolerance", "nan"], "--tolerance must be a finite number"),
+    (["--check", "C.json", "--tolerance", "-1"], "--tolerance must be a finite number"),
+    (["--tolerance", "10"], "--tolerance applies only to --check, not to a coefficient fit"),
+    (["--jobs", "2"], "--jobs applies only to --recorded, not to a coefficient fit"),
+    (["--source-commit", "abc"], "--source-commit applies only to --kernels, not to a coef"),
+    (["--max-requests-per-stage", "5"], "--max-requests-per-stage applies only to --recorded"),
+    (["--recorded", "RUNS", "--holdout-every", "5"],
+     "--holdout-every applies only to a coefficient fit, not to --recorded"),
+    (["--kernels", "DIR", "--jobs", "1"], "--jobs applies only to --recorded, not to --kernels"),
+    (["--check", "C.json", "--shared", "DIR"], "--shared applies only to a coefficient fit"),
+    (["--kernels", "DIR", "PROFILE.json"], "PROFILE applies only to --check and a coefficient"),
+    (["--recorded", "RUNS", "--date", "2026-12-05", "--source-path", "p"],
+     "--source-path applies only to --kernels, not to --recorded"),
+])
+def test_an_option_its_mode_does_not_read_or_a_bad_date_is_an_error(argv, message, tmp_path):
+    """Given at its default value too (the compared options default to None): a flag the
+    chosen mode ignores would otherwise be silently dropped."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run_calibrate(parse([*argv, "--out", str(tmp_path / "c.json")]), Console(record=True))

@@ -116,19 +116,54 @@ def test_cli_runs_one_blas_thread_unless_told_otherwise(preset, expected):
         assert num_threads == "1"
 
 
-def test_only_a_replay_process_about_to_exit_freezes_its_objects(tmp_path):
-    """`servesim` (`entry`) freezes the replay's objects out of the collector as it ends (a
-    last full collection would only free what the exit frees); `main` called in a process
-    that goes on leaves the collector as it was."""
-    import gc
+LOADED_ON_DEMAND = ("sim.cost.calibrate", "sim.cost.drift", "sim.cost.profiles",
+                    "sim.cost.hf_config", "sim.speculation.build", "sim.speculation.acceptance",
+                    "numpy.random", "tomllib", "traces.inference_perf.workload",
+                    "sim.validation")
+"""What a plain replay never uses: the fitting code, the HF config reader, speculation (and
+numpy.random with it), TOML, the inference-perf reader, validation (~30 ms of every start)."""
 
-    assert gc.get_freeze_count() == 0
+
+@pytest.mark.parametrize("flags, loaded", [
+    ([], set()),
+    (["--speculator", "ngram", "--config", "CONFIG"],
+     {"sim.speculation.build", "sim.speculation.acceptance", "numpy.random", "tomllib"}),
+])
+def test_a_replay_imports_what_it_uses_only(tmp_path, flags, loaded):
+    config = tmp_path / "run.toml"
+    config.write_text("seed = 3\n")
+    code = ("import sys\n"
+            "from sim.cli import main\n"
+            "main(['replay', '--quiet', '--max-requests', '20', *sys.argv[1:]])\n"
+            f"print('LOADED', sorted(set({LOADED_ON_DEMAND!r}) & set(sys.modules)))\n")
+    args = [str(config) if flag == "CONFIG" else flag for flag in flags]
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1])
+    assert f"LOADED {sorted(loaded)}" in out.stdout
+
+
+def test_only_a_replay_process_about_to_exit_skips_the_teardown(tmp_path, capsys):
+    """`servesim` (`entry`) ends a simulated replay's process itself, output flushed and
+    files written, without the interpreter's teardown (which would only free what the exit
+    frees: exit handlers do not run); `main` called in a process that goes on returns, and a
+    failed replay exits the ordinary way."""
     assert main(["replay", "--quiet", "--max-requests", "5"]) == 0
-    assert gc.get_freeze_count() == 0
-    try:
-        assert main(["replay", "--quiet", "--max-requests", "5"], exits_after=True) == 0
-        assert gc.get_freeze_count() > 0
-    finally:
-        gc.unfreeze()
-    script = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    assert "ttft (s)" in capsys.readouterr().out
+    code = ("import atexit, sys\n"
+            "atexit.register(print, 'teardown ran')\n"
+            "sys.argv = ['servesim', *sys.argv[1:]]\n"
+            "from sim.cli import entry\n"
+            "entry()\n")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code, "replay", "--quiet", "--max-requests",
+                           "5", "--out", str(tmp_path)], capture_output=True, text=True, cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert "ttft (s)" in done.stdout and "wrote summary.json" in done.stdout
+    assert "teardown ran" not in done.stdout
+    assert json.loads((tmp_path / "summary.json").read_text())["requests_total"] == 5
+    failed = subprocess.run([sys.executable, "-c", code, "replay", "--quiet", "--tp", "0"],
+                            capture_output=True, text=True, cwd=root)
+    assert (failed.returncode, failed.stdout) == (2, "teardown ran\n")
+    assert failed.stderr.startswith("error: ")
+    script = root / "pyproject.toml"
     assert 'servesim = "sim.cli:entry"' in script.read_text()

@@ -17,9 +17,9 @@ from sim.api import simulate
 from sim.cli import main
 from sim.config import ReplayOptions, load_workload, resolve
 from sim.metrics import group_finished, sample_groups
-from traces import inference_perf
 from traces.closed_loop import ClosedLoop, ClosedLoopStage
 from traces.inference_perf.lengths import LengthSpec
+from traces.inference_perf.workload import DEFAULT_PROMPT_INFLATION, load_inference_perf
 from traces.trace import TraceFormatError
 
 DATA = Path(__file__).resolve().parent / "data" / "inference_perf"
@@ -203,7 +203,7 @@ def test_stage_column_in_requests_csv(tmp_path):
 
 def test_prompt_inflation_defaults_to_the_fitted_factor_and_is_an_option(tmp_path):
     default = _trace(TWO_STAGES).requests[0]
-    assert inference_perf.DEFAULT_PROMPT_INFLATION == 1.046
+    assert DEFAULT_PROMPT_INFLATION == 1.046
     assert default.prompt_tokens == 42 + 31  # round(40 x 1.046) + round(30 x 1.046)
     config = _write(tmp_path, f'trace = "inference-perf:{TWO_STAGES}"\nprompt-inflation = 1.5\n',
                     "run.toml")
@@ -433,7 +433,7 @@ def test_missing_file_is_a_one_line_error(tmp_path, capsys):
 def test_bad_files_raise_trace_format_errors(tmp_path):
     path = _write(tmp_path, GOOD_DATA + "load: {stages: [{rate: 1, duration: 0}]}\n")
     with pytest.raises(TraceFormatError, match=r"load\.stages\[0\]\.duration must be positive"):
-        inference_perf.load_inference_perf(path)
+        load_inference_perf(path)
 
 
 def test_accepted_but_unmodelled_keys_are_named_in_the_notes(tmp_path):

@@ -199,3 +199,14 @@ def test_ui_command_becomes_streamlit_on_loopback_8501_by_default(monkeypatch):
 def test_ui_command_rejects_a_bad_port(capsys):
     assert main(["ui", "--port", "70000"]) == 2
     assert "--port must lie in 1..65535" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("host", [" ", "/nonexistent/zz", "a..b"])
+def test_ui_command_rejects_a_host_it_cannot_listen_on(host, monkeypatch, capsys):
+    """Before becoming Streamlit, which would fail on it with a traceback."""
+    pytest.importorskip("streamlit", reason="servesim ui needs the ui extra")
+    monkeypatch.setattr(os, "execv", lambda path, command: pytest.fail("exec'd a bad host"))
+    assert main(["ui", "--host", host]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --host {host!r} is not an address to listen on")
+    assert err.count("\n") == 1

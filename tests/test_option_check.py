@@ -3,14 +3,17 @@ sweep grid or the dashboard's `build_options` (all end in `ReplayOptions`)."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import fields
 
 import pytest
 
 from sim.cli import main
-from sim.config import ReplayOptions, tomllib
+from sim.config import ReplayOptions
 from sim.option_check import BOUNDS, check_option, parse_type
 from sim.sweep.grid import expand_grid
+
+tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
 
 BAD_TOML_VALUES = [
     ('rate_scale = "fast"', "--rate-scale must be a number, got 'fast'"),
@@ -66,6 +69,8 @@ def test_a_mistyped_grid_value_fails_the_sweep_up_front(line, message):
     (["--calibration="], "--calibration must not be empty"),
     (["--arrivals", " "], "--arrivals must not be empty"),
     (["--speed-trace="], "--speed-trace must not be empty"),
+    (["--config="], "the config file's path is blank"),
+    (["--config", " "], "the config file's path is blank"),
 ])
 def test_an_out_of_range_flag_is_a_one_line_error(capsys, argv, message):
     assert main(["replay", "--quiet", "--max-requests", "5", *argv]) == 2

@@ -213,9 +213,13 @@ def test_measured_cost_model_passes_through(tmp_path):
     assert report["median_abs_rel_error"]["itl"] is not None
 
 
-def test_real_backend_options_are_refused_with_recorded(tmp_path, capsys):
+@pytest.mark.parametrize("flag", [["--repeats", "5"], ["--repeats", "3"], ["--grid", "default"],
+                                  ["--clock", "wall"], ["--passes", "2"], ["--speed-replay"]])
+def test_real_backend_options_are_refused_with_recorded(flag, tmp_path, capsys):
+    """At their default values too: `--recorded` runs no real backend, so any of them given
+    would be silently ignored."""
     root = tmp_path / "runs"
     _make_run(root, "r", _stage((0.02, 0.03, 0.05), (0.3, 0.4, 0.5)))
     assert main(["validate", "--recorded", str(root), "--out", str(tmp_path / "o"),
-                 "--repeats", "5"]) == 2
-    assert "--repeats steers the real backend" in capsys.readouterr().err
+                 *flag]) == 2
+    assert f"{flag[0]} steers the real backend" in capsys.readouterr().err

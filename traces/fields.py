@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 MAX_TOKENS = 10**9
+_MAX_TOKEN_DIGITS = len(str(MAX_TOKENS))
 # About 317 years: far beyond any trace, but still admits Unix-epoch seconds.
 MAX_TIME_S = 1e10
 _MAX_SHOWN_CHARS = 40
@@ -43,7 +44,7 @@ def parse_token_count(column: str, text: str) -> int:
     if text.isascii() and text.isdigit():
         digits = text.lstrip("0") or "0"
         # Checking the digit count first keeps int() away from huge strings.
-        if len(digits) > len(str(MAX_TOKENS)):
+        if len(digits) > _MAX_TOKEN_DIGITS:
             raise RowError(f"{column}: {show(text)} tokens is above the limit of 10**9")
         return check_token_count(column, int(digits))
     number = _parse_float(column, text)

@@ -26,6 +26,13 @@ class BatchCapParams:
     def __post_init__(self) -> None:
         check_knobs(self)
 
+    def step_token_limit(self, engine_limit: int) -> int:
+        """The most tokens one step of this scheduler computes, given the engine's resolved
+        `--max-num-batched-tokens`: what the memory profile runs a dummy batch of (vLLM's
+        `profile_run`) and what speculative drafts must fit in beside the plan. A scheduler
+        with a budget of its own (chunked's `token_budget`) says so by overriding this."""
+        return engine_limit
+
 
 class Scheduler(Protocol):
     allocator: KVAllocator

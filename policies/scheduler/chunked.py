@@ -41,6 +41,10 @@ class ChunkedParams(QueueingParams):
     chunked_order: str = knob("decode-first", choices=ORDERS, help=(
         "chunked: decode-first (Sarathi) or prefill-first"))
 
+    def step_token_limit(self, engine_limit: int) -> int:
+        """The token budget: no step computes more (vLLM's one `max_num_batched_tokens`)."""
+        return self.token_budget
+
 
 class ChunkedScheduler(QueuedDecodeRuns, PlansDecodesApart):
     params: ChunkedParams

@@ -44,10 +44,10 @@ import numpy as np
 
 from sim.cost.catalog import get_hardware
 from sim.cost.coefficients import Coefficients, default_coefficients
+from sim.cost.fit_defaults import HOLDOUT_EVERY
 from sim.cost.profiles import TimingSample
 from sim.cost.roofline import CostModel
 
-HOLDOUT_EVERY = 5
 BINDING_STARTS = ((0.5, 0.02), (0.02, 0.5))
 """(compute, memory) efficiencies to start a group from: memory-bound, then compute-bound;
 the fit starts from every combination of these for the linear and attention groups too."""
@@ -307,8 +307,7 @@ def fit(samples: list[TimingSample], *, holdout_every: int = HOLDOUT_EVERY,
         fit_date: str | None = None, start: Coefficients | None = None) -> FitResult:
     """Fit coefficients to `samples` (one hardware) and report errors on held-out and all
     points. The provenance names the files, the date and the held-out MAPE."""
-    # scipy.optimize takes ~0.45 s to import: a fit pays it, not every `servesim` start
-    # (the replay path imports this module through `sim.machine_speed`)
+    # scipy.optimize takes ~0.45 s to import: a fit pays it, not every importer of this module
     from scipy.optimize import least_squares
 
     hardware = _one_hardware(samples)

@@ -12,12 +12,32 @@ from pathlib import Path
 
 from policies.registry import UnknownNameError
 from sim.cost.hardware_spec import load_hardware_spec, looks_like_spec_path
-from sim.cost.hf_config import looks_like_path, model_from_hf_config
-from sim.cost.specs import HardwareSpec, MLASpec, ModelSpec, MoESpec, SSMSpec
+from sim.cost.specs import (HardwareSpec, MLASpec, ModelSpec, MoESpec, QuantizedWeights,
+                            RopeScaling, SSMSpec)
 
 GB = 1e9
 GiB = 1024**3
 TFLOPS = 1e12
+
+
+
+def _gpt_oss(name: str, num_layers: int, num_experts: int) -> ModelSpec:
+    """OpenAI's gpt-oss (huggingface.co/openai/<name>/blob/main/config.json): every layer MoE
+    (top-4, expert width 2880) with biases on q/k/v, o, router and experts and a learned
+    attention sink per head; 128-token sliding
+    window on even layers, full attention on odd ones; head_dim 64, 64 heads over 8 KV heads;
+    YaRN RoPE (factor 32 over 4096); experts stored mxfp4, everything else bf16."""
+    return ModelSpec(name, f"openai/{name}", num_layers=num_layers, hidden_size=2880,
+                     intermediate_size=2880, num_heads=64, num_kv_heads=8, vocab_size=201088,
+                     max_model_len=131072, head_dim=64, qkv_bias=True, o_bias=True,
+                     attention_sinks=True, sliding_window=128, layer_pattern=("local", "global"),
+                     rope_theta=150000.0,
+                     rope_scaling=RopeScaling("yarn", 32.0, original_max_position_embeddings=4096),
+                     moe=MoESpec(num_experts=num_experts, experts_per_token=4,
+                                 expert_intermediate_size=2880, router_bias=True,
+                                 expert_bias=True),
+                     quantization=QuantizedWeights("mxfp4", "mxfp4", (("experts", num_layers),)))
+
 
 _MODELS: list[ModelSpec] = [
     # huggingface.co/meta-llama/Llama-2-7b-hf/blob/main/config.json
@@ -109,6 +129,10 @@ _MODELS: list[ModelSpec] = [
     ModelSpec("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", num_layers=30,
               hidden_size=576, intermediate_size=1536, num_heads=9, num_kv_heads=3,
               vocab_size=49152, max_model_len=8192, tied_embeddings=True, rope_theta=100000.0),
+    # 24 layers, 32 experts: 20.9B parameters, 3.6B active; ~13.8 GB checkpoint.
+    _gpt_oss("gpt-oss-20b", num_layers=24, num_experts=32),
+    # 36 layers, 128 experts: 116.8B parameters, 5.1B active; ~65 GB checkpoint (one H100).
+    _gpt_oss("gpt-oss-120b", num_layers=36, num_experts=128),
     # servesim's own seeded-random test model for the real backend (no published weights):
     # Llama-shaped with GQA 4/2, small enough that a CPU step takes milliseconds, with a
     # 4096-token context so long-prompt policies can be exercised.
@@ -243,6 +267,8 @@ MODEL_ALIASES: dict[str, str] = {
     "llama3-8b": "llama-3-8b",
     "llama3-70b": "llama-3-70b",
     "mixtral": "mixtral-8x7b",
+    "gptoss-20b": "gpt-oss-20b",
+    "gptoss-120b": "gpt-oss-120b",
 }
 HARDWARE_ALIASES: dict[str, str] = {
     "a100-80gb": "a100",
@@ -275,6 +301,9 @@ def get_model(name: str) -> ModelSpec:
     key = name.strip().lower()
     if MODEL_ALIASES.get(key, key) in MODELS:
         return _lookup("model", name, MODELS, MODEL_ALIASES)
+    # The config reader (and its quantization tables) loads for a model that is not listed.
+    from sim.cost.hf_config import looks_like_path, model_from_hf_config
+
     if Path(name).expanduser().exists() or looks_like_path(name):
         return model_from_hf_config(name)
     try:

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 
 from sim.cost.calibrate import FITTED, FitResult, evaluate, fit, predict
 from sim.cost.coefficients import Coefficients
+from sim.cost.fit_defaults import DRIFT_TOLERANCE_PCT
 from sim.cost.profiles import TimingSample
-
-DRIFT_TOLERANCE_PCT = 10.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,9 @@ One reader per `model_type`, each mapping that family's fields onto `ModelSpec`:
     llama4 / llama4_text                  MoE + shared expert, interleave_moe_layer_step,
                                             chunked-attention layers, no-RoPE layers
     gemma3 / gemma3_text                  sliding-window pattern, q/k norms, 4 norms per layer
+    gpt_oss                               every layer MoE (`intermediate_size` is the expert
+                                            width), windowed / full layers alternating, q/k/v,
+                                            o, router and expert biases, mxfp4 experts
 
 A multimodal config (`llama4`, `gemma3`) is read through its `text_config`: the vision tower is
 not modelled. A field the config leaves out takes that model type's Hugging Face default
@@ -25,8 +28,8 @@ naming the file and the field.
 
 Weights are at `torch_dtype` (or `dtype`); fp32 checkpoints are served at bf16, as vLLM does,
 and a config without a dtype is taken as bf16. A `quantization_config` (compressed-tensors,
-fp8, fbgemm_fp8, awq, gptq) puts the linear weights it quantizes at fp8, int8 or int4, per
-component and layer, honouring its `ignore` / `modules_to_not_convert` list.
+fp8, fbgemm_fp8, awq, gptq, mxfp4) puts the linear weights it quantizes at fp8, int8, int4 or
+mxfp4, per component and layer, honouring its `ignore` / `modules_to_not_convert` list.
 """
 
 from __future__ import annotations
@@ -85,6 +88,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                     "max_position_embeddings": 131072, "rope_theta": 1e6,
                     "tie_word_embeddings": True, "sliding_window": 4096,
                     "sliding_window_pattern": 6},
+    "gpt_oss": {**_LLAMA_DEFAULTS, "num_key_value_heads": 8, "head_dim": 64,
+                "max_position_embeddings": 131072, "rope_theta": 150000.0,
+                "rms_norm_eps": 1e-5, "attention_bias": True, "sliding_window": 128,
+                "num_local_experts": 128, "num_experts_per_tok": 4},
 }
 MULTIMODAL = {"llama4": "llama4_text", "gemma3": "gemma3_text"}
 """Multimodal model types and the model type of their `text_config`."""
@@ -94,7 +101,7 @@ ARCHITECTURE_CLASSES = {
     "Qwen3MoeForCausalLM": "qwen3_moe", "DeepseekV2ForCausalLM": "deepseek_v2",
     "DeepseekV3ForCausalLM": "deepseek_v3", "Llama4ForConditionalGeneration": "llama4",
     "Llama4ForCausalLM": "llama4_text", "Gemma3ForConditionalGeneration": "gemma3",
-    "Gemma3ForCausalLM": "gemma3_text",
+    "Gemma3ForCausalLM": "gemma3_text", "GptOssForCausalLM": "gpt_oss",
 }
 """`architectures` entries, for a config without `model_type`."""
 MULTIMODAL_VOCAB_DEFAULTS = {"gemma3_text": 262208}
@@ -275,11 +282,13 @@ def _fields_of(data: dict[str, Any], file: Path) -> Fields:
 # ---- shared pieces --------------------------------------------------------------------------
 
 def _base(f: Fields, name: str, hf_id: str, *, intermediate: str = "intermediate_size",
-          expert_width: int | None = None, head_dim: bool = True) -> dict[str, Any]:
+          expert_width: int | None = None, head_dim: bool = True,
+          attention_bias: bool = False) -> dict[str, Any]:
     """The fields every family shares, as ModelSpec keyword arguments. The dense MLP width
     `intermediate` is required unless `expert_width` is given (every layer is MoE); then it
-    is read if present and else taken to be the experts' (it sizes no layer)."""
-    for flag in ("attention_bias", "mlp_bias"):
+    is read if present and else taken to be the experts' (it sizes no layer). A family whose
+    reader models the attention biases says so with `attention_bias` (and reads the flag)."""
+    for flag in ("mlp_bias",) if attention_bias else ("attention_bias", "mlp_bias"):
         if f.flag(flag):
             raise f.error(f"{flag}: true is not modelled (servesim counts no bias there)")
     num_heads = f.int("num_attention_heads")
@@ -504,9 +513,38 @@ def _gemma3(f: Fields, name: str, hf_id: str) -> ModelSpec:
     return _build(f, spec, ModuleLayout())
 
 
+def _gpt_oss(f: Fields, name: str, hf_id: str) -> ModelSpec:
+    """OpenAI's gpt-oss: every layer MoE (`intermediate_size` is the expert width), sliding
+    window (128) and full attention alternating (`layer_types`, else even layers windowed, as
+    GptOssConfig's default). Its biases are counted: q/k/v and o (`attention_bias`), the
+    router's (a Linear with bias) and every expert's gate/up and down projections.
+    Its per-head learned attention sinks (one scalar a head and layer: 64 x 24 = 1,536
+    parameters in gpt-oss-20b) add a term to each softmax denominator: counted as parameters,
+    with no compute, memory traffic or KV worth pricing. `swiglu_limit` clamps the activation and
+    `experts_per_token` repeats `num_experts_per_tok` (the two must agree)."""
+    expert_width = f.int("intermediate_size")
+    spec = _base(f, name, hf_id, expert_width=expert_width, attention_bias=True)
+    spec["qkv_bias"] = spec["o_bias"] = f.flag("attention_bias")
+    spec["attention_sinks"] = True
+    top_k = f.int("num_experts_per_tok")
+    alias = f.data.get("experts_per_token", top_k)
+    if alias != top_k:
+        raise f.error(f"experts_per_token ({alias!r}) must equal num_experts_per_tok ({top_k})")
+    num_experts = f.int("num_local_experts")
+    if top_k > num_experts:
+        raise f.error(f"num_experts_per_tok ({top_k}) exceeds num_local_experts ({num_experts})")
+    spec["moe"] = MoESpec(num_experts=num_experts, experts_per_token=top_k,
+                          expert_intermediate_size=expert_width, router_bias=True,
+                          expert_bias=True)
+    spec["layer_pattern"], spec["sliding_window"] = _layer_kinds(
+        f, spec["num_layers"], lambda i: i % 2 == 0)
+    return _build(f, spec, ModuleLayout(router="router", fused_experts=True,
+                                        expert_leaves=("gate_up_proj", "down_proj")))
+
+
 READERS: dict[str, Callable[[Fields, str, str], ModelSpec]] = {
     "llama": _llama, "mistral": _llama, "mixtral": _mixtral, "qwen2": _qwen2, "qwen3": _qwen3,
     "qwen3_moe": _qwen3_moe, "deepseek_v2": _deepseek, "deepseek_v3": _deepseek,
-    "llama4_text": _llama4, "gemma3_text": _gemma3,
+    "llama4_text": _llama4, "gemma3_text": _gemma3, "gpt_oss": _gpt_oss,
 }
 """The text model types servesim reads, each with its reader."""

@@ -10,6 +10,8 @@ Read from the config's `quantization_config`:
     fp8, fbgemm_fp8     fp8, minus `modules_to_not_convert` and the LM head
     awq, gptq           `bits` 4 -> int4, 8 -> int8, minus `modules_to_not_convert`; routers
                         and the LM head stay (gptq's `lm_head: true` quantizes it)
+    mxfp4               the routed experts only -> mxfp4 (gpt-oss: transformers and vLLM
+                        convert only the fused experts), minus `modules_to_not_convert`
 
 `modules_to_not_convert` entries match as transformers matches them: a regex from the name's
 start up to a module boundary ("mlp.gate" does not match "mlp.gate_proj"), or a suffix.
@@ -45,6 +47,9 @@ class ModuleLayout:
     shared_experts: str = "shared_experts"
     router_is_linear: bool = True
     """DeepSeek's router is a module of its own, which quantizers leave alone."""
+    fused_experts: bool = False
+    """All experts of a layer are one module with stacked weights (gpt-oss's
+    `mlp.experts.gate_up_proj`), not one module per expert."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +71,7 @@ def quantized_weights(config: Any, model: ModelSpec, layout: ModuleLayout, *,
         raise ValueError(f"{file}: quantization_config must be an object, got {config!r}")
     method = config.get("quant_method")
     readers = {"compressed-tensors": _compressed_tensors, "fp8": _fp8, "fbgemm_fp8": _fp8,
-               "awq": _bits, "gptq": _bits}
+               "awq": _bits, "gptq": _bits, "mxfp4": _mxfp4}
     if method not in readers:
         raise ValueError(f"{file}: quantization_config.quant_method {method!r} is not "
                          f"modelled; servesim reads {', '.join(readers)}")
@@ -107,7 +112,8 @@ def _names(layout: ModuleLayout, component: str, layer: int | None,
     leaves = {
         "attention": [f"self_attn.{leaf}" for leaf in layout.attention],
         "mlp": [f"{layout.mlp_block}.{leaf}" for leaf in MLP_LEAVES],
-        "experts": [f"{layout.moe_block}.experts.0.{leaf}" for leaf in layout.expert_leaves],
+        "experts": [f"{layout.moe_block}.experts.{'' if layout.fused_experts else '0.'}{leaf}"
+                    for leaf in layout.expert_leaves],
         "shared_experts": [f"{layout.moe_block}.{layout.shared_experts}.{leaf}" for leaf in MLP_LEAVES],
         "router": [f"{layout.moe_block}.{layout.router}"],
     }[component]
@@ -156,6 +162,12 @@ def _bits(config: dict[str, Any], where: str) -> _Scheme:
     keep = _string_list(config.get("modules_to_not_convert") or [], f"{where}: modules_to_not_convert")
     return _Scheme(BITS_DTYPES[bits], lambda name: not any(_hf_match(k, name) for k in keep),
                    lm_head=config.get("lm_head") is True, routers=False)
+
+
+def _mxfp4(config: dict[str, Any], where: str) -> _Scheme:
+    keep = _string_list(config.get("modules_to_not_convert") or [], f"{where}: modules_to_not_convert")
+    return _Scheme("mxfp4", lambda name: ".experts." in name and not any(
+        _hf_match(k, name) for k in keep), lm_head=False, routers=False)
 
 
 def _string_list(value: Any, where: str) -> list[str]:

@@ -11,8 +11,11 @@ prices is kept as dense grids, one grid per kernel shape, NaN where nothing was 
 - `{context,generation}_attention/{bf16,fp8}/window{W}`: a grid per (heads, KV heads, head
   dim) of one kernel call over batch and input length (context) or cached KV length
   (generation); bf16 compute, KV dtype bf16 / fp8, beam 1.
-- `moe/{bf16,fp8}`: a grid per (hidden, expert width, top-k, experts, MoE TP) over tokens; EP
-  1; per shape the `balanced` routing if measured, else the mildest power law.
+- `moe/{bf16,fp8,mxfp4}`: a grid per (hidden, expert width, top-k, experts, MoE TP) over
+  tokens; EP 1; per shape the `balanced` routing if measured, else the mildest power law.
+  mxfp4 is `w4a16_mxfp4` from the kernel vLLM runs gpt-oss's experts with by default
+  (`MOE_KERNEL_SOURCES`: OpenAI's Triton kernels on Hopper, Marlin on Ada, FlashInfer's
+  TRT-LLM kernel on Blackwell), not the compressed-tensors MXFP4 path some GPUs also measured.
 - `mla_{context,generation}/{kv}/{gemm}`: whole MLA modules (projections and attention) of
   DeepSeek-V3 per heads per GPU over batch and length; bf16 compute, GEMMs bf16 / fp8_block.
 - `allreduce/{custom_graph,custom_eager,nccl}`: a grid per GPU count over message elements
@@ -49,6 +52,11 @@ GPU_FOLDERS: dict[str, str] = {"h100": "h100_sxm", "h200": "h200_sxm", "a100": "
 DTYPES: dict[str, str] = {"bfloat16": "bf16", "fp8": "fp8"}
 """Source dtype names kept, and servesim's names for them."""
 MLA_GEMM_TYPES: dict[str, str] = {"bfloat16": "bf16", "fp8_block": "fp8"}
+MOE_DTYPES: dict[str, str] = {**DTYPES, "w4a16_mxfp4": "mxfp4"}
+"""MoE dtypes kept: mxfp4 weights with bf16 activations besides the GEMM dtypes."""
+MOE_KERNEL_SOURCES: dict[str, str] = {"w4a16_mxfp4": "vllm_gptossmxfp4moe_"}
+"""The `kernel_source` prefix a dtype's rows must have (where several kernels measured it):
+vLLM's GptOssMxfp4MoE method, which picks the kernel per GPU."""
 MOE_DISTRIBUTIONS = ("balanced", "power_law_1.01", "power_law_1.2")
 """Routing distributions in order of preference (the first one measured for a shape is kept)."""
 ALLREDUCE_BACKENDS = {"vllm_graph": "custom_graph", "vllm_eager": "custom_eager"}
@@ -277,12 +285,17 @@ def _moe_tables(folder: Path, source: Source) -> dict[str, Grid]:
     columns = source.columns
     shape_columns = ("hidden_size", "inter_size", "topk", "num_experts", "moe_tp_size")
     tables = {}
-    for dtype, short in DTYPES.items():
+    for dtype, short in MOE_DTYPES.items():
         rows = _select(columns, moe_dtype=dtype, moe_ep_size=1)
+        if dtype in MOE_KERNEL_SOURCES:
+            rows &= np.char.startswith(columns["kernel_source"].astype(str),
+                                       MOE_KERNEL_SOURCES[dtype])
         chosen = _preferred_distribution(columns, rows, shape_columns)
         rows &= chosen >= 0
-        grid = _grid(folder, source, rows, shape_columns, ("num_tokens",), "log", "vllm",
-                     {"moe_dtype": dtype, "moe_ep_size": 1})
+        filters = {"moe_dtype": dtype, "moe_ep_size": 1}
+        if dtype in MOE_KERNEL_SOURCES:
+            filters["kernel_source"] = MOE_KERNEL_SOURCES[dtype] + "*"
+        grid = _grid(folder, source, rows, shape_columns, ("num_tokens",), "log", "vllm", filters)
         codes = {tuple(int(columns[c][i]) for c in shape_columns): int(chosen[i])
                  for i in np.nonzero(rows)[0]}
         grid.extra["distribution"] = np.array([codes[tuple(int(v) for v in shape)]

@@ -18,8 +18,9 @@ from sim.cost.kernel_tables import KernelTable, KernelTables
 from sim.cost.roofline import attended_pairs
 from sim.cost.specs import HardwareSpec, MLASpec, ModelSpec, dtype_bytes
 
-TABLE_DTYPES = {"bf16": "bf16", "fp16": "bf16", "fp8": "fp8"}
-"""servesim dtype -> the tables measured at it (fp16 kernels run as fast as bf16 ones)."""
+TABLE_DTYPES = {"bf16": "bf16", "fp16": "bf16", "fp8": "fp8", "mxfp4": "mxfp4"}
+"""servesim dtype -> the tables measured at it (fp16 kernels run as fast as bf16 ones; mxfp4
+has a MoE table only: gpt-oss's experts)."""
 DEEPSEEK_V3_MLA = MLASpec(kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=128,
                           v_head_dim=128, q_lora_rank=1536)
 DEEPSEEK_V3_HIDDEN = 7168

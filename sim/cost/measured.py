@@ -161,8 +161,11 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
         self.pp = pp
         self.weight_dtype = weight_dtype
         """An override of every weight's dtype; None: the model's own (possibly mixed) ones."""
-        self._gemm_dtype = model.gemm_dtype(weight_dtype)
-        """The dtype the GEMM and MoE tables are read at (the big weights' dtype)."""
+        self._gemm_dtype = model.dense_gemm_dtype(weight_dtype)
+        """The dtype the GEMM tables are read at (the big weights' dtype outside the experts:
+        gpt-oss keeps them bf16 beside its mxfp4 experts)."""
+        self._moe_dtype = model.expert_dtype(weight_dtype)
+        """The dtype the MoE table is read at: the routed experts'."""
         self.kv_dtype = kv_dtype
         if tables is None and hardware.kernel_tables is None:
             raise ValueError(f"no measured kernel tables for hardware {hardware.name!r}")
@@ -388,7 +391,8 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
     def _moe(self, tokens: int) -> KernelTime:
         m, moe = self.model, self.model.moe
         assert moe is not None
-        table, native = dtype_table(self.tables, "moe", self._gemm_dtype)
+        table, native = dtype_table(self.tables, "moe", self._moe_dtype)
+        weight_bytes = dtype_bytes(self._moe_dtype)
         shape = (m.hidden_size, moe.expert_intermediate_size, moe.experts_per_token,
                  moe.num_experts, self.tp)
         index = table.shape_index(shape)
@@ -401,9 +405,9 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
         if not exact:
             anchor = tuple(int(v) for v in table.shapes[index])
             time_s *= _ratio(
-                roofline.moe_s(self.hardware, tokens, *shape, self._weight_bytes, m.gated_mlp),
+                roofline.moe_s(self.hardware, tokens, *shape, weight_bytes, m.gated_mlp),
                 roofline.moe_s(self.hardware, (found.anchor or (tokens,))[0], *anchor,
-                               self._weight_bytes if native else 2.0, m.gated_mlp))
+                               weight_bytes if native else 2.0, m.gated_mlp))
         return KernelTime("moe", m.num_moe_layers * time_s, not exact)
 
     def _allreduce(self, tokens: int) -> KernelTime:

@@ -28,8 +28,11 @@ DTYPE_BYTES: dict[str, float] = {
     "fp8": 1.0,
     "int8": 1.0,
     "int4": 0.5,
+    "mxfp4": 0.53125,
 }
-"""Bytes per element. int4 ignores group-scale overhead (about 1-3% at group size 128)."""
+"""Bytes per element. int4 ignores group-scale overhead (about 1-3% at group size 128). mxfp4
+(OCP microscaling FP4, gpt-oss's experts) counts its scales: 4-bit E2M1 values plus one 8-bit
+E8M0 scale per block of 32, 4.25 bits a weight."""
 
 
 def dtype_bytes(dtype: str) -> float:
@@ -79,7 +82,10 @@ class MoESpec:
     dense_layers: tuple[int, ...] = ()
     """Exceptions to the period (Qwen3-MoE's `mlp_only_layers`, Llama-4's `moe_layers`)."""
     router_bias: bool = False
-    """A per-expert bias on the router's scores (DeepSeek-V3's `e_score_correction_bias`)."""
+    """A per-expert bias on the router's scores (DeepSeek-V3's `e_score_correction_bias`,
+    gpt-oss's router Linear bias)."""
+    expert_bias: bool = False
+    """Every expert's projections carry biases (gpt-oss): gate/up and down, one per output."""
 
     def layers(self, num_layers: int) -> list[int]:
         """Indices of the MoE layers among `num_layers`."""
@@ -155,6 +161,11 @@ class ModelSpec:
     head_dim: int | None = None
     tied_embeddings: bool = False
     qkv_bias: bool = False
+    o_bias: bool = False
+    """A bias on the attention output projection (gpt-oss), beside `qkv_bias`."""
+    attention_sinks: bool = False
+    """A learned logit per head added to each softmax's denominator (gpt-oss): counted as
+    parameters (num_heads a layer); no compute, memory traffic or KV worth pricing."""
     gated_mlp: bool = True
     sliding_window: int | None = None
     mla: MLASpec | None = None
@@ -260,6 +271,8 @@ class ModelSpec:
             return self.mla.kv_lora_rank + (self.mla.q_lora_rank or 0)
         d = self.attn_head_dim
         bias = (self.num_heads + 2 * self.num_kv_heads) * d if self.qkv_bias else 0
+        bias += self.hidden_size if self.o_bias else 0
+        bias += self.num_heads if self.attention_sinks else 0
         return bias + (2 * d if self.qk_norm else 0)
 
     def _mlp_params(self, intermediate: int) -> int:
@@ -272,12 +285,21 @@ class ModelSpec:
         assert self.moe is not None
         return self._mlp_params(self.moe.expert_intermediate_size)
 
+    def expert_bias_params(self) -> int:
+        """The biases of one expert's projections (never quantized: counted as vectors)."""
+        assert self.moe is not None
+        if not self.moe.expert_bias:
+            return 0
+        up = 2 if self.gated_mlp else 1
+        return up * self.moe.expert_intermediate_size + self.hidden_size
+
     def moe_params_per_layer(self, active_only: bool) -> int:
         assert self.moe is not None
         m = self.moe
         routed = m.experts_per_token if active_only else m.num_experts
         router = self.hidden_size * m.num_experts + (m.num_experts if m.router_bias else 0)
-        return (routed + m.num_shared_experts) * self.expert_params() + router
+        per_expert = self.expert_params() + self.expert_bias_params()
+        return (routed + m.num_shared_experts) * per_expert + router
 
     def embedding_params(self) -> int:
         copies = 1 if self.tied_embeddings else 2
@@ -322,6 +344,7 @@ class ModelSpec:
             parts["shared_experts"] = (layers, m.num_shared_experts * self.expert_params())
             parts["router"] = (layers, h * m.num_experts)
             vectors += layers * m.num_experts if m.router_bias else 0
+            vectors += layers * (m.num_experts + m.num_shared_experts) * self.expert_bias_params()
         parts["vectors"] = (1, vectors)
         return parts
 
@@ -360,6 +383,27 @@ class ModelSpec:
         total = sum(parts[c][0] * parts[c][1] for c in big)
         quantized = sum(min(self.quantization.count(c), parts[c][0]) * parts[c][1] for c in big)
         return self.quantization.dtype if 2 * quantized > total else self.weight_dtype
+
+    def expert_dtype(self, dtype: str | None = None) -> str:
+        """The routed experts' dtype (what the fused-MoE kernel reads): `dtype` when given,
+        else the quantized dtype when most MoE layers' experts are quantized, else
+        `weight_dtype`."""
+        if dtype is not None:
+            return dtype
+        if self.quantization is None or self.moe is None:
+            return self.weight_dtype
+        quantized = 2 * self.quantization.count("experts") > self.num_moe_layers
+        return self.quantization.dtype if quantized else self.weight_dtype
+
+    def dense_gemm_dtype(self, dtype: str | None = None) -> str:
+        """The dtype of the GEMMs outside the fused experts: `gemm_dtype`, unless the
+        checkpoint quantizes nothing but the experts (gpt-oss's mxfp4 keeps attention, router
+        and LM head in bf16), then `weight_dtype`."""
+        if dtype is not None or self.quantization is None:
+            return self.gemm_dtype(dtype)
+        if {c for c, _ in self.quantization.num_quantized} == {"experts"}:
+            return self.weight_dtype
+        return self.gemm_dtype()
 
     def weight_dtype_label(self, dtype: str | None = None) -> str:
         """How the weights are stored, for messages: `fp8`, or `fp8+bf16` when mixed."""

@@ -97,8 +97,9 @@ def _table(cells: list[Cell], outcomes: dict[int, dict[str, Any]]) -> tuple[list
 
 
 def _write_parquet(header: list[str], rows: list[list[Any]], path: Path) -> None:
-    """One typed column per field (nulls where empty); a column mixing kinds, such as an
-    option swept over numbers and strings, is stored as strings."""
+    """One typed column per field (nulls where empty); a column Arrow cannot type, such as
+    an option swept over numbers and strings or an integer past 64 bits, is stored as
+    strings."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -109,6 +110,6 @@ def _write_parquet(header: list[str], rows: list[list[Any]], path: Path) -> None
         values = [row[index] for row in rows]
         try:
             columns[name] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             columns[name] = pa.array([None if v is None else str(v) for v in values])
     pq.write_table(pa.table(columns), path)

@@ -2,13 +2,9 @@
 
 `--trace inference-perf:PATH` reads the config's `data` and `load` sections (`schema`), draws
 the prompts its data generator would send (`prompts`) and the stages' send times
-(`workload`); docs/workloads.md describes what is modelled and how.
+(`workload`, whose `load_inference_perf` is the entry point); docs/workloads.md describes what
+is modelled and how. The package itself holds only the prefix, so telling such a trace from a
+file costs a replay nothing: the reader loads when the trace is one.
 """
 
-from traces.inference_perf.workload import (DEFAULT_PROMPT_INFLATION, SYNTHETIC_PROMPT_INFLATION,
-                                            load_inference_perf)
-
 TRACE_PREFIX = "inference-perf:"
-
-__all__ = ["DEFAULT_PROMPT_INFLATION", "SYNTHETIC_PROMPT_INFLATION", "TRACE_PREFIX",
-           "load_inference_perf"]
