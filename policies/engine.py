@@ -25,8 +25,8 @@ from typing import Callable, Protocol
 
 from policies.beam import BeamReparenter, reparent_beams
 from policies.decoding.block_diffusion import BlockDiffusion
-from policies.fast_forward import (DecodeFastForward, GrowsForVerifies, PlansDecodesApart,
-                                   PricesDecodesApart, VerifyFastForward)
+from policies.fast_forward import (DecodeFastForward, PlansDecodesApart, PricesDecodesApart,
+                                   VerifyFastForward, VerifyRunKV)
 from policies.kv.base import ForksSequences, PrefixCache, ShrinksSlots
 from policies.logs import IterationLog, SpeculationLog
 from policies.samples import SampleForks, forks_after
@@ -78,9 +78,6 @@ class Engine:
         """The allocator, when it caches prefixes (its hit counters, cache-aware routing)."""
         self._forks = allocator if isinstance(allocator, ForksSequences) else None
         self._drafts = allocator if isinstance(allocator, ShrinksSlots) else None
-        self._verify_growth = allocator if isinstance(allocator, GrowsForVerifies) else None
-        """The allocator, when it grows (and gives back) a speculative step's slots at once
-        (the speculative fast-forward's steps: `_commit_verifies`)."""
         if beams is not None and self._forks is None:
             raise ValueError(f"beam search forks sequences, which a {type(allocator).__name__} "
                              "cannot do")
@@ -90,7 +87,8 @@ class Engine:
         self._on_done = on_done
         self._fast_forward = (
             VerifyFastForward.of(scheduler, scheduler.allocator, executor, self.log,
-                                 lambda: self.scheduler.num_waiting, self._commit_verifies)
+                                 self.spec_log, lambda: self.scheduler.num_waiting,
+                                 self._commit_verifies)
             or DecodeFastForward.of(scheduler, scheduler.allocator, executor, self.log,
                                     self.timeline, lambda: self.scheduler.num_waiting,
                                     self._finish)
@@ -294,32 +292,30 @@ class Engine:
             reparent_beams(self._beams, plan, self.sequences, self._forks)
         self._count_step_times(speculated, start_s, end_s, result.draft_s)
 
-    def _commit_verifies(self, seqs: list[Sequence], spec_tokens: list[int],
+    def _commit_verifies(self, seqs: list[Sequence], kv: VerifyRunKV, spec_tokens: list[int],
                          accepted: list[int], start_s: float, end_s: float,
                          draft_s: float) -> None:
         """`_commit` of a step whose chunk i is a verify of `spec_tokens[i]` drafts by
-        decoding sequence `seqs[i]` (a plain decode when 0), `accepted[i]` of them accepted:
-        the speculative fast-forward's steps, which have no plan (no beams, no decoding
-        policy: that engine does not fast-forward)."""
-        growth = self._verify_growth
-        if growth is None:
-            raise RuntimeError("verify steps are committed at once only over an allocator "
-                               "that grows them at once")
+        decoding sequence `seqs[i]` (a plain decode when 0), `accepted[i]` of them accepted,
+        its KV grown by `kv`: the speculative fast-forward's steps, which have no plan (no
+        beams, no decoding policy: that engine does not fast-forward), whose sequences
+        were all scheduled before, and whose verifies it counts in `spec_log` as their run
+        ends (`SpeculationLog.record_steps`)."""
+        if self._drafts is None:
+            raise RuntimeError("a verify step ran, but the allocator cannot give back "
+                               "rejected drafts' slots")
         timeline = self.timeline
         end_index = timeline.stamp(end_s)
-        drafts = self._drafts
         # `_commit_verify` of each verify, inline (a call per verify costs ~0.2 s over the
         # Azure conv trace), its rejected drafts given back in one call for the rows up to
         # a finish (which frees blocks: the pool's order stays that of a row at a time)
         # and for the rest at the end (a plain decode's row holds just its computed tokens).
         shrunk = 0
         for seq, k, num_accepted in zip(seqs, spec_tokens, accepted):
-            if seq.first_scheduled_s is None:
-                seq.first_scheduled_s = start_s
             output_tokens = seq.request.output_tokens
             num_outputs = seq.num_output_tokens
             if k:
-                if (drafts is None or num_accepted is None or not 0 <= num_accepted <= k
+                if (num_accepted is None or not 0 <= num_accepted <= k
                         or num_accepted >= output_tokens - num_outputs):
                     self._commit_verify(seq, k, num_accepted)  # raises: says what is wrong
                 num_emitted = 1 + num_accepted
@@ -335,12 +331,11 @@ class Engine:
             seq.token_times_s.add_at(timeline, end_index, num_emitted)
             if num_outputs >= output_tokens:
                 done = seqs.index(seq, shrunk) + 1
-                growth.shrink_to_computed(seqs[shrunk:done])
+                kv.shrink_to_computed(seqs[shrunk:done])
                 shrunk = done
                 self._finish(seq, end_s)
         if shrunk < len(seqs):
-            growth.shrink_to_computed(seqs[shrunk:] if shrunk else seqs)
-        self.spec_log.record_each(spec_tokens, accepted)
+            kv.shrink_to_computed(seqs[shrunk:] if shrunk else seqs)
         self._count_step_times(any(spec_tokens), start_s, end_s, draft_s)
 
     def _count_step_times(self, speculated: bool, start_s: float, end_s: float,

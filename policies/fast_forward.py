@@ -42,7 +42,7 @@ from operator import add, attrgetter
 from typing import Callable, ClassVar, Protocol, runtime_checkable
 
 from policies.kv.base import KVUsage, LockstepUsage
-from policies.logs import IterationLog
+from policies.logs import IterationLog, SpeculationLog
 from policies.token_times import TokenTimeline
 from policies.types import Plan, Sequence, StepResult
 
@@ -165,6 +165,40 @@ class GrowsForVerifies(Protocol):
         commit of such a step gives back its rejected drafts in one call."""
         raise NotImplementedError
 
+    def verify_run(self, seqs: list[Sequence]) -> VerifyRunKV:
+        """`grow_for_verifies` and `shrink_to_computed` bound to batch `seqs`, for the steps
+        of one speculative run (nothing else touches the batch or the pool between them)."""
+        raise NotImplementedError
+
+
+class VerifyRunKV(Protocol):
+    """A speculative run's KV: each step grown (`grow`), then committed, which gives back
+    its rejected drafts (`shrink_to_computed`) row by row up to a finish, then the rest.
+    Between two steps only that commit touches the batch (each sequence advanced by what
+    its verify emitted) or the pool, so a step may take what the one before left as given."""
+
+    def grow(self, num_tokens: list[int]) -> bool:
+        """`grow_for_verifies(batch, num_tokens)`."""
+        raise NotImplementedError
+
+    def shrink_to_computed(self, seqs: list[Sequence]) -> None:
+        """`shrink_to_computed(seqs)` of the step just grown: `seqs` is the batch, or a
+        stretch of it (the rows up to a finish, then the rest), each shrunk once a step."""
+        raise NotImplementedError
+
+    def computed_tokens(self) -> list[int] | None:
+        """Each row's computed tokens (the tokens it holds) since the last step's commit,
+        when known here without asking the sequences; else None."""
+        raise NotImplementedError
+
+    def usage(self) -> KVUsage:
+        """The allocator's `usage()` after the step just grown (its log row)."""
+        raise NotImplementedError
+
+    def end(self) -> None:
+        """The run is over (the allocator may have been told less till then)."""
+        raise NotImplementedError
+
 
 @runtime_checkable
 class PricesAhead(Protocol):
@@ -226,7 +260,8 @@ class PricesVerifies(Protocol):
     def run_verifies(self, seqs: list[Sequence], spec_tokens: list[int],
                      priced: PricedVerifies) -> list[int]:
         """`run_priced` of that plan of `seqs`' chunks: its side effects, and each chunk's
-        accepted drafts (0 for a plain decode)."""
+        accepted drafts (0 for a plain decode). A run hands the same `seqs` list, which
+        nothing changes, at each of its steps."""
         raise NotImplementedError
 
 
@@ -397,49 +432,59 @@ class DecodeFastForward(RunFastForward):
         return last_s, finished, durations[num_steps - 1]
 
 
+VerifyCommit = Callable[[list[Sequence], VerifyRunKV, list[int], list[int], float, float, float],
+                        None]
+"""The engine's commit of a verify step: (sequences, their run's KV, k of each, accepted
+drafts of each, start, end, drafting seconds)."""
+
+
 class VerifyFastForward(RunFastForward):
     """Runs the speculative steps that follow a step, for one engine: each is sized by the
     scheduler's rule for its repeated batch (no search), priced, grown, drawn, recorded and
     committed (the engine's record and commit of verify steps) without the event loop."""
 
     def __init__(self, scheduler: RepeatsVerifyBatch, allocator: GrowsForVerifies,
-                 executor: PricesVerifies, log: IterationLog, num_waiting: Callable[[], int],
-                 commit: Callable[[list[Sequence], list[int], list[int], float, float, float],
-                                  None]) -> None:
+                 executor: PricesVerifies, log: IterationLog, spec_log: SpeculationLog,
+                 num_waiting: Callable[[], int], commit: VerifyCommit) -> None:
         super().__init__(scheduler)
         self._verifier = scheduler
         self._allocator = allocator
         self._executor = executor
         self._log = log
+        self._spec_log = spec_log
         self._num_waiting = num_waiting
         self._commit = commit
-        """(sequences, k of each, accepted drafts of each, start, end, drafting seconds)."""
+        """(sequences, their KV, k of each, accepted drafts of each, start, end, drafting
+        seconds); it does not count the verifies in `spec_log` (the run counts its own as
+        it ends)."""
 
     @classmethod
     def of(cls, scheduler: object, allocator: object, executor: object, log: IterationLog,
-           num_waiting: Callable[[], int],
-           commit: Callable[[list[Sequence], list[int], list[int], float, float, float], None]
-           ) -> VerifyFastForward | None:
+           spec_log: SpeculationLog, num_waiting: Callable[[], int],
+           commit: VerifyCommit) -> VerifyFastForward | None:
         """The fast-forward of a speculative engine whose three parties declare their part;
         None (step by step) when one does not."""
         if (isinstance(scheduler, RepeatsVerifyBatch) and isinstance(allocator, GrowsForVerifies)
                 and isinstance(executor, PricesVerifies)):
-            return cls(scheduler, allocator, executor, log, num_waiting, commit)
+            return cls(scheduler, allocator, executor, log, spec_log, num_waiting, commit)
         return None
 
     def _run_batch(self, seqs: list[Sequence], now_s: float, end_s: float, until_s: float,
                    step_s: float, grace: int) -> tuple[float, bool, float] | None:
         """Run the steps of batch `seqs` from `end_s`, one at a time, while they start
         before `until_s` (plus `grace`), up to and including the first in which a sequence
-        finishes. Before anything of a step happens, no waiting work may be able to join
-        (memory a verify gave back could admit it), the step must fit the pool (else a
-        preemption or a narrower verify is due: the engine steps it) and its end must be one
-        the caller's clock reproduces as `now_s + (end - now_s)` (else the run stops short: only
-        a step the caller can land on may end it), so no step is ever undone. The steps'
-        log rows are written as the run ends (nothing reads the log before), their waiting
-        count read once (nothing arrives, joins or is preempted in a run)."""
+        finishes. No waiting work may be able to join (memory a verify gave back could
+        admit it; nothing arrives, leaves or finishes before the run's last step, so what
+        holds for its first step holds for all). Before anything of a step happens, the step
+        must fit the pool (else a preemption or a narrower verify is due: the engine steps
+        it) and its end must be one the caller's clock reproduces as `now_s + (end - now_s)`
+        (else the run stops short: only a step the caller can land on may end it), so no
+        step is ever undone. The steps' log rows and verify counts are written as the run
+        ends (nothing reads them before), their waiting count read once (nothing arrives,
+        joins or is preempted in a run)."""
         for seq in seqs:  # each must be decoding: outputs sampled, KV for all but the last
-            if not seq.num_output_tokens or seq.num_uncomputed_tokens != 1:
+            if (not seq.num_output_tokens or seq.num_uncomputed_tokens != 1
+                    or seq.first_scheduled_s is None):
                 return None
         scheduler, allocator, executor = self._verifier, self._allocator, self._executor
         commit = self._commit
@@ -448,24 +493,29 @@ class VerifyFastForward(RunFastForward):
         durations_s: list[float] = []
         new_tokens_each: list[int] = []
         usages: list[KVUsage] = []
+        spec_tokens_each: list[list[int]] = []  # the verify counts' columns
+        accepted_each: list[list[int]] = []
         num_seqs = len(seqs)
         t = end_s
         duration_s = None
         finished = False
         steady_steps = 0  # steps the sizes in hand still hold for (not asked again till 0)
-        while (t < until_s or grace) and scheduler.nothing_can_join():
+        if not scheduler.nothing_can_join():
+            return None
+        kv = allocator.verify_run(seqs)
+        while t < until_s or grace:
             if not steady_steps:
                 spec_tokens, new_tokens, steady_steps = scheduler.verify_sizes(seqs)
                 num_new_tokens = sum(new_tokens)
             steady_steps -= 1
-            contexts = list(map(_computed_tokens, seqs))
+            contexts = kv.computed_tokens() or list(map(_computed_tokens, seqs))
             priced = executor.price_verifies(contexts, new_tokens, spec_tokens)
             if priced is None:
                 break
             step_end_s = t + priced.duration_s
             if now_s + (step_end_s - now_s) != step_end_s:
                 break
-            if not allocator.grow_for_verifies(seqs, list(map(add, contexts, new_tokens))):
+            if not kv.grow(list(map(add, contexts, new_tokens))):
                 break
             if t >= until_s:
                 grace -= 1
@@ -474,14 +524,18 @@ class VerifyFastForward(RunFastForward):
             starts_s.append(t)
             durations_s.append(duration_s)
             new_tokens_each.append(num_new_tokens)
-            usages.append(allocator.usage())
-            commit(seqs, spec_tokens, accepted, t, step_end_s, priced.draft_s)
+            usages.append(kv.usage())
+            spec_tokens_each.append(spec_tokens)
+            accepted_each.append(accepted)
+            commit(seqs, kv, spec_tokens, accepted, t, step_end_s, priced.draft_s)
             t = step_end_s
             if scheduler.num_running != num_seqs:
                 finished = True
                 break
+        kv.end()
         if duration_s is None:
             return None
         self._log.record_verify_run(num_seqs, starts_s, durations_s, new_tokens_each,
                                     num_waiting, usages)
+        self._spec_log.record_steps(spec_tokens_each, accepted_each)
         return t, finished, duration_s

@@ -136,6 +136,32 @@ class SpeculationLog:
         self.num_verifies += num_verifies
         self.num_proposed += num_proposed
 
+    def record_steps(self, spec_tokens_each: list[list[int]],
+                     accepted_each: list[list[int]]) -> None:
+        """`record_each(spec_tokens_each[j], accepted_each[j])` of each step j (a run's).
+        The steps whose verifies all have the same k are counted together, by value."""
+        uniform: dict[int, list[int]] = {}  # k -> accepted drafts of those steps' verifies
+        last_spec_tokens, counted = None, None
+        for spec_tokens, accepted in zip(spec_tokens_each, accepted_each):
+            if spec_tokens is not last_spec_tokens:  # steps in a row often share their ks
+                last_spec_tokens = spec_tokens
+                k = spec_tokens[0]
+                uniform_step = k and spec_tokens.count(k) == len(spec_tokens)
+                counted = uniform.setdefault(k, []) if uniform_step else None
+            if counted is None:
+                self.record_each(spec_tokens, accepted)
+            else:
+                counted += accepted
+        emitted, reached = self.emitted_histogram, self.reached_histogram
+        for k, accepted in uniform.items():  # each count is 0..k (the commit checked)
+            self.num_verifies += len(accepted)
+            self.num_proposed += k * len(accepted)
+            for num_accepted in range(k + 1):
+                count = accepted.count(num_accepted)
+                if count:
+                    _bump(emitted, num_accepted + 1, count)
+                    _bump(reached, min(num_accepted + 1, k), count)
+
     @property
     def reached_by_position(self) -> list[int]:
         return _more_than_each(self.reached_histogram)
@@ -155,10 +181,10 @@ def _more_than_each(histogram: list[int]) -> list[int]:
     return above[::-1]
 
 
-def _bump(counts: list[int], index: int) -> None:
+def _bump(counts: list[int], index: int, by: int = 1) -> None:
     if index >= len(counts):
         counts.extend([0] * (index + 1 - len(counts)))
-    counts[index] += 1
+    counts[index] += by
 
 
 def _num_prefill_tokens(chunks: list[ScheduledChunk]) -> int:

@@ -269,6 +269,60 @@ def test_grow_for_verifies_does_what_the_step_allocations_do(caching):
     assert state(refused) == before
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 6), min_size=3, max_size=3), min_size=1, max_size=12),
+       st.integers(0, 2), st.integers(9, 40))
+def test_a_runs_kv_does_what_the_methods_do_step_by_step(draws, finisher, num_blocks):
+    """`PagedVerifyRun` (a run's growth and give-back, which after checking the rows once
+    takes and gives back blocks only where a verify outgrows them) leaves, step by step,
+    what `grow_for_verifies` and `shrink_to_computed` leave: block ids, the free queue's
+    order, usage, and held tokens once the run ends; a step the pool cannot serve is
+    refused by both, and a finish (the rows up to it shrunk, it freed, then the rest)
+    ends the run the same."""
+    from policies.kv.paged import PagedAllocator, PagedParams
+
+    def pool_with_batch():
+        allocator = PagedAllocator(PagedParams(block_size=4, num_blocks=num_blocks))
+        seqs = [_decoding(1, 5, 2, 99), _decoding(2, 7, 1, 99), _decoding(3, 3, 4, 99)]
+        for seq in seqs:
+            assert allocator.allocate_slots(seq, seq.num_computed_tokens)
+        return allocator, seqs
+
+    def state(allocator):
+        return (allocator.block_tables, allocator.usage(), list(allocator.pool._free),
+                allocator.pool.num_free)
+
+    def commit(seqs, accepted, shrink, free):
+        for seq, num_accepted in zip(seqs, accepted):
+            seq.num_computed_tokens += 1 + num_accepted
+            seq.num_output_tokens += 1 + num_accepted
+        if len(draws) - 1 == step:  # the last step: a finish ends the run
+            shrink(seqs[:finisher + 1])
+            free(seqs[finisher])
+            if finisher < 2:
+                shrink(seqs[finisher + 1:])
+        else:
+            shrink(seqs)
+
+    by_methods, method_seqs = pool_with_batch()
+    by_run, run_seqs = pool_with_batch()
+    run = by_run.verify_run(run_seqs)
+    for step, accepted in enumerate(draws):
+        totals = [seq.num_computed_tokens + 7 for seq in method_seqs]  # k = 6 (blocks of 4)
+        assert run.computed_tokens() in (None, [seq.num_computed_tokens for seq in run_seqs])
+        grown = by_methods.grow_for_verifies(method_seqs, totals)
+        assert run.grow(totals) == grown
+        if not grown:
+            break
+        assert run.usage() == by_methods.usage()
+        commit(method_seqs, accepted, by_methods.shrink_to_computed, by_methods.free)
+        commit(run_seqs, accepted, run.shrink_to_computed, by_run.free)
+        assert state(by_run) == state(by_methods)
+    run.end()
+    assert by_run._num_tokens == by_methods._num_tokens
+    assert by_run._filled_slots == by_methods._filled_slots
+
+
 def test_price_has_no_side_effects_and_execute_is_price_then_run():
     """`execute` is `run_priced(price)`; pricing alone draws nothing and counts nothing."""
     from policies.types import Plan, ScheduledChunk
@@ -451,6 +505,31 @@ def test_a_steps_verifies_recorded_at_once_count_as_one_by_one(steps):
     assert at_once == one_by_one
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.integers(0, 6), min_size=1, max_size=8),
+                          st.integers(0, 2**32 - 1), st.booleans()), max_size=20))
+def test_a_runs_verifies_recorded_as_it_ends_count_as_step_by_step(steps):
+    """`record_steps` (a run's verifies, counted as it ends, its uniform steps by value)
+    counts what `record_each` of each step counts, whether or not steps in a row hand the
+    same list of ks (as a run's steady steps do)."""
+    import random
+
+    from policies.logs import SpeculationLog
+
+    step_by_step, at_end = SpeculationLog(), SpeculationLog()
+    spec_tokens_each, accepted_each = [], []
+    for ks, seed, same_as_before in steps:
+        if same_as_before and spec_tokens_each:
+            ks = spec_tokens_each[-1]  # the same list object
+        draws = random.Random(seed)
+        accepted = [draws.randint(0, k) for k in ks]
+        step_by_step.record_each(ks, accepted)
+        spec_tokens_each.append(ks)
+        accepted_each.append(accepted)
+    at_end.record_steps(spec_tokens_each, accepted_each)
+    assert at_end == step_by_step
+
+
 @pytest.mark.parametrize("accepted, outputs", [(3, 1), (-1, 1), (None, 1), (2, 98)])
 def test_a_fast_forwarded_step_refuses_an_impossible_accepted_count(accepted, outputs):
     """`_commit_verifies` (the fast-forward's commit, its checks inline) refuses what
@@ -461,5 +540,6 @@ def test_a_fast_forwarded_step_refuses_an_impossible_accepted_count(accepted, ou
     computed = seq.num_computed_tokens
     with pytest.raises(RuntimeError, match=f"reported {accepted!r} accepted drafts for "
                                            "request 7, which verified 2"):
-        engine._commit_verifies([seq], [2], [accepted], 0.0, 1.0, 0.0)
+        engine._commit_verifies([seq], engine.scheduler.allocator.verify_run([seq]), [2],
+                                [accepted], 0.0, 1.0, 0.0)
     assert seq.num_computed_tokens == computed and seq.num_output_tokens == outputs

@@ -31,9 +31,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from itertools import accumulate, repeat
+from operator import attrgetter
 from dataclasses import dataclass
 
-from policies.fast_forward import GrowsForVerifies, GrowsInLockstep
+from policies.fast_forward import GrowsForVerifies, GrowsInLockstep, VerifyRunKV
 from policies.kv.base import (ForksSequences, KVUsage, LockstepUsage, PageTableAllocator,
                                PoolParams, PrefixCache, ShrinksSlots, blocks_never_fit_reason,
                                kv_tokens_needed)
@@ -490,6 +491,10 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
         self._filled_slots += sum(num_tokens) - held_in_all
         return True
 
+    def verify_run(self, seqs: list[Sequence]) -> PagedVerifyRun:
+        """A speculative run's growth and give-back of batch `seqs` (`GrowsForVerifies`)."""
+        return PagedVerifyRun(self, seqs)
+
     def _set_filled(self, seq_id: int, num_tokens: int) -> None:
         previous = self._num_tokens.get(seq_id, 0)
         if num_tokens > previous:
@@ -595,3 +600,156 @@ class PagedPrefixAllocator(PagedAllocator, PrefixCache):
 
     def stats(self) -> dict[str, int]:
         return self.prefix_counts.stats(self.pool.evictions)
+
+
+_computed_tokens = attrgetter("num_computed_tokens")
+_new_tuple = tuple.__new__
+
+
+class PagedVerifyRun(VerifyRunKV):
+    """A speculative run's KV over a `PagedAllocator`. Its first step is grown and shrunk by
+    the allocator's methods, checks and all, unless the rows already hold exactly their
+    computed tokens in exactly the blocks they need, each knowing one more token (it
+    decodes): the methods leave them so, and so does every commit after. Without prefix
+    caching or shared blocks, a step then only finds the rows whose blocks do not hold its
+    verify and takes blocks for those (every decode slot's, then every draft slot's, in row
+    order, as the method takes them), and its commit gives back blocks on those rows only
+    (any other row's verify fit the blocks its computed tokens need); the pool's occupancy
+    follows from the rows' sums, and the allocator learns what each row holds when a row
+    finishes or the run ends. A step the pool cannot serve goes to the method, which
+    refuses it."""
+
+    __slots__ = ("_allocator", "_seqs", "_seq_ids", "_tables", "_num_tokens", "_grown",
+                 "_computed", "_computed_in_all", "_held_unsaid")
+
+    def __init__(self, allocator: PagedAllocator, seqs: list[Sequence]) -> None:
+        self._allocator = allocator
+        self._seqs = seqs
+        self._seq_ids = [seq.seq_id for seq in seqs]
+        self._tables: list[list[int]] | None = None
+        """The rows' block tables once the rows were found as the methods leave them (a
+        table is only ever shrunk in place); None till then."""
+        self._num_tokens: list[int] | None = None
+        """The tokens each row holds since this step's growth, when it was not the method's
+        (its commit then shrinks by the method too)."""
+        self._grown: list[tuple[list[int], int, int, Sequence]] = []
+        """This step's rows that took blocks: (table, decode blocks, draft blocks, sequence)."""
+        self._computed: list[int] | None = None
+        """Each row's computed tokens (each holds as many slots) between steps, once a
+        commit shrank the whole batch."""
+        self._computed_in_all = 0
+        self._held_unsaid = False
+        """Whether the allocator's held tokens of the rows are still those before
+        `_computed` (`_say_held` brings them up to date)."""
+        if not (allocator.caching or allocator._shared_slots or allocator._copies):
+            self._start_light()
+
+    def _start_light(self) -> None:
+        """Where every row already holds exactly its computed tokens in exactly the blocks
+        they need, and knows one more (the first commit of the methods would leave that),
+        the first step goes without the methods too."""
+        allocator, size = self._allocator, self._allocator.block_size
+        tables, held_tokens = allocator.block_tables, allocator._num_tokens
+        computed = list(map(_computed_tokens, self._seqs))
+        row_tables = []
+        for seq, held in zip(self._seqs, computed):
+            table = tables.get(seq.seq_id)
+            if (table is None or held_tokens.get(seq.seq_id) != held
+                    or len(table) != -(-held // size) or seq.num_uncomputed_tokens != 1):
+                return
+            row_tables.append(table)
+        self._tables, self._computed, self._computed_in_all = row_tables, computed, sum(computed)
+
+    def grow(self, num_tokens: list[int]) -> bool:
+        allocator, tables, computed = self._allocator, self._tables, self._computed
+        if tables is None or computed is None or allocator.caching or allocator._shared_slots:
+            return self._grow_by_method(num_tokens)
+        size = allocator.block_size
+        grown = []
+        missing = 0
+        for held, table, total, seq in zip(computed, tables, num_tokens, self._seqs):
+            num_blocks = len(table)
+            if total > num_blocks * size:  # a third of a step's rows
+                # its blocks hold just its computed tokens; the token it knows past them
+                # opens a block when they fill theirs
+                decode_blocks = 0 if held % size else 1
+                draft_blocks = -(-total // size) - num_blocks - decode_blocks
+                grown.append((table, decode_blocks, draft_blocks, seq))
+                missing += decode_blocks + draft_blocks
+        if grown:
+            pool = allocator.pool
+            if missing > pool.num_free:
+                return self._grow_by_method(num_tokens)  # refuses it
+            take_one = pool.take_one
+            for table, decode_blocks, _, _ in grown:
+                if decode_blocks:
+                    table.append(take_one())
+            for table, _, draft_blocks, _ in grown:
+                for _ in range(draft_blocks):
+                    table.append(take_one())
+        allocator._filled_slots += sum(num_tokens) - self._computed_in_all
+        self._num_tokens = num_tokens
+        self._grown = grown
+        return True
+
+    def _grow_by_method(self, num_tokens: list[int]) -> bool:
+        self._say_held()
+        self._num_tokens = None
+        return self._allocator.grow_for_verifies(self._seqs, num_tokens)
+
+    def shrink_to_computed(self, seqs: list[Sequence]) -> None:
+        allocator = self._allocator
+        num_tokens = self._num_tokens
+        whole = seqs is self._seqs
+        self._computed = None
+        if num_tokens is None:  # grown by the method
+            allocator.shrink_to_computed(seqs)
+            if whole:  # no finish (a finish ends the run)
+                tables = allocator.block_tables
+                self._tables = [tables[seq_id] for seq_id in self._seq_ids]
+                self._computed = list(map(_computed_tokens, seqs))
+                self._computed_in_all = sum(self._computed)
+            return
+        computed = list(map(_computed_tokens, seqs))
+        grown = self._grown
+        if whole:
+            allocator._filled_slots -= sum(num_tokens) - sum(computed)
+            self._computed = computed
+            self._computed_in_all = sum(computed)
+            self._held_unsaid = True
+        else:  # the rows up to a finish (which frees its blocks), then the rest after it
+            first = self._seqs.index(seqs[0])
+            last = first + len(seqs)
+            allocator._num_tokens.update(zip(self._seq_ids[first:last], computed))
+            allocator._filled_slots -= sum(num_tokens[first:last]) - sum(computed)
+            self._held_unsaid = False  # the stretches of this commit say every row's
+            grown = [row for row in grown if row[3] in seqs]
+        size, pool = allocator.block_size, allocator.pool
+        for table, _, _, seq in grown:
+            keep = -(-seq.num_computed_tokens // size)
+            if keep < len(table):
+                pool.release_many(table[keep:][::-1])  # tail first, as `_release_tail`
+                del table[keep:]
+
+    def computed_tokens(self) -> list[int] | None:
+        return self._computed
+
+    def usage(self) -> KVUsage:
+        allocator = self._allocator
+        if self._num_tokens is None:  # grown by the method
+            return allocator.usage()
+        # `PagedAllocator.usage` with no shared or cached block, the named tuple made
+        # without its Python-level constructor (every step logs one)
+        size, num_blocks = allocator.block_size, allocator.num_blocks
+        return _new_tuple(KVUsage, (num_blocks * size,
+                                    (num_blocks - allocator.pool.num_free) * size,
+                                    allocator._filled_slots, 0))
+
+    def end(self) -> None:
+        self._say_held()
+
+    def _say_held(self) -> None:
+        """The allocator's held tokens of each row, its computed tokens."""
+        if self._held_unsaid:
+            self._allocator._num_tokens.update(zip(self._seq_ids, self._computed))
+            self._held_unsaid = False

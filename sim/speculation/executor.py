@@ -54,6 +54,10 @@ class SpeculativeExecutor(PricesAhead, PricesVerifies):
         """Prices of uniform steps (every row verifies k drafts in n new tokens) by (rows,
         n, k, cached tokens in all), when both models price by that sum: about half of the
         Azure conv trace's uniform steps repeat an earlier one's key."""
+        self._batch: list[Sequence] | None = None
+        self._batch_streams: list[RequestStream] = []
+        """The streams of `_batch`'s sequences: a fast-forwarded run hands the same batch
+        (a list nothing changes) to `run_verifies` at each of its steps."""
 
     def execute(self, plan: Plan) -> StepResult:
         return self.run_priced(plan, self.price(plan))
@@ -129,9 +133,11 @@ class SpeculativeExecutor(PricesAhead, PricesVerifies):
         self.target.ran_rows(priced.target)
         streams = self._streams
         if 0 not in spec_tokens:
-            return self.acceptance.draw_each(
-                [streams.get(seq.seq_id) or self._stream(seq) for seq in seqs], spec_tokens,
-                self.tree_width)
+            if seqs is not self._batch:
+                self._batch = seqs
+                self._batch_streams = [streams.get(seq.seq_id) or self._stream(seq)
+                                       for seq in seqs]
+            return self.acceptance.draw_each(self._batch_streams, spec_tokens, self.tree_width)
         verifies = [(seq, k) for seq, k in zip(seqs, spec_tokens) if k]
         drawn = iter(self.acceptance.draw_each(
             [streams.get(seq.seq_id) or self._stream(seq) for seq, _ in verifies],
