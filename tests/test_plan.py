@@ -138,9 +138,14 @@ def test_tp_degrees_divide_the_heads():
 
 
 def test_dropped_requests_miss_even_within_the_slo():
-    summary = {"requests_total": 10, "requests_finished": 8, "ttft_p99_s": 0.1}
+    summary = {"requests_total": 10, "requests_finished": 8, "requests_rejected": 0,
+               "ttft_p99_s": 0.1}
     assert misses(summary, _target(SLO, 1.0)) == {"requests": "2 of 10 requests not finished"}
-    assert misses(summary, Target(SLO, 1.0, 8, num_invalid_rows=2)) == {}
+    invalid = {**summary, "requests_rejected": 2}  # trace rows that are not requests
+    assert misses(invalid, Target(SLO, 1.0, 8, num_invalid_rows=2)) == {}
+    rejected = {**summary, "requests_finished": 6, "requests_rejected": 3}
+    assert misses(rejected, _target(SLO, 1.0)) == {
+        "requests": "3 of 10 requests rejected; 1 of 10 requests not finished"}
 
 
 def test_rate_in_requests_per_second_becomes_a_rate_scale():

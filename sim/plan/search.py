@@ -143,9 +143,16 @@ def families(hardware: list[str], tps: list[int], scheduler: str, budgets: list[
 def misses(summary: dict[str, Any], target: Target) -> dict[str, str]:
     """Failing metric -> why ('requests' for dropped ones); empty when the run meets all."""
     out = {}
-    dropped = summary["requests_total"] - target.num_invalid_rows - summary["requests_finished"]
+    total = summary["requests_total"]
+    dropped = total - target.num_invalid_rows - summary["requests_finished"]
     if dropped > 0:
-        out["requests"] = f"{dropped} of {summary['requests_total']} requests not finished"
+        # rejections (a request past max_model_len or any KV pool) are told apart: more GPUs
+        # rarely cure them
+        rejected = summary["requests_rejected"] - target.num_invalid_rows
+        out["requests"] = "; ".join(
+            f"{count} of {total} requests {what}"
+            for count, what in ((rejected, "rejected"), (dropped - rejected, "not finished"))
+            if count > 0)
     for name, bound in target.slo.items():
         value = summary[name]
         if value is None:
