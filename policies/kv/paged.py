@@ -30,9 +30,9 @@ Hits, evictions, the free queue's order and every count come out as with hashes.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from itertools import accumulate, repeat
 from operator import attrgetter
-from dataclasses import dataclass
 
 from policies.fast_forward import GrowsForVerifies, GrowsInLockstep, VerifyRunKV
 from policies.kv.base import (ForksSequences, KVUsage, LockstepUsage, PageTableAllocator,
