@@ -32,6 +32,7 @@ point times the roofline's ratio between the query and that point
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from itertools import repeat
@@ -46,7 +47,7 @@ from sim.cost import kernel_roofline as roofline
 from sim.cost.coefficients import default_coefficients
 from sim.cost.kernel_roofline import ACTIVATION_BYTES
 from sim.cost.kernel_shapes import LayerKind, dtype_table, equivalent_prompt, layer_kinds
-from sim.cost.kernel_tables import KernelTables, Row, shipped_tables
+from sim.cost.kernel_tables import KernelTable, KernelTables, Lookup, Row, shipped_tables
 from sim.cost.measured_coefficients import MeasuredCoefficients
 from sim.cost.roofline import (CostModel, PricedPlan, attended_pairs, cached, plan_shape,
                                plan_shape_after_decodes, priced_with_moves)
@@ -122,6 +123,10 @@ class _DecodeBatch(NamedTuple):
     an inexact one (those steps are priced one at a time, `_decode_attention`)."""
 
 
+_AllReduceTable = tuple[KernelTable, int, bool, Row | None, tuple[float, float]]
+"""(table, shape index, shape measured, one-axis row or None, the axis's ends)."""
+
+
 class MeasuredIterationCost(NamedTuple):
     batch: BatchTerms
     attention: tuple[KernelTime, ...]
@@ -186,6 +191,7 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
         self._rows: dict[tuple[str, int], Row] = {}
         self._gemm_rows: dict[tuple[int, int], Row] = {}
         self._decode_batches: dict[int, _DecodeBatch] = {}
+        self._allreduce_tables: dict[str, _AllReduceTable] = {}
         self._precompute()
 
     @property
@@ -360,19 +366,44 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
         times summed left to right in kernel order (the token kernels, then the logits')."""
         kernels, kernels_s, untabled_s, extrapolated = self._token_terms(total_new)
         if num_sampling:
-            lm_head = cached(self._lm_heads, num_sampling, self._gemm, "lm_head", num_sampling,
-                             self.model.vocab_size // self.tp, self.model.hidden_size, 1)
+            lm_head = self._lm_head(num_sampling)
             kernels += (lm_head,)
             kernels_s += lm_head.time_s
             extrapolated += lm_head.extrapolated
+        return BatchTerms(kernels, kernels_s, *self._untabled_and_overhead_s(
+            num_seqs, total_new, untabled_s), len(kernels) - extrapolated, extrapolated)
+
+    def _batch_sums(self, num_seqs: int, total_new: int,
+                    num_sampling: int) -> tuple[float, float, float, int, int]:
+        """`_terms_of_batch(...)`'s times and lookup counts (kernels_s, untabled_s,
+        overhead_s, num_in_range, num_extrapolated), the same floats, without its kernels:
+        for a step priced once, whose (rows, tokens, sampled) shape rarely comes back while
+        its token count does (`_token_terms`)."""
+        kernels, kernels_s, untabled_s, extrapolated = self._token_terms(total_new)
+        num_kernels = len(kernels)
+        if num_sampling:
+            lm_head = self._lm_head(num_sampling)
+            kernels_s += lm_head.time_s
+            extrapolated += lm_head.extrapolated
+            num_kernels += 1
+        untabled_s, overhead_s = self._untabled_and_overhead_s(num_seqs, total_new, untabled_s)
+        return kernels_s, untabled_s, overhead_s, num_kernels - extrapolated, extrapolated
+
+    def _lm_head(self, num_sampling: int) -> KernelTime:
+        """The logits GEMM over `num_sampling` positions (cached: sampled counts repeat)."""
+        return cached(self._lm_heads, num_sampling, self._gemm, "lm_head", num_sampling,
+                      self.model.vocab_size // self.tp, self.model.hidden_size, 1)
+
+    def _untabled_and_overhead_s(self, num_seqs: int, total_new: int,
+                                 untabled_s: float) -> tuple[float, float]:
+        """A batch's untabled time (the token terms' `untabled_s` plus SSM state traffic) and
+        its per-step overheads."""
         c = self.coefficients
         if total_new and self._ssm_layers:
             untabled_s += self._ssm_layers * c.untabled_kernel_latency_s + max(
                 self._ssm_flops_per_token * total_new / self.hardware.compute_peak("bf16"),
                 2.0 * self._ssm_state_bytes_rank * num_seqs / self._untabled_bandwidth)
-        overhead_s = c.step_overhead_s + c.per_sequence_overhead_s * num_seqs
-        return BatchTerms(kernels, kernels_s, untabled_s, overhead_s,
-                          len(kernels) - extrapolated, extrapolated)
+        return untabled_s, c.step_overhead_s + c.per_sequence_overhead_s * num_seqs
 
     # ---- kernels ------------------------------------------------------------------------
     def _gemm(self, name: str, m: int, n: int, k: int, layers: int) -> KernelTime:
@@ -418,15 +449,11 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
             name = "nccl"
         else:
             name = "custom_graph" if tokens <= c.cuda_graph_max_tokens else "custom_eager"
-        table = self.tables.get(f"allreduce/{name}")
-        if table is None:
-            raise ValueError(f"the {self.tables.engine} kernel tables of {self.hardware.name} "
-                             f"have no {name} all-reduce table")
-        index = table.shape_index((self.tp,))
-        exact = index is not None
-        if index is None:
-            index = table.nearest_shape((self.tp,))
-        found = table.lookup(index, (elements,))
+        table, index, exact, row, axis = (self._allreduce_tables.get(name)
+                                          or self._allreduce_table(name))
+        found = _interior_lookup(row, axis, float(elements)) if row is not None else None
+        if found is None:
+            found = table.lookup(index, (elements,))
         time_s = found.value_s
         exact = exact and found.in_range
         if not exact:
@@ -436,6 +463,26 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
                              roofline.allreduce_s(self.hardware, gpus,
                                                   anchor_elements * ACTIVATION_BYTES))
         return KernelTime(f"all-reduce {name}", self._num_allreduces * time_s, not exact)
+
+    def _allreduce_table(self, name: str) -> _AllReduceTable:
+        """The all-reduce table `name` (cached): its shape index at this TP, whether that
+        shape was measured (else the nearest), and its row and axis ends when the table has
+        one axis, every point of it measured (`_interior_lookup` then reads it in place of
+        `lookup`)."""
+        table = self.tables.get(f"allreduce/{name}")
+        if table is None:
+            raise ValueError(f"the {self.tables.engine} kernel tables of {self.hardware.name} "
+                             f"have no {name} all-reduce table")
+        index = table.shape_index((self.tp,))
+        exact = index is not None
+        if index is None:
+            index = table.nearest_shape((self.tp,))
+        row = (table.row(index, 0, ()) if len(table.axes) == 1
+               and not np.isnan(table.grid_s(index)).any() else None)
+        axis = table.axes[0]
+        found = self._allreduce_tables[name] = (table, index, exact, row,
+                                                (float(axis[0]), float(axis[-1])))
+        return found
 
     def _query_s(self, phase: str, batch: float, length: float) -> float:
         """Roofline time of this model's own attention (or MLA module) call."""
@@ -552,8 +599,56 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
     def execute_decodes_apart(self, decode_contexts: list[int], plan: Plan) -> StepResult:
         """`execute` of `plan` after one-token decodes on `decode_contexts`
         (`PricesDecodesApart`)."""
-        return self.run_priced(plan, priced_with_moves(
-            self, self.price_rows(*plan_shape_after_decodes(decode_contexts, plan)), plan))
+        priced = (self._price_decodes_apart(decode_contexts, *plan_shape(plan))
+                  if decode_contexts and not plan.padding and self._windowless
+                  and not self.model.sliding_window
+                  else None)
+        if priced is None:
+            priced = self.price_rows(*plan_shape_after_decodes(decode_contexts, plan))
+        return self.run_priced(plan, priced_with_moves(self, priced, plan))
+
+    def _price_decodes_apart(self, decode_contexts: list[int], new_tokens: list[int],
+                             context_tokens: list[int], num_sampling: int) -> PricedPlan | None:
+        """`price_rows` of one-token decodes on `decode_contexts` followed by the rows
+        `new_tokens` on `context_tokens` (`num_sampling` sampled among those), without a
+        sliding window, from the decodes' count and summed context: `_breakdown`'s batch
+        terms, decode attention and prefill attention added up as `_step_time_s` adds them,
+        without the whole step's row lists or its kernels. None (price the rows) when a row
+        computes no token. (A step's decodes outnumber its chunks twenty to one, and its
+        batch shape is mostly new: tested bit for bit against `price_rows`.)"""
+        num_decodes, kv = len(decode_contexts), sum(decode_contexts)
+        total_new = num_decodes
+        prefills = []
+        for new, ctx in zip(new_tokens, context_tokens):
+            if new < 1:
+                return None
+            total_new += new
+            if new == 1 and ctx > 0:  # a decode row of the plan's own (`_breakdown`'s split)
+                num_decodes += 1
+                kv += ctx
+            else:
+                prefills.append((new, ctx))
+        kernels_s, untabled_s, overhead_s, num_in_range, num_extrapolated = self._batch_sums(
+            len(decode_contexts) + len(new_tokens), total_new, len(decode_contexts) + num_sampling)
+        num_attention = num_attention_extrapolated = 0
+        for kind in self._kinds:
+            kernel = self._decode_kernel(kind, num_decodes, kv / num_decodes,
+                                         self._row(kind, num_decodes))
+            kernels_s += kernel.time_s
+            num_attention += 1
+            num_attention_extrapolated += kernel.extrapolated
+        if len(prefills) == 1:
+            attention = cached(self._prefills, tuple(prefills), self._prefill_attention,
+                               prefills)
+        else:
+            attention = self._prefill_attention(prefills) if prefills else ()
+        for kernel in attention:
+            kernels_s += kernel.time_s
+            num_attention += 1
+            num_attention_extrapolated += kernel.extrapolated
+        return PricedPlan(kernels_s + untabled_s + overhead_s,
+                          num_in_range + num_attention - num_attention_extrapolated,
+                          num_extrapolated + num_attention_extrapolated)
 
     def price_rows(self, new_tokens: list[int], context_tokens: list[int],
                    num_sampling: int) -> PricedPlan:
@@ -738,6 +833,20 @@ def _summed_pairs(chunks: Iterable[tuple[int, int]], window: int | None) -> floa
     if window is None:
         return sum([n * ctx + n * (n + 1) // 2 for n, ctx in chunks])
     return sum([attended_pairs(ctx, n, window) for n, ctx in chunks])
+
+
+def _interior_lookup(row: Row, axis: tuple[float, float], x: float) -> Lookup | None:
+    """`table.lookup(shape, (x,))` of a one-axis table whose every point was measured, read
+    from its `row` of that shape, where `x` lies strictly inside the `axis` (its first and
+    last values) and the row's coordinates: there both find the same cell of the same floats
+    and interpolate it alike (a grid point's value is the lerp's, by a weight of 0), at a
+    tenth of the cost. None elsewhere (the edges clamp and flag; `lookup` decides)."""
+    if not axis[0] < x < axis[1]:
+        return None
+    found = row.at(x)
+    xs = row.xs
+    c = math.log(x) if row.log_space else x
+    return found if xs[0] < c < xs[-1] else None
 
 
 def _ratio(query_s: float, anchor_s: float) -> float:
