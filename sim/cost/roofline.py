@@ -507,7 +507,10 @@ def with_moves(model: PricesMoves, compute_s: float, plan: Plan) -> float:
 
 def priced_with_moves(model: PricesMoves, priced: PricedPlan, plan: Plan) -> PricedPlan:
     """`priced` (a price of `plan`'s rows) with the swaps and copies `plan` makes added
-    (`with_moves`): what `price` returns, and what running a plan counts."""
+    (`with_moves`): what `price` returns, and what running a plan counts; `priced` itself
+    when it makes none."""
+    if not (plan.swap_out_slots or plan.swap_in_slots or plan.block_copies):
+        return priced
     return PricedPlan(with_moves(model, priced.duration_s, plan), priced.num_in_range,
                       priced.num_extrapolated)
 
