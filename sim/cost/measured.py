@@ -379,14 +379,21 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
         overhead_s, num_in_range, num_extrapolated), the same floats, without its kernels:
         for a step priced once, whose (rows, tokens, sampled) shape rarely comes back while
         its token count does (`_token_terms`)."""
-        kernels, kernels_s, untabled_s, extrapolated = self._token_terms(total_new)
+        # the caches read in place (`_token_terms`, `_lm_head`): every chunked step asks
+        kernels, kernels_s, untabled_s, extrapolated = (self._per_tokens.get(total_new)
+                                                        or self._token_terms(total_new))
         num_kernels = len(kernels)
         if num_sampling:
-            lm_head = self._lm_head(num_sampling)
+            lm_head = self._lm_heads.get(num_sampling) or self._lm_head(num_sampling)
             kernels_s += lm_head.time_s
             extrapolated += lm_head.extrapolated
             num_kernels += 1
-        untabled_s, overhead_s = self._untabled_and_overhead_s(num_seqs, total_new, untabled_s)
+        if self._ssm_layers:
+            untabled_s, overhead_s = self._untabled_and_overhead_s(num_seqs, total_new,
+                                                                   untabled_s)
+        else:  # `_untabled_and_overhead_s` without the SSM state traffic
+            c = self.coefficients
+            overhead_s = c.step_overhead_s + c.per_sequence_overhead_s * num_seqs
         return kernels_s, untabled_s, overhead_s, num_kernels - extrapolated, extrapolated
 
     def _lm_head(self, num_sampling: int) -> KernelTime:
