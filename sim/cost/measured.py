@@ -850,10 +850,9 @@ def _interior_lookup(row: Row, axis: tuple[float, float], x: float) -> Lookup | 
     tenth of the cost. None elsewhere (the edges clamp and flag; `lookup` decides)."""
     if not axis[0] < x < axis[1]:
         return None
-    found = row.at(x)
     xs = row.xs
     c = math.log(x) if row.log_space else x
-    return found if xs[0] < c < xs[-1] else None
+    return row.at(x) if xs[0] < c < xs[-1] else None
 
 
 def _ratio(query_s: float, anchor_s: float) -> float:
