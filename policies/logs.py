@@ -35,17 +35,11 @@ class IterationLog:
     def record(self, plan: Plan, start_s: float, duration_s: float, num_waiting: int,
                usage: KVUsage, num_decodes_apart: int = 0) -> None:
         """The row of one executed `plan` (plus `num_decodes_apart` one-token decodes planned
-        apart from it); its prefill tokens as `_prefill_tokens` counts. (`record_row`'s
-        appends spelled out: every step not in a decode run logs one.)"""
-        self.start_s.append(start_s)
-        self.duration_s.append(duration_s)
-        self.batch_size.append(num_decodes_apart + len(plan.chunks) + len(plan.padding))
-        self.new_tokens.append(num_decodes_apart + plan.num_new_tokens)
-        self.prefill_tokens.append(_num_prefill_tokens(plan.chunks))
-        self.num_waiting.append(num_waiting)
-        self.kv_reserved_slots.append(usage.reserved_slots)
-        self.kv_filled_slots.append(usage.filled_slots)
-        self.kv_cached_free_slots.append(usage.cached_free_slots)
+        apart from it); its prefill tokens as `_prefill_tokens` counts."""
+        self.record_row(start_s, duration_s,
+                        num_decodes_apart + len(plan.chunks) + len(plan.padding),
+                        num_decodes_apart + plan.num_new_tokens, _num_prefill_tokens(plan.chunks),
+                        num_waiting, usage)
 
     def record_row(self, start_s: float, duration_s: float, batch_size: int, new_tokens: int,
                    prefill_tokens: int, num_waiting: int, usage: KVUsage) -> None:
