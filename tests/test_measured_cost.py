@@ -281,6 +281,19 @@ def test_a_run_in_one_table_cell_is_priced_as_step_by_step(contexts, steps, firs
         stepped.lookups_in_range, stepped.lookups_extrapolated)
 
 
+def test_lookup_counts_of_a_run_are_its_own_not_the_last_priced():
+    """`ran_lockstep_decodes` counts the run it is given: a run of the same batch size
+    priced before, all in range, says nothing of one that runs off the table."""
+    fast, stepped = measured("llama-2-70b", 2, "a100"), measured("llama-2-70b", 2, "a100")
+    fast.lockstep_decode_times([32_700] * 4, 8)  # mean lengths 32,700..32,707: in range
+    fast.ran_lockstep_decodes([32_764] * 4, 8)  # 32,764..32,771: past 32,767 midway
+    for j in range(8):
+        stepped.execute(_decode_plan([32_764 + j] * 4))
+    assert stepped.lookups_extrapolated > 0
+    assert (fast.lookups_in_range, fast.lookups_extrapolated) == (
+        stepped.lookups_in_range, stepped.lookups_extrapolated)
+
+
 def _decode_plan(contexts: list[int]) -> Plan:
     """An iteration of one-token decodes on `contexts` cached tokens each."""
     return Plan(chunks=[ScheduledChunk(Sequence(Request(i, 0.0, ctx, 2)), 1, ctx)

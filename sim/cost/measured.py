@@ -186,6 +186,10 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
         self._rows: dict[tuple[str, int], Row] = {}
         self._gemm_rows: dict[tuple[int, int], Row] = {}
         self._decode_batches: dict[int, _DecodeBatch] = {}
+        self._in_one_cell: tuple[int, int, int] = (0, 0, 0)
+        """(batch size, cached tokens in all, steps) of the last run whose first steps
+        `_one_cell_times` priced: every lookup of those steps is in range, which is all
+        `ran_lockstep_decodes` of that run needs to know (it depends on those three alone)."""
         self._precompute()
 
     @property
@@ -611,9 +615,11 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
         `first_step`)."""
         if self._windowless and num_steps < ARRAY_STEPS:
             num_seqs = len(context_tokens)
-            times = self._one_cell_times(num_seqs, sum(context_tokens) + num_seqs * first_step,
-                                         num_steps)
+            total = sum(context_tokens)
+            times = self._one_cell_times(num_seqs, total + num_seqs * first_step, num_steps)
             if times is not None:
+                if not first_step:
+                    self._in_one_cell = (num_seqs, total, num_steps)
                 return times
         return self._lockstep(context_tokens, num_steps, first_step)
 
@@ -672,8 +678,14 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
         step's mean length, as in `_decode_kernel`)."""
         num_seqs = len(context_tokens)
         batch, rows = self._decode_batch(num_seqs)
-        kv_global, kv_local = self._lockstep_kv(context_tokens, num_steps, 0)
         extrapolated = num_steps * batch.num_extrapolated
+        seqs_in_cell, total_in_cell, steps_in_cell = self._in_one_cell
+        if (num_seqs == seqs_in_cell and num_steps <= steps_in_cell
+                and sum(context_tokens) == total_in_cell):  # one kind, every lookup in range
+            self.lookups_extrapolated += extrapolated
+            self.lookups_in_range += num_steps * (len(batch.kernels) + 1) - extrapolated
+            return
+        kv_global, kv_local = self._lockstep_kv(context_tokens, num_steps, 0)
         for kind, row in zip(self._kinds, rows):
             if row is None:
                 extrapolated += num_steps
