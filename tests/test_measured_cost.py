@@ -10,8 +10,9 @@ from pathlib import Path
 
 import hypothesis.strategies as st
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 
+from policies.types import Plan, Request, ScheduledChunk, Sequence
 from sim.api import simulate
 from sim.assembly import build_cost_model
 from sim.cli import main
@@ -256,3 +257,44 @@ def test_a_stretch_of_decodes_adds_up_as_its_steps_do(contexts, steps, first_ste
     for time_s in cost.lockstep_decode_times(contexts, steps, first_step):
         expected += time_s
     assert cost.lockstep_decode_sum_s(contexts, steps, first_step, total_s) == expected
+
+
+@settings(max_examples=80, deadline=None)
+@given(contexts=st.lists(st.integers(1, 40_000), min_size=1, max_size=40),
+       steps=st.integers(1, ARRAY_STEPS + 4), first_step=st.integers(0, 40),
+       model=st.sampled_from(["llama-3.2-1b", "llama-2-70b", "gemma-3-12b"]),
+       tp=st.sampled_from([1, 2]), hardware=st.sampled_from(["h100", "a100"]))
+@example(contexts=[32_760] * 4, steps=20, first_step=0, model="llama-2-70b", tp=2,
+         hardware="a100")  # runs off the table's end (mean lengths to 32,767) midway
+def test_a_run_in_one_table_cell_is_priced_as_step_by_step(contexts, steps, first_step, model,
+                                                           tp, hardware):
+    """`lockstep_decode_times` of a short run whose every step one table cell holds
+    (`_one_cell_times`, spelled out) gives `_lockstep`'s values, to the bit, and counts the
+    same lookups."""
+    fast, stepped = measured(model, tp, hardware), measured(model, tp, hardware)
+    assert fast.lockstep_decode_times(contexts, steps, first_step) == stepped._lockstep(
+        contexts, steps, first_step)
+    fast.ran_lockstep_decodes(contexts, steps)
+    for j in range(steps):  # what `execute` counts, iteration by iteration
+        stepped.execute(_decode_plan([ctx + j for ctx in contexts]))
+    assert (fast.lookups_in_range, fast.lookups_extrapolated) == (
+        stepped.lookups_in_range, stepped.lookups_extrapolated)
+
+
+def test_lookup_counts_of_a_run_are_its_own_not_the_last_priced():
+    """`ran_lockstep_decodes` counts the run it is given: a run of the same batch size
+    priced before, all in range, says nothing of one that runs off the table."""
+    fast, stepped = measured("llama-2-70b", 2, "a100"), measured("llama-2-70b", 2, "a100")
+    fast.lockstep_decode_times([32_700] * 4, 8)  # mean lengths 32,700..32,707: in range
+    fast.ran_lockstep_decodes([32_764] * 4, 8)  # 32,764..32,771: past 32,767 midway
+    for j in range(8):
+        stepped.execute(_decode_plan([32_764 + j] * 4))
+    assert stepped.lookups_extrapolated > 0
+    assert (fast.lookups_in_range, fast.lookups_extrapolated) == (
+        stepped.lookups_in_range, stepped.lookups_extrapolated)
+
+
+def _decode_plan(contexts: list[int]) -> Plan:
+    """An iteration of one-token decodes on `contexts` cached tokens each."""
+    return Plan(chunks=[ScheduledChunk(Sequence(Request(i, 0.0, ctx, 2)), 1, ctx)
+                        for i, ctx in enumerate(contexts)])

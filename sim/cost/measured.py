@@ -192,6 +192,10 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
         self._gemm_rows: dict[tuple[int, int], Row] = {}
         self._decode_batches: dict[int, _DecodeBatch] = {}
         self._allreduce_tables: dict[str, _AllReduceTable] = {}
+        self._in_one_cell: tuple[int, int, int] = (0, 0, 0)
+        """(batch size, cached tokens in all, steps) of the last run whose first steps
+        `_one_cell_times` priced: every lookup of those steps is in range, which is all
+        `ran_lockstep_decodes` of that run needs to know (it depends on those three alone)."""
         self._precompute()
 
     @property
@@ -517,7 +521,7 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
                      for kind in self._kinds)
 
     def _decode_steps(self, num_decodes: int, kv_global: Sequence[int],
-                      kv_local: list[int]) -> list[tuple[KernelTime, ...]]:
+                      kv_local: Sequence[int]) -> list[tuple[KernelTime, ...]]:
         """`_decode_attention` of each step of a run, its row looked up once per kind."""
         per_kind = []
         price = self._decode_kernel
@@ -711,6 +715,14 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
         """What `execute` would return for each of `num_steps` decode-only iterations of one
         batch, sequence i on `context_tokens[i] + j` cached tokens at step j (from
         `first_step`)."""
+        if self._windowless and num_steps < ARRAY_STEPS:
+            num_seqs = len(context_tokens)
+            total = sum(context_tokens)
+            times = self._one_cell_times(num_seqs, total + num_seqs * first_step, num_steps)
+            if times is not None:
+                if not first_step:
+                    self._in_one_cell = (num_seqs, total, num_steps)
+                return times
         return self._lockstep(context_tokens, num_steps, first_step)
 
     def lockstep_decode_sum_s(self, context_tokens: list[int], num_steps: int,
@@ -741,16 +753,42 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
             total_s += time_s
         return total_s
 
+    def _one_cell_times(self, num_seqs: int, first_kv: int, num_steps: int) -> list[float] | None:
+        """`_short_run`'s times of a short run without a sliding window whose batch of
+        `num_seqs` reads `first_kv` cached tokens in all at its first step, when its one
+        layer kind's exact table holds every step's mean length in one cell (most runs: the
+        mean rises by one a step); None otherwise. Each step is `_one_kernel_step_times_s`'
+        sum of `lerp_each`'s value, spelled out in one comprehension: the same operations in
+        the same order, without the mean lengths' and values' lists."""
+        batch, rows = self._decode_batch(num_seqs)
+        if len(rows) != 1 or rows[0] is None:
+            return None
+        stop = first_kv + num_seqs * num_steps
+        cell = rows[0].one_cell(first_kv / num_seqs, (stop - num_seqs) / num_seqs)
+        if cell is None:
+            return None
+        x0, x1, y0, y1 = cell
+        dx, dy = x1 - x0, y1 - y0
+        kernels_s, untabled_s, overhead_s = batch.kernels_s, batch.untabled_s, batch.overhead_s
+        layers = self._kinds[0].layers
+        return [kernels_s + layers * (y0 + (kv / num_seqs - x0) / dx * dy) + untabled_s + overhead_s
+                for kv in range(first_kv, stop, num_seqs)]
+
     def ran_lockstep_decodes(self, context_tokens: list[int], num_steps: int) -> None:
         """The engine ran the first `num_steps` of those iterations: count their lookups (a
         decode lookup is in range when its kind's table is exact and its row covers the
         step's mean length, as in `_decode_kernel`)."""
         num_seqs = len(context_tokens)
-        decode = self._decode_batch(num_seqs)
-        batch = decode.batch
-        kv_global, kv_local = self._lockstep_kv(context_tokens, num_steps, 0)
+        batch, rows = self._decode_batch(num_seqs)
         extrapolated = num_steps * batch.num_extrapolated
-        for kind, row in zip(self._kinds, decode.exact_rows):
+        seqs_in_cell, total_in_cell, steps_in_cell = self._in_one_cell
+        if (num_seqs == seqs_in_cell and num_steps <= steps_in_cell
+                and sum(context_tokens) == total_in_cell):  # one kind, every lookup in range
+            self.lookups_extrapolated += extrapolated
+            self.lookups_in_range += num_steps * (len(batch.kernels) + 1) - extrapolated
+            return
+        kv_global, kv_local = self._lockstep_kv(context_tokens, num_steps, 0)
+        for kind, row in zip(self._kinds, rows):
             if row is None:
                 extrapolated += num_steps
                 continue
@@ -763,15 +801,16 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
         self.lookups_in_range += num_steps * (len(batch.kernels) + len(self._kinds)) - extrapolated
 
     def _lockstep_kv(self, context_tokens: list[int], num_steps: int,
-                     first_step: int) -> tuple[range, list[int]]:
+                     first_step: int) -> tuple[range, Sequence[int]]:
         """Cached tokens the batch reads at each step, in all (a range: it grows by the
-        batch size a step) and within the sliding window."""
+        batch size a step) and within the sliding window (without one, the same range)."""
         num_seqs, total = len(context_tokens), sum(context_tokens)
-        steps = range(first_step, first_step + num_steps)
-        kv_global = range(total + num_seqs * first_step, total + num_seqs * steps.stop, num_seqs)
+        kv_global = range(total + num_seqs * first_step,
+                          total + num_seqs * (first_step + num_steps), num_seqs)
         window = self.model.sliding_window
         if not window:
-            return kv_global, [0] * num_steps
+            return kv_global, kv_global
+        steps = range(first_step, first_step + num_steps)
         contexts = np.asarray(context_tokens, dtype=np.int64)[None, :] + np.asarray(steps)[:, None]
         return kv_global, np.minimum(contexts, window).sum(axis=1).tolist()
 
@@ -815,7 +854,7 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
         return found
 
     def _short_run(self, decode: _DecodeBatch, num_seqs: int, kv_global: Sequence[int],
-                   kv_local: list[int]) -> list[float]:
+                   kv_local: Sequence[int]) -> list[float]:
         """A short run step by step: with one layer kind whose table holds every step, its
         in-range values (what `_decode_kernel` returns, looked up a table cell at a time:
         the mean lengths only rise) summed as `_step_time_s` sums them, without building the
