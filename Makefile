@@ -30,7 +30,7 @@ $(TEST_STAMP): $(CORE_STAMP)
 .PHONY: demo test ui
 demo: $(CORE_STAMP)
 	$(VENV)/bin/servesim replay --model llama-3-8b --hardware h100 --out out/demo
-	@echo "servesim is $(VENV)/bin/servesim; `source $(VENV)/bin/activate` puts it on PATH"
+	@echo 'servesim is $(VENV)/bin/servesim; "source $(VENV)/bin/activate" puts it on PATH'
 
 test: $(TEST_STAMP)
 	$(VENV)/bin/lint-imports --no-logo
