@@ -19,7 +19,7 @@ a time without the event loop, the scheduler's search or a plan (`VerifyFastForw
 is each sequence's k and new tokens, as plain ints:
 
     scheduler  RepeatsVerifyBatch   the repeated batch, and each one's k and new tokens
-    allocator  GrowsForVerifies     one step's KV growth (decode slot and draft slots)
+    allocator  GrowsForVerifies     a run's KV: each step's growth (decode and draft slots)
     executor   PricesVerifies       a step's price from those sizes, then its acceptance draws
 
 each step priced, grown, drawn and committed through the engine's own record and commit of
@@ -148,26 +148,12 @@ class RepeatsVerifyBatch(RepeatsDecodeBatch, Protocol):
 
 @runtime_checkable
 class GrowsForVerifies(Protocol):
-    """A KV allocator that serves one speculative step's growth at once, or refuses it whole."""
-
-    def grow_for_verifies(self, seqs: list[Sequence], num_tokens: list[int]) -> bool:
-        """Do what `allocate_slots(seq, seq.num_known_tokens)` over `seqs`, then
-        `allocate_slots(seq, n)` over `seqs` and `num_tokens`, in order, would do, and return
-        True; or nothing and False when one of those calls would fail or copy a block."""
-        raise NotImplementedError
-
-    def usage(self) -> KVUsage:
-        """The pool's occupancy (`KVAllocator.usage`): a step's log row."""
-        raise NotImplementedError
-
-    def shrink_to_computed(self, seqs: list[Sequence]) -> None:
-        """`shrink_slots(seq, seq.num_computed_tokens)` of each of `seqs`, in order: the
-        commit of such a step gives back its rejected drafts in one call."""
-        raise NotImplementedError
+    """A KV allocator that serves a speculative run's steps: each step's growth at once, or
+    refused whole, and its commit's give-back (`VerifyRunKV`)."""
 
     def verify_run(self, seqs: list[Sequence]) -> VerifyRunKV:
-        """`grow_for_verifies` and `shrink_to_computed` bound to batch `seqs`, for the steps
-        of one speculative run (nothing else touches the batch or the pool between them)."""
+        """The KV of one speculative run of batch `seqs` (nothing else touches the batch or
+        the pool between its steps)."""
         raise NotImplementedError
 
 
@@ -178,12 +164,16 @@ class VerifyRunKV(Protocol):
     its verify emitted) or the pool, so a step may take what the one before left as given."""
 
     def grow(self, num_tokens: list[int]) -> bool:
-        """`grow_for_verifies(batch, num_tokens)`."""
+        """Do what `allocate_slots(seq, seq.num_known_tokens)` over the batch, then
+        `allocate_slots(seq, n)` over the batch and `num_tokens`, in order, would do, and
+        return True; or nothing and False when one of those calls would fail or copy a
+        block."""
         raise NotImplementedError
 
     def shrink_to_computed(self, seqs: list[Sequence]) -> None:
-        """`shrink_to_computed(seqs)` of the step just grown: `seqs` is the batch, or a
-        stretch of it (the rows up to a finish, then the rest), each shrunk once a step."""
+        """`shrink_slots(seq, seq.num_computed_tokens)` of each of `seqs`, in order, after the
+        step just grown: `seqs` is the batch, or a stretch of it (the rows up to a finish,
+        then the rest), each shrunk once a step."""
         raise NotImplementedError
 
     def computed_tokens(self) -> list[int] | None:

@@ -287,14 +287,13 @@ def _moe_tables(folder: Path, source: Source) -> dict[str, Grid]:
     tables = {}
     for dtype, short in MOE_DTYPES.items():
         rows = _select(columns, moe_dtype=dtype, moe_ep_size=1)
+        filters = {"moe_dtype": dtype, "moe_ep_size": 1}
         if dtype in MOE_KERNEL_SOURCES:
             rows &= np.char.startswith(columns["kernel_source"].astype(str),
                                        MOE_KERNEL_SOURCES[dtype])
+            filters["kernel_source"] = MOE_KERNEL_SOURCES[dtype] + "*"
         chosen = _preferred_distribution(columns, rows, shape_columns)
         rows &= chosen >= 0
-        filters = {"moe_dtype": dtype, "moe_ep_size": 1}
-        if dtype in MOE_KERNEL_SOURCES:
-            filters["kernel_source"] = MOE_KERNEL_SOURCES[dtype] + "*"
         grid = _grid(folder, source, rows, shape_columns, ("num_tokens",), "log", "vllm", filters)
         codes = {tuple(int(columns[c][i]) for c in shape_columns): int(chosen[i])
                  for i in np.nonzero(rows)[0]}

@@ -392,12 +392,7 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
             kernels_s += lm_head.time_s
             extrapolated += lm_head.extrapolated
             num_kernels += 1
-        if self._ssm_layers:
-            untabled_s, overhead_s = self._untabled_and_overhead_s(num_seqs, total_new,
-                                                                   untabled_s)
-        else:  # `_untabled_and_overhead_s` without the SSM state traffic
-            c = self.coefficients
-            overhead_s = c.step_overhead_s + c.per_sequence_overhead_s * num_seqs
+        untabled_s, overhead_s = self._untabled_and_overhead_s(num_seqs, total_new, untabled_s)
         return kernels_s, untabled_s, overhead_s, num_kernels - extrapolated, extrapolated
 
     def _lm_head(self, num_sampling: int) -> KernelTime:
@@ -728,28 +723,14 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
     def lockstep_decode_sum_s(self, context_tokens: list[int], num_steps: int,
                               first_step: int = 0, total_s: float = 0.0) -> float:
         """`lockstep_decode_times(...)` added one by one onto `total_s` (a stretch of draft
-        passes). Without a sliding window, with one layer kind whose exact table holds
-        every step's mean length in one cell (a short stretch's rise by one a step), each
-        step is `_one_kernel_step_times_s`' sum of `lerp_each`'s value, spelled out in the
-        loop that adds them: the same operations in the same order, without the lists."""
+        passes): a short stretch in one table cell from `_one_cell_times`, else `_lockstep`."""
         num_seqs = len(context_tokens)
-        if self._windowless and num_steps < ARRAY_STEPS:
-            batch, rows = self._decode_batch(num_seqs)
-            if len(rows) == 1 and rows[0] is not None:
-                start = sum(context_tokens) + num_seqs * first_step
-                stop = start + num_seqs * num_steps
-                cell = rows[0].one_cell(start / num_seqs, (stop - num_seqs) / num_seqs)
-                if cell is not None:
-                    x0, x1, y0, y1 = cell
-                    dx, dy = x1 - x0, y1 - y0
-                    kernels_s, untabled_s, overhead_s = (batch.kernels_s, batch.untabled_s,
-                                                         batch.overhead_s)
-                    layers = self._kinds[0].layers
-                    for kv in range(start, stop, num_seqs):
-                        total_s += (kernels_s + layers * (y0 + (kv / num_seqs - x0) / dx * dy)
-                                  + untabled_s + overhead_s)
-                    return total_s
-        for time_s in self._lockstep(context_tokens, num_steps, first_step):
+        times = (self._one_cell_times(num_seqs, sum(context_tokens) + num_seqs * first_step,
+                                      num_steps)
+                 if self._windowless and num_steps < ARRAY_STEPS else None)
+        if times is None:
+            times = self._lockstep(context_tokens, num_steps, first_step)
+        for time_s in times:
             total_s += time_s
         return total_s
 
