@@ -72,17 +72,6 @@ class KVUsage(NamedTuple):
     filled_slots: int
     cached_free_slots: int = 0
 
-    @property
-    def utilization(self) -> float:
-        return self.reserved_slots / self.total_slots if self.total_slots else 0.0
-
-    @property
-    def fragmentation(self) -> float:
-        """Share of reserved slots that hold no KV."""
-        if not self.reserved_slots:
-            return 0.0
-        return (self.reserved_slots - self.filled_slots) / self.reserved_slots
-
 
 class LockstepUsage(NamedTuple):
     """Pool usage after each round of a lockstep growth (`grow_in_lockstep`), as columns in

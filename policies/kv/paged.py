@@ -400,11 +400,10 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
             return None
         reserved = [0] * num_steps  # slots each round reserves anew (then, below, in all)
         reserved[0] = (self.num_blocks - num_free) * size  # used before
-        if takes:  # a few blocks a run: `take_one` each, as `take` would hand them out
+        if takes:  # a few blocks a run, in one take, handed out by round, then sequence
             takes.sort()
-            take_one = pool.take_one
-            for round_, order in takes:
-                tables[seqs[order].seq_id].append(take_one())
+            for (round_, order), block in zip(takes, pool.take(len(takes))):
+                tables[seqs[order].seq_id].append(block)
                 reserved[round_] += size
         num_seqs = len(seqs)
         first_filled = self._filled_slots - self._shared_slots + num_seqs

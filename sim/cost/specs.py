@@ -521,10 +521,6 @@ class HardwareSpec:
         return self.peak_flops["bf16"] / self.mem_bandwidth_bytes_s
 
 
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def expected_distinct_experts(num_experts: int, experts_per_token: int, tokens: int) -> float:
     """Experts touched (so weights read) when `tokens` tokens each pick `experts_per_token`.
 

@@ -57,10 +57,6 @@ class Family:
             values["token_budget"] = self.token_budget
         return values
 
-    def scheduler_label(self) -> str:
-        budget = f" {self.token_budget}" if self.token_budget is not None else ""
-        return f"{self.scheduler}{budget}, {self.max_num_seqs} seqs"
-
 
 @dataclass(frozen=True, slots=True)
 class Target:
