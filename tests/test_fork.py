@@ -9,7 +9,7 @@ from policies.engine import Engine
 from policies.kv.contiguous import ContiguousAllocator, ContiguousParams
 from policies.kv.paged import PagedAllocator, PagedParams
 from policies.scheduler.continuous import ContinuousParams, ContinuousScheduler
-from policies.types import Request, Sequence
+from policies.types import Request, SeqStatus, Sequence
 from sim.api import simulate
 from sim.config import ReplayOptions, resolve
 from tests.helpers import FixedCostExecutor, drive
@@ -91,6 +91,25 @@ def test_beam_losers_become_copies_of_leaders_and_share_their_blocks():
     assert beam0.num_computed_tokens == beam1.num_computed_tokens
     drive(engine, [])
     assert alloc.num_free_blocks == 20
+
+
+def test_a_refused_beam_copy_stops_the_run_instead_of_leaving_the_loser_without_kv():
+    from policies.beam import BeamParams, RandomBeamReparenter
+
+    class RefusesBeamCopies(PagedAllocator):
+        def fork(self, parent: Sequence, child: Sequence) -> bool:
+            """Refuses the copies of reparenting (the loser runs), not a sample's start."""
+            if child.status is SeqStatus.RUNNING:
+                return False
+            return super().fork(parent, child)
+
+    alloc = RefusesBeamCopies(PagedParams(block_size=4, num_blocks=20, watermark=0.0))
+    engine = Engine(ContinuousScheduler(ContinuousParams(max_num_seqs=8, max_num_batched_tokens=64), alloc), FixedCostExecutor(),
+                    max_model_len=100, beams=RandomBeamReparenter(BeamParams(beam_churn=1.0)))
+    engine.submit(Request(0, 0.0, 6, 9, n=2, beam=True), 0.0)
+    with pytest.raises(RuntimeError, match="refused it a copy of beam 0"):
+        for t in range(4):
+            engine.step(float(t))
 
 
 def test_beam_search_returns_one_answer_and_saves_memory_when_beams_converge():
