@@ -56,9 +56,9 @@ class RandomBeamReparenter:
 def reparent_beams(reparenter: BeamReparenter, plan: Plan, sequences: dict[int, Sequence],
                    allocator: ForksSequences) -> None:
     """After a step, let `reparenter` replace losing beams by copies of others; only beams
-    that are in lockstep (running, at the same length) are compared. A loser's freed memory
-    always holds its donor's copy (same request, same length); were a fork ever refused, the
-    loser would run on with no KV, so that stops the run instead."""
+    that are in lockstep (running, at the same length) are compared. A loser frees what its
+    donor's copy needs (same request, same length), so no fork should be refused; were one
+    refused, the loser would run on with no KV, so that stops the run instead."""
     for request_id in {c.seq.request.request_id for c in plan.chunks if c.seq.request.beam}:
         request = sequences[request_id].request
         beams = [sequences.get(sample_seq_id(request, k)) for k in range(request.n)]
