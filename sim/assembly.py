@@ -53,7 +53,8 @@ def cost_model_summary(config: SimConfig, costs: list[SimCostModel]) -> dict[str
     """summary.json's `cost_model` (e.g. `roofline`, `measured:vllm-0.24.0/h100`), why it was
     chosen (`cost_model_choice`) and, for the measured model, how many kernel lookups of the
     executed iterations were inside the measured ranges and how many were extrapolated by the
-    roofline."""
+    roofline, and (`cost_model_notes`, only when there are any) which kernels no table
+    measures at the run's dtypes."""
     summary: dict[str, object] = {"cost_model": costs[0].name,
                                   "cost_model_choice": config.cost_model_choice}
     measured = [c for c in costs if isinstance(c, MeasuredCostModel)]
@@ -64,6 +65,9 @@ def cost_model_summary(config: SimConfig, costs: list[SimCostModel]) -> dict[str
         summary.update(kernel_lookups_in_range=in_range,
                        kernel_lookups_extrapolated=extrapolated,
                        kernel_lookups_in_range_share=in_range / total if total else None)
+        notes = list(dict.fromkeys(line for c in measured for line in c.stand_ins()))
+        if notes:
+            summary["cost_model_notes"] = notes
     return summary
 
 

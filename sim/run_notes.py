@@ -1,7 +1,9 @@
 """One-line notes on a finished run: options it was given but does not read (a policy's knob
-when another policy of that kind runs: `--token-budget` under `--scheduler continuous`), and
+when another policy of that kind runs: `--token-budget` under `--scheduler continuous`),
 numbers that look like a failure but are what its inputs imply (a prefix-cache hit rate of 0
-on prompts of lengths only, prefix-affinity routing over such prompts). The CLI prints them
+on prompts of lengths only, prefix-affinity routing over such prompts), and kernels the
+measured cost model priced from another dtype's table (summary.json's `cost_model_notes`:
+`--kv-dtype fp8` on A100, whose tables measure bf16 KV only). The CLI prints them
 under the results table and the dashboard under its cards. (Prefix-affinity routing over an
 allocator that caches nothing is refused when the cluster is built; the real executor's
 sampling flags on the simulator are refused by `sim.config`.)"""
@@ -77,4 +79,5 @@ def run_notes(trace: Trace, options: Any, summary: dict[str, Any]) -> list[str]:
     if options.router == "prefix-affinity" and caches_prefixes and length_only:
         notes.append(f"--router prefix-affinity found no shared prefixes: trace {trace.name} "
                      "gives prompt lengths only, so it routed by load alone")
+    notes += summary.get("cost_model_notes", [])
     return notes

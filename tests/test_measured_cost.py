@@ -298,3 +298,18 @@ def _decode_plan(contexts: list[int]) -> Plan:
     """An iteration of one-token decodes on `contexts` cached tokens each."""
     return Plan(chunks=[ScheduledChunk(Sequence(Request(i, 0.0, ctx, 2)), 1, ctx)
                         for i, ctx in enumerate(contexts)])
+
+
+def test_summary_names_the_kernels_priced_from_another_dtype_only_when_there_are_some():
+    """`cost_model_notes` lists them for a KV dtype the tables lack (and for experts whose
+    dtype they lack), and is absent from a run whose dtypes are all measured, so those
+    summaries keep their keys."""
+    plain = simulate(resolve(ReplayOptions(max_requests=10, cost_model="measured",
+                                           hardware="a100"))).summary
+    assert "cost_model_notes" not in plain
+    stand_in = simulate(resolve(ReplayOptions(max_requests=10, cost_model="measured",
+                                              hardware="a100", kv_dtype="fp8"))).summary
+    (note,) = stand_in["cost_model_notes"]
+    assert note.startswith("attention with the KV cache at fp8: the vllm-0.14.0 kernel tables "
+                           "of a100 measure none")
+    assert stand_in["kernel_lookups_extrapolated"] > plain["kernel_lookups_extrapolated"]

@@ -103,3 +103,34 @@ def test_every_knob_of_an_unpicked_policy_is_covered():
         noted = unread_options(defaults.updated({knob.name: _another_value(knob)}))
         read = getattr(defaults, SELECTED_BY[knob.kind]) in knob.policies
         assert (noted == []) == read, (knob.name, noted)
+
+
+def measured_notes(capsys, *argv: str) -> list[str]:
+    assert main(["replay", "--quiet", "--max-requests", "20", "--cost-model", "measured",
+                 *argv]) == 0
+    return [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: ")]
+
+
+@pytest.mark.parametrize("argv, note", [
+    (["--kv-dtype", "mxfp4"], "note: attention with the KV cache at mxfp4: the vllm-0.24.0 "
+                              "kernel tables of h100 measure none; priced from the bf16-KV "
+                              "attention tables, scaled by the roofline (extrapolated)"),
+    (["--hardware", "a100", "--kv-dtype", "fp8"], "note: attention with the KV cache at fp8: "
+                                                  "the vllm-0.14.0 kernel tables of a100 "
+                                                  "measure none"),
+    (["--weight-dtype", "int4"], "note: GEMMs with weights at int4: the vllm-0.24.0 kernel "
+                                 "tables of h100 measure none; priced from the bf16 GEMMs"),
+    (["--model", "deepseek-v2-lite", "--hardware", "a100"],
+     "note: mla attention: the vllm-0.14.0 kernel tables of a100 measure none; priced by the "
+     "roofline alone"),
+])
+def test_a_kernel_no_table_measures_at_the_run_s_dtypes_is_noted(capsys, argv, note):
+    """The measured model prices it from another dtype's table (or the roofline): the run
+    says so instead of letting `--kv-dtype`/`--weight-dtype` look measured."""
+    assert any(line.startswith(note) for line in measured_notes(capsys, *argv))
+
+
+@pytest.mark.parametrize("argv", [[], ["--kv-dtype", "fp8"], ["--weight-dtype", "fp8"],
+                                  ["--hardware", "a100"]])
+def test_dtypes_the_tables_measure_bring_no_note(capsys, argv):
+    assert measured_notes(capsys, *argv) == []

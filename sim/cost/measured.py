@@ -46,7 +46,8 @@ from policies.types import Plan, StepResult
 from sim.cost import kernel_roofline as roofline
 from sim.cost.coefficients import default_coefficients
 from sim.cost.kernel_roofline import ACTIVATION_BYTES
-from sim.cost.kernel_shapes import LayerKind, dtype_table, equivalent_prompt, layer_kinds
+from sim.cost.kernel_shapes import (TABLE_DTYPES, LayerKind, dtype_table, equivalent_prompt,
+                                    layer_kinds)
 from sim.cost.kernel_tables import KernelTable, KernelTables, Lookup, Row, shipped_tables
 from sim.cost.measured_coefficients import MeasuredCoefficients
 from sim.cost.roofline import (CostModel, PricedPlan, attended_pairs, cached, plan_shape,
@@ -219,6 +220,33 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
         return MeasuredCostModel(model, self.hardware, replace(self.coefficients, **coefficients),
                                  tp=self.tp, weight_dtype=self.weight_dtype,
                                  kv_dtype=self.kv_dtype, tables=self.tables)
+
+    def stand_ins(self) -> list[str]:
+        """A line for each kind of kernel that no table here measures at this run's dtypes,
+        so that another dtype's table, scaled by the roofline's ratio, prices it (its lookups
+        count as extrapolated): the run's notes say so rather than leave a user's `--kv-dtype`
+        or `--weight-dtype` to look measured."""
+        here = f"the {self.tables.engine} kernel tables of {self.hardware.name} measure none"
+        lines = []
+        if not self._gemm_native:
+            lines.append(f"GEMMs with weights at {self._gemm_dtype}: {here}; priced from the "
+                         "bf16 GEMMs, scaled by the roofline (extrapolated)")
+        if self.model.moe is not None and not dtype_table(self.tables, "moe", self._moe_dtype)[1]:
+            lines.append(f"MoE experts at {self._moe_dtype}: {here}; priced from the bf16 MoE "
+                         "kernel, scaled by the roofline (extrapolated)")
+        untabled = [kind.name for kind in self._kinds
+                    if kind.context is None or kind.generation is None]
+        if untabled:
+            lines.append(f"{' and '.join(untabled)} attention: {here}; priced by the roofline "
+                         "alone (extrapolated)")
+        stand_in_kv = {where.table.name.split("/")[1] for kind in self._kinds
+                       for where in (kind.context, kind.generation)
+                       if where is not None} - {TABLE_DTYPES.get(self.kv_dtype)}
+        if stand_in_kv:
+            lines.append(f"attention with the KV cache at {self.kv_dtype}: {here}; priced from "
+                         f"the {' and '.join(sorted(stand_in_kv))}-KV attention tables, scaled "
+                         "by the roofline (extrapolated)")
+        return lines
 
     # ---- per-rank constants -------------------------------------------------------------
     def _precompute(self) -> None:
