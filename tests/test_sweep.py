@@ -202,3 +202,20 @@ def test_an_integer_past_64_bits_is_a_string_column_in_parquet(tmp_path):
     typed = pq.read_table(tmp_path / "results.parquet")
     assert typed.column("rate_scale").to_pylist() == [str(huge), "2"]
     assert str(typed.schema.field("requests_total").type) == "int64"
+
+
+def test_a_cell_s_cost_model_notes_are_one_csv_field_and_a_list_in_parquet(tmp_path):
+    """`cost_model_notes`, present only in cells priced partly from another dtype's tables, is
+    the one list in a summary: its lines joined by " | " in the CSV, a list column in Parquet,
+    empty where a cell has none."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    cells = expand_grid({"trace": TRACE, "hardware": "a100", "kv_dtype": ["bf16", "fp8"],
+                         "cost_model": "measured"})
+    notes = ["attention with the KV cache at fp8: ...", "GEMMs with weights at int4: ..."]
+    outcomes = {cells[0].index: {"summary": {"requests_total": 12}, "error": None},
+                cells[1].index: {"summary": {"requests_total": 12, "cost_model_notes": notes},
+                                 "error": None}}
+    table = sweep_run.write_table(cells, outcomes, tmp_path / "results.csv")
+    assert [row["cost_model_notes"] for row in _rows(table)] == ["", " | ".join(notes)]
+    assert pq.read_table(tmp_path / "results.parquet").column(
+        "cost_model_notes").to_pylist() == [None, notes]

@@ -72,15 +72,22 @@ def _write_cell(out: Path, cell: Cell, outcome: dict[str, Any]) -> None:
 def write_table(cells: list[Cell], outcomes: dict[int, dict[str, Any]], path: Path) -> Path:
     """Write the table as CSV at `path`, and as Parquet beside it when pyarrow is installed.
     Columns: `cell`, every option any cell sets (grid order), `error`, every summary key (the
-    first finished cell's order). Empty fields are None or not applicable."""
+    first finished cell's order). Empty fields are None or not applicable; a list (the lines
+    of `cost_model_notes`) is one CSV field, its items joined by " | " (a list in Parquet)."""
     header, rows = _table(cells, outcomes)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
-        writer.writerows([["" if value is None else value for value in row] for row in rows])
+        writer.writerows([[_csv_field(value) for value in row] for row in rows])
     _write_parquet(header, rows, path.with_suffix(".parquet"))
     return path
+
+
+def _csv_field(value: Any) -> Any:
+    if value is None:
+        return ""
+    return " | ".join(value) if isinstance(value, list) else value
 
 
 def _table(cells: list[Cell], outcomes: dict[int, dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
