@@ -34,7 +34,8 @@ class AttentionTable:
     """Where one phase of a layer kind's attention is looked up: the table and shape row, the
     batch multiplier of an equivalent shape, the window the table's kernel applies (None: full
     attention), whether shape and dtypes are the model's own, and what the table measured (for
-    the roofline ratio of an extrapolation)."""
+    the roofline ratio of an extrapolation, and a run's notes: `table_kv`, as `TABLE_DTYPES`
+    names it)."""
 
     table: KernelTable
     shape_index: int
@@ -42,6 +43,7 @@ class AttentionTable:
     table_window: int | None
     exact: bool
     table_shape: tuple[int, int, int]
+    table_kv: str
     table_kv_bytes: float
     table_weight_bytes: float
     mla: bool
@@ -133,10 +135,10 @@ def _attention_table(tables: KernelTables, phase: str, shape: tuple[int, int, in
 
 def _attention_at(table: KernelTable, index: int, factor: float, window: int | None,
                   exact: bool) -> AttentionTable:
-    kv = table.meta["filters"]["kv_cache_dtype"]
+    kv = "fp8" if table.meta["filters"]["kv_cache_dtype"] == "fp8" else "bf16"
     shape = tuple(int(v) for v in table.shapes[index])
-    return AttentionTable(table, index, factor, window, exact, shape,
-                          dtype_bytes("fp8" if kv == "fp8" else "bf16"), 2.0, False)
+    return AttentionTable(table, index, factor, window, exact, shape, kv, dtype_bytes(kv), 2.0,
+                          False)
 
 
 def _mla_table(tables: KernelTables, model: ModelSpec, heads: int, phase: str,
@@ -155,7 +157,7 @@ def _mla_table(tables: KernelTables, model: ModelSpec, heads: int, phase: str,
             if index is None:
                 index = table.nearest_shape((heads,))
             return AttentionTable(table, index, 1.0, None, exact,
-                                  (int(table.shapes[index][0]), 1, 0), dtype_bytes(kv),
+                                  (int(table.shapes[index][0]), 1, 0), kv, dtype_bytes(kv),
                                   dtype_bytes(gemm), True)
     return None
 

@@ -239,7 +239,7 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
         if untabled:
             lines.append(f"{' and '.join(untabled)} attention: {here}; priced by the roofline "
                          "alone (extrapolated)")
-        stand_in_kv = {where.table.name.split("/")[1] for kind in self._kinds
+        stand_in_kv = {where.table_kv for kind in self._kinds
                        for where in (kind.context, kind.generation)
                        if where is not None} - {TABLE_DTYPES.get(self.kv_dtype)}
         if stand_in_kv:
