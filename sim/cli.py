@@ -53,13 +53,23 @@ def _add_option_flags(parser: argparse.ArgumentParser) -> None:
         if base == "bool":
             parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name,
                                 action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=f"{OPTION_HELP[f.name]} (default: {'on' if f.default else 'off'})")
+                                help=_with_default(OPTION_HELP[f.name],
+                                                   "on" if f.default else "off"))
             continue
         parser.add_argument(
             "--" + f.name.replace("_", "-"), dest=f.name, type=_CONVERTERS[base],
-            default=argparse.SUPPRESS, help=f"{OPTION_HELP[f.name]} (default: {f.default!r})",
+            default=argparse.SUPPRESS, help=_with_default(OPTION_HELP[f.name], f.default),
         )
     parser.add_argument("--config", help="TOML file whose keys are these option names")
+
+
+def _with_default(text: str, default: Any) -> str:
+    """A flag's help with its default said once: help that already says its default (one
+    that depends on other options or the model) keeps its own words; an unset option is
+    'none', not Python's None or quotes."""
+    if "default" in text:
+        return text
+    return f"{text} (default: {'none' if default is None else default})"
 
 
 def _add_replay_flags(parser: argparse.ArgumentParser) -> None:

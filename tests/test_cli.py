@@ -6,11 +6,13 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from sim.cli import main
+from sim.config import ReplayOptions
 
 REQUIRED_KEYS = [
     "requests_total", "requests_finished", "requests_rejected", "requests_unfinished",
@@ -167,3 +169,22 @@ def test_only_a_replay_process_about_to_exit_skips_the_teardown(tmp_path, capsys
     assert failed.stderr.startswith("error: ")
     script = root / "pyproject.toml"
     assert 'servesim = "sim.cli:entry"' in script.read_text()
+
+
+def test_each_flag_says_its_default_once_and_plainly(capsys):
+    """A flag whose help already says its default (one that depends on other options) keeps
+    its own words; the others say theirs as a user types it: no Python None, no quotes."""
+    with pytest.raises(SystemExit):
+        main(["replay", "--help"])
+    entries = capsys.readouterr().out.split("\noptions:\n")[1].split("\n  --")[1:]
+    flags = [" ".join(entry.split()) for entry in entries]
+    said = {flag.split()[0].rstrip(","): flag for flag in flags}
+    options = {f.name.replace("_", "-") for f in fields(ReplayOptions)}
+    assert options <= said.keys()
+    for name, flag in said.items():
+        assert flag.count("default") == (name in options), flag
+        assert "(default: None)" not in flag and "(default: '" not in flag, flag
+    assert said["scheduler"].endswith("(default: continuous)")
+    assert said["slo-ttft-s"].endswith("(default: none)")
+    assert said["trace"].endswith("default: the bundled Azure conv slice")
+    assert said["spec-k"].endswith("(default: 4; lookahead: N - 1)")

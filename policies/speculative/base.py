@@ -43,7 +43,7 @@ class SpecParams:
     """Knobs every speculator has (the CLI's `--spec-*` options)."""
 
     spec_k: int | None = knob(None, min=0, max=MAX_SPEC_K, help=(
-        f"draft tokens per step (a tree's depth); the most, with --spec-dynamic (unset: "
+        f"draft tokens per step (a tree's depth); the most, with --spec-dynamic (default: "
         f"{DEFAULT_SPEC_K}; lookahead: N - 1)"))
     """Unset (None) only until `__post_init__` puts the speculator's own default in its
     place (`default_spec_k`): a speculator can tell a given k from its default."""
