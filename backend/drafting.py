@@ -242,7 +242,8 @@ def layer_subset(model: LlamaModel, layers: list[int]) -> LlamaModel:
     (smollm2-135m). Unlike `SelfDrafter` it runs as a model of its own, on its own KV."""
     spec = dataclasses.replace(model.spec, name=f"{model.spec.name}-layers{len(layers)}",
                                num_layers=len(layers))
-    draft = LlamaModel(spec)  # its fresh parameters are replaced by the shared ones
+    with torch.device("meta"):  # every parameter is replaced by a shared one: none allocated
+        draft = LlamaModel(spec)
     draft.embed_tokens, draft.norm, draft.lm_head = model.embed_tokens, model.norm, model.lm_head
     draft.layers = nn.ModuleList(model.layers[i] for i in layers)
     return draft

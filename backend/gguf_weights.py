@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from backend.model import LlamaModel
+from backend.model import LlamaModel, empty_model
 from sim.cost.specs import ModelSpec
 
 if TYPE_CHECKING:
@@ -154,4 +154,4 @@ def load_tokenizer(reader: GGUFReader) -> ChatTokenizer:
 
 def load_smollm2(spec: ModelSpec) -> tuple[LlamaModel, ChatTokenizer]:
     reader = open_gguf(require_gguf())
-    return load_gguf_weights(LlamaModel(spec), reader), load_tokenizer(reader)
+    return load_gguf_weights(empty_model(spec), reader), load_tokenizer(reader)

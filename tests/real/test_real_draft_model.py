@@ -79,6 +79,7 @@ def test_layer_subset_shares_the_targets_weights():
     assert draft.spec.num_layers == 1 and len(draft.layers) == 1
     assert draft.layers[0] is target.layers[1] and draft.lm_head is target.lm_head
     assert draft.embed_tokens is target.embed_tokens and draft.norm is target.norm
+    assert {p.device.type for p in draft.parameters()} == {"cpu"}  # none left unallocated
 
 
 def test_rejection_sampling_with_a_separate_draft_keeps_the_target_distribution():
