@@ -37,7 +37,8 @@ OPTION_HELP = {
     "beam_width": "beam search width: beams share KV, losers become copies of leaders",
     "beam_churn": "beam search: chance per step that a beam is replaced by another's copy",
     "length_penalty": "real beam search: rank answers by sum_logprob / length ** this",
-    "priority_mix": "shares of priority classes 0, 1, ... drawn per request, e.g. 0.2,0.8",
+    "priority_mix": ("shares of priority classes 0, 1, ... drawn per request, e.g. 0.2,0.8 "
+                     "(scaled to sum to 1)"),
     "block_size": "KV block size in tokens",
     "gpu_memory_utilization": "share of device memory the engine may use",
     "num_gpu_blocks": "KV pool size in blocks per replica, overriding the memory model",
