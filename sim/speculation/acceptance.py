@@ -35,8 +35,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from itertools import repeat
+from pathlib import Path
 from typing import Iterable, Protocol
 
 import numpy as np
@@ -74,10 +74,10 @@ class RequestStream:
     @staticmethod
     def accepted_prefixes(streams: list[RequestStream],
                           rates_each: Iterable[tuple[float, ...]]) -> list[int]:
-        """`accepted_prefix(rates)` of each stream on its own rates, in turn, in one loop (a
-        step's verifies: a call per verify would cost about 0.2 s over the Azure conv
-        trace, where one step in ten has verifies that differ in k, near their requests'
-        ends)."""
+        """`accepted_prefix(rates)` of each stream on its own rates, in turn, in one loop: a
+        step's verifies in one call, also when their k differ (one step in ten over the
+        Azure conv trace, near requests' ends); a call per verify would cost about 0.2 s
+        there."""
         accepted = []
         for stream, rates in zip(streams, rates_each):
             num_rates = len(rates)
