@@ -326,6 +326,11 @@ def _roofline_only(options: ReplayOptions) -> list[tuple[str, str]]:
         if given]
 
 
+def _listed(flags: list[str]) -> str:
+    """'--a applies' or '--a, --b apply': the subject of a one-line error."""
+    return f"{flags[0]} applies" if len(flags) == 1 else f"{', '.join(flags)} apply"
+
+
 def _check_run_mode(options: ReplayOptions) -> None:
     if options.pace not in PACES:
         raise ValueError(f"unknown pace {options.pace!r}; choose one of: {', '.join(PACES)}")
@@ -339,7 +344,7 @@ def _check_run_mode(options: ReplayOptions) -> None:
             ("--length-penalty", options.length_penalty, 1.0))
             if value != default]
         if real_only:
-            raise ValueError(f"{', '.join(real_only)} only apply to --executor real")
+            raise ValueError(f"{_listed(real_only)} only to --executor real")
     elif options.speed_trace is not None:
         raise ValueError("--speed-trace replays a measured machine speed in the simulator; "
                          "the real executor runs at whatever speed the machine has")
@@ -466,7 +471,7 @@ def _check_decoding(options: ReplayOptions, policy_options: dict[str, Any]) -> N
                  if knob.option != "decoding"
                  and getattr(params, knob.field_name) != knob.default]
         if given:
-            raise ValueError(f"{', '.join(given)} only apply to --decoding block-diffusion")
+            raise ValueError(f"{_listed(given)} only to --decoding block-diffusion")
         return
     conflicts = [flag for flag, given in (
         (f"--speculator {options.speculator}", options.speculator != "none"),

@@ -44,7 +44,7 @@ def test_real_replay_is_deterministic_for_a_seed(tmp_path):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--temperature", "0.7"], "only apply to --executor real"),
+    (["--temperature", "0.7"], "--temperature applies only to --executor real"),
     (["--executor", "gpu"], "unknown executor 'gpu'"),
     (["--pace", "fast"], "unknown pace 'fast'"),
     (["--executor", "real", "--model", "tiny-llama", "--top-p", "0"], "--top-p must lie in (0, 1]"),
