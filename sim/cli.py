@@ -26,6 +26,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
+import re
 import sys
 from dataclasses import fields
 from typing import Any, Callable, NoReturn, Sequence
@@ -67,7 +68,7 @@ def _with_default(text: str, default: Any) -> str:
     """A flag's help with its default said once: help that already says its default (one
     that depends on other options or the model) keeps its own words; an unset option is
     'none', not Python's None or quotes."""
-    if "default" in text:
+    if re.search(r"\bdefault\b", text):  # the word itself: "T defaults to 0.9" is not one
         return text
     return f"{text} (default: {'none' if default is None else default})"
 
