@@ -179,7 +179,8 @@ def test_block_diffusion_speeds_up_a_lone_request_on_h100():
 
 
 def test_diffusion_knobs_without_block_diffusion_are_an_error():
-    with pytest.raises(ValueError, match="--diffusion-steps applies only to --decoding block-diffusion"):
+    with pytest.raises(ValueError,
+                       match="--diffusion-steps applies only to --decoding block-diffusion"):
         resolve(ReplayOptions(model="tiny-diffusion", hardware="cpu", diffusion_steps=4),
                 _trace((0.0, 5, 5)))
 

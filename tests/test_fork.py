@@ -78,8 +78,10 @@ def test_beam_losers_become_copies_of_leaders_and_share_their_blocks():
     from policies.beam import BeamParams, RandomBeamReparenter
 
     alloc = PagedAllocator(PagedParams(block_size=4, num_blocks=20, watermark=0.0))
-    engine = Engine(ContinuousScheduler(ContinuousParams(max_num_seqs=8, max_num_batched_tokens=64), alloc), FixedCostExecutor(),
-                    max_model_len=100, beams=RandomBeamReparenter(BeamParams(beam_churn=1.0)))
+    scheduler = ContinuousScheduler(ContinuousParams(max_num_seqs=8, max_num_batched_tokens=64),
+                                    alloc)
+    engine = Engine(scheduler, FixedCostExecutor(), max_model_len=100,
+                    beams=RandomBeamReparenter(BeamParams(beam_churn=1.0)))
     request = Request(0, 0.0, 6, 9, n=2, beam=True)
     engine.submit(request, 0.0)
     for t in range(4):
@@ -104,8 +106,10 @@ def test_a_refused_beam_copy_stops_the_run_instead_of_leaving_the_loser_without_
             return super().fork(parent, child)
 
     alloc = RefusesBeamCopies(PagedParams(block_size=4, num_blocks=20, watermark=0.0))
-    engine = Engine(ContinuousScheduler(ContinuousParams(max_num_seqs=8, max_num_batched_tokens=64), alloc), FixedCostExecutor(),
-                    max_model_len=100, beams=RandomBeamReparenter(BeamParams(beam_churn=1.0)))
+    scheduler = ContinuousScheduler(ContinuousParams(max_num_seqs=8, max_num_batched_tokens=64),
+                                    alloc)
+    engine = Engine(scheduler, FixedCostExecutor(), max_model_len=100,
+                    beams=RandomBeamReparenter(BeamParams(beam_churn=1.0)))
     engine.submit(Request(0, 0.0, 6, 9, n=2, beam=True), 0.0)
     with pytest.raises(RuntimeError, match="refused it a copy of beam 0"):
         for t in range(4):
