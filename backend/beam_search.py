@@ -139,6 +139,11 @@ class BeamSearch:
         pairs = self._pending.pop(beams[0].request.request_id, [])
         return [(beams[loser], beams[parent]) for loser, parent in pairs]
 
+    def forget(self, request_id: int) -> None:
+        """A beam finished, so the engine asks no more: a selection still waiting is moot
+        (the scores stay for `ranked`)."""
+        self._pending.pop(request_id, None)
+
     def ranked(self, request: Request, outputs: list[list[int]]) -> list[Hypothesis]:
         """The W best hypotheses, best first: the finished ones and the beams' current
         `outputs` (by sample index). Empty for a request that never started."""

@@ -23,6 +23,9 @@ class BeamReparenter(Protocol):
     def reparent(self, beams: list[Sequence]) -> list[tuple[Sequence, Sequence]]:
         """(loser, donor) pairs: each loser becomes a copy of its donor this step."""
 
+    def forget(self, request_id: int) -> None:
+        """A beam of the request finished: it is never reparented again."""
+
 
 @dataclass(frozen=True, slots=True)
 class BeamParams:
@@ -42,7 +45,10 @@ class RandomBeamReparenter:
     def reparent(self, beams: list[Sequence]) -> list[tuple[Sequence, Sequence]]:
         """(loser, donor) pairs for one step of a request's beams (all at the same length)."""
         request_id = beams[0].request.request_id
-        rng = self._streams.setdefault(request_id, random.Random(self.params.seed * 1_000_003 + request_id))
+        rng = self._streams.get(request_id)
+        if rng is None:  # seeding one costs microseconds: once a request, not once a step
+            rng = self._streams[request_id] = random.Random(self.params.seed * 1_000_003
+                                                            + request_id)
         pairs = []
         losers: set[int] = set()
         for beam in beams[1:]:
@@ -51,6 +57,10 @@ class RandomBeamReparenter:
                 pairs.append((beam, rng.choice(donors)))
                 losers.add(beam.seq_id)
         return pairs
+
+    def forget(self, request_id: int) -> None:
+        """Drop the request's stream (2.5 KB of generator state each)."""
+        self._streams.pop(request_id, None)
 
 
 def reparent_beams(reparenter: BeamReparenter, plan: Plan, sequences: dict[int, Sequence],
@@ -62,12 +72,14 @@ def reparent_beams(reparenter: BeamReparenter, plan: Plan, sequences: dict[int, 
     for request_id in {c.seq.request.request_id for c in plan.chunks if c.seq.request.beam}:
         request = sequences[request_id].request
         beams = [sequences.get(sample_seq_id(request, k)) for k in range(request.n)]
+        if any(b is not None and b.status is SeqStatus.FINISHED for b in beams):
+            reparenter.forget(request_id)  # never all running again
+            continue
         if any(b is None or b.status is not SeqStatus.RUNNING for b in beams):
             continue
         if len({b.num_computed_tokens for b in beams}) != 1:
             continue
         for loser, donor in reparenter.reparent(beams):
-            allocator.free(loser)
-            if not allocator.fork(donor, loser):
+            if not allocator.refork(loser, donor):
                 raise RuntimeError(f"beam {loser.seq_id} of request {request_id} freed its KV "
                                    f"but the allocator refused it a copy of beam {donor.seq_id}")

@@ -9,7 +9,7 @@ from policies.engine import Engine
 from policies.kv.contiguous import ContiguousAllocator, ContiguousParams
 from policies.kv.paged import PagedAllocator, PagedParams
 from policies.scheduler.continuous import ContinuousParams, ContinuousScheduler
-from policies.types import Request, SeqStatus, Sequence
+from policies.types import Request, Sequence
 from sim.api import simulate
 from sim.config import ReplayOptions, resolve
 from tests.helpers import FixedCostExecutor, drive
@@ -80,8 +80,8 @@ def test_beam_losers_become_copies_of_leaders_and_share_their_blocks():
     alloc = PagedAllocator(PagedParams(block_size=4, num_blocks=20, watermark=0.0))
     scheduler = ContinuousScheduler(ContinuousParams(max_num_seqs=8, max_num_batched_tokens=64),
                                     alloc)
-    engine = Engine(scheduler, FixedCostExecutor(), max_model_len=100,
-                    beams=RandomBeamReparenter(BeamParams(beam_churn=1.0)))
+    reparenter = RandomBeamReparenter(BeamParams(beam_churn=1.0))
+    engine = Engine(scheduler, FixedCostExecutor(), max_model_len=100, beams=reparenter)
     request = Request(0, 0.0, 6, 9, n=2, beam=True)
     engine.submit(request, 0.0)
     for t in range(4):
@@ -91,19 +91,20 @@ def test_beam_losers_become_copies_of_leaders_and_share_their_blocks():
     # full blocks and at most its own copy of the partial tail.
     assert alloc.block_tables[-1][:-1] == alloc.block_tables[0][:-1]
     assert beam0.num_computed_tokens == beam1.num_computed_tokens
+    assert list(reparenter._streams) == [0]
     drive(engine, [])
     assert alloc.num_free_blocks == 20
+    assert not reparenter._streams  # a finished request's stream is dropped
 
 
 def test_a_refused_beam_copy_stops_the_run_instead_of_leaving_the_loser_without_kv():
     from policies.beam import BeamParams, RandomBeamReparenter
 
     class RefusesBeamCopies(PagedAllocator):
-        def fork(self, parent: Sequence, child: Sequence) -> bool:
-            """Refuses the copies of reparenting (the loser runs), not a sample's start."""
-            if child.status is SeqStatus.RUNNING:
-                return False
-            return super().fork(parent, child)
+        def refork(self, loser: Sequence, donor: Sequence) -> bool:
+            """Frees the loser, then refuses it the donor's copy."""
+            self.free(loser)
+            return False
 
     alloc = RefusesBeamCopies(PagedParams(block_size=4, num_blocks=20, watermark=0.0))
     scheduler = ContinuousScheduler(ContinuousParams(max_num_seqs=8, max_num_batched_tokens=64),

@@ -142,6 +142,12 @@ class ForksSequences(KVAllocator, Protocol):
         The executor performs and charges them."""
         raise NotImplementedError
 
+    def refork(self, loser: Sequence, donor: Sequence) -> bool:
+        """Leave what `free(loser)` then `fork(donor, loser)` would (a beam replaced by a
+        copy of another: beam search, every step), and return the fork's answer. An
+        allocator may skip what the two already share."""
+        raise NotImplementedError
+
 
 @runtime_checkable
 class ShrinksSlots(KVAllocator, Protocol):

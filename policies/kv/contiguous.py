@@ -96,6 +96,11 @@ class ContiguousAllocator(GrowsInLockstep, ForksSequences, ShrinksSlots, PageTab
     def blocks_for(self, num_tokens: int) -> int:
         return -(-self.layout.slots_for(num_tokens, self.block_size) // self.block_size)
 
+    def refork(self, loser: Sequence, donor: Sequence) -> bool:
+        """`free(loser)`, then `fork(donor, loser)`."""
+        self.free(loser)
+        return self.fork(donor, loser)
+
     def fork(self, parent: Sequence, child: Sequence) -> bool:
         """A span of its own for `child`, holding a copy of `parent`'s KV (nothing is shared
         without paging); False when no gap is long enough."""

@@ -338,6 +338,11 @@ class HybridPagedAllocator(GrowsInLockstep, ForksSequences, ShrinksSlots):
             for index in range(max(first, offset), stop):
                 self.pool.register(table[index - offset], (u, hashes[index]))
 
+    def refork(self, loser: Sequence, donor: Sequence) -> bool:
+        """`free(loser)`, then `fork(donor, loser)`."""
+        self.free(loser)
+        return self.fork(donor, loser)
+
     def fork(self, parent: Sequence, child: Sequence) -> bool:
         """`child` shares every block `parent` holds by reference (the partly filled last ones
         are copied when either first writes to them); SSM state, which each sample updates in

@@ -203,6 +203,46 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
             self._ordered_registrations.add(child.seq_id)
         return True
 
+    def refork(self, loser: Sequence, donor: Sequence) -> bool:
+        """`free(loser)` then `fork(donor, loser)`, leaving alone the leading blocks the two
+        tables share (beams share their prompt and most of their past; only the last few
+        blocks differ). The two calls would drop one owner of each and give it back, and
+        none reaches the free queue (the donor holds it), so only the loser's other blocks
+        are released (tail first, as `free`) and the donor's other blocks held. Step by
+        step beam search over 1,000-token prompts spent most of its time in those calls."""
+        table = self.block_tables.get(loser.seq_id)
+        donor_table = self.block_tables.get(donor.seq_id)
+        num_shared = 0
+        if (self._shared_slots and table is not None and donor_table is not None
+                and not (self.caching and self._caches_own_run(loser.request))):
+            num_shared = min(len(table), len(donor_table))
+            while num_shared and table[num_shared - 1] != donor_table[num_shared - 1]:
+                num_shared -= 1
+        if not num_shared or table[:num_shared] != donor_table[:num_shared]:
+            self.free(loser)
+            return self.fork(donor, loser)
+        del self.block_tables[loser.seq_id]
+        held = self._num_tokens.pop(loser.seq_id, 0)
+        self._release_tail(table, held, num_shared)
+        # what `_release_tail` subtracts for the shared blocks (each still held by the donor)
+        self._shared_slots -= min(held, num_shared * self.block_size)
+        self._filled_slots -= held
+        self._hashes.pop(loser.seq_id, None)
+        self._num_registered.pop(loser.seq_id, None)
+        self._ordered_registrations.discard(loser.seq_id)
+        self.block_tables[loser.seq_id] = list(donor_table)
+        for block in donor_table[num_shared:]:
+            self.pool.hold(block)
+        donor_held = self._num_tokens.get(donor.seq_id, 0)
+        self._num_tokens[loser.seq_id] = donor_held
+        self._filled_slots += donor_held
+        self._shared_slots += donor_held
+        if self.caching:
+            self._hashes[loser.seq_id] = list(self._hashes.get(donor.seq_id, []))
+            self._num_registered[loser.seq_id] = self._num_registered.get(donor.seq_id, 0)
+            self._ordered_registrations.add(loser.seq_id)
+        return True
+
     def take_copies(self) -> list[tuple[int, int, int]]:
         """Block copies made since the last call, as (source, destination, tokens)."""
         copies, self._copies = self._copies, []

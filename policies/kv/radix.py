@@ -536,6 +536,11 @@ class RadixAllocator(GrowsInLockstep, PrefixCache, ForksSequences, ShrinksSlots)
             committed = min(num_tokens, seq.num_final_tokens)
             self._slide(seq.seq_id, state, self._window_start(state, committed))
 
+    def refork(self, loser: Sequence, donor: Sequence) -> bool:
+        """`free(loser)`, then `fork(donor, loser)`."""
+        self.free(loser)
+        return self.fork(donor, loser)
+
     def fork(self, parent: Sequence, child: Sequence) -> bool:
         """`child` shares `parent`'s tree path by reference; `parent`'s private slots (tokens
         not in the tree yet) are copied into fresh ones. False, with nothing taken, when the
