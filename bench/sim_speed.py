@@ -1,7 +1,7 @@
 """Simulator speed: requests per second and peak RSS, fast-forward on against off, one run.
 
     python bench/sim_speed.py [--only SUBSTRING ...] [--max-requests N] [--million]
-                              [--baseline-cap N] [--out FILE.json] [--targets]
+                              [--baseline-cap N] [--out FILE.json] [--targets | --configurations]
 
 Cases: the full Azure conv and code traces (and, with --million, a 1,000,000-request synthetic
 trace drawn like Azure conv: lognormal prompt and output lengths with its medians, Poisson
@@ -24,6 +24,12 @@ requests instead, and the ratio compares requests per CPU-second.
 1,000,000-request synthetic trace, Vidur's synth_10k workload as a whole `servesim replay`
 process, and two whole `servesim replay` commands (wall clock, best of 3, startup included);
 each row prints its measurement, the target and their ratio (targets are not asserted).
+
+`--configurations` runs a survey instead: every scheduler, allocator, speculator, decoding,
+preemption, sampling and cluster configuration in `CONFIGURATIONS`, once each on the full Azure
+conv trace (or its first --max-requests), each row's CPU seconds also as a multiple of
+continuous + paged measured in the same run, so that a slow path stands out whatever the
+host's speed (`--only` picks rows; the first always runs as the unit).
 
 Last, the cost models on the bundled trace (Llama-3-8B/H100, fast-forward on): the roofline
 and the measured model (`--cost-model measured`), each the fastest of --repeats fresh runs by
@@ -84,6 +90,40 @@ COMMAND_TARGETS = {  # case: (replay arguments, wall seconds of the whole comman
     "command: conv draft speculation": (CONV_ARGS + ["--speculator", "draft",
                                                      "--draft-model", "llama-3.2-1b"], 12.0),
 }
+
+CONFIGURATIONS = {  # --configurations: label -> options on top of CONV (the first is the unit)
+    "continuous + paged": {},
+    "continuous + paged-prefix": {"allocator": "paged-prefix"},
+    "continuous + radix": {"allocator": "radix"},
+    "continuous + contiguous": {"allocator": "contiguous"},
+    "static": {"scheduler": "static"},
+    "orca + contiguous": {"scheduler": "orca", "allocator": "contiguous"},
+    "chunked + paged": {"scheduler": "chunked"},
+    "chunked + paged-prefix": POLICIES["chunked+paged-prefix"],
+    "chunked + radix": {"scheduler": "chunked", "allocator": "radix"},
+    "1,500 blocks, recompute": {"num_gpu_blocks": 1500},
+    "1,500 blocks, swap": {"num_gpu_blocks": 1500, "preemption": "swap"},
+    "priority queue, 2 classes": {"priority_mix": "0.3,0.7", "queue_policy": "priority"},
+    "draft speculation": POLICIES["draft"],
+    "draft speculation + chunked": {**POLICIES["draft"], "scheduler": "chunked"},
+    "tree speculation": {"speculator": "tree"},
+    "ngram speculation": {"speculator": "ngram"},
+    "cascade speculation": {"speculator": "cascade", "draft_model": "llama-3.2-1b"},
+    "lookahead decoding": {"speculator": "lookahead"},
+    "block diffusion": {"decoding": "block-diffusion"},
+    "n = 2 samples": {"n": 2},
+    "beam search, width 2": {"beam_width": 2},
+    "4 replicas, least-outstanding": {"replicas": 4, "router": "least-outstanding"},
+    "4 replicas, prefix-affinity": {"replicas": 4, "router": "prefix-affinity",
+                                    "allocator": "paged-prefix"},
+    "disaggregated 1:3": {"disaggregate": "1:3"},
+    "disaggregated 1:3, chunked": {"disaggregate": "1:3", "scheduler": "chunked"},
+    "roofline cost model": {"cost_model": "roofline"},
+    "llama-2-70b, TP 2": {"model": "llama-2-70b", "tp": 2},
+    "mixtral-8x7b, TP 2": {"model": "mixtral-8x7b", "tp": 2},
+}
+"""`--configurations`: one run of each on the full Azure conv trace (Llama-3-8B/H100 unless
+named), reported as a multiple of the first measured in the same run (host-speed neutral)."""
 
 CHILD = """
 import json, resource, sys, time
@@ -159,9 +199,12 @@ def main() -> int:
                         help="runs of each cost model on the bundled trace (fastest kept)")
     parser.add_argument("--targets", action="store_true",
                         help="run only the speed targets of issue #17 (see above)")
+    parser.add_argument("--configurations", action="store_true",
+                        help="run only the survey of configurations (see above)")
     args = parser.parse_args()
-    if args.targets:
-        results = run_targets(args.only, args.million)
+    if args.targets or args.configurations:
+        results = (run_targets(args.only, args.million) if args.targets
+                   else run_configurations(args.only, args.max_requests))
         if args.out:
             write_results(results, Path(args.out))
         return 0
@@ -201,6 +244,27 @@ def main() -> int:
     if args.out:
         write_results(results, Path(args.out))
     return 0
+
+
+def run_configurations(only: list[str], max_requests: int | None) -> dict:
+    """Each of `CONFIGURATIONS` once, with its CPU seconds as a multiple of the first's."""
+    print(f"{'configuration (Azure conv)':<38} {'iterations':>10} {'cpu s':>7} {'ratio':>6}")
+    results, unit_cpu_s = {}, None
+    for name, extra in CONFIGURATIONS.items():
+        if unit_cpu_s is not None and only and not any(part in name for part in only):
+            continue
+        run = run_case(limited({**CONV, **extra}, max_requests))
+        if "error" in run:
+            print(f"{name:<38} error: {run['error']}")
+            results[name] = run
+            continue
+        unit_cpu_s = unit_cpu_s or run["cpu_s"]
+        results[name] = {"options": extra, "cpu_s": run["cpu_s"],
+                         "ratio": run["cpu_s"] / unit_cpu_s,
+                         "iterations": run["summary"]["iterations"]}
+        print(f"{name:<38} {run['summary']['iterations']:>10} {run['cpu_s']:>7.2f} "
+              f"{run['cpu_s'] / unit_cpu_s:>5.1f}x", flush=True)
+    return results
 
 
 def run_targets(only: list[str], million: bool) -> dict:
