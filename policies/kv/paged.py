@@ -189,9 +189,15 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
     def fork(self, parent: Sequence, child: Sequence) -> bool:
         """`child` shares every block of `parent` by reference (parallel sampling, beam
         search); the partly filled last block is copied when either first writes to it."""
+        self._share_table(parent, child, 0)
+        return True
+
+    def _share_table(self, parent: Sequence, child: Sequence, num_held: int) -> None:
+        """`child` gets a copy of `parent`'s block table and counts, and becomes one more
+        owner of each block past the first `num_held` (which it holds already)."""
         table = self.block_tables[parent.seq_id]
         self.block_tables[child.seq_id] = list(table)
-        for block in table:
+        for block in table[num_held:]:
             self.pool.hold(block)
         held = self._num_tokens.get(parent.seq_id, 0)
         self._num_tokens[child.seq_id] = held
@@ -201,7 +207,6 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
             self._hashes[child.seq_id] = list(self._hashes.get(parent.seq_id, []))
             self._num_registered[child.seq_id] = self._num_registered.get(parent.seq_id, 0)
             self._ordered_registrations.add(child.seq_id)
-        return True
 
     def refork(self, loser: Sequence, donor: Sequence) -> bool:
         """`free(loser)` then `fork(donor, loser)`, leaving alone the leading blocks the two
@@ -230,17 +235,7 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
         self._hashes.pop(loser.seq_id, None)
         self._num_registered.pop(loser.seq_id, None)
         self._ordered_registrations.discard(loser.seq_id)
-        self.block_tables[loser.seq_id] = list(donor_table)
-        for block in donor_table[num_shared:]:
-            self.pool.hold(block)
-        donor_held = self._num_tokens.get(donor.seq_id, 0)
-        self._num_tokens[loser.seq_id] = donor_held
-        self._filled_slots += donor_held
-        self._shared_slots += donor_held
-        if self.caching:
-            self._hashes[loser.seq_id] = list(self._hashes.get(donor.seq_id, []))
-            self._num_registered[loser.seq_id] = self._num_registered.get(donor.seq_id, 0)
-            self._ordered_registrations.add(loser.seq_id)
+        self._share_table(donor, loser, num_shared)
         return True
 
     def take_copies(self) -> list[tuple[int, int, int]]:
