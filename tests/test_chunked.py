@@ -7,7 +7,7 @@ import pytest
 from policies.engine import Engine
 from policies.kv.paged import PagedAllocator, PagedParams
 from policies.scheduler.chunked import ChunkedParams, ChunkedScheduler
-from policies.types import Request
+from policies.types import Request, Sequence
 from sim.api import simulate
 from sim.config import ReplayOptions, resolve
 from tests.helpers import FixedCostExecutor, drive
@@ -86,6 +86,7 @@ def test_sarathi_tradeoff_on_the_bundled_trace(capsys):
 @pytest.mark.parametrize("allocator,order,num_gpu_blocks", [
     ("paged", "decode-first", 400), ("paged", "prefill-first", 400),
     ("paged-prefix", "decode-first", 400), ("paged-prefix", "prefill-first", 400),
+    ("radix", "decode-first", 400), ("radix", "prefill-first", 400),
     ("contiguous", "decode-first", 3000), ("contiguous", "prefill-first", 3000)])
 def test_decodes_grown_at_once_leave_every_result_unchanged(monkeypatch, allocator, order,
                                                             num_gpu_blocks):
@@ -118,10 +119,11 @@ def test_decodes_grown_at_once_leave_every_result_unchanged(monkeypatch, allocat
         assert at_once.summary["prefix_hit_tokens"] > 0
 
 
-def test_of_the_prefix_caches_only_paged_prefix_grows_decodes_at_once():
-    """`ChunkedScheduler._lockstep`: `paged-prefix`'s lockstep round also registers full
-    blocks a verify's accepted tokens left unregistered, as `allocate_slots` does (or
-    declines, `tests/test_prefix_own_runs.py`); the radix tree's is not held to that."""
+def test_the_prefix_caches_grow_decodes_at_once():
+    """`ChunkedScheduler._lockstep`: a prefix cache's lockstep round must do what
+    `allocate_slots` does with the tokens a verify accepted but left out of the cache:
+    `paged-prefix` registers their full blocks or declines (`tests/test_prefix_own_runs.py`),
+    the radix tree declines (below)."""
     from policies.kv.paged import PagedPrefixAllocator, PagedPrefixParams
     from policies.kv.radix import RadixAllocator, RadixParams
 
@@ -131,4 +133,23 @@ def test_of_the_prefix_caches_only_paged_prefix_grows_decodes_at_once():
     radix = RadixAllocator(RadixParams(block_size=4, num_blocks=50, watermark=0.0))
     assert ChunkedScheduler(params, cached)._lockstep is cached
     assert ChunkedScheduler(params, plain)._lockstep is plain
-    assert ChunkedScheduler(params, radix)._lockstep is None
+    assert ChunkedScheduler(params, radix)._lockstep is radix
+
+
+def test_a_radix_lockstep_round_declines_tokens_a_verify_left_out_of_the_tree():
+    """A verify holds slots for its drafts and inserts only the known tokens; the accepted
+    ones join the tree at the next `allocate_slots`. A lockstep round declines until then."""
+    from policies.kv.radix import RadixAllocator, RadixParams
+
+    alloc = RadixAllocator(RadixParams(block_size=4, num_blocks=50, watermark=0.0))
+    seq = Sequence(Request(1, 0.0, 4, 20))
+    assert alloc.allocate_slots(seq, 4)
+    seq.num_output_tokens = 1
+    assert alloc.allocate_slots(seq, 4 + 1 + 3)  # the decode slot and 3 drafts
+    seq.num_output_tokens = 1 + 3 + 1  # all 3 accepted, and a bonus token
+    seq.num_computed_tokens = seq.num_known_tokens - 1
+    before = alloc.usage()
+    assert alloc.grow_in_lockstep([seq], 1) is None and alloc.usage() == before
+    assert alloc.allocate_slots(seq, seq.num_known_tokens)  # inserts the accepted tokens
+    seq.num_computed_tokens, seq.num_output_tokens = seq.num_known_tokens, seq.num_output_tokens + 1
+    assert alloc.grow_in_lockstep([seq], 1) is not None

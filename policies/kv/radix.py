@@ -150,6 +150,11 @@ def _match_edge(edge: list[KeyRun], query: list[KeyRun], qi: int, q_skip: int) -
 
 
 class RadixAllocator(GrowsInLockstep, PrefixCache, ForksSequences, ShrinksSlots):
+    registers_verified_blocks = True
+    """`grow_in_lockstep` declines unless every token a sequence holds is in the tree (a
+    verify's accepted tokens that `allocate_slots` would insert first are not), so it may grow
+    a chunked step's decodes in place of `allocate_slots`."""
+
     def __init__(self, params: RadixParams) -> None:
         self.block_size = params.block_size
         self.num_blocks = params.num_blocks
