@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import given, settings
 
 from policies.engine import Engine
@@ -12,7 +13,10 @@ from policies.scheduler.continuous import ContinuousParams, ContinuousScheduler
 from policies.scheduler.queue_order import QUEUE_POLICIES
 from policies.scheduler.static import StaticParams, StaticScheduler
 from policies.types import Request, SeqStatus
+from sim.api import simulate
+from sim.config import ReplayOptions, resolve
 from tests.helpers import FixedCostExecutor, drive
+from tests.test_fast_forward import assert_same_results
 
 
 def continuous_engine(num_blocks=100, block_size=4, max_seqs=8, max_tokens=64):
@@ -79,6 +83,34 @@ def test_static_batch_runs_to_longest_member_with_padding():
     assert ex.plans == [[(0, 4), (1, 4)], [(0, 1), (1, 1)], [(1, 1)], [(1, 1)], [(2, 4)]]
     assert engine.sequences[0].finish_s == 2.0
     assert engine.sequences[2].first_scheduled_s == 4.0
+
+
+@pytest.mark.parametrize("allocator,num_gpu_blocks", [
+    ("paged", 500), ("paged-prefix", 500), ("radix", 500), ("contiguous", 3000)])
+def test_static_decode_steps_grown_at_once_leave_every_result_unchanged(
+        monkeypatch, allocator, num_gpu_blocks):
+    """A static batch's decode step grown in one lockstep round (`_decode_at_once`) leaves
+    the same plans, blocks, preemptions, token times and log rows as growing its members one
+    by one, on pools small enough to preempt mid-batch (all but contiguous)."""
+    options = ReplayOptions(scheduler="static", allocator=allocator, max_requests=150,
+                            rate_scale=4.0, num_gpu_blocks=num_gpu_blocks, fast_forward=False)
+    at_once_calls = []
+    real_at_once = StaticScheduler._decode_at_once
+
+    def counted_at_once(*args) -> bool:
+        at_once_calls.append(real_at_once(*args))
+        return at_once_calls[-1]
+
+    with monkeypatch.context() as patched:
+        patched.setattr(StaticScheduler, "_decode_at_once", counted_at_once)
+        at_once = simulate(resolve(options))
+    with monkeypatch.context() as patched:
+        patched.setattr(StaticScheduler, "_decode_at_once", lambda *args: False)
+        one_by_one = simulate(resolve(options))
+    assert_same_results(one_by_one, at_once)
+    assert at_once.summary["requests_finished"] == 150
+    assert sum(at_once_calls) > 0.5 * len(at_once_calls)  # most steps decode at once
+    assert (at_once.summary["preemptions"] > 0) == (allocator != "contiguous")
 
 
 def test_static_waits_for_batch_to_fill_up_to_max_wait():

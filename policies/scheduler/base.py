@@ -12,8 +12,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from policies.fast_forward import GrowsInLockstep
 from policies.knobs import check_knobs, knob
-from policies.kv.base import ForksSequences, KVAllocator
+from policies.kv.base import ForksSequences, KVAllocator, PrefixCache
 from policies.types import Plan, Sequence, SeqStatus
 
 
@@ -114,6 +115,19 @@ def start_sample(forks: ForksSequences | None, parent: Sequence, child: Sequence
         return True
     child.num_computed_tokens = 0
     return False
+
+
+def decodes_grower(allocator: KVAllocator) -> GrowsInLockstep | None:
+    """The allocator, when one lockstep round (`grow_in_lockstep(decodes, 1)`) may grow a
+    step's decodes in place of their `allocate_slots` calls: a prefix cache only if that
+    round registers what `allocate_slots` would (`GrowsInLockstep.registers_verified_blocks`:
+    full blocks a speculative verify's accepted tokens left unregistered, which a
+    step-by-step decode run never leaves)."""
+    if not isinstance(allocator, GrowsInLockstep):
+        return None
+    if isinstance(allocator, PrefixCache) and not allocator.registers_verified_blocks:
+        return None
+    return allocator
 
 
 def admit(seq: Sequence, num_cached_tokens: int) -> None:

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policies.fast_forward import GrowsInLockstep, PlansDecodesApart
+from policies.fast_forward import PlansDecodesApart
 from policies.knobs import knob
 from policies.kv.base import KVAllocator
+from policies.scheduler.base import decodes_grower
 from policies.scheduler.continuous import QueuedDecodeRuns, QueueingParams
 from policies.scheduler.queue_order import victim_index
 from policies.types import Plan, ScheduledChunk, Sequence
@@ -51,13 +52,8 @@ class ChunkedScheduler(QueuedDecodeRuns, PlansDecodesApart):
 
     def __init__(self, params: ChunkedParams, allocator: KVAllocator) -> None:
         super().__init__(params, allocator)
-        self._lockstep = (allocator if isinstance(allocator, GrowsInLockstep)
-                          and (self.prefix_cache is None
-                               or allocator.registers_verified_blocks) else None)
-        """The allocator, when it can grow a step's decodes at once (`_grow_at_once`). A
-        prefix cache only if its lockstep growth registers what `allocate_slots` would
-        (`GrowsInLockstep.registers_verified_blocks`: full blocks a speculative verify's
-        accepted tokens left unregistered, which a step-by-step decode run never leaves)."""
+        self._lockstep = decodes_grower(allocator)
+        """The allocator, when it can grow a step's decodes at once (`_grow_at_once`)."""
 
     def schedule(self, now_s: float) -> Plan:
         return self._schedule(now_s, apart=False)[1]

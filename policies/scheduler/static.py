@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from policies.knobs import knob
 from policies.kv.base import ForksSequences, KVAllocator, PrefixCache
-from policies.scheduler.base import BatchCapParams, admit, preempt_by_recompute, start_sample
+from policies.scheduler.base import (BatchCapParams, admit, decodes_grower,
+                                     preempt_by_recompute, start_sample)
 from policies.types import Plan, ScheduledChunk, Sequence, SeqStatus
 
 
@@ -30,6 +31,9 @@ class StaticScheduler:
         self.allocator = allocator
         self.prefix_cache = allocator if isinstance(allocator, PrefixCache) else None
         self._forks = allocator if isinstance(allocator, ForksSequences) else None
+        self._lockstep = decodes_grower(allocator)
+        """The allocator, when it can grow a decode step's members at once
+        (`_decode_at_once`)."""
         self.waiting: deque[Sequence] = deque()
         self.batch: list[Sequence] = []
 
@@ -69,6 +73,8 @@ class StaticScheduler:
                     plan.wake_at_s = deadline
                     return plan
                 self._form_batch()
+            if self._decode_at_once(plan):
+                return plan
             for seq in list(self.batch):
                 if seq.status is SeqStatus.FINISHED:
                     plan.padding.append(ScheduledChunk(seq, 1, seq.num_computed_tokens))
@@ -80,6 +86,24 @@ class StaticScheduler:
             # (its head fits, since the pool is then empty).
             plan.padding.clear()
             self._release_if_done()
+
+    def _decode_at_once(self, plan: Plan) -> bool:
+        """Plan the batch's decode step with one lockstep round growing its running members
+        (what their `_schedule_member` calls do when none is preempted), when each decodes
+        one token and the pool serves them all; False, with nothing done, otherwise (a
+        prefill, or a preemption is due: they then go one by one)."""
+        if self._lockstep is None:
+            return False
+        running = [member for member in self.batch if member.status is SeqStatus.RUNNING]
+        if (not running or any(member.num_uncomputed_tokens != 1 for member in running)
+                or self._lockstep.grow_in_lockstep(running, 1) is None):
+            return False
+        for member in self.batch:
+            if member.status is SeqStatus.FINISHED:
+                plan.padding.append(ScheduledChunk(member, 1, member.num_computed_tokens))
+            elif member.status is SeqStatus.RUNNING:
+                plan.chunks.append(ScheduledChunk(member, 1, member.num_computed_tokens))
+        return True
 
     def _form_batch(self) -> None:
         while self.waiting and len(self.batch) < self.params.max_num_seqs:
