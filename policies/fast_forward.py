@@ -76,6 +76,12 @@ class RepeatsDecodeBatch(Protocol):
         rejected drafts give slots back, so its pool does not only fill."""
         raise NotImplementedError
 
+    def padding_contexts(self) -> list[int]:
+        """Cached tokens of each row that every step of the batch's run also computes
+        without growing (a static batch's finished members, as padding), in plan order;
+        empty for a scheduler without padding."""
+        raise NotImplementedError
+
 
 @runtime_checkable
 class GrowsInLockstep(Protocol):
@@ -99,13 +105,16 @@ class LockstepPricing(Protocol):
     """An executor that prices a run of decode-only iterations of one batch in one go."""
 
     def lockstep_decode_times(self, context_tokens: list[int], num_steps: int,
-                              first_step: int = 0) -> list[float] | None:
+                              first_step: int = 0,
+                              padding_contexts: Collection[int] = ()) -> list[float] | None:
         """What `execute` would return for each of `num_steps` iterations in which sequence
         i decodes on `context_tokens[i] + j` cached tokens at step j (from `first_step`),
+        beside padding rows that compute one token on `padding_contexts[p]` each step,
         without side effects; None when it cannot say (the engine then steps one by one)."""
         raise NotImplementedError
 
-    def ran_lockstep_decodes(self, context_tokens: list[int], num_steps: int) -> None:
+    def ran_lockstep_decodes(self, context_tokens: list[int], num_steps: int,
+                             padding_contexts: Collection[int] = ()) -> None:
         """The engine ran the first `num_steps` of those iterations (for counters and
         observers; pricing them had no side effects)."""
         raise NotImplementedError
@@ -365,6 +374,7 @@ class DecodeFastForward(RunFastForward):
         `now_s + (end - now_s)` must land on the same float, and every log row, token time,
         block, hash and completion comes out as one step at a time would leave them.
         """
+        padding = self._scheduler.padding_contexts()
         contexts, remaining = [], []
         for seq in seqs:  # each must be decoding: outputs sampled, KV for all but the last
             request, computed, outputs = seq.request, seq.num_computed_tokens, seq.num_output_tokens
@@ -383,7 +393,7 @@ class DecodeFastForward(RunFastForward):
             chunk = max(1, math.ceil((until_s - end_s) / step_s) + 2)
         while len(ends) < max_steps and (t < until_s or grace):
             more = self._executor.lockstep_decode_times(
-                contexts, min(chunk, max_steps - len(ends)), len(ends))
+                contexts, min(chunk, max_steps - len(ends)), len(ends), padding)
             if more is None:
                 return None
             starts = array("d", accumulate(more, initial=t))  # each step's start, then the last end
@@ -404,8 +414,8 @@ class DecodeFastForward(RunFastForward):
         usages = self._allocator.grow_in_lockstep(seqs, num_steps) if num_steps else None
         if usages is None:
             return None
-        self._log.record_decode_run(len(seqs), end_s, ends, durations[:num_steps],
-                                    self._num_waiting(), usages)
+        self._log.record_decode_run(len(seqs) + len(padding), end_s, ends,
+                                    durations[:num_steps], self._num_waiting(), usages)
         last_s = ends[-1]
         timeline = self._timeline
         first = timeline.extend(ends)
@@ -418,7 +428,7 @@ class DecodeFastForward(RunFastForward):
             for seq, left in zip(seqs, remaining):
                 if left == num_steps:
                     self._finish(seq, last_s)
-        self._executor.ran_lockstep_decodes(contexts, num_steps)
+        self._executor.ran_lockstep_decodes(contexts, num_steps, padding)
         return last_s, finished, durations[num_steps - 1]
 
 

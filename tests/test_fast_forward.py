@@ -87,6 +87,11 @@ MEASURED_CASES = {
     "moe": dict(HEAVY, model="mixtral-8x7b", tp=2),
     "mla": dict(HEAVY, model="deepseek-v2-lite"),
     "hybrid ssm": dict(HEAVY, model="jamba-v0.1", tp=4),
+    # a static batch's runs price its finished members as padding rows (stepped under a
+    # sliding window)
+    "static": dict(HEAVY, scheduler="static", max_num_seqs=16),
+    "static sliding window": dict(HEAVY, scheduler="static", max_num_seqs=16,
+                                  model="gemma-3-12b"),
     "long runs": dict(trace="synthetic:n=30,arrivals=poisson:0.2,prompt=fixed:100,"
                             "output=fixed:600"),
     # 64 sequences decode past the 8,191 cached tokens the batch-64 decode row was measured
@@ -156,10 +161,11 @@ def test_fast_forward_jumps_most_iterations(monkeypatch):
     assert calls[0] < iterations / 4
 
 
-@pytest.mark.parametrize("scheduler", ["continuous", "chunked", "orca"])
+@pytest.mark.parametrize("scheduler", ["continuous", "chunked", "orca", "static"])
 def test_each_declaring_scheduler_jumps_and_keeps_results(monkeypatch, scheduler):
-    """Continuous, chunked and Orca each declare `RepeatsDecodeBatch` themselves: each one's
-    claim (its decode-only plans repeat) holds, and its runs are jumped."""
+    """Continuous, chunked, Orca and static batching each declare `RepeatsDecodeBatch`
+    themselves: each one's claim (its decode-only plans repeat; a static batch's with its
+    finished members as padding) holds, and its runs are jumped."""
     options = dict(LIGHT, scheduler=scheduler)
     off = _run(options, False)
     calls = _count_steps(monkeypatch)
@@ -213,7 +219,7 @@ def test_fast_forward_abilities_are_declared_per_class():
 
     schedulers = {name: declared(entry.policy, RepeatsDecodeBatch)
                   for name, entry in SCHEDULERS.items()}
-    assert schedulers == {"continuous": True, "chunked": True, "orca": True, "static": False}
+    assert schedulers == {"continuous": True, "chunked": True, "orca": True, "static": True}
     for allocator in (PagedAllocator, HybridPagedAllocator, ContiguousAllocator, RadixAllocator):
         assert declared(allocator, GrowsInLockstep)
     assert declared(CostModel, LockstepPricing) and declared(MeasuredCostModel, LockstepPricing)
@@ -260,7 +266,7 @@ def test_fast_forward_off_steps_every_iteration(monkeypatch):
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    scheduler=st.sampled_from(["continuous", "chunked", "orca"]),
+    scheduler=st.sampled_from(["continuous", "chunked", "orca", "static"]),
     allocator=st.sampled_from(["paged", "paged-prefix", "contiguous", "radix"]),
     rate_scale=st.sampled_from([0.5, 2.0, 8.0]),
     num_gpu_blocks=st.sampled_from([None, 700, 2000]),

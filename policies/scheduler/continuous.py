@@ -215,6 +215,9 @@ class QueuedDecodeRuns(QueueingScheduler, RepeatsDecodeBatch):
     def nothing_can_join(self) -> bool:
         return not (self.waiting or self.swapped) or len(self.running) >= self.params.max_num_seqs
 
+    def padding_contexts(self) -> list[int]:
+        return []
+
 
 class ContinuousScheduler(QueuedDecodeRuns):
     def schedule(self, now_s: float) -> Plan:

@@ -10,8 +10,10 @@ their KV is released only when the whole batch ends. Nothing joins a running bat
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass
 
+from policies.fast_forward import RepeatsDecodeBatch
 from policies.knobs import knob
 from policies.kv.base import ForksSequences, KVAllocator, PrefixCache
 from policies.scheduler.base import (BatchCapParams, admit, decodes_grower,
@@ -25,7 +27,7 @@ class StaticParams(BatchCapParams):
         "static batching: max wait for a batch to fill"))
 
 
-class StaticScheduler:
+class StaticScheduler(RepeatsDecodeBatch):
     def __init__(self, params: StaticParams, allocator: KVAllocator) -> None:
         self.params = params
         self.allocator = allocator
@@ -86,6 +88,38 @@ class StaticScheduler:
             # (its head fits, since the pool is then empty).
             plan.padding.clear()
             self._release_if_done()
+
+    # ---- the decode fast-forward (`RepeatsDecodeBatch`) ---------------------------------
+    def repeated_batch(self, plan: Plan,
+                       decodes: Collection[Sequence] = ()) -> list[Sequence] | None:
+        """The running members, in batch order, when `plan` decoded one token of each and
+        preempted and copied nothing: every later step decodes them again (nothing joins a
+        running batch), the finished ones beside them as padding, until one finishes or the
+        pool cannot grow them."""
+        if decodes or plan.preempted or plan.block_copies:
+            return None
+        if not all(chunk.num_new_tokens == 1 and not chunk.num_spec_tokens
+                   for chunk in plan.chunks):
+            return None
+        batch = [chunk.seq for chunk in plan.chunks if chunk.seq.status is not SeqStatus.FINISHED]
+        if len(batch) != sum(member.status is SeqStatus.RUNNING for member in self.batch):
+            return None  # a member joined in the commit (a forked sample)
+        return batch
+
+    def drained_batch(self) -> list[Sequence] | None:
+        """The running members after some finished (the batch ends when none is left)."""
+        return [member for member in self.batch if member.status is SeqStatus.RUNNING] or None
+
+    def nothing_can_join(self) -> bool:
+        """False, though nothing ever joins a running batch: a speculative run would neither
+        price the finished members as padding nor see one finish (they stay in the batch),
+        so a static batch's verify steps go one at a time."""
+        return False
+
+    def padding_contexts(self) -> list[int]:
+        """The finished members' cached tokens, in batch order: each step computes them again."""
+        return [member.num_computed_tokens for member in self.batch
+                if member.status is SeqStatus.FINISHED]
 
     def _decode_at_once(self, plan: Plan) -> bool:
         """Plan the batch's decode step with one lockstep round growing its running members

@@ -79,6 +79,9 @@ class SpeculativeScheduler(WrappedScheduler, RepeatsVerifyBatch):
     def nothing_can_join(self) -> bool:
         return self._repeats is not None and self._repeats.nothing_can_join()
 
+    def padding_contexts(self) -> list[int]:
+        return self._repeats.padding_contexts() if self._repeats is not None else []
+
     def verify_sizes(self, batch: list[Sequence]) -> tuple[list[int], list[int], int]:
         """(k, new tokens) of each chunk `schedule()` plans for the repeated `batch` (each
         decoding one token, nothing else planned) when every draft's slots are given, and

@@ -17,6 +17,7 @@ per-iteration points an `IterationRecorder` collects during a simulation.
 from __future__ import annotations
 
 from array import array
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,14 +158,18 @@ class IterationRecorder(LockstepPricing):
         return result
 
     def lockstep_decode_times(self, context_tokens: list[int], num_steps: int,
-                              first_step: int = 0) -> list[float] | None:
-        """The inner executor's prices; None (step one at a time) when it has none."""
-        if self._lockstep is None:
+                              first_step: int = 0,
+                              padding_contexts: Collection[int] = ()) -> list[float] | None:
+        """The inner executor's prices; None (step one at a time) when it has none, or for
+        padding rows (the intensity counts of a run have none)."""
+        if self._lockstep is None or padding_contexts:
             return None
         return self._lockstep.lockstep_decode_times(context_tokens, num_steps, first_step)
 
-    def ran_lockstep_decodes(self, context_tokens: list[int], num_steps: int) -> None:
-        # Only called after lockstep_decode_times priced the run, so _lockstep is set.
+    def ran_lockstep_decodes(self, context_tokens: list[int], num_steps: int,
+                             padding_contexts: Collection[int] = ()) -> None:
+        # Only called after lockstep_decode_times priced the run (no padding), so
+        # _lockstep is set.
         assert self._lockstep is not None
         self._lockstep.ran_lockstep_decodes(context_tokens, num_steps)
         cost = self.counts.lockstep_decode_costs(context_tokens, num_steps)

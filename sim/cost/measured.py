@@ -33,7 +33,7 @@ point times the roofline's ratio between the query and that point
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import replace
 from itertools import repeat
 from operator import truediv
@@ -193,10 +193,10 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
         self._gemm_rows: dict[tuple[int, int], Row] = {}
         self._decode_batches: dict[int, _DecodeBatch] = {}
         self._allreduce_tables: dict[str, _AllReduceTable] = {}
-        self._in_one_cell: tuple[int, int, int] = (0, 0, 0)
-        """(batch size, cached tokens in all, steps) of the last run whose first steps
-        `_one_cell_times` priced: every lookup of those steps is in range, which is all
-        `ran_lockstep_decodes` of that run needs to know (it depends on those three alone)."""
+        self._in_one_cell: tuple[int, int, int, int] = (0, 0, 0, 0)
+        """(rows, growing rows, cached tokens in all, steps) of the last run whose first
+        steps `_one_cell_times` priced: every lookup of those steps is in range, which is all
+        `ran_lockstep_decodes` of that run needs to know (it depends on those four alone)."""
         self._precompute()
 
     @property
@@ -734,19 +734,25 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
         return self._windowless
 
     def lockstep_decode_times(self, context_tokens: list[int], num_steps: int,
-                              first_step: int = 0) -> list[float]:
+                              first_step: int = 0,
+                              padding_contexts: Collection[int] = ()) -> list[float] | None:
         """What `execute` would return for each of `num_steps` decode-only iterations of one
         batch, sequence i on `context_tokens[i] + j` cached tokens at step j (from
-        `first_step`)."""
+        `first_step`), beside padding rows on `padding_contexts` (the same each step). None
+        for padding under a sliding window (the engine then steps one at a time)."""
+        if padding_contexts and not self._windowless:
+            return None
         if self._windowless and num_steps < ARRAY_STEPS:
             num_seqs = len(context_tokens)
-            total = sum(context_tokens)
-            times = self._one_cell_times(num_seqs, total + num_seqs * first_step, num_steps)
+            num_rows = num_seqs + len(padding_contexts)
+            total = sum(context_tokens) + sum(padding_contexts)
+            times = self._one_cell_times(num_rows, total + num_seqs * first_step, num_steps,
+                                         num_seqs)
             if times is not None:
                 if not first_step:
-                    self._in_one_cell = (num_seqs, total, num_steps)
+                    self._in_one_cell = (num_rows, num_seqs, total, num_steps)
                 return times
-        return self._lockstep(context_tokens, num_steps, first_step)
+        return self._lockstep(context_tokens, num_steps, first_step, padding_contexts)
 
     def lockstep_decode_sum_s(self, context_tokens: list[int], num_steps: int,
                               first_step: int = 0, total_s: float = 0.0) -> float:
@@ -754,7 +760,7 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
         passes): a short stretch in one table cell from `_one_cell_times`, else `_lockstep`."""
         num_seqs = len(context_tokens)
         times = (self._one_cell_times(num_seqs, sum(context_tokens) + num_seqs * first_step,
-                                      num_steps)
+                                      num_steps, num_seqs)
                  if self._windowless and num_steps < ARRAY_STEPS else None)
         if times is None:
             times = self._lockstep(context_tokens, num_steps, first_step)
@@ -762,18 +768,20 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
             total_s += time_s
         return total_s
 
-    def _one_cell_times(self, num_seqs: int, first_kv: int, num_steps: int) -> list[float] | None:
+    def _one_cell_times(self, num_seqs: int, first_kv: int, num_steps: int,
+                        num_growing: int) -> list[float] | None:
         """`_short_run`'s times of a short run without a sliding window whose batch of
-        `num_seqs` reads `first_kv` cached tokens in all at its first step, when its one
-        layer kind's exact table holds every step's mean length in one cell (most runs: the
-        mean rises by one a step); None otherwise. Each step is `_one_kernel_step_times_s`'
-        sum of `lerp_each`'s value, spelled out in one comprehension: the same operations in
-        the same order, without the mean lengths' and values' lists."""
+        `num_seqs` rows reads `first_kv` cached tokens in all at its first step and
+        `num_growing` more each step (all but its padding rows), when its one layer kind's
+        exact table holds every step's mean length in one cell (most runs: the mean rises by
+        one a step); None otherwise. Each step is `_one_kernel_step_times_s`' sum of
+        `lerp_each`'s value, spelled out in one comprehension: the same operations in the
+        same order, without the mean lengths' and values' lists."""
         batch, rows = self._decode_batch(num_seqs)
         if len(rows) != 1 or rows[0] is None:
             return None
-        stop = first_kv + num_seqs * num_steps
-        cell = rows[0].one_cell(first_kv / num_seqs, (stop - num_seqs) / num_seqs)
+        stop = first_kv + num_growing * num_steps
+        cell = rows[0].one_cell(first_kv / num_seqs, (stop - num_growing) / num_seqs)
         if cell is None:
             return None
         x0, x1, y0, y1 = cell
@@ -781,22 +789,26 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
         kernels_s, untabled_s, overhead_s = batch.kernels_s, batch.untabled_s, batch.overhead_s
         layers = self._kinds[0].layers
         return [kernels_s + layers * (y0 + (kv / num_seqs - x0) / dx * dy) + untabled_s + overhead_s
-                for kv in range(first_kv, stop, num_seqs)]
+                for kv in range(first_kv, stop, num_growing)]
 
-    def ran_lockstep_decodes(self, context_tokens: list[int], num_steps: int) -> None:
+    def ran_lockstep_decodes(self, context_tokens: list[int], num_steps: int,
+                             padding_contexts: Collection[int] = ()) -> None:
         """The engine ran the first `num_steps` of those iterations: count their lookups (a
         decode lookup is in range when its kind's table is exact and its row covers the
         step's mean length, as in `_decode_kernel`)."""
-        num_seqs = len(context_tokens)
+        num_growing = len(context_tokens)
+        num_seqs = num_growing + len(padding_contexts)
         batch, rows = self._decode_batch(num_seqs)
         extrapolated = num_steps * batch.num_extrapolated
-        seqs_in_cell, total_in_cell, steps_in_cell = self._in_one_cell
-        if (num_seqs == seqs_in_cell and num_steps <= steps_in_cell
-                and sum(context_tokens) == total_in_cell):  # one kind, every lookup in range
+        seqs_in_cell, growing_in_cell, total_in_cell, steps_in_cell = self._in_one_cell
+        if (num_seqs == seqs_in_cell and num_growing == growing_in_cell
+                and num_steps <= steps_in_cell
+                and sum(context_tokens) + sum(padding_contexts) == total_in_cell):
+            # one kind, every lookup in range
             self.lookups_extrapolated += extrapolated
             self.lookups_in_range += num_steps * (len(batch.kernels) + 1) - extrapolated
             return
-        kv_global, kv_local = self._lockstep_kv(context_tokens, num_steps, 0)
+        kv_global, kv_local = self._lockstep_kv(context_tokens, num_steps, 0, padding_contexts)
         for kind, row in zip(self._kinds, rows):
             if row is None:
                 extrapolated += num_steps
@@ -809,11 +821,12 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
         self.lookups_extrapolated += extrapolated
         self.lookups_in_range += num_steps * (len(batch.kernels) + len(self._kinds)) - extrapolated
 
-    def _lockstep_kv(self, context_tokens: list[int], num_steps: int,
-                     first_step: int) -> tuple[range, Sequence[int]]:
+    def _lockstep_kv(self, context_tokens: list[int], num_steps: int, first_step: int,
+                     padding_contexts: Collection[int] = ()) -> tuple[range, Sequence[int]]:
         """Cached tokens the batch reads at each step, in all (a range: it grows by the
-        batch size a step) and within the sliding window (without one, the same range)."""
-        num_seqs, total = len(context_tokens), sum(context_tokens)
+        batch size a step; padding rows, only without a sliding window, add the same each
+        step) and within the sliding window (without one, the same range)."""
+        num_seqs, total = len(context_tokens), sum(context_tokens) + sum(padding_contexts)
         kv_global = range(total + num_seqs * first_step,
                           total + num_seqs * (first_step + num_steps), num_seqs)
         window = self.model.sliding_window
@@ -823,15 +836,18 @@ class MeasuredCostModel(LockstepPricing, PricesAhead, PricesDecodesApart, Prices
         contexts = np.asarray(context_tokens, dtype=np.int64)[None, :] + np.asarray(steps)[:, None]
         return kv_global, np.minimum(contexts, window).sum(axis=1).tolist()
 
-    def _lockstep(self, context_tokens: list[int], num_steps: int, first_step: int) -> list[float]:
-        """Decode steps of one batch: a short run step by step through `_decode_attention`
-        (what `execute` does), a long one as arrays over the steps where every lookup lies
-        inside its table (`Row.interior`: `Row.at`'s arithmetic, so the same bits) and step by
-        step for the others; every step summed by `_step_time`."""
-        num_seqs = len(context_tokens)
+    def _lockstep(self, context_tokens: list[int], num_steps: int, first_step: int,
+                  padding_contexts: Collection[int] = ()) -> list[float]:
+        """Decode steps of one batch (and its padding rows): a short run step by step
+        through `_decode_attention` (what `execute` does), a long one as arrays over the
+        steps where every lookup lies inside its table (`Row.interior`: `Row.at`'s
+        arithmetic, so the same bits) and step by step for the others; every step summed by
+        `_step_time`."""
+        num_seqs = len(context_tokens) + len(padding_contexts)
         decode = self._decode_batch(num_seqs)
         batch = decode.batch
-        kv_global, kv_local = self._lockstep_kv(context_tokens, num_steps, first_step)
+        kv_global, kv_local = self._lockstep_kv(context_tokens, num_steps, first_step,
+                                                padding_contexts)
         if num_steps < ARRAY_STEPS:
             return self._short_run(decode, num_seqs, kv_global, kv_local)
         in_one_go = np.ones(num_steps, dtype=bool)

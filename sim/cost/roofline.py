@@ -25,6 +25,7 @@ The efficiencies are `Coefficients` (data, fitted by `sim.cost.calibrate`).
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Protocol, TypeVar
 
@@ -435,29 +436,32 @@ class CostModel(LockstepPricing, PricesAhead, PricesDecodesApart, PricesRows):
         return StepResult(priced.duration_s)
 
     def lockstep_decode_times(self, context_tokens: list[int], num_steps: int,
-                              first_step: int = 0) -> list[float] | None:
+                              first_step: int = 0,
+                              padding_contexts: Collection[int] = ()) -> list[float] | None:
         """What `execute` would return for each of `num_steps` decode-only iterations of one
-        fixed batch, through the functions `_cost` prices a plan with (with no sliding
-        window, a step's batch totals are a count and a sum, so each step is priced on its
-        own without building its breakdown; otherwise `lockstep_decode_costs` prices all at
-        once over arrays). None
-        under pipeline parallelism, whose micro-batch split has no closed form here (the
-        engine then steps one at a time)."""
-        if self.pp != 1:
+        fixed batch (and its padding rows, which read the same KV each step), through the
+        functions `_cost` prices a plan with (with no sliding window, a step's batch totals
+        are a count and a sum, so each step is priced on its own without building its
+        breakdown; otherwise `lockstep_decode_costs` prices all at once over arrays). None
+        under pipeline parallelism, whose micro-batch split has no closed form here, and for
+        padding under a sliding window (the engine then steps one at a time)."""
+        if self.pp != 1 or (padding_contexts and self.model.sliding_window):
             return None
         if self.model.sliding_window:
             times = self.lockstep_decode_costs(context_tokens, num_steps, first_step).time_s
             return times.tolist() if isinstance(times, np.ndarray) else [times] * num_steps
-        num_seqs, total_context = len(context_tokens), sum(context_tokens)
-        linear, lm_head, comm_s, overhead_s = self._batch_terms_of(num_seqs, num_seqs, num_seqs)
+        num_seqs = len(context_tokens)
+        num_rows = num_seqs + len(padding_contexts)
+        # every row reads its cached tokens and its new one; only the batch's rows grow
+        first_kv = sum(context_tokens) + sum(padding_contexts) + num_rows + num_seqs * first_step
+        linear, lm_head, comm_s, overhead_s = self._batch_terms_of(num_rows, num_rows, num_rows)
         c = self.coefficients
         ceff, meff = c.attention_compute_eff, c.attention_memory_eff
         linear_s, lm_head_s = linear.time_s, lm_head.time_s
         work, seconds = self._attention_work, self._seconds
         times = []
-        for kv in range(total_context + num_seqs * (first_step + 1),
-                        total_context + num_seqs * (first_step + num_steps + 1), num_seqs):
-            compute_s, memory_s = seconds(*work(num_seqs, num_seqs, float(kv), kv, 0.0, 0),
+        for kv in range(first_kv, first_kv + num_seqs * num_steps, num_seqs):
+            compute_s, memory_s = seconds(*work(num_rows, num_rows, float(kv), kv, 0.0, 0),
                                           ceff, meff)
             times.append(iteration_time_s(
                 [linear_s, group_time_s(compute_s, memory_s, 0.0), lm_head_s], comm_s, overhead_s))
@@ -474,7 +478,8 @@ class CostModel(LockstepPricing, PricesAhead, PricesDecodesApart, PricesRows):
             total_s += time_s
         return total_s
 
-    def ran_lockstep_decodes(self, context_tokens: list[int], num_steps: int) -> None:
+    def ran_lockstep_decodes(self, context_tokens: list[int], num_steps: int,
+                             padding_contexts: Collection[int] = ()) -> None:
         """The engine ran the first `num_steps` of those iterations (a hook for observers
         such as the dashboard's recording cost model; planning them had no side effects)."""
 
