@@ -11,7 +11,7 @@ from policies.types import Request, Sequence
 from sim.api import simulate
 from sim.config import ReplayOptions, resolve
 from tests.helpers import FixedCostExecutor, drive
-from tests.test_fast_forward import assert_same_results
+from tests.test_fast_forward import assert_shortcut_keeps_results
 
 
 def chunked_engine(budget: int, threshold: int = 0, order: str = "decode-first"):
@@ -98,22 +98,10 @@ def test_decodes_grown_at_once_leave_every_result_unchanged(monkeypatch, allocat
     options = ReplayOptions(scheduler="chunked", allocator=allocator, chunked_order=order,
                             token_budget=256, rate_scale=4.0, max_requests=200,
                             num_gpu_blocks=num_gpu_blocks, fast_forward=False)
-    at_once_calls = []
-    real_at_once = ChunkedScheduler._grow_at_once
-
-    def counted_at_once(*args) -> bool:
-        at_once_calls.append(real_at_once(*args))
-        return at_once_calls[-1]
-
-    with monkeypatch.context() as patched:
-        patched.setattr(ChunkedScheduler, "_grow_at_once", counted_at_once)
-        at_once = simulate(resolve(options))
-    with monkeypatch.context() as patched:
-        patched.setattr(ChunkedScheduler, "_grow_at_once", lambda *args: False)
-        one_by_one = simulate(resolve(options))
-    assert_same_results(one_by_one, at_once)
+    at_once, share = assert_shortcut_keeps_results(monkeypatch, ChunkedScheduler,
+                                                   "_grow_at_once", options)
     assert at_once.summary["requests_finished"] == 200
-    assert sum(at_once_calls) > 0.5 * len(at_once_calls)  # most steps grew their decodes at once
+    assert share > 0.5  # most steps grew their decodes at once
     assert (at_once.summary["preemptions"] > 0) == (allocator != "contiguous")
     if allocator == "paged-prefix":  # preempted requests found their own blocks again
         assert at_once.summary["prefix_hit_tokens"] > 0

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from policies.engine import Engine
 from sim.api import simulate
 from sim.config import ReplayOptions, resolve
+from sim.results import Results
 
 LIGHT = dict(max_requests=150)
 HEAVY = dict(max_requests=150, rate_scale=8.0)  # queueing: waiting work blocks admission
@@ -106,6 +107,28 @@ MEASURED_CASES = {
 
 def _run(options: dict, fast_forward: bool):
     return simulate(resolve(ReplayOptions(fast_forward=fast_forward, **options)))
+
+
+def assert_shortcut_keeps_results(monkeypatch, owner: type, name: str,
+                                  options: ReplayOptions) -> tuple[Results, float]:
+    """Simulate `options` with `owner.name` (a shortcut that answers whether it did the work
+    itself) counted, then with it always declining, and assert both leave the same results;
+    return the first run and the share of calls in which the shortcut did the work."""
+    calls: list[bool] = []
+    shortcut = getattr(owner, name)
+
+    def counted(*args) -> bool:
+        calls.append(shortcut(*args))
+        return calls[-1]
+
+    with monkeypatch.context() as patched:
+        patched.setattr(owner, name, counted)
+        taken = simulate(resolve(options))
+    with monkeypatch.context() as patched:
+        patched.setattr(owner, name, lambda *args: False)
+        declined = simulate(resolve(options))
+    assert_same_results(declined, taken)
+    return taken, sum(calls) / len(calls)
 
 
 def assert_same_results(off, on) -> None:

@@ -13,10 +13,9 @@ from policies.scheduler.continuous import ContinuousParams, ContinuousScheduler
 from policies.scheduler.queue_order import QUEUE_POLICIES
 from policies.scheduler.static import StaticParams, StaticScheduler
 from policies.types import Request, SeqStatus
-from sim.api import simulate
-from sim.config import ReplayOptions, resolve
+from sim.config import ReplayOptions
 from tests.helpers import FixedCostExecutor, drive
-from tests.test_fast_forward import assert_same_results
+from tests.test_fast_forward import assert_shortcut_keeps_results
 
 
 def continuous_engine(num_blocks=100, block_size=4, max_seqs=8, max_tokens=64):
@@ -94,22 +93,10 @@ def test_static_decode_steps_grown_at_once_leave_every_result_unchanged(
     by one, on pools small enough to preempt mid-batch (all but contiguous)."""
     options = ReplayOptions(scheduler="static", allocator=allocator, max_requests=150,
                             rate_scale=4.0, num_gpu_blocks=num_gpu_blocks, fast_forward=False)
-    at_once_calls = []
-    real_at_once = StaticScheduler._decode_at_once
-
-    def counted_at_once(*args) -> bool:
-        at_once_calls.append(real_at_once(*args))
-        return at_once_calls[-1]
-
-    with monkeypatch.context() as patched:
-        patched.setattr(StaticScheduler, "_decode_at_once", counted_at_once)
-        at_once = simulate(resolve(options))
-    with monkeypatch.context() as patched:
-        patched.setattr(StaticScheduler, "_decode_at_once", lambda *args: False)
-        one_by_one = simulate(resolve(options))
-    assert_same_results(one_by_one, at_once)
+    at_once, share = assert_shortcut_keeps_results(monkeypatch, StaticScheduler,
+                                                   "_decode_at_once", options)
     assert at_once.summary["requests_finished"] == 150
-    assert sum(at_once_calls) > 0.5 * len(at_once_calls)  # most steps decode at once
+    assert share > 0.5  # most steps decode at once
     assert (at_once.summary["preemptions"] > 0) == (allocator != "contiguous")
 
 
