@@ -227,14 +227,7 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
             self.free(loser)
             return self.fork(donor, loser)
         del self.block_tables[loser.seq_id]
-        held = self._num_tokens.pop(loser.seq_id, 0)
-        self._release_tail(table, held, num_shared)
-        # what `_release_tail` subtracts for the shared blocks (each still held by the donor)
-        self._shared_slots -= min(held, num_shared * self.block_size)
-        self._filled_slots -= held
-        self._hashes.pop(loser.seq_id, None)
-        self._num_registered.pop(loser.seq_id, None)
-        self._ordered_registrations.discard(loser.seq_id)
+        self._drop_table(loser.seq_id, table, num_shared)
         self._share_table(donor, loser, num_shared)
         return True
 
@@ -569,12 +562,21 @@ class PagedAllocator(GrowsInLockstep, GrowsForVerifies, ForksSequences, ShrinksS
             return
         if self.caching and self._caches_own_run(seq.request):
             self._close_own_run(seq.seq_id, table, seq.status is SeqStatus.FINISHED)
-        held = self._num_tokens.pop(seq.seq_id, 0)
-        self._release_tail(table, held, 0)  # tail first: evicted before the shared head
+        self._drop_table(seq.seq_id, table, 0)
+
+    def _drop_table(self, seq_id: int, table: list[int], num_kept: int) -> None:
+        """Forget sequence `seq_id`, whose `table` left `block_tables`: release its blocks
+        from the last down to index `num_kept` (tail first: evicted before the shared head)
+        and its counts. The first `num_kept` blocks keep this owner (`refork` gives each to
+        a copy that holds it already)."""
+        held = self._num_tokens.pop(seq_id, 0)
+        self._release_tail(table, held, num_kept)
+        # the kept blocks' count, as releasing them would subtract (another holder keeps each)
+        self._shared_slots -= min(held, num_kept * self.block_size)
         self._filled_slots -= held
-        self._hashes.pop(seq.seq_id, None)
-        self._num_registered.pop(seq.seq_id, None)
-        self._ordered_registrations.discard(seq.seq_id)
+        self._hashes.pop(seq_id, None)
+        self._num_registered.pop(seq_id, None)
+        self._ordered_registrations.discard(seq_id)
 
     def _tokens_in_block(self, num_tokens: int, index: int) -> int:
         """Tokens of a `num_tokens`-token sequence in its block `index`."""
